@@ -1,0 +1,83 @@
+"""The one exception tree of riskwatch.
+
+::
+
+    RiskwatchError
+    ├── InvalidEvent          an input event failed validation (field errors attached)
+    ├── ConfigError           a config file or change failed validation
+    └── StateError            a stored entity state cannot be read
+
+Library code raises these; boundaries (CLI, stream agents, API) translate them
+into exit codes, dead-letter records and HTTP responses. Errors of third-party
+libraries are wrapped with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RiskwatchError", "InvalidEvent", "ConfigError", "StateError", "FieldError"]
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One problem with one field: where (dotted path), which rule, and a message."""
+
+    field: str
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message} [{self.rule}]"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "rule": self.rule, "message": self.message}
+
+
+class RiskwatchError(Exception):
+    """Root of every error riskwatch raises on purpose."""
+
+
+class _FieldErrors(RiskwatchError):
+    def __init__(self, errors: list[FieldError], what: str) -> None:
+        self.errors = errors
+        super().__init__(f"{what}: " + "; ".join(str(e) for e in errors))
+
+
+class InvalidEvent(_FieldErrors):
+    """An input event is not valid; ``errors`` names every bad field."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__(errors, "invalid event")
+
+
+class ConfigError(_FieldErrors):
+    """A configuration is not valid; ``errors`` names every bad field."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__(errors, "invalid config")
+
+
+class StateError(RiskwatchError):
+    """A persisted entity state could not be decoded."""
+
+
+def field_errors_from_pydantic(exc) -> list[FieldError]:
+    """Translate a :class:`pydantic.ValidationError` into :class:`FieldError` s."""
+    out = []
+    for err in exc.errors(include_url=False):
+        parts = list(err.get("loc", ()))
+        if parts and parts[0] in _TAGS:  # discriminated union: drop the tag
+            parts = parts[1:]
+        loc = ".".join(str(p) for p in parts) or "(root)"
+        etype = err.get("type", "invalid")
+        if etype in ("union_tag_invalid", "union_tag_not_found"):
+            loc = "type"
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
+        out.append(FieldError(loc, etype, msg))
+    return out
+
+
+_TAGS = {"entity", "complaint", "sensor_reading", "inspection", "record", "objection",
+         "objection_resolution", "tick"}
+

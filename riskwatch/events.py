@@ -1,0 +1,259 @@
+"""Pydantic models of every input and output event.
+
+Input events are JSON objects told apart by ``type``. Entity ids are Unified
+Social Credit Codes (check character verified) unless the validation context
+says ``entity_id_scheme="opaque"``.
+
+>>> ev = parse_event(b'{"type": "complaint", "complaint_id": "c1", '
+...     b'"entity_id": "91350100M000100Y43", "ts": "2026-01-05T10:00:00+08:00", '
+...     b'"category": "food_safety"}')
+>>> ev.type, ev.channel, ev.severity
+('complaint', '12315', 1)
+>>> parse_event(b'{"type": "complaint", "entity_id": "91350100M000100Y44"}')
+Traceback (most recent call last):
+...
+riskwatch.errors.InvalidEvent: invalid event: entity_id: check character is '4', expected '3' [value_error]; complaint_id: Field required [missing]; ts: Field required [missing]; category: Field required [missing]
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from . import uscc
+from .errors import InvalidEvent, field_errors_from_pydantic
+
+__all__ = [
+    "Entity", "Complaint", "SensorReading", "Violations", "Inspection", "Record",
+    "Objection", "ObjectionResolution", "Tick", "InputEvent", "parse_event",
+    "validate_entity_id", "RiskChange", "SpotcheckChange", "AlertCandidate",
+    "Reason", "OutputEvent", "INPUT_TYPES", "event_id",
+]
+
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+Score = Annotated[float, Field(ge=0, le=100)]
+
+
+def validate_entity_id(value: str, scheme: str = "uscc") -> str:
+    """Check an entity id under ``scheme`` (``uscc`` or ``opaque``)."""
+    if scheme == "opaque":
+        if not value or len(value) > 64:
+            raise ValueError("opaque entity id must be 1-64 characters")
+        return value
+    return uscc.validate(value)
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entity_id: str
+
+    @field_validator("entity_id")
+    @classmethod
+    def _entity_id(cls, v: str, info: ValidationInfo) -> str:
+        scheme = (info.context or {}).get("entity_id_scheme", "uscc")
+        return validate_entity_id(v, scheme)
+
+
+class Entity(_Event):
+    """Upsert of an entity's register data."""
+
+    type: Literal["entity"] = "entity"
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    industry: Annotated[str, Field(min_length=1, max_length=64)]
+    region: Annotated[str, Field(pattern=r"^\d{6}$", description="6-digit administrative division code")]
+    ts: AwareDatetime | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class Complaint(_Event):
+    """A consumer complaint (12315 hotline or another channel)."""
+
+    type: Literal["complaint"] = "complaint"
+    complaint_id: Id
+    ts: AwareDatetime
+    category: Annotated[str, Field(min_length=1, max_length=64)]
+    severity: Annotated[int, Field(ge=1, le=3)] = 1
+    channel: Annotated[str, Field(min_length=1, max_length=32)] = "12315"
+    text: Annotated[str, Field(max_length=10_000)] | None = None
+
+
+class SensorReading(_Event):
+    """One reading of one metric from one device."""
+
+    type: Literal["sensor_reading"] = "sensor_reading"
+    device_id: Id
+    ts: AwareDatetime
+    metric: Annotated[str, Field(min_length=1, max_length=64)]
+    value: Annotated[float, Field(allow_inf_nan=False)]
+    unit: Annotated[str, Field(max_length=16)] | None = None
+
+
+class Violations(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    critical: Annotated[int, Field(ge=0)] = 0
+    major: Annotated[int, Field(ge=0)] = 0
+    minor: Annotated[int, Field(ge=0)] = 0
+
+
+class Inspection(_Event):
+    """The result of an on-site inspection."""
+
+    type: Literal["inspection"] = "inspection"
+    inspection_id: Id
+    ts: AwareDatetime
+    kind: Literal["routine", "complaint", "follow_up"]
+    outcome: Literal["pass", "conditional", "fail"]
+    violations: Violations = Field(default_factory=Violations)
+
+
+RecordKind = Literal[
+    "penalty", "pledge_made", "pledge_kept", "pledge_broken", "judicial_default", "restoration"
+]
+
+
+class Record(_Event):
+    """An administrative record: penalty, credit pledge, judicial default, restoration."""
+
+    type: Literal["record"] = "record"
+    record_id: Id
+    ts: AwareDatetime
+    kind: RecordKind
+    severity: Annotated[int, Field(ge=1, le=3)] = 1
+    expires_at: AwareDatetime | None = None
+
+
+class Objection(_Event):
+    """The entity contests a record or complaint (by its id)."""
+
+    type: Literal["objection"] = "objection"
+    objection_id: Id
+    ts: AwareDatetime
+    target_id: Id
+    target_kind: Literal["record", "complaint"]
+    reason: Annotated[str, Field(max_length=2000)] = ""
+
+
+class ObjectionResolution(_Event):
+    """The outcome of an objection."""
+
+    type: Literal["objection_resolution"] = "objection_resolution"
+    objection_id: Id
+    ts: AwareDatetime
+    target_id: Id
+    resolution: Literal["upheld", "corrected", "revoked"]
+    note: Annotated[str, Field(max_length=2000)] = ""
+
+
+class Tick(_Event):
+    """Event-time clock for one entity: re-evaluates time-based signals (silence, decay)."""
+
+    type: Literal["tick"] = "tick"
+    ts: AwareDatetime
+
+
+InputEvent = Annotated[
+    Union[Entity, Complaint, SensorReading, Inspection, Record, Objection, ObjectionResolution, Tick],
+    Field(discriminator="type"),
+]
+INPUT_TYPES = ("entity", "complaint", "sensor_reading", "inspection", "record", "objection",
+               "objection_resolution", "tick")
+_ADAPTER: TypeAdapter = TypeAdapter(InputEvent)
+_CONTEXTS = {s: {"entity_id_scheme": s} for s in ("uscc", "opaque")}
+
+
+def parse_event(raw: bytes | str | dict, entity_id_scheme: str = "uscc"):
+    """Validate one input event from JSON (bytes/str) or a dict; raise :class:`InvalidEvent`."""
+    ctx = _CONTEXTS[entity_id_scheme]
+    try:
+        if isinstance(raw, dict):
+            return _ADAPTER.validate_python(raw, context=ctx)
+        return _ADAPTER.validate_json(raw, context=ctx)
+    except ValidationError as exc:
+        raise InvalidEvent(field_errors_from_pydantic(exc)) from exc
+
+
+_ID_FIELD = {"complaint": "complaint_id", "inspection": "inspection_id", "record": "record_id",
+             "objection": "objection_id", "objection_resolution": "objection_id"}
+
+
+def event_id(ev) -> str:
+    """A stable id of an input event (sensor readings: ``device@epoch``)."""
+    f = _ID_FIELD.get(ev.type)
+    if f:
+        return getattr(ev, f)
+    if ev.type == "sensor_reading":
+        return f"{ev.device_id}@{int(ev.ts.timestamp())}"
+    return f"{ev.type}:{ev.entity_id}"
+
+
+# ---------------------------------------------------------------- outputs
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Reason(_Out):
+    """One named contribution to a score."""
+
+    code: str
+    contribution: float
+    share: Annotated[float, Field(ge=0, le=1)]
+    signal: float
+    event_ids: list[str] = Field(default_factory=list)
+
+
+class RiskChange(_Out):
+    type: Literal["risk_change"] = "risk_change"
+    entity_id: str
+    ts: datetime
+    score: Score
+    previous_score: Score
+    tier: str
+    reasons: list[Reason]
+    cause_event_id: str
+    config_version: str
+
+
+class SpotcheckChange(_Out):
+    type: Literal["spotcheck_change"] = "spotcheck_change"
+    entity_id: str
+    ts: datetime
+    from_tier: str
+    to_tier: str
+    from_ratio: float
+    to_ratio: float
+    score: Score
+    reasons: list[Reason]
+    cause_event_id: str
+    config_version: str
+
+
+class AlertCandidate(_Out):
+    type: Literal["alert_candidate"] = "alert_candidate"
+    entity_id: str
+    ts: datetime
+    signal: str
+    status: Literal["firing", "resolved"]
+    severity: str
+    value: float
+    dedup_key: str
+    score: Score
+    tier: str
+    event_ids: list[str] = Field(default_factory=list)
+    config_version: str
+
+
+OutputEvent = Annotated[Union[RiskChange, SpotcheckChange, AlertCandidate], Field(discriminator="type")]
