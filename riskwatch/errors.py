@@ -14,7 +14,8 @@ libraries are wrapped with ``raise ... from exc``.
 
 from __future__ import annotations
 
-__all__ = ["RiskwatchError", "InvalidEvent", "ConfigError", "StateError", "FieldError"]
+__all__ = ["RiskwatchError", "InvalidEvent", "ConfigError", "StateError", "FieldError",
+           "field_errors_from_pydantic", "field_error_from_dict"]
 
 from dataclasses import dataclass
 
@@ -64,18 +65,20 @@ class StateError(RiskwatchError):
 
 def field_errors_from_pydantic(exc) -> list[FieldError]:
     """Translate a :class:`pydantic.ValidationError` into :class:`FieldError` s."""
-    out = []
-    for err in exc.errors(include_url=False):
-        parts = list(err.get("loc", ()))
-        if parts and parts[0] in _TAGS:  # discriminated union: drop the tag
-            parts = parts[1:]
-        loc = ".".join(str(p) for p in parts) or "(root)"
-        etype = err.get("type", "invalid")
-        if etype in ("union_tag_invalid", "union_tag_not_found"):
-            loc = "type"
-        msg = err.get("msg", "invalid").removeprefix("Value error, ")
-        out.append(FieldError(loc, etype, msg))
-    return out
+    return [field_error_from_dict(err) for err in exc.errors(include_url=False)]
+
+
+def field_error_from_dict(err: dict) -> FieldError:
+    """One pydantic error dict as a :class:`FieldError`."""
+    parts = list(err.get("loc", ()))
+    if parts and parts[0] in _TAGS:  # discriminated union: drop the tag
+        parts = parts[1:]
+    loc = ".".join(str(p) for p in parts) or "(root)"
+    etype = err.get("type", "invalid")
+    if etype in ("union_tag_invalid", "union_tag_not_found"):
+        loc = "type"
+    msg = err.get("msg", "invalid").removeprefix("Value error, ")
+    return FieldError(loc, etype, msg)
 
 
 _TAGS = {"entity", "complaint", "sensor_reading", "inspection", "record", "objection",

@@ -1,0 +1,246 @@
+"""The validated configuration: detectors, signal weights, tiers, spot-check ratios.
+
+Config is data (``config/riskwatch.yaml``). It is validated once at load and
+at every change; an invalid config raises :class:`~riskwatch.errors.ConfigError`
+naming every bad field, and whatever config was running stays in force.
+
+>>> cfg = load_config_text('''
+... version: "t1"
+... tiers:
+...   - {name: A, ratio: 0.02}
+...   - {name: B, up: 30, down: 25, ratio: 0.1}
+... ''')
+>>> cfg.version, [t.name for t in cfg.tiers], cfg.tier_ratio("B")
+('t1', ['A', 'B'], 0.1)
+>>> load_config_text("tiers: [{name: A, ratio: 2}]")
+Traceback (most recent call last):
+...
+riskwatch.errors.ConfigError: invalid config: tiers.0.ratio: Input should be less than or equal to 1 [less_than_equal]
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError, FieldError, field_error_from_dict, field_errors_from_pydantic
+
+__all__ = ["Config", "SignalSpec", "AlertSpec", "TierSpec", "load_config", "load_config_text",
+           "default_config", "DEFAULT_PATH"]
+
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "config" / "riskwatch.yaml"
+DAY = 86400.0
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AlertSpec(_Strict):
+    """Raise an alert candidate when a signal reaches ``at``; clear it below ``clear_at``."""
+
+    at: Annotated[float, Field(gt=0, le=1)]
+    clear_at: Annotated[float, Field(ge=0, le=1)] | None = None
+    severity: Literal["info", "warning", "critical"] = "warning"
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.clear_at is not None and self.clear_at > self.at:
+            raise ValueError("clear_at must not exceed at")
+        return self
+
+    @property
+    def clear(self) -> float:
+        return self.at * 0.8 if self.clear_at is None else self.clear_at
+
+
+class SignalSpec(_Strict):
+    """How one named signal (value in [0, 1]) becomes score points."""
+
+    weight: Annotated[float, Field(ge=0, le=100)]
+    half_life_days: Annotated[float, Field(gt=0)] | None = None
+    alert: AlertSpec | None = None
+
+
+class DetectorConfig(_Strict):
+    enabled: bool = True
+    params: dict[str, Any] = Field(default_factory=dict)
+    signals: dict[str, SignalSpec] = Field(default_factory=dict)
+
+
+class TierSpec(_Strict):
+    """A tier is entered upward at ``up`` and left downward below ``down`` (hysteresis)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=8)]
+    up: Annotated[float, Field(ge=0, le=100)] = 0.0
+    down: Annotated[float, Field(ge=0, le=100)] = 0.0
+    ratio: Annotated[float, Field(ge=0, le=1)]
+
+
+class ScoringSpec(_Strict):
+    min_delta: Annotated[float, Field(ge=0, le=100)] = 2.0
+    max_reasons: Annotated[int, Field(ge=1, le=20)] = 5
+    min_dwell_up_days: Annotated[float, Field(ge=0)] = 0.0
+    min_dwell_down_days: Annotated[float, Field(ge=0)] = 30.0
+
+
+class ObjectionSpec(_Strict):
+    exclude_disputed: bool = True
+
+
+class TierAlertSpec(_Strict):
+    tiers: dict[str, Literal["info", "warning", "critical"]] = Field(default_factory=dict)
+
+
+def _default_tiers() -> list[TierSpec]:
+    return [TierSpec(name="A", ratio=0.03), TierSpec(name="B", up=25, down=20, ratio=0.05),
+            TierSpec(name="C", up=50, down=42, ratio=0.15), TierSpec(name="D", up=75, down=65, ratio=0.4)]
+
+
+class Config(_Strict):
+    """The whole engine configuration. Immutable; a change is a new version."""
+
+    version: Annotated[str, Field(min_length=1, max_length=64)] = "default"
+    entity_id_scheme: Literal["uscc", "opaque"] = "uscc"
+    detectors: dict[str, DetectorConfig] = Field(default_factory=dict)
+    tiers: list[TierSpec] = Field(default_factory=_default_tiers, min_length=1)
+    scoring: ScoringSpec = Field(default_factory=ScoringSpec)
+    objections: ObjectionSpec = Field(default_factory=ObjectionSpec)
+    tier_alerts: TierAlertSpec = Field(default_factory=TierAlertSpec)
+
+    @model_validator(mode="after")
+    def _check(self):
+        errs: list[FieldError] = []
+        t = self.tiers
+        if len({x.name for x in t}) != len(t):
+            errs.append(FieldError("tiers", "unique", "tier names must be unique"))
+        if t[0].up != 0 or t[0].down != 0:
+            errs.append(FieldError("tiers.0", "first_tier", "the first tier has up = down = 0"))
+        for i in range(1, len(t)):
+            if t[i].down > t[i].up:
+                errs.append(FieldError(f"tiers.{i}.down", "hysteresis", "down must be <= up"))
+            if t[i].up <= t[i - 1].up or t[i].down < t[i - 1].down:
+                errs.append(FieldError(f"tiers.{i}.up", "increasing", "up and down must increase with the tier"))
+            if t[i].ratio < t[i - 1].ratio:
+                errs.append(FieldError(f"tiers.{i}.ratio", "increasing", "riskier tiers are checked at least as often"))
+        names = {x.name for x in t}
+        for name in self.tier_alerts.tiers:
+            if name not in names:
+                errs.append(FieldError(f"tier_alerts.tiers.{name}", "unknown_tier", f"no tier named {name!r}"))
+        errs += _check_detectors(self.detectors)
+        if errs:
+            raise _Collected(errs)
+        return self
+
+    def tier_ratio(self, name: str) -> float:
+        return next(t.ratio for t in self.tiers if t.name == name)
+
+    @cached_property
+    def detector_objects(self) -> dict:
+        """Detector specs built from this config, in registry order (enabled ones only)."""
+        from .detectors import REGISTRY
+
+        out = {}
+        for name, cls in REGISTRY.items():
+            dc = self.detectors.get(name, DetectorConfig())
+            if dc.enabled:
+                out[name] = cls(**dc.params)
+        return out
+
+    @cached_property
+    def signal_specs(self) -> dict[str, SignalSpec]:
+        """Every signal's spec under its reason code ``detector.signal`` (defaults filled in)."""
+        from .detectors import REGISTRY
+
+        out = {}
+        for name, det in self.detector_objects.items():
+            dc = self.detectors.get(name, DetectorConfig())
+            for sig, default in REGISTRY[name].default_signals.items():
+                out[f"{name}.{sig}"] = dc.signals.get(sig, default)
+        return out
+
+    def redacted(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+class _Collected(ValueError):
+    """Carries several FieldErrors out of a pydantic validator."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(str(e) for e in errors))
+
+
+def _check_detectors(detectors: dict[str, DetectorConfig]) -> list[FieldError]:
+    from .detectors import REGISTRY
+
+    errs = []
+    for name, dc in detectors.items():
+        cls = REGISTRY.get(name)
+        if cls is None:
+            errs.append(FieldError(f"detectors.{name}", "unknown_detector",
+                                   f"no detector {name!r}; known: {', '.join(REGISTRY)}"))
+            continue
+        try:
+            cls.Params.model_validate(dc.params)
+        except ValidationError as exc:
+            for e in field_errors_from_pydantic(exc):
+                errs.append(FieldError(f"detectors.{name}.params.{e.field}", e.rule, e.message))
+        for sig in dc.signals:
+            if sig not in cls.default_signals:
+                errs.append(FieldError(f"detectors.{name}.signals.{sig}", "unknown_signal",
+                                       f"{name} emits {', '.join(cls.default_signals)}"))
+    return errs
+
+
+def _validate(data: Any) -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([FieldError("(root)", "mapping", "the config must be a mapping")])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        errs = []
+        for e in exc.errors(include_url=False):
+            cause = (e.get("ctx") or {}).get("error")
+            if isinstance(cause, _Collected):
+                errs += cause.errors
+            else:
+                errs.append(field_error_from_dict(e))
+        raise ConfigError(errs) from exc
+
+
+def load_config_text(text: str) -> Config:
+    """Parse and validate YAML text."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(yaml)"
+        raise ConfigError([FieldError(where, "yaml", str(getattr(exc, "problem", exc)))]) from exc
+    return _validate(data)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load and validate a YAML file (default: ``config/riskwatch.yaml``)."""
+    p = Path(path) if path else DEFAULT_PATH
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([FieldError(str(p), "readable", str(exc))]) from exc
+    return load_config_text(text)
+
+
+def config_from_dict(data: dict) -> Config:
+    """Validate a config given as a mapping (API changes, commands topic)."""
+    return _validate(data)
+
+
+def default_config() -> Config:
+    """The built-in defaults (no file)."""
+    return Config()

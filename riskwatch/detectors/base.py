@@ -1,0 +1,93 @@
+"""The one interface every detector implements.
+
+A detector is an immutable *spec* (its constructor arguments are its config,
+validated by its ``Params`` model and stored under the same names) plus a
+per-entity *state*: a small plain JSON value the engine keeps for it.
+
+- ``update(state, event, now, entity, models)`` learns from one event
+  (mutating ``state``) and returns the signals it changed;
+- ``evaluate(state, now, entity, models)`` recomputes every signal at event
+  time ``now`` without an event (ticks: silence, decay, expiry);
+- ``retract(state, item_id, now)`` / ``restore(state, item, now)`` take an
+  item's contribution out (objection, revocation) and put it back (upheld).
+
+A signal is ``name -> (value, event_ids)`` with value in [0, 1]; higher means
+riskier. ``entity`` is the whole entity state (read its ``"m"`` metadata or
+``"g"`` signal cache, never write it); ``models`` are the shared population
+models (:class:`riskwatch.models.PopulationModels`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ..config import SignalSpec
+
+__all__ = ["Detector", "Signals", "ParamsModel", "clamp01", "decay"]
+
+Signals = dict[str, tuple[float, list[str]]]
+
+
+class ParamsModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Detector(ABC):
+    """Base class: stores validated params as attributes and gives a round-tripping repr."""
+
+    name: ClassVar[str]
+    handles: ClassVar[tuple[str, ...]] = ()
+    Params: ClassVar[type[ParamsModel]] = ParamsModel
+    default_signals: ClassVar[dict[str, SignalSpec]] = {}
+
+    def __init__(self, **params: Any) -> None:
+        p = self.Params.model_validate(params)
+        self.params = p
+        for k in type(p).model_fields:
+            setattr(self, k, getattr(p, k))
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """Precompute derived constants (seconds, lookup tables)."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in type(self.params).model_fields)
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.params == other.params  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- the interface ---------------------------------------------------
+    def new_state(self) -> Any:
+        return {}
+
+    @abstractmethod
+    def update(self, state: Any, event: Any, now: float, entity: dict, models: Any) -> Signals:
+        """Learn from one event of a type in ``handles``; return the signals it changed."""
+
+    def evaluate(self, state: Any, now: float, entity: dict, models: Any) -> Signals:
+        return {}
+
+    def holds(self, state: Any, item_id: str) -> bool:
+        return False
+
+    def retract(self, state: Any, item_id: str, now: float, entity: dict, models: Any):
+        """Remove an item's contribution; return ``(item, signals)`` or ``(None, {})``."""
+        return None, {}
+
+    def restore(self, state: Any, item: Any, now: float, entity: dict, models: Any) -> Signals:
+        return {}
+
+
+def clamp01(x: float) -> float:
+    return 0.0 if x <= 0.0 else 1.0 if x >= 1.0 else x
+
+
+def decay(half_life_s: float, dt: float) -> float:
+    """Weight left after ``dt`` seconds with half-life ``half_life_s`` (1 for dt <= 0)."""
+    return 1.0 if dt <= 0.0 else 2.0 ** (-dt / half_life_s)

@@ -1,0 +1,165 @@
+"""Complaint signals: rate surprise (own baseline, peer group), bursts, damped floods.
+
+Counts are exponentially decayed sums over event time, so a complaint's
+contribution at any later time is exact and can be subtracted again when the
+complaint is revoked. Rate surprise uses the variance-stabilised Poisson
+statistic ``z = 2 (sqrt(observed) - sqrt(expected))``.
+
+>>> from riskwatch.models import PopulationModels
+>>> d = ComplaintDetector(burst_count=3)
+>>> st, ent, m = d.new_state(), {"m": ["food", "110105"]}, PopulationModels()
+>>> class C:  # a stand-in complaint event
+...     def __init__(s, i, ts): s.complaint_id, s.ts_, s.category, s.severity, s.text = i, ts, "hygiene", 1, None
+>>> sig = {}
+>>> for i in range(4):
+...     sig = d.update(st, C(f"c{i}", 0), 1000.0 + 60 * i, ent, m)
+>>> round(sig["burst"][0], 2), sig["burst"][1]  # same-category repeats are damped
+(0.76, ['c3', 'c2', 'c1'])
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Annotated
+
+from pydantic import Field
+
+from ..config import AlertSpec, SignalSpec
+from .base import Detector, ParamsModel, Signals, clamp01, decay
+
+__all__ = ["ComplaintDetector"]
+
+LN2 = math.log(2.0)
+DAY = 86400.0
+
+
+class ComplaintParams(ParamsModel):
+    short_half_life_days: Annotated[float, Field(gt=0)] = 7.0
+    long_half_life_days: Annotated[float, Field(gt=0)] = 180.0
+    burst_half_life_minutes: Annotated[float, Field(gt=0)] = 60.0
+    burst_count: Annotated[float, Field(gt=1)] = 4.0
+    duplicate_window_hours: Annotated[float, Field(gt=0)] = 24.0
+    duplicate_weight: Annotated[float, Field(ge=0, le=1)] = 0.2
+    flood_damping: Annotated[float, Field(ge=0)] = 0.5
+    severity_weights: Annotated[list[float], Field(min_length=3, max_length=3)] = [1.0, 1.5, 2.5]
+    floor_per_year: Annotated[float, Field(gt=0)] = 0.5
+    warmup_days: Annotated[float, Field(ge=0)] = 90.0
+    z_low: float = 1.5
+    z_high: float = 5.0
+    retain: Annotated[int, Field(ge=1, le=16)] = 5
+
+
+class ComplaintDetector(Detector):
+    """Complaints against an entity compared with its own past and its peers'."""
+
+    name = "complaints"
+    handles = ("complaint",)
+    Params = ComplaintParams
+    default_signals = {
+        "surprise_own": SignalSpec(weight=20, half_life_days=14),
+        "surprise_peer": SignalSpec(weight=20, half_life_days=14),
+        "burst": SignalSpec(weight=25, half_life_days=3,
+                            alert=AlertSpec(at=0.75, clear_at=0.2, severity="warning")),
+    }
+
+    def _prepare(self) -> None:
+        self._hs = self.short_half_life_days * DAY
+        self._hl = self.long_half_life_days * DAY
+        self._hb = self.burst_half_life_minutes * 60.0
+        self._win = self.duplicate_window_hours * 3600.0
+        self._floor = self.floor_per_year / (365.0 * DAY)
+        self._zspan = max(1e-9, self.z_high - self.z_low)
+
+    def new_state(self) -> dict:
+        # s/l/b: short, long and burst decayed sums at time t; f: first seen;
+        # r: retained [id, ts, weight, category crc, text crc] (newest first)
+        return {"s": 0.0, "l": 0.0, "b": 0.0, "t": 0.0, "f": None, "r": []}
+
+    def _add(self, st: dict, w: float, ts: float) -> None:
+        t = st["t"]
+        if ts >= t:
+            dt = ts - t
+            st["s"] = max(0.0, st["s"] * decay(self._hs, dt) + w)
+            st["l"] = max(0.0, st["l"] * decay(self._hl, dt) + w)
+            st["b"] = max(0.0, st["b"] * decay(self._hb, dt) + w)
+            st["t"] = ts
+        else:  # late event: add its already-decayed weight
+            dt = t - ts
+            st["s"] = max(0.0, st["s"] + w * decay(self._hs, dt))
+            st["l"] = max(0.0, st["l"] + w * decay(self._hl, dt))
+            st["b"] = max(0.0, st["b"] + w * decay(self._hb, dt))
+
+    def _weight(self, st: dict, ev, ts: float) -> tuple[float, int, int] | None:
+        """The complaint's weight (None for a redelivery) and its category/text checksums."""
+        cat = zlib.crc32(ev.category.encode())
+        txt = zlib.crc32(" ".join(ev.text.lower().split()).encode()) if ev.text else 0
+        same_cat = 0
+        for rid, rts, _w, rcat, rtxt in st["r"]:
+            if rid == ev.complaint_id:
+                return None  # redelivery
+            if abs(ts - rts) <= self._win:
+                if txt and rtxt == txt:
+                    return self.duplicate_weight, cat, txt
+                if rcat == cat:
+                    same_cat += 1
+        return self.severity_weights[ev.severity - 1] / (1.0 + self.flood_damping * same_cat), cat, txt
+
+    def update(self, st, ev, now, entity, models) -> Signals:
+        ts = now
+        got = self._weight(st, ev, ts)
+        if got is None:
+            return {}
+        w, cat, txt = got
+        if st["f"] is None:
+            st["f"] = ts
+        self._add(st, w, ts)
+        r = st["r"]
+        r.insert(0, [ev.complaint_id, ts, round(w, 4), cat, txt])
+        del r[self.retain:]
+        meta = entity.get("m")
+        if meta:
+            models.peers.add_complaint(f"{meta[0]}|{meta[1]}", w, ts)
+        return self.evaluate(st, now, entity, models)
+
+    def evaluate(self, st, now, entity, models) -> Signals:
+        if st["f"] is None:
+            return {}
+        dt = now - st["t"]
+        obs = st["s"] * decay(self._hs, dt)
+        long_ = st["l"] * decay(self._hl, dt)
+        window = self._hs / LN2  # expected decayed sum = rate * window
+        ids = [x[0] for x in st["r"][:3]]
+        own = peer = 0.0
+        if now - st["f"] >= self.warmup_days * DAY:
+            rate = max(self._floor, max(0.0, long_ - obs) * LN2 / self._hl)
+            own = self._z(obs, rate * window)
+        meta = entity.get("m")
+        if meta:
+            prate = models.peers.rate(f"{meta[0]}|{meta[1]}", now)
+            if prate > 0:
+                peer = self._z(obs, max(self._floor, prate) * window)
+        burst = clamp01((st["b"] * decay(self._hb, dt) - 1.0) / (self.burst_count - 1.0))
+        return {"surprise_own": (own, ids), "surprise_peer": (peer, ids), "burst": (burst, ids)}
+
+    def _z(self, obs: float, expected: float) -> float:
+        z = 2.0 * (math.sqrt(obs) - math.sqrt(expected))
+        return clamp01((z - self.z_low) / self._zspan)
+
+    def holds(self, st, item_id: str) -> bool:
+        return any(x[0] == item_id for x in st["r"])
+
+    def retract(self, st, item_id, now, entity, models):
+        for i, item in enumerate(st["r"]):
+            if item[0] == item_id:
+                del st["r"][i]
+                self._add(st, -item[2], item[1])
+                return item, self.evaluate(st, now, entity, models)
+        return None, {}
+
+    def restore(self, st, item, now, entity, models) -> Signals:
+        self._add(st, item[2], item[1])
+        st["r"].insert(0, item)
+        st["r"].sort(key=lambda x: -x[1])
+        del st["r"][self.retain:]
+        return self.evaluate(st, now, entity, models)

@@ -1,0 +1,106 @@
+"""Inspection signals: the predicted probability of a critical or major
+violation at the entity's next inspection, and the last result.
+
+The probability comes from a population model (online logistic regression,
+river) shared by all entities. At each inspection the model is first asked
+and taught with the features the entity had *before* it (no look-ahead),
+then the entity's history is updated and the prediction for the next
+inspection becomes the signal.
+
+>>> from types import SimpleNamespace as E
+>>> from riskwatch.models import PopulationModels
+>>> d, m = InspectionDetector(), PopulationModels()
+>>> st = d.new_state()
+>>> bad = E(inspection_id="i1", outcome="fail", violations=E(critical=2, major=1, minor=0))
+>>> sig = d.update(st, bad, 0.0, {}, m)
+>>> sig["critical_fail"], st["n"]
+((1.0, ['i1']), 1)
+>>> d.update(st, bad, 0.0, {}, m)  # the same inspection again changes nothing
+{}
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from pydantic import Field
+
+from ..config import AlertSpec, SignalSpec
+from .base import Detector, ParamsModel, Signals, decay
+
+__all__ = ["InspectionDetector"]
+
+DAY = 86400.0
+_OUTCOME = {"pass": 0, "conditional": 1, "fail": 2}
+
+
+class InspectionParams(ParamsModel):
+    history_half_life_days: Annotated[float, Field(gt=0)] = 365.0
+    cross_signals: bool = True
+
+
+class InspectionDetector(Detector):
+    """History of inspection outcomes, scored by a shared online model."""
+
+    name = "inspections"
+    handles = ("inspection",)
+    Params = InspectionParams
+    default_signals = {
+        "predicted_violation": SignalSpec(weight=30),
+        "critical_fail": SignalSpec(weight=20, half_life_days=180,
+                                    alert=AlertSpec(at=1.0, clear_at=0.1, severity="critical")),
+    }
+
+    def _prepare(self) -> None:
+        self._h = self.history_half_life_days * DAY
+
+    def new_state(self) -> dict:
+        # n inspections, t last ts, c/m/i decayed critical/major/minor counts, o last outcome, id last id
+        return {"n": 0, "t": 0.0, "c": 0.0, "m": 0.0, "i": 0.0, "o": 0, "id": ""}
+
+    def features(self, st: dict, now: float, entity: dict) -> dict[str, float]:
+        """What is known about an entity before its next inspection."""
+        n = st["n"]
+        k = decay(self._h, now - st["t"]) if n else 0.0
+        x = {
+            "log_inspections": math.log1p(n),
+            "never_inspected": 1.0 if n == 0 else 0.0,
+            "years_since_last": min((now - st["t"]) / (365 * DAY), 5.0) if n else 0.0,
+            "critical": st["c"] * k,
+            "major": st["m"] * k,
+            "minor": math.log1p(st["i"] * k),
+            "last_fail": 1.0 if st["o"] == 2 else 0.0,
+            "last_conditional": 1.0 if st["o"] == 1 else 0.0,
+        }
+        if self.cross_signals and entity:
+            g = entity.get("g", {})
+            x["complaints"] = sum(g[c][0] for c in ("complaints.surprise_own", "complaints.surprise_peer",
+                                                   "complaints.burst") if c in g)
+            x["records"] = sum(g[c][0] for c in ("records.penalties", "records.judicial",
+                                                "records.pledges") if c in g)
+        return x
+
+    def update(self, st, ev, now, entity, models) -> Signals:
+        if ev.inspection_id == st["id"]:
+            return {}
+        v = ev.violations
+        x = self.features(st, now, entity)
+        models.inspection.learn(x, (v.critical + v.major) > 0)
+        k = decay(self._h, now - st["t"]) if st["n"] else 0.0
+        st["c"] = st["c"] * k + v.critical
+        st["m"] = st["m"] * k + v.major
+        st["i"] = st["i"] * k + v.minor
+        st["n"] += 1
+        st["t"] = max(now, st["t"])
+        st["o"] = _OUTCOME[ev.outcome]
+        st["id"] = ev.inspection_id
+        p = models.inspection.predict(self.features(st, now, entity))
+        crit = 1.0 if (ev.outcome == "fail" and v.critical > 0) else 0.0
+        return {"predicted_violation": (p, [ev.inspection_id]), "critical_fail": (crit, [ev.inspection_id])}
+
+    def evaluate(self, st, now, entity, models) -> Signals:
+        if not st["n"]:
+            return {}
+        p = models.inspection.predict(self.features(st, now, entity))
+        return {"predicted_violation": (p, [st["id"]])}

@@ -1,0 +1,120 @@
+"""Sensor signals: hard-limit breaches with a minimum duration, an online
+anomaly score per reading, and silence (a feed that stops is a signal).
+
+Each entity tracks up to ``max_series`` series (``metric@device``); the least
+recently seen is dropped for a new one. Limits and expected reporting
+intervals come per metric from config; without a configured interval the
+detector learns the typical gap between readings.
+
+>>> from types import SimpleNamespace as E
+>>> d = SensorDetector(limits={"temp": {"max": 8.0, "min_duration_s": 600, "expected_interval_s": 600}})
+>>> st = d.new_state()
+>>> ev = lambda v: E(device_id="f1", metric="temp", value=v)
+>>> d.update(st, ev(9.0), 0.0, {}, None)["limit_breach"][0]
+0.0
+>>> d.update(st, ev(9.5), 600.0, {}, None)["limit_breach"]
+(1.0, ['f1@600'])
+>>> d.evaluate(st, 600.0 + 4 * 3600, {}, None)["silence"][0]  # 600 s gaps, 4 h quiet
+1.0
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from ..config import AlertSpec, SignalSpec
+from .anomaly import AnomalyParams, AnomalyScorer
+from .base import Detector, ParamsModel, Signals
+
+__all__ = ["SensorDetector", "Limit"]
+
+
+class Limit(ParamsModel):
+    min: float | None = None
+    max: float | None = None
+    min_duration_s: Annotated[float, Field(ge=0)] = 0.0
+    expected_interval_s: Annotated[float, Field(gt=0)] | None = None
+
+
+class SensorParams(ParamsModel):
+    limits: dict[str, Limit] = Field(default_factory=dict)
+    silence_factor: Annotated[float, Field(gt=1)] = 3.0
+    max_series: Annotated[int, Field(ge=1, le=8)] = 3
+    anomaly: AnomalyParams = Field(default_factory=AnomalyParams)
+
+
+# per-series state: [last_ts, gap_ewma, breach_start (-1 = none), *anomaly_state]
+LAST, GAP, BREACH, A0 = 0, 1, 2, 3
+
+
+class SensorDetector(Detector):
+    """Readings of devices at an entity: limits, anomalies, silence."""
+
+    name = "sensors"
+    handles = ("sensor_reading",)
+    Params = SensorParams
+    default_signals = {
+        "limit_breach": SignalSpec(weight=35, half_life_days=1,
+                                   alert=AlertSpec(at=1.0, clear_at=0.5, severity="critical")),
+        "anomaly": SignalSpec(weight=15, half_life_days=0.5),
+        "silence": SignalSpec(weight=20, half_life_days=1,
+                              alert=AlertSpec(at=1.0, clear_at=0.5, severity="warning")),
+    }
+
+    def _prepare(self) -> None:
+        self._scorer = AnomalyScorer(**self.anomaly.model_dump())
+
+    def new_state(self) -> dict:
+        return {}
+
+    def update(self, st, ev, now, entity, models) -> Signals:
+        key = f"{ev.metric}@{ev.device_id}"
+        s = st.get(key)
+        if s is None:
+            if len(st) >= self.max_series:
+                del st[min(st, key=lambda k: st[k][LAST])]
+            s = st[key] = [now, 0.0, -1.0] + self._scorer.new_state()
+        elif now <= s[LAST] and s[A0] > 0:
+            return {}  # stale or redelivered reading: already accounted for
+        else:
+            gap = now - s[LAST]
+            s[GAP] = gap if s[GAP] == 0.0 else s[GAP] + 0.1 * (gap - s[GAP])
+            s[LAST] = now
+        lim = self.limits.get(ev.metric)
+        x = ev.value
+        if lim is not None and ((lim.max is not None and x > lim.max) or (lim.min is not None and x < lim.min)):
+            if s[BREACH] < 0:
+                s[BREACH] = now
+        else:
+            s[BREACH] = -1.0
+        a = st[key][A0:]
+        score = self._scorer.score(a, x)
+        s[A0:] = a
+        rid = f"{ev.device_id}@{int(now)}"
+        out = self.evaluate(st, now, entity, models)
+        prev = entity.get("g", {}).get("sensors.anomaly") if entity else None
+        if prev is None or score >= prev[0] or prev[1] < now - 86400:
+            out["anomaly"] = (score, [rid])
+        if out["limit_breach"][0] > 0 and s[BREACH] >= 0:
+            out["limit_breach"] = (out["limit_breach"][0], [rid])
+        return out
+
+    def evaluate(self, st, now, entity, models) -> Signals:
+        breach = silence = 0.0
+        b_ids: list[str] = []
+        s_ids: list[str] = []
+        for key, s in st.items():
+            metric = key.split("@", 1)[0]
+            lim = self.limits.get(metric)
+            if s[BREACH] >= 0 and lim is not None and now - s[BREACH] >= lim.min_duration_s:
+                breach = 1.0
+                b_ids.append(key)
+            expected = lim.expected_interval_s if lim is not None and lim.expected_interval_s else None
+            if expected is None and s[A0] >= 5:
+                expected = s[GAP]
+            if expected and now - s[LAST] > self.silence_factor * expected:
+                silence = 1.0
+                s_ids.append(key)
+        return {"limit_breach": (breach, b_ids), "silence": (silence, s_ids)}
