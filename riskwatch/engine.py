@@ -1,0 +1,260 @@
+"""The pure risk pipeline: ``process(state, event) -> (state, outputs)``.
+
+No I/O, deterministic in event time and in event order. The state of one
+entity is a small JSON-able dict; ``process`` takes ownership of it (updates
+it in place and returns it). Outputs are plain dicts shaped like
+:mod:`riskwatch.events`' output models (``risk_change``,
+``spotcheck_change``, ``alert_candidate``). Population models are passed in
+and updated as events arrive.
+
+>>> from riskwatch.config import Config
+>>> from riskwatch.events import parse_event
+>>> eng = Engine(Config())
+>>> st, out = eng.process(None, parse_event({"type": "record", "record_id": "r1",
+...     "entity_id": "91350100M000100Y43", "ts": "2026-03-01T09:00:00+08:00",
+...     "kind": "judicial_default", "severity": 3}))
+>>> [o["type"] for o in out], st["sc"], eng.tier_of(st)
+(['risk_change', 'spotcheck_change', 'alert_candidate'], 25.94, 'B')
+"""
+
+from __future__ import annotations
+
+from .models import PopulationModels
+
+__all__ = ["Engine", "process", "STATE_VERSION"]
+
+STATE_VERSION = 1
+_TARGET_DETECTOR = {"complaint": "complaints", "record": "records"}
+_ID_FIELD = {"complaint": "complaint_id", "inspection": "inspection_id", "record": "record_id"}
+
+
+class Engine:
+    """The risk logic for one config and one set of population models."""
+
+    def __init__(self, config, models: PopulationModels | None = None) -> None:
+        self.models = models or PopulationModels()
+        self.set_config(config)
+
+    def set_config(self, config) -> None:
+        """Switch to another validated config (states and models are kept)."""
+        from .scoring import Scorer
+
+        self.config = config
+        self.version = config.version
+        self.detectors = config.detector_objects
+        self.scorer = Scorer(config)
+        self.routes = {}
+        self.codes = {}
+        for name, det in self.detectors.items():
+            self.codes[name] = {s: f"{name}.{s}" for s in det.default_signals}
+            for etype in det.handles:
+                self.routes[etype] = (name, det)
+        self.min_delta = config.scoring.min_delta
+        self.exclude_disputed = config.objections.exclude_disputed
+        self.tier_alerts = config.tier_alerts.tiers
+
+    # ------------------------------------------------------------ state
+    def new_state(self, entity_id: str) -> dict:
+        """A fresh entity state. Keys: ``id``; ``m`` [industry, region]; ``d`` per-detector
+        states; ``g`` signal cache {code: [value, ts, ids]}; ``sc`` score; ``es`` last emitted
+        score; ``ti``/``tt`` tier index and since when; ``t`` entity clock; ``al`` open alert
+        codes; ``x`` disputed items {target: [detector, objection_id, item]}; ``n`` events."""
+        return {"v": STATE_VERSION, "id": entity_id, "m": None,
+                "d": {n: det.new_state() for n, det in self.detectors.items()},
+                "g": {}, "sc": 0.0, "es": 0.0, "ti": 0, "tt": 0.0, "t": 0.0, "al": [], "x": {}, "n": 0}
+
+    def tier_of(self, state: dict) -> str:
+        return self.scorer.tier_names[min(state["ti"], len(self.scorer.tier_names) - 1)]
+
+    # ---------------------------------------------------------- process
+    def process(self, state: dict | None, ev) -> tuple[dict, list[dict]]:
+        """Apply one validated input event to an entity's state; return (state, outputs)."""
+        if state is None:
+            state = self.new_state(ev.entity_id)
+        etype = ev.type
+        ts = ev.ts
+        now = ts.timestamp() if ts is not None else state["t"]
+        if now < state["t"]:
+            now = state["t"]  # late event: the entity's clock never runs backwards
+        elif state["n"] == 0:
+            state["tt"] = now
+        state["t"] = now
+        state["n"] += 1
+        d = state["d"]
+        g = state["g"]
+        models = self.models
+        route = self.routes.get(etype)
+        if route is not None:
+            name, det = route
+            ds = d.get(name)
+            if ds is None:
+                ds = d[name] = det.new_state()
+            changed = det.update(ds, ev, now, state, models)
+            if not changed:
+                return state, []
+            codes = self.codes[name]
+            for s, (v, ids) in changed.items():
+                g[codes[s]] = [v, now, ids]
+            check = [codes[s] for s in changed]
+        elif etype == "tick":
+            check = self._evaluate_all(state, now)
+        elif etype == "entity":
+            self._upsert(state, ev)
+            return state, []
+        elif etype in ("objection", "objection_resolution"):
+            check = self._objection(state, ev, now)
+        else:
+            return state, []
+        return state, self._decide(state, ev, now, check)
+
+    def _evaluate_all(self, state: dict, now: float) -> list[str]:
+        g = state["g"]
+        for name, det in self.detectors.items():
+            ds = state["d"].get(name)
+            if ds is None:
+                continue
+            codes = self.codes[name]
+            for s, (v, ids) in det.evaluate(ds, now, state, self.models).items():
+                g[codes[s]] = [v, now, ids]
+        return list(g)
+
+    def _upsert(self, state: dict, ev) -> None:
+        new = [ev.industry, ev.region]
+        old = state["m"]
+        if old != new:
+            peers = self.models.peers
+            if old:
+                peers.add_entity(f"{old[0]}|{old[1]}", -1)
+            peers.add_entity(f"{new[0]}|{new[1]}", +1)
+            state["m"] = new
+
+    def _objection(self, state: dict, ev, now: float) -> list[str]:
+        target = ev.target_id
+        disputed = state["x"]
+        if ev.type == "objection":
+            if target in disputed:
+                return []
+            name = _TARGET_DETECTOR[ev.target_kind]
+            item, changed = None, {}
+            det = self.detectors.get(name)
+            if self.exclude_disputed and det is not None and det.holds(state["d"][name], target):
+                item, changed = det.retract(state["d"][name], target, now, state, self.models)
+            disputed[target] = [name, ev.objection_id, item]
+        else:
+            entry = disputed.pop(target, None)
+            name = entry[0] if entry else self._holder(state, target)
+            det = self.detectors.get(name) if name else None
+            if det is None:
+                return []
+            changed = {}
+            if ev.resolution == "upheld":
+                if entry and entry[2] is not None:
+                    changed = det.restore(state["d"][name], entry[2], now, state, self.models)
+            elif not (entry and entry[2] is not None):  # corrected / revoked, still counted
+                _, changed = det.retract(state["d"][name], target, now, state, self.models)
+        if not changed:
+            return []
+        codes = self.codes[name]
+        for s, (v, ids) in changed.items():
+            state["g"][codes[s]] = [v, now, ids]
+        return [codes[s] for s in changed]
+
+    def _holder(self, state: dict, target: str) -> str | None:
+        for name in ("complaints", "records"):
+            det = self.detectors.get(name)
+            if det is not None and det.holds(state["d"][name], target):
+                return name
+        return None
+
+    # ----------------------------------------------------------- decide
+    def _decide(self, state: dict, ev, now: float, check: list[str]) -> list[dict]:
+        scorer = self.scorer
+        score, parts = scorer.score(state["g"], now)
+        state["sc"] = score
+        prev = state["ti"]
+        tier = scorer.decide_tier(prev, score, state["tt"], now)
+        out: list[dict] = []
+        reasons = None
+        if tier != prev or abs(score - state["es"]) >= self.min_delta:
+            reasons = scorer.reasons(parts, score)
+            out.append({"type": "risk_change", "entity_id": state["id"], "ts": ev.ts or now,
+                        "score": score, "previous_score": state["es"], "tier": scorer.tier_names[tier],
+                        "reasons": reasons, "cause_event_id": _event_id(ev), "config_version": self.version})
+            state["es"] = score
+        if tier != prev:
+            state["ti"] = tier
+            state["tt"] = now
+            out.append({"type": "spotcheck_change", "entity_id": state["id"], "ts": ev.ts or now,
+                        "from_tier": scorer.tier_names[prev], "to_tier": scorer.tier_names[tier],
+                        "from_ratio": scorer.ratios[prev], "to_ratio": scorer.ratios[tier],
+                        "score": score, "reasons": reasons, "cause_event_id": _event_id(ev),
+                        "config_version": self.version})
+            self._tier_alert(state, ev, score, prev, tier, out)
+        alerts = scorer.alerts
+        if alerts:
+            for code in check:
+                spec = alerts.get(code)
+                if spec is not None:
+                    self._signal_alert(state, ev, now, code, spec, score, out)
+        return out
+
+    def _candidate(self, state, ev, code, status, severity, value, score, ids) -> dict:
+        return {"type": "alert_candidate", "entity_id": state["id"], "ts": ev.ts or state["t"],
+                "signal": code, "status": status, "severity": severity, "value": round(value, 4),
+                "dedup_key": f"{state['id']}:{code}", "score": score,
+                "tier": self.tier_of(state), "event_ids": list(ids), "config_version": self.version}
+
+    def _signal_alert(self, state, ev, now, code, spec, score, out) -> None:
+        cached = state["g"][code]
+        v = self.scorer.value(code, cached, now)
+        open_ = state["al"]
+        if code not in open_ and v >= spec.at:
+            open_.append(code)
+            out.append(self._candidate(state, ev, code, "firing", spec.severity, v, score, cached[2]))
+        elif code in open_ and v < spec.clear:
+            open_.remove(code)
+            out.append(self._candidate(state, ev, code, "resolved", spec.severity, v, score, cached[2]))
+
+    def _tier_alert(self, state, ev, score, prev, tier, out) -> None:
+        names = self.scorer.tier_names
+        sev = self.tier_alerts.get(names[tier])
+        open_ = state["al"]
+        if sev is not None and tier > prev:
+            if "tier" not in open_:
+                open_.append("tier")
+            out.append(self._candidate(state, ev, "tier", "firing", sev, tier, score, [_event_id(ev)]))
+        elif sev is None and "tier" in open_:
+            open_.remove("tier")
+            out.append(self._candidate(state, ev, "tier", "resolved", "info", tier, score, [_event_id(ev)]))
+
+    # --------------------------------------------------------- read-only
+    def evaluate(self, state: dict, now: float) -> tuple[float, list]:
+        """Score of an entity at event time ``now`` without changing its state."""
+        g = dict(state["g"])
+        for name, det in self.detectors.items():
+            ds = state["d"].get(name)
+            if ds:
+                codes = self.codes[name]
+                for s, (v, ids) in det.evaluate(ds, now, state, self.models).items():
+                    g[codes[s]] = [v, now, ids]
+        return self.scorer.score(g, max(now, state["t"]))
+
+    def wants_tick(self, state: dict) -> bool:
+        """Whether periodic ticks matter for this entity (sensor feeds can go silent)."""
+        return bool(state["d"].get("sensors"))
+
+
+def _event_id(ev) -> str:
+    f = _ID_FIELD.get(ev.type)
+    if f is not None:
+        return getattr(ev, f)
+    from .events import event_id
+
+    return event_id(ev)
+
+
+def process(state: dict | None, event, config, models: PopulationModels | None = None):
+    """Functional form: ``process(state, event, config) -> (state, outputs)``.
+
+    Builds an :class:`Engine` per call; runtimes keep one :class:`Engine` instead."""
+    return Engine(config, models).process(state, event)

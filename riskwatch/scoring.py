@@ -1,0 +1,102 @@
+"""Scores, reasons and tiers.
+
+A score is the sum of named contributions ``weight x signal x decay``
+(capped at 100); each contribution is a reason code with its share and the
+event ids behind it. Tiers have separate up/down thresholds (hysteresis) and
+minimum dwell times, so an entity does not flap between tiers; each tier maps
+to a spot-check ratio.
+
+>>> from riskwatch.config import Config
+>>> s = Scorer(Config())
+>>> g = {"complaints.burst": [1.0, 0.0, ["c1"]], "records.judicial": [0.5, 0.0, ["r1"]]}
+>>> score, parts = s.score(g, 0.0)
+>>> score, [r["code"] for r in s.reasons(parts, score)]
+(40.0, ['complaints.burst', 'records.judicial'])
+>>> [s.tier_names[s.next_tier(0, x)] for x in (10, 30, 60, 90)]
+['A', 'B', 'C', 'D']
+>>> s.tier_names[s.next_tier(2, 45)]  # hysteresis: C is kept above its down threshold
+'C'
+"""
+
+from __future__ import annotations
+
+__all__ = ["Scorer"]
+
+DAY = 86400.0
+
+
+class Scorer:
+    """Compiled scoring tables for one :class:`~riskwatch.config.Config`."""
+
+    def __init__(self, config) -> None:
+        self.weights: dict[str, tuple[float, float]] = {
+            code: (spec.weight, spec.half_life_days * DAY if spec.half_life_days else 0.0)
+            for code, spec in config.signal_specs.items()
+        }
+        self.alerts = {code: spec.alert for code, spec in config.signal_specs.items() if spec.alert}
+        self.tier_names = [t.name for t in config.tiers]
+        self.ups = [t.up for t in config.tiers]
+        self.downs = [t.down for t in config.tiers]
+        self.ratios = [t.ratio for t in config.tiers]
+        self.dwell_up = config.scoring.min_dwell_up_days * DAY
+        self.dwell_down = config.scoring.min_dwell_down_days * DAY
+        self.max_reasons = config.scoring.max_reasons
+
+    def value(self, code: str, cached: list, now: float) -> float:
+        """A cached signal ``[value, ts, ids]`` decayed to ``now``."""
+        v = cached[0]
+        hl = self.weights[code][1]
+        if hl and v and now > cached[1]:
+            v *= 2.0 ** (-(now - cached[1]) / hl)
+        return v
+
+    def score(self, g: dict, now: float) -> tuple[float, list]:
+        """Score 0-100 and its contributions ``[(points, code, signal, ids), ...]``."""
+        total = 0.0
+        parts = []
+        weights = self.weights
+        for code, c in g.items():
+            v = c[0]
+            if not v:
+                continue
+            w = weights.get(code)
+            if w is None:  # signal of a detector no longer configured
+                continue
+            if w[1] and now > c[1]:
+                v *= 2.0 ** (-(now - c[1]) / w[1])
+            pts = w[0] * v
+            if pts >= 0.01:
+                parts.append((pts, code, v, c[2]))
+                total += pts
+        return (100.0 if total > 100.0 else round(total, 3)), parts
+
+    def reasons(self, parts: list, score: float) -> list[dict]:
+        """The top contributions as reason dicts (code, contribution, share, signal, event_ids)."""
+        total = sum(p[0] for p in parts) or 1.0
+        top = sorted(parts, key=lambda p: (-p[0], p[1]))[: self.max_reasons]
+        return [{"code": code, "contribution": round(pts * min(1.0, score / total), 3),
+                 "share": round(pts / total, 4), "signal": round(v, 4), "event_ids": list(ids)}
+                for pts, code, v, ids in top]
+
+    def next_tier(self, prev: int, score: float) -> int:
+        """The tier an entity in tier ``prev`` moves to at ``score`` (ignoring dwell)."""
+        ups = self.ups
+        k = len(ups) - 1
+        while k > prev and score < ups[k]:
+            k -= 1
+        if k > prev:
+            return k
+        k = prev
+        downs = self.downs
+        while k > 0 and score < downs[k]:
+            k -= 1
+        return k
+
+    def decide_tier(self, prev: int, score: float, since: float, now: float) -> int:
+        """:meth:`next_tier` held back while the minimum dwell time has not passed."""
+        k = self.next_tier(prev, score)
+        if k > prev and now - since < self.dwell_up:
+            return prev
+        if k < prev and now - since < self.dwell_down:
+            return prev
+        return k
