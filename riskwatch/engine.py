@@ -111,7 +111,7 @@ class Engine:
         g = state["g"]
         for name, det in self.detectors.items():
             ds = state["d"].get(name)
-            if ds is None:
+            if not ds or not det.time_dependent:
                 continue
             codes = self.codes[name]
             for s, (v, ids) in det.evaluate(ds, now, state, self.models).items():
@@ -240,8 +240,9 @@ class Engine:
         return self.scorer.score(g, max(now, state["t"]))
 
     def wants_tick(self, state: dict) -> bool:
-        """Whether periodic ticks matter for this entity (sensor feeds can go silent)."""
-        return bool(state["d"].get("sensors"))
+        """Whether periodic ticks matter for this entity (silence, expiry, open alerts)."""
+        d = state["d"]
+        return bool(state["al"]) or any(d.get(n) for n, det in self.detectors.items() if det.time_dependent)
 
 
 def _event_id(ev) -> str:

@@ -42,6 +42,8 @@ class Detector(ABC):
     handles: ClassVar[tuple[str, ...]] = ()
     Params: ClassVar[type[ParamsModel]] = ParamsModel
     default_signals: ClassVar[dict[str, SignalSpec]] = {}
+    #: whether :meth:`evaluate` can change signals with time alone (silence, expiry)
+    time_dependent: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         p = self.Params.model_validate(params)

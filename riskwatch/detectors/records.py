@@ -63,6 +63,7 @@ class RecordDetector(Detector):
     name = "records"
     handles = ("record",)
     Params = RecordParams
+    time_dependent = True
     default_signals = {
         "penalties": SignalSpec(weight=25, half_life_days=365),
         "judicial": SignalSpec(weight=30, half_life_days=730,

@@ -55,6 +55,7 @@ class SensorDetector(Detector):
     name = "sensors"
     handles = ("sensor_reading",)
     Params = SensorParams
+    time_dependent = True
     default_signals = {
         "limit_breach": SignalSpec(weight=35, half_life_days=1,
                                    alert=AlertSpec(at=1.0, clear_at=0.5, severity="critical")),

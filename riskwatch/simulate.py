@@ -1,0 +1,122 @@
+"""A seedable population of entities and their feeds, with a hidden minority
+that deteriorates: complaint bursts, cold-chain excursions, silent sensors,
+failed inspections and penalties. Used by ``riskwatch simulate``, the demo,
+the benchmarks and the tests. Ground truth is returned separately.
+
+>>> sim = Simulation(n_entities=50, seed=3)
+>>> evs = list(sim.events(n_events=500))
+>>> evs[0]["type"], sum(e["type"] == "entity" for e in evs), len(evs)
+('entity', 50, 550)
+>>> evs == list(Simulation(n_entities=50, seed=3).events(n_events=500))
+True
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+from . import uscc
+
+__all__ = ["Simulation"]
+
+INDUSTRIES = ("catering", "food_retail", "cold_chain", "pharmacy", "cosmetics", "childcare")
+REGIONS = ("110101", "110105", "310104", "330106", "440305", "510107")
+CATEGORIES = ("food_safety", "hygiene", "false_advertising", "pricing", "quality", "service")
+TZ = timezone(timedelta(hours=8))
+
+
+class Simulation:
+    """``n_entities`` entities, of which ``bad_share`` deteriorate from a random onset."""
+
+    def __init__(self, n_entities: int = 1000, seed: int = 0, bad_share: float = 0.05,
+                 days: float = 60.0, start: datetime | None = None, id_scheme: str = "uscc") -> None:
+        self.rng = rng = random.Random(seed)
+        self.start = start or datetime(2026, 1, 1, tzinfo=TZ)
+        self.span = days * 86400.0
+        self.entities = []
+        for i in range(n_entities):
+            region = rng.choice(REGIONS)
+            eid = uscc.generate(rng, region) if id_scheme == "uscc" else f"E{i:07d}"
+            bad = rng.random() < bad_share
+            onset = rng.uniform(0.3, 0.6) * self.span if bad else None
+            self.entities.append({"id": eid, "industry": rng.choice(INDUSTRIES), "region": region,
+                                  "onset": onset, "silent": bad and rng.random() < 0.3})
+        self.bad = [e for e in self.entities if e["onset"] is not None]
+
+    def truth(self) -> list[dict]:
+        """Ground truth: which entities deteriorate and from when."""
+        return [{"entity_id": e["id"], "deteriorating": e["onset"] is not None,
+                 "onset": self._ts(e["onset"]) if e["onset"] is not None else None,
+                 "silent": e["silent"]} for e in self.entities]
+
+    def _ts(self, t: float) -> str:
+        return (self.start + timedelta(seconds=t)).isoformat()
+
+    def events(self, n_events: int = 10000):
+        """Entity upserts, then ``n_events`` feed events in event-time order."""
+        rng = self.rng
+        for e in self.entities:
+            yield {"type": "entity", "entity_id": e["id"], "name": f"Entity {e['id'][-6:]}",
+                   "industry": e["industry"], "region": e["region"], "ts": self._ts(0)}
+        times = sorted(rng.uniform(0, self.span) for _ in range(n_events))
+        ents, bad = self.entities, self.bad
+        act: list[dict] = []
+        sensored = [e for e in ents if e["industry"] in ("cold_chain", "food_retail", "catering", "pharmacy")]
+        rr = 0  # sensor readings go round-robin, so each device reports at a steady pace
+        for k, t in enumerate(times):
+            if bad and k % 64 == 0:
+                act = [b for b in bad if t >= b["onset"]]
+            r = rng.random()
+            if r < 0.70 and sensored:
+                e = sensored[rr % len(sensored)]
+                rr += 1
+                if e["onset"] is not None and t >= e["onset"]:
+                    if e["silent"]:
+                        continue
+                    yield self._reading(e, t, True, k)
+                else:
+                    yield self._reading(e, t, False, k)
+                continue
+            pick_bad = act and rng.random() < 0.25
+            e = rng.choice(act) if pick_bad else rng.choice(ents)
+            deteriorating = e["onset"] is not None and t >= e["onset"]
+            if r < 0.70:
+                continue
+            elif r < 0.88:
+                yield self._complaint(e, t, deteriorating, k)
+            elif r < 0.95:
+                yield self._inspection(e, t, deteriorating, k)
+            else:
+                yield self._record(e, t, deteriorating, k)
+
+    def _reading(self, e, t, bad, k) -> dict:
+        v = self.rng.gauss(4.0, 0.8)
+        if bad:
+            v += min(9.0, 1.0 + (t - e["onset"]) / 86400.0 * 2.0)
+        return {"type": "sensor_reading", "entity_id": e["id"], "device_id": f"fridge-{e['id'][-4:]}",
+                "ts": self._ts(t), "metric": "temperature", "value": round(v, 2), "unit": "C"}
+
+    def _complaint(self, e, t, bad, k) -> dict:
+        rng = self.rng
+        return {"type": "complaint", "complaint_id": f"C{k:09d}", "entity_id": e["id"], "ts": self._ts(t),
+                "category": "food_safety" if bad and rng.random() < 0.7 else rng.choice(CATEGORIES),
+                "severity": rng.choice((2, 3)) if bad else 1}
+
+    def _inspection(self, e, t, bad, k) -> dict:
+        rng = self.rng
+        crit = rng.randint(1, 3) if bad and rng.random() < 0.7 else int(rng.random() < 0.03)
+        major = rng.randint(0, 3) if bad else int(rng.random() < 0.15)
+        outcome = "fail" if crit else "conditional" if major else "pass"
+        return {"type": "inspection", "inspection_id": f"I{k:09d}", "entity_id": e["id"], "ts": self._ts(t),
+                "kind": "routine", "outcome": outcome,
+                "violations": {"critical": crit, "major": major, "minor": rng.randint(0, 4)}}
+
+    def _record(self, e, t, bad, k) -> dict:
+        rng = self.rng
+        if bad:
+            kind = rng.choice(("penalty", "pledge_broken", "judicial_default"))
+        else:
+            kind = rng.choice(("pledge_made", "pledge_kept", "penalty")) if rng.random() < 0.3 else "pledge_made"
+        return {"type": "record", "record_id": f"R{k:09d}", "entity_id": e["id"], "ts": self._ts(t),
+                "kind": kind, "severity": rng.choice((1, 2, 3)) if bad else 1}
