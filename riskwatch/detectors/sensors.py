@@ -41,7 +41,7 @@ class Limit(ParamsModel):
 class SensorParams(ParamsModel):
     limits: dict[str, Limit] = Field(default_factory=dict)
     silence_factor: Annotated[float, Field(gt=1)] = 3.0
-    max_series: Annotated[int, Field(ge=1, le=8)] = 3
+    max_series: Annotated[int, Field(ge=1, le=8)] = 2
     anomaly: AnomalyParams = Field(default_factory=AnomalyParams)
 
 
