@@ -1,0 +1,34 @@
+# riskwatch: `make run` and `make test` work on a machine with only Python 3.11, pip and git.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install bench clean demo-replay
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Until the streaming runtime lands (riskwatch up), `make run` replays a
+# simulated population through the engine and shows who became risky and why.
+run: $(STAMP)
+	mkdir -p .data
+	$(PY) -m riskwatch.cli simulate --entities 2000 --events 100000 --seed 7 --out .data/demo.jsonl --truth .data/demo-truth.jsonl
+	$(PY) -m riskwatch.cli replay .data/demo.jsonl --out .data/demo-outputs.jsonl --snapshot-at 2026-03-01T00:00:00+08:00 --snapshot-out .data/demo-snapshot.csv
+	$(PY) bench/demo_summary.py .data
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/engine.py
+	$(PY) bench/nab.py --nab ../shared/data/nab --out results/
+	$(PY) bench/inspections.py
+
+clean:
+	rm -rf $(VENV) .data results .pytest_cache .hypothesis

@@ -1,0 +1,161 @@
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from riskwatch.config import Config, config_from_dict
+from riskwatch.engine import Engine
+from riskwatch.events import AlertCandidate, RiskChange, SpotcheckChange, parse_event
+from riskwatch.scoring import Scorer
+
+E = "91350100M000100Y43"
+OUT_MODELS = {"risk_change": RiskChange, "spotcheck_change": SpotcheckChange, "alert_candidate": AlertCandidate}
+
+
+def ev(type_, day=0.0, **kw):
+    from datetime import datetime, timedelta, timezone
+    ts = (datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(days=day)).isoformat()
+    return parse_event({"type": type_, "entity_id": E, "ts": ts, **kw})
+
+
+def run(engine, events, state=None):
+    outs = []
+    for e in events:
+        state, o = engine.process(state, e)
+        for x in o:
+            OUT_MODELS[x["type"]].model_validate(orjson.loads(orjson.dumps(x)))  # schema-conformant
+        outs += o
+    return state, outs
+
+
+def test_records_raise_tier_and_name_reasons(config):
+    eng = Engine(config)
+    state, outs = run(eng, [ev("record", record_id="r1", kind="judicial_default", severity=3),
+                            ev("record", 1, record_id="r2", kind="penalty", severity=3),
+                            ev("record", 2, record_id="r3", kind="pledge_broken", severity=3)])
+    changes = [o for o in outs if o["type"] == "spotcheck_change"]
+    assert [c["to_tier"] for c in changes] == ["B", "C"]
+    assert changes[-1]["to_ratio"] == config.tier_ratio("C")
+    codes = {r["code"]: r for r in changes[-1]["reasons"]}
+    assert set(codes) == {"records.judicial", "records.penalties", "records.pledges"}
+    assert codes["records.judicial"]["event_ids"] == ["r1"]
+    assert abs(sum(r["share"] for r in changes[-1]["reasons"]) - 1) < 1e-3
+    assert changes[-1]["config_version"] == config.version
+
+
+def test_redelivered_record_counts_once(config):
+    eng = Engine(config)
+    r = ev("record", record_id="r1", kind="penalty", severity=3)
+    s1, _ = run(eng, [r])
+    once = orjson.dumps(s1["d"])
+    s2, outs = run(eng, [r], s1)
+    assert outs == [] and orjson.dumps(s2["d"]) == once
+
+
+def test_revoked_complaint_lowers_score_and_tier():
+    cfg = config_from_dict({"detectors": {"complaints": {"signals": {"burst": {"weight": 40}}}}})
+    eng = Engine(cfg)
+    minute = 1 / 1440
+    burst = [ev("complaint", i * minute, complaint_id=f"c{i}", category=f"cat{i}") for i in range(4)]
+    state, outs = run(eng, burst)
+    untouched = orjson.loads(orjson.dumps(state))
+    high, tier = state["sc"], eng.tier_of(state)
+    assert tier in ("B", "C")
+    state, outs = run(eng, [ev("objection", 6 * minute, objection_id="o1", target_id="c3", target_kind="complaint")], state)
+    excluded = state["sc"]
+    assert excluded < high and "c3" in state["x"]
+    state, _ = run(eng, [ev("objection_resolution", 7 * minute, objection_id="o1", target_id="c3", resolution="upheld")], state)
+    same_time = Engine(cfg).evaluate(untouched, state["t"])[0]  # no objection, same moment
+    assert state["sc"] == pytest.approx(same_time, abs=0.01) and not state["x"]
+    for i in range(3):
+        state, _ = run(eng, [ev("objection_resolution", 8 * minute, objection_id=f"o{i}", target_id=f"c{i}",
+                                resolution="revoked")], state)
+    state, outs = run(eng, [ev("objection_resolution", 9 * minute, objection_id="o9", target_id="c3",
+                               resolution="revoked")], state)
+    assert state["sc"] < 1.0 and eng.tier_of(state) == tier  # tier held by the 30-day dwell
+    state, outs = run(eng, [ev("tick", 31)], state)
+    assert eng.tier_of(state) == "A"
+
+
+def test_disputed_counts_when_not_excluded():
+    cfg = config_from_dict({"objections": {"exclude_disputed": False}})
+    eng = Engine(cfg)
+    state, _ = run(eng, [ev("record", record_id="r1", kind="judicial_default", severity=3)])
+    before = state["sc"]
+    state, _ = run(eng, [ev("objection", 0.1, objection_id="o", target_id="r1", target_kind="record")], state)
+    assert state["sc"] == pytest.approx(before, abs=0.01) and "r1" in state["x"]
+    state, _ = run(eng, [ev("objection_resolution", 0.2, objection_id="o", target_id="r1", resolution="corrected")], state)
+    assert state["sc"] == 0.0
+
+
+def test_dwell_time_holds_de_escalation(config):
+    eng = Engine(config)
+    state, _ = run(eng, [ev("complaint", i / 100, complaint_id=f"c{i}", category=f"k{i}", severity=3) for i in range(8)])
+    assert eng.tier_of(state) != "A"
+    raised = eng.tier_of(state)
+    state, _ = run(eng, [ev("tick", 10)], state)  # burst decayed, but dwell is 30 days
+    assert eng.tier_of(state) == raised
+    state, outs = run(eng, [ev("tick", 45)], state)
+    assert eng.tier_of(state) == "A"
+    assert [o["to_tier"] for o in outs if o["type"] == "spotcheck_change"] == ["A"]
+
+
+def test_sensor_breach_and_silence_alerts(config):
+    eng = Engine(config)
+    evs = [ev("sensor_reading", i * 300 / 86400, device_id="f1", metric="temperature", value=4.0) for i in range(20)]
+    evs += [ev("sensor_reading", (20 + i) * 300 / 86400, device_id="f1", metric="temperature", value=11.0)
+            for i in range(5)]
+    state, outs = run(eng, evs)
+    fired = [o for o in outs if o["type"] == "alert_candidate"]
+    assert [(o["signal"], o["status"], o["severity"]) for o in fired] == [("sensors.limit_breach", "firing", "critical")]
+    assert fired[0]["dedup_key"] == f"{E}:sensors.limit_breach"
+    state, outs = run(eng, [ev("tick", 1.0)], state)  # a day without readings
+    assert ("sensors.silence", "firing") in [(o["signal"], o["status"]) for o in outs if o["type"] == "alert_candidate"]
+
+
+def test_config_switch_changes_decisions(config):
+    events = [ev("record", record_id="r1", kind="penalty", severity=3)]
+    low, _ = run(Engine(config), events)
+    data = config.model_dump()
+    data["detectors"]["records"]["signals"]["penalties"]["weight"] = 60
+    data["version"] = "heavier"
+    high, outs = run(Engine(config_from_dict(data)), events)
+    assert high["sc"] > low["sc"] and outs[0]["config_version"] == "heavier"
+
+
+# ------------------------------------------------------------- properties
+
+signals = st.dictionaries(
+    st.sampled_from(sorted(Config().signal_specs)),
+    st.tuples(st.floats(0, 1), st.floats(0, 1e7)), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(signals, st.floats(0, 2e7))
+def test_score_bounded(sig, now):
+    s = Scorer(Config())
+    score, parts = s.score({k: [v, t, []] for k, (v, t) in sig.items()}, now)
+    assert 0.0 <= score <= 100.0
+    assert all(p[0] >= 0 for p in parts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 3), st.floats(0, 100), st.floats(0, 100))
+def test_tier_monotone_in_score(prev, a, b):
+    s = Scorer(Config())
+    lo, hi = min(a, b), max(a, b)
+    assert s.next_tier(prev, lo) <= s.next_tier(prev, hi)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 3), st.floats(0, 100))
+def test_tier_hysteresis(prev, score):
+    s = Scorer(Config())
+    k = s.next_tier(prev, score)
+    if k > prev:
+        assert score >= s.ups[k]
+    elif k < prev:
+        assert score < s.downs[prev]
+    else:
+        assert score < (s.ups[prev + 1] if prev + 1 < len(s.ups) else 101) and score >= s.downs[prev]
+    assert s.next_tier(k, score) == k  # no flapping: staying put at the same score
