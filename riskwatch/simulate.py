@@ -62,11 +62,14 @@ class Simulation:
         times = sorted(rng.uniform(0, self.span) for _ in range(n_events))
         ents, bad = self.entities, self.bad
         act: list[dict] = []
+        by_onset = sorted(bad, key=lambda b: b["onset"])
+        nxt = 0
         sensored = [e for e in ents if e["industry"] in ("cold_chain", "food_retail", "catering", "pharmacy")]
         rr = 0  # sensor readings go round-robin, so each device reports at a steady pace
         for k, t in enumerate(times):
-            if bad and k % 64 == 0:
-                act = [b for b in bad if t >= b["onset"]]
+            while nxt < len(by_onset) and by_onset[nxt]["onset"] <= t:
+                act.append(by_onset[nxt])
+                nxt += 1
             r = rng.random()
             if r < 0.70 and sensored:
                 e = sensored[rr % len(sensored)]

@@ -28,7 +28,7 @@ from ..config import AlertSpec, SignalSpec
 from .anomaly import AnomalyParams, AnomalyScorer
 from .base import Detector, ParamsModel, Signals
 
-__all__ = ["SensorDetector", "Limit"]
+__all__ = ["SensorDetector", "Limit", "SCORE"]
 
 
 class Limit(ParamsModel):
@@ -45,8 +45,8 @@ class SensorParams(ParamsModel):
     anomaly: AnomalyParams = Field(default_factory=AnomalyParams)
 
 
-# per-series state: [last_ts, gap_ewma, breach_start (-1 = none), *anomaly_state]
-LAST, GAP, BREACH, A0 = 0, 1, 2, 3
+# per-series state: [last_ts, gap_ewma, breach_start (-1 = none), last anomaly score, *anomaly_state]
+LAST, GAP, BREACH, SCORE, A0 = 0, 1, 2, 3, 4
 
 
 class SensorDetector(Detector):
@@ -76,7 +76,7 @@ class SensorDetector(Detector):
         if s is None:
             if len(st) >= self.max_series:
                 del st[min(st, key=lambda k: st[k][LAST])]
-            s = st[key] = [now, 0.0, -1.0] + self._scorer.new_state()
+            s = st[key] = [now, 0.0, -1.0, 0.0] + self._scorer.new_state()
         elif now <= s[LAST] and s[A0] > 0:
             return {}  # stale or redelivered reading: already accounted for
         else:
@@ -93,6 +93,7 @@ class SensorDetector(Detector):
         a = st[key][A0:]
         score = self._scorer.score(a, x)
         s[A0:] = a
+        s[SCORE] = round(score, 4)
         rid = f"{ev.device_id}@{int(now)}"
         out = self.evaluate(st, now, entity, models)
         prev = entity.get("g", {}).get("sensors.anomaly") if entity else None

@@ -1,0 +1,97 @@
+"""Events/s of Engine.process on a mixed stream, next to a JSON-parse + dict-update baseline.
+
+    python bench/engine.py [--events 1000000] [--entities 100000] [--runs 3]
+
+Single core, one process. Prints medians over --runs and their ratio, and
+the serialised state size per entity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from riskwatch.config import load_config  # noqa: E402
+from riskwatch.engine import Engine  # noqa: E402
+from riskwatch.events import parse_event  # noqa: E402
+from riskwatch.simulate import Simulation  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--entities", type=int, default=100_000)
+    ap.add_argument("--runs", type=int, default=3)
+    a = ap.parse_args()
+
+    t = time.perf_counter()
+    sim = Simulation(n_entities=a.entities, seed=42, bad_share=0.05, days=90)
+    raw = [orjson.dumps(e) for e in sim.events(n_events=a.events)]
+    print(f"generated {len(raw):,} events ({sum(map(len, raw)) / len(raw):.0f} B avg) on {a.entities:,} "
+          f"entities in {time.perf_counter() - t:.1f}s")
+    t = time.perf_counter()
+    events = [parse_event(r) for r in raw]
+    parse_s = time.perf_counter() - t
+    mix = {}
+    for e in events:
+        mix[e.type] = mix.get(e.type, 0) + 1
+    print("mix:", ", ".join(f"{k} {v / len(events):.1%}" for k, v in sorted(mix.items())))
+    print(f"pydantic validation alone: {len(raw) / parse_s:,.0f} events/s")
+
+    def baseline():
+        d: dict = {}
+        for r in raw:
+            o = orjson.loads(r)
+            k = o["entity_id"]
+            c = d.get(k)
+            if c is None:
+                d[k] = c = {"n": 0, "last": None}
+            c["n"] += 1
+            c["last"] = o.get("ts")
+        return d
+
+    def engine_run():
+        eng = Engine(load_config())
+        states: dict = {}
+        get = states.get
+        proc = eng.process
+        n_out = 0
+        t0 = time.perf_counter()
+        for ev in events:
+            eid = ev.entity_id
+            st, outs = proc(get(eid), ev)
+            states[eid] = st
+            n_out += len(outs)
+        return time.perf_counter() - t0, states, n_out
+
+    base, eng_t = [], []
+    states = n_out = None
+    for _ in range(a.runs):
+        gc.collect()
+        t0 = time.perf_counter()
+        baseline()
+        base.append(time.perf_counter() - t0)
+        gc.collect()
+        dt, states, n_out = engine_run()
+        eng_t.append(dt)
+    n = len(events)
+    b, e = statistics.median(base), statistics.median(eng_t)
+    print(f"baseline (orjson.loads + dict update): {n / b:,.0f} events/s (median of {a.runs})")
+    print(f"engine.process (validated events):     {n / e:,.0f} events/s (median of {a.runs}); "
+          f"{n_out:,} outputs")
+    print(f"engine / baseline: {b / e:.2f}x the baseline's throughput")
+    print(f"validation + engine end to end:        {n / (e + parse_s):,.0f} events/s")
+    sizes = sorted(len(orjson.dumps(s)) for s in states.values())
+    print(f"state bytes per entity (JSON): median {sizes[len(sizes) // 2]}, p99 {sizes[int(len(sizes) * .99)]}, "
+          f"max {sizes[-1]}, total {sum(sizes) / 1e6:.1f} MB for {len(sizes):,} entities")
+
+
+if __name__ == "__main__":
+    main()
