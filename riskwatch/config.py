@@ -163,9 +163,6 @@ class Config(_Strict):
                 out[f"{name}.{sig}"] = dc.signals.get(sig, default)
         return out
 
-    def redacted(self) -> dict:
-        return self.model_dump(mode="json")
-
 
 class _Collected(ValueError):
     """Carries several FieldErrors out of a pydantic validator."""

@@ -19,13 +19,13 @@ and updated as events arrive.
 
 from __future__ import annotations
 
+from .events import event_id as _event_id
 from .models import PopulationModels
 
 __all__ = ["Engine", "process", "STATE_VERSION"]
 
 STATE_VERSION = 1
 _TARGET_DETECTOR = {"complaint": "complaints", "record": "records"}
-_ID_FIELD = {"complaint": "complaint_id", "inspection": "inspection_id", "record": "record_id"}
 
 
 class Engine:
@@ -93,9 +93,15 @@ class Engine:
             if not changed:
                 return state, []
             codes = self.codes[name]
+            check = []
             for s, (v, ids) in changed.items():
-                g[codes[s]] = [v, now, ids]
-            check = [codes[s] for s in changed]
+                code = codes[s]
+                if not v:
+                    old = g.get(code)
+                    if old is None or not old[0]:
+                        continue  # zero stays zero: nothing to store, score or alert
+                g[code] = [v, now, ids]
+                check.append(code)
         elif etype == "tick":
             check = self._evaluate_all(state, now)
         elif etype == "entity":
@@ -243,15 +249,6 @@ class Engine:
         """Whether periodic ticks matter for this entity (silence, expiry, open alerts)."""
         d = state["d"]
         return bool(state["al"]) or any(d.get(n) for n, det in self.detectors.items() if det.time_dependent)
-
-
-def _event_id(ev) -> str:
-    f = _ID_FIELD.get(ev.type)
-    if f is not None:
-        return getattr(ev, f)
-    from .events import event_id
-
-    return event_id(ev)
 
 
 def process(state: dict | None, event, config, models: PopulationModels | None = None):

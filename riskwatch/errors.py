@@ -4,8 +4,7 @@
 
     RiskwatchError
     ├── InvalidEvent          an input event failed validation (field errors attached)
-    ├── ConfigError           a config file or change failed validation
-    └── StateError            a stored entity state cannot be read
+    └── ConfigError           a config file or change failed validation
 
 Library code raises these; boundaries (CLI, stream agents, API) translate them
 into exit codes, dead-letter records and HTTP responses. Errors of third-party
@@ -14,7 +13,7 @@ libraries are wrapped with ``raise ... from exc``.
 
 from __future__ import annotations
 
-__all__ = ["RiskwatchError", "InvalidEvent", "ConfigError", "StateError", "FieldError",
+__all__ = ["RiskwatchError", "InvalidEvent", "ConfigError", "FieldError",
            "field_errors_from_pydantic", "field_error_from_dict"]
 
 from dataclasses import dataclass
@@ -57,10 +56,6 @@ class ConfigError(_FieldErrors):
 
     def __init__(self, errors: list[FieldError]) -> None:
         super().__init__(errors, "invalid config")
-
-
-class StateError(RiskwatchError):
-    """A persisted entity state could not be decoded."""
 
 
 def field_errors_from_pydantic(exc) -> list[FieldError]:
