@@ -114,15 +114,18 @@ class Engine:
         return state, self._decide(state, ev, now, check)
 
     def _evaluate_all(self, state: dict, now: float) -> list[str]:
-        g = state["g"]
+        self._reevaluate(state, state["g"], now, time_dependent_only=True)
+        return list(state["g"])
+
+    def _reevaluate(self, state: dict, g: dict, now: float, time_dependent_only: bool) -> None:
+        """Write every detector's signals at ``now`` into the signal cache ``g``."""
         for name, det in self.detectors.items():
             ds = state["d"].get(name)
-            if not ds or not det.time_dependent:
+            if not ds or (time_dependent_only and not det.time_dependent):
                 continue
             codes = self.codes[name]
             for s, (v, ids) in det.evaluate(ds, now, state, self.models).items():
                 g[codes[s]] = [v, now, ids]
-        return list(g)
 
     def _upsert(self, state: dict, ev) -> None:
         new = [ev.industry, ev.region]
@@ -237,12 +240,7 @@ class Engine:
     def evaluate(self, state: dict, now: float) -> tuple[float, list]:
         """Score of an entity at event time ``now`` without changing its state."""
         g = dict(state["g"])
-        for name, det in self.detectors.items():
-            ds = state["d"].get(name)
-            if ds:
-                codes = self.codes[name]
-                for s, (v, ids) in det.evaluate(ds, now, state, self.models).items():
-                    g[codes[s]] = [v, now, ids]
+        self._reevaluate(state, g, now, time_dependent_only=False)
         return self.scorer.score(g, max(now, state["t"]))
 
     def wants_tick(self, state: dict) -> bool:

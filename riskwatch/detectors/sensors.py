@@ -90,7 +90,7 @@ class SensorDetector(Detector):
                 s[BREACH] = now
         else:
             s[BREACH] = -1.0
-        a = st[key][A0:]
+        a = s[A0:]
         score = self._scorer.score(a, x)
         s[A0:] = a
         s[SCORE] = round(score, 4)
