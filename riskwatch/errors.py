@@ -58,15 +58,17 @@ class ConfigError(_FieldErrors):
         super().__init__(errors, "invalid config")
 
 
-def field_errors_from_pydantic(exc) -> list[FieldError]:
-    """Translate a :class:`pydantic.ValidationError` into :class:`FieldError` s."""
-    return [field_error_from_dict(err) for err in exc.errors(include_url=False)]
+def field_errors_from_pydantic(exc, union_tags: frozenset[str] = frozenset()) -> list[FieldError]:
+    """Translate a :class:`pydantic.ValidationError` into :class:`FieldError` s.
+
+    ``union_tags``: the tags of a discriminated union, dropped from the front of locations."""
+    return [field_error_from_dict(err, union_tags) for err in exc.errors(include_url=False)]
 
 
-def field_error_from_dict(err: dict) -> FieldError:
+def field_error_from_dict(err: dict, union_tags: frozenset[str] = frozenset()) -> FieldError:
     """One pydantic error dict as a :class:`FieldError`."""
     parts = list(err.get("loc", ()))
-    if parts and parts[0] in _TAGS:  # discriminated union: drop the tag
+    if parts and parts[0] in union_tags:
         parts = parts[1:]
     loc = ".".join(str(p) for p in parts) or "(root)"
     etype = err.get("type", "invalid")
@@ -75,7 +77,4 @@ def field_error_from_dict(err: dict) -> FieldError:
     msg = err.get("msg", "invalid").removeprefix("Value error, ")
     return FieldError(loc, etype, msg)
 
-
-_TAGS = {"entity", "complaint", "sensor_reading", "inspection", "record", "objection",
-         "objection_resolution", "tick"}
 

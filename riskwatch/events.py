@@ -169,6 +169,7 @@ InputEvent = Annotated[
 ]
 INPUT_TYPES = ("entity", "complaint", "sensor_reading", "inspection", "record", "objection",
                "objection_resolution", "tick")
+_TAGS = frozenset(INPUT_TYPES)
 _ADAPTER: TypeAdapter = TypeAdapter(InputEvent)
 _CONTEXTS = {s: {"entity_id_scheme": s} for s in ("uscc", "opaque")}
 
@@ -181,7 +182,7 @@ def parse_event(raw: bytes | str | dict, entity_id_scheme: str = "uscc"):
             return _ADAPTER.validate_python(raw, context=ctx)
         return _ADAPTER.validate_json(raw, context=ctx)
     except ValidationError as exc:
-        raise InvalidEvent(field_errors_from_pydantic(exc)) from exc
+        raise InvalidEvent(field_errors_from_pydantic(exc, _TAGS)) from exc
 
 
 _ID_FIELD = {"complaint": "complaint_id", "inspection": "inspection_id", "record": "record_id",
