@@ -102,6 +102,32 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def cmd_worker(args) -> int:
+    import faust
+    from prometheus_client import start_http_server
+
+    from .settings import Settings
+    from .streams.app import create_app
+
+    s = Settings()
+    app = create_app(s)
+    if s.worker_metrics_port:
+        start_http_server(s.worker_metrics_port, addr="127.0.0.1", registry=app.riskwatch.metrics.registry)
+    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_topics(args) -> int:
+    import asyncio
+
+    from .settings import Settings
+    from .streams.kafka import ensure_topics
+
+    asyncio.run(ensure_topics(Settings()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="riskwatch", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -133,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="-")
     s.add_argument("--truth", default=None, help="write the ground truth (JSON lines) here")
     s.set_defaults(func=cmd_simulate)
+
+    w = sub.add_parser("worker", help="run a stream worker (Faust) against RISKWATCH_BROKER")
+    w.add_argument("--loglevel", default="warning")
+    w.set_defaults(func=cmd_worker)
+
+    t = sub.add_parser("create-topics", help="create the riskwatch topics on RISKWATCH_BROKER")
+    t.set_defaults(func=cmd_topics)
     return p
 
 

