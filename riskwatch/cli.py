@@ -89,17 +89,58 @@ def cmd_replay(args) -> int:
 def cmd_simulate(args) -> int:
     from .simulate import Simulation
 
-    sim = Simulation(n_entities=args.entities, seed=args.seed, bad_share=args.bad_share, days=args.days,
-                     id_scheme=args.entity_id_scheme)
-    out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")
-    for ev in sim.events(n_events=args.events):
-        out.write(orjson.dumps(ev) + b"\n")
-    out.flush()
+    if args.live:  # event time = wall clock, paced at --rate; deterioration starts early
+        from datetime import datetime, timezone
+
+        if not args.rate:
+            print("--live needs --rate", file=sys.stderr)
+            return 2
+        sim = Simulation(n_entities=args.entities, seed=args.seed, bad_share=args.bad_share,
+                         days=args.events / args.rate / 86400, start=datetime.now(timezone.utc),
+                         id_scheme=args.entity_id_scheme, onset=(0.0005, 0.002))
+    else:
+        sim = Simulation(n_entities=args.entities, seed=args.seed, bad_share=args.bad_share, days=args.days,
+                         id_scheme=args.entity_id_scheme)
     if args.truth:
         with open(args.truth, "wb") as f:
             for row in sim.truth():
                 f.write(orjson.dumps(row) + b"\n")
+    if args.kafka:
+        import asyncio
+
+        from .settings import Settings
+        from .streams.kafka import produce
+
+        n = asyncio.run(produce(Settings(), sim.events(n_events=args.events), rate=args.rate or None,
+                                batch_size=args.batch))
+        print(f"produced {n} events", file=sys.stderr)
+        return 0
+    out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")
+    for ev in sim.events(n_events=args.events):
+        out.write(orjson.dumps(ev) + b"\n")
+    out.flush()
     return 0
+
+
+def cmd_api(args) -> int:
+    import uvicorn
+
+    from .api.app import create_api
+    from .config import load_config
+    from .settings import Settings
+
+    s = Settings()
+    cfg = load_config(s.config_path)
+    uvicorn.run(create_api(s, cfg.entity_id_scheme), host=s.api_host, port=s.api_port, log_level="warning")
+    return 0
+
+
+def cmd_up(args) -> int:
+    from pathlib import Path
+
+    from .up import up
+
+    return up(Path(args.data_dir), args.demo, args.partitions, args.api_port, args.rate, args.entities)
 
 
 def cmd_worker(args) -> int:
@@ -158,11 +199,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--entity-id-scheme", choices=("uscc", "opaque"), default="uscc")
     s.add_argument("--out", default="-")
     s.add_argument("--truth", default=None, help="write the ground truth (JSON lines) here")
+    s.add_argument("--kafka", action="store_true", help="produce to RISKWATCH_BROKER instead of a file")
+    s.add_argument("--live", action="store_true", help="event time = now, paced at --rate")
+    s.add_argument("--rate", type=float, default=0.0, help="events/s (0: as fast as possible)")
+    s.add_argument("--batch", type=int, default=500, help="events per batch envelope")
     s.set_defaults(func=cmd_simulate)
 
     w = sub.add_parser("worker", help="run a stream worker (Faust) against RISKWATCH_BROKER")
     w.add_argument("--loglevel", default="warning")
     w.set_defaults(func=cmd_worker)
+
+    a = sub.add_parser("api", help="serve the HTTP API (RISKWATCH_API_HOST/PORT)")
+    a.set_defaults(func=cmd_api)
+
+    u = sub.add_parser("up", help="start broker, Redis, worker and API (embedded unless RISKWATCH_* point elsewhere)")
+    u.add_argument("--demo", action="store_true", help="feed simulated live traffic")
+    u.add_argument("--data-dir", default=".data/run")
+    u.add_argument("--partitions", type=int, default=4)
+    u.add_argument("--api-port", type=int, default=8000)
+    u.add_argument("--rate", type=float, default=300.0, help="demo events/s")
+    u.add_argument("--entities", type=int, default=2000, help="demo population")
+    u.set_defaults(func=cmd_up)
 
     t = sub.add_parser("create-topics", help="create the riskwatch topics on RISKWATCH_BROKER")
     t.set_defaults(func=cmd_topics)

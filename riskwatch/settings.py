@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     partitions: Annotated[int, Field(ge=1, le=256)] = 4
     app_id: str = "riskwatch"
     data_dir: Path = Path(".data")
-    store: str = "rocksdict://"
+    store: str = "rocksdb://"  # faust uses rocksdict for it when python-rocksdb is absent
     worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=0, le=65535)] = 8000

@@ -30,7 +30,8 @@ class Simulation:
     """``n_entities`` entities, of which ``bad_share`` deteriorate from a random onset."""
 
     def __init__(self, n_entities: int = 1000, seed: int = 0, bad_share: float = 0.05,
-                 days: float = 60.0, start: datetime | None = None, id_scheme: str = "uscc") -> None:
+                 days: float = 60.0, start: datetime | None = None, id_scheme: str = "uscc",
+                 onset: tuple[float, float] = (0.3, 0.6)) -> None:
         self.rng = rng = random.Random(seed)
         self.start = start or datetime(2026, 1, 1, tzinfo=TZ)
         self.span = days * 86400.0
@@ -39,9 +40,9 @@ class Simulation:
             region = rng.choice(REGIONS)
             eid = uscc.generate(rng, region) if id_scheme == "uscc" else f"E{i:07d}"
             bad = rng.random() < bad_share
-            onset = rng.uniform(0.3, 0.6) * self.span if bad else None
+            at = rng.uniform(*onset) * self.span if bad else None
             self.entities.append({"id": eid, "industry": rng.choice(INDUSTRIES), "region": region,
-                                  "onset": onset, "silent": bad and rng.random() < 0.3})
+                                  "onset": at, "silent": bad and rng.random() < 0.3})
         self.bad = [e for e in self.entities if e["onset"] is not None]
 
     def truth(self) -> list[dict]:
@@ -59,14 +60,21 @@ class Simulation:
         for e in self.entities:
             yield {"type": "entity", "entity_id": e["id"], "name": f"Entity {e['id'][-6:]}",
                    "industry": e["industry"], "region": e["region"], "ts": self._ts(0)}
-        times = sorted(rng.uniform(0, self.span) for _ in range(n_events))
+        # a Poisson process over the span, generated lazily (no list of n_events times)
+        rate = n_events / self.span
+
+        def times():
+            t = 0.0
+            for _ in range(n_events):
+                t += rng.expovariate(rate)
+                yield t
         ents, bad = self.entities, self.bad
         act: list[dict] = []
         by_onset = sorted(bad, key=lambda b: b["onset"])
         nxt = 0
         sensored = [e for e in ents if e["industry"] in ("cold_chain", "food_retail", "catering", "pharmacy")]
         rr = 0  # sensor readings go round-robin, so each device reports at a steady pace
-        for k, t in enumerate(times):
+        for k, t in enumerate(times()):
             while nxt < len(by_onset) and by_onset[nxt]["onset"] <= t:
                 act.append(by_onset[nxt])
                 nxt += 1

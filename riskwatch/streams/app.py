@@ -73,15 +73,16 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         table_standby_replicas=0,
     )
     app.riskwatch = w  # type: ignore[attr-defined]
-    schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-    raw = {"schema": schema}
+    # bytes in, bytes out: we decode ourselves (faust.Schema(...) on a topic was not honoured
+    # and Faust decoded values as JSON; explicit serializers on topics and bytes types on tables are)
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     inputs = app.topic(*[s.topic(t) for t in INPUT_TOPICS], s.topic("rekey"), partitions=n, **raw)
     outputs = {kind: app.topic(s.topic(name), partitions=n, **raw) for kind, name in OUTPUT_TOPICS.items()}
     deadletter = app.topic(s.topic("deadletter"), partitions=1, **raw)
     rekey = app.topic(s.topic("rekey"), partitions=n, **raw)
     training = app.topic(s.topic("model-training"), partitions=1, **raw)
-    table = app.Table("entity-state", default=None, partitions=n, schema=schema)
-    models_table = app.GlobalTable("models", default=None, partitions=1, schema=schema)
+    table = app.Table("entity-state", default=None, partitions=n, key_type=bytes, value_type=bytes)
+    models_table = app.GlobalTable("models", default=None, partitions=1, key_type=bytes, value_type=bytes)
     m = w.metrics
     app.riskwatch_table = table  # type: ignore[attr-defined]
 
@@ -144,8 +145,8 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
 
     @app.agent(training, name="train")
     async def train(stream):
-        async for value in stream:
-            for u in orjson.loads(value):
+        async for event in stream.events():
+            for u in orjson.loads(event.message.value):
                 apply_update(w.trainer, u)
             w.trainer_dirty = True
 

@@ -1,0 +1,113 @@
+"""``riskwatch up``: broker, Redis, worker, API (and a demo feed) as one process tree.
+
+Children run in their own process groups and are stopped in reverse order on
+Ctrl-C / SIGTERM, so nothing is left behind. ``RISKWATCH_BROKER`` /
+``RISKWATCH_REDIS_URL`` in the environment use existing services instead of
+the embedded ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from .embedded import Service, free_port, start_broker, start_redis
+
+__all__ = ["up"]
+
+
+def _spawn(name: str, args: list[str], env: dict, data_dir: Path) -> subprocess.Popen:
+    log = (data_dir / f"{name}.log").open("ab")
+    return subprocess.Popen([sys.executable, "-m", "riskwatch.cli", *args], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
+
+
+def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, entities: int) -> int:
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    services: list[Service] = []
+    procs: list[tuple[str, subprocess.Popen]] = []
+    env = dict(os.environ)
+    stopping = False
+
+    def on_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if "RISKWATCH_BROKER" not in env:
+            services.append(start_broker(data_dir / "broker"))
+            env["RISKWATCH_BROKER"] = services[-1].url
+            # the embedded broker keeps nothing across restarts: neither may the worker's store
+            shutil.rmtree(data_dir / "worker", ignore_errors=True)
+        if "RISKWATCH_REDIS_URL" not in env:
+            services.append(start_redis(data_dir / "redis"))
+            env["RISKWATCH_REDIS_URL"] = services[-1].url
+        metrics_port = free_port()
+        env.update(RISKWATCH_DATA_DIR=str(data_dir), RISKWATCH_PARTITIONS=str(partitions),
+                   RISKWATCH_WORKER_METRICS_PORT=str(metrics_port), RISKWATCH_API_PORT=str(api_port))
+        from .settings import Settings
+        from .streams.kafka import ensure_topics
+
+        asyncio.run(ensure_topics(Settings(broker=env["RISKWATCH_BROKER"], partitions=partitions)))
+        procs.append(("worker", _spawn("worker", ["worker"], env, data_dir)))
+        procs.append(("api", _spawn("api", ["api"], env, data_dir)))
+        if demo:
+            procs.append(("demo", _spawn("demo", ["simulate", "--kafka", "--live", "--rate", str(rate),
+                                                  "--entities", str(entities), "--events", str(int(rate * 86400)),
+                                                  "--seed", "7"], env, data_dir)))
+        _wait_http(f"http://127.0.0.1:{api_port}/healthz", 30)
+        print(f"riskwatch is up (data and logs in {data_dir})")
+        print(f"  API       http://127.0.0.1:{api_port}/v1/entities   (docs: /docs, health: /healthz)")
+        print(f"  metrics   http://127.0.0.1:{metrics_port}/metrics (worker), "
+              f"http://127.0.0.1:{api_port}/metrics (API)")
+        print(f"  broker    {env['RISKWATCH_BROKER']}   redis {env['RISKWATCH_REDIS_URL']}")
+        print("Ctrl-C stops everything.", flush=True)
+        while not stopping:
+            for name, p in procs:
+                if p.poll() is not None and not (name == "demo" and p.returncode == 0):
+                    print(f"{name} exited with {p.returncode}; see {data_dir / (name + '.log')}",
+                          file=sys.stderr)
+                    stopping = True
+            time.sleep(0.5)
+        return 0
+    finally:
+        for _name, p in reversed(procs):
+            _stop(p)
+        for svc in reversed(services):
+            svc.stop()
+        print("stopped.", flush=True)
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
