@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     history_len: Annotated[int, Field(ge=1, le=10_000)] = 100
     model_publish_seconds: Annotated[float, Field(gt=0)] = 5.0
     session_timeout: Annotated[float, Field(ge=6, le=60)] = 8.0
+    tick_seconds: Annotated[float, Field(ge=0)] = 60.0  # wall-clock ticks (silence); 0 = off
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

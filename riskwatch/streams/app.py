@@ -5,7 +5,7 @@
   envelopes on the output topics (same partition), dead letters, the Redis
   view, and queued model updates on the single-partition ``model-training``.
 - ``train``: applies model updates in order; a timer publishes snapshots to
-  the ``models`` GlobalTable (through its changelog) that all workers read.
+  the single-partition ``models`` topic, which every worker reads in full.
 - a timer sends ``tick`` events (wall clock) for entities whose signals can
   change with time alone (sensor silence, record expiry).
 """
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
     s = settings or Settings()
     w = worker or Worker(s)
     n = s.partitions
+    (s.data_dir / "worker").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         s.app_id,
         broker=f"kafka://{s.broker}",
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
     rekey = app.topic(s.topic("rekey"), partitions=n, **raw)
     training = app.topic(s.topic("model-training"), partitions=1, **raw)
     table = app.Table("entity-state", default=None, partitions=n, key_type=bytes, value_type=bytes)
-    models_table = app.GlobalTable("models", default=None, partitions=1, key_type=bytes, value_type=bytes)
+    models_topic = app.topic(s.topic("models"), partitions=1, **raw)
     m = w.metrics
     app.riskwatch_table = table  # type: ignore[attr-defined]
 
@@ -93,17 +94,39 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             w.redis = aioredis.from_url(s.redis_url)
         return w.redis
 
-    def maybe_install_models() -> None:
-        raw_models = models_table.get(b"population")
-        if raw_models is not None and w.models.install(raw_models):
-            m.model_version.set(w.models.version)
+    @app.task
+    async def follow_models():
+        """Every worker reads every published snapshot (no consumer group) and uses the newest."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from .shared_models import decode_snapshot
+
+        tp = TopicPartition(s.topic("models"), 0)
+        c = AIOKafkaConsumer(bootstrap_servers=s.broker, enable_auto_commit=False)
+        await c.start()
+        try:
+            c.assign([tp])
+            end = (await c.end_offsets([tp]))[tp]
+            if end > 0:
+                c.seek(tp, end - 1)  # the latest snapshot is all we need
+            while True:
+                batch = await c.getmany(tp, timeout_ms=1000)
+                msgs = batch.get(tp)
+                if not msgs:
+                    continue
+                raw_models = msgs[-1].value
+                if w.models.install(raw_models):
+                    m.model_version.set(w.models.version)
+                if w.trainer_version < w.models.version:  # a restarted trainer resumes from it
+                    w.trainer_version, w.trainer = decode_snapshot(raw_models)
+        finally:
+            await c.stop()
 
     @app.agent(inputs, name="process")
     async def process(stream):
         async for event in stream.events():
             msg = event.message
             t0 = time.perf_counter()
-            maybe_install_models()
             res = w.processor.handle(msg.value, msg.topic, msg.partition, msg.offset,
                                      lambda k: load_state(table.get(k.encode())))
             n_events = res.applied + res.skipped + len(res.dead) + len(res.misrouted)
@@ -156,10 +179,8 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             return
         w.trainer_dirty = False
         w.trainer_version += 1
-        await models_table.changelog_topic.send(key=b"population",
-                                                value=encode_snapshot(w.trainer_version, w.trainer))
+        await models_topic.send(value=encode_snapshot(w.trainer_version, w.trainer))
 
-    @app.timer(interval=60.0)
     async def tick_entities():
         """Wall-clock ticks for entities that can go silent or have records expiring."""
         now = time.time()
@@ -170,9 +191,11 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             if w.engine.wants_tick(st):
                 eid = key.decode()
                 per_partition[partition_for(key, n)].append({"type": "tick", "entity_id": eid, "ts": iso})
-        commands = s.topic("commands")
         for p, ticks in per_partition.items():
-            await app.topic(commands, partitions=n, **raw).send(value=encode_batch(ticks), partition=p)
+            await commands.send(value=encode_batch(ticks), partition=p)
 
+    commands = app.topic(s.topic("commands"), partitions=n, **raw)
+    if s.tick_seconds:
+        app.timer(interval=s.tick_seconds)(tick_entities)
     return app
 

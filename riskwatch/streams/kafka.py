@@ -37,7 +37,7 @@ async def ensure_topics(settings: Settings) -> None:
     want = {settings.topic(t): n for t in INPUT_TOPICS}
     want.update({settings.topic(t): n for t in OUTPUT_TOPICS.values()})
     want.update({settings.topic("rekey"): n, settings.topic("deadletter"): 1,
-                 settings.topic("model-training"): 1})
+                 settings.topic("model-training"): 1, settings.topic("models"): 1})
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker)
     await admin.start()
     try:

@@ -4,7 +4,9 @@ Workers predict with the latest published snapshot and never learn locally:
 every update (a training example, a peer-group count) is queued and sent to a
 single-partition training topic. One trainer (whichever worker owns that
 partition) applies updates in order and publishes a pickled snapshot, with a
-version, to the changelog of a GlobalTable that every worker reads. So every
+version, to a single-partition ``models`` topic that every worker reads in
+full, outside the consumer group (a GlobalTable's own changelog writes are
+not seen by the worker that is active for it, so it did not work for this). So every
 worker uses the same model, learned once from every partition's events;
 predictions lag learning by at most the publish interval.
 

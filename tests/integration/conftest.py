@@ -1,0 +1,105 @@
+"""Real services for integration tests: one Tansu broker and one Redis per session.
+
+Each test gets its own topic prefix and Faust app id, so tests share the
+broker without seeing each other's data. Workers run as real processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from riskwatch.embedded import free_port, start_broker, start_redis
+from riskwatch.settings import Settings
+from riskwatch.streams.kafka import ensure_topics
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory):
+    d = tmp_path_factory.mktemp("services")
+    broker = start_broker(d / "broker")
+    redis = start_redis(d / "redis")
+    yield broker, redis
+    broker.stop()
+    redis.stop()
+
+
+class Workers:
+    def __init__(self, settings: Settings, env: dict, d: Path) -> None:
+        self.settings, self.env, self.d = settings, env, d
+        self.procs: list[tuple[subprocess.Popen, int]] = []
+
+    def start(self) -> int:
+        port = free_port()
+        env = dict(self.env, RISKWATCH_WORKER_METRICS_PORT=str(port),
+                   RISKWATCH_DATA_DIR=str(self.d / f"w{len(self.procs)}"))
+        log = (self.d / f"worker{len(self.procs)}.log").open("wb")
+        p = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "worker", "--loglevel", "info"], env=env,
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append((p, port))
+        return len(self.procs) - 1
+
+    def metric(self, i: int, name: str) -> float:
+        """Sum of a worker metric's samples (0 while it is not up yet)."""
+        p, port = self.procs[i]
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return 0.0
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(name) and not line.startswith("#") and "_created" not in line)
+
+    def kill(self, i: int) -> None:
+        os.killpg(self.procs[i][0].pid, signal.SIGKILL)
+        self.procs[i][0].wait(10)
+
+    def stop_all(self) -> None:
+        for p, _ in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+
+    def logs(self) -> str:
+        return "\n".join((self.d / f"worker{i}.log").read_text(errors="replace")[-3000:]
+                         for i in range(len(self.procs)))
+
+
+@pytest.fixture
+def stack(services, tmp_path):
+    broker, redis = services
+    tag = uuid.uuid4().hex[:8]
+    s = Settings(broker=broker.url, redis_url=redis.url, topic_prefix=f"t{tag}.", app_id=f"rw-{tag}",
+                 partitions=4, data_dir=tmp_path, tick_seconds=0, store="memory://")
+    asyncio.run(ensure_topics(s))
+    import redis as redis_sync
+
+    redis_sync.Redis.from_url(redis.url).flushall()
+    env = dict(os.environ, RISKWATCH_BROKER=broker.url, RISKWATCH_REDIS_URL=redis.url,
+               RISKWATCH_TOPIC_PREFIX=s.topic_prefix, RISKWATCH_APP_ID=s.app_id, RISKWATCH_PARTITIONS="4",
+               RISKWATCH_TICK_SECONDS="0", RISKWATCH_STORE="memory://")
+    w = Workers(s, env, tmp_path)
+    yield s, w
+    w.stop_all()
+
+
+def wait_for(cond, timeout: float, what: str, on_fail=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.5)
+    extra = on_fail() if on_fail else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{extra}")

@@ -1,0 +1,62 @@
+"""Reading topics back in integration tests (plain aiokafka)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+
+async def _read(broker: str, topic: str) -> list[tuple[int, bytes | None, bytes]]:
+    c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    await c.start()
+    try:
+        parts = c.partitions_for_topic(topic)
+        if not parts:
+            await c._client.force_metadata_update()
+            parts = c.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        c.assign(tps)
+        end = await c.end_offsets(tps)
+        await c.seek_to_beginning(*tps)
+        out = []
+        async def behind() -> bool:
+            for tp in tps:
+                if await c.position(tp) < end[tp]:
+                    return True
+            return False
+
+        while await behind():
+            batch = await c.getmany(timeout_ms=1000)
+            for tp, msgs in batch.items():
+                out += [(tp.partition, m.key, m.value) for m in msgs]
+        return out
+    finally:
+        await c.stop()
+
+
+def read_topic(broker: str, topic: str) -> list[tuple[int, bytes | None, bytes]]:
+    return asyncio.run(_read(broker, topic))
+
+
+def read_batches(broker: str, topic: str) -> list[dict]:
+    """Events of an output topic (batch envelopes unpacked)."""
+    out = []
+    for _, _, v in read_topic(broker, topic):
+        obj = orjson.loads(v)
+        out += obj["batch"] if isinstance(obj, dict) and "batch" in obj else [obj]
+    return out
+
+
+def table_state(broker: str, app_id: str) -> dict[str, dict]:
+    """Last value per key of the entity-state changelog: the Table's content."""
+    states = {}
+    for _, k, v in read_topic(broker, f"{app_id}-entity-state-changelog"):
+        if v is None:
+            states.pop(k.decode(), None)
+        else:
+            states[k.decode()] = orjson.loads(v)
+    return states

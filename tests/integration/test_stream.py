@@ -1,0 +1,92 @@
+"""The worker on a real Kafka-protocol broker and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import redis as redis_sync
+
+from riskwatch.config import load_config
+from riskwatch.engine import Engine
+from riskwatch.simulate import Simulation
+from riskwatch.streams.kafka import BatchProducer
+from riskwatch.view import entity_key
+
+from .conftest import wait_for
+from .helpers import read_batches, read_topic, table_state
+
+GOOD = {"type": "complaint", "complaint_id": "c-ok", "entity_id": "91350100M000100Y43",
+        "ts": "2026-01-10T10:00:00+08:00", "category": "hygiene"}
+MALFORMED = [  # (how it is sent, value, the reason expected in the dead letter)
+    ("raw", b'{"type": "complaint", "entity_id": ', "json_invalid"),
+    ("event", {**GOOD, "complaint_id": "c-bad-uscc", "entity_id": "91350100M000100Y44"}, "value_error"),
+    ("event", {k: v for k, v in GOOD.items() if k != "category"} | {"complaint_id": "c-missing"}, "missing"),
+    ("event", {**GOOD, "complaint_id": "c-type", "severity": "very"}, "int_parsing"),
+    ("event", {**GOOD, "complaint_id": "c-unknown", "type": "gossip"}, "union_tag_invalid"),
+]
+
+
+async def _produce(settings, events, malformed=()):
+    async with BatchProducer(settings, batch_size=200) as bp:
+        for kind, value, _ in malformed:
+            if kind == "raw":
+                await bp.add_raw(settings.topic("complaints"), value)
+            else:
+                await bp.add(value)
+        for ev in events:
+            await bp.add(ev)
+    return bp.sent
+
+
+def test_stream_decisions_deadletters_and_view(stack):
+    s, workers = stack
+    sim = Simulation(n_entities=200, seed=3, bad_share=0.15, days=40)
+    events = list(sim.events(n_events=12000))
+    asyncio.run(_produce(s, events, MALFORMED))
+    workers.start()
+    expected = len(events) + len(MALFORMED)
+    wait_for(lambda: workers.metric(0, "riskwatch_events_consumed_total") >= expected, 120,
+             f"{expected} events consumed", workers.logs)
+
+    # every malformed event is dead-lettered with its reason; good ones around them are processed
+    dead = [orjson.loads(v) for _, _, v in read_topic(s.broker, s.topic("deadletter"))]
+    assert sorted(d["reason"] for d in dead) == sorted(m[2] for m in MALFORMED)
+    for d in dead:
+        assert d["topic"] in (s.topic("complaints"), s.topic("commands")) and d["errors"] and "offset" in d
+    assert workers.metric(0, "riskwatch_events_processed_total") == len(events)
+    assert workers.metric(0, "riskwatch_deadlettered_total") == len(MALFORMED)
+
+    # deteriorating entities are escalated, the quiet majority is not
+    truth = {t["entity_id"]: t["deteriorating"] for t in sim.truth()}
+    wait_for(lambda: read_batches(s.broker, s.topic("spotcheck-changes")), 30, "spot-check changes")
+    changes = read_batches(s.broker, s.topic("spotcheck-changes"))
+    raised = {c["entity_id"] for c in changes if c["to_tier"] in ("C", "D")}
+    bad = [e for e, b in truth.items() if b]
+    good = [e for e, b in truth.items() if not b]
+    bad_rate = len(raised & set(bad)) / len(bad)
+    good_rate = len(raised & set(good)) / len(good)
+    assert bad_rate > 0.6 and good_rate < bad_rate / 8, (bad_rate, good_rate)
+
+    # the population model is learned once (training topic) and published to every worker
+    wait_for(lambda: workers.metric(0, "riskwatch_model_version") > 0, 30, "a published model snapshot",
+             lambda: f"snapshots on the changelog: "
+                     f"{len(read_topic(s.broker, s.app_id + '-models-changelog'))}\n{workers.logs()}")
+
+    # the Redis view is the Table's state: last emitted score and current tier of every entity
+    states = table_state(s.broker, s.app_id)
+    assert len(states) == len(truth)
+    eng = Engine(load_config())
+    r = redis_sync.Redis.from_url(s.redis_url, decode_responses=True)
+    checked = 0
+    for eid, st in states.items():
+        h = r.hgetall(entity_key(eid))
+        if st["es"] == 0.0 and not h.get("score"):
+            continue  # never scored above zero: nothing to show
+        assert float(h["score"]) == st["es"], eid
+        assert h["tier"] == eng.tier_of(st), eid
+        assert h["industry"] == st["m"][0] and h["region"] == st["m"][1]
+        checked += 1
+    assert checked > 0.5 * len(states)
+    top = r.zrevrange("rw:rank", 0, 0, withscores=True)[0]
+    assert top[1] == max(st["es"] for st in states.values())
