@@ -159,6 +159,17 @@ def cmd_worker(args) -> int:
     return 0
 
 
+def cmd_rebuild_view(args) -> int:
+    import asyncio
+
+    from .rebuild import rebuild_view
+    from .settings import Settings
+
+    counts = asyncio.run(rebuild_view(Settings(), flush=not args.no_flush))
+    print(f"rebuilt the view from {counts['entities']} entity records and {counts['risk_changes']} risk changes")
+    return 0
+
+
 def cmd_topics(args) -> int:
     import asyncio
 
@@ -220,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--rate", type=float, default=300.0, help="demo events/s")
     u.add_argument("--entities", type=int, default=2000, help="demo population")
     u.set_defaults(func=cmd_up)
+
+    rv = sub.add_parser("rebuild-view", help="rebuild the Redis view from the Kafka topics")
+    rv.add_argument("--no-flush", action="store_true", help="keep existing rw:* keys")
+    rv.set_defaults(func=cmd_rebuild_view)
 
     t = sub.add_parser("create-topics", help="create the riskwatch topics on RISKWATCH_BROKER")
     t.set_defaults(func=cmd_topics)
