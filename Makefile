@@ -14,9 +14,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Until the streaming runtime lands (riskwatch up), `make run` replays a
-# simulated population through the engine and shows who became risky and why.
+# Broker, Redis, worker, API and a live simulated feed; Ctrl-C stops all of it.
 run: $(STAMP)
+	$(PY) -m riskwatch.cli up --demo
+
+# The offline path: simulate, replay through the engine, summarise against the hidden truth.
+demo-replay: $(STAMP)
 	mkdir -p .data
 	$(PY) -m riskwatch.cli simulate --entities 2000 --events 100000 --seed 7 --out .data/demo.jsonl --truth .data/demo-truth.jsonl
 	$(PY) -m riskwatch.cli replay .data/demo.jsonl --out .data/demo-outputs.jsonl --snapshot-at 2026-03-01T00:00:00+08:00 --snapshot-out .data/demo-snapshot.csv
@@ -29,6 +32,7 @@ bench: $(STAMP)
 	$(PY) bench/engine.py
 	$(PY) bench/nab.py --nab ../shared/data/nab --out results/
 	$(PY) bench/inspections.py
+	$(PY) bench/stream.py
 
 clean:
 	rm -rf $(VENV) .data results .pytest_cache .hypothesis

@@ -24,6 +24,7 @@ class WorkerMetrics:
                               buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1), registry=r)
         self.lag = Histogram("riskwatch_event_to_output_seconds",
                              "Event time to output production (wall clock), per output",
-                             buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60), registry=r)
+                             buckets=(.005, .01, .02, .03, .04, .05, .075, .1, .15, .2, .3, .5, 1, 2.5, 5, 10,
+                                      30, 60), registry=r)
         self.entities = Gauge("riskwatch_entities_written", "Distinct entity states written", registry=r)
         self.model_version = Gauge("riskwatch_model_version", "Population model snapshot in use", registry=r)

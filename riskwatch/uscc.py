@@ -18,6 +18,8 @@ ValueError: check character is '4', expected '3'
 from __future__ import annotations
 
 import random
+from functools import lru_cache
+from operator import mul
 
 __all__ = ["ALPHABET", "check_character", "validate", "generate"]
 
@@ -28,10 +30,11 @@ _WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
 
 def check_character(first17: str) -> str:
     """The 18th character for the 17 given ones."""
-    total = sum(_VALUE[c] * w for c, w in zip(first17, _WEIGHTS))
+    total = sum(map(mul, map(_VALUE.__getitem__, first17), _WEIGHTS))
     return ALPHABET[(31 - total % 31) % 31]
 
 
+@lru_cache(maxsize=1 << 18)  # ids repeat on every event of an entity; failures are not cached
 def validate(code: str) -> str:
     """Return ``code`` if it is a well-formed USCC, else raise ``ValueError`` naming the rule."""
     if len(code) != 18:

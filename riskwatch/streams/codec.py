@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import time
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -62,6 +63,7 @@ def dead_letter(original: Any, topic: str, partition: int, offset: int, errors: 
                          "at": time.time()})
 
 
+@lru_cache(maxsize=1 << 18)  # aiokafka's murmur2 is pure Python (~7 us); keys repeat
 def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2), as aiokafka and the Java client compute it."""
     from aiokafka.partitioner import murmur2

@@ -92,21 +92,19 @@ class BatchProducer:
 
 
 async def produce(settings: Settings, events: Iterable[dict], rate: float | None = None,
-                  batch_size: int = 500) -> int:
-    """Send events (optionally at ``rate`` events/s, flushing at least every 0.2 s)."""
+                  batch_size: int = 500, max_delay: float = 0.2) -> int:
+    """Send events (optionally paced at ``rate`` events/s); nothing waits longer than ``max_delay`` s."""
     async with BatchProducer(settings, batch_size) as bp:
-        t0 = time.monotonic()
-        last_flush = t0
+        t0 = last_flush = time.monotonic()
         i = 0
         for i, ev in enumerate(events, 1):
             await bp.add(ev)
+            now = time.monotonic()
+            if now - last_flush >= max_delay:
+                await bp.flush()
+                last_flush = now
             if rate:
-                ahead = i / rate - (time.monotonic() - t0)
-                if ahead > 0:
-                    await bp.flush()
-                    last_flush = time.monotonic()
-                    await asyncio.sleep(ahead)
-                elif time.monotonic() - last_flush > 0.2:
-                    await bp.flush()
-                    last_flush = time.monotonic()
+                ahead = i / rate - (now - t0)
+                if ahead > 0.001:
+                    await asyncio.sleep(min(ahead, max_delay))
         return i

@@ -1,0 +1,254 @@
+"""Streaming throughput and latency on the embedded broker, in one go.
+
+    python bench/stream.py [--events 200000] [--entities 20000]
+
+1. ceiling: a bare aiokafka consumer + orjson over single-event messages;
+2. baseline: a bare Faust agent counting per entity in a dict, same messages;
+3. riskwatch worker (engine, Table with changelog, outputs, Redis view) over the
+   same events in batch envelopes, and over single-event messages;
+4. event->output latency p50/p99 of the worker at half its sustained rate.
+
+Events are produced beforehand by separate processes. Prints events/s and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from riskwatch.embedded import free_port, start_broker, start_redis  # noqa: E402
+from riskwatch.settings import Settings  # noqa: E402
+from riskwatch.simulate import Simulation  # noqa: E402
+from riskwatch.streams.kafka import ensure_topics  # noqa: E402
+
+PY = sys.executable
+
+
+def events(n_events, n_entities, seed=1):
+    return Simulation(n_entities=n_entities, seed=seed, bad_share=0.05, days=60).events(n_events=n_events)
+
+
+async def produce_single(broker: str, topic: str, n_events: int, n_entities: int) -> int:
+    from aiokafka import AIOKafkaProducer
+
+    p = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=20, max_batch_size=1 << 20)
+    await p.start()
+    k = 0
+    for ev in events(n_events, n_entities):
+        await p.send(topic, orjson.dumps(ev), key=ev["entity_id"].encode())
+        k += 1
+    await p.flush()
+    await p.stop()
+    return k
+
+
+async def ceiling(broker: str, topic: str, expected: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    c = AIOKafkaConsumer(topic, bootstrap_servers=broker, auto_offset_reset="earliest",
+                         group_id=f"ceiling-{os.getpid()}", max_partition_fetch_bytes=8 << 20)
+    await c.start()
+    n, t0, counts = 0, None, {}
+    while n < expected:
+        batch = await c.getmany(timeout_ms=1000, max_records=10000)
+        for msgs in batch.values():
+            if t0 is None:
+                t0 = time.perf_counter()
+            for m in msgs:
+                eid = orjson.loads(m.value)["entity_id"]
+                counts[eid] = counts.get(eid, 0) + 1
+            n += len(msgs)
+    dt = time.perf_counter() - t0
+    await c.stop()
+    return n / dt
+
+
+def bare_faust(broker: str, topic: str, expected: int, d: Path) -> float:
+    res = d / "bare-faust.txt"
+    p = subprocess.Popen([PY, str(ROOT / "bench" / "_bare_faust.py"), broker, topic, str(expected), str(res)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            lines = res.read_text().split("\n") if res.exists() else []
+            got = {ln.split()[0]: float(ln.split()[1]) for ln in lines if ln.strip()}
+            if "done" in got:
+                return expected / (got["done"] - got["first"])
+            time.sleep(0.2)
+        raise RuntimeError("bare Faust agent did not finish")
+    finally:
+        p.terminate()
+        p.wait(30)
+
+
+def metric(port: int, name: str) -> float:
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
+def histogram(port: int, name: str) -> list[tuple[float, float]]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    out = []
+    for line in text.splitlines():
+        if line.startswith(name + "_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            out.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    return out
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    total = buckets[-1][1]
+    target = q * total
+    prev_le, prev_c = 0.0, 0.0
+    for le, c in buckets:
+        if c >= target:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * ((target - prev_c) / max(c - prev_c, 1e-9))
+        prev_le, prev_c = le, c
+    return prev_le
+
+
+def worker_env(broker, redis, prefix, d: Path, port: int) -> dict:
+    return dict(os.environ, RISKWATCH_BROKER=broker, RISKWATCH_REDIS_URL=redis, RISKWATCH_TOPIC_PREFIX=prefix,
+                RISKWATCH_APP_ID=prefix.strip("."), RISKWATCH_DATA_DIR=str(d / prefix),
+                RISKWATCH_WORKER_METRICS_PORT=str(port), RISKWATCH_TICK_SECONDS="0")
+
+
+def run_worker(broker, redis, prefix, d, expected) -> tuple[float, int, subprocess.Popen]:
+    port = free_port()
+    p = subprocess.Popen([PY, "-m", "riskwatch.cli", "worker"], env=worker_env(broker, redis, prefix, d, port),
+                         stdout=(d / f"{prefix}log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    first = None
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        n = metric(port, "riskwatch_events_processed_total")
+        now = time.monotonic()
+        if n and first is None:
+            first = (now, n)
+        if n >= expected:
+            return (n - first[1]) / (now - first[0]), port, p
+        time.sleep(0.05)
+    raise RuntimeError(f"worker {prefix} did not finish; see {d / (prefix + 'log')}")
+
+
+def simulate_to_kafka(broker, prefix, n_events, n_entities, batch, rate=None, live=False, max_delay=0.2):
+    env = dict(os.environ, RISKWATCH_BROKER=broker, RISKWATCH_TOPIC_PREFIX=prefix)
+    cmd = [PY, "-m", "riskwatch.cli", "simulate", "--kafka", "--events", str(n_events), "--entities",
+           str(n_entities), "--seed", "1", "--batch", str(batch), "--max-delay", str(max_delay)]
+    if rate:
+        cmd += ["--rate", str(rate)]
+    if live:
+        cmd += ["--live"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--entities", type=int, default=20_000)
+    ap.add_argument("--single-events", type=int, default=20_000,
+                    help="events for the riskwatch-on-single-messages run (slow by design)")
+    ap.add_argument("--latency-seconds", type=float, default=20.0)
+    a = ap.parse_args()
+    d = Path(tempfile.mkdtemp(prefix="rw-bench-"))
+    broker, redis = start_broker(d / "broker"), start_redis(d / "redis")
+    procs = []
+    try:
+        b = broker.url
+        total = sum(1 for _ in events(a.events, a.entities))  # upserts + feed (silent devices skip some)
+        print(f"events: {a.events:,} feed + {a.entities:,} entity upserts on {a.entities:,} entities, 4 partitions")
+        # 1-2: single-event messages, ceiling and bare Faust baseline
+        single = "bench.single"
+        asyncio.run(_create(b, single, 4))
+        subprocess.run([PY, "-c", f"import asyncio,sys; sys.path.insert(0,{str(ROOT)!r}); "
+                        f"from bench.stream import produce_single; "
+                        f"asyncio.run(produce_single({b!r}, {single!r}, {a.events}, {a.entities}))"],
+                       check=True, cwd=ROOT)
+        ceil = asyncio.run(ceiling(b, single, total))
+        print(f"ceiling   bare aiokafka consumer + orjson:       {ceil:10,.0f} events/s")
+        base = bare_faust(b, single, total, d)
+        print(f"baseline  bare Faust agent, dict count:          {base:10,.0f} events/s")
+        # 3: riskwatch worker on batch envelopes
+        prefix = "rwb."
+        s = Settings(broker=b, topic_prefix=prefix)
+        asyncio.run(ensure_topics(s))
+        prod = simulate_to_kafka(b, prefix, a.events, a.entities, batch=500)
+        prod.wait()
+        rate, port, w = run_worker(b, redis.url, prefix, d, total)
+        procs.append(w)
+        print(f"riskwatch worker, batch envelopes of <=500:       {rate:10,.0f} events/s  "
+              f"= {rate / base:.1f}x the bare Faust agent, {rate / ceil:.2f}x the ceiling")
+        w.terminate()
+        # 3b: riskwatch worker on single-event messages
+        prefix1 = "rws."
+        asyncio.run(ensure_topics(Settings(broker=b, topic_prefix=prefix1)))
+        n1, e1 = a.single_events, min(a.entities, a.single_events // 10)
+        simulate_to_kafka(b, prefix1, n1, e1, batch=1).wait()
+        rate1, _, w1 = run_worker(b, redis.url, prefix1, d, sum(1 for _ in events(n1, e1)))
+        procs.append(w1)
+        print(f"riskwatch worker, single-event messages ({n1:,}): {rate1:10,.0f} events/s")
+        w1.terminate()
+        # 4: latency at half the sustained rate, live event time
+        prefix2 = "rwl."
+        asyncio.run(ensure_topics(Settings(broker=b, topic_prefix=prefix2)))
+        port2 = free_port()
+        w2 = subprocess.Popen([PY, "-m", "riskwatch.cli", "worker"],
+                              env=worker_env(b, redis.url, prefix2, d, port2),
+                              stdout=(d / "rwl.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(w2)
+        offered = rate / 2
+        n2 = int(offered * a.latency_seconds)
+        # warm up: the worker joins its group before the measured feed starts
+        while metric(port2, "riskwatch_model_version") == 0 and not (d / "rwl.log").read_text().count("Ready"):
+            time.sleep(0.2)
+        time.sleep(2)
+        prod = simulate_to_kafka(b, prefix2, n2, a.entities, batch=500, rate=offered, live=True, max_delay=0.01)
+        prod.wait()
+        time.sleep(2)
+        h = histogram(port2, "riskwatch_event_to_output_seconds")
+        processed = metric(port2, "riskwatch_events_processed_total")
+        print(f"latency at {offered:,.0f} events/s offered (half the sustained rate) for {a.latency_seconds:.0f}s, "
+              f"{processed:,.0f} events, {h[-1][1]:,.0f} outputs: event->output "
+              f"p50 {quantile(h, .5) * 1000:.0f} ms, p99 {quantile(h, .99) * 1000:.0f} ms "
+              "(producer batching included; histogram buckets interpolated)")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        broker.stop()
+        redis.stop()
+
+
+async def _create(broker: str, topic: str, partitions: int) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+if __name__ == "__main__":
+    main()
