@@ -101,6 +101,14 @@ def metric(port: int, name: str) -> float:
                if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
+def _up(port: int) -> bool:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1)
+        return True
+    except OSError:
+        return False
+
+
 def histogram(port: int, name: str) -> list[tuple[float, float]]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
     out = []
@@ -165,6 +173,10 @@ def main() -> None:
     ap.add_argument("--single-events", type=int, default=20_000,
                     help="events for the riskwatch-on-single-messages run (slow by design)")
     ap.add_argument("--latency-seconds", type=float, default=20.0)
+    ap.add_argument("--latency-rate", type=float, default=0.0,
+                    help="offered events/s for the latency run (default: half the measured worker rate)")
+    ap.add_argument("--max-delay", type=float, default=0.02, help="producer batching delay in the latency run (s)")
+    ap.add_argument("--skip", default="", help="comma-separated phases to skip: ceiling,baseline,worker,single")
     a = ap.parse_args()
     d = Path(tempfile.mkdtemp(prefix="rw-bench-"))
     broker, redis = start_broker(d / "broker"), start_redis(d / "redis")
@@ -174,36 +186,41 @@ def main() -> None:
         total = sum(1 for _ in events(a.events, a.entities))  # upserts + feed (silent devices skip some)
         print(f"events: {a.events:,} feed + {a.entities:,} entity upserts on {a.entities:,} entities, 4 partitions")
         # 1-2: single-event messages, ceiling and bare Faust baseline
+        skip = set(filter(None, a.skip.split(",")))
         single = "bench.single"
+        ceil = base = rate = None
         asyncio.run(_create(b, single, 4))
         subprocess.run([PY, "-c", f"import asyncio,sys; sys.path.insert(0,{str(ROOT)!r}); "
                         f"from bench.stream import produce_single; "
                         f"asyncio.run(produce_single({b!r}, {single!r}, {a.events}, {a.entities}))"],
                        check=True, cwd=ROOT)
-        ceil = asyncio.run(ceiling(b, single, total))
-        print(f"ceiling   bare aiokafka consumer + orjson:       {ceil:10,.0f} events/s")
-        base = bare_faust(b, single, total, d)
-        print(f"baseline  bare Faust agent, dict count:          {base:10,.0f} events/s")
+        if "ceiling" not in skip:
+            ceil = asyncio.run(ceiling(b, single, total))
+            print(f"ceiling   bare aiokafka consumer + orjson:       {ceil:10,.0f} events/s", flush=True)
+        if "baseline" not in skip:
+            base = bare_faust(b, single, total, d)
+            print(f"baseline  bare Faust agent, dict count:          {base:10,.0f} events/s", flush=True)
         # 3: riskwatch worker on batch envelopes
-        prefix = "rwb."
-        s = Settings(broker=b, topic_prefix=prefix)
-        asyncio.run(ensure_topics(s))
-        prod = simulate_to_kafka(b, prefix, a.events, a.entities, batch=500)
-        prod.wait()
-        rate, port, w = run_worker(b, redis.url, prefix, d, total)
-        procs.append(w)
-        print(f"riskwatch worker, batch envelopes of <=500:       {rate:10,.0f} events/s  "
-              f"= {rate / base:.1f}x the bare Faust agent, {rate / ceil:.2f}x the ceiling")
-        w.terminate()
+        if "worker" not in skip:
+            prefix = "rwb."
+            asyncio.run(ensure_topics(Settings(broker=b, topic_prefix=prefix)))
+            simulate_to_kafka(b, prefix, a.events, a.entities, batch=500).wait()
+            rate, port, w = run_worker(b, redis.url, prefix, d, total)
+            procs.append(w)
+            ratios = "".join(f"  = {rate / x:.2f}x the {name}" for x, name in
+                             ((base, "bare Faust agent"), (ceil, "ceiling")) if x)
+            print(f"riskwatch worker, batch envelopes of <=500:       {rate:10,.0f} events/s{ratios}", flush=True)
+            w.terminate()
         # 3b: riskwatch worker on single-event messages
-        prefix1 = "rws."
-        asyncio.run(ensure_topics(Settings(broker=b, topic_prefix=prefix1)))
-        n1, e1 = a.single_events, min(a.entities, a.single_events // 10)
-        simulate_to_kafka(b, prefix1, n1, e1, batch=1).wait()
-        rate1, _, w1 = run_worker(b, redis.url, prefix1, d, sum(1 for _ in events(n1, e1)))
-        procs.append(w1)
-        print(f"riskwatch worker, single-event messages ({n1:,}): {rate1:10,.0f} events/s")
-        w1.terminate()
+        if "single" not in skip:
+            prefix1 = "rws."
+            asyncio.run(ensure_topics(Settings(broker=b, topic_prefix=prefix1)))
+            n1, e1 = a.single_events, min(a.entities, a.single_events // 10)
+            simulate_to_kafka(b, prefix1, n1, e1, batch=1).wait()
+            rate1, _, w1 = run_worker(b, redis.url, prefix1, d, sum(1 for _ in events(n1, e1)))
+            procs.append(w1)
+            print(f"riskwatch worker, single-event messages ({n1:,}): {rate1:10,.0f} events/s", flush=True)
+            w1.terminate()
         # 4: latency at half the sustained rate, live event time
         prefix2 = "rwl."
         asyncio.run(ensure_topics(Settings(broker=b, topic_prefix=prefix2)))
@@ -212,21 +229,24 @@ def main() -> None:
                               env=worker_env(b, redis.url, prefix2, d, port2),
                               stdout=(d / "rwl.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(w2)
-        offered = rate / 2
+        offered = a.latency_rate or (rate / 2 if rate else 2000.0)
         n2 = int(offered * a.latency_seconds)
         # warm up: the worker joins its group before the measured feed starts
-        while metric(port2, "riskwatch_model_version") == 0 and not (d / "rwl.log").read_text().count("Ready"):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _up(port2):
             time.sleep(0.2)
-        time.sleep(2)
-        prod = simulate_to_kafka(b, prefix2, n2, a.entities, batch=500, rate=offered, live=True, max_delay=0.01)
-        prod.wait()
+        time.sleep(8)  # joined its group and got its partitions (session timeout is 8 s)
+        t_start = time.monotonic()
+        simulate_to_kafka(b, prefix2, n2, a.entities, batch=500, rate=offered, live=True,
+                          max_delay=a.max_delay).wait()
+        sent_for = time.monotonic() - t_start
         time.sleep(2)
         h = histogram(port2, "riskwatch_event_to_output_seconds")
         processed = metric(port2, "riskwatch_events_processed_total")
-        print(f"latency at {offered:,.0f} events/s offered (half the sustained rate) for {a.latency_seconds:.0f}s, "
-              f"{processed:,.0f} events, {h[-1][1]:,.0f} outputs: event->output "
+        print(f"latency at {offered:,.0f} events/s offered for {a.latency_seconds:.0f}s (the producer took "
+              f"{sent_for:.0f}s incl. start-up), {processed:,.0f} events, {h[-1][1]:,.0f} outputs: event->output "
               f"p50 {quantile(h, .5) * 1000:.0f} ms, p99 {quantile(h, .99) * 1000:.0f} ms "
-              "(producer batching included; histogram buckets interpolated)")
+              f"(producer batching up to {a.max_delay * 1000:.0f} ms included; histogram buckets interpolated)")
     finally:
         for p in procs:
             if p.poll() is None:

@@ -112,7 +112,7 @@ def cmd_simulate(args) -> int:
         from .streams.kafka import produce
 
         n = asyncio.run(produce(Settings(), sim.events(n_events=args.events), rate=args.rate or None,
-                                batch_size=args.batch, max_delay=args.max_delay))
+                                batch_size=args.batch, max_delay=args.max_delay, live=args.live))
         print(f"produced {n} events", file=sys.stderr)
         return 0
     out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")
@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="-")
     s.add_argument("--truth", default=None, help="write the ground truth (JSON lines) here")
     s.add_argument("--kafka", action="store_true", help="produce to RISKWATCH_BROKER instead of a file")
-    s.add_argument("--live", action="store_true", help="event time = now, paced at --rate")
+    s.add_argument("--live", action="store_true",
+                   help="event time starts now; --rate events/s on average, each sent at its event time")
     s.add_argument("--rate", type=float, default=0.0, help="events/s (0: as fast as possible)")
     s.add_argument("--batch", type=int, default=500, help="events per batch envelope")
     s.add_argument("--max-delay", type=float, default=0.2, help="longest an event waits in a batch (s)")

@@ -85,25 +85,38 @@ class BatchProducer:
         await self.producer.send(key[0], encode_batch(events), partition=key[1])
         self.sent += len(events)
 
-    async def flush(self) -> None:
+    async def flush(self, wait: bool = True) -> None:
+        """Send every pending envelope; with ``wait``, also wait for the broker's acks."""
         for key in list(self.pending):
             await self._send(key)
-        await self.producer.flush()
+        if wait:
+            await self.producer.flush()
 
 
 async def produce(settings: Settings, events: Iterable[dict], rate: float | None = None,
-                  batch_size: int = 500, max_delay: float = 0.2) -> int:
-    """Send events (optionally paced at ``rate`` events/s); nothing waits longer than ``max_delay`` s."""
+                  batch_size: int = 500, max_delay: float = 0.2, live: bool = False) -> int:
+    """Send events; nothing waits in a batch longer than ``max_delay`` s.
+
+    ``rate`` paces by count (events/s); ``live`` sends each event when the wall
+    clock reaches its ``ts`` (a recorded or simulated live feed)."""
+    from datetime import datetime
+
     async with BatchProducer(settings, batch_size) as bp:
         t0 = last_flush = time.monotonic()
         i = 0
         for i, ev in enumerate(events, 1):
+            if live and isinstance(ev.get("ts"), str):
+                wait = datetime.fromisoformat(ev["ts"]).timestamp() - time.time()
+                if wait > 0.001:
+                    await bp.flush(wait=False)
+                    last_flush = time.monotonic()
+                    await asyncio.sleep(wait)
             await bp.add(ev)
             now = time.monotonic()
             if now - last_flush >= max_delay:
-                await bp.flush()
+                await bp.flush(wait=False)  # linger/acks proceed in the background
                 last_flush = now
-            if rate:
+            if rate and not live:
                 ahead = i / rate - (now - t0)
                 if ahead > 0.001:
                     await asyncio.sleep(min(ahead, max_delay))

@@ -1,0 +1,54 @@
+"""docker-compose.yml and its Prometheus/Grafana files: parsed and cross-checked (no Docker here)."""
+
+import json
+from pathlib import Path
+
+import yaml
+
+from riskwatch.metrics import WorkerMetrics
+from riskwatch.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compose():
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_services_and_wiring():
+    c = compose()
+    svc = c["services"]
+    assert {"kafka", "redis", "worker", "api", "prometheus", "grafana"} <= set(svc)
+    kafka_env = svc["kafka"]["environment"]
+    assert kafka_env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
+    assert "zookeeper" not in svc
+    assert "--appendonly" in svc["redis"]["command"] and "yes" in svc["redis"]["command"]
+    assert svc["worker"]["deploy"]["replicas"] == 2
+    for name in ("worker", "api", "topics"):
+        env = svc[name]["environment"]
+        assert env["RISKWATCH_BROKER"] == "kafka:9092" and env["RISKWATCH_REDIS_URL"].startswith("redis://redis:")
+        assert set(env) <= set(f"RISKWATCH_{k.upper()}" for k in Settings.model_fields), env
+    assert svc["worker"]["environment"]["RISKWATCH_WORKER_METRICS_PORT"] == "9100"
+    assert "8000:8000" in svc["api"]["ports"]
+
+
+def test_prometheus_scrapes_every_riskwatch_process():
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
+    assert jobs["riskwatch-api"]["static_configs"][0]["targets"] == ["api:8000"]
+    sd = jobs["riskwatch-worker"]["dns_sd_configs"][0]
+    assert sd["names"] == ["worker"] and sd["port"] == 9100
+    mounted = compose()["services"]["prometheus"]["volumes"][0]
+    assert mounted.startswith("./deploy/prometheus.yml:")
+
+
+def test_dashboard_queries_metrics_that_exist():
+    dash = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "riskwatch.json").read_text())
+    names = set()
+    for metric in WorkerMetrics().registry.collect():
+        names |= {metric.name + suffix for suffix in ("", "_total", "_bucket", "_count", "_sum")}
+    names |= {"riskwatch_api_requests_total"}
+    for panel in dash["panels"]:
+        expr = panel["targets"][0]["expr"]
+        used = [w for w in expr.replace("(", " ").replace(")", " ").replace("[", " ").split() if w.startswith("riskwatch_")]
+        assert used and all(u in names for u in used), (panel["title"], used)
