@@ -19,6 +19,8 @@ and updated as events arrive.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from .events import event_id as _event_id
 from .models import PopulationModels
 
@@ -184,16 +186,17 @@ class Engine:
         tier = scorer.decide_tier(prev, score, state["tt"], now)
         out: list[dict] = []
         reasons = None
+        ts = _decision_time(ev, now)
         if tier != prev or abs(score - state["es"]) >= self.min_delta:
             reasons = scorer.reasons(parts, score)
-            out.append({"type": "risk_change", "entity_id": state["id"], "ts": ev.ts or now,
+            out.append({"type": "risk_change", "entity_id": state["id"], "ts": ts, "seq": state["n"],
                         "score": score, "previous_score": state["es"], "tier": scorer.tier_names[tier],
                         "reasons": reasons, "cause_event_id": _event_id(ev), "config_version": self.version})
             state["es"] = score
         if tier != prev:
             state["ti"] = tier
             state["tt"] = now
-            out.append({"type": "spotcheck_change", "entity_id": state["id"], "ts": ev.ts or now,
+            out.append({"type": "spotcheck_change", "entity_id": state["id"], "ts": ts,
                         "from_tier": scorer.tier_names[prev], "to_tier": scorer.tier_names[tier],
                         "from_ratio": scorer.ratios[prev], "to_ratio": scorer.ratios[tier],
                         "score": score, "reasons": reasons, "cause_event_id": _event_id(ev),
@@ -208,7 +211,7 @@ class Engine:
         return out
 
     def _candidate(self, state, ev, code, status, severity, value, score, ids) -> dict:
-        return {"type": "alert_candidate", "entity_id": state["id"], "ts": ev.ts or state["t"],
+        return {"type": "alert_candidate", "entity_id": state["id"], "ts": _decision_time(ev, state["t"]),
                 "signal": code, "status": status, "severity": severity, "value": round(value, 4),
                 "dedup_key": f"{state['id']}:{code}", "score": score,
                 "tier": self.tier_of(state), "event_ids": list(ids), "config_version": self.version}
@@ -247,6 +250,15 @@ class Engine:
         """Whether periodic ticks matter for this entity (silence, expiry, open alerts)."""
         d = state["d"]
         return bool(state["al"]) or any(d.get(n) for n, det in self.detectors.items() if det.time_dependent)
+
+
+def _decision_time(ev, now: float):
+    """When a decision was taken: the event's time, or the entity's clock for a late event
+    (an entity's outputs are then in time order even when its feeds arrive out of order)."""
+    ts = ev.ts
+    if ts is not None and ts.timestamp() == now:
+        return ts
+    return datetime.fromtimestamp(now, tz=timezone.utc)
 
 
 def process(state: dict | None, event, config, models: PopulationModels | None = None):

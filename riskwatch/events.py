@@ -220,6 +220,7 @@ class RiskChange(_Out):
     type: Literal["risk_change"] = "risk_change"
     entity_id: str
     ts: datetime
+    seq: int = Field(description="the entity's event count when decided: orders its changes")
     score: Score
     previous_score: Score
     tier: str

@@ -27,4 +27,6 @@ class WorkerMetrics:
                              buckets=(.005, .01, .02, .03, .04, .05, .075, .1, .15, .2, .3, .5, 1, 2.5, 5, 10,
                                       30, 60), registry=r)
         self.entities = Gauge("riskwatch_entities_written", "Distinct entity states written", registry=r)
+        self.view_retries = Counter("riskwatch_view_write_retries_total",
+                                    "Redis view writes retried (Redis unreachable)", registry=r)
         self.model_version = Gauge("riskwatch_model_version", "Population model snapshot in use", registry=r)

@@ -6,7 +6,7 @@ Keys (prefix ``rw:``):
   config_version, name, industry, region;
 - ``rw:rank`` and ``rw:rank:region:{r}`` / ``rw:rank:industry:{i}`` /
   ``rw:rank:tier:{t}`` sorted sets of entity id by score ("riskiest");
-- ``rw:history:{id}`` sorted set of score/tier changes by event time, bounded.
+- ``rw:history:{id}`` sorted set of score/tier changes in decision order (``seq``), bounded.
 
 Every write is a set operation keyed by content, so applying the same output
 twice leaves the same view.
@@ -29,14 +29,6 @@ def entity_key(eid: str) -> str:
 
 def history_key(eid: str) -> str:
     return f"{P}history:{eid}"
-
-
-def _epoch(ts) -> float:
-    if isinstance(ts, (int, float)):
-        return float(ts)
-    if isinstance(ts, str):
-        ts = datetime.fromisoformat(ts)
-    return ts.timestamp()
 
 
 def _iso(ts) -> str:
@@ -74,5 +66,5 @@ class ViewWriter:
             pipe.zadd(f"{P}rank:region:{meta[1]}", {eid: score})
         hk = history_key(eid)
         pipe.zadd(hk, {orjson.dumps({"ts": _iso(o["ts"]), "score": score, "tier": tier,
-                                     "cause": o["cause_event_id"]}): _epoch(o["ts"])})
+                                     "cause": o["cause_event_id"]}): o["seq"]})
         pipe.zremrangebyrank(hk, 0, -self.history_len - 1)

@@ -5,6 +5,7 @@ Token auth, alerts, thresholds and objections come with the API issue.
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 import orjson
@@ -23,15 +24,20 @@ def create_api(settings: Settings | None = None, entity_id_scheme: str = "uscc")
     registry = CollectorRegistry()
     requests = Counter("riskwatch_api_requests_total", "API requests by route and status",
                        ["route", "status"], registry=registry)
-    app = FastAPI(title="riskwatch", version="0.1.0",
+    state: dict = {}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        import redis.asyncio as aioredis
+
+        state["r"] = aioredis.from_url(s.redis_url, decode_responses=True)
+        yield
+        await state.pop("r").aclose()
+
+    app = FastAPI(title="riskwatch", version="0.1.0", lifespan=lifespan,
                   description="Risk state of supervised entities (derived view; Kafka is the source of truth).")
-    state = {}
 
     def redis():
-        if "r" not in state:
-            import redis.asyncio as aioredis
-
-            state["r"] = aioredis.from_url(s.redis_url, decode_responses=True)
         return state["r"]
 
     @app.middleware("http")

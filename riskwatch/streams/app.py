@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -25,7 +26,7 @@ from ..metrics import WorkerMetrics
 from ..models import PopulationModels
 from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
 from ..view import ViewWriter
-from .codec import encode_batch, partition_for
+from .codec import dead_letter, encode_batch, partition_for
 from .processor import BatchProcessor, load_state
 from .shared_models import SharedModels, apply_update, encode_snapshot
 
@@ -122,40 +123,13 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         finally:
             await c.stop()
 
-    @app.agent(inputs, name="process")
-    async def process(stream):
-        async for event in stream.events():
-            msg = event.message
-            t0 = time.perf_counter()
-            res = w.processor.handle(msg.value, msg.topic, msg.partition, msg.offset,
-                                     lambda k: load_state(table.get(k.encode())))
-            n_events = res.applied + res.skipped + len(res.dead) + len(res.misrouted)
-            m.consumed.labels(msg.topic).inc(n_events)
-            m.batch.observe(n_events)
-            m.processed.inc(res.applied)
-            m.skipped.inc(res.skipped)
-            for eid, st in res.states.items():
-                table[eid.encode()] = orjson.dumps(st)
-            for reason, record in res.dead:
-                m.dead.labels(reason).inc()
-                await deadletter.send(value=record)
-            for eid, raw_ev in res.misrouted:
-                m.misrouted.inc()
-                await rekey.send(key=eid.encode(), value=orjson.dumps(raw_ev))
-            by_kind = defaultdict(list)
-            for o in res.outputs:
-                by_kind[o["type"]].append(o)
-            now = time.time()
-            for kind, outs in by_kind.items():
-                m.outputs.labels(kind).inc(len(outs))
-                await outputs[kind].send(value=encode_batch(outs), partition=msg.partition)
-                for o in outs:
-                    ts = o["ts"]
-                    m.lag.observe(max(0.0, now - (ts.timestamp() if hasattr(ts, "timestamp") else ts)))
-            updates = w.models.drain()
-            if updates:
-                await training.send(value=orjson.dumps(updates))
-            if res.outputs or res.entities:
+    async def write_view(res) -> None:
+        """The view is required: retry Redis with backoff (blocking this partition) until it answers."""
+        import redis.exceptions as rex
+
+        delay = 0.2
+        while True:
+            try:
                 r = await redis()
                 pipe = r.pipeline(transaction=False)
                 for ent in res.entities:
@@ -164,6 +138,57 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                     st = res.states.get(o["entity_id"])
                     w.view.output(pipe, o, st.get("m") if st else None)
                 await pipe.execute()
+                return
+            except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+                m.view_retries.inc()
+                log.warning("Redis view write failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def handle(msg) -> None:
+        res = w.processor.handle(msg.value, msg.topic, msg.partition, msg.offset,
+                                 lambda k: load_state(table.get(k.encode())))
+        n_events = res.applied + res.skipped + len(res.dead) + len(res.misrouted)
+        m.consumed.labels(msg.topic).inc(n_events)
+        m.batch.observe(n_events)
+        m.processed.inc(res.applied)
+        m.skipped.inc(res.skipped)
+        for reason, record in res.dead:
+            m.dead.labels(reason).inc()
+            await deadletter.send(value=record)
+        for eid, raw_ev in res.misrouted:
+            m.misrouted.inc()
+            await rekey.send(key=eid.encode(), value=orjson.dumps(raw_ev))
+        by_kind = defaultdict(list)
+        for o in res.outputs:
+            by_kind[o["type"]].append(o)
+        now = time.time()
+        for kind, outs in by_kind.items():
+            m.outputs.labels(kind).inc(len(outs))
+            await outputs[kind].send(value=encode_batch(outs), partition=msg.partition)
+            for o in outs:
+                m.lag.observe(max(0.0, now - o["ts"].timestamp()))
+        updates = w.models.drain()
+        if updates:
+            await training.send(value=orjson.dumps(updates))
+        if res.outputs or res.entities:
+            await write_view(res)
+        # state last: if we die before this, the message is redelivered and applied again
+        for eid, st in res.states.items():
+            table[eid.encode()] = orjson.dumps(st)
+
+    @app.agent(inputs, name="process")
+    async def process(stream):
+        async for event in stream.events():
+            msg = event.message
+            t0 = time.perf_counter()
+            try:
+                await handle(msg)
+            except Exception as exc:  # never let the agent die quietly (faust #175, #416)
+                log.exception("message %s[%d]@%d failed", msg.topic, msg.partition, msg.offset)
+                m.dead.labels("worker_error").inc()
+                await deadletter.send(value=dead_letter(msg.value or b"", msg.topic, msg.partition, msg.offset,
+                                                        f"worker_error: {type(exc).__name__}: {exc}"))
             m.wall.observe(time.perf_counter() - t0)
 
     @app.agent(training, name="train")

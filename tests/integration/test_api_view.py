@@ -27,7 +27,11 @@ def test_api_serves_the_workers_view(stack):
     workers.start()
     wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= len(events), 120,
              "events processed", workers.logs)
-    client = TestClient(create_api(s))
+    with TestClient(create_api(s)) as client:
+        _check(client)
+
+
+def _check(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {"redis": True, "broker": True}
