@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 
 import pytest
-from collections import Counter
 
 from riskwatch.simulate import Simulation
 from riskwatch.streams.kafka import BatchProducer
