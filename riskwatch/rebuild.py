@@ -7,6 +7,8 @@ the workers use; every write is idempotent, so it can run beside workers.
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -28,16 +30,29 @@ async def _each(broker: str, topic: str):
         c.assign(tps)
         end = await c.end_offsets(tps)
         await c.seek_to_beginning(*tps)
-        remaining = {tp for tp in tps if end[tp] > 0}
-        while remaining:
+        idle = 0
+        while idle < 5:  # 5 empty polls in a row with offsets still short of the end: give up
+            remaining = [tp for tp in tps if await c.position(tp) < end[tp]]
+            if not remaining:
+                # the embedded broker can report a stale end offset: ask again before stopping
+                await asyncio.sleep(0.5)
+                end = await c.end_offsets(tps)
+                remaining = [tp for tp in tps if await c.position(tp) < end[tp]]
+                if not remaining:
+                    break
             batch = await c.getmany(*remaining, timeout_ms=1000)
-            for tp, msgs in batch.items():
+            idle = 0 if batch else idle + 1
+            for msgs in batch.values():
                 for msg in msgs:
                     obj = orjson.loads(msg.value)
                     for ev in obj["batch"] if isinstance(obj, dict) and "batch" in obj else [obj]:
                         yield ev
-                if await c.position(tp) >= end[tp]:
-                    remaining.discard(tp)
+        short = {tp.partition: (await c.position(tp), end[tp]) for tp in tps if await c.position(tp) < end[tp]}
+        if short:
+            import sys
+
+            print(f"warning: {topic}: stopped short of the end (position, end) by partition: {short}",
+                  file=sys.stderr)
     finally:
         await c.stop()
 
@@ -60,9 +75,18 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
             view.entity(pipe, ev)
             meta[ev["entity_id"]] = [ev["industry"], ev["region"]]
             counts["entities"] += 1
+    # the producer may reorder an entity's output messages; its `seq` is the decision order
+    latest: dict[str, dict] = {}
     async for o in _each(settings.broker, settings.topic("risk-changes")):
-        view.output(pipe, o, meta.get(o["entity_id"]))
+        view.output(pipe, o, None, current=False)
+        prev = latest.get(o["entity_id"])
+        if prev is None or o["seq"] > prev["seq"]:
+            latest[o["entity_id"]] = o
         counts["risk_changes"] += 1
+        if len(pipe) > 5000:
+            await pipe.execute()
+    for eid, o in latest.items():
+        view.output(pipe, o, meta.get(eid))
         if len(pipe) > 5000:
             await pipe.execute()
     await pipe.execute()

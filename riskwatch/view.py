@@ -46,10 +46,14 @@ class ViewWriter:
         pipe.hset(entity_key(ent["entity_id"]), mapping={"name": ent["name"], "industry": ent["industry"],
                                                          "region": ent["region"]})
 
-    def output(self, pipe, o: dict, meta: list | None) -> None:
+    def output(self, pipe, o: dict, meta: list | None, current: bool = True) -> None:
+        """Apply a risk change; ``current=False`` adds it to the history only (an older one)."""
         if o["type"] != "risk_change":
             return
         eid, tier, score = o["entity_id"], o["tier"], o["score"]
+        if not current:
+            self._history(pipe, o)
+            return
         mapping = {"score": score, "tier": tier, "ratio": self.ratios.get(tier, 0.0),
                    "reasons": orjson.dumps(o["reasons"]), "updated": _iso(o["ts"]),
                    "cause": o["cause_event_id"], "config_version": o["config_version"]}
@@ -64,7 +68,10 @@ class ViewWriter:
         if meta:
             pipe.zadd(f"{P}rank:industry:{meta[0]}", {eid: score})
             pipe.zadd(f"{P}rank:region:{meta[1]}", {eid: score})
-        hk = history_key(eid)
-        pipe.zadd(hk, {orjson.dumps({"ts": _iso(o["ts"]), "score": score, "tier": tier,
+        self._history(pipe, o)
+
+    def _history(self, pipe, o: dict) -> None:
+        hk = history_key(o["entity_id"])
+        pipe.zadd(hk, {orjson.dumps({"ts": _iso(o["ts"]), "score": o["score"], "tier": o["tier"],
                                      "cause": o["cause_event_id"]}): o["seq"]})
         pipe.zremrangebyrank(hk, 0, -self.history_len - 1)
