@@ -7,8 +7,6 @@ the workers use; every write is idempotent, so it can run beside workers.
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -28,31 +26,19 @@ async def _each(broker: str, topic: str):
         if not tps:
             return
         c.assign(tps)
-        end = await c.end_offsets(tps)
         await c.seek_to_beginning(*tps)
+        # Read until the topic stays quiet: the embedded broker (Tansu 0.6) reports as the end
+        # offset the first offset of a partition's last record batch, so the reported end is
+        # only a lower bound (measured: 9,559 reported for 10,000 records per partition).
         idle = 0
-        while idle < 5:  # 5 empty polls in a row with offsets still short of the end: give up
-            remaining = [tp for tp in tps if await c.position(tp) < end[tp]]
-            if not remaining:
-                # the embedded broker can report a stale end offset: ask again before stopping
-                await asyncio.sleep(0.5)
-                end = await c.end_offsets(tps)
-                remaining = [tp for tp in tps if await c.position(tp) < end[tp]]
-                if not remaining:
-                    break
-            batch = await c.getmany(*remaining, timeout_ms=1000)
+        while idle < 3:
+            batch = await c.getmany(timeout_ms=500)
             idle = 0 if batch else idle + 1
             for msgs in batch.values():
                 for msg in msgs:
                     obj = orjson.loads(msg.value)
                     for ev in obj["batch"] if isinstance(obj, dict) and "batch" in obj else [obj]:
                         yield ev
-        short = {tp.partition: (await c.position(tp), end[tp]) for tp in tps if await c.position(tp) < end[tp]}
-        if short:
-            import sys
-
-            print(f"warning: {topic}: stopped short of the end (position, end) by partition: {short}",
-                  file=sys.stderr)
     finally:
         await c.stop()
 
