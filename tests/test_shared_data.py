@@ -2,7 +2,6 @@
 
 import csv
 import importlib.util
-from pathlib import Path
 
 from conftest import ROOT, shared_path
 

@@ -50,7 +50,6 @@ class Worker:
         self.trainer = PopulationModels()
         self.trainer_version = 0
         self.trainer_dirty = False
-        self.last_publish = 0.0
 
 
 def create_app(settings: Settings | None = None, worker: Worker | None = None) -> faust.App:

@@ -11,7 +11,6 @@ import asyncio
 import time
 from typing import Iterable
 
-import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
