@@ -7,6 +7,8 @@ import asyncio
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from riskwatch.streams.kafka import BatchProducer
+
 
 async def _read(broker: str, topic: str) -> list[tuple[int, bytes | None, bytes]]:
     c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
@@ -56,3 +58,17 @@ def table_state(broker: str, app_id: str) -> dict[str, dict]:
         else:
             states[k.decode()] = orjson.loads(v)
     return states
+
+
+async def _produce(settings, events, batch_size: int, raw: list[tuple[str, bytes]]) -> int:
+    async with BatchProducer(settings, batch_size=batch_size) as bp:
+        for topic, value in raw:
+            await bp.add_raw(topic, value)
+        for ev in events:
+            await bp.add(ev)
+    return bp.sent
+
+
+def produce(settings, events, batch_size: int = 200, raw: list[tuple[str, bytes]] = ()) -> int:
+    """Send raw messages as they are, then events in batch envelopes (acks=all)."""
+    return asyncio.run(_produce(settings, events, batch_size, list(raw)))

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi.testclient import TestClient
 
 from riskwatch.api.app import create_api
 from riskwatch.simulate import Simulation
-from riskwatch.streams.kafka import BatchProducer
 
 from .conftest import wait_for
-
-
-async def _produce(settings, events):
-    async with BatchProducer(settings, batch_size=100) as bp:
-        for ev in events:
-            await bp.add(ev)
+from .helpers import produce
 
 
 def test_api_serves_the_workers_view(stack):
     s, workers = stack
     sim = Simulation(n_entities=60, seed=4, bad_share=0.3, days=20)
     events = list(sim.events(n_events=4000))
-    asyncio.run(_produce(s, events))
+    produce(s, events, batch_size=100)
     workers.start()
     wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= len(events), 120,
              "events processed", workers.logs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import orjson
@@ -11,11 +10,10 @@ import redis as redis_sync
 from riskwatch.config import load_config
 from riskwatch.engine import Engine
 from riskwatch.simulate import Simulation
-from riskwatch.streams.kafka import BatchProducer
 from riskwatch.view import entity_key
 
 from .conftest import wait_for
-from .helpers import read_batches, read_topic, table_state
+from .helpers import produce, read_batches, read_topic, table_state
 
 GOOD = {"type": "complaint", "complaint_id": "c-ok", "entity_id": "91350100M000100Y43",
         "ts": "2026-01-10T10:00:00+08:00", "category": "hygiene"}
@@ -28,23 +26,12 @@ MALFORMED = [  # (how it is sent, value, the reason expected in the dead letter)
 ]
 
 
-async def _produce(settings, events, malformed=()):
-    async with BatchProducer(settings, batch_size=200) as bp:
-        for kind, value, _ in malformed:
-            if kind == "raw":
-                await bp.add_raw(settings.topic("complaints"), value)
-            else:
-                await bp.add(value)
-        for ev in events:
-            await bp.add(ev)
-    return bp.sent
-
-
 def test_stream_decisions_deadletters_and_view(stack):
     s, workers = stack
     sim = Simulation(n_entities=200, seed=3, bad_share=0.15, days=40)
     events = list(sim.events(n_events=12000))
-    asyncio.run(_produce(s, events, MALFORMED))
+    produce(s, [v for kind, v, _ in MALFORMED if kind == "event"] + events,
+            raw=[(s.topic("complaints"), v) for kind, v, _ in MALFORMED if kind == "raw"])
     workers.start()
     expected = len(events) + len(MALFORMED)
     wait_for(lambda: workers.metric(0, "riskwatch_events_consumed_total") >= expected, 120,
@@ -98,7 +85,7 @@ def test_rebuild_view_from_topics_matches(stack):
     s, workers = stack
     sim = Simulation(n_entities=200, seed=3, bad_share=0.15, days=40)
     events = list(sim.events(n_events=12000))
-    asyncio.run(_produce(s, events))
+    produce(s, events)
     workers.start()
     wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= len(events), 120,
              f"{len(events)} events processed", workers.logs)
