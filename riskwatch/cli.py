@@ -240,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("create-topics", help="create the riskwatch topics on RISKWATCH_BROKER")
     t.set_defaults(func=cmd_topics)
+
+    from .alerts.cli import add_parsers as alert_parsers
+
+    alert_parsers(sub)
     return p
 
 

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     model_publish_seconds: Annotated[float, Field(gt=0)] = 5.0
     session_timeout: Annotated[float, Field(ge=6, le=60)] = 8.0
     tick_seconds: Annotated[float, Field(ge=0)] = 60.0  # wall-clock ticks (silence); 0 = off
+    alerts_path: Path | None = None                     # default: config/alerts.yaml
+    dispatcher_name: str = ""                           # outbox consumer name (default host-pid)
+    dispatcher_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    outbox_claim_seconds: Annotated[float, Field(gt=0)] = 30.0  # reclaim a dead deliverer's entries after
+    alert_tick_seconds: Annotated[float, Field(gt=0)] = 0.5     # intake poll / cooldown / grouping clock
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -1,4 +1,7 @@
-"""Alert rules, lifecycle, routing and webhook delivery (issue 4; not built yet).
+"""Alerts: rules, lifecycle, routing, grouping and signed webhook delivery.
 
-The engine already emits ``alert_candidate`` events with a dedup key.
+Pure logic: :mod:`.config` (rules/receivers), :mod:`.lifecycle`, :mod:`.routing`,
+:mod:`.grouping`, :mod:`.payload`, :mod:`.signing`, :mod:`.safety`.
+With Redis: :mod:`.store`, :mod:`.outbox`, :mod:`.intake`; over HTTP:
+:mod:`.delivery`; the process: :mod:`.dispatcher`.
 """

@@ -35,7 +35,7 @@ async def ensure_topics(settings: Settings) -> None:
     n = settings.partitions
     want = {settings.topic(t): n for t in INPUT_TOPICS}
     want.update({settings.topic(t): n for t in OUTPUT_TOPICS.values()})
-    want.update({settings.topic("rekey"): n, settings.topic("deadletter"): 1,
+    want.update({settings.topic("rekey"): n, settings.topic("alerts"): n, settings.topic("deadletter"): 1,
                  settings.topic("model-training"): 1, settings.topic("models"): 1})
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker)
     await admin.start()

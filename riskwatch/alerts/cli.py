@@ -1,0 +1,156 @@
+"""Command-line verbs for alerts: the dispatcher, dead letters, redelivery, silences, config check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+
+import orjson
+
+__all__ = ["add_parsers"]
+
+
+def _settings():
+    from ..settings import Settings
+
+    return Settings()
+
+
+async def _with_redis(fn):
+    import redis.asyncio as aioredis
+
+    r = aioredis.from_url(_settings().redis_url)
+    try:
+        return await fn(r)
+    finally:
+        await r.aclose()
+
+
+def cmd_dispatcher(args) -> int:
+    from ..errors import ConfigError
+    from .config import load_alerts_config
+    from .dispatcher import run_dispatcher
+
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    s = _settings()
+    try:
+        cfg = load_alerts_config(s.alerts_path)
+    except ConfigError as exc:
+        print(f"alerts config is invalid:\n  " + "\n  ".join(str(e) for e in exc.errors), file=sys.stderr)
+        return 2
+    asyncio.run(run_dispatcher(s, args.role, cfg))
+    return 0
+
+
+def cmd_check_alerts(args) -> int:
+    from ..errors import ConfigError
+    from .config import load_alerts_config
+
+    try:
+        cfg = load_alerts_config(args.path)
+    except ConfigError as exc:
+        print(f"alerts config {args.path or '(default)'} is invalid:", file=sys.stderr)
+        for e in exc.errors:
+            print(f"  {e}", file=sys.stderr)
+        return 2
+    print(f"ok: version {cfg.version}, rules {', '.join(r.name for r in cfg.rules)}, "
+          f"receivers {', '.join(r.name for r in cfg.receivers) or '(none)'}")
+    return 0
+
+
+def cmd_dead(args) -> int:
+    from .outbox import Outbox
+
+    recs = asyncio.run(_with_redis(lambda r: Outbox(r, "cli").dead()))
+    for rec in recs:
+        n = rec["notification"]
+        print(f"{n['id']}  {n['receiver']:<16} {n['kind']:<12} attempts={rec['attempts']:<3} {rec['error']}")
+    print(f"{len(recs)} dead-lettered notification(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_redeliver(args) -> int:
+    from .outbox import Outbox
+
+    if not args.id and not args.all:
+        print("give a notification id or --all", file=sys.stderr)
+        return 2
+    n = asyncio.run(_with_redis(lambda r: Outbox(r, "cli").redeliver(None if args.all else args.id)))
+    print(f"re-queued {n} notification(s)")
+    return 0 if n else 1
+
+
+def cmd_silence(args) -> int:
+    from pydantic import ValidationError
+
+    from .config import parse_duration
+    from .routing import SilenceSpec
+    from .store import AlertStore
+
+    matchers = []
+    for m in args.match:
+        for op in ("!=", "=~", "!~", "="):
+            if op in m:
+                name, value = m.split(op, 1)
+                matchers.append({"name": name, "op": op, "value": value})
+                break
+        else:
+            print(f"--match {m!r}: use label=value (or != =~ !~)", file=sys.stderr)
+            return 2
+    now = time.time()
+    try:
+        spec = SilenceSpec(matchers=matchers, starts_at=now, ends_at=now + parse_duration(args.duration),
+                           author=args.author, reason=args.reason)
+    except (ValidationError, ValueError) as exc:
+        print(f"invalid silence: {exc}", file=sys.stderr)
+        return 2
+    rec = asyncio.run(_with_redis(lambda r: AlertStore(r).add_silence(spec)))
+    print(orjson.dumps(rec).decode())
+    return 0
+
+
+def cmd_alerts_list(args) -> int:
+    from .store import AlertStore
+
+    async def go(r):
+        st = AlertStore(r)
+        return list((await st.many(await st.open_ids(region=args.region, severity=args.severity))).values())
+
+    for a in asyncio.run(_with_redis(go)):
+        print(f"{a['id']}  {a['status']:<12} {a['severity']:<8} {a['rule']:<14} {a['entity_id']}  "
+              f"x{a['count']}  {a['annotations']['summary']}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    d = sub.add_parser("dispatcher", help="alert intake and webhook delivery (RISKWATCH_ALERTS_PATH)")
+    d.add_argument("--role", choices=("all", "deliver"), default="all")
+    d.add_argument("--loglevel", default="info")
+    d.set_defaults(func=cmd_dispatcher)
+
+    c = sub.add_parser("check-alerts", help="validate an alerts config file; exit 2 when invalid")
+    c.add_argument("path", nargs="?", default=None)
+    c.set_defaults(func=cmd_check_alerts)
+
+    a = sub.add_parser("alerts", help="inspect alerts, dead letters, redeliver, silence")
+    asub = a.add_subparsers(dest="alerts_cmd", required=True)
+    ls = asub.add_parser("list", help="open alerts")
+    ls.add_argument("--region")
+    ls.add_argument("--severity")
+    ls.set_defaults(func=cmd_alerts_list)
+    asub.add_parser("dead", help="dead-lettered notifications").set_defaults(func=cmd_dead)
+    rd = asub.add_parser("redeliver", help="re-queue dead-lettered notifications (same idempotency key)")
+    rd.add_argument("id", nargs="?")
+    rd.add_argument("--all", action="store_true")
+    rd.set_defaults(func=cmd_redeliver)
+    si = asub.add_parser("silence", help="mute matching alerts for a while (audited)")
+    si.add_argument("--match", action="append", required=True, help="label=value, label!=v, label=~regex")
+    si.add_argument("--for", dest="duration", default="2h")
+    si.add_argument("--author", required=True)
+    si.add_argument("--reason", required=True)
+    si.set_defaults(func=cmd_silence)
+
+

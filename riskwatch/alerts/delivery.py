@@ -1,0 +1,168 @@
+"""Deliver outbox notifications over HTTP: signed, retried with backoff, dead-lettered.
+
+Retry policy (:func:`classify`, :func:`backoff`): 2xx is done; 5xx, 408, 429
+and connection errors / timeouts are retried with exponential backoff and full
+jitter (``Retry-After`` honoured, capped at ``backoff_max``); any other 4xx
+is not retried and goes straight to the dead-letter list, as does a
+notification that ran out of ``max_attempts``.
+
+>>> classify(503, None), classify(429, None), classify(400, None), classify(204, None), classify(None, "timeout")
+('retry', 'retry', 'fail', 'ok', 'retry')
+>>> import random
+>>> rng = random.Random(1)
+>>> all(0 <= backoff(a, 1.0, 60.0, None, rng) <= min(60.0, 2 ** (a - 1)) for a in range(1, 12))
+True
+>>> backoff(1, 1.0, 60.0, 7.0, rng), backoff(1, 1.0, 60.0, 600.0, rng)
+(7.0, 60.0)
+>>> parse_retry_after("3"), parse_retry_after("garbage")
+(3.0, None)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from email.utils import parsedate_to_datetime
+
+import httpx
+import orjson
+
+from .config import AlertsConfig, Receiver
+from .metrics import AlertMetrics
+from .outbox import Outbox
+from .safety import check_url
+from .signing import HEADER, sign
+
+__all__ = ["Deliverer", "classify", "backoff", "parse_retry_after"]
+
+log = logging.getLogger("riskwatch.delivery")
+
+
+def classify(status: int | None, error: str | None) -> str:
+    if status is None:
+        return "retry" if error else "fail"
+    if 200 <= status < 300:
+        return "ok"
+    if status >= 500 or status in (408, 429):
+        return "retry"
+    return "fail"
+
+
+def backoff(attempt: int, base: float, cap: float, retry_after: float | None, rng: random.Random) -> float:
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), cap)
+    return rng.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class Deliverer:
+    """Reads the outbox and posts; one task per notification, bounded per receiver."""
+
+    def __init__(self, outbox: Outbox, config: AlertsConfig, metrics: AlertMetrics, seed: int | None = None) -> None:
+        self.outbox = outbox
+        self.config = config
+        self.m = metrics
+        self.rng = random.Random(seed)
+        self.client = httpx.AsyncClient(follow_redirects=False, headers={"User-Agent": "riskwatch-dispatcher"})
+        self.sem: dict[str, asyncio.Semaphore] = {}
+        self.inflight: dict[str, asyncio.Task] = {}
+        self.stopping = asyncio.Event()
+
+    def _sem(self, r: Receiver) -> asyncio.Semaphore:
+        if r.name not in self.sem:
+            self.sem[r.name] = asyncio.Semaphore(r.concurrency)
+        return self.sem[r.name]
+
+    async def run(self) -> None:
+        await self.outbox.ensure_group()
+        self._spawn(await self.outbox.read(count=1000, pending=True))  # what we held before a restart
+        last_claim = 0.0
+        while not self.stopping.is_set():
+            if time.monotonic() - last_claim > max(1.0, self.outbox.claim_idle_ms / 3000):
+                last_claim = time.monotonic()
+                self._spawn(await self.outbox.reclaim())
+            self._spawn(await self.outbox.read(count=100, block_ms=500))
+            depth, dead = await self.outbox.depth()
+            self.m.outbox_depth.set(depth)
+            self.m.dead_size.set(dead)
+
+    async def close(self) -> None:
+        self.stopping.set()
+        for t in list(self.inflight.values()):
+            t.cancel()
+        await asyncio.gather(*self.inflight.values(), return_exceptions=True)
+        await self.client.aclose()
+
+    def _spawn(self, entries) -> None:
+        for entry_id, n in entries:
+            if entry_id not in self.inflight:
+                t = asyncio.create_task(self._deliver(entry_id, n))
+                self.inflight[entry_id] = t
+                t.add_done_callback(lambda _t, e=entry_id: self.inflight.pop(e, None))
+
+    async def _deliver(self, entry_id: str, n: dict) -> None:
+        try:
+            r = self.config.receiver(n["receiver"])
+        except StopIteration:
+            await self.outbox.dead_letter(entry_id, n, f"receiver {n['receiver']!r} is not configured", 0)
+            self.m.deliveries.labels(n["receiver"], "dead").inc()
+            return
+        while not self.stopping.is_set():
+            attempt = await self.outbox.attempt(entry_id)
+            async with self._sem(r):
+                status, error, retry_after = await self._post(r, n)
+            verdict = classify(status, error)
+            what = f"HTTP {status}" if status is not None else error
+            if verdict == "ok":
+                await self.outbox.done(entry_id)
+                self.m.deliveries.labels(r.name, "ok").inc()
+                self.m.latency.labels(r.name).observe(max(0.0, time.time() - n["queued_at"]))
+                return
+            if verdict == "fail" or attempt >= r.max_attempts:
+                why = f"{what} (not retried)" if verdict == "fail" else f"{what} after {attempt} attempts"
+                log.warning("notification %s to %s dead-lettered: %s", n["id"], r.name, why)
+                await self.outbox.dead_letter(entry_id, n, why, attempt)
+                self.m.deliveries.labels(r.name, "dead").inc()
+                return
+            self.m.deliveries.labels(r.name, "retry").inc()
+            self.m.retries.labels(r.name).inc()
+            await self._wait(entry_id, backoff(attempt, r.backoff_base, r.backoff_max, retry_after, self.rng))
+
+    async def _wait(self, entry_id: str, delay: float) -> None:
+        """Sleep, touching the entry so no other deliverer reclaims it meanwhile."""
+        step = max(0.5, self.outbox.claim_idle_ms / 3000)
+        end = time.monotonic() + delay
+        while (left := end - time.monotonic()) > 0 and not self.stopping.is_set():
+            await asyncio.sleep(min(step, left))
+            await self.outbox.touch(entry_id)
+
+    async def _post(self, r: Receiver, n: dict) -> tuple[int | None, str | None, float | None]:
+        url = r.alertmanager_url.rstrip("/") + "/api/v2/alerts" if n["kind"] == "alertmanager" else r.url
+        problem = check_url(url, self.config.allow_private)
+        if problem:  # DNS may have changed since the config was loaded
+            return 403, None, None
+        body = n["body"].encode() if isinstance(n["body"], str) else orjson.dumps(n["body"])
+        headers = {"Content-Type": "application/json", "Idempotency-Key": n["id"]}
+        if n["kind"] == "webhook":
+            headers[HEADER] = sign(body, [s.get_secret_value() for s in r.secrets])
+        try:
+            resp = await self.client.post(url, content=body, headers=headers, timeout=r.timeout)
+        except httpx.TimeoutException:
+            return None, "timeout", None
+        except httpx.TransportError as exc:
+            return None, f"connection error: {type(exc).__name__}", None
+        return resp.status_code, None, parse_retry_after(resp.headers.get("Retry-After"))

@@ -1,0 +1,107 @@
+"""``riskwatch dispatcher``: alert intake (candidates topic → alerts → outbox) and delivery.
+
+``--role all`` (default) runs the intake, its clock and a deliverer; run
+exactly one of those per deployment. ``--role deliver`` runs only a
+deliverer (scale delivery out: the outbox is a consumer group).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+
+import orjson
+
+from ..config import load_config
+from ..settings import Settings
+from ..streams.codec import encode_batch
+from .config import AlertsConfig, load_alerts_config
+from .delivery import Deliverer
+from .intake import AlertIntake
+from .metrics import AlertMetrics
+from .outbox import Outbox
+
+__all__ = ["run_dispatcher"]
+
+log = logging.getLogger("riskwatch.dispatcher")
+
+
+async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, tick_seconds: float) -> None:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=s.broker, acks="all", linger_ms=5)
+    await producer.start()
+    alerts_topic = s.topic("alerts")
+
+    async def publish(events: list[dict]) -> None:
+        by_entity: dict[str, list] = {}
+        for e in events:
+            by_entity.setdefault(e["alert"]["entity_id"], []).append(e)
+        await asyncio.gather(*[producer.send_and_wait(alerts_topic, encode_batch(evs), key=eid.encode())
+                               for eid, evs in by_entity.items()])
+
+    intake.publish = publish
+    consumer = AIOKafkaConsumer(s.topic("alert-candidates"), bootstrap_servers=s.broker,
+                                group_id=f"{s.app_id}-alerts", enable_auto_commit=False,
+                                auto_offset_reset="earliest", session_timeout_ms=int(s.session_timeout * 1000),
+                                heartbeat_interval_ms=1000)
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=int(tick_seconds * 1000), max_records=500)
+            for tp, msgs in batches.items():
+                for msg in msgs:
+                    await intake.apply_message(msg.topic, msg.partition, msg.offset, msg.value)
+            if batches:
+                await consumer.commit()
+            await intake.tick()
+            intake.m.open.set(await intake.r.zcard("rw:alerts:open"))
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def run_dispatcher(s: Settings, role: str = "all", alerts_config: AlertsConfig | None = None,
+                         metrics: AlertMetrics | None = None) -> None:
+    import redis.asyncio as aioredis
+    from prometheus_client import start_http_server
+
+    cfg = alerts_config or load_alerts_config(s.alerts_path)
+    m = metrics or AlertMetrics()
+    if s.dispatcher_metrics_port:
+        start_http_server(s.dispatcher_metrics_port, addr="127.0.0.1", registry=m.registry)
+    r = aioredis.from_url(s.redis_url)
+    consumer = s.dispatcher_name or f"{socket.gethostname()}-{os.getpid()}"
+    outbox = Outbox(r, consumer, claim_idle=s.outbox_claim_seconds)
+    deliverer = Deliverer(outbox, cfg, m)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(deliverer.run(), name="deliver")]
+    if role == "all":
+        tiers = [t.name for t in load_config(s.config_path).tiers]
+        intake = AlertIntake(r, cfg, tiers, m)
+        tasks.append(asyncio.create_task(_intake_loop(s, intake, stop, s.alert_tick_seconds), name="intake"))
+    log.info("dispatcher %s up: role %s, %d rules, %d receivers", consumer, role, len(cfg.rules),
+             len(cfg.receivers))
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    await deliverer.close()
+    for t in tasks:
+        if t.done() and t.exception():
+            log.error("dispatcher task %s failed", t.get_name(), exc_info=t.exception())
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await r.aclose()
+    failed = [t for t in done if t is not stopper and t.exception()]
+    if failed:
+        raise SystemExit(1)
+
+
+def dead_letters_json(records: list[dict]) -> bytes:
+    return orjson.dumps(records, option=orjson.OPT_INDENT_2)

@@ -1,0 +1,255 @@
+"""From alert candidates to stored alerts and queued notifications.
+
+:class:`AlertIntake` applies the engine's ``alert_candidate`` outputs (one
+Kafka message at a time) through the rules and the lifecycle, stores the
+alerts, routes notifying changes to receivers (webhook groups; Alertmanager
+receivers get each change at once, Alertmanager groups itself) and puts
+notifications in the outbox, all in one Redis transaction with the message's
+offset, so a redelivered message is skipped. Alert changes are published as
+events (``rw.alerts``) before that transaction: at least once, deduplicable by
+``(alert id, version)``. :meth:`tick` runs the clock: cooldowns, expiry,
+changes people made, and due groups.
+
+One intake runs per deployment (it is the only writer of groups).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Awaitable, Callable
+
+import orjson
+
+from ..streams.codec import decode
+from . import grouping
+from .config import AlertsConfig, Rule
+from .lifecycle import NOTIFY, apply_candidate, dedup_key, due_at, tick
+from .metrics import AlertMetrics
+from .outbox import Outbox
+from .payload import alertmanager_alert, webhook_payload
+from .routing import group_key, receivers_for, silenced
+from .store import AlertStore, alert_key
+
+__all__ = ["AlertIntake"]
+
+P = "rw:"
+
+
+class _Batch:
+    """Changes of one unit of work, committed together."""
+
+    def __init__(self) -> None:
+        self.alerts: dict[str, tuple[dict | None, dict, float | None | bool]] = {}  # key -> (first old, new, due)
+        self.read: dict[str, bytes | None] = {}      # alert id -> raw as read (optimistic check)
+        self.groups: dict[str, dict | None] = {}
+        self.notifications: list[dict] = []
+        self.events: list[dict] = []
+
+
+class AlertIntake:
+    def __init__(self, redis, config: AlertsConfig, tier_order: list[str], metrics: AlertMetrics,
+                 publish: Callable[[list[dict]], Awaitable[None]] | None = None) -> None:
+        self.r = redis
+        self.cfg = config
+        self.tiers = {t: i for i, t in enumerate(tier_order)}
+        self.m = metrics
+        self.publish = publish
+        self.store = AlertStore(redis, config.history_per_entity)
+
+    # ------------------------------------------------------------ candidates
+    async def apply_message(self, topic: str, partition: int, offset: int, value: bytes | None) -> int:
+        """Apply one message of the candidates topic; returns the number of alert transitions."""
+        import redis.exceptions as rex
+
+        tp = f"{topic}:{partition}"
+        done = await self.r.hget(f"{P}alerts:offsets", tp)
+        if done is not None and offset <= int(done):
+            return 0
+        outs, _err = decode(value)
+        cands = [o for o in outs if isinstance(o, dict) and o.get("type") == "alert_candidate"]
+        while True:
+            b = _Batch()
+            meta = await self.store.entity_meta({c["entity_id"] for c in cands}) if cands else {}
+            for i, c in enumerate(cands):
+                self.m.candidates.labels(c.get("signal", "?"), c.get("status", "?")).inc()
+                rules = self.cfg.rules_for(c.get("signal", ""))
+                if not rules:
+                    self.m.unmatched.labels(c.get("signal", "?")).inc()
+                for rule in rules:
+                    await self._candidate(b, c, rule, meta.get(c["entity_id"], {}), f"{tp}@{offset}#{i}")
+            try:
+                await self._commit(b, extra=lambda pipe: pipe.hset(f"{P}alerts:offsets", tp, offset))
+                return len(b.events)
+            except rex.WatchError:  # a person changed one of these alerts meanwhile: redo with theirs
+                continue
+
+    def _under_tier(self, c: dict, rule: Rule) -> bool:
+        if rule.min_tier is None or c.get("status") != "firing":
+            return False
+        return self.tiers.get(c.get("tier", ""), 0) < self.tiers.get(rule.min_tier, 0)
+
+    async def _current(self, b: _Batch, key: str) -> dict | None:
+        if key in b.alerts:
+            return b.alerts[key][1]
+        aid = await self.r.get(f"{P}alert-key:{key}")
+        if not aid:
+            return None
+        aid = aid.decode() if isinstance(aid, bytes) else aid
+        raw = await self.r.get(alert_key(aid))
+        b.read[aid] = raw
+        return orjson.loads(raw) if raw else None
+
+    async def _candidate(self, b: _Batch, c: dict, rule: Rule, meta: dict, source: str) -> None:
+        if self._under_tier(c, rule):
+            return
+        meta = dict(meta, external_url=self.cfg.external_url)
+        key = dedup_key(c, rule, meta)
+        old = await self._current(b, key)
+        new, transition = apply_candidate(old, c, rule, meta, time.time(), source)
+        if transition is None:
+            return
+        self._record(b, key, old, new, transition, rule)
+        await self._route(b, new, transition)
+
+    def _record(self, b: _Batch, key: str, old: dict | None, new: dict, transition: str, rule: Rule) -> None:
+        first_old = b.alerts[key][0] if key in b.alerts else old
+        b.alerts[key] = (first_old, new, due_at(new, rule))
+        b.events.append({"type": "alert_change", "transition": transition, "alert_id": new["id"],
+                         "version": new["version"], "alert": new})
+        self.m.transitions.labels(new["rule"], new["severity"], transition).inc()
+
+    async def _route(self, b: _Batch, a: dict, transition: str) -> None:
+        if transition not in NOTIFY:
+            return
+        targets = receivers_for(a["labels"], self.cfg.receivers)
+        if not targets:
+            self.m.unrouted.labels(a["rule"]).inc()
+        now = time.time()
+        for r in targets:
+            if r.alertmanager_url:
+                body = orjson.dumps([alertmanager_alert(a, self.cfg.external_url)]).decode()
+                self._notify(b, r.name, "alertmanager", f"am|{a['id']}|{a['version']}", body, now)
+            if r.url:
+                gk = group_key(r.name, a["labels"], r.group_by)
+                g = b.groups[gk] if gk in b.groups else await self._group(gk)
+                b.groups[gk] = grouping.add(g, gk, r, {k: a["labels"].get(k, "") for k in r.group_by},
+                                            a["id"], a["version"], now)
+
+    def _notify(self, b: _Batch, receiver: str, kind: str, ident: str, body: str, now: float) -> None:
+        nid = hashlib.sha256(ident.encode()).hexdigest()[:24]
+        b.notifications.append({"id": nid, "kind": kind, "receiver": receiver, "body": body, "queued_at": now})
+        self.m.notifications.labels(receiver, kind).inc()
+
+    async def _group(self, gk: str) -> dict | None:
+        raw = await self.r.hget(f"{P}groups", gk)
+        return orjson.loads(raw) if raw else None
+
+    async def _commit(self, b: _Batch, extra=None) -> None:
+        if b.events and self.publish is not None:
+            await self.publish(b.events)
+        async with self.r.pipeline(transaction=True) as pipe:
+            if b.read:
+                await pipe.watch(*[alert_key(a) for a in b.read])
+                for aid, raw in b.read.items():
+                    if await pipe.get(alert_key(aid)) != raw:
+                        import redis.exceptions as rex
+
+                        raise rex.WatchError("alert changed since read")
+            pipe.multi()
+            for old, new, due in b.alerts.values():
+                if old is not None and old["id"] != new["id"]:
+                    old = None
+                self.store.save(pipe, old, new, due)
+            for gk, g in b.groups.items():
+                if g is None:
+                    pipe.hdel(f"{P}groups", gk)
+                    pipe.zrem(f"{P}groups:due", gk)
+                else:
+                    pipe.hset(f"{P}groups", gk, orjson.dumps(g))
+                    pipe.zadd(f"{P}groups:due", {gk: g["next_flush"]})
+            for n in b.notifications:
+                Outbox.enqueue(pipe, n)
+            if extra is not None:
+                extra(pipe)
+            await pipe.execute()
+
+    # ------------------------------------------------------------ the clock
+    async def tick(self, now: float | None = None) -> int:
+        """Cooldowns and expiry, people's changes, due groups. Returns notifications queued."""
+        import redis.exceptions as rex
+
+        now = time.time() if now is None else now
+        queued = 0
+        while True:
+            b = _Batch()
+            await self._due_alerts(b, now)
+            notify_ids = await self.r.lrange(f"{P}alerts:notify", 0, 99)
+            for a in (await self.store.many([i.decode() if isinstance(i, bytes) else i for i in notify_ids])).values():
+                await self._route(b, a, "resolved" if a["status"] not in ("firing", "acknowledged") else "fired")
+            await self._due_groups(b, now)
+            try:
+                n = len(notify_ids)
+                await self._commit(b, extra=(lambda pipe: pipe.ltrim(f"{P}alerts:notify", n, -1)) if n else None)
+            except rex.WatchError:
+                continue
+            queued += len(b.notifications)
+            if len(b.notifications) == 0 and not notify_ids:
+                return queued
+
+    async def _due_alerts(self, b: _Batch, now: float) -> None:
+        ids = [i.decode() if isinstance(i, bytes) else i
+               for i in await self.r.zrangebyscore(f"{P}alerts:due", "-inf", now, start=0, num=500)]
+        rules = {r.name: r for r in self.cfg.rules}
+        for aid in ids:
+            raw = await self.r.get(alert_key(aid))
+            b.read[aid] = raw
+            a = orjson.loads(raw) if raw else None
+            if a is None or a["rule"] not in rules:
+                if a is not None:
+                    b.alerts[a["key"]] = (a, a, None)
+                else:
+                    await self.r.zrem(f"{P}alerts:due", aid)
+                continue
+            rule = rules[a["rule"]]
+            new, transition = tick(a, rule, now)
+            if transition is None:
+                b.alerts[a["key"]] = (a, a, due_at(a, rule))
+                continue
+            self._record(b, a["key"], a, new, transition, rule)
+            await self._route(b, new, transition)
+
+    async def _due_groups(self, b: _Batch, now: float) -> None:
+        keys = [k.decode() if isinstance(k, bytes) else k
+                for k in await self.r.zrangebyscore(f"{P}groups:due", "-inf", now, start=0, num=200)]
+        keys += [k for k, g in b.groups.items() if g is not None and g["next_flush"] <= now and k not in keys]
+        if not keys:
+            return
+        sil = [s for s in await self.store.silences() if s["starts_at"] <= now < s["ends_at"]]
+        for gk in keys:
+            g = b.groups[gk] if gk in b.groups else await self._group(gk)
+            if g is None:
+                b.groups[gk] = None
+                continue
+            try:
+                r = self.cfg.receiver(g["receiver"])
+            except StopIteration:  # receiver removed from config
+                b.groups[gk] = None
+                continue
+            pending = {k: v[1] for k, v in b.alerts.items()}
+            current = await self.store.many(list(g["alerts"]))
+            for a in pending.values():
+                if a["id"] in g["alerts"]:
+                    current[a["id"]] = a
+            muted = {i for i, a in current.items() if silenced(a["labels"], sil, now)}
+            if muted:
+                self.m.silenced.labels(r.name).inc(len(muted))
+            g2, send = grouping.flush(g, r, {i: a["status"] for i, a in current.items()}, muted, now)
+            b.groups[gk] = g2
+            if send:
+                alerts = [current[i] for i in send]
+                ents = await self.store.entity_meta({a["entity_id"] for a in alerts})
+                body = orjson.dumps(webhook_payload(r.name, gk, g["labels"], alerts, ents,
+                                                    self.cfg.external_url)).decode()
+                ident = f"wh|{gk}|" + ",".join(f"{a['id']}:{a['version']}" for a in alerts) + f"|{now}"
+                self._notify(b, r.name, "webhook", ident, body, now)

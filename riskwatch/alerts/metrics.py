@@ -1,0 +1,35 @@
+"""Prometheus metrics of the dispatcher, on an injected registry (never the global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["AlertMetrics"]
+
+
+class AlertMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.candidates = Counter("riskwatch_alert_candidates_total", "Alert candidates read, by signal and status",
+                                  ["signal", "status"], registry=r)
+        self.unmatched = Counter("riskwatch_alert_candidates_unmatched_total",
+                                 "Candidates no rule takes (by signal)", ["signal"], registry=r)
+        self.transitions = Counter("riskwatch_alerts_total", "Alert lifecycle transitions, by rule/severity/state",
+                                   ["rule", "severity", "state"], registry=r)
+        self.open = Gauge("riskwatch_alerts_open", "Open alerts (firing or acknowledged)", registry=r)
+        self.unrouted = Counter("riskwatch_alerts_unrouted_total", "Notifying changes no receiver matches",
+                                ["rule"], registry=r)
+        self.silenced = Counter("riskwatch_alerts_silenced_total", "Alerts left out of a notification by a silence",
+                                ["receiver"], registry=r)
+        self.notifications = Counter("riskwatch_notifications_queued_total", "Notifications put in the outbox",
+                                     ["receiver", "kind"], registry=r)
+        self.deliveries = Counter("riskwatch_deliveries_total", "Delivery attempts by receiver and result "
+                                  "(ok, retry, failed, dead)", ["receiver", "result"], registry=r)
+        self.retries = Counter("riskwatch_delivery_retries_total", "Retries scheduled, by receiver", ["receiver"],
+                               registry=r)
+        self.latency = Histogram("riskwatch_delivery_seconds", "Outbox enqueue to receiver's 2xx, by receiver",
+                                 ["receiver"], buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60,
+                                                        300, 1800), registry=r)
+        self.outbox_depth = Gauge("riskwatch_outbox_depth", "Notifications in the outbox (queued or in flight)",
+                                  registry=r)
+        self.dead_size = Gauge("riskwatch_outbox_dead", "Notifications in the dead-letter list", registry=r)

@@ -1,0 +1,80 @@
+"""What receivers get: Alertmanager's webhook payload (version "4") plus a
+``riskwatch`` section per alert, and the Alertmanager API v2 alert shape.
+
+>>> a = {"id": "a1", "status": "firing", "labels": {"alertname": "burst", "region": "310000", "entity": "E"},
+...      "annotations": {"summary": "s"}, "starts_at": 0.0, "ends_at": None, "fingerprint": "f",
+...      "entity_id": "E", "rule": "burst", "severity": "warning", "score": 40.0, "tier": "B", "count": 1,
+...      "event_ids": ["c1"], "key": "E:burst", "signal": "burst"}
+>>> p = webhook_payload("ops", "ops:{}", {"region": "310000"}, [a], {"E": {"ratio": 0.05}}, "http://api")
+>>> p["version"], p["status"], p["commonLabels"]["alertname"], p["alerts"][0]["endsAt"]
+('4', 'firing', 'burst', '0001-01-01T00:00:00Z')
+>>> p["alerts"][0]["riskwatch"]["spotcheck_ratio"]
+0.05
+"""
+
+from __future__ import annotations
+
+from .lifecycle import OPEN, iso
+
+__all__ = ["webhook_payload", "alertmanager_alert", "ZERO_TIME"]
+
+ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's "no end" in webhook payloads
+
+
+def _am_status(a: dict) -> str:
+    return "firing" if a["status"] in OPEN else "resolved"
+
+
+def _common(dicts: list[dict]) -> dict:
+    if not dicts:
+        return {}
+    first = dicts[0]
+    return {k: v for k, v in first.items() if all(d.get(k) == v for d in dicts[1:])}
+
+
+def _alert(a: dict, entity: dict, external_url: str) -> dict:
+    return {
+        "status": _am_status(a),
+        "labels": a["labels"],
+        "annotations": a["annotations"],
+        "startsAt": iso(a["starts_at"]),
+        "endsAt": iso(a["ends_at"]) if a.get("ends_at") else ZERO_TIME,
+        "generatorURL": f"{external_url}/v1/alerts/{a['id']}",
+        "fingerprint": a["fingerprint"],
+        "riskwatch": {
+            "alert_id": a["id"], "dedup_key": a["key"], "state": a["status"], "rule": a["rule"],
+            "signal": a["signal"], "severity": a["severity"], "count": a["count"],
+            "entity": {"id": a["entity_id"], "name": entity.get("name"), "region": entity.get("region"),
+                       "industry": entity.get("industry"), "url": f"{external_url}/v1/entities/{a['entity_id']}"},
+            "score": a.get("score"), "tier": a.get("tier"), "tier_change": a.get("tier_change"),
+            "spotcheck_ratio": entity.get("ratio"), "reasons": entity.get("reasons", []),
+            "event_ids": a.get("event_ids", []), "acknowledged": a.get("ack"), "resolved_by": a.get("resolved_by"),
+        },
+    }
+
+
+def webhook_payload(receiver: str, group_key: str, group_labels: dict, alerts: list[dict],
+                    entities: dict[str, dict], external_url: str) -> dict:
+    out = [_alert(a, entities.get(a["entity_id"], {}), external_url) for a in alerts]
+    return {
+        "version": "4",
+        "groupKey": group_key,
+        "truncatedAlerts": 0,
+        "status": "firing" if any(x["status"] == "firing" for x in out) else "resolved",
+        "receiver": receiver,
+        "groupLabels": group_labels,
+        "commonLabels": _common([x["labels"] for x in out]),
+        "commonAnnotations": _common([x["annotations"] for x in out]),
+        "externalURL": external_url,
+        "alerts": out,
+    }
+
+
+def alertmanager_alert(a: dict, external_url: str) -> dict:
+    """One alert for ``POST /api/v2/alerts``: a resolved alert carries its ``endsAt``; a firing
+    one gets none, so Alertmanager resolves it only after its resolve_timeout without updates."""
+    body = {"labels": a["labels"], "annotations": a["annotations"], "startsAt": iso(a["starts_at"]),
+            "generatorURL": f"{external_url}/v1/alerts/{a['id']}"}
+    if a["status"] not in OPEN:
+        body["endsAt"] = iso(a["ends_at"] or a["updated_at"])
+    return body

@@ -1,0 +1,212 @@
+"""Webhook delivery against a real Redis outbox and a real HTTP receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+import redis as redis_sync
+import redis.asyncio as aioredis
+
+from riskwatch.alerts.config import AlertsConfig
+from riskwatch.alerts.delivery import Deliverer
+from riskwatch.alerts.metrics import AlertMetrics
+from riskwatch.alerts.outbox import Outbox
+from riskwatch.alerts.signing import verify
+from riskwatch.embedded import free_port
+
+from .receiver import Receiver
+
+
+def _config(url: str, **kw) -> AlertsConfig:
+    rcv = {"name": "team", "url": url, "secrets": ["s3cret"], "backoff_base": 0.05, "backoff_max": 0.3,
+           "max_attempts": 30, "timeout": 2, **kw}
+    return AlertsConfig.model_validate({"allow_private": ["127.0.0.1"], "receivers": [rcv]})
+
+
+@pytest.fixture
+def redis_url(services):
+    url = services[1].url
+    redis_sync.Redis.from_url(url).flushall()
+    return url
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+async def _enqueue(url: str, n: int, receiver: str = "team") -> list[str]:
+    r = aioredis.from_url(url)
+    ids = []
+    pipe = r.pipeline(transaction=True)
+    for i in range(n):
+        nid = f"n{i:04d}"
+        ids.append(nid)
+        Outbox.enqueue(pipe, {"id": nid, "kind": "webhook", "receiver": receiver,
+                              "body": orjson.dumps({"status": "firing", "i": i}).decode(), "queued_at": time.time()})
+    await pipe.execute()
+    await r.aclose()
+    return ids
+
+
+async def _deliver_until(url: str, cfg: AlertsConfig, cond, timeout: float = 20.0) -> tuple[Deliverer, Outbox]:
+    r = aioredis.from_url(url)
+    ob = Outbox(r, "test", claim_idle=2.0)
+    d = Deliverer(ob, cfg, AlertMetrics(), seed=1)
+    task = asyncio.create_task(d.run())
+    deadline = time.monotonic() + timeout
+    try:
+        while not await cond(ob):
+            assert time.monotonic() < deadline, "delivery did not finish in time"
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.1)
+    finally:
+        await d.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return d, ob
+
+
+async def _empty(ob: Outbox) -> bool:
+    return (await ob.depth())[0] == 0
+
+
+async def test_three_500s_then_200_delivers_once_with_one_key(redis_url, receiver):
+    receiver.plan = [500, 500, 500]
+    await _enqueue(redis_url, 1)
+    d, ob = await _deliver_until(redis_url, _config(receiver.url), _empty)
+    assert [r["status"] for r in receiver.requests] == [500, 500, 500, 200]
+    assert {r["key"] for r in receiver.requests} == {"n0000"}       # one idempotency key across retries
+    assert list(receiver.delivered()) == ["n0000"]
+    assert all(receiver.verified(r) for r in receiver.requests)
+    assert (await ob.depth()) == (0, 0)
+    assert d.m.retries.labels("team")._value.get() == 3
+
+
+async def test_429_retry_after_is_honoured_and_retried(redis_url, receiver):
+    receiver.plan = [429]
+    await _enqueue(redis_url, 1)
+    await _deliver_until(redis_url, _config(receiver.url), _empty)
+    assert [r["status"] for r in receiver.requests] == [429, 200]
+
+
+async def test_receiver_down_for_a_while_gets_everything_when_back(redis_url):
+    port = free_port()
+    rcv = Receiver(port=port)
+    await _enqueue(redis_url, 20)
+    cfg = _config(f"http://127.0.0.1:{port}/hook", max_attempts=100, backoff_max=0.5)
+
+    async def come_back_later():
+        await asyncio.sleep(3.0)  # connection refused meanwhile
+        rcv.start()
+
+    back = asyncio.create_task(come_back_later())
+    try:
+        d, ob = await _deliver_until(redis_url, cfg, _empty, timeout=30)
+        await back
+        assert sorted(rcv.delivered()) == [f"n{i:04d}" for i in range(20)]
+        assert d.m.deliveries.labels("team", "retry")._value.get() >= 20  # each one failed at least once
+        assert (await ob.depth()) == (0, 0)
+    finally:
+        rcv.stop()
+
+
+async def test_400_is_not_retried_and_lands_in_dead_letters_then_redelivers(redis_url, receiver):
+    receiver.plan = [400]
+    await _enqueue(redis_url, 1)
+
+    async def dead_one(ob):
+        return (await ob.depth()) == (0, 1)
+
+    _, ob = await _deliver_until(redis_url, _config(receiver.url), dead_one)
+    assert [r["status"] for r in receiver.requests] == [400]
+    [rec] = await ob.dead()
+    assert rec["notification"]["id"] == "n0000" and "400" in rec["error"] and "not retried" in rec["error"]
+    # an operator fixes the receiver and redelivers (CLI: riskwatch alerts redeliver --all)
+    env = dict(os.environ, RISKWATCH_REDIS_URL=redis_url)
+    out = subprocess.run([sys.executable, "-m", "riskwatch.cli", "alerts", "redeliver", "--all"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "re-queued 1" in out.stdout, out.stderr
+    await _deliver_until(redis_url, _config(receiver.url), _empty)
+    assert [r["status"] for r in receiver.requests] == [400, 200]
+    assert list(receiver.delivered()) == ["n0000"]
+
+
+async def test_gives_up_after_max_attempts(redis_url, receiver):
+    receiver.default = 503
+    await _enqueue(redis_url, 1)
+
+    async def dead_one(ob):
+        return (await ob.depth()) == (0, 1)
+
+    _, ob = await _deliver_until(redis_url, _config(receiver.url, max_attempts=3), dead_one)
+    assert len(receiver.requests) == 3
+    [rec] = await ob.dead()
+    assert rec["attempts"] == 3 and "503 after 3 attempts" in rec["error"]
+
+
+def test_sigkill_mid_delivery_then_restart_delivers_pending(redis_url, receiver, tmp_path):
+    """A dispatcher dies with requests in flight; its successor (same name) delivers them."""
+    n = 12
+    asyncio.run(_enqueue(redis_url, n))
+    receiver.delay = 1.5  # long enough to be killed mid-request
+    cfg = tmp_path / "alerts.yaml"
+    cfg.write_text(orjson.dumps({"allow_private": ["127.0.0.1"], "rules": [], "receivers": [
+        {"name": "team", "url": receiver.url, "secrets": ["s3cret"], "concurrency": 2, "backoff_base": 0.05,
+         "backoff_max": 0.3}]}).decode())
+    env = dict(os.environ, RISKWATCH_REDIS_URL=redis_url, RISKWATCH_ALERTS_PATH=str(cfg),
+               RISKWATCH_DISPATCHER_NAME="d1", RISKWATCH_OUTBOX_CLAIM_SECONDS="2")
+
+    def start():
+        return subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "dispatcher", "--role", "deliver"],
+                                env=env, stdout=(tmp_path / "d.log").open("ab"), stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    p = start()
+    deadline = time.monotonic() + 30
+    while not receiver.requests and time.monotonic() < deadline:  # wait until one answer went out
+        time.sleep(0.05)
+    assert receiver.requests, (tmp_path / "d.log").read_text()
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(5)
+    before = set(receiver.delivered())
+    assert len(before) < n                       # killed mid-way: something was left pending
+    pending = redis_sync.Redis.from_url(redis_url).xpending("rw:outbox", "deliver")["pending"]
+    assert pending >= 1
+    receiver.delay = 0.0
+    p = start()
+    try:
+        deadline = time.monotonic() + 40
+        while len(receiver.delivered()) < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(15)
+    assert sorted(receiver.delivered()) == [f"n{i:04d}" for i in range(n)], (tmp_path / "d.log").read_text()
+    assert redis_sync.Redis.from_url(redis_url).xlen("rw:outbox") == 0
+
+
+async def test_signature_verifies_and_tampered_body_does_not(redis_url, receiver):
+    await _enqueue(redis_url, 1)
+    await _deliver_until(redis_url, _config(receiver.url), _empty)
+    [req] = receiver.requests
+    assert verify(req["body"], req["signature"], "s3cret")
+    assert not verify(req["body"].replace(b"firing", b"resolved"), req["signature"], "s3cret")
+    assert not verify(req["body"], req["signature"], "another-secret")
+
+
+async def test_rotation_signs_with_every_secret(redis_url, receiver):
+    await _enqueue(redis_url, 1)
+    await _deliver_until(redis_url, _config(receiver.url, secrets=["old", "new"]), _empty)
+    [req] = receiver.requests
+    assert verify(req["body"], req["signature"], "old") and verify(req["body"], req["signature"], "new")
+    assert "old" not in req["signature"] and "new" not in req["signature"]
