@@ -1,0 +1,198 @@
+"""Alert candidates on Kafka → dispatcher (real process) → Redis alerts → signed webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import redis as redis_sync
+import yaml
+
+from riskwatch.alerts.config import DEFAULT_ALERTS_PATH
+from riskwatch.alerts.signing import verify
+from riskwatch.simulate import Simulation
+from aiokafka import AIOKafkaProducer
+
+from .conftest import wait_for
+from .helpers import produce, read_batches
+from .receiver import Receiver
+
+
+class Dispatcher:
+    def __init__(self, env: dict, d: Path) -> None:
+        self.env, self.d, self.p = env, d, None
+
+    def start(self) -> "Dispatcher":
+        self.p = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "dispatcher"], env=self.env,
+                                  stdout=(self.d / "dispatcher.log").open("ab"), stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        return self
+
+    def stop(self) -> None:
+        if self.p and self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGTERM)
+            try:
+                self.p.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+
+    def log(self) -> str:
+        return (self.d / "dispatcher.log").read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture
+def alerting(stack, tmp_path):
+    s, workers = stack
+    rcv = Receiver(secret="team-secret").start()
+    cfg = yaml.safe_load(DEFAULT_ALERTS_PATH.read_text())
+    cfg["receivers"] = [{"name": "team", "url": rcv.url, "secrets": ["team-secret"], "group_by": ["rule"],
+                         "group_wait": "0.5s", "group_interval": "1s", "repeat_interval": "1h",
+                         "backoff_base": 0.05, "backoff_max": 0.5}]
+    path = tmp_path / "alerts.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = dict(workers.env, RISKWATCH_ALERTS_PATH=str(path), RISKWATCH_ALERT_TICK_SECONDS="0.2")
+    d = Dispatcher(env, tmp_path)
+    yield s, workers, rcv, d, path
+    d.stop()
+    rcv.stop()
+
+
+def _cand(eid: str, status: str, signal_: str = "burst", severity: str = "warning", tier: str = "B") -> dict:
+    return {"type": "alert_candidate", "entity_id": eid, "ts": "2026-03-01T10:00:00+08:00", "signal": signal_,
+            "status": status, "severity": severity, "value": 0.9, "dedup_key": f"{eid}:{signal_}",
+            "score": 41.5, "tier": tier, "event_ids": [f"c-{eid}"], "config_version": "t"}
+
+
+def _send(s, topic: str, batches: list[list[dict]]) -> None:
+    async def go():
+        p = AIOKafkaProducer(bootstrap_servers=s.broker, acks="all")
+        await p.start()
+        try:
+            for b in batches:
+                await p.send_and_wait(topic, orjson.dumps({"batch": b}), partition=0)
+        finally:
+            await p.stop()
+    asyncio.run(go())
+
+
+def _notifications(rcv: Receiver) -> list[dict]:
+    return [orjson.loads(r["body"]) for r in rcv.delivered().values()]
+
+
+def test_candidate_lifecycle_dedup_cooldown_and_people(alerting):
+    s, _, rcv, d, path = alerting
+    cfg = yaml.safe_load(path.read_text())
+    for rule in cfg["rules"]:
+        if rule["name"] == "complaint_burst":
+            rule["cooldown"] = "2s"
+    path.write_text(yaml.safe_dump(cfg))
+    r = redis_sync.Redis.from_url(s.redis_url)
+    r.hset("rw:entity:E1", mapping={"name": "Shop One", "region": "310000", "industry": "food", "ratio": 0.05,
+                                    "reasons": "[]"})
+    d.start()
+    topic = s.topic("alert-candidates")
+    # fires, repeats twice, flaps (clear then fire inside the 2 s cooldown): one alert, one notification
+    _send(s, topic, [[_cand("E1", "firing")], [_cand("E1", "firing"), _cand("E1", "firing")],
+                     [_cand("E1", "resolved")], [_cand("E1", "firing")]])
+    wait_for(lambda: _notifications(rcv), 30, "the first notification", d.log)
+    time.sleep(2.5)
+    notes = _notifications(rcv)
+    assert len(notes) == 1, notes
+    [n] = notes
+    assert n["version"] == "4" and n["status"] == "firing" and n["receiver"] == "team"
+    assert n["groupLabels"] == {"rule": "complaint_burst"}
+    [a] = n["alerts"]
+    assert a["labels"]["entity"] == "E1" and a["labels"]["region"] == "310000" and a["labels"]["industry"] == "food"
+    assert a["annotations"]["summary"] == "Shop One: burst of complaints (E1)"
+    assert a["riskwatch"]["spotcheck_ratio"] == 0.05 and a["riskwatch"]["entity"]["name"] == "Shop One"
+    assert all(rcv.verified(x) for x in rcv.requests)
+    aid = a["riskwatch"]["alert_id"]
+    stored = orjson.loads(r.get(f"rw:alert:{aid}"))
+    assert stored["count"] == 4 and stored["status"] == "firing"
+    assert r.sismember("rw:alerts:open:region:310000", aid) and r.sismember("rw:alerts:open:entity:E1", aid)
+
+    # clear and stay clear past the cooldown: resolved, notified once more
+    _send(s, topic, [[_cand("E1", "resolved")]])
+    wait_for(lambda: len(_notifications(rcv)) == 2, 30, "the resolved notification", d.log)
+    last = _notifications(rcv)[-1]
+    assert last["status"] == "resolved" and last["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"
+    assert not r.sismember("rw:alerts:open:entity:E1", aid)
+
+    # fires again: a new alert; an inspector acknowledges, then resolves it by hand (audited)
+    _send(s, topic, [[_cand("E1", "firing", severity="critical")]])
+    wait_for(lambda: len(_notifications(rcv)) == 3, 30, "the new alert's notification", d.log)
+    new_id = _notifications(rcv)[-1]["alerts"][0]["riskwatch"]["alert_id"]
+    assert new_id != aid
+    env = dict(os.environ, RISKWATCH_REDIS_URL=s.redis_url)
+    listing = subprocess.run([sys.executable, "-m", "riskwatch.cli", "alerts", "list", "--region", "310000"],
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert new_id in listing.stdout and aid not in listing.stdout
+
+    from riskwatch.alerts.store import AlertStore
+
+    async def people():
+        import redis.asyncio as aioredis
+
+        ar = aioredis.from_url(s.redis_url)
+        st = AlertStore(ar)
+        acked, t1 = await st.act(new_id, "ack", "inspector-7", "on my way")
+        done, t2 = await st.act(new_id, "resolve", "inspector-7", "fixed on site")
+        again, t3 = await st.act(new_id, "resolve", "inspector-8")
+        audit = await st.audit_log()
+        hist = await st.history("E1")
+        await ar.aclose()
+        return acked, t1, done, t2, t3, audit, hist
+
+    acked, t1, done, t2, t3, audit, hist = asyncio.run(people())
+    assert (t1, acked["status"], t2, done["status"], done["resolved_by"], t3) == (
+        "acknowledged", "acknowledged", "resolved", "resolved", "inspector-7", None)
+    assert [e["action"] for e in audit[:2]] == ["alert.resolve", "alert.ack"]
+    assert [h["id"] for h in hist] == [new_id, aid]
+    wait_for(lambda: len(_notifications(rcv)) == 4, 30, "the manual resolution's notification", d.log)
+    assert _notifications(rcv)[-1]["alerts"][0]["riskwatch"]["resolved_by"] == "inspector-7"
+
+    # every change is an event on rw.alerts
+    changes = read_batches(s.broker, s.topic("alerts"))
+    assert [c["transition"] for c in changes if c["alert_id"] == aid][:2] == ["fired", "repeated"]
+    assert "resolved" in [c["transition"] for c in changes if c["alert_id"] == aid]
+
+
+def test_simulated_stream_alerts_reach_the_webhook(alerting):
+    """Worker and dispatcher as processes: events → engine → candidates → alerts → webhooks."""
+    s, workers, rcv, d, _ = alerting
+    sim = Simulation(n_entities=150, seed=5, bad_share=0.15, days=40)
+    events = list(sim.events(n_events=8000))
+    produce(s, events)
+    workers.start()
+    d.start()
+    wait_for(lambda: workers.metric(0, "riskwatch_events_consumed_total") >= len(events), 120,
+             "the worker to consume the stream", workers.logs)
+    cands = read_batches(s.broker, s.topic("alert-candidates"))
+    tiers_up = {c["entity_id"] for c in cands if c["signal"] == "tier" and c["status"] == "firing"}
+    assert tiers_up, "the simulation raised no entity to tier C/D"
+    fired: set[str] = set()
+
+    def all_fired_notified():
+        nonlocal fired
+        changes = read_batches(s.broker, s.topic("alerts"))
+        fired = {c["alert_id"] for c in changes if c["transition"] == "fired"}
+        seen = {a["riskwatch"]["alert_id"] for n in _notifications(rcv) for a in n["alerts"]}
+        return fired and fired <= seen
+
+    wait_for(all_fired_notified, 90, "every fired alert in a webhook notification", d.log)
+    r = redis_sync.Redis.from_url(s.redis_url)
+    alerts = [orjson.loads(r.get(k)) for k in r.scan_iter("rw:alert:*")]
+    tier_alerts = {a["entity_id"] for a in alerts if a["rule"] == "tier_raised"}
+    assert tier_alerts == tiers_up
+    open_keys = [a["key"] for a in alerts if a["status"] in ("firing", "acknowledged")]
+    assert len(open_keys) == len(set(open_keys))          # one open alert per dedup key
+    for req in rcv.requests:
+        assert verify(req["body"], req["signature"], "team-secret")
+    assert all(n["version"] == "4" for n in _notifications(rcv))
