@@ -1,4 +1,7 @@
-"""``riskwatch up``: broker, Redis, worker, API (and a demo feed) as one process tree.
+"""``riskwatch up``: broker, Redis, worker, dispatcher, API (and a demo feed) as one process tree.
+
+With ``--demo`` a local webhook receiver (signatures verified, notifications
+in ``webhooks.jsonl``) is added as the alerts' receiver.
 
 Children run in their own process groups and are stopped in reverse order on
 Ctrl-C / SIGTERM, so nothing is left behind. ``RISKWATCH_BROKER`` /
@@ -23,10 +26,30 @@ from .embedded import Service, free_port, start_broker, start_redis
 __all__ = ["up"]
 
 
-def _spawn(name: str, args: list[str], env: dict, data_dir: Path) -> subprocess.Popen:
+def _spawn(name: str, args: list[str], env: dict, data_dir: Path, module: str = "riskwatch.cli") -> subprocess.Popen:
     log = (data_dir / f"{name}.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "riskwatch.cli", *args], env=env, stdout=log,
+    return subprocess.Popen([sys.executable, "-m", module, *args], env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
+
+
+_DEMO_SECRET = "demo-" + os.urandom(8).hex()
+
+
+def _demo_alerts_config(data_dir: Path, port: int, api_port: int) -> Path:
+    """The default rules with one receiver: the local demo webhook."""
+    import yaml
+
+    from .alerts.config import DEFAULT_ALERTS_PATH
+
+    cfg = yaml.safe_load(DEFAULT_ALERTS_PATH.read_text())
+    cfg["external_url"] = f"http://127.0.0.1:{api_port}"
+    cfg["receivers"] = [{"name": "demo-webhook", "url": f"http://127.0.0.1:{port}/hook", "secrets": [_DEMO_SECRET],
+                         "group_by": ["rule", "region"], "group_wait": "5s", "group_interval": "30s",
+                         "repeat_interval": "4h"}]
+    path = data_dir / "alerts.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    path.chmod(0o600)  # it holds the demo secret
+    return path
 
 
 def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
@@ -73,7 +96,17 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         from .streams.kafka import ensure_topics
 
         asyncio.run(ensure_topics(Settings(broker=env["RISKWATCH_BROKER"], partitions=partitions)))
+        if demo and "RISKWATCH_ALERTS_PATH" not in env:
+            hook_port = free_port()
+            env["RISKWATCH_ALERTS_PATH"] = str(_demo_alerts_config(data_dir, hook_port, api_port))
+            hook_env = dict(env, RISKWATCH_DEMO_WEBHOOK_SECRET=_DEMO_SECRET,
+                            RISKWATCH_DEMO_WEBHOOK_OUT=str(data_dir / "webhooks.jsonl"))
+            procs.append(("webhook", _spawn("webhook", [str(hook_port)], hook_env, data_dir,
+                                            module="riskwatch.alerts.demo_receiver")))
+        dispatcher_port = free_port()
+        env["RISKWATCH_DISPATCHER_METRICS_PORT"] = str(dispatcher_port)
         procs.append(("worker", _spawn("worker", ["worker"], env, data_dir)))
+        procs.append(("dispatcher", _spawn("dispatcher", ["dispatcher"], env, data_dir)))
         procs.append(("api", _spawn("api", ["api"], env, data_dir)))
         if demo:
             procs.append(("demo", _spawn("demo", ["simulate", "--kafka", "--live", "--rate", str(rate),
@@ -83,7 +116,9 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         print(f"riskwatch is up (data and logs in {data_dir})")
         print(f"  API       http://127.0.0.1:{api_port}/v1/entities   (docs: /docs, health: /healthz)")
         print(f"  metrics   http://127.0.0.1:{metrics_port}/metrics (worker), "
-              f"http://127.0.0.1:{api_port}/metrics (API)")
+              f"http://127.0.0.1:{dispatcher_port}/metrics (dispatcher), http://127.0.0.1:{api_port}/metrics (API)")
+        if demo and "RISKWATCH_DEMO_WEBHOOK_SECRET" not in os.environ:
+            print(f"  webhooks  {data_dir / 'webhooks.jsonl'} (signed, verified by a demo receiver)")
         print(f"  broker    {env['RISKWATCH_BROKER']}   redis {env['RISKWATCH_REDIS_URL']}")
         print("Ctrl-C stops everything.", flush=True)
         while not stopping:

@@ -35,6 +35,7 @@ def cmd_dispatcher(args) -> int:
     from .dispatcher import run_dispatcher
 
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is too much
     s = _settings()
     try:
         cfg = load_alerts_config(s.alerts_path)
