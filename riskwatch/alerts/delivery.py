@@ -80,6 +80,8 @@ class Deliverer:
         self.client = httpx.AsyncClient(follow_redirects=False, headers={"User-Agent": "riskwatch-dispatcher"})
         self.sem: dict[str, asyncio.Semaphore] = {}
         self.inflight: dict[str, asyncio.Task] = {}
+        # bounded: every in-flight notification holds a Redis connection now and then
+        self.max_inflight = sum(r.concurrency for r in config.receivers) * 4 or 16
         self.stopping = asyncio.Event()
 
     def _sem(self, r: Receiver) -> asyncio.Semaphore:
@@ -89,13 +91,21 @@ class Deliverer:
 
     async def run(self) -> None:
         await self.outbox.ensure_group()
-        self._spawn(await self.outbox.read(count=1000, pending=True))  # what we held before a restart
         last_claim = 0.0
         while not self.stopping.is_set():
+            room = self.max_inflight - len(self.inflight)
+            if room <= 0:
+                await asyncio.sleep(0.01)
+                continue
             if time.monotonic() - last_claim > max(1.0, self.outbox.claim_idle_ms / 3000):
+                # ours left pending (a restart under the same name, a failed task), then a dead deliverer's
                 last_claim = time.monotonic()
-                self._spawn(await self.outbox.reclaim())
-            self._spawn(await self.outbox.read(count=100, block_ms=500))
+                self._spawn(await self.outbox.read(count=room, pending=True))
+                self._spawn(await self.outbox.reclaim(count=max(1, self.max_inflight - len(self.inflight))))
+                room = self.max_inflight - len(self.inflight)
+                if room <= 0:
+                    continue
+            self._spawn(await self.outbox.read(count=room, block_ms=500))
             depth, dead = await self.outbox.depth()
             self.m.outbox_depth.set(depth)
             self.m.dead_size.set(dead)
@@ -115,6 +125,15 @@ class Deliverer:
                 t.add_done_callback(lambda _t, e=entry_id: self.inflight.pop(e, None))
 
     async def _deliver(self, entry_id: str, n: dict) -> None:
+        try:
+            await self._attempts(entry_id, n)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # Redis down or a bug: the entry stays pending and is picked up again
+            log.exception("delivering %s failed; it stays in the outbox", n.get("id"))
+            await asyncio.sleep(1.0)
+
+    async def _attempts(self, entry_id: str, n: dict) -> None:
         try:
             r = self.config.receiver(n["receiver"])
         except StopIteration:
