@@ -210,3 +210,11 @@ async def test_rotation_signs_with_every_secret(redis_url, receiver):
     [req] = receiver.requests
     assert verify(req["body"], req["signature"], "old") and verify(req["body"], req["signature"], "new")
     assert "old" not in req["signature"] and "new" not in req["signature"]
+
+
+async def test_a_burst_of_notifications_is_delivered_without_losing_any(redis_url, receiver):
+    """500 queued at once: in-flight work is bounded (unbounded tasks exhausted Redis connections)."""
+    await _enqueue(redis_url, 500)
+    d, ob = await _deliver_until(redis_url, _config(receiver.url), _empty, timeout=60)
+    assert len(receiver.delivered()) == 500 and len(receiver.requests) == 500
+    assert d.m.deliveries.labels("team", "ok")._value.get() == 500
