@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) bench/nab.py --nab ../shared/data/nab --out results/
 	$(PY) bench/inspections.py
 	$(PY) bench/stream.py
+	$(PY) bench/alerts.py
 
 clean:
 	rm -rf $(VENV) .data results .pytest_cache .hypothesis

@@ -153,7 +153,7 @@ def cmd_worker(args) -> int:
     s = Settings()
     app = create_app(s)
     if s.worker_metrics_port:
-        start_http_server(s.worker_metrics_port, addr="127.0.0.1", registry=app.riskwatch.metrics.registry)
+        start_http_server(s.worker_metrics_port, addr=s.metrics_host, registry=app.riskwatch.metrics.registry)
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()
     return 0

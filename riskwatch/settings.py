@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".data")
     store: str = "rocksdb://"  # faust uses rocksdict for it when python-rocksdb is absent
     worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    metrics_host: str = "127.0.0.1"                     # where worker/dispatcher serve /metrics (0.0.0.0 in containers)
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=0, le=65535)] = 8000
     api_token: str = ""

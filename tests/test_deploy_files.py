@@ -18,13 +18,13 @@ def compose():
 def test_services_and_wiring():
     c = compose()
     svc = c["services"]
-    assert {"kafka", "redis", "worker", "api", "prometheus", "grafana"} <= set(svc)
+    assert {"kafka", "redis", "worker", "dispatcher", "api", "prometheus", "grafana"} <= set(svc)
     kafka_env = svc["kafka"]["environment"]
     assert kafka_env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
     assert "zookeeper" not in svc
     assert "--appendonly" in svc["redis"]["command"] and "yes" in svc["redis"]["command"]
     assert svc["worker"]["deploy"]["replicas"] == 2
-    for name in ("worker", "api", "topics"):
+    for name in ("worker", "dispatcher", "api", "topics"):
         env = svc[name]["environment"]
         assert env["RISKWATCH_BROKER"] == "kafka:9092" and env["RISKWATCH_REDIS_URL"].startswith("redis://redis:")
         assert set(env) <= set(f"RISKWATCH_{k.upper()}" for k in Settings.model_fields), env
@@ -36,6 +36,9 @@ def test_prometheus_scrapes_every_riskwatch_process():
     prom = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
     assert jobs["riskwatch-api"]["static_configs"][0]["targets"] == ["api:8000"]
+    assert jobs["riskwatch-dispatcher"]["static_configs"][0]["targets"] == [
+        "dispatcher:" + compose()["services"]["dispatcher"]["environment"]["RISKWATCH_DISPATCHER_METRICS_PORT"]]
+    assert compose()["services"]["dispatcher"]["volumes"][0].startswith("./config/alerts.yaml:")
     sd = jobs["riskwatch-worker"]["dns_sd_configs"][0]
     assert sd["names"] == ["worker"] and sd["port"] == 9100
     mounted = compose()["services"]["prometheus"]["volumes"][0]

@@ -73,7 +73,7 @@ async def run_dispatcher(s: Settings, role: str = "all", alerts_config: AlertsCo
     cfg = alerts_config or load_alerts_config(s.alerts_path)
     m = metrics or AlertMetrics()
     if s.dispatcher_metrics_port:
-        start_http_server(s.dispatcher_metrics_port, addr="127.0.0.1", registry=m.registry)
+        start_http_server(s.dispatcher_metrics_port, addr=s.metrics_host, registry=m.registry)
     r = aioredis.from_url(s.redis_url)
     consumer = s.dispatcher_name or f"{socket.gethostname()}-{os.getpid()}"
     outbox = Outbox(r, consumer, claim_idle=s.outbox_claim_seconds)
