@@ -131,7 +131,7 @@ def cmd_api(args) -> int:
 
     s = Settings()
     cfg = load_config(s.config_path)
-    uvicorn.run(create_api(s, cfg.entity_id_scheme), host=s.api_host, port=s.api_port, log_level="warning")
+    uvicorn.run(create_api(s), host=s.api_host, port=s.api_port, log_level="warning")
     return 0
 
 
@@ -177,6 +177,19 @@ def cmd_topics(args) -> int:
     from .streams.kafka import ensure_topics
 
     asyncio.run(ensure_topics(Settings()))
+    return 0
+
+
+def cmd_hash_token(args) -> int:
+    import secrets
+
+    from .api.auth import hash_token
+
+    token = sys.stdin.readline().strip() if not sys.stdin.isatty() else ""
+    if not token:
+        token = secrets.token_urlsafe(32)
+        print(f"generated token (give it to {args.name}; it is not stored): {token}", file=sys.stderr)
+    print(f"{args.name}:{args.role}:{hash_token(token)}")
     return 0
 
 
@@ -240,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("create-topics", help="create the riskwatch topics on RISKWATCH_BROKER")
     t.set_defaults(func=cmd_topics)
+
+    ht = sub.add_parser("hash-token", help="print name:role:sha256 for RISKWATCH_API_TOKENS (token from stdin)")
+    ht.add_argument("name")
+    ht.add_argument("role", choices=("viewer", "inspector", "ops", "admin", "ingest"))
+    ht.set_defaults(func=cmd_hash_token)
 
     from .alerts.cli import add_parsers as alert_parsers
 

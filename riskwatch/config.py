@@ -30,8 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import ConfigError, FieldError, field_error_from_dict, field_errors_from_pydantic
 
 __all__ = ["Config", "SignalSpec", "AlertSpec", "TierSpec", "load_config", "load_config_text",
-           "default_config", "DEFAULT_PATH"]
+           "default_config", "DEFAULT_PATH", "CURRENT_CONFIG", "config_from_dict"]
 
+CURRENT_CONFIG = "rw:config:current"   # Redis: the last config applied through the API (JSON command)
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "config" / "riskwatch.yaml"
 DAY = 86400.0
 
@@ -90,6 +91,8 @@ class ScoringSpec(_Strict):
 
 class ObjectionSpec(_Strict):
     exclude_disputed: bool = True
+    # a corrected/revoked item was never earned: re-decide the tier without the de-escalation dwell
+    waive_dwell_on_correction: bool = True
 
 
 class TierAlertSpec(_Strict):

@@ -53,6 +53,7 @@ class Engine:
                 self.routes[etype] = (name, det)
         self.min_delta = config.scoring.min_delta
         self.exclude_disputed = config.objections.exclude_disputed
+        self.waive_dwell = config.objections.waive_dwell_on_correction
         self.tier_alerts = config.tier_alerts.tiers
 
     # ------------------------------------------------------------ state
@@ -183,7 +184,10 @@ class Engine:
         score, parts = scorer.score(state["g"], now)
         state["sc"] = score
         prev = state["ti"]
-        tier = scorer.decide_tier(prev, score, state["tt"], now)
+        if self.waive_dwell and ev.type == "objection_resolution" and ev.resolution != "upheld":
+            tier = min(prev, scorer.next_tier(prev, score))  # only ever down: the item was not earned
+        else:
+            tier = scorer.decide_tier(prev, score, state["tt"], now)
         out: list[dict] = []
         reasons = None
         ts = _decision_time(ev, now)

@@ -29,4 +29,6 @@ class WorkerMetrics:
         self.entities = Gauge("riskwatch_entities_written", "Distinct entity states written", registry=r)
         self.view_retries = Counter("riskwatch_view_write_retries_total",
                                     "Redis view writes retried (Redis unreachable)", registry=r)
+        self.config_seq = Gauge("riskwatch_config_change", "Sequence number of the config change in force "
+                                "(0: the file)", registry=r)
         self.model_version = Gauge("riskwatch_model_version", "Population model snapshot in use", registry=r)

@@ -43,14 +43,17 @@ async def _each(broker: str, topic: str):
         await c.stop()
 
 
+VIEW_PATTERNS = ("rw:entity:*", "rw:rank", "rw:rank:*", "rw:history:*", "rw:spotchecks")
+
+
 async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]:
     import redis.asyncio as aioredis
 
     cfg = load_config(settings.config_path)
     view = ViewWriter({t.name: t.ratio for t in cfg.tiers}, settings.history_len)
     r = aioredis.from_url(settings.redis_url)
-    if flush:
-        keys = [k async for k in r.scan_iter("rw:*", count=1000)]
+    if flush:  # the view's keys only: alerts, audit, objections and config are not derived from topics
+        keys = [k for pattern in VIEW_PATTERNS async for k in r.scan_iter(pattern, count=1000)]
         for i in range(0, len(keys), 1000):
             await r.delete(*keys[i:i + 1000])
     meta: dict[str, list] = {}
@@ -73,6 +76,11 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
             await pipe.execute()
     for eid, o in latest.items():
         view.output(pipe, o, meta.get(eid))
+        if len(pipe) > 5000:
+            await pipe.execute()
+    async for o in _each(settings.broker, settings.topic("spotcheck-changes")):
+        view.output(pipe, o, meta.get(o["entity_id"]))
+        counts["spotcheck_changes"] = counts.get("spotcheck_changes", 0) + 1
         if len(pipe) > 5000:
             await pipe.execute()
     await pipe.execute()

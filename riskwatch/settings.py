@@ -35,7 +35,12 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"                     # where worker/dispatcher serve /metrics (0.0.0.0 in containers)
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=0, le=65535)] = 8000
-    api_token: str = ""
+    api_token: str = ""                                  # one plaintext admin token (development only)
+    api_tokens: str = ""                                 # name:role:sha256hex,... (riskwatch hash-token)
+    api_rate_per_minute: Annotated[float, Field(gt=0)] = 600.0
+    api_rate_burst: Annotated[int, Field(ge=1)] = 100
+    api_cors_origins: list[str] = Field(default_factory=list)  # empty: CORS off
+    api_ready_max_lag: Annotated[int, Field(ge=0)] = 50_000     # /readyz fails when the worker lags more
     history_len: Annotated[int, Field(ge=1, le=10_000)] = 100
     model_publish_seconds: Annotated[float, Field(gt=0)] = 5.0
     session_timeout: Annotated[float, Field(ge=6, le=60)] = 8.0
@@ -51,7 +56,7 @@ class Settings(BaseSettings):
 
     def masked(self) -> dict:
         d = self.model_dump(mode="json")
-        for k in ("api_token",):
+        for k in ("api_token", "api_tokens"):
             if d.get(k):
                 d[k] = "***"
         return d

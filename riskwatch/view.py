@@ -6,7 +6,8 @@ Keys (prefix ``rw:``):
   config_version, name, industry, region;
 - ``rw:rank`` and ``rw:rank:region:{r}`` / ``rw:rank:industry:{i}`` /
   ``rw:rank:tier:{t}`` sorted sets of entity id by score ("riskiest");
-- ``rw:history:{id}`` sorted set of score/tier changes in decision order (``seq``), bounded.
+- ``rw:history:{id}`` sorted set of score/tier changes in decision order (``seq``), bounded;
+- ``rw:spotchecks`` sorted set of spot-check (tier) changes by decision time, bounded.
 
 Every write is a set operation keyed by content, so applying the same output
 twice leaves the same view.
@@ -18,9 +19,11 @@ from datetime import datetime
 
 import orjson
 
-__all__ = ["ViewWriter", "entity_key", "history_key"]
+__all__ = ["ViewWriter", "entity_key", "history_key", "SPOTCHECKS"]
 
 P = "rw:"
+SPOTCHECKS = f"{P}spotchecks"
+SPOTCHECKS_KEPT = 200_000
 
 
 def entity_key(eid: str) -> str:
@@ -48,6 +51,9 @@ class ViewWriter:
 
     def output(self, pipe, o: dict, meta: list | None, current: bool = True) -> None:
         """Apply a risk change; ``current=False`` adds it to the history only (an older one)."""
+        if o["type"] == "spotcheck_change":
+            self._spotcheck(pipe, o, meta)
+            return
         if o["type"] != "risk_change":
             return
         eid, tier, score = o["entity_id"], o["tier"], o["score"]
@@ -69,6 +75,16 @@ class ViewWriter:
             pipe.zadd(f"{P}rank:industry:{meta[0]}", {eid: score})
             pipe.zadd(f"{P}rank:region:{meta[1]}", {eid: score})
         self._history(pipe, o)
+
+    def _spotcheck(self, pipe, o: dict, meta: list | None) -> None:
+        ts = o["ts"]
+        t = ts.timestamp() if isinstance(ts, datetime) else datetime.fromisoformat(str(ts)).timestamp()
+        rec = {"entity_id": o["entity_id"], "ts": _iso(ts), "from_tier": o["from_tier"], "to_tier": o["to_tier"],
+               "from_ratio": o["from_ratio"], "to_ratio": o["to_ratio"], "score": o["score"],
+               "cause": o["cause_event_id"], "region": meta[1] if meta else None,
+               "industry": meta[0] if meta else None}
+        pipe.zadd(SPOTCHECKS, {orjson.dumps(rec): t})
+        pipe.zremrangebyrank(SPOTCHECKS, 0, -SPOTCHECKS_KEPT - 1)
 
     def _history(self, pipe, o: dict) -> None:
         hk = history_key(o["entity_id"])

@@ -67,13 +67,32 @@ def test_revoked_complaint_lowers_score_and_tier():
     state, _ = run(eng, [ev("objection_resolution", 7 * minute, objection_id="o1", target_id="c3", resolution="upheld")], state)
     same_time = Engine(cfg).evaluate(untouched, state["t"])[0]  # no objection, same moment
     assert state["sc"] == pytest.approx(same_time, abs=0.01) and not state["x"]
+    changes = []
     for i in range(3):
-        state, _ = run(eng, [ev("objection_resolution", 8 * minute, objection_id=f"o{i}", target_id=f"c{i}",
-                                resolution="revoked")], state)
+        state, outs = run(eng, [ev("objection_resolution", 8 * minute, objection_id=f"o{i}", target_id=f"c{i}",
+                                   resolution="revoked")], state)
+        changes += [o for o in outs if o["type"] == "spotcheck_change"]
     state, outs = run(eng, [ev("objection_resolution", 9 * minute, objection_id="o9", target_id="c3",
                                resolution="revoked")], state)
-    assert state["sc"] < 1.0 and eng.tier_of(state) == tier  # tier held by the 30-day dwell
-    state, outs = run(eng, [ev("tick", 31)], state)
+    # the items behind the tier were revoked: the tier is re-decided at once, not held by the 30-day dwell
+    assert state["sc"] < 1.0 and eng.tier_of(state) == "A"
+    changes += [o for o in outs if o["type"] == "spotcheck_change"]
+    assert changes and changes[-1]["to_tier"] == "A"
+
+
+def test_revocation_keeps_the_dwell_when_configured():
+    cfg = config_from_dict({"detectors": {"complaints": {"signals": {"burst": {"weight": 40}}}},
+                            "objections": {"waive_dwell_on_correction": False}})
+    eng = Engine(cfg)
+    minute = 1 / 1440
+    state, _ = run(eng, [ev("complaint", i * minute, complaint_id=f"c{i}", category=f"cat{i}") for i in range(4)])
+    tier = eng.tier_of(state)
+    assert tier != "A"
+    for i in range(4):
+        state, _ = run(eng, [ev("objection_resolution", 8 * minute, objection_id=f"o{i}", target_id=f"c{i}",
+                                resolution="revoked")], state)
+    assert state["sc"] < 1.0 and eng.tier_of(state) == tier  # held by the 30-day dwell
+    state, _ = run(eng, [ev("tick", 31)], state)
     assert eng.tier_of(state) == "A"
 
 

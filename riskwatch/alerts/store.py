@@ -20,6 +20,7 @@ import uuid
 
 import orjson
 
+from .. import audit
 from .lifecycle import OPEN, acknowledge, resolve_manually
 from .routing import SilenceSpec
 
@@ -120,9 +121,9 @@ class AlertStore:
         else:
             pipe.zadd(f"{P}alerts:due", {aid: due})
 
-    def audit(self, pipe, actor: str, action: str, target: str, detail: dict | None = None) -> None:
-        pipe.xadd(f"{P}audit", {"e": orjson.dumps({"at": time.time(), "actor": actor, "action": action,
-                                                    "target": target, "detail": detail or {}})})
+    @staticmethod
+    def audit(pipe, actor: str, action: str, target: str, detail: dict | None = None) -> None:
+        audit.record(pipe, actor, action, target, detail)
 
     # ------------------------------------------------------------ people's actions
     async def act(self, aid: str, action: str, actor: str, note: str | None = None) -> tuple[dict | None, str | None]:
@@ -177,5 +178,4 @@ class AlertStore:
         return [orjson.loads(v) for v in (await self.r.hgetall(f"{P}silences")).values()]
 
     async def audit_log(self, count: int = 100) -> list[dict]:
-        return [orjson.loads(f[b"e"] if b"e" in f else f["e"]) for _, f in
-                await self.r.xrevrange(f"{P}audit", count=count)]
+        return (await audit.read(self.r, count))[0]

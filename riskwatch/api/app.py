@@ -1,122 +1,135 @@
-"""FastAPI app over the Redis view: health, readiness, entities, metrics.
+"""The internal API (FastAPI): entities, alerts, spot checks, config, objections, audit, health.
 
-Token auth, alerts, thresholds and objections come with the API issue.
+Roles (bearer tokens, :mod:`.auth`): ``viewer`` reads; ``inspector`` also
+acknowledges/resolves alerts and files objections; ``ops`` also tunes config,
+silences alerts, resolves objections, runs draws and reads the audit log;
+``admin`` may do everything. ``/healthz``, ``/readyz`` and ``/metrics`` need
+no token (probes and Prometheus).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-import orjson
-from fastapi import FastAPI, HTTPException, Query, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from fastapi import APIRouter, FastAPI, Query, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..events import validate_entity_id
+from .. import audit
 from ..settings import Settings
-from ..view import entity_key, history_key
+from . import alerts, config_api, entities, objections, spotchecks
+from .context import ApiContext, Ops, ctx_of
 
 __all__ = ["create_api"]
 
+health = APIRouter(tags=["health"])
+audit_router = APIRouter(tags=["audit"])
 
-def create_api(settings: Settings | None = None, entity_id_scheme: str = "uscc") -> FastAPI:
+
+@health.get("/healthz")
+async def healthz():
+    """The process is up."""
+    return {"status": "ok"}
+
+
+async def _worker_lag(s: Settings) -> int:
+    """Messages of the input topics the worker group has not committed yet."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from ..settings import INPUT_TOPICS
+
+    # a consumer of the worker's group that never subscribes: it only fetches the group's commits
+    # (aiokafka's admin client fails to decode the embedded broker's group responses)
+    c = AIOKafkaConsumer(bootstrap_servers=s.broker, group_id=s.app_id, enable_auto_commit=False,
+                         request_timeout_ms=3000)
+    await c.start()
+    try:
+        tps = [TopicPartition(s.topic(t), p) for t in INPUT_TOPICS for p in range(s.partitions)]
+        ends = await c.end_offsets(tps)
+        lag = 0
+        for tp in tps:
+            done = await c.committed(tp)
+            lag += max(0, ends[tp] - (done or 0))
+        return lag
+    finally:
+        await c.stop()
+
+
+@health.get("/readyz")
+async def readyz(request: Request, response: Response):
+    """Redis and the broker reachable, and the worker group's lag under ``RISKWATCH_API_READY_MAX_LAG``."""
+    ctx = ctx_of(request)
+    checks: dict = {}
+    try:
+        checks["redis"] = bool(await ctx.redis.ping())
+    except Exception as exc:  # report, do not raise: readiness is a status
+        checks["redis"] = f"unreachable: {type(exc).__name__}"
+    try:
+        host, port = ctx.s.broker.rsplit(":", 1)
+        _, w = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 2)
+        w.close()
+        checks["broker"] = True
+    except Exception as exc:
+        checks["broker"] = f"unreachable: {type(exc).__name__}"
+    if checks["broker"] is True:
+        try:
+            lag = await asyncio.wait_for(_worker_lag(ctx.s), 8)
+            checks["worker_lag"] = lag
+            checks["worker"] = lag <= ctx.s.api_ready_max_lag or f"lag {lag} > {ctx.s.api_ready_max_lag}"
+        except Exception as exc:
+            checks["worker"] = f"lag unknown: {type(exc).__name__}"
+    ok = all(checks.get(k) is True for k in ("redis", "broker", "worker"))
+    response.status_code = 200 if ok else 503
+    return {"ready": ok, "checks": checks}
+
+
+@health.get("/metrics")
+async def metrics(request: Request):
+    return Response(generate_latest(ctx_of(request).registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@audit_router.get("/v1/audit")
+async def get_audit(request: Request, _: Ops, action: Annotated[str | None, Query(max_length=64)] = None,
+                    cursor: Annotated[str | None, Query(pattern=r"^\d+-\d+$")] = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100):
+    """Every config change, silence, ack/resolve, objection, resolution and draw; newest first, append-only."""
+    entries, nxt = await audit.read(ctx_of(request).redis, limit, cursor, action)
+    return {"count": len(entries), "entries": entries, "next_cursor": nxt}
+
+
+def create_api(settings: Settings | None = None) -> FastAPI:
     s = settings or Settings()
-    registry = CollectorRegistry()
-    requests = Counter("riskwatch_api_requests_total", "API requests by route and status",
-                       ["route", "status"], registry=registry)
-    state: dict = {}
+    ctx = ApiContext(s)
 
     @asynccontextmanager
     async def lifespan(app):
         import redis.asyncio as aioredis
 
-        state["r"] = aioredis.from_url(s.redis_url, decode_responses=True)
+        ctx.redis = aioredis.from_url(s.redis_url, decode_responses=True)
         yield
-        await state.pop("r").aclose()
+        await ctx.close()
 
-    app = FastAPI(title="riskwatch", version="0.1.0", lifespan=lifespan,
-                  description="Risk state of supervised entities (derived view; Kafka is the source of truth).")
+    app = FastAPI(title="riskwatch", version="0.2.0", lifespan=lifespan,
+                  description=__doc__.split("\n\n", 1)[1].replace("\n", " "))
+    app.state.ctx = ctx
+    if s.api_cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
 
-    def redis():
-        return state["r"]
+        app.add_middleware(CORSMiddleware, allow_origins=s.api_cors_origins, allow_methods=["*"],
+                           allow_headers=["Authorization", "Content-Type"])
 
     @app.middleware("http")
     async def count(request, call_next):
+        t0 = time.perf_counter()
         resp = await call_next(request)
         route = request.scope.get("route")
-        requests.labels(getattr(route, "path", "unmatched"), str(resp.status_code)).inc()
+        ctx.requests.labels(getattr(route, "path", "unmatched"), str(resp.status_code)).inc()
+        resp.headers["X-Response-Time-Ms"] = f"{(time.perf_counter() - t0) * 1000:.1f}"
         return resp
 
-    @app.get("/healthz")
-    async def healthz():
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz(response: Response):
-        checks = {}
-        try:
-            checks["redis"] = bool(await redis().ping())
-        except Exception as exc:  # report, do not raise: readiness is a status
-            checks["redis"] = f"unreachable: {type(exc).__name__}"
-        try:
-            import asyncio
-
-            host, port = s.broker.rsplit(":", 1)
-            _, w = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 2)
-            w.close()
-            checks["broker"] = True
-        except Exception as exc:
-            checks["broker"] = f"unreachable: {type(exc).__name__}"
-        ok = all(v is True for v in checks.values())
-        response.status_code = 200 if ok else 503
-        return {"ready": ok, "checks": checks}
-
-    def _entity(h: dict, eid: str) -> dict:
-        out = {"entity_id": eid, "name": h.get("name"), "industry": h.get("industry"), "region": h.get("region"),
-               "score": float(h["score"]) if "score" in h else None, "tier": h.get("tier"),
-               "spotcheck_ratio": float(h["ratio"]) if "ratio" in h else None, "updated": h.get("updated"),
-               "config_version": h.get("config_version")}
-        out["reasons"] = orjson.loads(h["reasons"]) if h.get("reasons") else []
-        return out
-
-    @app.get("/v1/entities/{entity_id}")
-    async def get_entity(entity_id: str):
-        try:
-            validate_entity_id(entity_id, entity_id_scheme)
-        except ValueError as exc:
-            raise HTTPException(422, detail=[{"loc": ["path", "entity_id"], "msg": str(exc)}]) from exc
-        h = await redis().hgetall(entity_key(entity_id))
-        if not h:
-            raise HTTPException(404, detail=f"entity {entity_id} has no risk state")
-        return _entity(h, entity_id)
-
-    @app.get("/v1/entities/{entity_id}/history")
-    async def get_history(entity_id: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100):
-        rows = await redis().zrevrange(history_key(entity_id), 0, limit - 1)
-        if not rows and not await redis().exists(entity_key(entity_id)):
-            raise HTTPException(404, detail=f"entity {entity_id} has no risk state")
-        return {"entity_id": entity_id, "history": [orjson.loads(r) for r in rows]}
-
-    @app.get("/v1/entities")
-    async def list_entities(tier: str | None = None, region: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
-                            industry: str | None = None, min_score: Annotated[float, Query(ge=0, le=100)] = 0.0,
-                            limit: Annotated[int, Query(ge=1, le=500)] = 50):
-        key = ("rw:rank:tier:" + tier if tier else "rw:rank:region:" + region if region
-               else "rw:rank:industry:" + industry if industry else "rw:rank")
-        r = redis()
-        ids = await r.zrevrangebyscore(key, 100, min_score, start=0, num=limit, withscores=True)
-        pipe = r.pipeline(transaction=False)
-        for eid, _ in ids:
-            pipe.hgetall(entity_key(eid))
-        rows = await pipe.execute()
-        items = [_entity(h, eid) for (eid, _), h in zip(ids, rows) if h]
-        if tier and (region or industry):
-            items = [i for i in items if (not region or i["region"] == region)
-                     and (not industry or i["industry"] == industry)]
-        return {"count": len(items), "entities": items}
-
-    @app.get("/metrics")
-    async def metrics():
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
+    for r in (health, entities.router, alerts.router, spotchecks.router, config_api.router, objections.router,
+              audit_router):
+        app.include_router(r)
     return app

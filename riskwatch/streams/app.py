@@ -20,7 +20,8 @@ from collections import defaultdict
 import faust
 import orjson
 
-from ..config import load_config
+from ..config import CURRENT_CONFIG, config_from_dict, load_config
+from ..errors import ConfigError
 from ..engine import Engine
 from ..metrics import WorkerMetrics
 from ..models import PopulationModels
@@ -41,15 +42,51 @@ class Worker:
     def __init__(self, settings: Settings, metrics: WorkerMetrics | None = None) -> None:
         self.settings = settings
         self.config = load_config(settings.config_path)
+        self.config_seq = 0
         self.models = SharedModels()
         self.engine = Engine(self.config, self.models)  # type: ignore[arg-type]
-        self.processor = BatchProcessor(self.engine, settings.partitions)
+        self.processor = BatchProcessor(self.engine, settings.partitions, self.apply_config)
         self.metrics = metrics or WorkerMetrics()
         self.view = ViewWriter({t.name: t.ratio for t in self.config.tiers}, settings.history_len)
         self.redis = None
         self.trainer = PopulationModels()
         self.trainer_version = 0
         self.trainer_dirty = False
+        self._load_applied_config()
+
+    def _load_applied_config(self) -> None:
+        """A config changed through the API outlives worker restarts: start from the last applied one."""
+        import redis
+        import redis.exceptions as rex
+
+        try:
+            raw = redis.Redis.from_url(self.settings.redis_url, socket_timeout=3,
+                                       socket_connect_timeout=3).get(CURRENT_CONFIG)
+        except (rex.RedisError, OSError) as exc:
+            log.warning("could not read the applied config from Redis (%s); using %s", exc,
+                        self.settings.config_path or "the default config file")
+            return
+        if raw:
+            err = self.apply_config(orjson.loads(raw))
+            if err:
+                log.error("the applied config in Redis is invalid (%s); using the file", err)
+
+    def apply_config(self, cmd: dict) -> str | None:
+        """Swap the engine's config (validated; an invalid one is refused and the running one stays)."""
+        seq = cmd.get("seq", 0)
+        if not isinstance(seq, int) or seq <= self.config_seq:
+            return None  # already applied (each copy goes to every partition)
+        try:
+            cfg = config_from_dict(cmd.get("config") or {})
+        except ConfigError as exc:
+            return "; ".join(str(e) for e in exc.errors)
+        self.config, self.config_seq = cfg, seq
+        self.engine = Engine(cfg, self.models)  # type: ignore[arg-type]
+        self.processor.engine = self.engine
+        self.view.ratios = {t.name: t.ratio for t in cfg.tiers}
+        self.metrics.config_seq.set(seq)
+        log.info("config %s (change %d) applied", cfg.version, seq)
+        return None
 
 
 def create_app(settings: Settings | None = None, worker: Worker | None = None) -> faust.App:

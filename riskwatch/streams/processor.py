@@ -40,9 +40,11 @@ class BatchResult:
 class BatchProcessor:
     """Thin adapter between messages and the engine; holds no risk logic."""
 
-    def __init__(self, engine: Engine, partitions: int) -> None:
+    def __init__(self, engine: Engine, partitions: int,
+                 on_config: Callable[[dict], str | None] | None = None) -> None:
         self.engine = engine
         self.partitions = partitions
+        self.on_config = on_config  # applies a config_change command; returns an error or None
 
     def handle(self, value: bytes | None, topic: str, partition: int, offset: int,
                load: Callable[[str], dict | None]) -> BatchResult:
@@ -54,6 +56,12 @@ class BatchProcessor:
         scheme = self.engine.config.entity_id_scheme
         by_entity: dict[str, list] = {}
         for i, raw in enumerate(raws):
+            if isinstance(raw, dict) and raw.get("type") == "config_change" and self.on_config is not None:
+                err = self.on_config(raw)  # sent to every partition; the first copy seen applies it
+                if err:
+                    res.dead.append(("config_invalid", dead_letter(raw, topic, partition, offset, err, i)))
+                scheme = self.engine.config.entity_id_scheme
+                continue
             try:
                 ev = parse_event(raw, scheme)
             except InvalidEvent as exc:
@@ -65,7 +73,7 @@ class BatchProcessor:
                 continue
             by_entity.setdefault(eid, []).append(ev)
         tp = f"{topic}:{partition}"
-        process = self.engine.process
+        process = self.engine.process  # after any config change above
         for eid, evs in by_entity.items():
             state = load(eid)
             seen = state.get("o", {}).get(tp, -1) if state else -1

@@ -1,0 +1,98 @@
+"""Bearer tokens mapped to roles, stored as SHA-256 hashes; a rate limit per token.
+
+Roles are ordered: ``viewer < inspector < ops < admin``; an endpoint names the
+least role it needs. ``ingest`` is separate (event producers: it grants
+nothing else). Tokens come from ``RISKWATCH_API_TOKENS``: comma-separated
+``name:role:sha256hex`` entries (``riskwatch hash-token`` prints the hash), so
+no plaintext token is kept anywhere on the server.
+
+>>> reg = TokenRegistry.parse("alice:ops:" + hash_token("t-alice") + ",bob:viewer:" + hash_token("t-bob"))
+>>> reg.lookup("t-alice").role, reg.lookup("nope") is None
+('ops', True)
+>>> allows("ops", "inspector"), allows("viewer", "inspector"), allows("ingest", "viewer")
+(True, False, False)
+>>> TokenRegistry.parse("x:king:" + "0" * 64)
+Traceback (most recent call last):
+...
+ValueError: RISKWATCH_API_TOKENS entry 1: role 'king' is not one of viewer, inspector, ops, admin, ingest
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+
+__all__ = ["ROLES", "Principal", "TokenRegistry", "RateLimiter", "hash_token", "allows"]
+
+ROLES = ("viewer", "inspector", "ops", "admin")
+ALL_ROLES = ROLES + ("ingest",)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def allows(role: str, needed: str) -> bool:
+    if needed == "ingest":
+        return role in ("ingest", "admin")
+    return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: str
+    token_hash: str
+
+
+class TokenRegistry:
+    def __init__(self, principals: list[Principal]) -> None:
+        self.by_hash = {p.token_hash: p for p in principals}
+
+    @classmethod
+    def parse(cls, spec: str) -> "TokenRegistry":
+        out = []
+        for i, entry in enumerate([e.strip() for e in spec.split(",") if e.strip()], 1):
+            parts = entry.split(":")
+            if len(parts) != 3:
+                raise ValueError(f"RISKWATCH_API_TOKENS entry {i}: use name:role:sha256hex")
+            name, role, h = parts
+            if role not in ALL_ROLES:
+                raise ValueError(f"RISKWATCH_API_TOKENS entry {i}: role {role!r} is not one of {', '.join(ALL_ROLES)}")
+            if len(h) != 64 or any(c not in "0123456789abcdef" for c in h.lower()):
+                raise ValueError(f"RISKWATCH_API_TOKENS entry {i}: the hash must be 64 hex characters (SHA-256)")
+            out.append(Principal(name, role, h.lower()))
+        return cls(out)
+
+    def lookup(self, token: str) -> Principal | None:
+        h = hash_token(token)
+        p = self.by_hash.get(h)
+        # constant-time confirmation (the dict lookup is on a hash, not the secret itself)
+        return p if p is not None and hmac.compare_digest(p.token_hash, h) else None
+
+
+class RateLimiter:
+    """Token bucket per principal: ``per_minute`` sustained, bursts up to ``burst``.
+
+    >>> rl = RateLimiter(per_minute=60, burst=2)
+    >>> [rl.take("a", now=0.0) for _ in range(3)], rl.take("a", now=1.0)
+    ([None, None, 1.0], None)
+    """
+
+    def __init__(self, per_minute: float, burst: int) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = burst
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str, now: float | None = None) -> float | None:
+        """``None`` when allowed, else seconds until the next request would be."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self.buckets.get(key, (float(self.burst), now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens >= 1:
+            self.buckets[key] = (tokens - 1, now)
+            return None
+        self.buckets[key] = (tokens, now)
+        return (1 - tokens) / self.rate

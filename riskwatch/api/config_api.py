@@ -1,0 +1,128 @@
+"""Thresholds and config, changed safely while the system runs.
+
+``PUT /v1/config`` validates (422 naming every bad field; the running config
+stays), then writes a ``config_change`` command with a new sequence number to
+every partition of ``rw.commands`` (each worker applies the first copy it
+sees, without a restart), records it as the current config in Redis (workers
+start from it) and in the history, and audits actor, reason and diff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import audit
+from ..config import CURRENT_CONFIG, Config, config_from_dict
+from ..errors import ConfigError
+from ..preview import recent_events, shadow
+from ..settings import INPUT_TOPICS
+from .context import Ops, Viewer, ctx_of, field_errors
+
+router = APIRouter(prefix="/v1/config", tags=["config"])
+HISTORY = "rw:config:history"
+SEQ = "rw:config:seq"
+
+
+class ConfigIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    config: dict[str, Any] = Field(description="a whole config, as in config/riskwatch.yaml")
+
+
+class ConfigChangeIn(ConfigIn):
+    reason: Annotated[str, Field(min_length=3, max_length=2000)]
+
+
+class PreviewIn(ConfigIn):
+    events_per_partition: Annotated[int, Field(ge=1, le=50_000)] = 2_000
+
+
+def _validated(body: ConfigIn) -> Config:
+    try:
+        return config_from_dict(body.config)
+    except ConfigError as exc:
+        raise HTTPException(422, detail=field_errors(exc.errors, ("body", "config"))) from exc
+
+
+def diff(old: Any, new: Any, path: str = "") -> list[dict]:
+    """Changed leaves as ``{"path", "from", "to"}``.
+
+    >>> diff({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}, "d": 4})
+    [{'path': 'a.c', 'from': 2, 'to': 3}, {'path': 'd', 'from': None, 'to': 4}]
+    >>> diff({"t": [{"up": 1}, {"up": 2}]}, {"t": [{"up": 1}, {"up": 5}]})
+    [{'path': 't.1.up', 'from': 2, 'to': 5}]
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += diff(old.get(k), new.get(k), f"{path}.{k}" if path else str(k))
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in diff(a, b, f"{path}.{i}")]
+    return [] if old == new else [{"path": path, "from": old, "to": new}]
+
+
+@router.get("")
+async def get_config(request: Request, _: Viewer):
+    """The config in force: its version, change sequence (0 = the file) and content."""
+    cfg, meta = await ctx_of(request).current_config()
+    return {**meta, "config": cfg.model_dump(mode="json")}
+
+
+@router.post("/validate")
+async def validate_config(request: Request, body: ConfigIn, _: Ops):
+    cfg = _validated(body)
+    current, _meta = await ctx_of(request).current_config()
+    return {"valid": True, "version": cfg.version,
+            "diff": diff(current.model_dump(mode="json"), cfg.model_dump(mode="json"))}
+
+
+@router.put("", status_code=202)
+async def put_config(request: Request, body: ConfigChangeIn, who: Ops):
+    """Apply a new config to every worker (no restart). 202: accepted by the broker."""
+    cfg = _validated(body)
+    ctx = ctx_of(request)
+    current, meta = await ctx.current_config()
+    changes = diff(current.model_dump(mode="json"), cfg.model_dump(mode="json"))
+    if not changes:
+        raise HTTPException(409, detail="the config is the one in force; nothing to change")
+    r = ctx.redis
+    seq = int(await r.incr(SEQ))
+    cmd = {"type": "config_change", "seq": seq, "version": cfg.version, "config": cfg.model_dump(mode="json"),
+           "actor": who.name, "reason": body.reason, "at": time.time()}
+    await ctx.send_command(cmd)  # every partition: every worker sees it in order with its events
+    pipe = r.pipeline(transaction=True)
+    pipe.set(CURRENT_CONFIG, orjson.dumps(cmd))
+    pipe.lpush(HISTORY, orjson.dumps({k: v for k, v in cmd.items() if k != "config"} | {"diff": changes,
+                                                                                        "previous": meta}))
+    audit.record(pipe, who.name, "config.change", cfg.version, {"seq": seq, "reason": body.reason, "diff": changes})
+    await pipe.execute()
+    return {"seq": seq, "version": cfg.version, "diff": changes, "status": "sent to workers"}
+
+
+@router.get("/history")
+async def config_history(request: Request, _: Viewer, limit: Annotated[int, Query(ge=1, le=500)] = 50):
+    rows = await ctx_of(request).redis.lrange(HISTORY, 0, limit - 1)
+    return {"count": len(rows), "changes": [orjson.loads(x) for x in rows]}
+
+
+@router.post("/preview")
+async def preview_config(request: Request, body: PreviewIn, _: Ops):
+    """Shadow evaluation: the last events of every input partition through the current and the candidate config."""
+    cfg = _validated(body)
+    ctx = ctx_of(request)
+    current, _meta = await ctx.current_config()
+    topics = [ctx.s.topic(t) for t in INPUT_TOPICS if t != "commands"]
+    from aiokafka.errors import KafkaError
+
+    try:
+        events = await asyncio.wait_for(recent_events(ctx.s.broker, topics, body.events_per_partition), 60)
+    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        raise HTTPException(503, detail=f"could not read recent events: {type(exc).__name__}",
+                            headers={"Retry-After": "5"}) from exc
+    return await asyncio.to_thread(shadow, events, current, cfg)

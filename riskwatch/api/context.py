@@ -1,0 +1,127 @@
+"""What every API route shares: settings, Redis, a Kafka producer for commands, auth."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import orjson
+from fastapi import Depends, HTTPException, Request
+from prometheus_client import CollectorRegistry, Counter
+
+from ..config import CURRENT_CONFIG, Config, config_from_dict, load_config
+from ..settings import Settings
+from ..streams.codec import partition_for
+from .auth import Principal, RateLimiter, TokenRegistry, allows, hash_token
+
+__all__ = ["ApiContext", "need", "ctx_of", "field_errors"]
+
+
+class ApiContext:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        spec = settings.api_tokens
+        if settings.api_token:  # a single plaintext admin token from the environment (development)
+            spec = ",".join(x for x in (spec, f"env-admin:admin:{hash_token(settings.api_token)}") if x)
+        self.tokens = TokenRegistry.parse(spec)
+        self.limiter = RateLimiter(settings.api_rate_per_minute, settings.api_rate_burst)
+        self.registry = CollectorRegistry()
+        self.requests = Counter("riskwatch_api_requests_total", "API requests by route and status",
+                                ["route", "status"], registry=self.registry)
+        self.denied = Counter("riskwatch_api_denied_total", "Requests refused by auth or rate limit, by reason",
+                              ["reason"], registry=self.registry)
+        self.redis = None
+        self._producer = None
+        self._lock = asyncio.Lock()
+
+    # ----------------------------------------------------------- config in force
+    async def current_config(self) -> tuple[Config, dict]:
+        raw = await self.redis.get(CURRENT_CONFIG)
+        if raw:
+            cmd = orjson.loads(raw)
+            return config_from_dict(cmd["config"]), {k: v for k, v in cmd.items() if k != "config"}
+        cfg = load_config(self.s.config_path)
+        return cfg, {"seq": 0, "version": cfg.version, "source": str(self.s.config_path or "config/riskwatch.yaml")}
+
+    # ----------------------------------------------------------- commands to Kafka
+    async def producer(self):
+        from aiokafka import AIOKafkaProducer
+        from aiokafka.errors import KafkaError
+
+        async with self._lock:
+            if self._producer is None:
+                p = AIOKafkaProducer(bootstrap_servers=self.s.broker, acks="all", request_timeout_ms=10_000)
+                try:
+                    await asyncio.wait_for(p.start(), 10)
+                except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                    await p.stop()
+                    raise HTTPException(503, detail=f"broker unavailable: {type(exc).__name__}",
+                                        headers={"Retry-After": "5"}) from exc
+                self._producer = p
+        return self._producer
+
+    async def send_command(self, event: dict, entity_id: str | None = None) -> None:
+        """To the commands topic: an entity's partition, or every partition (config changes)."""
+        from aiokafka.errors import KafkaError
+
+        p = await self.producer()
+        topic = self.s.topic("commands")
+        value = orjson.dumps(event)
+        try:
+            if entity_id is not None:
+                await p.send_and_wait(topic, value, key=entity_id.encode(),
+                                      partition=partition_for(entity_id.encode(), self.s.partitions))
+            else:
+                await asyncio.gather(*[p.send_and_wait(topic, value, partition=i) for i in range(self.s.partitions)])
+        except KafkaError as exc:
+            raise HTTPException(503, detail=f"broker did not accept the command: {type(exc).__name__}",
+                                headers={"Retry-After": "5"}) from exc
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def ctx_of(request: Request) -> ApiContext:
+    return request.app.state.ctx
+
+
+def need(role: str):
+    """A dependency: the caller's principal, if its token is valid, within its rate, and its role suffices."""
+
+    async def dep(request: Request) -> Principal:
+        ctx = ctx_of(request)
+        auth = request.headers.get("Authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            ctx.denied.labels("no_token").inc()
+            raise HTTPException(401, detail="missing bearer token (Authorization: Bearer <token>)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        p = ctx.tokens.lookup(token.strip())
+        if p is None:
+            ctx.denied.labels("bad_token").inc()
+            raise HTTPException(401, detail="invalid token", headers={"WWW-Authenticate": "Bearer"})
+        wait = ctx.limiter.take(p.token_hash)
+        if wait is not None:
+            ctx.denied.labels("rate_limited").inc()
+            raise HTTPException(429, detail="rate limit exceeded for this token",
+                                headers={"Retry-After": str(max(1, round(wait)))})
+        if not allows(p.role, role):
+            ctx.denied.labels("forbidden").inc()
+            raise HTTPException(403, detail=f"role {p.role!r} may not do this; it needs {role!r} or higher")
+        return p
+
+    return Depends(dep)
+
+
+Viewer = Annotated[Principal, need("viewer")]
+Inspector = Annotated[Principal, need("inspector")]
+Ops = Annotated[Principal, need("ops")]
+Admin = Annotated[Principal, need("admin")]
+
+
+def field_errors(errors, prefix: tuple = ("body",)) -> list[dict]:
+    """:class:`~riskwatch.errors.FieldError` s as FastAPI-style 422 details (``loc`` names the field)."""
+    return [{"loc": [*prefix, *e.field.split(".")], "msg": e.message, "type": e.rule} for e in errors]

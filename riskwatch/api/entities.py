@@ -1,0 +1,124 @@
+"""Entities: risk state with reasons, open alerts and disputed items; history; the riskiest list."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Request
+
+from ..alerts.store import AlertStore
+from ..events import validate_entity_id
+from ..view import entity_key, history_key
+from .context import Viewer, ctx_of
+from .objections import open_objections
+
+router = APIRouter(prefix="/v1/entities", tags=["entities"])
+
+
+def _entity(h: dict, eid: str) -> dict:
+    out = {"entity_id": eid, "name": h.get("name"), "industry": h.get("industry"), "region": h.get("region"),
+           "score": float(h["score"]) if "score" in h else None, "tier": h.get("tier"),
+           "spotcheck_ratio": float(h["ratio"]) if "ratio" in h else None, "updated": h.get("updated"),
+           "config_version": h.get("config_version")}
+    out["reasons"] = orjson.loads(h["reasons"]) if h.get("reasons") else []
+    return out
+
+
+async def _checked_id(request: Request, entity_id: str) -> str:
+    cfg, _ = await ctx_of(request).current_config()
+    try:
+        validate_entity_id(entity_id, cfg.entity_id_scheme)
+    except ValueError as exc:
+        raise HTTPException(422, detail=[{"loc": ["path", "entity_id"], "msg": str(exc), "type": "value_error"}]) from exc
+    return entity_id
+
+
+@router.get("/{entity_id}")
+async def get_entity(request: Request, entity_id: str, _: Viewer):
+    """Score, tier, spot-check ratio, reasons (with the event ids behind them), open alerts, disputed items."""
+    await _checked_id(request, entity_id)
+    r = ctx_of(request).redis
+    h = await r.hgetall(entity_key(entity_id))
+    if not h:
+        raise HTTPException(404, detail=f"entity {entity_id} has no risk state")
+    out = _entity(h, entity_id)
+    store = AlertStore(r)
+    alerts = await store.many(await store.open_ids(entity=entity_id))
+    out["open_alerts"] = [{"id": a["id"], "rule": a["rule"], "severity": a["severity"], "status": a["status"],
+                           "summary": a["annotations"]["summary"], "count": a["count"]} for a in alerts.values()]
+    out["disputed"] = [{"objection_id": o["objection_id"], "target_id": o["target_id"],
+                        "target_kind": o["target_kind"], "since": o["created_at"]}
+                       for o in await open_objections(r, entity_id)]
+    return out
+
+
+@router.get("/{entity_id}/history")
+async def get_history(request: Request, entity_id: str, _: Viewer,
+                      limit: Annotated[int, Query(ge=1, le=1000)] = 100):
+    """Score and tier over time, newest first."""
+    await _checked_id(request, entity_id)
+    r = ctx_of(request).redis
+    rows = await r.zrevrange(history_key(entity_id), 0, limit - 1)
+    if not rows and not await r.exists(entity_key(entity_id)):
+        raise HTTPException(404, detail=f"entity {entity_id} has no risk state")
+    return {"entity_id": entity_id, "history": [orjson.loads(x) for x in rows]}
+
+
+def _cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode()
+
+
+def _offset(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        tag, n = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
+        if tag != "o" or int(n) < 0:
+            raise ValueError
+        return int(n)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPException(422, detail=[{"loc": ["query", "cursor"], "msg": "not a cursor this API returned",
+                                          "type": "value_error"}]) from exc
+
+
+@router.get("")
+async def list_entities(request: Request, _: Viewer, tier: str | None = None,
+                        region: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
+                        industry: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+                        min_score: Annotated[float, Query(ge=0, le=100)] = 0.0,
+                        limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None):
+    """Riskiest first (by score); filters combine; ``next_cursor`` pages on."""
+    ctx = ctx_of(request)
+    cfg, _meta = await ctx.current_config()
+    tiers = [t.name for t in cfg.tiers]
+    if tier is not None and tier not in tiers:
+        raise HTTPException(422, detail=[{"loc": ["query", "tier"], "msg": f"unknown tier; one of {tiers}",
+                                          "type": "enum"}])
+    start = _offset(cursor)
+    key = ("rw:rank:tier:" + tier if tier else "rw:rank:region:" + region if region
+           else "rw:rank:industry:" + industry if industry else "rw:rank")
+    r = ctx.redis
+    items: list[dict] = []
+    pos = start
+    while len(items) < limit:  # filters beyond the index used are applied after it
+        ids = await r.zrevrangebyscore(key, 100, min_score, start=pos, num=limit * 2, withscores=True)
+        if not ids:
+            break
+        pipe = r.pipeline(transaction=False)
+        for eid, _s in ids:
+            pipe.hgetall(entity_key(eid))
+        for (eid, _s), h in zip(ids, await pipe.execute()):
+            pos += 1
+            if not h:
+                continue
+            e = _entity(h, eid)
+            if (region and e["region"] != region) or (industry and e["industry"] != industry) or \
+                    (tier and e["tier"] != tier):
+                continue
+            items.append(e)
+            if len(items) == limit:
+                break
+    more = len(items) == limit and bool(await r.zrevrangebyscore(key, 100, min_score, start=pos, num=1))
+    return {"count": len(items), "entities": items, "next_cursor": _cursor(pos) if more else None}

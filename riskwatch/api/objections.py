@@ -1,0 +1,132 @@
+"""Objections: an entity contests a record or complaint; a regulator resolves it.
+
+Both are commands on ``rw.commands`` (the entity's partition): the worker
+takes a disputed item out of the score while it is open (config
+``objections.exclude_disputed``) and applies the resolution (``upheld``
+restores it; ``corrected`` / ``revoked`` remove it), so the effect shows in
+the entity and history endpoints once processed. The API keeps the
+objection's record (``rw:objections``) and audits both steps.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated, Literal
+
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .. import audit
+from ..events import validate_entity_id
+from .context import Inspector, Ops, Viewer, ctx_of
+
+router = APIRouter(prefix="/v1/objections", tags=["objections"])
+KEY = "rw:objections"
+
+
+class ObjectionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    entity_id: Annotated[str, Field(min_length=1, max_length=64)]
+    target_id: Annotated[str, Field(min_length=1, max_length=128)]
+    target_kind: Literal["record", "complaint"]
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class ResolutionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    resolution: Literal["upheld", "corrected", "revoked"]
+    note: Annotated[str, Field(max_length=2000)] = ""
+
+    @field_validator("note")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        return v.strip()
+
+
+async def open_objections(r, entity_id: str) -> list[dict]:
+    ids = await r.smembers(f"{KEY}:open:{entity_id}")
+    if not ids:
+        return []
+    raws = await r.hmget(KEY, sorted(ids))
+    return [orjson.loads(x) for x in raws if x]
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+@router.post("", status_code=202)
+async def create_objection(request: Request, body: ObjectionIn, who: Inspector):
+    """Record an objection and send it to the worker; the item stops counting once processed."""
+    ctx = ctx_of(request)
+    cfg, _ = await ctx.current_config()
+    try:
+        validate_entity_id(body.entity_id, cfg.entity_id_scheme)
+    except ValueError as exc:
+        raise HTTPException(422, detail=[{"loc": ["body", "entity_id"], "msg": str(exc),
+                                          "type": "value_error"}]) from exc
+    r = ctx.redis
+    for o in await open_objections(r, body.entity_id):
+        if o["target_id"] == body.target_id:
+            raise HTTPException(409, detail=f"{body.target_id} already has an open objection ({o['objection_id']})")
+    oid = "obj-" + uuid.uuid4().hex[:12]
+    rec = {"objection_id": oid, **body.model_dump(), "status": "open", "created_at": time.time(),
+           "created_by": who.name, "resolution": None, "resolved_at": None, "resolved_by": None, "note": None}
+    await ctx.send_command({"type": "objection", "objection_id": oid, "entity_id": body.entity_id, "ts": _now_iso(),
+                            "target_id": body.target_id, "target_kind": body.target_kind, "reason": body.reason},
+                           entity_id=body.entity_id)
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(KEY, oid, orjson.dumps(rec))
+    pipe.sadd(f"{KEY}:open:{body.entity_id}", oid)
+    pipe.zadd(f"{KEY}:by-time", {oid: rec["created_at"]})
+    audit.record(pipe, who.name, "objection.create", oid, {"entity_id": body.entity_id, "target_id": body.target_id,
+                                                            "reason": body.reason})
+    await pipe.execute()
+    return rec
+
+
+@router.get("")
+async def list_objections(request: Request, _: Viewer, entity_id: str | None = None,
+                          status: Literal["open", "resolved"] | None = None,
+                          limit: Annotated[int, Query(ge=1, le=500)] = 100):
+    r = ctx_of(request).redis
+    ids = await r.zrevrange(f"{KEY}:by-time", 0, -1)
+    out = []
+    for raw in (await r.hmget(KEY, ids) if ids else []):
+        if not raw:
+            continue
+        o = orjson.loads(raw)
+        if (entity_id and o["entity_id"] != entity_id) or (status and o["status"] != status):
+            continue
+        out.append(o)
+        if len(out) == limit:
+            break
+    return {"count": len(out), "objections": out}
+
+
+@router.post("/{objection_id}/resolve")
+async def resolve_objection(request: Request, objection_id: str, body: ResolutionIn, who: Ops):
+    """``upheld``: the item counts again; ``corrected`` / ``revoked``: it no longer counts."""
+    ctx = ctx_of(request)
+    r = ctx.redis
+    raw = await r.hget(KEY, objection_id)
+    if not raw:
+        raise HTTPException(404, detail=f"no objection {objection_id}")
+    o = orjson.loads(raw)
+    if o["status"] != "open":
+        raise HTTPException(409, detail=f"objection {objection_id} is already {o['status']} ({o['resolution']})")
+    await ctx.send_command({"type": "objection_resolution", "objection_id": objection_id,
+                            "entity_id": o["entity_id"], "ts": _now_iso(), "target_id": o["target_id"],
+                            "resolution": body.resolution, "note": body.note}, entity_id=o["entity_id"])
+    o.update(status="resolved", resolution=body.resolution, resolved_at=time.time(), resolved_by=who.name,
+             note=body.note)
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(KEY, objection_id, orjson.dumps(o))
+    pipe.srem(f"{KEY}:open:{o['entity_id']}", objection_id)
+    audit.record(pipe, who.name, "objection.resolve", objection_id,
+                 {"entity_id": o["entity_id"], "resolution": body.resolution, "note": body.note})
+    await pipe.execute()
+    return o

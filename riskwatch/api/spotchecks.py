@@ -1,0 +1,164 @@
+"""Spot checks: tier changes with their ratios, and verifiable draws (:mod:`riskwatch.draw`).
+
+A draw is two calls: ``POST /v1/spotchecks/draws`` commits (a fresh secret
+seed and a snapshot of the population with their tiers; the SHA-256 of both
+is returned and audited); ``POST /v1/spotchecks/draws/{id}/execute`` draws,
+reveals the seed and stores the result. ``GET /v1/spotchecks/draws/{id}``
+gives everything needed to recompute the draw with :func:`riskwatch.draw.draw`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .. import audit
+from ..draw import draw, population_digest, seed_digest
+from ..view import SPOTCHECKS
+from .context import Ops, Viewer, ctx_of
+
+router = APIRouter(prefix="/v1/spotchecks", tags=["spot checks"])
+DRAWS = "rw:draws"
+LAST_INSPECTOR = "rw:draws:last-inspector"
+
+
+class DrawIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    period: Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])(-[0-3]\d)?$", description="YYYY-MM or YYYY-MM-DD")]
+    capacity: Annotated[int, Field(ge=1, le=100_000, description="number of inspections available")]
+    control_share: Annotated[float, Field(ge=0, le=1, description="share drawn uniformly, ignoring tiers")] = 0.1
+    inspectors: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=1000)] = []
+    region: Annotated[str | None, Field(pattern=r"^\d{6}$")] = None
+
+    @field_validator("inspectors")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("inspectors must be unique")
+        return v
+
+
+def _ts(v: str | None, name: str) -> float | None:
+    if v is None:
+        return None
+    try:
+        d = datetime.fromisoformat(v)
+        if d.tzinfo is None:
+            raise ValueError("needs a UTC offset")
+        return d.timestamp()
+    except ValueError as exc:
+        raise HTTPException(422, detail=[{"loc": ["query", name], "msg": f"ISO-8601 time with offset: {exc}",
+                                          "type": "datetime_parsing"}]) from exc
+
+
+@router.get("/changes")
+async def changes(request: Request, _: Viewer, since: str | None = None, until: str | None = None,
+                  region: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
+                  to_tier: Annotated[str | None, Query(min_length=1, max_length=8)] = None,
+                  limit: Annotated[int, Query(ge=1, le=5000)] = 500):
+    """Tier changes (from/to tier and spot-check ratio), newest first, by decision time."""
+    lo, hi = _ts(since, "since"), _ts(until, "until")
+    rows = await ctx_of(request).redis.zrevrangebyscore(SPOTCHECKS, hi if hi is not None else "+inf",
+                                                        lo if lo is not None else "-inf")
+    out = []
+    for raw in rows:
+        c = orjson.loads(raw)
+        if (region and c.get("region") != region) or (to_tier and c["to_tier"] != to_tier):
+            continue
+        out.append(c)
+        if len(out) == limit:
+            break
+    return {"count": len(out), "changes": out}
+
+
+async def _population(r, region: str | None) -> list[tuple[str, str, float]]:
+    pop = []
+    keys = [k async for k in r.scan_iter("rw:entity:*", count=1000)]
+    for i in range(0, len(keys), 1000):
+        pipe = r.pipeline(transaction=False)
+        for k in keys[i:i + 1000]:
+            pipe.hmget(k, "tier", "ratio", "region")
+        for k, (tier, ratio, reg) in zip(keys[i:i + 1000], await pipe.execute()):
+            if region and reg != region:
+                continue
+            eid = (k.decode() if isinstance(k, bytes) else k).removeprefix("rw:entity:")
+            pop.append((eid, tier, float(ratio) if ratio is not None else None))
+    return pop
+
+
+@router.post("/draws", status_code=201)
+async def commit_draw(request: Request, body: DrawIn, who: Ops):
+    """Commit to a draw: publishes the seed's and the population's SHA-256 (the seed stays secret)."""
+    ctx = ctx_of(request)
+    cfg, _ = await ctx.current_config()
+    ratios = {t.name: t.ratio for t in cfg.tiers}
+    lowest = cfg.tiers[0].name  # an entity never scored is in the lowest tier
+    pop = [(e, t or lowest, r if r is not None else ratios.get(t or lowest, ratios[lowest])) for e, t, r in
+           await _population(ctx.redis, body.region)]
+    if not pop:
+        raise HTTPException(409, detail="no entities to draw from (the view is empty)")
+    seed = secrets.token_hex(32)
+    did = "draw-" + uuid.uuid4().hex[:12]
+    rec = {"id": did, **body.model_dump(), "status": "committed", "committed_at": time.time(),
+           "committed_by": who.name, "seed_sha256": seed_digest(seed), "population_sha256": population_digest(pop),
+           "population_size": len(pop), "config_version": cfg.version}
+    r = ctx.redis
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(DRAWS, did, orjson.dumps(rec))
+    pipe.hset(f"{DRAWS}:secret", did, seed)
+    pipe.set(f"{DRAWS}:{did}:population", orjson.dumps(sorted([list(p) for p in pop])))
+    audit.record(pipe, who.name, "draw.commit", did, {k: rec[k] for k in ("period", "capacity", "control_share",
+                                                                       "seed_sha256", "population_sha256")})
+    await pipe.execute()
+    return rec
+
+
+@router.post("/draws/{draw_id}/execute")
+async def execute_draw(request: Request, draw_id: str, who: Ops):
+    """Draw with the committed seed and population; the seed is disclosed with the result."""
+    r = ctx_of(request).redis
+    raw = await r.hget(DRAWS, draw_id)
+    if not raw:
+        raise HTTPException(404, detail=f"no draw {draw_id}")
+    rec = orjson.loads(raw)
+    if rec["status"] != "committed":
+        raise HTTPException(409, detail=f"draw {draw_id} was already executed")
+    seed = await r.hget(f"{DRAWS}:secret", draw_id)
+    seed = seed.decode() if isinstance(seed, bytes) else seed
+    pop = [tuple(p) for p in orjson.loads(await r.get(f"{DRAWS}:{draw_id}:population"))]
+    last = {}
+    if rec["inspectors"]:
+        vals = await r.hmget(LAST_INSPECTOR, [p[0] for p in pop])
+        last = {p[0]: (v.decode() if isinstance(v, bytes) else v) for p, v in zip(pop, vals) if v}
+    result = draw(seed, rec["period"], pop, rec["capacity"], rec["control_share"], rec["inspectors"], last)
+    rec.update(status="executed", executed_at=time.time(), executed_by=who.name, seed=seed,
+               last_inspector=last, result=result)
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(DRAWS, draw_id, orjson.dumps(rec))
+    pipe.hdel(f"{DRAWS}:secret", draw_id)
+    assigned = {s["entity_id"]: s["inspector"] for s in result["selected"] if s["inspector"]}
+    if assigned:
+        pipe.hset(LAST_INSPECTOR, mapping=assigned)
+    audit.record(pipe, who.name, "draw.execute", draw_id, {"seed": seed, "selected": len(result["selected"])})
+    await pipe.execute()
+    return rec
+
+
+@router.get("/draws/{draw_id}")
+async def get_draw(request: Request, draw_id: str, _: Viewer, population: bool = False):
+    """The commitment (and, once executed, the seed and result); ``population=true`` adds the snapshot."""
+    r = ctx_of(request).redis
+    raw = await r.hget(DRAWS, draw_id)
+    if not raw:
+        raise HTTPException(404, detail=f"no draw {draw_id}")
+    rec = orjson.loads(raw)
+    if population:
+        rec["population"] = orjson.loads(await r.get(f"{DRAWS}:{draw_id}:population"))
+    return rec

@@ -1,0 +1,329 @@
+"""The API against the running stack: a real worker, broker and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import redis.asyncio as aioredis
+
+from riskwatch.alerts.config import load_alerts_config
+from riskwatch.alerts.intake import AlertIntake
+from riskwatch.alerts.metrics import AlertMetrics
+from riskwatch.config import load_config
+from riskwatch.draw import draw, population_digest, seed_digest
+from riskwatch.simulate import Simulation
+
+from .api_helpers import auth, client
+from .conftest import wait_for
+from .helpers import produce, read_batches, read_topic
+
+E = "91350100M000100Y43"  # a valid USCC
+
+
+def _intake_alerts(s) -> int:
+    """Apply the worker's alert candidates with the dispatcher's intake (real Redis), as the dispatcher does."""
+    msgs = read_topic(s.broker, s.topic("alert-candidates"))
+
+    async def go():
+        r = aioredis.from_url(s.redis_url)
+        intake = AlertIntake(r, load_alerts_config(), [t.name for t in load_config().tiers], AlertMetrics())
+        n = 0
+        for off, (part, _k, v) in enumerate(msgs):
+            n += await intake.apply_message(s.topic("alert-candidates"), part, off, v)
+        await r.aclose()
+        return n
+    return asyncio.run(go())
+
+
+def test_endpoints_happy_and_error_paths(stack):
+    s, workers = stack
+    sim = Simulation(n_entities=80, seed=4, bad_share=0.3, days=20)
+    events = list(sim.events(n_events=5000))
+    produce(s, events, batch_size=100)
+    workers.start()
+    wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= len(events), 120,
+             "events processed", workers.logs)
+    assert _intake_alerts(s) > 0
+    with client(s) as c:
+        # health without a token; readiness includes the worker's lag
+        assert c.get("/healthz").json() == {"status": "ok"}
+        ready = c.get("/readyz").json()
+        assert ready["checks"]["redis"] is True and ready["checks"]["broker"] is True
+        assert ready["checks"]["worker"] is True and ready["checks"]["worker_lag"] == 0, ready
+        assert "riskwatch_api_requests_total" in c.get("/metrics").text
+
+        # auth: 401 without or with a bad token, 403 for a role that may not
+        assert c.get("/v1/entities").status_code == 401
+        assert c.get("/v1/entities", headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert c.get("/v1/audit", headers=auth("inspector")).status_code == 403
+        assert c.put("/v1/config", json={"config": {}, "reason": "x" * 5}, headers=auth("viewer")).status_code == 403
+
+        # entities: riskiest first, filters, cursor pagination, one entity, history
+        v = auth("viewer")
+        page1 = c.get("/v1/entities", params={"limit": 5}, headers=v).json()
+        top = page1["entities"]
+        assert len(top) == 5 and [e["score"] for e in top] == sorted((e["score"] for e in top), reverse=True)
+        page2 = c.get("/v1/entities", params={"limit": 5, "cursor": page1["next_cursor"]}, headers=v).json()
+        assert page2["entities"] and not {e["entity_id"] for e in top} & {e["entity_id"] for e in page2["entities"]}
+        assert page2["entities"][0]["score"] <= top[-1]["score"]
+        one = c.get(f"/v1/entities/{top[0]['entity_id']}", headers=v).json()
+        assert one["tier"] in "ABCD" and one["reasons"][0]["event_ids"] and "open_alerts" in one
+        assert "disputed" in one
+        hist = c.get(f"/v1/entities/{top[0]['entity_id']}/history", headers=v).json()["history"]
+        assert hist and hist[0]["score"] == one["score"]
+        tier = top[0]["tier"]
+        assert all(e["tier"] == tier for e in c.get("/v1/entities", params={"tier": tier}, headers=v).json()["entities"])
+        region = top[0]["region"]
+        both = c.get("/v1/entities", params={"tier": tier, "region": region}, headers=v).json()["entities"]
+        assert both and all(e["tier"] == tier and e["region"] == region for e in both)
+        assert c.get(f"/v1/entities/{E}", headers=v).status_code == 404
+        bad = c.get("/v1/entities/91350100M000100Y44", headers=v)
+        assert bad.status_code == 422 and "check character" in bad.text and "entity_id" in bad.text
+        for params, field in (({"region": "abc"}, "region"), ({"min_score": 101}, "min_score"),
+                              ({"tier": "Z"}, "tier"), ({"cursor": "garbage"}, "cursor")):
+            r = c.get("/v1/entities", params=params, headers=v)
+            assert r.status_code == 422 and field in r.text, (params, r.text)
+
+        # alerts: list with filters, get, ack, resolve (with a note), 404/409/422
+        alerts = c.get("/v1/alerts", headers=v).json()["alerts"]
+        assert alerts
+        a = alerts[0]
+        assert c.get(f"/v1/alerts/{a['id']}", headers=v).json()["key"] == a["key"]
+        crit = c.get("/v1/alerts", params={"severity": "critical"}, headers=v).json()["alerts"]
+        assert all(x["severity"] == "critical" for x in crit)
+        assert c.get("/v1/alerts", params={"severity": "loud"}, headers=v).status_code == 422
+        assert c.get("/v1/alerts", params={"state": "all"}, headers=v).status_code == 422
+        assert c.post(f"/v1/alerts/{a['id']}/ack", json={}, headers=v).status_code == 403
+        ins = auth("inspector")
+        acked = c.post(f"/v1/alerts/{a['id']}/ack", json={"note": "on my way"}, headers=ins).json()
+        assert acked["status"] == "acknowledged" and acked["ack"]["by"] == "inspector-user"
+        assert c.post(f"/v1/alerts/{a['id']}/resolve", json={}, headers=ins).status_code == 422  # note required
+        done = c.post(f"/v1/alerts/{a['id']}/resolve", json={"note": "fixed"}, headers=ins).json()
+        assert done["status"] == "resolved" and done["resolved_by"] == "inspector-user"
+        assert c.post(f"/v1/alerts/{a['id']}/resolve", json={"note": "again"}, headers=ins).status_code == 409
+        assert c.post("/v1/alerts/nope/ack", json={}, headers=ins).status_code == 404
+        hist = c.get("/v1/alerts", params={"state": "all", "entity_id": a["entity_id"]}, headers=v).json()
+        assert a["id"] in [x["id"] for x in hist["alerts"]]
+
+        # silences: create (ops), list, expire; invalid matcher -> 422 naming the field
+        ops = auth("ops")
+        sil = c.post("/v1/silences", json={"matchers": [{"name": "region", "op": "=", "value": region}],
+                                            "duration": "2h", "reason": "planned outage"}, headers=ops)
+        assert sil.status_code == 201 and sil.json()["author"] == "ops-user"
+        bad = c.post("/v1/silences", json={"matchers": [{"name": "region", "op": "=~", "value": "("}],
+                                            "reason": "x"}, headers=ops)
+        assert bad.status_code == 422 and "matchers" in bad.text
+        bad = c.post("/v1/silences", json={"matchers": [{"name": "r", "value": "x"}], "duration": "soon",
+                                            "reason": "x"}, headers=ops)
+        assert bad.status_code == 422 and "duration" in bad.text
+        assert [x["id"] for x in c.get("/v1/silences", params={"active": True}, headers=v).json()["silences"]] == \
+            [sil.json()["id"]]
+        assert c.delete(f"/v1/silences/{sil.json()['id']}", headers=ops).status_code == 200
+        assert c.get("/v1/silences", params={"active": True}, headers=v).json()["count"] == 0
+        assert c.delete("/v1/silences/nope", headers=ops).status_code == 404
+
+        # dead-lettered notifications
+        assert c.get("/v1/notifications/dead", headers=ops).json()["count"] == 0
+        assert c.post("/v1/notifications/dead/redeliver", json={}, headers=ops).status_code == 422
+        assert c.post("/v1/notifications/dead/redeliver", json={"notification_id": "x"}, headers=ops).status_code == 404
+
+        # spot-check changes (the worker's view), filters, bad time
+        resp = c.get("/v1/spotchecks/changes", headers=v)
+        assert resp.status_code == 200, resp.text
+        ch = resp.json()["changes"]
+        sc = read_batches(s.broker, s.topic("spotcheck-changes"))
+        assert len(ch) == len(sc) and {"from_ratio", "to_ratio", "region"} <= set(ch[0])
+        r0 = ch[0]["region"]
+        assert all(x["region"] == r0 for x in c.get("/v1/spotchecks/changes", params={"region": r0},
+                                                     headers=v).json()["changes"])
+        assert c.get("/v1/spotchecks/changes", params={"since": "yesterday"}, headers=v).status_code == 422
+
+        # audit: what happened above, with actors, newest first
+        entries = c.get("/v1/audit", headers=ops).json()["entries"]
+        actions = [e["action"] for e in entries]
+        assert actions[:2] == ["silence.expire", "silence.create"] and "alert.ack" in actions
+        assert all(e["actor"] for e in entries)
+
+
+def test_rate_limit_per_token(stack):
+    s, _ = stack
+    with client(s, api_rate_per_minute=60, api_rate_burst=3) as c:
+        codes = [c.get("/v1/entities", headers=auth("viewer")).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        r = c.get("/v1/entities", headers=auth("viewer"))
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+        assert c.get("/v1/entities", headers=auth("ops")).status_code == 200  # another token, its own bucket
+
+
+def _ts(minutes: float) -> str:
+    return (datetime(2026, 3, 1, tzinfo=timezone.utc) + timedelta(minutes=minutes)).isoformat()
+
+
+def _recent(minutes_ago: float) -> str:
+    return (datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)).isoformat()
+
+
+def _entity_state(c, eid):
+    r = c.get(f"/v1/entities/{eid}", headers=auth("viewer"))
+    return r.json() if r.status_code == 200 else None
+
+
+def test_threshold_change_applies_to_the_next_events_without_restart(stack):
+    s, workers = stack
+    produce(s, [{"type": "entity", "entity_id": E, "name": "Shop", "industry": "food", "region": "350100"},
+                {"type": "complaint", "complaint_id": "c0", "entity_id": E, "ts": _ts(0), "category": "a",
+                 "severity": 3}])
+    workers.start()
+    with client(s) as c:
+        st = wait_for(lambda: (x := _entity_state(c, E)) and x["score"] is not None and x, 60,
+                      "the entity's risk state", workers.logs)
+        assert st["tier"] == "A" and 0 < st["score"] < 25
+        ops = auth("ops")
+        cfg = c.get("/v1/config", headers=ops).json()
+        assert cfg["seq"] == 0
+        new = cfg["config"]
+        new["version"] = "t-lowered"
+        new["tiers"][1].update(up=st["score"] / 4, down=st["score"] / 8)
+        new["tiers"][2].update(up=st["score"] / 3, down=st["score"] / 3.5)
+        # invalid changes: 422 naming every bad field, running config unchanged
+        broken = orjson.loads(orjson.dumps(new))
+        broken["tiers"][1]["ratio"] = 7
+        broken["scoring"]["min_delta"] = -1
+        r = c.put("/v1/config", json={"config": broken, "reason": "tune"}, headers=ops)
+        assert r.status_code == 422
+        locs = {".".join(map(str, d["loc"])) for d in r.json()["detail"]}
+        assert {"body.config.tiers.1.ratio", "body.config.scoring.min_delta"} <= locs, locs
+        assert c.post("/v1/config/validate", json={"config": broken}, headers=ops).status_code == 422
+        assert c.get("/v1/config", headers=ops).json()["seq"] == 0
+        ok = c.post("/v1/config/validate", json={"config": new}, headers=ops).json()
+        assert ok["valid"] and any(d["path"] == "tiers.1.up" for d in ok["diff"])
+        preview = c.post("/v1/config/preview", json={"config": new}, headers=ops).json()
+        assert preview["events"] >= 1 and preview["candidate"]["version"] == "t-lowered"
+        assert preview["candidate"]["tier_changes"] >= preview["current"]["tier_changes"]
+        r = c.put("/v1/config", json={"config": new, "reason": "pilot: stricter tiers"}, headers=ops)
+        assert r.status_code == 202 and r.json()["seq"] == 1
+        wait_for(lambda: workers.metric(0, "riskwatch_config_change") == 1, 60, "the worker to apply the change",
+                 workers.logs)
+        produce(s, [{"type": "complaint", "complaint_id": "c1", "entity_id": E, "ts": _ts(1), "category": "b"}])
+
+        def raised():
+            ch = [x for x in read_batches(s.broker, s.topic("spotcheck-changes")) if x["entity_id"] == E]
+            return ch if ch and ch[-1]["config_version"] == "t-lowered" else None
+
+        ch = wait_for(raised, 60, "a tier change under the new thresholds",
+                      lambda: str([x for x in read_batches(s.broker, s.topic("risk-changes"))]) + workers.logs())
+        assert ch[-1]["from_tier"] == "A" and ch[-1]["to_tier"] in ("B", "C")
+        assert workers.procs[0][0].poll() is None  # same worker process, no restart
+        got = c.get("/v1/config", headers=auth("viewer")).json()
+        assert got["seq"] == 1 and got["version"] == "t-lowered" and got["actor"] == "ops-user"
+        hist = c.get("/v1/config/history", headers=auth("viewer")).json()["changes"]
+        assert hist[0]["reason"] == "pilot: stricter tiers" and any(d["path"] == "tiers.1.up" for d in hist[0]["diff"])
+        audit = c.get("/v1/audit", params={"action": "config."}, headers=ops).json()["entries"]
+        assert audit[0]["actor"] == "ops-user" and audit[0]["detail"]["reason"] == "pilot: stricter tiers"
+        assert c.put("/v1/config", json={"config": new, "reason": "again"}, headers=ops).status_code == 409
+
+
+def test_revoked_complaints_lower_score_and_tier(stack):
+    s, workers = stack
+    produce(s, [{"type": "entity", "entity_id": E, "name": "Shop", "industry": "food", "region": "350100"}] +
+            [{"type": "complaint", "complaint_id": f"c{i}", "entity_id": E, "ts": _recent(30 - i), "category": f"k{i}",
+              "severity": 3} for i in range(3)])  # recent: objections are filed (and timed) now
+    workers.start()
+    with client(s) as c:
+        st = wait_for(lambda: (x := _entity_state(c, E)) and x["tier"] != "A" and x, 60, "tier above A",
+                      workers.logs)
+        high_score, high_tier = st["score"], st["tier"]
+        ins, ops = auth("inspector"), auth("ops")
+        objs = []
+        for i in range(3):
+            r = c.post("/v1/objections", json={"entity_id": E, "target_id": f"c{i}", "target_kind": "complaint",
+                                                "reason": "not our shop"}, headers=ins)
+            assert r.status_code == 202, r.text
+            objs.append(r.json()["objection_id"])
+        assert c.post("/v1/objections", json={"entity_id": E, "target_id": "c0", "target_kind": "complaint",
+                                               "reason": "again"}, headers=ins).status_code == 409
+        bad = c.post("/v1/objections", json={"entity_id": E, "target_id": "c0", "target_kind": "rumour",
+                                              "reason": "x"}, headers=ins)
+        assert bad.status_code == 422 and "target_kind" in bad.text
+        st = wait_for(lambda: (x := _entity_state(c, E)) and len(x["disputed"]) == 3 and x["score"] < high_score
+                      and x, 60, "the disputed complaints excluded", workers.logs)
+        assert st["tier"] == high_tier  # disputed: excluded from the score, tier waits for the resolution
+        assert c.post(f"/v1/objections/{objs[0]}/resolve", json={"resolution": "revoked"},
+                      headers=ins).status_code == 403
+        for o in objs:
+            r = c.post(f"/v1/objections/{o}/resolve", json={"resolution": "revoked", "note": "duplicate"},
+                       headers=ops)
+            assert r.status_code == 200 and r.json()["status"] == "resolved"
+        assert c.post(f"/v1/objections/{objs[0]}/resolve", json={"resolution": "upheld"}, headers=ops).status_code == 409
+        assert c.post("/v1/objections/nope/resolve", json={"resolution": "upheld"}, headers=ops).status_code == 404
+        st = wait_for(lambda: (x := _entity_state(c, E)) and x["tier"] == "A" and x, 60, "the tier back to A",
+                      workers.logs)
+        assert st["score"] < 1 and st["disputed"] == []
+        hist = c.get(f"/v1/entities/{E}/history", headers=auth("viewer")).json()["history"]
+        assert hist[0]["tier"] == "A" and max(h["score"] for h in hist) == high_score
+        listed = c.get("/v1/objections", params={"entity_id": E, "status": "resolved"}, headers=auth("viewer")).json()
+        assert listed["count"] == 3 and {o["resolution"] for o in listed["objections"]} == {"revoked"}
+        audit = [e["action"] for e in c.get("/v1/audit", headers=ops).json()["entries"]]
+        assert audit.count("objection.create") == 3 and audit.count("objection.resolve") == 3
+
+
+def test_draw_is_reproducible_from_the_published_seed(stack):
+    s, _ = stack
+    from riskwatch.view import ViewWriter
+
+    async def seed_view():
+        r = aioredis.from_url(s.redis_url)
+        w = ViewWriter({"A": 0.03, "B": 0.05, "C": 0.15, "D": 0.4})
+        pipe = r.pipeline()
+        for i in range(300):
+            tier = "D" if i < 10 else "C" if i < 40 else "A"
+            eid = f"E{i:04d}"
+            w.entity(pipe, {"entity_id": eid, "name": f"n{i}", "industry": "food", "region": "310000"})
+            w.output(pipe, {"type": "risk_change", "entity_id": eid, "tier": tier, "score": 80 if tier == "D" else 10,
+                            "reasons": [], "ts": "2026-03-01T00:00:00+00:00", "cause_event_id": "x",
+                            "config_version": "t", "seq": 1}, ["food", "310000"])
+        await pipe.execute()
+        await r.aclose()
+
+    asyncio.run(seed_view())
+    with client(s) as c:
+        ops = auth("ops")
+        body = {"period": "2026-12", "capacity": 40, "control_share": 0.25, "inspectors": ["li", "wang", "zhao"]}
+        bad = c.post("/v1/spotchecks/draws", json={**body, "control_share": 2}, headers=ops)
+        assert bad.status_code == 422 and "control_share" in bad.text
+        assert c.post("/v1/spotchecks/draws", json={**body, "inspectors": ["li", "li"]}, headers=ops).status_code == 422
+        assert c.post("/v1/spotchecks/draws", json=body, headers=auth("inspector")).status_code == 403
+        committed = c.post("/v1/spotchecks/draws", json=body, headers=ops).json()
+        assert "seed" not in committed and len(committed["seed_sha256"]) == 64
+        public = c.get(f"/v1/spotchecks/draws/{committed['id']}", headers=auth("viewer")).json()
+        assert "seed" not in public and public["status"] == "committed"
+        done = c.post(f"/v1/spotchecks/draws/{committed['id']}/execute", headers=ops).json()
+        assert c.post(f"/v1/spotchecks/draws/{committed['id']}/execute", headers=ops).status_code == 409
+        # anyone can verify: the revealed seed matches the commitment and recomputes the same draw
+        full = c.get(f"/v1/spotchecks/draws/{committed['id']}", params={"population": True},
+                     headers=auth("viewer")).json()
+        assert seed_digest(full["seed"]) == committed["seed_sha256"]
+        pop = [tuple(p) for p in full["population"]]
+        assert population_digest(pop) == committed["population_sha256"] and len(pop) == 300
+        again = draw(full["seed"], "2026-12", pop, 40, 0.25, ["li", "wang", "zhao"], full["last_inspector"])
+        assert again == done["result"]
+        sel = done["result"]["selected"]
+        assert len(sel) == 40 and len({x["entity_id"] for x in sel}) == 40
+        assert sum(1 for x in sel if x["stratum"] == "control") == 10
+        risky = [x for x in sel if x["stratum"] == "risk"]
+        assert sum(1 for x in risky if x["tier"] == "D") > 30 * 10 / 300 * 2  # weighted toward high tiers
+        # a second draw never sends an entity's last inspector when another is free
+        second = c.post("/v1/spotchecks/draws", json={**body, "period": "2027-01", "capacity": 300,
+                                                      "control_share": 0}, headers=ops).json()
+        res2 = c.post(f"/v1/spotchecks/draws/{second['id']}/execute", headers=ops).json()
+        last = {x["entity_id"]: x["inspector"] for x in sel}
+        repeats = [x for x in res2["result"]["selected"] if x["entity_id"] in last
+                   and x["inspector"] == last[x["entity_id"]]]
+        assert len(res2["result"]["selected"]) == 300 - sum(1 for p in pop if p[2] <= 0) and not repeats
+        assert c.get("/v1/spotchecks/draws/nope", headers=auth("viewer")).status_code == 404
+        actions = [e["action"] for e in c.get("/v1/audit", params={"action": "draw."}, headers=ops).json()["entries"]]
+        assert actions == ["draw.execute", "draw.commit", "draw.execute", "draw.commit"]
+    time.sleep(0)  # nothing left running
