@@ -12,7 +12,7 @@ from ..alerts.config import parse_duration
 from ..alerts.outbox import Outbox
 from ..alerts.routing import Matcher, SilenceSpec
 from ..alerts.store import AlertStore
-from .context import Inspector, Ops, Viewer, ctx_of
+from .context import Inspector, Ops, Viewer, ctx_of, errors
 
 router = APIRouter(tags=["alerts"])
 
@@ -77,7 +77,7 @@ async def list_alerts(request: Request, _: Viewer, region: Annotated[str | None,
     return {"count": len(alerts[:limit]), "alerts": [_summary(a) for a in alerts[:limit]]}
 
 
-@router.get("/v1/alerts/{alert_id}")
+@router.get("/v1/alerts/{alert_id}", responses=errors(404))
 async def get_alert(request: Request, alert_id: str, _: Viewer):
     a = await AlertStore(ctx_of(request).redis).get(alert_id)
     if a is None:
@@ -94,13 +94,13 @@ async def _act(request: Request, alert_id: str, action: str, who, note: str | No
     return _summary(a)
 
 
-@router.post("/v1/alerts/{alert_id}/ack")
+@router.post("/v1/alerts/{alert_id}/ack", responses=errors(404, 409))
 async def ack_alert(request: Request, alert_id: str, body: NoteIn, who: Inspector):
     """Firing → acknowledged (someone is on it; no more repeat notifications)."""
     return await _act(request, alert_id, "ack", who, body.note or None)
 
 
-@router.post("/v1/alerts/{alert_id}/resolve")
+@router.post("/v1/alerts/{alert_id}/resolve", responses=errors(404, 409))
 async def resolve_alert(request: Request, alert_id: str, body: ResolveIn, who: Inspector):
     """Close an open alert with a note; receivers get it as resolved."""
     return await _act(request, alert_id, "resolve", who, body.note)
@@ -123,7 +123,7 @@ async def create_silence(request: Request, body: SilenceIn, who: Ops):
     return await AlertStore(ctx_of(request).redis).add_silence(spec)
 
 
-@router.delete("/v1/silences/{silence_id}")
+@router.delete("/v1/silences/{silence_id}", responses=errors(404))
 async def expire_silence(request: Request, silence_id: str, who: Ops):
     rec = await AlertStore(ctx_of(request).redis).expire_silence(silence_id, who.name)
     if rec is None:
@@ -138,7 +138,7 @@ async def dead_notifications(request: Request, _: Ops):
     return {"count": len(recs), "dead": recs}
 
 
-@router.post("/v1/notifications/dead/redeliver")
+@router.post("/v1/notifications/dead/redeliver", responses=errors(404))
 async def redeliver(request: Request, body: RedeliverIn, who: Ops):
     if not body.all and not body.notification_id:
         raise HTTPException(422, detail=[{"loc": ["body", "notification_id"], "type": "missing",

@@ -14,13 +14,13 @@ import time
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import audit
 from ..settings import Settings
 from . import alerts, config_api, entities, objections, spotchecks
-from .context import ApiContext, Ops, ctx_of
+from .context import AUTHED, ApiContext, ErrorOut, Ops, ctx_of
 
 __all__ = ["create_api"]
 
@@ -57,7 +57,7 @@ async def _worker_lag(s: Settings) -> int:
         await c.stop()
 
 
-@health.get("/readyz")
+@health.get("/readyz", responses={503: {"description": "not ready: see checks"}})
 async def readyz(request: Request, response: Response):
     """Redis and the broker reachable, and the worker group's lag under ``RISKWATCH_API_READY_MAX_LAG``."""
     ctx = ctx_of(request)
@@ -85,17 +85,23 @@ async def readyz(request: Request, response: Response):
     return {"ready": ok, "checks": checks}
 
 
-@health.get("/metrics")
+@health.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text"}})
 async def metrics(request: Request):
     return Response(generate_latest(ctx_of(request).registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@audit_router.get("/v1/audit")
+@audit_router.get("/v1/audit", responses={422: {"model": ErrorOut, "description": "bad filter or cursor"}})
 async def get_audit(request: Request, _: Ops, action: Annotated[str | None, Query(max_length=64)] = None,
                     cursor: Annotated[str | None, Query(pattern=r"^\d+-\d+$")] = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100):
     """Every config change, silence, ack/resolve, objection, resolution and draw; newest first, append-only."""
-    entries, nxt = await audit.read(ctx_of(request).redis, limit, cursor, action)
+    import redis.exceptions as rex
+
+    try:
+        entries, nxt = await audit.read(ctx_of(request).redis, limit, cursor, action)
+    except rex.ResponseError as exc:  # e.g. a cursor before the first entry
+        raise HTTPException(422, detail=[{"loc": ["query", "cursor"], "msg": str(exc), "type": "value_error"}]) from exc
     return {"count": len(entries), "entries": entries, "next_cursor": nxt}
 
 
@@ -129,7 +135,7 @@ def create_api(settings: Settings | None = None) -> FastAPI:
         resp.headers["X-Response-Time-Ms"] = f"{(time.perf_counter() - t0) * 1000:.1f}"
         return resp
 
-    for r in (health, entities.router, alerts.router, spotchecks.router, config_api.router, objections.router,
-              audit_router):
-        app.include_router(r)
+    app.include_router(health)
+    for r in (entities.router, alerts.router, spotchecks.router, config_api.router, objections.router, audit_router):
+        app.include_router(r, responses=AUTHED)
     return app

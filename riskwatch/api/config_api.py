@@ -22,7 +22,7 @@ from ..config import CURRENT_CONFIG, Config, config_from_dict
 from ..errors import ConfigError
 from ..preview import recent_events, shadow
 from ..settings import INPUT_TOPICS
-from .context import Ops, Viewer, ctx_of, field_errors
+from .context import Ops, Viewer, ctx_of, errors, field_errors
 
 router = APIRouter(prefix="/v1/config", tags=["config"])
 HISTORY = "rw:config:history"
@@ -82,7 +82,7 @@ async def validate_config(request: Request, body: ConfigIn, _: Ops):
             "diff": diff(current.model_dump(mode="json"), cfg.model_dump(mode="json"))}
 
 
-@router.put("", status_code=202)
+@router.put("", status_code=202, responses=errors(409, 503))
 async def put_config(request: Request, body: ConfigChangeIn, who: Ops):
     """Apply a new config to every worker (no restart). 202: accepted by the broker."""
     cfg = _validated(body)
@@ -111,7 +111,7 @@ async def config_history(request: Request, _: Viewer, limit: Annotated[int, Quer
     return {"count": len(rows), "changes": [orjson.loads(x) for x in rows]}
 
 
-@router.post("/preview")
+@router.post("/preview", responses=errors(503))
 async def preview_config(request: Request, body: PreviewIn, _: Ops):
     """Shadow evaluation: the last events of every input partition through the current and the candidate config."""
     cfg = _validated(body)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import orjson
 from fastapi import Depends, HTTPException, Request
+from pydantic import BaseModel
 from prometheus_client import CollectorRegistry, Counter
 
 from ..config import CURRENT_CONFIG, Config, config_from_dict, load_config
@@ -14,7 +15,7 @@ from ..settings import Settings
 from ..streams.codec import partition_for
 from .auth import Principal, RateLimiter, TokenRegistry, allows, hash_token
 
-__all__ = ["ApiContext", "need", "ctx_of", "field_errors"]
+__all__ = ["ApiContext", "need", "ctx_of", "field_errors", "errors", "AUTHED", "ErrorOut"]
 
 
 class ApiContext:
@@ -125,3 +126,22 @@ Admin = Annotated[Principal, need("admin")]
 def field_errors(errors, prefix: tuple = ("body",)) -> list[dict]:
     """:class:`~riskwatch.errors.FieldError` s as FastAPI-style 422 details (``loc`` names the field)."""
     return [{"loc": [*prefix, *e.field.split(".")], "msg": e.message, "type": e.rule} for e in errors]
+
+
+class ErrorOut(BaseModel):
+    """Every error: ``detail`` is a message, or a list of field errors (``loc`` names the field)."""
+
+    detail: str | list[dict]
+
+
+_DESCRIPTIONS = {400: "the body is not valid JSON", 401: "no valid bearer token", 403: "the token's role may not",
+                 404: "not found", 409: "conflicts with the current state", 429: "rate limit (see Retry-After)",
+                 503: "broker or Redis unavailable (see Retry-After)"}
+
+
+def errors(*codes: int) -> dict:
+    """OpenAPI ``responses`` for these error codes."""
+    return {c: {"model": ErrorOut, "description": _DESCRIPTIONS[c]} for c in codes}
+
+
+AUTHED = errors(400, 401, 403, 429)

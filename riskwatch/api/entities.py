@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from ..alerts.store import AlertStore
 from ..events import validate_entity_id
 from ..view import entity_key, history_key
-from .context import Viewer, ctx_of
+from .context import Viewer, ctx_of, errors
 from .objections import open_objections
 
 router = APIRouter(prefix="/v1/entities", tags=["entities"])
@@ -35,7 +35,7 @@ async def _checked_id(request: Request, entity_id: str) -> str:
     return entity_id
 
 
-@router.get("/{entity_id}")
+@router.get("/{entity_id}", responses=errors(404))
 async def get_entity(request: Request, entity_id: str, _: Viewer):
     """Score, tier, spot-check ratio, reasons (with the event ids behind them), open alerts, disputed items."""
     await _checked_id(request, entity_id)
@@ -54,7 +54,7 @@ async def get_entity(request: Request, entity_id: str, _: Viewer):
     return out
 
 
-@router.get("/{entity_id}/history")
+@router.get("/{entity_id}/history", responses=errors(404))
 async def get_history(request: Request, entity_id: str, _: Viewer,
                       limit: Annotated[int, Query(ge=1, le=1000)] = 100):
     """Score and tier over time, newest first."""

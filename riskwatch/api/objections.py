@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import audit
 from ..events import validate_entity_id
-from .context import Inspector, Ops, Viewer, ctx_of
+from .context import Inspector, Ops, Viewer, ctx_of, errors
 
 router = APIRouter(prefix="/v1/objections", tags=["objections"])
 KEY = "rw:objections"
@@ -58,7 +58,7 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-@router.post("", status_code=202)
+@router.post("", status_code=202, responses=errors(409, 503))
 async def create_objection(request: Request, body: ObjectionIn, who: Inspector):
     """Record an objection and send it to the worker; the item stops counting once processed."""
     ctx = ctx_of(request)
@@ -107,7 +107,7 @@ async def list_objections(request: Request, _: Viewer, entity_id: str | None = N
     return {"count": len(out), "objections": out}
 
 
-@router.post("/{objection_id}/resolve")
+@router.post("/{objection_id}/resolve", responses=errors(404, 409, 503))
 async def resolve_objection(request: Request, objection_id: str, body: ResolutionIn, who: Ops):
     """``upheld``: the item counts again; ``corrected`` / ``revoked``: it no longer counts."""
     ctx = ctx_of(request)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .. import audit
 from ..draw import draw, population_digest, seed_digest
 from ..view import SPOTCHECKS
-from .context import Ops, Viewer, ctx_of
+from .context import Ops, Viewer, ctx_of, errors
 
 router = APIRouter(prefix="/v1/spotchecks", tags=["spot checks"])
 DRAWS = "rw:draws"
@@ -93,7 +93,7 @@ async def _population(r, region: str | None) -> list[tuple[str, str, float]]:
     return pop
 
 
-@router.post("/draws", status_code=201)
+@router.post("/draws", status_code=201, responses=errors(409))
 async def commit_draw(request: Request, body: DrawIn, who: Ops):
     """Commit to a draw: publishes the seed's and the population's SHA-256 (the seed stays secret)."""
     ctx = ctx_of(request)
@@ -120,7 +120,7 @@ async def commit_draw(request: Request, body: DrawIn, who: Ops):
     return rec
 
 
-@router.post("/draws/{draw_id}/execute")
+@router.post("/draws/{draw_id}/execute", responses=errors(404, 409))
 async def execute_draw(request: Request, draw_id: str, who: Ops):
     """Draw with the committed seed and population; the seed is disclosed with the result."""
     r = ctx_of(request).redis
@@ -151,7 +151,7 @@ async def execute_draw(request: Request, draw_id: str, who: Ops):
     return rec
 
 
-@router.get("/draws/{draw_id}")
+@router.get("/draws/{draw_id}", responses=errors(404))
 async def get_draw(request: Request, draw_id: str, _: Viewer, population: bool = False):
     """The commitment (and, once executed, the seed and result); ``population=true`` adds the snapshot."""
     r = ctx_of(request).redis
