@@ -69,7 +69,7 @@ class Sink:
 def _config(url: str, **kw) -> AlertsConfig:
     return AlertsConfig.model_validate({
         "allow_private": ["127.0.0.1"],
-        "rules": [{"name": "burst", "signals": ["burst"], "summary": "burst at {entity_id}"}],
+        "rules": [{"name": "burst", "signals": ["complaints.burst"], "summary": "burst at {entity_id}"}],
         "receivers": [{"name": "r", "url": url, "secrets": ["k1"], "concurrency": CONCURRENCY,
                        "group_by": ["entity"], "group_wait": 0, "group_interval": 1, **kw}]})
 
@@ -153,7 +153,7 @@ async def latency(broker: str, redis_url: str, sink: Sink, rate: float, seconds:
     t_start = time.perf_counter()
     for i in range(n):
         eid = f"E{i}"
-        cand = {"type": "alert_candidate", "entity_id": eid, "ts": "2026-01-01T00:00:00+00:00", "signal": "burst",
+        cand = {"type": "alert_candidate", "entity_id": eid, "ts": "2026-01-01T00:00:00+00:00", "signal": "complaints.burst",
                 "status": "firing", "severity": "warning", "value": 0.9, "dedup_key": f"{eid}:burst",
                 "score": 40.0, "tier": "B", "event_ids": [], "config_version": "b"}
         sent[eid] = time.time()

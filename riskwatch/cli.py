@@ -260,8 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     ht.set_defaults(func=cmd_hash_token)
 
     from .alerts.cli import add_parsers as alert_parsers
+    from .ingest.cli import add_parsers as ingest_parsers
 
     alert_parsers(sub)
+    ingest_parsers(sub)
     return p
 
 

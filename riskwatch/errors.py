@@ -4,7 +4,8 @@
 
     RiskwatchError
     ├── InvalidEvent          an input event failed validation (field errors attached)
-    └── ConfigError           a config file or change failed validation
+    ├── ConfigError           a config file or change failed validation
+    └── Backpressure          a sink cannot take more now; retry after ``retry_after`` seconds
 
 Library code raises these; boundaries (CLI, stream agents, API) translate them
 into exit codes, dead-letter records and HTTP responses. Errors of third-party
@@ -13,7 +14,7 @@ libraries are wrapped with ``raise ... from exc``.
 
 from __future__ import annotations
 
-__all__ = ["RiskwatchError", "InvalidEvent", "ConfigError", "FieldError",
+__all__ = ["RiskwatchError", "InvalidEvent", "ConfigError", "Backpressure", "FieldError",
            "field_errors_from_pydantic", "field_error_from_dict"]
 
 from dataclasses import dataclass
@@ -56,6 +57,17 @@ class ConfigError(_FieldErrors):
 
     def __init__(self, errors: list[FieldError]) -> None:
         super().__init__(errors, "invalid config")
+
+
+class Backpressure(RiskwatchError):
+    """A sink (the broker behind ingestion) cannot take more now: answer 503 / stop acking, retry later.
+
+    ``reason`` is a short label for metrics."""
+
+    def __init__(self, message: str, retry_after: float, reason: str = "broker") -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.reason = reason
 
 
 def field_errors_from_pydantic(exc, union_tags: frozenset[str] = frozenset()) -> list[FieldError]:

@@ -41,6 +41,17 @@ class Settings(BaseSettings):
     api_rate_burst: Annotated[int, Field(ge=1)] = 100
     api_cors_origins: list[str] = Field(default_factory=list)  # empty: CORS off
     api_ready_max_lag: Annotated[int, Field(ge=0)] = 50_000     # /readyz fails when the worker lags more
+    ingest_host: str = "127.0.0.1"
+    ingest_port: Annotated[int, Field(ge=0, le=65535)] = 8001
+    ingest_max_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
+    ingest_max_inflight: Annotated[int, Field(ge=1)] = 50_000          # events waiting for the broker, then 503
+    ingest_broker_timeout: Annotated[float, Field(gt=0)] = 5.0         # broker ack wait before 503
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    mqtt_topics: list[str] = Field(default_factory=lambda: ["rw/+/sensor"])
+    mqtt_client_id: str = "riskwatch-ingest"
+    mqtt_device_map: Path | None = None                                # YAML device_id: entity_id
+    mqtt_inflight: Annotated[int, Field(ge=1, le=65535)] = 200
     history_len: Annotated[int, Field(ge=1, le=10_000)] = 100
     model_publish_seconds: Annotated[float, Field(gt=0)] = 5.0
     session_timeout: Annotated[float, Field(ge=6, le=60)] = 8.0

@@ -21,6 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from .api.auth import hash_token
 from .embedded import Service, free_port, start_broker, start_redis
 
 __all__ = ["up"]
@@ -33,6 +34,21 @@ def _spawn(name: str, args: list[str], env: dict, data_dir: Path, module: str = 
 
 
 _DEMO_SECRET = "demo-" + os.urandom(8).hex()
+
+
+def _role_tokens() -> dict[str, str]:
+    import secrets
+
+    return {r: secrets.token_urlsafe(24) for r in ("viewer", "inspector", "ops", "admin")}
+
+
+def _write_env_file(path: Path, env: dict, tokens: dict[str, str]) -> None:
+    """A file to source: the services' addresses and the demo tokens (mode 600)."""
+    keys = ("RISKWATCH_BROKER", "RISKWATCH_REDIS_URL", "RISKWATCH_PARTITIONS", "RISKWATCH_API_PORT")
+    lines = [f"export {k}={env[k]}" for k in keys if k in env]
+    lines += [f"export RW_{r.upper()}={t}" for r, t in tokens.items()]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
 
 
 def _demo_alerts_config(data_dir: Path, port: int, api_port: int) -> Path:
@@ -92,6 +108,11 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         metrics_port = free_port()
         env.update(RISKWATCH_DATA_DIR=str(data_dir), RISKWATCH_PARTITIONS=str(partitions),
                    RISKWATCH_WORKER_METRICS_PORT=str(metrics_port), RISKWATCH_API_PORT=str(api_port))
+        tokens = {}
+        if "RISKWATCH_API_TOKENS" not in env:  # one fresh token per role, stored hashed by the API
+            tokens = _role_tokens()
+            env["RISKWATCH_API_TOKENS"] = ",".join(f"demo-{r}:{r}:{hash_token(t)}" for r, t in tokens.items())
+        _write_env_file(data_dir / "env", env, tokens)
         from .settings import Settings
         from .streams.kafka import ensure_topics
 
@@ -115,6 +136,9 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         _wait_http(f"http://127.0.0.1:{api_port}/healthz", 30)
         print(f"riskwatch is up (data and logs in {data_dir})")
         print(f"  API       http://127.0.0.1:{api_port}/v1/entities   (docs: /docs, health: /healthz)")
+        for role, tok in tokens.items():
+            print(f"  token     {role:<10} {tok}")
+        print(f"  shell     . {data_dir / 'env'}   (RW_VIEWER, RW_INSPECTOR, RW_OPS, RW_ADMIN, RISKWATCH_*)")
         print(f"  metrics   http://127.0.0.1:{metrics_port}/metrics (worker), "
               f"http://127.0.0.1:{dispatcher_port}/metrics (dispatcher), http://127.0.0.1:{api_port}/metrics (API)")
         if demo and "RISKWATCH_DEMO_WEBHOOK_SECRET" not in os.environ:

@@ -13,13 +13,13 @@ from riskwatch.alerts.payload import webhook_payload
 from riskwatch.alerts.routing import group_key, receivers_for
 from riskwatch.errors import ConfigError
 
-RULE = Rule(name="burst", signals=["burst"], summary="burst at {entity_id}", cooldown=600, expire_after=5000)
+RULE = Rule(name="burst", signals=["complaints.burst"], summary="burst at {entity_id}", cooldown=600, expire_after=5000)
 RECEIVER = Receiver(name="ops", url="http://h/x", secrets=["k"], group_wait=10, group_interval=60,
                     repeat_interval=100_000, group_by=["rule"])
 
 
 def cand(entity: str, status: str, severity: str = "warning") -> dict:
-    return {"entity_id": entity, "signal": "burst", "status": status, "severity": severity, "value": 0.9,
+    return {"entity_id": entity, "signal": "complaints.burst", "status": status, "severity": severity, "value": 0.9,
             "score": 40.0, "tier": "B", "event_ids": ["e"], "ts": "2026-01-01T00:00:00+00:00"}
 
 
@@ -226,9 +226,11 @@ def test_secrets_never_show_in_repr_or_dump():
 def test_default_alert_config_covers_every_engine_alert_signal():
     from riskwatch.alerts.config import load_alerts_config
     from riskwatch.config import load_config
+    from riskwatch.engine import Engine
 
-    signals = {"tier"} | {code for det in load_config().detectors.values()
-                          for code, sig in det.signals.items() if sig.alert is not None}
+    engine = Engine(load_config())
+    signals = {"tier"} | set(engine.scorer.alerts)  # the codes candidates carry, e.g. sensors.limit_breach
+    assert "sensors.limit_breach" in signals and "complaints.burst" in signals
     cfg = load_alerts_config()
     assert all(cfg.rules_for(s) for s in signals), [s for s in signals if not cfg.rules_for(s)]
 

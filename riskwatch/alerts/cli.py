@@ -40,8 +40,10 @@ def cmd_dispatcher(args) -> int:
     try:
         cfg = load_alerts_config(s.alerts_path)
     except ConfigError as exc:
-        print(f"alerts config is invalid:\n  " + "\n  ".join(str(e) for e in exc.errors), file=sys.stderr)
+        print("alerts config is invalid:\n  " + "\n  ".join(str(e) for e in exc.errors), file=sys.stderr)
         return 2
+    for u in unknown_signals(cfg):  # not fatal: the engine config may change at run time
+        logging.getLogger("riskwatch.dispatcher").warning("%s", u)
     asyncio.run(run_dispatcher(s, args.role, cfg))
     return 0
 
@@ -57,9 +59,25 @@ def cmd_check_alerts(args) -> int:
         for e in exc.errors:
             print(f"  {e}", file=sys.stderr)
         return 2
+    unknown = unknown_signals(cfg)
+    if unknown:
+        print(f"alerts config {args.path or '(default)'} is invalid:", file=sys.stderr)
+        for u in unknown:
+            print(f"  {u}", file=sys.stderr)
+        return 2
     print(f"ok: version {cfg.version}, rules {', '.join(r.name for r in cfg.rules)}, "
           f"receivers {', '.join(r.name for r in cfg.receivers) or '(none)'}")
     return 0
+
+
+def unknown_signals(cfg) -> list[str]:
+    """Rules that name signals the engine (its config in force at RISKWATCH_CONFIG_PATH) never raises."""
+    from ..config import load_config
+    from ..engine import Engine
+
+    known = {"tier"} | set(Engine(load_config(_settings().config_path)).scorer.alerts)
+    return [f"rules.{i}.signals: {sig!r} is not an alerting engine signal (known: {', '.join(sorted(known))})"
+            for i, r in enumerate(cfg.rules) for sig in r.signals if sig not in known]
 
 
 def cmd_dead(args) -> int:

@@ -58,7 +58,7 @@ def test_alerts_pushed_to_alertmanager_show_and_forward(stack, alertmanager, tmp
     s, workers = stack
     am_url, hook = alertmanager
     cfg = {"allow_private": ["127.0.0.1"], "external_url": "http://riskwatch.test",
-           "rules": [{"name": "complaint_burst", "signals": ["burst"], "summary": "burst at {entity_id}",
+           "rules": [{"name": "complaint_burst", "signals": ["complaints.burst"], "summary": "burst at {entity_id}",
                       "cooldown": 0}],
            "receivers": [{"name": "am", "alertmanager_url": am_url, "backoff_base": 0.05}]}
     path = tmp_path / "alerts.yaml"

@@ -64,7 +64,7 @@ def alerting(stack, tmp_path):
     rcv.stop()
 
 
-def _cand(eid: str, status: str, signal_: str = "burst", severity: str = "warning", tier: str = "B") -> dict:
+def _cand(eid: str, status: str, signal_: str = "complaints.burst", severity: str = "warning", tier: str = "B") -> dict:
     return {"type": "alert_candidate", "entity_id": eid, "ts": "2026-03-01T10:00:00+08:00", "signal": signal_,
             "status": status, "severity": severity, "value": 0.9, "dedup_key": f"{eid}:{signal_}",
             "score": 41.5, "tier": tier, "event_ids": [f"c-{eid}"], "config_version": "t"}
@@ -191,6 +191,9 @@ def test_simulated_stream_alerts_reach_the_webhook(alerting):
     alerts = [orjson.loads(r.get(k)) for k in r.scan_iter("rw:alert:*")]
     tier_alerts = {a["entity_id"] for a in alerts if a["rule"] == "tier_raised"}
     assert tier_alerts == tiers_up
+    # every kind of firing candidate became an alert (the default rules cover every alerting signal)
+    fired_signals = {c["signal"] for c in cands if c["status"] == "firing"}
+    assert len(fired_signals) > 1 and {a["signal"] for a in alerts} == fired_signals, fired_signals
     open_keys = [a["key"] for a in alerts if a["status"] in ("firing", "acknowledged")]
     assert len(open_keys) == len(set(open_keys))          # one open alert per dedup key
     for req in rcv.requests:

@@ -1,0 +1,94 @@
+"""Command-line verbs for ingestion: the HTTP gateway, the MQTT bridge, file import."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+__all__ = ["add_parsers"]
+
+
+def cmd_ingest(args) -> int:
+    import uvicorn
+
+    from ..settings import Settings
+    from .http import create_ingest_api
+
+    s = Settings()
+    uvicorn.run(create_ingest_api(s), host=s.ingest_host, port=s.ingest_port, log_level="warning")
+    return 0
+
+
+def cmd_ingest_mqtt(args) -> int:
+    from prometheus_client import start_http_server
+
+    from ..settings import Settings
+    from .mqtt import MqttBridge
+
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    s = Settings()
+    bridge = MqttBridge(s)
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr=s.metrics_host, registry=bridge.registry)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, bridge.stop.set)
+        await bridge.run()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_import(args) -> int:
+    from ..settings import Settings
+    from .file_import import import_file
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"cannot read {path}", file=sys.stderr)
+        return 2
+    fmt = args.format or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
+    mapping = {}
+    for m in args.map or []:
+        field, sep, col = m.partition("=")
+        if not sep or not field or not col:
+            print(f"--map {m!r}: use field=column", file=sys.stderr)
+            return 2
+        mapping[field] = col
+    rejects = open(args.rejects, "w", encoding="utf-8") if args.rejects else None
+    try:
+        progress = sys.stderr.isatty() if args.progress is None else args.progress
+        ok, bad = asyncio.run(import_file(Settings(), path, fmt, mapping, args.type, rejects, progress))
+    finally:
+        if rejects:
+            rejects.close()
+    print(f"imported {ok} events, rejected {bad}")
+    return 0 if ok or not bad else 2
+
+
+def add_parsers(sub) -> None:
+    i = sub.add_parser("ingest", help="HTTP ingest gateway: POST /v1/events (RISKWATCH_INGEST_HOST/PORT)")
+    i.set_defaults(func=cmd_ingest)
+
+    q = sub.add_parser("ingest-mqtt", help="MQTT bridge: sensor readings into rw.sensor-readings")
+    q.add_argument("--loglevel", default="info")
+    q.add_argument("--metrics-port", type=int, default=0)
+    q.set_defaults(func=cmd_ingest_mqtt)
+
+    f = sub.add_parser("import", help="backfill a JSON-lines or CSV file into the input topics")
+    f.add_argument("file")
+    f.add_argument("--topic-from-type", action="store_true", default=True,
+                   help="each event to the topic of its type (the only mode; accepted for clarity)")
+    f.add_argument("--format", choices=("jsonl", "csv"), default=None, help="default: from the file suffix")
+    f.add_argument("--type", default=None, help="event type of every CSV row (else a 'type' column)")
+    f.add_argument("--map", action="append", help="CSV: field=column (dotted fields nest)")
+    f.add_argument("--rejects", default=None, help="write rejected lines and their errors here (JSON lines)")
+    f.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    f.set_defaults(func=cmd_import)
+

@@ -1,0 +1,167 @@
+"""``riskwatch ingest-mqtt``: sensor readings from an MQTT broker into ``rw.sensor-readings``.
+
+Subscribes to ``RISKWATCH_MQTT_TOPICS`` (default ``rw/+/sensor``) with QoS 1
+and a persistent session; each payload (JSON: ``metric``, ``value``, optional
+``unit``, ``ts``, ``device_id``, ``entity_id``) becomes a ``sensor_reading``:
+the device id defaults to the topic's second level, the entity id to the
+device map (``RISKWATCH_MQTT_DEVICE_MAP``, YAML ``device: entity``), the time
+to the receipt time. Messages are acknowledged to the MQTT broker only after
+Kafka acknowledged them (paho's manual acks): while Kafka is down nothing is
+acked, the MQTT broker keeps the messages (its in-flight window bounds what
+we hold) and redelivers them after a reconnect. Invalid payloads go to
+``rw.deadletter`` with their reasons, and are acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+import yaml
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from ..errors import InvalidEvent
+from ..events import parse_event
+from ..settings import Settings
+from ..streams.codec import dead_letter, partition_for
+
+__all__ = ["MqttBridge", "to_event"]
+
+log = logging.getLogger("riskwatch.mqtt")
+
+
+def to_event(topic: str, payload: bytes, device_map: dict[str, str], now: float) -> dict:
+    """The ``sensor_reading`` for one MQTT message (not yet validated).
+
+    >>> to_event("rw/dev-7/sensor", b'{"metric": "temperature", "value": 4.5}', {"dev-7": "E1"}, 0.0)["entity_id"]
+    'E1'
+    """
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent([_err("(payload)", "json_invalid", str(exc))]) from exc
+    if not isinstance(body, dict):
+        raise InvalidEvent([_err("(payload)", "dict_type", "payload must be a JSON object")])
+    parts = topic.split("/")
+    device = body.get("device_id") or (parts[1] if len(parts) > 1 else None)
+    ev = {"type": "sensor_reading", "device_id": device, "entity_id": body.get("entity_id") or device_map.get(device),
+          "ts": body.get("ts") or datetime.fromtimestamp(now, tz=timezone.utc).isoformat(),
+          "metric": body.get("metric"), "value": body.get("value")}
+    if body.get("unit") is not None:
+        ev["unit"] = body["unit"]
+    return {k: v for k, v in ev.items() if v is not None}
+
+
+def _err(field, rule, msg):
+    from ..errors import FieldError
+
+    return FieldError(field, rule, msg)
+
+
+class MqttBridge:
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        from ..config import load_config
+
+        self.s = settings
+        self.scheme = load_config(settings.config_path).entity_id_scheme
+        self.device_map = (yaml.safe_load(Path(settings.mqtt_device_map).read_text()) or {}) \
+            if settings.mqtt_device_map else {}
+        r = self.registry = registry or CollectorRegistry()
+        self.m_received = Counter("riskwatch_mqtt_messages_total", "MQTT messages, by result (produced, invalid)",
+                                  ["result"], registry=r)
+        self.m_pending = Gauge("riskwatch_mqtt_unacked", "Messages received, not yet acked (waiting for Kafka)",
+                               registry=r)
+        self.m_retries = Counter("riskwatch_mqtt_kafka_retries_total", "Kafka sends retried", registry=r)
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.connected = asyncio.Event()
+        self.stop = asyncio.Event()
+        self.client = None
+
+    def _client(self, loop):
+        import paho.mqtt.client as mqtt
+
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.s.mqtt_client_id, clean_session=False,
+                        manual_ack=True)
+        c.max_inflight_messages_set(self.s.mqtt_inflight)
+
+        def on_connect(client, userdata, flags, reason_code, properties):
+            if reason_code.is_failure:
+                log.error("MQTT connect failed: %s", reason_code)
+                return
+            client.subscribe([(t, 1) for t in self.s.mqtt_topics])
+            loop.call_soon_threadsafe(self.connected.set)
+
+        def on_message(client, userdata, msg):
+            loop.call_soon_threadsafe(self.queue.put_nowait, (msg.topic, msg.payload, msg.mid, msg.qos, time.time()))
+
+        c.on_connect = on_connect
+        c.on_message = on_message
+        c.reconnect_delay_set(min_delay=1, max_delay=10)
+        return c
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        loop = asyncio.get_running_loop()
+        self.client = self._client(loop)
+        self.client.connect_async(self.s.mqtt_host, self.s.mqtt_port, keepalive=30)
+        self.client.loop_start()
+        producer = AIOKafkaProducer(bootstrap_servers=self.s.broker, acks="all", linger_ms=5)
+        while not self.stop.is_set():
+            try:
+                await producer.start()
+                break
+            except Exception as exc:  # keep trying; nothing is acked meanwhile
+                log.warning("Kafka unavailable (%s); retrying", exc)
+                await asyncio.sleep(2)
+        try:
+            while not self.stop.is_set():
+                try:
+                    first = await asyncio.wait_for(self.queue.get(), 0.5)
+                except asyncio.TimeoutError:
+                    continue
+                batch = [first]
+                while len(batch) < 500 and not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                self.m_pending.set(len(batch) + self.queue.qsize())
+                await self._forward(producer, batch)
+        finally:
+            self.client.loop_stop()
+            self.client.disconnect()
+            await producer.stop()
+
+    async def _forward(self, producer, batch) -> None:
+        good: dict[int, list] = {}
+        dead = []
+        for topic, payload, mid, qos, at in batch:
+            try:
+                ev = to_event(topic, payload, self.device_map, at)
+                parse_event(ev, self.scheme)
+                good.setdefault(partition_for(ev["entity_id"].encode(), self.s.partitions), []).append(ev)
+            except InvalidEvent as exc:
+                dead.append(dead_letter(payload, f"mqtt:{topic}", -1, mid, exc.errors))
+        delay = 0.5
+        while not self.stop.is_set():  # do not ack until Kafka has it all
+            try:
+                sends = [await producer.send(self.s.topic("sensor-readings"), orjson.dumps({"batch": evs}),
+                                             partition=p) for p, evs in good.items()]
+                sends += [await producer.send(self.s.topic("deadletter"), d, partition=0) for d in dead]
+                await asyncio.wait_for(asyncio.gather(*sends), 10)
+                break
+            except Exception as exc:
+                self.m_retries.inc()
+                log.warning("Kafka did not acknowledge (%s); retrying in %.1fs, MQTT acks held", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+        else:
+            return  # stopping: unacked messages are redelivered to the next session
+        for _topic, _payload, mid, qos, _at in batch:
+            if qos > 0:
+                self.client.ack(mid, qos)
+        self.m_received.labels("produced").inc(sum(len(v) for v in good.values()))
+        self.m_received.labels("invalid").inc(len(dead))
+        self.m_pending.set(self.queue.qsize())

@@ -1,0 +1,93 @@
+"""MQTT readings through a real mosquitto and the bridge process to the worker: a sensor alert candidate."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+
+from riskwatch.embedded import free_port
+
+from .conftest import wait_for
+from .helpers import produce, read_batches, read_topic
+
+MOSQUITTO = shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if os.path.exists(p)), None)
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed "
+                                "(Debian: apt-get install -y mosquitto; .ci/run installs it)")
+E = "91350100M000100Y43"
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path):
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "max_inflight_messages 200\n")
+    p = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=(tmp_path / "mosquitto.log").open("wb"),
+                         stderr=subprocess.STDOUT)
+    import socket
+
+    def up():
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(up, 15, "mosquitto", lambda: (tmp_path / "mosquitto.log").read_text())
+    yield port
+    p.terminate()
+    p.wait(5)
+
+
+def test_mqtt_readings_reach_the_worker_and_raise_a_sensor_alert(stack, mqtt_broker, tmp_path):
+    import paho.mqtt.client as mqtt
+
+    s, workers = stack
+    (tmp_path / "devices.yaml").write_text(f"fridge-7: {E}\n")
+    env = dict(workers.env, RISKWATCH_MQTT_PORT=str(mqtt_broker), RISKWATCH_MQTT_DEVICE_MAP=str(tmp_path / "devices.yaml"),
+               RISKWATCH_MQTT_CLIENT_ID=f"rw-test-{mqtt_broker}")
+    bridge = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "ingest-mqtt"], env=env,
+                              stdout=(tmp_path / "bridge.log").open("wb"), stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    produce(s, [{"type": "entity", "entity_id": E, "name": "Cold Store", "industry": "food", "region": "350100"}])
+    workers.start()
+    try:
+        time.sleep(2)  # the bridge subscribes (its persistent session keeps anything published before)
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sensor-gw")
+        pub.connect("127.0.0.1", mqtt_broker)
+        pub.loop_start()
+        start = datetime.now(timezone.utc) - timedelta(minutes=40)
+        infos = []
+        for i in range(9):  # 20 degrees (limit 8) for 40 minutes: over the 15-minute minimum duration
+            ts = (start + timedelta(minutes=5 * i)).isoformat()
+            infos.append(pub.publish("rw/fridge-7/sensor", orjson.dumps({"metric": "temperature", "value": 20.0,
+                                                                         "unit": "C", "ts": ts}), qos=1))
+        infos.append(pub.publish("rw/fridge-7/sensor", b"{not json", qos=1))
+        infos.append(pub.publish("rw/unknown-dev/sensor", orjson.dumps({"metric": "temperature", "value": 3}), qos=1))
+        for info in infos:
+            info.wait_for_publish(10)
+        pub.loop_stop()
+        pub.disconnect()
+
+        def breach():
+            return [c for c in read_batches(s.broker, s.topic("alert-candidates"))
+                    if c["entity_id"] == E and c["signal"] == "sensors.limit_breach" and c["status"] == "firing"]
+
+        wait_for(breach, 90, "a limit_breach alert candidate",
+                 lambda: (tmp_path / "bridge.log").read_text()[-3000:] + workers.logs())
+        readings = [e for e in read_batches(s.broker, s.topic("sensor-readings")) if e["entity_id"] == E]
+        assert len(readings) == 9 and {r["device_id"] for r in readings} == {"fridge-7"}
+        dead = [orjson.loads(v) for _, _, v in read_topic(s.broker, s.topic("deadletter"))]
+        reasons = sorted(d["reason"] for d in dead if d["topic"].startswith("mqtt:"))
+        assert reasons == ["json_invalid", "missing"], dead  # bad JSON; a device with no entity
+    finally:
+        os.killpg(bridge.pid, signal.SIGTERM)
+        bridge.wait(15)
