@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/inspections.py
 	$(PY) bench/stream.py
 	$(PY) bench/alerts.py
+	$(PY) bench/ingest.py
 
 clean:
 	rm -rf $(VENV) .data results .pytest_cache .hypothesis

@@ -54,7 +54,7 @@ def loadgen(url: str, n: int, batch: int, concurrency: int) -> None:
                 async with sem:
                     while True:
                         r = await c.post(url, content=b)
-                        if r.status_code == 503:
+                        if r.status_code in (429, 503):
                             await asyncio.sleep(float(r.headers.get("Retry-After", 1)))
                             continue
                         r.raise_for_status()

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     ingest_max_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
     ingest_max_inflight: Annotated[int, Field(ge=1)] = 50_000          # events waiting for the broker, then 503
     ingest_broker_timeout: Annotated[float, Field(gt=0)] = 5.0         # broker ack wait before 503
+    ingest_rate_per_minute: Annotated[float, Field(gt=0)] = 60_000.0   # requests per token (feeds post a lot)
+    ingest_rate_burst: Annotated[int, Field(ge=1)] = 1_000
     mqtt_host: str = "127.0.0.1"
     mqtt_port: Annotated[int, Field(ge=1, le=65535)] = 1883
     mqtt_topics: list[str] = Field(default_factory=lambda: ["rw/+/sensor"])

@@ -39,7 +39,7 @@ _DEMO_SECRET = "demo-" + os.urandom(8).hex()
 def _role_tokens() -> dict[str, str]:
     import secrets
 
-    return {r: secrets.token_urlsafe(24) for r in ("viewer", "inspector", "ops", "admin")}
+    return {r: secrets.token_urlsafe(24) for r in ("viewer", "inspector", "ops", "admin", "ingest")}
 
 
 def _write_env_file(path: Path, env: dict, tokens: dict[str, str]) -> None:
@@ -112,6 +112,8 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         if "RISKWATCH_API_TOKENS" not in env:  # one fresh token per role, stored hashed by the API
             tokens = _role_tokens()
             env["RISKWATCH_API_TOKENS"] = ",".join(f"demo-{r}:{r}:{hash_token(t)}" for r, t in tokens.items())
+        ingest_port = api_port + 1
+        env["RISKWATCH_INGEST_PORT"] = str(ingest_port)
         _write_env_file(data_dir / "env", env, tokens)
         from .settings import Settings
         from .streams.kafka import ensure_topics
@@ -129,6 +131,7 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         procs.append(("worker", _spawn("worker", ["worker"], env, data_dir)))
         procs.append(("dispatcher", _spawn("dispatcher", ["dispatcher"], env, data_dir)))
         procs.append(("api", _spawn("api", ["api"], env, data_dir)))
+        procs.append(("ingest", _spawn("ingest", ["ingest"], env, data_dir)))
         if demo:
             procs.append(("demo", _spawn("demo", ["simulate", "--kafka", "--live", "--rate", str(rate),
                                                   "--entities", str(entities), "--events", str(int(rate * 86400)),
@@ -138,7 +141,8 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         print(f"  API       http://127.0.0.1:{api_port}/v1/entities   (docs: /docs, health: /healthz)")
         for role, tok in tokens.items():
             print(f"  token     {role:<10} {tok}")
-        print(f"  shell     . {data_dir / 'env'}   (RW_VIEWER, RW_INSPECTOR, RW_OPS, RW_ADMIN, RISKWATCH_*)")
+        print(f"  ingest    http://127.0.0.1:{ingest_port}/v1/events   (POST; token role ingest or admin)")
+        print(f"  shell     . {data_dir / 'env'}   (RW_VIEWER, RW_INSPECTOR, RW_OPS, RW_ADMIN, RW_INGEST, RISKWATCH_*)")
         print(f"  metrics   http://127.0.0.1:{metrics_port}/metrics (worker), "
               f"http://127.0.0.1:{dispatcher_port}/metrics (dispatcher), http://127.0.0.1:{api_port}/metrics (API)")
         if demo and "RISKWATCH_DEMO_WEBHOOK_SECRET" not in os.environ:

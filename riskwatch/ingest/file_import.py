@@ -84,6 +84,8 @@ async def import_file(settings: Settings, path: Path, fmt: str, mapping: dict[st
         async def flush():
             nonlocal accepted, rejected
             ok, bad = validate(buf, scheme)
+            if fmt == "csv":  # CSV cells are strings: send the validated, typed event
+                ok = [(i, ev, ev.model_dump(mode="json", exclude_unset=True)) for i, ev, _raw in ok]
             for i, errs in bad:
                 rejected += 1
                 msg = "; ".join(f"{e['field']}: {e['message']} [{e['rule']}]" for e in errs)

@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 
 from ..errors import Backpressure
 from ..settings import Settings
-from ..api.auth import Principal
+from ..api.auth import Principal, RateLimiter
 from ..api.context import ApiContext, errors, need
 from .plan import group, parse_body, validate
 from .producer import IngestProducer
@@ -39,6 +39,7 @@ IDEM_TTL = 86400
 def create_ingest_api(settings: Settings | None = None) -> FastAPI:
     s = settings or Settings()
     ctx = ApiContext(s)
+    ctx.limiter = RateLimiter(s.ingest_rate_per_minute, s.ingest_rate_burst)  # feeds, not people
     producer = IngestProducer(s, max_inflight=s.ingest_max_inflight, timeout=s.ingest_broker_timeout)
     r = ctx.registry
     m_events = Counter("riskwatch_ingest_events_total", "Events received, by result (accepted, rejected)",
