@@ -126,11 +126,9 @@ def cmd_api(args) -> int:
     import uvicorn
 
     from .api.app import create_api
-    from .config import load_config
     from .settings import Settings
 
     s = Settings()
-    cfg = load_config(s.config_path)
     uvicorn.run(create_api(s), host=s.api_host, port=s.api_port, log_level="warning")
     return 0
 

@@ -160,7 +160,7 @@ class Config(_Strict):
         from .detectors import REGISTRY
 
         out = {}
-        for name, det in self.detector_objects.items():
+        for name in self.detector_objects:
             dc = self.detectors.get(name, DetectorConfig())
             for sig, default in REGISTRY[name].default_signals.items():
                 out[f"{name}.{sig}"] = dc.signals.get(sig, default)

@@ -53,7 +53,7 @@ async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, ti
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=int(tick_seconds * 1000), max_records=500)
-            for tp, msgs in batches.items():
+            for msgs in batches.values():
                 for msg in msgs:
                     await intake.apply_message(msg.topic, msg.partition, msg.offset, msg.value)
             if batches:

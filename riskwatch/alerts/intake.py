@@ -190,7 +190,7 @@ class AlertIntake:
             await self._due_groups(b, now)
             try:
                 n = len(notify_ids)
-                await self._commit(b, extra=(lambda pipe: pipe.ltrim(f"{P}alerts:notify", n, -1)) if n else None)
+                await self._commit(b, extra=(lambda pipe, n=n: pipe.ltrim(f"{P}alerts:notify", n, -1)) if n else None)
             except rex.WatchError:
                 continue
             queued += len(b.notifications)

@@ -137,7 +137,7 @@ class MqttBridge:
     async def _forward(self, producer, batch) -> None:
         good: dict[int, list] = {}
         dead = []
-        for topic, payload, mid, qos, at in batch:
+        for topic, payload, mid, _qos, at in batch:
             try:
                 ev = to_event(topic, payload, self.device_map, at)
                 parse_event(ev, self.scheme)
