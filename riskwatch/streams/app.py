@@ -94,6 +94,9 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
     w = worker or Worker(s)
     n = s.partitions
     (s.data_dir / "worker").mkdir(parents=True, exist_ok=True)
+    from .recovery_fix import install as fix_recovery
+
+    fix_recovery(s.broker)  # the embedded broker under-reports changelog ends (see recovery_fix)
     app = faust.App(
         s.app_id,
         broker=f"kafka://{s.broker}",
