@@ -215,25 +215,32 @@ def _validate(data: Any) -> Config:
         raise ConfigError(errs) from exc
 
 
-def load_config_text(text: str) -> Config:
-    """Parse and validate YAML text."""
+def parse_yaml(text: str):
+    """YAML text as data; a syntax error is a :class:`ConfigError` naming the line."""
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "(yaml)"
         raise ConfigError([FieldError(where, "yaml", str(getattr(exc, "problem", exc)))]) from exc
-    return _validate(data)
+
+
+def read_text(path: Path) -> str:
+    """A config file's text; an unreadable file is a :class:`ConfigError`."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([FieldError(str(path), "readable", str(exc))]) from exc
+
+
+def load_config_text(text: str) -> Config:
+    """Parse and validate YAML text."""
+    return _validate(parse_yaml(text))
 
 
 def load_config(path: str | Path | None = None) -> Config:
     """Load and validate a YAML file (default: ``config/riskwatch.yaml``)."""
-    p = Path(path) if path else DEFAULT_PATH
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([FieldError(str(p), "readable", str(exc))]) from exc
-    return load_config_text(text)
+    return load_config_text(read_text(Path(path) if path else DEFAULT_PATH))
 
 
 def config_from_dict(data: dict) -> Config:

@@ -31,10 +31,10 @@ import string
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator,
                       model_validator)
 
+from ..config import parse_yaml, read_text
 from ..errors import ConfigError, FieldError, field_errors_from_pydantic
 from .safety import check_url
 
@@ -181,17 +181,8 @@ def _validate(data) -> AlertsConfig:
 
 
 def load_alerts_config_text(text: str) -> AlertsConfig:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError([FieldError("(yaml)", "yaml", str(exc))]) from exc
-    return _validate(data)
+    return _validate(parse_yaml(text))
 
 
 def load_alerts_config(path: str | Path | None = None) -> AlertsConfig:
-    p = Path(path) if path else DEFAULT_ALERTS_PATH
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([FieldError(str(p), "readable", str(exc))]) from exc
-    return load_alerts_config_text(text)
+    return load_alerts_config_text(read_text(Path(path) if path else DEFAULT_ALERTS_PATH))

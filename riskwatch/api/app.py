@@ -10,7 +10,6 @@ no token (probes and Prometheus).
 from __future__ import annotations
 
 import asyncio
-import time
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -20,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .. import audit
 from ..settings import Settings
 from . import alerts, config_api, entities, objections, spotchecks
-from .context import AUTHED, ApiContext, ErrorOut, Ops, ctx_of
+from .context import AUTHED, ApiContext, ErrorOut, Ops, count_requests, ctx_of
 
 __all__ = ["create_api"]
 
@@ -126,14 +125,7 @@ def create_api(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=s.api_cors_origins, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type"])
 
-    @app.middleware("http")
-    async def count(request, call_next):
-        t0 = time.perf_counter()
-        resp = await call_next(request)
-        route = request.scope.get("route")
-        ctx.requests.labels(getattr(route, "path", "unmatched"), str(resp.status_code)).inc()
-        resp.headers["X-Response-Time-Ms"] = f"{(time.perf_counter() - t0) * 1000:.1f}"
-        return resp
+    count_requests(app, ctx)
 
     app.include_router(health)
     for r in (entities.router, alerts.router, spotchecks.router, config_api.router, objections.router, audit_router):

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated
 
 import orjson
 from fastapi import Depends, HTTPException, Request
-from pydantic import BaseModel
 from prometheus_client import CollectorRegistry, Counter
+from pydantic import BaseModel
 
 from ..config import CURRENT_CONFIG, Config, config_from_dict, load_config
 from ..settings import Settings
 from ..streams.codec import partition_for
 from .auth import Principal, RateLimiter, TokenRegistry, allows, hash_token
 
-__all__ = ["ApiContext", "need", "ctx_of", "field_errors", "errors", "AUTHED", "ErrorOut"]
+__all__ = ["ApiContext", "need", "ctx_of", "count_requests", "field_errors", "errors", "AUTHED", "ErrorOut"]
 
 
 class ApiContext:
@@ -83,6 +84,19 @@ class ApiContext:
             await self._producer.stop()
         if self.redis is not None:
             await self.redis.aclose()
+
+
+def count_requests(app, ctx: ApiContext) -> None:
+    """Count every response by route and status (``riskwatch_api_requests_total``); time it in a header."""
+
+    @app.middleware("http")
+    async def count(request, call_next):
+        t0 = time.perf_counter()
+        resp = await call_next(request)
+        route = request.scope.get("route")
+        ctx.requests.labels(getattr(route, "path", "unmatched"), str(resp.status_code)).inc()
+        resp.headers["X-Response-Time-Ms"] = f"{(time.perf_counter() - t0) * 1000:.1f}"
+        return resp
 
 
 def ctx_of(request: Request) -> ApiContext:

@@ -24,10 +24,10 @@ import orjson
 from fastapi import FastAPI, Header, HTTPException, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
+from ..api.auth import Principal, RateLimiter
+from ..api.context import ApiContext, count_requests, errors, need
 from ..errors import Backpressure
 from ..settings import Settings
-from ..api.auth import Principal, RateLimiter
-from ..api.context import ApiContext, errors, need
 from .plan import group, parse_body, validate
 from .producer import IngestProducer
 
@@ -66,12 +66,7 @@ def create_ingest_api(settings: Settings | None = None) -> FastAPI:
                   description=__doc__.split("\n\n", 1)[1].replace("\n", " "))
     app.state.ctx = ctx
 
-    @app.middleware("http")
-    async def count(request, call_next):
-        resp = await call_next(request)
-        route = request.scope.get("route")
-        ctx.requests.labels(getattr(route, "path", "unmatched"), str(resp.status_code)).inc()
-        return resp
+    count_requests(app, ctx)
 
     @app.get("/healthz")
     async def healthz():
