@@ -4,8 +4,9 @@ Subscribes to ``RISKWATCH_MQTT_TOPICS`` (default ``rw/+/sensor``) with QoS 1
 and a persistent session; each payload (JSON: ``metric``, ``value``, optional
 ``unit``, ``ts``, ``device_id``, ``entity_id``) becomes a ``sensor_reading``:
 the device id defaults to the topic's second level, the entity id to the
-device map (``RISKWATCH_MQTT_DEVICE_MAP``, YAML ``device: entity``), the time
-to the receipt time. Messages are acknowledged to the MQTT broker only after
+device map: ``RISKWATCH_MQTT_DEVICE_MAP`` (YAML ``device: entity``), else the
+``devices`` listed in an ``entity`` event's ``attributes`` (the bridge follows
+``rw.entities``); the time defaults to the receipt time. Messages are acknowledged to the MQTT broker only after
 Kafka acknowledged them (paho's manual acks): while Kafka is down nothing is
 acked, the MQTT broker keeps the messages (its in-flight window bounds what
 we hold) and redelivers them after a reconnect. Invalid payloads go to
@@ -70,6 +71,7 @@ class MqttBridge:
         self.scheme = load_config(settings.config_path).entity_id_scheme
         self.device_map = (yaml.safe_load(Path(settings.mqtt_device_map).read_text()) or {}) \
             if settings.mqtt_device_map else {}
+        self.from_entities: dict[str, str] = {}  # device -> entity, from entity events' attributes.devices
         r = self.registry = registry or CollectorRegistry()
         self.m_received = Counter("riskwatch_mqtt_messages_total", "MQTT messages, by result (produced, invalid)",
                                   ["result"], registry=r)
@@ -103,10 +105,39 @@ class MqttBridge:
         c.reconnect_delay_set(min_delay=1, max_delay=10)
         return c
 
+    async def follow_entities(self) -> None:
+        """Read every partition of the entities topic (outside any group) and keep devices -> entity."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from ..streams.codec import decode
+
+        c = AIOKafkaConsumer(bootstrap_servers=self.s.broker, enable_auto_commit=False)
+        await c.start()
+        try:
+            topic = self.s.topic("entities")
+            await c._client.force_metadata_update()
+            parts = sorted(c.partitions_for_topic(topic) or ())
+            tps = [TopicPartition(topic, p) for p in parts]
+            c.assign(tps)
+            await c.seek_to_beginning(*tps)
+            while not self.stop.is_set():
+                batch = await c.getmany(timeout_ms=1000)
+                for msgs in batch.values():
+                    for m in msgs:
+                        evs, _err = decode(m.value)
+                        for ev in evs:
+                            if isinstance(ev, dict) and ev.get("type") == "entity":
+                                devices = (ev.get("attributes") or {}).get("devices") or []
+                                for d in devices if isinstance(devices, list) else []:
+                                    self.from_entities[str(d)] = ev.get("entity_id")
+        finally:
+            await c.stop()
+
     async def run(self) -> None:
         from aiokafka import AIOKafkaProducer
 
         loop = asyncio.get_running_loop()
+        follower = asyncio.create_task(self.follow_entities())
         self.client = self._client(loop)
         self.client.connect_async(self.s.mqtt_host, self.s.mqtt_port, keepalive=30)
         self.client.loop_start()
@@ -130,6 +161,7 @@ class MqttBridge:
                 self.m_pending.set(len(batch) + self.queue.qsize())
                 await self._forward(producer, batch)
         finally:
+            follower.cancel()
             self.client.loop_stop()
             self.client.disconnect()
             await producer.stop()
@@ -139,7 +171,7 @@ class MqttBridge:
         dead = []
         for topic, payload, mid, _qos, at in batch:
             try:
-                ev = to_event(topic, payload, self.device_map, at)
+                ev = to_event(topic, payload, {**self.from_entities, **self.device_map}, at)
                 parse_event(ev, self.scheme)
                 good.setdefault(partition_for(ev["entity_id"].encode(), self.s.partitions), []).append(ev)
             except InvalidEvent as exc:

@@ -57,7 +57,8 @@ def test_mqtt_readings_reach_the_worker_and_raise_a_sensor_alert(stack, mqtt_bro
     bridge = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "ingest-mqtt"], env=env,
                               stdout=(tmp_path / "bridge.log").open("wb"), stderr=subprocess.STDOUT,
                               start_new_session=True)
-    produce(s, [{"type": "entity", "entity_id": E, "name": "Cold Store", "industry": "food", "region": "350100"}])
+    produce(s, [{"type": "entity", "entity_id": E, "name": "Cold Store", "industry": "food", "region": "350100",
+                 "attributes": {"devices": ["freezer-9"]}}])  # a device mapped by the entity event itself
     workers.start()
     try:
         time.sleep(2)  # the bridge subscribes (its persistent session keeps anything published before)
@@ -70,6 +71,9 @@ def test_mqtt_readings_reach_the_worker_and_raise_a_sensor_alert(stack, mqtt_bro
             ts = (start + timedelta(minutes=5 * i)).isoformat()
             infos.append(pub.publish("rw/fridge-7/sensor", orjson.dumps({"metric": "temperature", "value": 20.0,
                                                                          "unit": "C", "ts": ts}), qos=1))
+        time.sleep(2)  # the bridge has read the entity event by now (it follows rw.entities)
+        infos.append(pub.publish("rw/freezer-9/sensor", orjson.dumps({"metric": "temperature", "value": -20.0}),
+                                 qos=1))
         infos.append(pub.publish("rw/fridge-7/sensor", b"{not json", qos=1))
         infos.append(pub.publish("rw/unknown-dev/sensor", orjson.dumps({"metric": "temperature", "value": 3}), qos=1))
         for info in infos:
@@ -84,7 +88,7 @@ def test_mqtt_readings_reach_the_worker_and_raise_a_sensor_alert(stack, mqtt_bro
         wait_for(breach, 90, "a limit_breach alert candidate",
                  lambda: (tmp_path / "bridge.log").read_text()[-3000:] + workers.logs())
         readings = [e for e in read_batches(s.broker, s.topic("sensor-readings")) if e["entity_id"] == E]
-        assert len(readings) == 9 and {r["device_id"] for r in readings} == {"fridge-7"}
+        assert len(readings) == 10 and {r["device_id"] for r in readings} == {"fridge-7", "freezer-9"}
         dead = [orjson.loads(v) for _, _, v in read_topic(s.broker, s.topic("deadletter"))]
         reasons = sorted(d["reason"] for d in dead if d["topic"].startswith("mqtt:"))
         assert reasons == ["json_invalid", "missing"], dead  # bad JSON; a device with no entity
