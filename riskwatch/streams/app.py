@@ -94,9 +94,9 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
     w = worker or Worker(s)
     n = s.partitions
     (s.data_dir / "worker").mkdir(parents=True, exist_ok=True)
-    from .recovery_fix import install as fix_recovery
+    from .faust_fixes import install as fix_faust
 
-    fix_recovery(s.broker)  # the embedded broker under-reports changelog ends (see recovery_fix)
+    fix_faust(s.broker)  # flush-before-commit that drains; recovery to the real changelog end
     app = faust.App(
         s.app_id,
         broker=f"kafka://{s.broker}",

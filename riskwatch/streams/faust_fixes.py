@@ -1,6 +1,14 @@
-"""Correct Faust's changelog recovery target on brokers that under-report end offsets.
+"""Two fixes to faust-streaming 0.15 that at-least-once state depends on, installed by the worker.
 
-The embedded broker (Tansu 0.6) reports as a partition's end offset the first
+1. **Flush before commit really drains.** Faust flushes its producer before it
+   commits source offsets, so table (changelog) writes land before the offsets
+   that produced them. But ``ProducerBuffer.flush`` gives up when no message
+   leaves the buffer within 0.1 s, and does not count a message it is still
+   handing to aiokafka; the commit then goes ahead of changelog writes, and a
+   worker killed right after loses them (its successor resumes after events
+   whose state never reached the changelog). :func:`install` makes ``flush``
+   wait until the buffer is empty and nothing is in hand.
+2. **Recovery reads to the real end.** The embedded broker (Tansu 0.6) reports as a partition's end offset the first
 offset of its last record batch (measured: 9,559 for 10,000 records). Faust's
 recovery reads each changelog partition up to that "highwater" and declares the
 table recovered, so a worker that takes over partitions after a crash can start
@@ -16,7 +24,7 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["install", "true_ends"]
+__all__ = ["install", "true_ends", "drain_flush"]
 
 log = logging.getLogger("riskwatch.recovery")
 _installed: dict = {}
@@ -48,10 +56,43 @@ async def true_ends(broker: str, tps, reported: dict) -> dict:
         await c.stop()
 
 
+def drain_flush() -> None:
+    """Make ``ProducerBuffer.flush`` wait until every buffered message was handed to aiokafka."""
+    import asyncio
+
+    from faust.transport.producer import ProducerBuffer
+
+    if _installed.get("flush"):
+        return
+    send_pending = ProducerBuffer._send_pending
+
+    async def _send_pending(self, fut) -> None:
+        self._rw_in_hand = getattr(self, "_rw_in_hand", 0) + 1
+        try:
+            await send_pending(self, fut)
+        finally:
+            self._rw_in_hand -= 1
+
+    async def flush(self) -> None:
+        while self.size or getattr(self, "_rw_in_hand", 0):
+            if self.state != "running":
+                raise RuntimeError("Cannot flush: Producer not Running")
+            self.message_sent.clear()
+            try:
+                await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
+            except asyncio.TimeoutError:
+                continue  # keep waiting: committing offsets ahead of the changelog loses state
+
+    ProducerBuffer._send_pending = _send_pending
+    ProducerBuffer.flush = flush
+    _installed["flush"] = True
+
+
 def install(broker: str) -> None:
-    """Patch Faust's recovery once per process (idempotent)."""
+    """Patch Faust once per process (idempotent): draining flush, recovery to the real end."""
     from faust.tables.recovery import Recovery
 
+    drain_flush()
     if _installed.get("broker") == broker:
         return
     original = _installed.setdefault("original", Recovery._build_highwaters)
