@@ -21,8 +21,8 @@ import faust
 import orjson
 
 from ..config import CURRENT_CONFIG, config_from_dict, load_config
-from ..errors import ConfigError
 from ..engine import Engine
+from ..errors import ConfigError
 from ..metrics import WorkerMetrics
 from ..models import PopulationModels
 from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
