@@ -13,8 +13,6 @@ import os
 import signal
 import socket
 
-import orjson
-
 from ..config import load_config
 from ..settings import Settings
 from ..streams.codec import encode_batch
@@ -103,6 +101,3 @@ async def run_dispatcher(s: Settings, role: str = "all", alerts_config: AlertsCo
     if failed:
         raise SystemExit(1)
 
-
-def dead_letters_json(records: list[dict]) -> bytes:
-    return orjson.dumps(records, option=orjson.OPT_INDENT_2)

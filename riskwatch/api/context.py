@@ -33,17 +33,25 @@ class ApiContext:
         self.denied = Counter("riskwatch_api_denied_total", "Requests refused by auth or rate limit, by reason",
                               ["reason"], registry=self.registry)
         self.redis = None
+        self._config: tuple | None = None  # (raw in Redis, Config, meta) last parsed
         self._producer = None
         self._lock = asyncio.Lock()
 
     # ----------------------------------------------------------- config in force
     async def current_config(self) -> tuple[Config, dict]:
+        """The config in force; parsed and validated only when it changed (called on every request)."""
         raw = await self.redis.get(CURRENT_CONFIG)
+        cached = self._config
+        if cached is not None and cached[0] == raw:
+            return cached[1], cached[2]
         if raw:
             cmd = orjson.loads(raw)
-            return config_from_dict(cmd["config"]), {k: v for k, v in cmd.items() if k != "config"}
-        cfg = load_config(self.s.config_path)
-        return cfg, {"seq": 0, "version": cfg.version, "source": str(self.s.config_path or "config/riskwatch.yaml")}
+            cfg, meta = config_from_dict(cmd["config"]), {k: v for k, v in cmd.items() if k != "config"}
+        else:
+            cfg = load_config(self.s.config_path)
+            meta = {"seq": 0, "version": cfg.version, "source": str(self.s.config_path or "config/riskwatch.yaml")}
+        self._config = (raw, cfg, meta)
+        return cfg, meta
 
     # ----------------------------------------------------------- commands to Kafka
     async def producer(self):
@@ -134,7 +142,6 @@ def need(role: str):
 Viewer = Annotated[Principal, need("viewer")]
 Inspector = Annotated[Principal, need("inspector")]
 Ops = Annotated[Principal, need("ops")]
-Admin = Annotated[Principal, need("admin")]
 
 
 def field_errors(errors, prefix: tuple = ("body",)) -> list[dict]:
