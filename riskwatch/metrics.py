@@ -27,6 +27,9 @@ class WorkerMetrics:
                              buckets=(.005, .01, .02, .03, .04, .05, .075, .1, .15, .2, .3, .5, 1, 2.5, 5, 10,
                                       30, 60), registry=r)
         self.entities = Gauge("riskwatch_entities_written", "Distinct entity states written", registry=r)
+        self.resume_gaps = Counter("riskwatch_resume_gaps_total",
+                                   "Source partitions that resumed past the last offset in the recovered "
+                                   "states (events possibly uncounted)", registry=r)
         self.view_retries = Counter("riskwatch_view_write_retries_total",
                                     "Redis view writes retried (Redis unreachable)", registry=r)
         self.config_seq = Gauge("riskwatch_config_change", "Sequence number of the config change in force "

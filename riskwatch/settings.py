@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
+    @property
+    def state_changelog(self) -> str:
+        """The entity-state changelog (one message per source message; see streams/state_store.py)."""
+        return f"{self.app_id}-entity-state-changelog"
+
     def masked(self) -> dict:
         d = self.model_dump(mode="json")
         for k in ("api_token", "api_tokens"):

@@ -1,9 +1,10 @@
 """The Faust app: topics, tables and agents around the engine. Nothing else.
 
 - ``process``: every input topic (plus ``rekey``) -> :class:`BatchProcessor`
-  -> entity states in the ``entity-state`` Table (changelog, RocksDB), output
-  envelopes on the output topics (same partition), dead letters, the Redis
-  view, and queued model updates on the single-partition ``model-training``.
+  -> entity states in the :class:`StateStore` (one changelog message per source
+  message, local RocksDB), output envelopes on the output topics (same
+  partition), dead letters, the Redis view, and queued model updates on the
+  single-partition ``model-training``.
 - ``train``: applies model updates in order; a timer publishes snapshots to
   the single-partition ``models`` topic, which every worker reads in full.
 - a timer sends ``tick`` events (wall clock) for entities whose signals can
@@ -27,9 +28,10 @@ from ..metrics import WorkerMetrics
 from ..models import PopulationModels
 from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
 from ..view import ViewWriter
-from .codec import dead_letter, encode_batch, partition_for
-from .processor import BatchProcessor, load_state
+from .codec import dead_letter, encode_batch
+from .processor import BatchProcessor
 from .shared_models import SharedModels, apply_update, encode_snapshot
+from .state_store import StateStore
 
 __all__ = ["create_app", "Worker"]
 
@@ -122,10 +124,26 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
     deadletter = app.topic(s.topic("deadletter"), partitions=1, **raw)
     rekey = app.topic(s.topic("rekey"), partitions=n, **raw)
     training = app.topic(s.topic("model-training"), partitions=1, **raw)
-    table = app.Table("entity-state", default=None, partitions=n, key_type=bytes, value_type=bytes)
+    changelog = app.topic(s.state_changelog, partitions=n, **raw)
+    store = StateStore(s.broker, s.state_changelog,
+                       None if s.store.startswith("memory") else s.data_dir / "worker" / "state", n)
     models_topic = app.topic(s.topic("models"), partitions=1, **raw)
     m = w.metrics
-    app.riskwatch_table = table  # type: ignore[attr-defined]
+    app.riskwatch_store = store  # type: ignore[attr-defined]
+    input_names = set(inputs.topics)
+
+    def _partitions(tps) -> set[int]:
+        return {tp.partition for tp in tps if tp.topic in input_names}
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app, revoked, **kwargs):
+        store.revoke(_partitions(revoked))
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app, assigned, **kwargs):
+        mine = _partitions(assigned)
+        store.revoke(set(store.parts) - mine)
+        store.assign(mine)
 
     async def redis():
         if w.redis is None:
@@ -185,8 +203,14 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                 delay = min(delay * 2, 5.0)
 
     async def handle(msg) -> None:
-        res = w.processor.handle(msg.value, msg.topic, msg.partition, msg.offset,
-                                 lambda k: load_state(table.get(k.encode())))
+        p = msg.partition
+        await store.ready(p)
+        src = f"{msg.topic}:{p}"
+        last = store.resumes(p, src, msg.offset)
+        if last is not None:
+            m.resume_gaps.inc()
+            log.warning("%s resumes at offset %d but the recovered states end at %d", src, msg.offset, last)
+        res = w.processor.handle(msg.value, msg.topic, p, msg.offset, lambda k: store.get(p, k))
         n_events = res.applied + res.skipped + len(res.dead) + len(res.misrouted)
         m.consumed.labels(msg.topic).inc(n_events)
         m.batch.observe(n_events)
@@ -212,9 +236,9 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             await training.send(value=orjson.dumps(updates))
         if res.outputs or res.entities:
             await write_view(res)
-        # state last: if we die before this, the message is redelivered and applied again
-        for eid, st in res.states.items():
-            table[eid.encode()] = orjson.dumps(st)
+        if res.states:  # committed only after this reaches the broker (Faust flushes before commits)
+            value, on_ack = store.stage(p, src, msg.offset, res.states)
+            await changelog.send(value=value, partition=p, callback=on_ack)
 
     @app.agent(inputs, name="process")
     async def process(stream):
@@ -224,6 +248,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             try:
                 await handle(msg)
             except Exception as exc:  # never let the agent die quietly (faust #175, #416)
+                store.forget_live(msg.partition)  # states it may have half-updated are reread
                 log.exception("message %s[%d]@%d failed", msg.topic, msg.partition, msg.offset)
                 m.dead.labels("worker_error").inc()
                 await deadletter.send(value=dead_letter(msg.value or b"", msg.topic, msg.partition, msg.offset,
@@ -250,11 +275,10 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         now = time.time()
         iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now))
         per_partition: dict[int, list] = defaultdict(list)
-        for key, raw_state in list(table.items()):
-            st = orjson.loads(raw_state)
-            if w.engine.wants_tick(st):
-                eid = key.decode()
-                per_partition[partition_for(key, n)].append({"type": "tick", "entity_id": eid, "ts": iso})
+        for p in store.owned():
+            for eid, st in store.items(p):
+                if w.engine.wants_tick(st):
+                    per_partition[p].append({"type": "tick", "entity_id": eid, "ts": iso})
         for p, ticks in per_partition.items():
             await commands.send(value=encode_batch(ticks), partition=p)
 

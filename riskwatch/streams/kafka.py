@@ -13,11 +13,12 @@ from typing import Iterable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 
 from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
 from .codec import encode_batch, partition_for
 
-__all__ = ["ensure_topics", "topic_for", "BatchProducer"]
+__all__ = ["ensure_topics", "create_topic", "topic_for", "BatchProducer"]
 
 _TOPIC_OF_TYPE = {"entity": "entities", "complaint": "complaints", "sensor_reading": "sensor-readings",
                   "inspection": "inspections", "record": "records", "objection": "commands",
@@ -35,6 +36,7 @@ async def ensure_topics(settings: Settings) -> None:
     n = settings.partitions
     want = {settings.topic(t): n for t in INPUT_TOPICS}
     want.update({settings.topic(t): n for t in OUTPUT_TOPICS.values()})
+    want[settings.state_changelog] = n
     want.update({settings.topic("rekey"): n, settings.topic("alerts"): n, settings.topic("deadletter"): 1,
                  settings.topic("model-training"): 1, settings.topic("models"): 1})
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker)
@@ -44,6 +46,20 @@ async def ensure_topics(settings: Settings) -> None:
         new = [NewTopic(name, p, 1) for name, p in want.items() if name not in have]
         if new:
             await admin.create_topics(new)
+    finally:
+        await admin.close()
+
+
+async def create_topic(broker: str, name: str, partitions: int) -> None:
+    """Create one topic unless it exists."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+    await admin.start()
+    try:
+        if name not in set(await admin.list_topics()):
+            try:
+                await admin.create_topics([NewTopic(name, partitions, 1)])
+            except TopicAlreadyExistsError:
+                pass  # another worker was quicker
     finally:
         await admin.close()
 

@@ -50,13 +50,12 @@ def read_batches(broker: str, topic: str) -> list[dict]:
 
 
 def table_state(broker: str, app_id: str) -> dict[str, dict]:
-    """Last value per key of the entity-state changelog: the Table's content."""
+    """The entity states the changelog holds (last value per entity, over all change messages)."""
+    from riskwatch.streams.state_store import decode_change
+
     states = {}
-    for _, k, v in read_topic(broker, f"{app_id}-entity-state-changelog"):
-        if v is None:
-            states.pop(k.decode(), None)
-        else:
-            states[k.decode()] = orjson.loads(v)
+    for _, _, v in read_topic(broker, f"{app_id}-entity-state-changelog"):
+        states.update(decode_change(v)[1])
     return states
 
 

@@ -1,0 +1,299 @@
+"""Entity states of the partitions a worker owns: memory over a local store over a changelog.
+
+Why not a Faust Table: a Table writes one changelog message per key set, and
+that Faust machinery (~40 us per set, plus a RocksDB put and a get per key)
+was half of the worker's time (py-spy, 2026-11-27). Here a source message
+that changed k entity states writes **one** changelog message holding all k:
+
+    {"src": ["rw.complaints:2", 4711], "states": {"<entity>": {...}, ...}}
+
+on the changelog partition equal to the source partition (entities live on
+the partition of their id). The changelog is sent through Faust's producer,
+so Faust's flush-before-commit covers it: a source offset is committed only
+after the states it produced reached the broker.
+
+Per partition, reads go to the parsed states touched since recovery
+(``live``), then to states sent but not yet acknowledged (``pending``), then
+to the local store, which holds exactly the acknowledged changelog prefix
+(states and that prefix's last offset are written together when the broker
+acknowledges). On (re)assignment a partition is recovered by reading its
+changelog from the local store's offset to the end; the agent waits for
+that before it processes the partition's messages. ``memory`` keeps the
+local store in a dict (tests); ``rocksdb`` uses rocksdict, so a restart
+reads only the changelog written since it last ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from collections.abc import Iterator
+
+import orjson
+
+__all__ = ["StateStore", "encode_change", "decode_change"]
+
+log = logging.getLogger("riskwatch.state")
+_OFFSET = b"\x00offset"   # meta keys: entity ids never start with a NUL byte (see events.py)
+_SRC = b"\x00src"
+
+
+def encode_change(src: str, offset: int, states: dict[str, bytes]) -> bytes:
+    """One changelog message from already serialised states (no second serialisation)."""
+    body = b",".join(orjson.dumps(eid) + b":" + st for eid, st in states.items())
+    return b'{"src":' + orjson.dumps([src, offset]) + b',"states":{' + body + b"}}"
+
+
+def decode_change(value: bytes) -> tuple[tuple[str, int] | None, dict[str, dict]]:
+    obj = orjson.loads(value)
+    src = obj.get("src")
+    return (tuple(src) if src else None), obj.get("states") or {}
+
+
+class _Local:
+    """The local store of one partition: bytes -> bytes, batch writes."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        if path is None:
+            self.db: dict | object = {}
+        else:
+            from rocksdict import Options, Rdict
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = Rdict(str(path), Options(raw_mode=True))
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.db.get(key)
+
+    def write(self, items: dict[bytes, bytes]) -> None:
+        if isinstance(self.db, dict):
+            self.db.update(items)
+            return
+        from rocksdict import WriteBatch
+
+        wb = WriteBatch(raw_mode=True)
+        for k, v in items.items():
+            wb.put(k, v)
+        self.db.write(wb)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter(list(self.db.items())) if isinstance(self.db, dict) else self.db.items()
+
+    def close(self) -> None:
+        if not isinstance(self.db, dict):
+            self.db.close()
+
+
+class _Partition:
+    def __init__(self, local: _Local) -> None:
+        self.local = local
+        self.gen = 0                       # bumped on revoke: late acks of an old ownership are ignored
+        self.ready = asyncio.Event()
+        self.live: dict[str, dict] = {}
+        self.pending: dict[str, bytes] = {}
+        self.unacked = 0
+        self.src_seen: dict[str, int] = {}  # last source offset in the store, per source topic-partition
+        self.checked: set[str] = set()
+
+    @property
+    def offset(self) -> int:
+        raw = self.local.get(_OFFSET)
+        return int(raw) if raw else -1
+
+
+class StateStore:
+    """States of owned partitions; see the module docstring."""
+
+    def __init__(self, broker: str, changelog: str, directory: Path | None, partitions: int,
+                 live_max: int = 200_000) -> None:
+        self.broker = broker
+        self.changelog = changelog
+        self.partitions = partitions
+        self._created = False
+        self.directory = directory
+        self.live_max = live_max
+        self.parts: dict[int, _Partition] = {}
+        self._recovering: dict[int, asyncio.Task] = {}
+
+    def _part(self, p: int) -> _Partition:
+        part = self.parts.get(p)
+        if part is None:
+            path = None if self.directory is None else self.directory / f"p{p}"
+            part = self.parts[p] = _Partition(_Local(path))
+        return part
+
+    # ---------------------------------------------------------- ownership
+    def revoke(self, partitions) -> None:
+        for p in partitions:
+            part = self.parts.get(p)
+            if part is None:
+                continue
+            part.gen += 1
+            part.ready.clear()
+            part.live.clear()
+            part.pending.clear()
+            part.unacked = 0
+            task = self._recovering.pop(p, None)
+            if task is not None:
+                task.cancel()
+
+    def assign(self, partitions) -> None:
+        """Start recovering partitions that are not ready (the agent waits in :meth:`ready`)."""
+        todo = [p for p in partitions if not self._part(p).ready.is_set() and p not in self._recovering]
+        if todo:
+            task = asyncio.ensure_future(self._recover(todo))
+            for p in todo:
+                self._recovering[p] = task
+
+    async def ready(self, p: int) -> None:
+        part = self._part(p)
+        if not part.ready.is_set():
+            if p not in self._recovering:
+                self.assign([p])
+            await part.ready.wait()
+
+    async def _recover(self, partitions: list[int]) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        if not self._created:
+            from .kafka import create_topic
+
+            await create_topic(self.broker, self.changelog, self.partitions)
+            self._created = True
+        tps = {TopicPartition(self.changelog, p): p for p in partitions}
+        c = AIOKafkaConsumer(bootstrap_servers=self.broker, enable_auto_commit=False,
+                             max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20)
+        await c.start()
+        n = 0
+        try:
+            c.assign(list(tps))
+            start = {}
+            for tp, p in tps.items():
+                start[p] = self._part(p).offset + 1
+                c.seek(tp, start[p])
+            ends = await c.end_offsets(list(tps))
+            # read to the reported end, then on until the broker stays quiet: the embedded
+            # broker reports the first offset of the last record batch as the end
+            behind = {tp for tp in tps if ends[tp] > start[tps[tp]]}
+            quiet = 0
+            while behind or quiet < 2:
+                batch = await c.getmany(timeout_ms=200 if not behind else 1000, max_records=5000)
+                quiet = 0 if batch else quiet + 1
+                for tp, msgs in batch.items():
+                    self._apply(tps[tp], msgs)
+                    n += len(msgs)
+                    if msgs and msgs[-1].offset + 1 >= ends[tp]:
+                        behind.discard(tp)
+        finally:
+            await c.stop()
+        for p in partitions:
+            part = self._part(p)
+            raw = part.local.get(_SRC)
+            part.src_seen = orjson.loads(raw) if raw else {}
+            part.checked = set()
+            part.ready.set()
+            self._recovering.pop(p, None)
+        log.info("state partitions %s recovered (%d changelog messages read)", partitions, n)
+
+    def _apply(self, p: int, msgs) -> None:
+        part = self._part(p)
+        items: dict[bytes, bytes] = {}
+        src_seen = orjson.loads(part.local.get(_SRC) or b"{}")
+        for m in msgs:
+            src, states = decode_change(m.value)
+            for eid, st in states.items():
+                items[eid.encode()] = orjson.dumps(st)
+            if src:
+                src_seen[src[0]] = max(src[1], src_seen.get(src[0], -1))
+        if msgs:
+            items[_OFFSET] = str(msgs[-1].offset).encode()
+            items[_SRC] = orjson.dumps(src_seen)
+            part.local.write(items)
+
+    # ------------------------------------------------------------ reads
+    def get(self, p: int, eid: str) -> dict | None:
+        part = self.parts[p]
+        st = part.live.get(eid)
+        if st is not None:
+            return st
+        raw = part.pending.get(eid) or part.local.get(eid.encode())
+        if raw is None:
+            return None
+        st = part.live[eid] = orjson.loads(raw)
+        return st
+
+    def resumes(self, p: int, src: str, offset: int) -> int | None:
+        """On the first message of a source after recovery: the last offset the states hold, if a gap."""
+        part = self.parts[p]
+        if src in part.checked:
+            return None
+        part.checked.add(src)
+        last = part.src_seen.get(src)
+        return last if last is not None and offset > last + 1 else None
+
+    def items(self, p: int) -> Iterator[tuple[str, dict]]:
+        """Every state of an owned partition (for the tick timer)."""
+        part = self.parts[p]
+        seen = set()
+        for eid, st in list(part.live.items()):
+            seen.add(eid)
+            yield eid, st
+        for eid, raw in list(part.pending.items()):
+            if eid not in seen:
+                seen.add(eid)
+                yield eid, orjson.loads(raw)
+        for k, raw in part.local.items():
+            if k[:1] != b"\x00":
+                eid = k.decode()
+                if eid not in seen:
+                    yield eid, orjson.loads(raw)
+
+    def owned(self) -> list[int]:
+        return [p for p, part in self.parts.items() if part.ready.is_set()]
+
+    # ----------------------------------------------------------- writes
+    def stage(self, p: int, src: str, offset: int, states: dict[str, dict]) -> tuple[bytes, object]:
+        """Serialise changed states once; return the changelog value and the ack callback."""
+        part = self.parts[p]
+        blobs = {eid: orjson.dumps(st) for eid, st in states.items()}
+        part.pending.update(blobs)
+        part.unacked += 1
+        gen = part.gen
+
+        def on_ack(fut) -> None:
+            if part.gen != gen:
+                return  # revoked since: recovery reads it from the changelog
+            part.unacked -= 1
+            try:
+                off = fut.result().offset
+            except Exception as exc:  # the send failed: Faust crashes the worker on it; keep memory
+                log.error("changelog write for %s@%d failed: %s", src, offset, exc)
+                return
+            items = {eid.encode(): b for eid, b in blobs.items()}
+            cur = part.local.get(_OFFSET)
+            if cur is None or off > int(cur):
+                items[_OFFSET] = str(off).encode()
+            seen = part.src_seen
+            if offset > seen.get(src, -1):
+                seen[src] = offset
+            items[_SRC] = orjson.dumps(seen)
+            part.local.write(items)
+            for eid, b in blobs.items():
+                if part.pending.get(eid) is b:
+                    del part.pending[eid]
+            if part.unacked == 0 and len(part.live) > self.live_max:
+                part.live.clear()  # everything is in the local store now
+
+        return encode_change(src, offset, blobs), on_ack
+
+    def forget_live(self, p: int) -> None:
+        """Drop parsed states (after a failed message may have half-updated some)."""
+        part = self.parts.get(p)
+        if part is not None:
+            part.live.clear()
+
+    def close(self) -> None:
+        for part in self.parts.values():
+            part.local.close()
