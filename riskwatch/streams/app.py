@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
     (s.data_dir / "worker").mkdir(parents=True, exist_ok=True)
     from .faust_fixes import install as fix_faust
 
-    fix_faust(s.broker)  # flush-before-commit that drains; recovery to the real changelog end
+    fix_faust()  # flush-before-commit that drains
     app = faust.App(
         s.app_id,
         broker=f"kafka://{s.broker}",

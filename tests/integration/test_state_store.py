@@ -1,0 +1,106 @@
+"""The entity-state store against the real broker: recovery, local resume, ownership changes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from aiokafka import AIOKafkaProducer
+
+from riskwatch.streams.state_store import StateStore
+
+
+class _Ack:
+    """What Faust's send callback receives: a future whose result has the changelog offset."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+    def result(self):
+        return self
+
+
+async def _write_changes(broker: str, topic: str, store: StateStore, p: int, n: int, one_batch: bool = False,
+                         first: int = 0) -> None:
+    prod = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=5, acks="all")
+    await prod.start()
+    try:
+        batch = prod.create_batch()
+        for i in range(first, first + n):
+            states = {f"e{i % 50}": {"n": i}, f"x{i}": {"n": 1}}
+            value, _ = store.stage(p, "src:1", i, states)
+            if one_batch:
+                batch.append(key=None, value=value, timestamp=None)
+            else:
+                await prod.send(topic, value, partition=p)
+        if one_batch:
+            await (await prod.send_batch(batch, topic, partition=p))
+        await prod.flush()
+    finally:
+        await prod.stop()
+
+
+def test_recovery_reads_every_change_and_a_restart_resumes_from_its_local_store(services, tmp_path):
+    broker, _ = services
+    topic = f"state-{uuid.uuid4().hex[:8]}"
+
+    async def run():
+        writer = StateStore(broker.url, topic, None, partitions=2)
+        writer.assign([0, 1])
+        await writer.ready(1)  # creates the topic; empty
+        await _write_changes(broker.url, topic, writer, 1, 3000)  # far past the reported end's batch
+        # one record batch only: the embedded broker reports its first offset (0) as the end
+        await _write_changes(broker.url, topic, writer, 0, 3, one_batch=True)
+        c = StateStore(broker.url, topic, None, partitions=2)
+        c.assign([0])
+        await c.ready(0)
+        assert c.get(0, "e2") == {"n": 2} and c.parts[0].offset == 2
+        # a new owner with an on-disk store recovers everything from the changelog
+        a = StateStore(broker.url, topic, tmp_path / "a", partitions=2)
+        a.assign([1])
+        await a.ready(1)
+        assert a.get(1, "e49") == {"n": 2999} and a.get(1, "e0") == {"n": 2950}
+        assert a.get(1, "x2999") == {"n": 1} and a.get(1, "x0") == {"n": 1}
+        assert sum(1 for _ in a.items(1)) == 50 + 3000
+        assert a.parts[1].offset == 2999
+        assert a.resumes(1, "src:1", 3000) is None       # states hold everything up to 2999
+        assert a.resumes(1, "src:9", 5) is None           # unknown source: no claim
+        a.close()
+        # the same worker restarted: its local store holds the changelog up to 2999; what came
+        # since is one record batch, whose first offset (= where b starts) the broker reports as the end
+        await _write_changes(broker.url, topic, writer, 1, 5, one_batch=True, first=3000)
+        b = StateStore(broker.url, topic, tmp_path / "a", partitions=2)
+        assert b._part(1).offset == 2999
+        b.assign([1])
+        await b.ready(1)
+        assert b.get(1, "e49") == {"n": 2999} and b.get(1, "e4") == {"n": 3004} and b.parts[1].offset == 3004
+        # a source that resumes past the recovered states is reported, once
+        assert b.resumes(1, "src:1", 3010) == 3004
+        assert b.resumes(1, "src:1", 3011) is None
+        b.close()
+
+    asyncio.run(run())
+
+
+def test_acks_write_the_local_store_and_late_acks_after_a_revoke_are_ignored(services, tmp_path):
+    broker, _ = services
+    topic = f"state-{uuid.uuid4().hex[:8]}"
+
+    async def run():
+        s = StateStore(broker.url, topic, tmp_path / "s", partitions=1)
+        s.assign([0])
+        await s.ready(0)
+        _, ack1 = s.stage(0, "in:0", 10, {"e": {"n": 1}})
+        assert s.get(0, "e") == {"n": 1}                # pending: readable before the ack
+        assert s.parts[0].local.get(b"e") is None
+        ack1(_Ack(0))
+        assert s.parts[0].local.get(b"e") == b'{"n":1}' and s.parts[0].offset == 0
+        assert s.parts[0].pending == {}
+        _, ack2 = s.stage(0, "in:0", 11, {"e": {"n": 2}})
+        s.revoke([0])                                   # ownership lost before the ack came back
+        ack2(_Ack(1))
+        assert s.parts[0].local.get(b"e") == b'{"n":1}'  # recovery, not the late ack, decides
+        assert not s.parts[0].ready.is_set()
+        s.close()
+
+    asyncio.run(run())
