@@ -20,8 +20,10 @@ class WorkerMetrics:
         self.outputs = Counter("riskwatch_outputs_total", "Output events, by kind", ["kind"], registry=r)
         self.batch = Histogram("riskwatch_batch_events", "Events per consumed message",
                                buckets=(1, 2, 5, 10, 50, 100, 250, 500, 1000, 2500), registry=r)
-        self.wall = Histogram("riskwatch_message_seconds", "Worker wall time per message",
-                              buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1), registry=r)
+        self.round = Histogram("riskwatch_round_messages", "Messages per worker round (written together)",
+                               buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), registry=r)
+        self.wall = Histogram("riskwatch_round_seconds", "Worker wall time per round of messages",
+                              buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5), registry=r)
         self.lag = Histogram("riskwatch_event_to_output_seconds",
                              "Event time to output production (wall clock), per output",
                              buckets=(.005, .01, .02, .03, .04, .05, .075, .1, .15, .2, .3, .5, 1, 2.5, 5, 10,

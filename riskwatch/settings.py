@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     history_len: Annotated[int, Field(ge=1, le=10_000)] = 100
     model_publish_seconds: Annotated[float, Field(gt=0)] = 5.0
     session_timeout: Annotated[float, Field(ge=6, le=60)] = 8.0
+    take_max: Annotated[int, Field(ge=1, le=10_000)] = 200       # messages per worker round
+    take_within: Annotated[float, Field(gt=0, le=5)] = 0.01        # s a round waits to fill
     tick_seconds: Annotated[float, Field(ge=0)] = 60.0  # wall-clock ticks (silence); 0 = off
     alerts_path: Path | None = None                     # default: config/alerts.yaml
     dispatcher_name: str = ""                           # outbox consumer name (default host-pid)

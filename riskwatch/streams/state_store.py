@@ -2,10 +2,11 @@
 
 Why not a Faust Table: a Table writes one changelog message per key set, and
 that Faust machinery (~40 us per set, plus a RocksDB put and a get per key)
-was half of the worker's time (py-spy, 2026-11-27). Here a source message
-that changed k entity states writes **one** changelog message holding all k:
+was half of the worker's time (py-spy, 2026-11-27). Here each round of
+source messages (see ``take_max`` in the settings) writes, per partition, one
+changelog message (more past 512 KB) holding every state the round changed:
 
-    {"src": ["rw.complaints:2", 4711], "states": {"<entity>": {...}, ...}}
+    {"src": {"rw.complaints:2": 4711}, "states": {"<entity>": {...}, ...}}
 
 on the changelog partition equal to the source partition (entities live on
 the partition of their id). The changelog is sent through Faust's producer,
@@ -37,18 +38,18 @@ __all__ = ["StateStore", "encode_change", "decode_change"]
 log = logging.getLogger("riskwatch.state")
 _OFFSET = b"\x00offset"   # meta keys: entity ids never start with a NUL byte (see events.py)
 _SRC = b"\x00src"
+CHUNK_BYTES = 512 * 1024
 
 
-def encode_change(src: str, offset: int, states: dict[str, bytes]) -> bytes:
+def encode_change(srcs: dict[str, int], states: dict[str, bytes]) -> bytes:
     """One changelog message from already serialised states (no second serialisation)."""
     body = b",".join(orjson.dumps(eid) + b":" + st for eid, st in states.items())
-    return b'{"src":' + orjson.dumps([src, offset]) + b',"states":{' + body + b"}}"
+    return b'{"src":' + orjson.dumps(srcs) + b',"states":{' + body + b"}}"
 
 
-def decode_change(value: bytes) -> tuple[tuple[str, int] | None, dict[str, dict]]:
+def decode_change(value: bytes) -> tuple[dict[str, int], dict[str, dict]]:
     obj = orjson.loads(value)
-    src = obj.get("src")
-    return (tuple(src) if src else None), obj.get("states") or {}
+    return obj.get("src") or {}, obj.get("states") or {}
 
 
 class _Local:
@@ -202,11 +203,11 @@ class StateStore:
         items: dict[bytes, bytes] = {}
         src_seen = orjson.loads(part.local.get(_SRC) or b"{}")
         for m in msgs:
-            src, states = decode_change(m.value)
+            srcs, states = decode_change(m.value)
             for eid, st in states.items():
                 items[eid.encode()] = orjson.dumps(st)
-            if src:
-                src_seen[src[0]] = max(src[1], src_seen.get(src[0], -1))
+            for src, offset in srcs.items():
+                src_seen[src] = max(offset, src_seen.get(src, -1))
         if msgs:
             items[_OFFSET] = str(msgs[-1].offset).encode()
             items[_SRC] = orjson.dumps(src_seen)
@@ -223,6 +224,10 @@ class StateStore:
             return None
         st = part.live[eid] = orjson.loads(raw)
         return st
+
+    def keep(self, p: int, states: dict[str, dict]) -> None:
+        """Make states just computed (not yet staged) what :meth:`get` returns."""
+        self.parts[p].live.update(states)
 
     def resumes(self, p: int, src: str, offset: int) -> int | None:
         """On the first message of a source after recovery: the last offset the states hold, if a gap."""
@@ -254,11 +259,27 @@ class StateStore:
         return [p for p, part in self.parts.items() if part.ready.is_set()]
 
     # ----------------------------------------------------------- writes
-    def stage(self, p: int, src: str, offset: int, states: dict[str, dict]) -> tuple[bytes, object]:
-        """Serialise changed states once; return the changelog value and the ack callback."""
+    def stage(self, p: int, srcs: dict[str, int], states: dict[str, dict]) -> list[tuple[bytes, object]]:
+        """Serialise changed states once; return changelog values (about <= 512 KB each) with
+        their ack callbacks. ``srcs`` (source topic-partition -> last offset) rides on the last one."""
         part = self.parts[p]
         blobs = {eid: orjson.dumps(st) for eid, st in states.items()}
         part.pending.update(blobs)
+        chunks: list[dict[str, bytes]] = [{}]
+        size = 0
+        for eid, b in blobs.items():
+            if size > CHUNK_BYTES:
+                chunks.append({})
+                size = 0
+            chunks[-1][eid] = b
+            size += len(b) + len(eid)
+        out = []
+        for i, chunk in enumerate(chunks):
+            last = i == len(chunks) - 1
+            out.append((encode_change(srcs if last else {}, chunk), self._on_ack(part, srcs if last else {}, chunk)))
+        return out
+
+    def _on_ack(self, part: _Partition, srcs: dict[str, int], blobs: dict[str, bytes]):
         part.unacked += 1
         gen = part.gen
 
@@ -269,24 +290,27 @@ class StateStore:
             try:
                 off = fut.result().offset
             except Exception as exc:  # the send failed: Faust crashes the worker on it; keep memory
-                log.error("changelog write for %s@%d failed: %s", src, offset, exc)
+                log.error("changelog write failed: %s", exc)
                 return
             items = {eid.encode(): b for eid, b in blobs.items()}
             cur = part.local.get(_OFFSET)
             if cur is None or off > int(cur):
                 items[_OFFSET] = str(off).encode()
-            seen = part.src_seen
-            if offset > seen.get(src, -1):
-                seen[src] = offset
-            items[_SRC] = orjson.dumps(seen)
+            if srcs:
+                seen = part.src_seen
+                for src, offset in srcs.items():
+                    if offset > seen.get(src, -1):
+                        seen[src] = offset
+                items[_SRC] = orjson.dumps(seen)
             part.local.write(items)
+            pending = part.pending
             for eid, b in blobs.items():
-                if part.pending.get(eid) is b:
-                    del part.pending[eid]
+                if pending.get(eid) is b:
+                    del pending[eid]
             if part.unacked == 0 and len(part.live) > self.live_max:
                 part.live.clear()  # everything is in the local store now
 
-        return encode_change(src, offset, blobs), on_ack
+        return on_ack
 
     def forget_live(self, p: int) -> None:
         """Drop parsed states (after a failed message may have half-updated some)."""

@@ -28,7 +28,7 @@ async def _write_changes(broker: str, topic: str, store: StateStore, p: int, n: 
         batch = prod.create_batch()
         for i in range(first, first + n):
             states = {f"e{i % 50}": {"n": i}, f"x{i}": {"n": 1}}
-            value, _ = store.stage(p, "src:1", i, states)
+            [(value, _)] = store.stage(p, {"src:1": i}, states)
             if one_batch:
                 batch.append(key=None, value=value, timestamp=None)
             else:
@@ -90,13 +90,13 @@ def test_acks_write_the_local_store_and_late_acks_after_a_revoke_are_ignored(ser
         s = StateStore(broker.url, topic, tmp_path / "s", partitions=1)
         s.assign([0])
         await s.ready(0)
-        _, ack1 = s.stage(0, "in:0", 10, {"e": {"n": 1}})
+        [(_, ack1)] = s.stage(0, {"in:0": 10}, {"e": {"n": 1}})
         assert s.get(0, "e") == {"n": 1}                # pending: readable before the ack
         assert s.parts[0].local.get(b"e") is None
         ack1(_Ack(0))
         assert s.parts[0].local.get(b"e") == b'{"n":1}' and s.parts[0].offset == 0
         assert s.parts[0].pending == {}
-        _, ack2 = s.stage(0, "in:0", 11, {"e": {"n": 2}})
+        [(_, ack2)] = s.stage(0, {"in:0": 11}, {"e": {"n": 2}})
         s.revoke([0])                                   # ownership lost before the ack came back
         ack2(_Ack(1))
         assert s.parts[0].local.get(b"e") == b'{"n":1}'  # recovery, not the late ack, decides
