@@ -111,12 +111,13 @@ def cmd_simulate(args) -> int:
         from .settings import Settings
         from .streams.kafka import produce
 
-        n = asyncio.run(produce(Settings(), sim.events(n_events=args.events), rate=args.rate or None,
+        n = asyncio.run(produce(Settings(), sim.events(n_events=args.events, register=not args.no_register),
+                                rate=args.rate or None,
                                 batch_size=args.batch, max_delay=args.max_delay, live=args.live))
         print(f"produced {n} events", file=sys.stderr)
         return 0
     out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")
-    for ev in sim.events(n_events=args.events):
+    for ev in sim.events(n_events=args.events, register=not args.no_register):
         out.write(orjson.dumps(ev) + b"\n")
     out.flush()
     return 0
@@ -225,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--live", action="store_true",
                    help="event time starts now; --rate events/s on average, each sent at its event time")
     s.add_argument("--rate", type=float, default=0.0, help="events/s (0: as fast as possible)")
+    s.add_argument("--no-register", action="store_true",
+                   help="feed events only (the entities were registered by an earlier run, same seed)")
     s.add_argument("--batch", type=int, default=500, help="events per batch envelope")
     s.add_argument("--max-delay", type=float, default=0.2, help="longest an event waits in a batch (s)")
     s.set_defaults(func=cmd_simulate)

@@ -54,10 +54,10 @@ class Simulation:
     def _ts(self, t: float) -> str:
         return (self.start + timedelta(seconds=t)).isoformat()
 
-    def events(self, n_events: int = 10000):
-        """Entity upserts, then ``n_events`` feed events in event-time order."""
+    def events(self, n_events: int = 10000, register: bool = True):
+        """Entity upserts (unless ``register`` is false), then ``n_events`` feed events in event-time order."""
         rng = self.rng
-        for e in self.entities:
+        for e in self.entities if register else ():
             yield {"type": "entity", "entity_id": e["id"], "name": f"Entity {e['id'][-6:]}",
                    "industry": e["industry"], "region": e["region"], "ts": self._ts(0)}
         # a Poisson process over the span, generated lazily (no list of n_events times)

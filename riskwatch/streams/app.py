@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
     (s.data_dir / "worker").mkdir(parents=True, exist_ok=True)
     from .faust_fixes import install as fix_faust
 
-    fix_faust()  # flush-before-commit that drains
+    fix_faust(s.fetch_wait_ms)  # flush-before-commit that drains; a short fetch wait
     app = faust.App(
         s.app_id,
         broker=f"kafka://{s.broker}",

@@ -1,6 +1,6 @@
-"""A fix to faust-streaming 0.15 that at-least-once state depends on, installed by the worker.
+"""Fixes to faust-streaming 0.15, installed by the worker.
 
-**Flush before commit really drains.** Faust flushes its producer before it
+1. **Flush before commit really drains** (at-least-once state depends on it). Faust flushes its producer before it
 commits source offsets, so changelog writes land before the offsets that
 produced them. But ``ProducerBuffer.flush`` gives up when no message leaves
 the buffer within 0.1 s, and does not count a message it is still handing to
@@ -8,6 +8,13 @@ aiokafka; the commit then goes ahead of changelog writes, and a worker killed
 right after loses them (its successor resumes after events whose state never
 reached the changelog). :func:`install` makes ``flush`` wait until the buffer
 is empty and nothing is in hand.
+
+2. **A short fetch wait.** Faust creates its consumer with
+``fetch_max_wait_ms=1500`` (hard-coded). The embedded broker holds a fetch
+for that long when no data was there at the moment it arrived, so events
+waited up to 1.5 s before the worker saw them (measured: p50 event->output
+1.5 s at 2,000 events/s). :func:`install` sets the wait to
+``fetch_wait_ms`` (default 20 ms) on the consumer Faust creates.
 
 (An earlier second patch raised Faust's table-recovery highwater past the
 embedded broker's under-reported end offsets; entity states no longer live in
@@ -17,7 +24,7 @@ until the broker stays quiet.)
 
 from __future__ import annotations
 
-__all__ = ["install", "drain_flush"]
+__all__ = ["install", "drain_flush", "short_fetch_wait"]
 
 _installed: dict = {}
 
@@ -54,6 +61,25 @@ def drain_flush() -> None:
     _installed["flush"] = True
 
 
-def install() -> None:
+def short_fetch_wait(ms: int) -> None:
+    """Make the consumer Faust creates for its agents wait at most ``ms`` per fetch."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    _installed["fetch_wait_ms"] = ms
+    if _installed.get("fetch"):
+        return
+    create = AIOKafkaConsumerThread._create_worker_consumer
+
+    def _create_worker_consumer(self, transport):
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = _installed["fetch_wait_ms"]  # read by start() for its Fetcher
+        return consumer
+
+    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
+    _installed["fetch"] = True
+
+
+def install(fetch_wait_ms: int = 20) -> None:
     """Patch Faust once per process (idempotent)."""
     drain_flush()
+    short_fetch_wait(fetch_wait_ms)
