@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import defaultdict
@@ -111,6 +112,8 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         broker_session_timeout=s.session_timeout,
         broker_heartbeat_interval=1.0,
         producer_linger=0.02,
+        producer_max_batch_size=1 << 20,  # changelog and output messages are often >16 KB (the default)
+        producer_max_request_size=8 << 20,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
         web_enabled=False,
@@ -323,6 +326,14 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                     per_partition[p].append({"type": "tick", "entity_id": eid, "ts": iso})
         for p, ticks in per_partition.items():
             await commands.send(value=encode_batch(ticks), partition=p)
+
+    if s.gc_freeze_seconds:
+        @app.timer(interval=s.gc_freeze_seconds)
+        async def freeze_old_objects():
+            """Move what survived so far out of the cyclic GC's sight: its full collections scan every
+            entity state and stalled the worker 100-400 ms (measured); states are acyclic and freed by
+            reference counting either way."""
+            gc.freeze()
 
     commands = app.topic(s.topic("commands"), partitions=n, **raw)
     if s.tick_seconds:
