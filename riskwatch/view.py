@@ -56,10 +56,35 @@ class ViewWriter:
             return
         if o["type"] != "risk_change":
             return
+        if current:
+            self._current(pipe, o, meta)
+        self._history(pipe, o)
+
+    def outputs(self, pipe, outs: list[dict], meta_of) -> None:
+        """Apply many outputs in order, writing each entity's current state and trimming its
+        history once (the last risk change wins, as it would one by one): a worker round
+        often holds several changes of one entity. ``meta_of(entity_id)`` gives
+        [industry, region] or None."""
+        last: dict[str, dict] = {}
+        spotchecks = False
+        for o in outs:
+            kind = o["type"]
+            if kind == "risk_change":
+                last[o["entity_id"]] = o
+                pipe.zadd(history_key(o["entity_id"]), {orjson.dumps(
+                    {"ts": _iso(o["ts"]), "score": o["score"], "tier": o["tier"],
+                     "cause": o["cause_event_id"]}): o["seq"]})
+            elif kind == "spotcheck_change":
+                self._spotcheck(pipe, o, meta_of(o["entity_id"]), trim=False)
+                spotchecks = True
+        for eid, o in last.items():
+            self._current(pipe, o, meta_of(eid))
+            pipe.zremrangebyrank(history_key(eid), 0, -self.history_len - 1)
+        if spotchecks:
+            pipe.zremrangebyrank(SPOTCHECKS, 0, -SPOTCHECKS_KEPT - 1)
+
+    def _current(self, pipe, o: dict, meta: list | None) -> None:
         eid, tier, score = o["entity_id"], o["tier"], o["score"]
-        if not current:
-            self._history(pipe, o)
-            return
         mapping = {"score": score, "tier": tier, "ratio": self.ratios.get(tier, 0.0),
                    "reasons": orjson.dumps(o["reasons"]), "updated": _iso(o["ts"]),
                    "cause": o["cause_event_id"], "config_version": o["config_version"]}
@@ -74,9 +99,8 @@ class ViewWriter:
         if meta:
             pipe.zadd(f"{P}rank:industry:{meta[0]}", {eid: score})
             pipe.zadd(f"{P}rank:region:{meta[1]}", {eid: score})
-        self._history(pipe, o)
 
-    def _spotcheck(self, pipe, o: dict, meta: list | None) -> None:
+    def _spotcheck(self, pipe, o: dict, meta: list | None, trim: bool = True) -> None:
         ts = o["ts"]
         t = ts.timestamp() if isinstance(ts, datetime) else datetime.fromisoformat(str(ts)).timestamp()
         rec = {"entity_id": o["entity_id"], "ts": _iso(ts), "from_tier": o["from_tier"], "to_tier": o["to_tier"],
@@ -84,7 +108,8 @@ class ViewWriter:
                "cause": o["cause_event_id"], "region": meta[1] if meta else None,
                "industry": meta[0] if meta else None}
         pipe.zadd(SPOTCHECKS, {orjson.dumps(rec): t})
-        pipe.zremrangebyrank(SPOTCHECKS, 0, -SPOTCHECKS_KEPT - 1)
+        if trim:
+            pipe.zremrangebyrank(SPOTCHECKS, 0, -SPOTCHECKS_KEPT - 1)
 
     def _history(self, pipe, o: dict) -> None:
         hk = history_key(o["entity_id"])

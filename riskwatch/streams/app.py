@@ -196,12 +196,14 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             try:
                 r = await redis()
                 pipe = r.pipeline(transaction=False)
+                states: dict = {}
+                outs: list = []
                 for res in results:
                     for ent in res.entities:
                         w.view.entity(pipe, ent)
-                    for o in res.outputs:
-                        st = res.states.get(o["entity_id"])
-                        w.view.output(pipe, o, st.get("m") if st else None)
+                    states.update(res.states)
+                    outs += res.outputs
+                w.view.outputs(pipe, outs, lambda eid: (states.get(eid) or {}).get("m"))
                 async with asyncio.timeout(VIEW_TIMEOUT):
                     await pipe.execute()
                 return
