@@ -190,14 +190,17 @@ class Engine:
             tier = scorer.decide_tier(prev, score, state["tt"], now)
         out: list[dict] = []
         reasons = None
-        ts = _decision_time(ev, now)
+        ts = None  # computed only when there is an output (most events change no output)
         if tier != prev or abs(score - state["es"]) >= self.min_delta:
+            ts = _decision_time(ev, now)
             reasons = scorer.reasons(parts, score)
             out.append({"type": "risk_change", "entity_id": state["id"], "ts": ts, "seq": state["n"],
                         "score": score, "previous_score": state["es"], "tier": scorer.tier_names[tier],
                         "reasons": reasons, "cause_event_id": _event_id(ev), "config_version": self.version})
             state["es"] = score
         if tier != prev:
+            if ts is None:
+                ts = _decision_time(ev, now)
             state["ti"] = tier
             state["tt"] = now
             out.append({"type": "spotcheck_change", "entity_id": state["id"], "ts": ts,

@@ -67,10 +67,10 @@ async def create_topic(broker: str, name: str, partitions: int) -> None:
 class BatchProducer:
     """Group events per (topic, partition of entity) and send batch envelopes, acks=all."""
 
-    def __init__(self, settings: Settings, batch_size: int = 500) -> None:
+    def __init__(self, settings: Settings, batch_size: int = 500, linger_ms: int = 20) -> None:
         self.s = settings
         self.batch_size = batch_size
-        self.producer = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all", linger_ms=20,
+        self.producer = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all", linger_ms=linger_ms,
                                          max_batch_size=1 << 20, max_request_size=8 << 20)
         self.pending: dict[tuple[str, int], list] = {}
         self.sent = 0
@@ -116,7 +116,8 @@ async def produce(settings: Settings, events: Iterable[dict], rate: float | None
     clock reaches its ``ts`` (a recorded or simulated live feed)."""
     from datetime import datetime
 
-    async with BatchProducer(settings, batch_size) as bp:
+    # a producer that flushes envelopes every max_delay does not need to linger longer than that
+    async with BatchProducer(settings, batch_size, linger_ms=min(20, int(max_delay * 1000))) as bp:
         t0 = last_flush = time.monotonic()
         i = 0
         for i, ev in enumerate(events, 1):

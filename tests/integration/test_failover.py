@@ -5,22 +5,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-import pytest
-
 from riskwatch.simulate import Simulation
 
 from .conftest import wait_for
 from .helpers import produce, table_state
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known gap, cause not yet found: after the SIGKILL some events go uncounted in about a third of the "
-    "runs (with riskwatch.streams.faust_fixes: 8 of 12 runs passed on 2026-11-27; losses of 40-660 events, "
-    "always whole source messages). Two Faust problems are fixed (recovery stopping at the embedded broker's "
-    "under-reported changelog end; a producer flush that gives up after 0.1 s and lets offsets be committed "
-    "ahead of changelog writes); what remains has this signature: the survivor never receives the missing "
-    "messages (counted == consumed), so the killed worker's committed source offsets ran ahead of the states "
-    "the survivor recovered. Passing runs count every event exactly once; kept running so it stays visible."))
 def test_sigkill_one_of_two_workers_counts_every_event_once(stack):
     s, workers = stack
     sim = Simulation(n_entities=400, seed=9, bad_share=0.1, days=30)
@@ -57,5 +47,6 @@ def test_sigkill_one_of_two_workers_counts_every_event_once(stack):
     assert counted == dict(per_entity), {e: (counted.get(e), n) for e, n in per_entity.items()
                                          if counted.get(e) != n}
     assert workers.metric(survivor, "riskwatch_events_processed_total") > 0
+    assert workers.metric(survivor, "riskwatch_resume_gaps_total") == 0
     print(f"survivor finished {time.monotonic() - t0:.1f}s after the kill; redelivered and skipped: "
           f"{workers.metric(survivor, 'riskwatch_events_redelivered_total'):.0f}")
