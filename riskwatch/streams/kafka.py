@@ -118,22 +118,39 @@ async def produce(settings: Settings, events: Iterable[dict], rate: float | None
 
     # a producer that flushes envelopes every max_delay does not need to linger longer than that
     async with BatchProducer(settings, batch_size, linger_ms=min(20, int(max_delay * 1000))) as bp:
-        t0 = last_flush = time.monotonic()
+        t0 = time.monotonic()
+        oldest: float | None = None  # when the oldest event still pending was added
+
+        async def wait_until(deadline: float) -> None:
+            """Sleep until ``deadline`` (monotonic), flushing what is pending when its max_delay is up
+            (flushing before every sleep instead made envelopes of 2-3 events under live load)."""
+            nonlocal oldest
+            while True:
+                now = time.monotonic()
+                if oldest is not None and oldest + max_delay <= min(deadline, now + 0.0005):
+                    await asyncio.sleep(max(0.0, oldest + max_delay - now))
+                    await bp.flush(wait=False)  # linger/acks proceed in the background
+                    oldest = None
+                    continue
+                if deadline - now <= 0.0005:
+                    return
+                await asyncio.sleep(deadline - now if oldest is None else min(deadline, oldest + max_delay) - now)
+
         i = 0
         for i, ev in enumerate(events, 1):
             if live and isinstance(ev.get("ts"), str):
-                wait = datetime.fromisoformat(ev["ts"]).timestamp() - time.time()
-                if wait > 0.001:
-                    await bp.flush(wait=False)
-                    last_flush = time.monotonic()
-                    await asyncio.sleep(wait)
+                due = datetime.fromisoformat(ev["ts"]).timestamp() - time.time()
+                if due > 0.001:
+                    await wait_until(time.monotonic() + due)
             await bp.add(ev)
             now = time.monotonic()
-            if now - last_flush >= max_delay:
-                await bp.flush(wait=False)  # linger/acks proceed in the background
-                last_flush = now
+            if oldest is None:
+                oldest = now
+            elif now - oldest >= max_delay:
+                await bp.flush(wait=False)
+                oldest = None
             if rate and not live:
                 ahead = i / rate - (now - t0)
                 if ahead > 0.001:
-                    await asyncio.sleep(min(ahead, max_delay))
+                    await wait_until(now + ahead)
         return i
