@@ -198,12 +198,12 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                 pipe = r.pipeline(transaction=False)
                 states: dict = {}
                 outs: list = []
+                ents: list = []
                 for res in results:
-                    for ent in res.entities:
-                        w.view.entity(pipe, ent)
+                    ents += res.entities
                     states.update(res.states)
                     outs += res.outputs
-                w.view.outputs(pipe, outs, lambda eid: (states.get(eid) or {}).get("m"))
+                await w.view.outputs_async(pipe, outs, lambda eid: (states.get(eid) or {}).get("m"), ents)
                 async with asyncio.timeout(VIEW_TIMEOUT):
                     await pipe.execute()
                 return

@@ -1,4 +1,5 @@
-"""The Redis view written per round (coalesced per entity) equals the view written output by output."""
+"""The Redis view written per round (one Lua call, coalesced per entity) equals the view written
+command by command, output by output."""
 
 from __future__ import annotations
 
@@ -36,17 +37,21 @@ def test_round_writes_equal_one_by_one_writes(services):
     assert any(o["type"] == "spotcheck_change" for o in outs)
     view = ViewWriter({t.name: t.ratio for t in cfg.tiers}, history_len=5)  # small: trimming matters
     meta = {eid: st["m"] for eid, st in states.items()}
+    ents = [{"entity_id": eid, "name": f"n{eid[-4:]}", "industry": m[0], "region": m[1]}
+            for eid, m in meta.items() if m]
     snaps = []
     for db in (5, 6):
         r = redis.Redis.from_url(rs.url.rsplit("/", 1)[0] + f"/{db}")
         r.flushdb()
         pipe = r.pipeline(transaction=False)
         if db == 5:
+            for e in ents:
+                view.entity(pipe, e)
             for o in outs:
                 view.output(pipe, o, meta[o["entity_id"]])
         else:
             for i in range(0, len(outs), 700):  # rounds
-                view.outputs(pipe, outs[i:i + 700], meta.get)
+                view.outputs(pipe, outs[i:i + 700], meta.get, ents if i == 0 else ())
         pipe.execute()
         snaps.append(_snapshot(r))
         r.flushdb()
