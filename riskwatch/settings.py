@@ -58,8 +58,8 @@ class Settings(BaseSettings):
     model_publish_seconds: Annotated[float, Field(gt=0)] = 5.0
     session_timeout: Annotated[float, Field(ge=6, le=60)] = 8.0
     take_max: Annotated[int, Field(ge=1, le=10_000)] = 200       # messages per worker round
-    take_within: Annotated[float, Field(gt=0, le=5)] = 0.01        # s a round waits to fill
-    fetch_wait_ms: Annotated[int, Field(ge=1, le=5000)] = 20      # longest a worker fetch waits for data
+    take_within: Annotated[float, Field(gt=0, le=5)] = 0.005       # s a round waits to fill
+    fetch_wait_ms: Annotated[int, Field(ge=1, le=5000)] = 10      # longest a worker fetch waits for data
     gc_freeze_seconds: Annotated[float, Field(ge=0)] = 5.0        # gc.freeze() period in the worker (0: off)
     tick_seconds: Annotated[float, Field(ge=0)] = 60.0  # wall-clock ticks (silence); 0 = off
     alerts_path: Path | None = None                     # default: config/alerts.yaml

@@ -116,8 +116,9 @@ async def produce(settings: Settings, events: Iterable[dict], rate: float | None
     clock reaches its ``ts`` (a recorded or simulated live feed)."""
     from datetime import datetime
 
-    # a producer that flushes envelopes every max_delay does not need to linger longer than that
-    async with BatchProducer(settings, batch_size, linger_ms=min(20, int(max_delay * 1000))) as bp:
+    # envelopes are the batching (flushed when full or after max_delay); a long linger on top only
+    # adds latency (records queue behind an in-flight request per partition anyway)
+    async with BatchProducer(settings, batch_size, linger_ms=2) as bp:
         t0 = time.monotonic()
         oldest: float | None = None  # when the oldest event still pending was added
 
