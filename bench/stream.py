@@ -4,7 +4,7 @@
 
 1. ceiling: a bare aiokafka consumer + orjson over single-event messages;
 2. baseline: a bare Faust agent counting per entity in a dict, same messages;
-3. riskwatch worker (engine, Table with changelog, outputs, Redis view) over the
+3. riskwatch worker (engine, StateStore with changelog, outputs, Redis view) over the
    same events in batch envelopes, and over single-event messages;
 4. event->output latency p50/p99 of the worker at half its sustained rate (the entity
    register is loaded before the measured live feed starts).

@@ -16,8 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-import orjson
-
 from ..engine import Engine
 from ..errors import InvalidEvent
 from ..events import parse_event
@@ -100,6 +98,3 @@ class BatchProcessor:
             res.applied += len(evs)
         return res
 
-
-def load_state(raw: bytes | None) -> dict | None:
-    return orjson.loads(raw) if raw else None

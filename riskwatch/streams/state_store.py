@@ -138,7 +138,9 @@ class StateStore:
             part.unacked = 0
             task = self._recovering.pop(p, None)
             if task is not None:
-                task.cancel()
+                task.cancel()  # it recovered other partitions too: they start over when awaited
+                for q in [q for q, t in self._recovering.items() if t is task]:
+                    del self._recovering[q]
 
     def assign(self, partitions) -> None:
         """Start recovering partitions that are not ready (the agent waits in :meth:`ready`)."""
@@ -149,13 +151,30 @@ class StateStore:
                 self._recovering[p] = task
 
     async def ready(self, p: int) -> None:
+        """Wait until partition ``p`` is recovered, (re)starting its recovery when none is running
+        (a recovery cancelled by a revoke, or one that failed, is started again)."""
         part = self._part(p)
-        if not part.ready.is_set():
+        while not part.ready.is_set():
             if p not in self._recovering:
                 self.assign([p])
-            await part.ready.wait()
+            try:
+                await asyncio.wait_for(asyncio.shield(part.ready.wait()), 1.0)
+            except TimeoutError:
+                pass
 
     async def _recover(self, partitions: list[int]) -> None:
+        try:
+            await self._recover_once(partitions)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the broker is away, say: ready() starts it again
+            log.warning("recovering state partitions %s failed (%s); retrying", partitions, exc)
+            await asyncio.sleep(1.0)
+            for p in partitions:
+                if self._recovering.get(p) is asyncio.current_task():
+                    del self._recovering[p]
+
+    async def _recover_once(self, partitions: list[int]) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         if not self._created:

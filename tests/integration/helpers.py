@@ -49,7 +49,7 @@ def read_batches(broker: str, topic: str) -> list[dict]:
     return out
 
 
-def table_state(broker: str, app_id: str) -> dict[str, dict]:
+def changelog_states(broker: str, app_id: str) -> dict[str, dict]:
     """The entity states the changelog holds (last value per entity, over all change messages)."""
     from riskwatch.streams.state_store import decode_change
 

@@ -8,7 +8,7 @@ from collections import Counter
 from riskwatch.simulate import Simulation
 
 from .conftest import wait_for
-from .helpers import produce, table_state
+from .helpers import produce, changelog_states
 
 
 def test_sigkill_one_of_two_workers_counts_every_event_once(stack):
@@ -28,12 +28,12 @@ def test_sigkill_one_of_two_workers_counts_every_event_once(stack):
     survivor = b if victim == a else a
 
     def done():
-        st = table_state(s.broker, s.app_id)
+        st = changelog_states(s.broker, s.app_id)
         return st if sum(x["n"] for x in st.values()) >= len(events) else None
 
     t0 = time.monotonic()
     def shortfall():
-        st = table_state(s.broker, s.app_id)
+        st = changelog_states(s.broker, s.app_id)
         counted = sum(x["n"] for x in st.values())
         return (f"counted {counted} of {len(events)} events in {len(st)} entity states; survivor consumed "
                 f"{workers.metric(survivor, 'riskwatch_events_consumed_total'):.0f}, processed "
@@ -42,7 +42,7 @@ def test_sigkill_one_of_two_workers_counts_every_event_once(stack):
 
     states = wait_for(done, 120, "the survivor to finish the stream", shortfall)
     time.sleep(3)  # anything still in flight would overshoot the count
-    states = table_state(s.broker, s.app_id)
+    states = changelog_states(s.broker, s.app_id)
     counted = {eid: st["n"] for eid, st in states.items()}
     assert counted == dict(per_entity), {e: (counted.get(e), n) for e, n in per_entity.items()
                                          if counted.get(e) != n}

@@ -104,3 +104,17 @@ def test_acks_write_the_local_store_and_late_acks_after_a_revoke_are_ignored(ser
         s.close()
 
     asyncio.run(run())
+
+
+def test_a_recovery_cancelled_by_a_revoke_starts_again_for_the_partitions_still_owned(services):
+    broker, _ = services
+    topic = f"state-{uuid.uuid4().hex[:8]}"
+
+    async def run():
+        s = StateStore(broker.url, topic, None, partitions=2)
+        s.assign([0, 1])   # one recovery task for both
+        s.revoke([0])      # cancels it
+        await asyncio.wait_for(s.ready(1), 15)
+        assert s.parts[1].ready.is_set() and not s.parts[0].ready.is_set()
+
+    asyncio.run(run())

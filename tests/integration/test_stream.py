@@ -13,7 +13,7 @@ from riskwatch.simulate import Simulation
 from riskwatch.view import entity_key
 
 from .conftest import wait_for
-from .helpers import produce, read_batches, read_topic, table_state
+from .helpers import produce, read_batches, read_topic, changelog_states
 
 GOOD = {"type": "complaint", "complaint_id": "c-ok", "entity_id": "91350100M000100Y43",
         "ts": "2026-01-10T10:00:00+08:00", "category": "hygiene"}
@@ -58,11 +58,11 @@ def test_stream_decisions_deadletters_and_view(stack):
 
     # the population model is learned once (training topic) and published to every worker
     wait_for(lambda: workers.metric(0, "riskwatch_model_version") > 0, 30, "a published model snapshot",
-             lambda: f"snapshots on the changelog: "
-                     f"{len(read_topic(s.broker, s.app_id + '-models-changelog'))}\n{workers.logs()}")
+             lambda: f"snapshots on {s.topic('models')}: "
+                     f"{len(read_topic(s.broker, s.topic('models')))}\n{workers.logs()}")
 
-    # the Redis view is the Table's state: last emitted score and current tier of every entity
-    states = table_state(s.broker, s.app_id)
+    # the Redis view is the stored state: last emitted score and current tier of every entity
+    states = changelog_states(s.broker, s.app_id)
     assert len(states) == len(truth)
     eng = Engine(load_config())
     r = redis_sync.Redis.from_url(s.redis_url, decode_responses=True)
