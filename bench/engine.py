@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from riskwatch import gc_policy  # noqa: E402
 from riskwatch.config import load_config  # noqa: E402
 from riskwatch.engine import Engine  # noqa: E402
 from riskwatch.events import parse_event  # noqa: E402
@@ -61,7 +62,7 @@ def main() -> None:
             c["last"] = o.get("ts")
         return d
 
-    def engine_run():
+    def engine_run(freezer=None):
         eng = Engine(load_config())
         states: dict = {}
         get = states.get
@@ -73,10 +74,13 @@ def main() -> None:
             st, outs = proc(get(eid), ev)
             states[eid] = st
             n_out += len(outs)
+            if freezer is not None:
+                freezer.tick()
         return time.perf_counter() - t0, states, n_out
 
-    base, eng_t = [], []
-    states = n_out = None
+    default_gc = gc.get_threshold()
+    base, eng_t, eng_p = [], [], []
+    states = n_out = sizes = None
     for _ in range(a.runs):
         gc.collect()
         t0 = time.perf_counter()
@@ -85,14 +89,26 @@ def main() -> None:
         gc.collect()
         dt, states, n_out = engine_run()
         eng_t.append(dt)
+        states = None
+        gc.collect()
+        gc_policy.apply()  # what the worker and `riskwatch replay` run with
+        dt, states, n_out = engine_run(gc_policy.Freezer())
+        eng_p.append(dt)
+        sizes = sorted(len(orjson.dumps(s)) for s in states.values())
+        states = None
+        gc.set_threshold(*default_gc)
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()  # the inputs only, as at the start: the next runs see the same heap
     n = len(events)
-    b, e = statistics.median(base), statistics.median(eng_t)
+    b, e, ep = statistics.median(base), statistics.median(eng_t), statistics.median(eng_p)
     print(f"baseline (orjson.loads + dict update): {n / b:,.0f} events/s (median of {a.runs})")
-    print(f"engine.process (validated events):     {n / e:,.0f} events/s (median of {a.runs}); "
-          f"{n_out:,} outputs")
-    print(f"engine / baseline: {b / e:.2f}x the baseline's throughput")
-    print(f"validation + engine end to end:        {n / (e + parse_s):,.0f} events/s")
-    sizes = sorted(len(orjson.dumps(s)) for s in states.values())
+    print(f"engine.process (validated events):     {n / e:,.0f} events/s (median of {a.runs}, Python's default "
+          f"GC); {n_out:,} outputs")
+    print(f"engine.process, riskwatch.gc_policy:   {n / ep:,.0f} events/s (median of {a.runs}; thresholds "
+          f"{gc_policy.THRESHOLDS}, gc.freeze() every 20k events, as the worker and replay run)")
+    print(f"engine / baseline: {b / e:.2f}x (default GC), {b / ep:.2f}x (gc_policy) the baseline's throughput")
+    print(f"validation + engine end to end:        {n / (ep + parse_s):,.0f} events/s (gc_policy)")
     print(f"state bytes per entity (JSON): median {sizes[len(sizes) // 2]}, p99 {sizes[int(len(sizes) * .99)]}, "
           f"max {sizes[-1]}, total {sum(sizes) / 1e6:.1f} MB for {len(sizes):,} entities")
 

@@ -76,7 +76,10 @@ def cmd_replay(args) -> int:
         print(f"cannot read {args.events}: {exc}", file=sys.stderr)
         return 2
     out = sys.stdout.buffer if args.out == "-" else opened(args.out, "wb")
-    rp = Replay(Engine(cfg), out=out, trace=opened(args.trace_out, "wb"),
+    from . import gc_policy
+
+    gc_policy.apply()  # the replay holds every entity's state: see gc_policy
+    rp = Replay(Engine(cfg), out=out, trace=opened(args.trace_out, "wb"), gc_freeze_every=20_000,
                 snapshots=opened(args.snapshot_out, "w"), snapshot_at=snap_at, tick_seconds=args.tick)
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     summary = rp.run(_progress(lines, size, show))

@@ -16,6 +16,7 @@ from typing import IO, Iterable
 
 import orjson
 
+from . import gc_policy
 from .engine import Engine
 from .errors import InvalidEvent
 from .events import Tick, parse_event
@@ -57,8 +58,9 @@ class Replay:
 
     def __init__(self, engine: Engine, *, out: IO[bytes] | None = None, trace: IO[bytes] | None = None,
                  snapshots: IO[str] | None = None, snapshot_at: list[datetime] = (),
-                 tick_seconds: float = 3600.0) -> None:
+                 tick_seconds: float = 3600.0, gc_freeze_every: int = 0) -> None:
         self.engine = engine
+        self.freezer = gc_policy.Freezer(gc_freeze_every) if gc_freeze_every else None
         self.states: dict[str, dict] = {}
         self.out, self.trace, self.snap = out, trace, snapshots
         self.snapshot_at = list(snapshot_at)
@@ -71,7 +73,10 @@ class Replay:
 
     def run(self, lines: Iterable[bytes]) -> ReplaySummary:
         s = self.summary
+        freezer = self.freezer
         for n, line in enumerate(lines, 1):
+            if freezer is not None:
+                freezer.tick()
             s.lines = n
             if not line.strip():
                 continue

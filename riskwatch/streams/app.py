@@ -22,6 +22,7 @@ from collections import defaultdict
 import faust
 import orjson
 
+from .. import gc_policy
 from ..config import CURRENT_CONFIG, config_from_dict, load_config
 from ..engine import Engine
 from ..errors import ConfigError
@@ -329,12 +330,11 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         for p, ticks in per_partition.items():
             await commands.send(value=encode_batch(ticks), partition=p)
 
+    gc_policy.apply()
     if s.gc_freeze_seconds:
         @app.timer(interval=s.gc_freeze_seconds)
         async def freeze_old_objects():
-            """Move what survived so far out of the cyclic GC's sight: its full collections scan every
-            entity state and stalled the worker 100-400 ms (measured); states are acyclic and freed by
-            reference counting either way."""
+            """See :mod:`riskwatch.gc_policy` (full collections stalled the worker 100-400 ms)."""
             gc.freeze()
 
     commands = app.topic(s.topic("commands"), partitions=n, **raw)
