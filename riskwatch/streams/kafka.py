@@ -18,7 +18,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
 from .codec import encode_batch, partition_for
 
-__all__ = ["ensure_topics", "create_topic", "topic_for", "BatchProducer"]
+__all__ = ["BatchProducer", "create_topics", "ensure_topics", "topic_for"]
 
 _TOPIC_OF_TYPE = {"entity": "entities", "complaint": "complaints", "sensor_reading": "sensor-readings",
                   "inspection": "inspections", "record": "records", "objection": "commands",
@@ -39,27 +39,21 @@ async def ensure_topics(settings: Settings) -> None:
     want[settings.state_changelog] = n
     want.update({settings.topic("rekey"): n, settings.topic("alerts"): n, settings.topic("deadletter"): 1,
                  settings.topic("model-training"): 1, settings.topic("models"): 1})
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker)
+    await create_topics(settings.broker, want)
+
+
+async def create_topics(broker: str, want: dict[str, int]) -> None:
+    """Create the topics (name -> partitions) that do not exist yet."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
     await admin.start()
     try:
         have = set(await admin.list_topics())
         new = [NewTopic(name, p, 1) for name, p in want.items() if name not in have]
         if new:
-            await admin.create_topics(new)
-    finally:
-        await admin.close()
-
-
-async def create_topic(broker: str, name: str, partitions: int) -> None:
-    """Create one topic unless it exists."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
-    await admin.start()
-    try:
-        if name not in set(await admin.list_topics()):
             try:
-                await admin.create_topics([NewTopic(name, partitions, 1)])
+                await admin.create_topics(new)
             except TopicAlreadyExistsError:
-                pass  # another worker was quicker
+                pass  # another process was quicker
     finally:
         await admin.close()
 

@@ -178,9 +178,9 @@ class StateStore:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         if not self._created:
-            from .kafka import create_topic
+            from .kafka import create_topics
 
-            await create_topic(self.broker, self.changelog, self.partitions)
+            await create_topics(self.broker, {self.changelog: self.partitions})
             self._created = True
         tps = {TopicPartition(self.changelog, p): p for p in partitions}
         c = AIOKafkaConsumer(bootstrap_servers=self.broker, enable_auto_commit=False,
