@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 
