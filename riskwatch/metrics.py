@@ -29,6 +29,9 @@ class WorkerMetrics:
                              buckets=(.005, .01, .02, .03, .04, .05, .075, .1, .15, .2, .3, .5, 1, 2.5, 5, 10,
                                       30, 60), registry=r)
         self.entities = Gauge("riskwatch_entities_written", "Distinct entity states written", registry=r)
+        self.not_owned = Counter("riskwatch_messages_not_owned_total",
+                                 "Messages dropped because their partition was revoked before their round "
+                                 "(the new owner processes them)", registry=r)
         self.resume_gaps = Counter("riskwatch_resume_gaps_total",
                                    "Source partitions that resumed past the last offset in the recovered "
                                    "states (events possibly uncounted)", registry=r)

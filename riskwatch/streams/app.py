@@ -141,15 +141,28 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
     def _partitions(tps) -> set[int]:
         return {tp.partition for tp in tps if tp.topic in input_names}
 
+    round_lock = asyncio.Lock()  # held by the agent for a whole round
+    owned: set[int] = set()       # input partitions assigned to this worker now
+
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):
-        store.revoke(_partitions(revoked))
+        # Faust does not wait for a round in flight (stream_wait_empty is off): wait for it here and
+        # flush what it sent, or its changelog writes would land after the next owner's ("zombie"
+        # writes: a SIGKILL test run lost 3,296 of 39,719 events that way)
+        gone = _partitions(revoked)
+        owned.difference_update(gone)
+        async with round_lock:
+            await app.producer.flush()
+            store.revoke(gone)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app, assigned, **kwargs):
         mine = _partitions(assigned)
-        store.revoke(set(store.parts) - mine)
-        store.assign(mine)
+        async with round_lock:
+            store.revoke(set(store.parts) - mine)
+            owned.clear()
+            owned.update(mine)
+            store.assign(mine)
 
     async def redis():
         if w.redis is None:
@@ -224,6 +237,9 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         done = []
         for msg in msgs:
             p = msg.partition
+            if p not in owned:
+                m.not_owned.inc()  # taken before a revoke: its new owner processes it
+                continue
             await store.ready(p)
             src = f"{msg.topic}:{p}"
             last = store.resumes(p, src, msg.offset)
@@ -292,14 +308,15 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         async for events in stream.take_events(s.take_max, within=s.take_within):
             msgs = [e.message for e in events]
             t0 = time.perf_counter()
-            done = await apply(msgs)
-            try:
-                await emit(done)
-            except Exception as exc:  # never let the agent die quietly (faust #175, #416)
-                log.exception("writing the results of %d messages failed", len(done))
-                for msg, _ in done:
-                    store.forget_live(msg.partition)
-                    await send_dead(msg, exc)
+            async with round_lock:
+                done = await apply(msgs)
+                try:
+                    await emit(done)
+                except Exception as exc:  # never let the agent die quietly (faust #175, #416)
+                    log.exception("writing the results of %d messages failed", len(done))
+                    for msg, _ in done:
+                        store.forget_live(msg.partition)
+                        await send_dead(msg, exc)
             m.round.observe(len(msgs))
             m.wall.observe(time.perf_counter() - t0)
 
