@@ -1,10 +1,11 @@
 """The Faust app: topics, tables and agents around the engine. Nothing else.
 
 - ``process``: every input topic (plus ``rekey``) -> :class:`BatchProcessor`
-  -> entity states in the :class:`StateStore` (one changelog message per source
-  message, local RocksDB), output envelopes on the output topics (same
-  partition), dead letters, the Redis view, and queued model updates on the
-  single-partition ``model-training``.
+  in rounds of messages -> entity states in the :class:`StateStore` (one
+  changelog message per partition per round, local RocksDB), output envelopes
+  on the output topics (same partition), dead letters, the Redis view (one
+  Lua call per round), and queued model updates on the single-partition
+  ``model-training``.
 - ``train``: applies model updates in order; a timer publishes snapshots to
   the single-partition ``models`` topic, which every worker reads in full.
 - a timer sends ``tick`` events (wall clock) for entities whose signals can

@@ -195,7 +195,7 @@ class StateStore:
                 c.seek(tp, start[p])
             ends = await c.end_offsets(list(tps))
             # read to the reported end, then on until the broker stays quiet: the embedded
-            # broker reports the first offset of the last record batch as the end
+            # broker under-reports end offsets (by up to a record batch, measured)
             behind = {tp for tp in tps if ends[tp] > start[tps[tp]]}
             quiet = 0
             while behind or quiet < 2:
