@@ -26,28 +26,41 @@ from riskwatch.events import parse_event  # noqa: E402
 DETECTOR = "riskwatch"  # NAB forbids '_' in detector names
 
 
-def nab_config():
+def nab_config(anomaly: dict | None = None):
     data = load_config().model_dump()
+    data["detectors"]["sensors"]["params"]["anomaly"].update(anomaly or {})
     data["entity_id_scheme"] = "opaque"
     data["detectors"]["sensors"]["params"]["limits"] = {}  # NAB series have no hard limits
     return config_from_dict(data)
 
 
-def run_series(engine: Engine, path: Path, entity: str, out: Path) -> int:
+def series_scores(engine: Engine, rows: list[tuple[str, float]], entity: str) -> list[float]:
+    """The sensors detector's anomaly score after each (timestamp, value) row, in order."""
     state = None
     key = f"value@{entity}"
-    rows = 0
-    with path.open(newline="") as f, out.open("w", newline="") as w:
+    out = []
+    for stamp, value in rows:
+        ts = datetime.fromisoformat(stamp).replace(tzinfo=timezone.utc)
+        ev = parse_event({"type": "sensor_reading", "entity_id": entity, "device_id": entity,
+                          "metric": "value", "value": value, "ts": ts.isoformat()}, "opaque")
+        state, _ = engine.process(state, ev)
+        out.append(state["d"]["sensors"][key][SCORE])
+    return out
+
+
+def read_series(path: Path) -> list[tuple[str, float]]:
+    with path.open(newline="") as f:
+        return [(row["timestamp"], float(row["value"])) for row in csv.DictReader(f)]
+
+
+def run_series(engine: Engine, path: Path, entity: str, out: Path) -> int:
+    rows = read_series(path)
+    scores = series_scores(engine, rows, entity)
+    with out.open("w", newline="") as w:
         w.write("timestamp,value,anomaly_score,label\n")
-        for row in csv.DictReader(f):
-            ts = datetime.fromisoformat(row["timestamp"]).replace(tzinfo=timezone.utc)
-            ev = parse_event({"type": "sensor_reading", "entity_id": entity, "device_id": entity,
-                              "metric": "value", "value": float(row["value"]), "ts": ts.isoformat()}, "opaque")
-            state, _ = engine.process(state, ev)
-            score = state["d"]["sensors"][key][SCORE]
-            w.write(f"{row['timestamp']},{row['value']},{score},0\n")
-            rows += 1
-    return rows
+        for (stamp, value), score in zip(rows, scores):
+            w.write(f"{stamp},{value!r},{score},0\n")
+    return len(rows)
 
 
 def main() -> None:

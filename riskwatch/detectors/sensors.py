@@ -45,8 +45,8 @@ class SensorParams(ParamsModel):
     anomaly: AnomalyParams = Field(default_factory=AnomalyParams)
 
 
-# per-series state: [last_ts, gap_ewma, breach_start (-1 = none), last anomaly score, *anomaly_state]
-LAST, GAP, BREACH, SCORE, A0 = 0, 1, 2, 3, 4
+# per-series state: [last_ts, gap_ewma, breach_start (-1 = none), last anomaly score, readings, anomaly state]
+LAST, GAP, BREACH, SCORE, COUNT, ANOMALY = range(6)
 
 
 class SensorDetector(Detector):
@@ -76,12 +76,12 @@ class SensorDetector(Detector):
         if s is None:
             if len(st) >= self.max_series:
                 del st[min(st, key=lambda k: st[k][LAST])]
-            s = st[key] = [now, 0.0, -1.0, 0.0] + self._scorer.new_state()
-        elif now <= s[LAST] and s[A0] > 0:
+            s = st[key] = [now, 0.0, -1.0, 0.0, 0, self._scorer.new_state()]
+        elif now <= s[LAST] and s[COUNT] > 0:
             return {}  # stale or redelivered reading: already accounted for
         else:
             gap = now - s[LAST]
-            s[GAP] = gap if s[GAP] == 0.0 else s[GAP] + 0.1 * (gap - s[GAP])
+            s[GAP] = round(gap if s[GAP] == 0.0 else s[GAP] + 0.1 * (gap - s[GAP]), 1)
             s[LAST] = now
         lim = self.limits.get(ev.metric)
         x = ev.value
@@ -90,9 +90,8 @@ class SensorDetector(Detector):
                 s[BREACH] = now
         else:
             s[BREACH] = -1.0
-        a = s[A0:]
-        score = self._scorer.score(a, x)
-        s[A0:] = a
+        score = self._scorer.score(s[ANOMALY], s[COUNT], x, now)
+        s[COUNT] += 1
         s[SCORE] = round(score, 4)
         rid = f"{ev.device_id}@{int(now)}"
         out = self.evaluate(st, now, entity, models)
@@ -114,7 +113,7 @@ class SensorDetector(Detector):
                 breach = 1.0
                 b_ids.append(key)
             expected = lim.expected_interval_s if lim is not None and lim.expected_interval_s else None
-            if expected is None and s[A0] >= 5:
+            if expected is None and s[COUNT] >= 5:
                 expected = s[GAP]
             if expected and now - s[LAST] > self.silence_factor * expected:
                 silence = 1.0

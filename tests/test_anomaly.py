@@ -1,0 +1,61 @@
+"""The sensor anomaly scorer's three views, each shown by a series only it can catch."""
+
+import math
+import random
+
+import orjson
+
+from riskwatch.detectors.anomaly import AnomalyScorer
+
+STEP = 300.0  # one reading per 5 minutes
+DAY = int(86400 / STEP)
+
+
+def _feed(scorer, st, values, start=0):
+    return [scorer.score(st, start + i, x, (start + i) * STEP) for i, x in enumerate(values)]
+
+
+def _cycle(i, rng):
+    return 20 + 10 * math.sin(2 * math.pi * i / DAY) + rng.gauss(0, 0.3)
+
+
+def test_daily_profile_flags_a_cycle_out_of_phase():
+    rng = random.Random(1)
+    s = AnomalyScorer()
+    st = s.new_state()
+    calm = _feed(s, st, [_cycle(i, rng) for i in range(6 * DAY)])
+    assert max(calm[3 * DAY:]) < 0.5
+    # from midnight on, the cycle runs upside down: same range, same smoothness, wrong hour
+    inverted = [40 - _cycle(i, rng) for i in range(6 * DAY, 6 * DAY + DAY // 2)]
+    assert max(_feed(s, st, inverted, 6 * DAY)) > 0.5
+
+
+def test_shape_flags_a_series_that_goes_flat_inside_its_range():
+    rng = random.Random(2)
+    s = AnomalyScorer(slots=1)  # no daily profile: only level and shape could fire
+    st = s.new_state()
+    noisy = _feed(s, st, [50 + rng.gauss(0, 5) for _ in range(3000)])
+    assert max(noisy[1000:]) < 0.5
+    flat = _feed(s, st, [50.0] * 200, 3000)  # the mean does not move; the variance collapses
+    assert max(flat) > 0.5
+
+
+def test_extreme_values_score_in_range_and_state_stays_small():
+    s = AnomalyScorer()
+    st = s.new_state()
+    values = [1.0, 1e300, -1e300, 0.0, 5e-324, 42.0] * 100
+    scores = _feed(s, st, values)
+    assert all(0.0 <= x <= 1.0 for x in scores)
+    assert len(orjson.dumps(st)) <= 160
+
+
+def test_state_round_trips_through_json_mid_series():
+    rng = random.Random(3)
+    values = [_cycle(i, rng) for i in range(2 * DAY)]
+    s = AnomalyScorer()
+    a = s.new_state()
+    whole = _feed(s, a, values)
+    b = s.new_state()
+    first = _feed(s, b, values[:DAY])
+    b = orjson.loads(orjson.dumps(b))
+    assert first + _feed(s, b, values[DAY:], DAY) == whole
