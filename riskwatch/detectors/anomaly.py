@@ -80,7 +80,7 @@ class AnomalyParams(ParamsModel):
     likelihood_alpha: Annotated[float, Field(gt=0, lt=1)] = 0.001
     likelihood_smooth: Annotated[float, Field(gt=0, le=1)] = 0.3
     log_scale: Annotated[float, Field(gt=0)] = 5.0
-    warmup: Annotated[int, Field(ge=2)] = 300
+    warmup: Annotated[int, Field(ge=2)] = 50
     fire_at: Annotated[float, Field(gt=0, lt=1)] = 0.4
     refractory: Annotated[int, Field(ge=0, le=65535)] = 100
     hold_factor: Annotated[float, Field(ge=0, le=1)] = 0.0
