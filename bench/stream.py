@@ -180,6 +180,7 @@ def main() -> None:
     ap.add_argument("--latency-rate", type=float, default=0.0,
                     help="offered events/s for the latency run (default: half the measured worker rate)")
     ap.add_argument("--max-delay", type=float, default=0.02, help="producer batching delay in the latency run (s)")
+    ap.add_argument("--batch", type=int, default=500, help="events per envelope in the prefilled worker run")
     ap.add_argument("--skip", default="", help="comma-separated phases to skip: ceiling,baseline,worker,single")
     a = ap.parse_args()
     d = Path(tempfile.mkdtemp(prefix="rw-bench-"))
@@ -208,12 +209,12 @@ def main() -> None:
         if "worker" not in skip:
             prefix = "rwb."
             asyncio.run(ensure_topics(Settings(broker=b, topic_prefix=prefix)))
-            simulate_to_kafka(b, prefix, a.events, a.entities, batch=500).wait()
+            simulate_to_kafka(b, prefix, a.events, a.entities, batch=a.batch).wait()
             rate, port, w = run_worker(b, redis.url, prefix, d, total)
             procs.append(w)
             ratios = "".join(f"  = {rate / x:.2f}x the {name}" for x, name in
                              ((base, "bare Faust agent"), (ceil, "ceiling")) if x)
-            print(f"riskwatch worker, batch envelopes of <=500:       {rate:10,.0f} events/s{ratios}", flush=True)
+            print(f"riskwatch worker, batch envelopes of <={a.batch:<4d}      {rate:10,.0f} events/s{ratios}", flush=True)
             w.terminate()
         # 3b: riskwatch worker on single-event messages
         if "single" not in skip:
