@@ -59,3 +59,18 @@ def test_state_round_trips_through_json_mid_series():
     first = _feed(s, b, values[:DAY])
     b = orjson.loads(orjson.dumps(b))
     assert first + _feed(s, b, values[DAY:], DAY) == whole
+
+
+def test_a_series_kept_by_the_one_view_score_is_taken_over():
+    """States written before the three-view score (12 numbers per series) keep their timing and relearn."""
+    from types import SimpleNamespace
+
+    from riskwatch.detectors.sensors import SensorDetector
+
+    d = SensorDetector()
+    old = {"temperature@f1": [1000.0, 300.0, -1.0, 0.12, 80, 4.1, 0.02, 4.0, 0.9, 1.1, 0.95, 3]}
+    sig = d.update(old, SimpleNamespace(device_id="f1", metric="temperature", value=4.2), 1300.0, {}, None)
+    s = old["temperature@f1"]
+    assert len(s) == 6 and s[0] == 1300.0 and s[1] == 300.0 and s[4] == 1
+    assert sig["silence"][0] == 0.0
+    assert len(orjson.dumps(old)) < 256

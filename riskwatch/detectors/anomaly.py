@@ -21,8 +21,8 @@ damps repeats, so one incident is one signal.
 
 The state is two strings: the moments packed as float32 in base64, and the
 profile as two characters (4096 levels of the series' observed range) per
-slot, so two series fit the detector contract's 512 bytes. Parameters were tuned on the NAB corpus; see
-the README for the cross-validated figure.
+slot, so two series fit the detector contract's 512 bytes. Parameters were
+tuned on the NAB corpus; the README gives the cross-validated figure.
 
 >>> s = AnomalyScorer()
 >>> import math

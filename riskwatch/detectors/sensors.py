@@ -80,6 +80,8 @@ class SensorDetector(Detector):
         elif now <= s[LAST] and s[COUNT] > 0:
             return {}  # stale or redelivered reading: already accounted for
         else:
+            if len(s) != ANOMALY + 1:  # a series kept by the one-view score (before 2026-11-28)
+                s[:] = [s[LAST], s[GAP], s[BREACH], s[SCORE], 0, self._scorer.new_state()]
             gap = now - s[LAST]
             s[GAP] = round(gap if s[GAP] == 0.0 else s[GAP] + 0.1 * (gap - s[GAP]), 1)
             s[LAST] = now
