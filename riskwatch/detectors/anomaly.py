@@ -59,6 +59,7 @@ _UNSET = "  "
 _DECODE = {a + b: i * 64 + j for i, a in enumerate(_ALPHABET) for j, b in enumerate(_ALPHABET)}
 _ENCODE = {v: k for k, v in _DECODE.items()}
 _PAIRS = re.compile("..", re.S)
+_RAMP = 1500  # a view's first surprises: its likelihood learns at 1/k (at least likelihood_alpha)
 
 
 class AnomalyParams(ParamsModel):
@@ -113,8 +114,8 @@ class AnomalyScorer:
         # extreme tails stay ordered (1 - 1e-12 and 1 - 1e-20 are both 1.0 in floats)
         lik = -log10(0.5 * erfc((sh - m) / sqrt(2.0 * v + 1e-9)) + 1e-300) / self.log_scale
         la = self.likelihood_alpha
-        if k < 1500:
-            la = max(la, 1.0 / (k + 1))
+        if k < _RAMP:
+            la = max(la, 1.0 / (k + 1))  # a running mean first, then exponential forgetting
         rd = raw - m
         return (lik if lik < 1.0 else 1.0), m + la * rd, (1 - la) * (v + la * rd * rd), sh
 
