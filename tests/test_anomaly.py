@@ -1,4 +1,5 @@
-"""The sensor anomaly scorer's three views, each shown by a series only it can catch."""
+"""The sensor anomaly scorer's three views, each shown by a series only it can catch, and its
+daily-recurrence rule."""
 
 import math
 import random
@@ -46,7 +47,7 @@ def test_extreme_values_score_in_range_and_state_stays_small():
     values = [1.0, 1e300, -1e300, 0.0, 5e-324, 42.0] * 100
     scores = _feed(s, st, values)
     assert all(0.0 <= x <= 1.0 for x in scores)
-    assert len(orjson.dumps(st)) <= 160
+    assert len(orjson.dumps(st)) <= 168
 
 
 def test_state_round_trips_through_json_mid_series():
@@ -74,3 +75,52 @@ def test_a_series_kept_by_the_one_view_score_is_taken_over():
     assert len(s) == 6 and s[0] == 1300.0 and s[1] == 300.0 and s[4] == 1
     assert sig["silence"][0] == 0.0
     assert len(orjson.dumps(old)) < 256
+
+
+def _spiky_days(rng, days, spike_hours):
+    """A calm series with a 3-reading spike at each (day, hour) in ``spike_hours``."""
+    out = []
+    for i in range(days * DAY):
+        day, minute = divmod(i, DAY)
+        x = 50 + rng.gauss(0, 1)
+        for d, h in spike_hours:
+            if day == d and 0 <= minute - h * 12 < 3:
+                x += 25
+        out.append(x)
+    return out
+
+
+def _fired_on(scores, day):
+    return max(scores[day * DAY:(day + 1) * DAY])
+
+
+def test_a_spike_at_the_same_hour_every_day_fires_on_the_first_day_only():
+    spikes = [(d, 2) for d in range(3, 8)] + [(8, 14)]  # 02:00 on days 3-7, then 14:00 on day 8
+    values = _spiky_days(random.Random(4), 9, spikes)
+    routine = _feed(AnomalyScorer(), AnomalyScorer().new_state(), values)
+    assert _fired_on(routine, 3) > 0.5                        # new: an incident
+    for d in range(4, 8):  # the same hour again: a routine, elevated but not firing
+        assert _fired_on(routine, d) < 0.5
+        assert max(routine[d * DAY + 24:d * DAY + 27]) > 0.1
+    assert _fired_on(routine, 8) > 0.5                        # another hour: an incident again
+    off = AnomalyScorer(recurrence_window_s=0)
+    every = _feed(off, off.new_state(), values)
+    assert all(_fired_on(every, d) > 0.5 for d in range(3, 9))  # without the rule each spike fires
+
+
+def test_a_state_packed_before_the_recurrence_rule_is_read_and_upgraded():
+    import binascii
+
+    from riskwatch.detectors.anomaly import _PACK, _PACK_V1
+
+    rng = random.Random(5)
+    values = [_cycle(i, rng) for i in range(3 * DAY)]
+    s = AnomalyScorer()
+    new = s.new_state()
+    _feed(s, new, values[:DAY])
+    fields = list(_PACK.unpack(binascii.a2b_base64(new[0])))
+    new[0] = binascii.b2a_base64(_PACK.pack(fields[0], 0, 0, 0, *fields[4:]), newline=False).decode()
+    old = [binascii.b2a_base64(_PACK_V1.pack(fields[0], *fields[4:]), newline=False).decode(), new[1]]
+    assert len(old[0]) < len(new[0])
+    assert _feed(s, old, values[DAY:], DAY) == _feed(s, new, values[DAY:], DAY)
+    assert old == new  # written back in the current layout

@@ -1,4 +1,4 @@
-"""An online anomaly score in [0, 1] for one numeric series, in ~160 bytes.
+"""An online anomaly score in [0, 1] for one numeric series, in ~170 bytes.
 
 Three views of each reading, each turned into a raw surprise:
 
@@ -17,7 +17,11 @@ Each surprise goes through its own *anomaly likelihood* (Numenta's idea):
 how unusual its recent mean is against the long-run distribution of that
 surprise for this series, so noisy and calm series are judged on one scale.
 The score is the largest of the three. After it fires, a refractory period
-damps repeats, so one incident is one signal.
+damps repeats, so one incident is one signal. A firing about a day after an
+earlier one (within ``recurrence_window_s``) is a daily routine, not an
+incident (a nightly backup, a defrost cycle): it scores a quarter of its
+likelihood (at most 0.25), below the firing level (0.5). The last three
+firings are remembered, as minutes of event time modulo 65535.
 
 The state is two strings: the moments packed as float32 in base64, and the
 profile as two characters (4096 levels of the series' observed range) per
@@ -85,12 +89,17 @@ class AnomalyParams(ParamsModel):
     fire_at: Annotated[float, Field(gt=0, lt=1)] = 0.4
     refractory: Annotated[int, Field(ge=0, le=65535)] = 100
     hold_factor: Annotated[float, Field(ge=0, le=1)] = 0.0
+    recurrence_window_s: Annotated[float, Field(ge=0, le=43200)] = 5400.0  # 0: off
 
 
 # packed fields (float32 unless noted), in order:
-# hold (uint16); level: mu, var, fast; shape: ms, vs, ml, vl; profile: rvar, lo, hi;
+# hold, last three firings (uint16: minute of event time mod 65535, plus 1; 0 = none);
+# level: mu, var, fast; shape: ms, vs, ml, vl; profile: rvar, lo, hi;
 # likelihood per view (level, shape, profile): mean, var, short mean
-_PACK = struct.Struct("<H19f")
+_PACK = struct.Struct("<4H19f")
+_PACK_V1 = struct.Struct("<H19f")  # before 2026-11-28.2: no firings (read, then written as _PACK)
+_MINUTES = 65535
+_DAY_MINUTES = 1440
 
 
 class AnomalyScorer:
@@ -102,6 +111,7 @@ class AnomalyScorer:
         for k in AnomalyParams.model_fields:
             setattr(self, k, getattr(p, k))
         self._slot_seconds = 86400.0 / p.slots
+        self._recur_minutes = p.recurrence_window_s / 60.0
 
     def new_state(self) -> list:
         """[packed moments (base64), daily profile (2 characters per slot)]"""
@@ -125,12 +135,18 @@ class AnomalyScorer:
         i = 2 * (int(now % 86400.0 / self._slot_seconds) % self.slots)
         prof = st[1]
         if n == 0 or not st[0]:
-            st[0] = binascii.b2a_base64(_PACK.pack(0, x, 0.0, x, x, 0.0, x, 0.0, 0.0, x, x,
+            st[0] = binascii.b2a_base64(_PACK.pack(0, 0, 0, 0, x, 0.0, x, x, 0.0, x, 0.0, 0.0, x, x,
                                                    0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0), newline=False).decode()
             st[1] = prof[:i] + "AA" + prof[i + 2:]
             return 0.0
-        (hold, mu, var, fast, ms, vs, ml, vl, rvar, lo, hi,
-         lm, lv, ls, gm, gv, gs, pm, pv, ps) = _PACK.unpack(binascii.a2b_base64(st[0]))
+        packed = binascii.a2b_base64(st[0])
+        if len(packed) == _PACK.size:
+            (hold, f1, f2, f3, mu, var, fast, ms, vs, ml, vl, rvar, lo, hi,
+             lm, lv, ls, gm, gv, gs, pm, pv, ps) = _PACK.unpack(packed)
+        else:
+            f1 = f2 = f3 = 0
+            (hold, mu, var, fast, ms, vs, ml, vl, rvar, lo, hi,
+             lm, lv, ls, gm, gv, gs, pm, pv, ps) = _PACK_V1.unpack(packed)
         lik_of = self._likelihood
         z_cap = self.z_cap
         # level
@@ -190,7 +206,12 @@ class AnomalyScorer:
             lik *= self.hold_factor
         elif lik >= self.fire_at:
             hold = self.refractory
-        st[0] = binascii.b2a_base64(_PACK.pack(hold, mu, var, fast, ms, vs, ml, vl, rvar, lo, hi,
+            minute = int(now // 60.0) % _MINUTES + 1
+            w = self._recur_minutes
+            if w and any(f and abs((minute - f) % _MINUTES - _DAY_MINUTES) <= w for f in (f1, f2, f3)):
+                lik *= 0.5 * self.fire_at  # a daily routine: scores lik / 4, not firing
+            f1, f2, f3 = minute, f1, f2
+        st[0] = binascii.b2a_base64(_PACK.pack(hold, f1, f2, f3, mu, var, fast, ms, vs, ml, vl, rvar, lo, hi,
                                                lm, lv, ls, gm, gv, gs, pm, pv, ps), newline=False).decode()
         # calibrate: fire_at maps to 0.5, certainty (tail <= 10^-log_scale) to 1
         f = self.fire_at
