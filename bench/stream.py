@@ -28,6 +28,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from riskwatch.aio import use_event_loop  # noqa: E402
 from riskwatch.embedded import free_port, start_broker, start_redis  # noqa: E402
 from riskwatch.settings import Settings  # noqa: E402
 from riskwatch.simulate import Simulation  # noqa: E402
@@ -185,6 +186,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500, help="events per envelope in the prefilled worker run")
     ap.add_argument("--skip", default="", help="comma-separated phases to skip: ceiling,baseline,worker,single")
     a = ap.parse_args()
+    use_event_loop(Settings().event_loop)  # the ceiling's consumer runs in this process: the worker's loop
     d = Path(tempfile.mkdtemp(prefix="rw-bench-"))
     broker, redis = start_broker(d / "broker"), start_redis(d / "redis")
     procs = []

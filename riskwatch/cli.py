@@ -111,9 +111,11 @@ def cmd_simulate(args) -> int:
     if args.kafka:
         import asyncio
 
+        from .aio import use_event_loop
         from .settings import Settings
         from .streams.kafka import produce
 
+        use_event_loop(Settings().event_loop)
         n = asyncio.run(produce(Settings(), sim.events(n_events=args.events, register=not args.no_register),
                                 rate=args.rate or None,
                                 batch_size=args.batch, max_delay=args.max_delay, live=args.live))
@@ -146,14 +148,19 @@ def cmd_up(args) -> int:
 
 
 def cmd_worker(args) -> int:
+    import logging
+
     import faust
     from prometheus_client import start_http_server
 
+    from .aio import use_event_loop
     from .settings import Settings
     from .streams.app import create_app
 
     s = Settings()
+    loop = use_event_loop(s.event_loop)  # before Faust makes its loop
     app = create_app(s)
+    logging.getLogger("riskwatch.worker").info("event loop: %s", loop)
     if s.worker_metrics_port:
         start_http_server(s.worker_metrics_port, addr=s.metrics_host, registry=app.riskwatch.metrics.registry)
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)

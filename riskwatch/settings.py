@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     fetch_wait_ms: Annotated[int, Field(ge=1, le=5000)] = 10      # longest a worker fetch waits for data
     gc_freeze_seconds: Annotated[float, Field(ge=0)] = 5.0        # gc.freeze() period in the worker (0: off)
     tick_seconds: Annotated[float, Field(ge=0)] = 60.0  # wall-clock ticks (silence); 0 = off
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"  # of the worker, feeds and dispatcher (see aio.py)
     alerts_path: Path | None = None                     # default: config/alerts.yaml
     dispatcher_name: str = ""                           # outbox consumer name (default host-pid)
     dispatcher_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0

@@ -43,6 +43,9 @@ def cmd_dispatcher(args) -> int:
         return 2
     for u in unknown_signals(cfg):  # not fatal: the engine config may change at run time
         logging.getLogger("riskwatch.dispatcher").warning("%s", u)
+    from ..aio import use_event_loop
+
+    use_event_loop(s.event_loop)
     asyncio.run(run_dispatcher(s, args.role, cfg))
     return 0
 
