@@ -89,6 +89,7 @@ class ViewWriter:
     def __init__(self, ratios: dict[str, float], history_len: int = 100) -> None:
         self.ratios = ratios
         self.history_len = history_len
+        self._script = None  # (client, its registered ROUND_LUA) for write_round
 
     def entity(self, pipe, ent: dict) -> None:
         pipe.hset(entity_key(ent["entity_id"]), mapping={"name": ent["name"], "industry": ent["industry"],
@@ -111,11 +112,18 @@ class ViewWriter:
         if payload is not None:
             pipe.register_script(ROUND_LUA)(keys=[], args=[payload], client=pipe)
 
-    async def outputs_async(self, pipe, outs: list[dict], meta_of, entities: list[dict] = ()) -> None:
-        """Queue :meth:`round_payload` as one script call on a redis.asyncio pipeline."""
+    async def write_round(self, r, outs: list[dict], meta_of, entities: list[dict] = ()) -> None:
+        """Run :meth:`round_payload` as one script call on a redis.asyncio client: one round trip.
+
+        Not through a pipeline: a pipeline with a script asks ``SCRIPT EXISTS`` first, a second
+        round trip every worker round. ``EVALSHA`` here; redis-py loads the script and retries
+        when Redis does not know it (a restarted server)."""
         payload = self.round_payload(outs, meta_of, entities)
-        if payload is not None:
-            await pipe.register_script(ROUND_LUA)(keys=[], args=[payload], client=pipe)
+        if payload is None:
+            return
+        if self._script is None or self._script[0] is not r:
+            self._script = (r, r.register_script(ROUND_LUA))
+        await self._script[1](keys=[], args=[payload])
 
     def round_payload(self, outs: list[dict], meta_of, entities: list[dict] = ()) -> bytes | None:
         """A round's register data and outputs as the argument of one :data:`ROUND_LUA` call.

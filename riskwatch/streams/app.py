@@ -39,7 +39,7 @@ from .state_store import StateStore
 __all__ = ["create_app", "Worker"]
 
 log = logging.getLogger("riskwatch.worker")
-VIEW_TIMEOUT = 10.0  # s for one view pipeline before it is retried
+VIEW_TIMEOUT = 10.0  # s for one round's view write before it is retried
 OUTPUTS_PER_MESSAGE = 1000  # output events per envelope (keeps messages well under 1 MB)
 
 
@@ -170,7 +170,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             import redis.asyncio as aioredis
 
             # no per-reply socket timeout (a timer per command was ~5% of the worker's time):
-            # one timeout per pipeline in write_view instead
+            # one timeout per round's view write in write_view instead
             w.redis = aioredis.from_url(s.redis_url, socket_timeout=None)
         return w.redis
 
@@ -210,7 +210,6 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         while True:
             try:
                 r = await redis()
-                pipe = r.pipeline(transaction=False)
                 states: dict = {}
                 outs: list = []
                 ents: list = []
@@ -218,9 +217,8 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                     ents += res.entities
                     states.update(res.states)
                     outs += res.outputs
-                await w.view.outputs_async(pipe, outs, lambda eid: (states.get(eid) or {}).get("m"), ents)
                 async with asyncio.timeout(VIEW_TIMEOUT):
-                    await pipe.execute()
+                    await w.view.write_round(r, outs, lambda eid: (states.get(eid) or {}).get("m"), ents)
                 return
             except (rex.ConnectionError, rex.TimeoutError, OSError, TimeoutError) as exc:
                 m.view_retries.inc()
