@@ -2,7 +2,7 @@
 
 uvloop (libuv) by default: the worker's live path spends much of its time in
 the event loop itself (task switches, socket reads and writes for every fetch,
-produce request and Redis pipeline), and uvloop does that work in C. On
+produce request and Redis call), and uvloop does that work in C. On
 2026-11-28 it took the worker's steady-state p99 event->output latency at
 6,000 live events/s from 180 and 183 ms to 116 and 96 ms (runs in
 alternation; README, Benchmarks). ``RISKWATCH_EVENT_LOOP=asyncio`` keeps the
