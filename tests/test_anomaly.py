@@ -124,3 +124,23 @@ def test_a_state_packed_before_the_recurrence_rule_is_read_and_upgraded():
     assert len(old[0]) < len(new[0])
     assert _feed(s, old, values[DAY:], DAY) == _feed(s, new, values[DAY:], DAY)
     assert old == new  # written back in the current layout
+
+
+def test_a_daily_excursion_past_a_hard_limit_still_breaches_every_day():
+    """The recurrence rule damps the anomaly score only: limits are the regulator's, not learned."""
+    from types import SimpleNamespace
+
+    from riskwatch.detectors.sensors import SensorDetector
+
+    d = SensorDetector(limits={"temperature": {"max": 70.0, "min_duration_s": 600}})
+    st = d.new_state()
+    values = _spiky_days(random.Random(6), 8, [(day, 2) for day in range(3, 8)])  # 75 at 02:00 daily
+    breach_days, anomaly_days = set(), set()
+    for i, x in enumerate(values):
+        sig = d.update(st, SimpleNamespace(device_id="f1", metric="temperature", value=x), i * STEP, {}, None)
+        if sig["limit_breach"][0] >= 1.0:
+            breach_days.add(i // DAY)
+        if sig.get("anomaly", (0.0,))[0] > 0.5:
+            anomaly_days.add(i // DAY)
+    assert breach_days == {3, 4, 5, 6, 7}
+    assert 3 in anomaly_days and not anomaly_days & {4, 5, 6, 7}  # the anomaly score sees a routine
