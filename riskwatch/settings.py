@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     history_len: Annotated[int, Field(ge=1, le=10_000)] = 100
     model_publish_seconds: Annotated[float, Field(gt=0)] = 5.0
     session_timeout: Annotated[float, Field(ge=6, le=60)] = 8.0
-    take_max: Annotated[int, Field(ge=1, le=10_000)] = 60        # messages per worker round
+    take_max: Annotated[int, Field(ge=1, le=10_000)] = 200       # messages per worker round
     take_within: Annotated[float, Field(gt=0, le=5)] = 0.005       # s a round waits to fill
     fetch_wait_ms: Annotated[int, Field(ge=1, le=5000)] = 10      # longest a worker fetch waits for data
     gc_freeze_seconds: Annotated[float, Field(ge=0)] = 5.0        # gc.freeze() period in the worker (0: off)
