@@ -1,6 +1,7 @@
 """Streaming throughput and latency on the embedded broker, in one go.
 
-    python bench/stream.py [--events 200000] [--entities 20000]
+    python bench/stream.py [--events 200000] [--entities 20000] [--worker-runs N]
+                           [--latency-rate R] [--skip ceiling,baseline,worker,single,latency]
 
 1. ceiling: a bare aiokafka consumer + orjson over single-event messages;
 2. baseline: a bare Faust agent counting per entity in a dict, same messages;
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -184,7 +186,10 @@ def main() -> None:
     ap.add_argument("--latency-warmup", type=float, default=3.0,
                     help="seconds of the live feed reported apart (the producer process starting up)")
     ap.add_argument("--batch", type=int, default=500, help="events per envelope in the prefilled worker run")
-    ap.add_argument("--skip", default="", help="comma-separated phases to skip: ceiling,baseline,worker,single")
+    ap.add_argument("--worker-runs", type=int, default=1,
+                    help="runs of the prefilled worker phase (their median is reported; the machine is noisy)")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated phases to skip: ceiling,baseline,worker,single,latency")
     a = ap.parse_args()
     use_event_loop(Settings().event_loop)  # the ceiling's consumer runs in this process: the worker's loop
     d = Path(tempfile.mkdtemp(prefix="rw-bench-"))
@@ -211,15 +216,22 @@ def main() -> None:
             print(f"baseline  bare Faust agent, dict count:          {base:10,.0f} events/s", flush=True)
         # 3: riskwatch worker on batch envelopes
         if "worker" not in skip:
-            prefix = "rwb."
-            asyncio.run(ensure_topics(Settings(broker=b, topic_prefix=prefix)))
-            simulate_to_kafka(b, prefix, a.events, a.entities, batch=a.batch).wait()
-            rate, port, w = run_worker(b, redis.url, prefix, d, total)
-            procs.append(w)
+            rates = []
+            for i in range(a.worker_runs):  # each run: its own topics, a fresh worker and state store
+                prefix = f"rwb{i}." if i else "rwb."
+                asyncio.run(ensure_topics(Settings(broker=b, topic_prefix=prefix)))
+                simulate_to_kafka(b, prefix, a.events, a.entities, batch=a.batch).wait()
+                r, _, w = run_worker(b, redis.url, prefix, d, total)
+                procs.append(w)
+                w.terminate()
+                w.wait(20)
+                rates.append(r)
+            rate = statistics.median(rates)
+            runs = f" (median of {len(rates)}: {', '.join(f'{r:,.0f}' for r in rates)})" if len(rates) > 1 else ""
             ratios = "".join(f"  = {rate / x:.2f}x the {name}" for x, name in
                              ((base, "bare Faust agent"), (ceil, "ceiling")) if x)
-            print(f"riskwatch worker, batch envelopes of <={a.batch:<4d}      {rate:10,.0f} events/s{ratios}", flush=True)
-            w.terminate()
+            print(f"riskwatch worker, batch envelopes of <={a.batch:<4d}      {rate:10,.0f} events/s{ratios}{runs}",
+                  flush=True)
         # 3b: riskwatch worker on single-event messages
         if "single" not in skip:
             prefix1 = "rws."
@@ -231,48 +243,8 @@ def main() -> None:
             print(f"riskwatch worker, single-event messages ({n1:,}): {rate1:10,.0f} events/s", flush=True)
             w1.terminate()
         # 4: latency at half the sustained rate, live event time
-        prefix2 = "rwl."
-        asyncio.run(ensure_topics(Settings(broker=b, topic_prefix=prefix2)))
-        port2 = free_port()
-        w2 = subprocess.Popen([PY, "-m", "riskwatch.cli", "worker"],
-                              env=worker_env(b, redis.url, prefix2, d, port2),
-                              stdout=(d / "rwl.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append(w2)
-        offered = a.latency_rate or (rate / 2 if rate else 2000.0)
-        n2 = int(offered * a.latency_seconds)
-        # warm up: the worker joins its group before the measured feed starts
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not _up(port2):
-            time.sleep(0.2)
-        time.sleep(8)  # joined its group and got its partitions (session timeout is 8 s)
-        # the entity register first (a burst of upserts, no outputs), then the measured live feed
-        simulate_to_kafka(b, prefix2, 0, a.entities, batch=500).wait()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and metric(port2, "riskwatch_events_processed_total") < a.entities:
-            time.sleep(0.2)
-        t_start = time.monotonic()
-        feed = simulate_to_kafka(b, prefix2, n2, a.entities, batch=500, rate=offered, live=True,
-                                 max_delay=a.max_delay, register=False)
-        # the feed's first seconds are the producer process starting up (connecting, first
-        # metadata): its own lag reaches 0.2-0.4 s there, so they are reported apart
-        time.sleep(a.latency_warmup)
-        h0 = histogram(port2, "riskwatch_event_to_output_seconds")
-        feed.wait()
-        sent_for = time.monotonic() - t_start
-        time.sleep(2)
-        h = histogram(port2, "riskwatch_event_to_output_seconds")
-        steady = [(le, c - c0) for (le, c), (_, c0) in zip(h, h0)]
-        rw = histogram(port2, "riskwatch_round_seconds")
-        rn = histogram(port2, "riskwatch_round_messages")
-        processed = metric(port2, "riskwatch_events_processed_total") - a.entities
-        print(f"latency at {offered:,.0f} events/s offered for {a.latency_seconds:.0f}s (the producer took "
-              f"{sent_for:.0f}s incl. start-up), {processed:,.0f} events, {h[-1][1]:,.0f} outputs: event->output "
-              f"after the first {a.latency_warmup:.0f}s p50 {quantile(steady, .5) * 1000:.0f} ms, "
-              f"p99 {quantile(steady, .99) * 1000:.0f} ms ({steady[-1][1]:,.0f} outputs); whole feed "
-              f"p50 {quantile(h, .5) * 1000:.0f} ms, p99 {quantile(h, .99) * 1000:.0f} ms "
-              f"(producer batching up to {a.max_delay * 1000:.0f} ms included; histogram buckets interpolated); "
-              f"worker rounds: {rw[-1][1]:,.0f}, messages per round p50 {quantile(rn, .5):.0f}, "
-              f"wall p50 {quantile(rw, .5) * 1000:.1f} ms, p99 {quantile(rw, .99) * 1000:.1f} ms")
+        if "latency" not in skip:
+            latency(a, b, redis.url, d, rate, procs)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -283,6 +255,52 @@ def main() -> None:
                     p.kill()
         broker.stop()
         redis.stop()
+
+
+def latency(a, b: str, redis_url: str, d: Path, rate: float | None, procs: list) -> None:
+    """Event->output latency of a fresh worker on a live feed at --latency-rate (default: half ``rate``)."""
+    prefix2 = "rwl."
+    asyncio.run(ensure_topics(Settings(broker=b, topic_prefix=prefix2)))
+    port2 = free_port()
+    w2 = subprocess.Popen([PY, "-m", "riskwatch.cli", "worker"],
+                          env=worker_env(b, redis_url, prefix2, d, port2),
+                          stdout=(d / "rwl.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    procs.append(w2)
+    offered = a.latency_rate or (rate / 2 if rate else 2000.0)
+    n2 = int(offered * a.latency_seconds)
+    # warm up: the worker joins its group before the measured feed starts
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _up(port2):
+        time.sleep(0.2)
+    time.sleep(8)  # joined its group and got its partitions (session timeout is 8 s)
+    # the entity register first (a burst of upserts, no outputs), then the measured live feed
+    simulate_to_kafka(b, prefix2, 0, a.entities, batch=500).wait()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and metric(port2, "riskwatch_events_processed_total") < a.entities:
+        time.sleep(0.2)
+    t_start = time.monotonic()
+    feed = simulate_to_kafka(b, prefix2, n2, a.entities, batch=500, rate=offered, live=True,
+                             max_delay=a.max_delay, register=False)
+    # the feed's first seconds are the producer process starting up (connecting, first
+    # metadata): its own lag reaches 0.2-0.4 s there, so they are reported apart
+    time.sleep(a.latency_warmup)
+    h0 = histogram(port2, "riskwatch_event_to_output_seconds")
+    feed.wait()
+    sent_for = time.monotonic() - t_start
+    time.sleep(2)
+    h = histogram(port2, "riskwatch_event_to_output_seconds")
+    steady = [(le, c - c0) for (le, c), (_, c0) in zip(h, h0)]
+    rw = histogram(port2, "riskwatch_round_seconds")
+    rn = histogram(port2, "riskwatch_round_messages")
+    processed = metric(port2, "riskwatch_events_processed_total") - a.entities
+    print(f"latency at {offered:,.0f} events/s offered for {a.latency_seconds:.0f}s (the producer took "
+          f"{sent_for:.0f}s incl. start-up), {processed:,.0f} events, {h[-1][1]:,.0f} outputs: event->output "
+          f"after the first {a.latency_warmup:.0f}s p50 {quantile(steady, .5) * 1000:.0f} ms, "
+          f"p99 {quantile(steady, .99) * 1000:.0f} ms ({steady[-1][1]:,.0f} outputs); whole feed "
+          f"p50 {quantile(h, .5) * 1000:.0f} ms, p99 {quantile(h, .99) * 1000:.0f} ms "
+          f"(producer batching up to {a.max_delay * 1000:.0f} ms included; histogram buckets interpolated); "
+          f"worker rounds: {rw[-1][1]:,.0f}, messages per round p50 {quantile(rn, .5):.0f}, "
+          f"wall p50 {quantile(rw, .5) * 1000:.1f} ms, p99 {quantile(rw, .99) * 1000:.1f} ms")
 
 
 async def _create(broker: str, topic: str, partitions: int) -> None:
