@@ -38,10 +38,11 @@ class Workers:
         self.settings, self.env, self.d = settings, env, d
         self.procs: list[tuple[subprocess.Popen, int]] = []
 
-    def start(self) -> int:
+    def start(self, env: dict | None = None, data_of: int | None = None) -> int:
+        """Start a worker (``env`` on top of the stack's); ``data_of``: reuse that worker's data directory."""
         port = free_port()
-        env = dict(self.env, RISKWATCH_WORKER_METRICS_PORT=str(port),
-                   RISKWATCH_DATA_DIR=str(self.d / f"w{len(self.procs)}"))
+        env = dict(self.env, **(env or {}), RISKWATCH_WORKER_METRICS_PORT=str(port),
+                   RISKWATCH_DATA_DIR=str(self.d / f"w{len(self.procs) if data_of is None else data_of}"))
         log = (self.d / f"worker{len(self.procs)}.log").open("wb")
         p = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "worker", "--loglevel", "info"], env=env,
                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -169,3 +169,30 @@ def test_a_store_killed_without_closing_recovers_everything_on_its_next_start(se
         return on_disk
 
     asyncio.run(restart())
+
+
+_WRITE_THEN_DIE = """
+import os, sys, time
+from pathlib import Path
+from riskwatch.streams import state_store
+state_store.FLUSH_SECONDS = float(sys.argv[2])
+local = state_store._Local(Path(sys.argv[1]))
+local.write({b"first": b"1"})
+local.write({b"second": b"2"})   # past FLUSH_SECONDS: asks for a background flush
+time.sleep(1.0)                  # (a flush of two keys takes milliseconds)
+os._exit(9)                      # no close()
+"""
+
+
+def test_the_local_store_flushes_periodically_so_a_kill_loses_at_most_that_much(tmp_path):
+    from riskwatch.streams.state_store import _Local
+
+    for flush_seconds, survives in (("1e9", False), ("0", True)):
+        path = tmp_path / f"db-{flush_seconds}"
+        done = subprocess.run([sys.executable, "-c", _WRITE_THEN_DIE, str(path), flush_seconds],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 9, done.stderr
+        local = _Local(path)
+        got = (local.get(b"first"), local.get(b"second"))
+        local.close()
+        assert got == ((b"1", b"2") if survives else (None, None)), (flush_seconds, got)
