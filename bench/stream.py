@@ -224,7 +224,10 @@ def main() -> None:
                 r, _, w = run_worker(b, redis.url, prefix, d, total)
                 procs.append(w)
                 w.terminate()
-                w.wait(20)
+                try:
+                    w.wait(20)
+                except subprocess.TimeoutExpired:
+                    w.kill()
                 rates.append(r)
             rate = statistics.median(rates)
             runs = f" (median of {len(rates)}: {', '.join(f'{r:,.0f}' for r in rates)})" if len(rates) > 1 else ""

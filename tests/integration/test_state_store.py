@@ -157,8 +157,7 @@ def test_a_store_killed_without_closing_recovers_everything_on_its_next_start(se
 
     async def restart():
         s = StateStore(broker.url, topic, tmp_path / "k", partitions=2)
-        on_disk = s._part(1).offset
-        assert -1 <= on_disk <= 1999
+        assert -1 <= s._part(1).offset <= 1999  # whatever reached disk before the kill
         s.assign([1])
         await s.ready(1)
         assert s.parts[1].offset == 1999
@@ -166,7 +165,6 @@ def test_a_store_killed_without_closing_recovers_everything_on_its_next_start(se
         assert sum(1 for _ in s.items(1)) == 50 + 2000
         assert s.resumes(1, "src:1", 2000) is None
         s.close()
-        return on_disk
 
     asyncio.run(restart())
 
