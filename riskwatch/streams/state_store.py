@@ -74,10 +74,7 @@ class _Local:
 
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = Rdict(str(path), Options(raw_mode=True))
-            # No write-ahead log: the store is a cache of the changelog. A crash loses the
-            # memtable, i.e. whole batches of states together with the offset they reached, and
-            # recovery then reads the changelog from the older offset that did reach disk.
-            self._write_options = WriteOptions()
+            self._write_options = WriteOptions()  # no write-ahead log: see the module docstring
             self._write_options.disable_wal = True
             self._flushed = time.monotonic()
 
