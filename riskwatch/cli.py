@@ -115,8 +115,9 @@ def cmd_simulate(args) -> int:
         from .settings import Settings
         from .streams.kafka import produce
 
-        use_event_loop(Settings().event_loop)
-        n = asyncio.run(produce(Settings(), sim.events(n_events=args.events, register=not args.no_register),
+        settings = Settings()
+        use_event_loop(settings.event_loop)
+        n = asyncio.run(produce(settings, sim.events(n_events=args.events, register=not args.no_register),
                                 rate=args.rate or None,
                                 batch_size=args.batch, max_delay=args.max_delay, live=args.live))
         print(f"produced {n} events", file=sys.stderr)

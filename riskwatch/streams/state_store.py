@@ -91,8 +91,9 @@ class _Local:
         for k, v in items.items():
             wb.put(k, v)
         self.db.write(wb, self._write_options)
-        if time.monotonic() - self._flushed > FLUSH_SECONDS:
-            self._flushed = time.monotonic()
+        now = time.monotonic()
+        if now - self._flushed > FLUSH_SECONDS:
+            self._flushed = now
             self.db.flush(False)  # in the background: bounds what a crash loses
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
