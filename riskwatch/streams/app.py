@@ -2,7 +2,8 @@
 
 - ``process``: every input topic (plus ``rekey``) -> :class:`BatchProcessor`
   in rounds of messages -> entity states in the :class:`StateStore` (one
-  changelog message per partition per round, local RocksDB), output envelopes
+  keyed record batch per partition per round on a compacted changelog, local
+  RocksDB), output envelopes
   on the output topics (same partition), dead letters, the Redis view (one
   Lua call per round), and queued model updates on the single-partition
   ``model-training``.
@@ -34,7 +35,7 @@ from ..view import ViewWriter
 from .codec import dead_letter, encode_batch
 from .processor import BatchProcessor
 from .shared_models import SharedModels, apply_update, encode_snapshot
-from .state_store import StateStore
+from .state_store import CHANGELOG_CONFIG, StateStore, send_records
 
 __all__ = ["create_app", "Worker"]
 
@@ -131,7 +132,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
     deadletter = app.topic(s.topic("deadletter"), partitions=1, **raw)
     rekey = app.topic(s.topic("rekey"), partitions=n, **raw)
     training = app.topic(s.topic("model-training"), partitions=1, **raw)
-    changelog = app.topic(s.state_changelog, partitions=n, **raw)
+    changelog = app.topic(s.state_changelog, partitions=n, compacting=True, config=CHANGELOG_CONFIG, **raw)
     store = StateStore(s.broker, s.state_changelog,
                        None if s.store.startswith("memory") else s.data_dir / "worker" / "state", n)
     models_topic = app.topic(s.topic("models"), partitions=1, **raw)
@@ -309,9 +310,11 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             if res.states:
                 states[msg.partition].update(res.states)
                 srcs[msg.partition][f"{msg.topic}:{msg.partition}"] = msg.offset
+        producer = app.producer._ensure_producer()  # the aiokafka producer under Faust's (batch API)
         for p, changed in states.items():
-            for value, on_ack in store.stage(p, srcs[p], changed):
-                await send_now(s.state_changelog, value, p, on_ack)
+            for records, on_ack in store.stage(p, srcs[p], changed):
+                fut = await send_records(producer, s.state_changelog, p, records)
+                fut.add_done_callback(on_ack)
 
     @app.agent(inputs, name="process")
     async def process(stream):

@@ -8,6 +8,7 @@ is what lets a Faust worker keep up (see :mod:`riskwatch.streams.codec`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Iterable
 
@@ -19,6 +20,8 @@ from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
 from .codec import encode_batch, partition_for
 
 __all__ = ["BatchProducer", "create_topics", "ensure_topics", "topic_for"]
+
+log = logging.getLogger("riskwatch.kafka")
 
 _TOPIC_OF_TYPE = {"entity": "entities", "complaint": "complaints", "sensor_reading": "sensor-readings",
                   "inspection": "inspections", "record": "records", "objection": "commands",
@@ -39,23 +42,49 @@ async def ensure_topics(settings: Settings) -> None:
     want[settings.state_changelog] = n
     want.update({settings.topic("rekey"): n, settings.topic("alerts"): n, settings.topic("deadletter"): 1,
                  settings.topic("model-training"): 1, settings.topic("models"): 1})
-    await create_topics(settings.broker, want)
+    from .state_store import CHANGELOG_CONFIG
+
+    await create_topics(settings.broker, want, {settings.state_changelog: CHANGELOG_CONFIG})
 
 
-async def create_topics(broker: str, want: dict[str, int]) -> None:
-    """Create the topics (name -> partitions) that do not exist yet."""
+async def create_topics(broker: str, want: dict[str, int], configs: dict[str, dict[str, str]] | None = None) -> None:
+    """Create the topics (name -> partitions) that do not exist yet, with ``configs`` (name -> topic
+    configs); an existing topic whose configs differ is logged (the operator alters it, not us)."""
+    configs = configs or {}
     admin = AIOKafkaAdminClient(bootstrap_servers=broker)
     await admin.start()
     try:
         have = set(await admin.list_topics())
-        new = [NewTopic(name, p, 1) for name, p in want.items() if name not in have]
+        new = [NewTopic(name, p, 1, topic_configs=configs.get(name, {})) for name, p in want.items()
+               if name not in have]
         if new:
             try:
                 await admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass  # another process was quicker
+        old = [name for name in configs if name in have and name in want]
+        if old:
+            await _check_configs(admin, {name: configs[name] for name in old})
     finally:
         await admin.close()
+
+
+async def _check_configs(admin: AIOKafkaAdminClient, configs: dict[str, dict[str, str]]) -> None:
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    try:
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in configs])
+    except Exception as exc:  # a broker without DescribeConfigs: nothing to check
+        log.info("could not read topic configs (%s)", exc)
+        return
+    for resp in responses:
+        for res in resp.resources:
+            name, entries = res[3], {e[0]: e[1] for e in res[4]}
+            for key, value in configs.get(name, {}).items():
+                if entries.get(key) != value:
+                    log.warning("topic %s has %s=%s, riskwatch needs %s: alter it (kafka-configs.sh --alter "
+                                "--entity-type topics --entity-name %s --add-config %s=%s)",
+                                name, key, entries.get(key), value, name, key, value)
 
 
 class BatchProducer:

@@ -4,20 +4,33 @@ Why not a Faust Table: a Table writes one changelog message per key set, and
 that Faust machinery (~40 us per set, plus a RocksDB put and a get per key)
 was half of the worker's time (py-spy, 2026-11-27). Here each round of
 source messages (see ``take_max`` in the settings) writes, per partition, one
-changelog message (more past 512 KB) holding every state the round changed:
+record batch (more past 512 KB) to the changelog partition equal to the
+source partition (entities live on the partition of their id):
 
-    {"src": {"rw.complaints:2": 4711}, "states": {"<entity>": {...}, ...}}
+- one record per state the round changed: key = entity id, value = the state (JSON);
+- then one record keyed ``\x00src`` (entity ids never start with a NUL byte,
+  see events.py): every source topic-partition's last applied offset so far,
+  ``{"rw.complaints:2": 4711, ...}``.
 
-on the changelog partition equal to the source partition (entities live on
-the partition of their id). The changelog is sent through Faust's producer,
-so Faust's flush-before-commit covers it: a source offset is committed only
-after the states it produced reached the broker.
+The changelog is created with ``cleanup.policy=compact``: Kafka keeps the last
+record per key, so the changelog stays about as large as the entity register
+and no state ages out (under the default delete policy, a state untouched for
+the retention time, 7 days by default, would vanish from it, and a worker
+recovering without its local store would silently lose it). The embedded
+broker accepts the setting but never compacts. A changelog in the earlier
+format (one unkeyed ``{"src": ..., "states": {...}}`` message per round, which
+a compacted topic would refuse) is still read.
+
+Batches go through the worker's producer, so Faust's flush-before-commit
+covers them: a source offset is committed only after the states it produced
+reached the broker.
 
 Per partition, reads go to the parsed states touched since recovery
 (``live``), then to states sent but not yet acknowledged (``pending``), then
 to the local store, which holds exactly the acknowledged changelog prefix
 (states and that prefix's last offset are written together when the broker
-acknowledges). On (re)assignment a partition is recovered by reading its
+acknowledges): a changelog record and a local store entry are the same key
+and value. On (re)assignment a partition is recovered by reading its
 changelog from the local store's offset to the end; the agent waits for
 that before it processes the partition's messages. ``memory`` keeps the
 local store in a dict (tests); ``rocksdb`` uses rocksdict, so a restart
@@ -42,24 +55,31 @@ from pathlib import Path
 
 import orjson
 
-__all__ = ["StateStore", "encode_change", "decode_change"]
+__all__ = ["StateStore", "CHANGELOG_CONFIG", "send_records", "decode_change"]
 
 log = logging.getLogger("riskwatch.state")
 _OFFSET = b"\x00offset"   # meta keys: entity ids never start with a NUL byte (see events.py)
-_SRC = b"\x00src"
-CHUNK_BYTES = 512 * 1024
+_SRC = b"\x00src"          # also the key of the source-offsets record in the changelog
+CHUNK_BYTES = 512 * 1024   # per record batch; the worker's producer takes batches of up to 1 MB
 FLUSH_SECONDS = 30.0
-
-
-def encode_change(srcs: dict[str, int], states: dict[str, bytes]) -> bytes:
-    """One changelog message from already serialised states (no second serialisation)."""
-    body = b",".join(orjson.dumps(eid) + b":" + st for eid, st in states.items())
-    return b'{"src":' + orjson.dumps(srcs) + b',"states":{' + body + b"}}"
+CHANGELOG_CONFIG = {"cleanup.policy": "compact"}
 
 
 def decode_change(value: bytes) -> tuple[dict[str, int], dict[str, dict]]:
+    """A changelog message in the earlier format: ``{"src": {...}, "states": {...}}``."""
     obj = orjson.loads(value)
     return obj.get("src") or {}, obj.get("states") or {}
+
+
+async def send_records(producer, topic: str, partition: int, records: list[tuple[bytes, bytes]]):
+    """Send keyed records as one record batch (aiokafka's batch API: no future per record);
+    returns the future of the batch, whose result's ``offset`` is that of its first record."""
+    batch = producer.create_batch()
+    for key, value in records:
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            raise RuntimeError(f"a changelog chunk does not fit in one record batch ({len(records)} records)")
+    batch.close()  # sent at once, not after the producer's linger
+    return await producer.send_batch(batch, topic, partition=partition)
 
 
 class _Local:
@@ -114,6 +134,7 @@ class _Partition:
         self.pending: dict[str, bytes] = {}
         self.unacked = 0
         self.src_seen: dict[str, int] = {}  # last source offset in the store, per source topic-partition
+        self.src_sent: dict[str, int] = {}  # the same, over everything staged (what the next record holds)
         self.checked: set[str] = set()
 
     @property
@@ -154,6 +175,7 @@ class StateStore:
             part.live.clear()
             part.pending.clear()
             part.unacked = 0
+            part.src_sent = {}
             task = self._recovering.pop(p, None)
             if task is not None:
                 task.cancel()  # it recovered other partitions too: they start over when awaited
@@ -198,10 +220,12 @@ class StateStore:
         if not self._created:
             from .kafka import create_topics
 
-            await create_topics(self.broker, {self.changelog: self.partitions})
+            await create_topics(self.broker, {self.changelog: self.partitions}, {self.changelog: CHANGELOG_CONFIG})
             self._created = True
         tps = {TopicPartition(self.changelog, p): p for p in partitions}
-        c = AIOKafkaConsumer(bootstrap_servers=self.broker, enable_auto_commit=False,
+        # earliest: a local store older than what the changelog still holds (deleted by a
+        # retention policy, say) reads all that is there, not nothing
+        c = AIOKafkaConsumer(bootstrap_servers=self.broker, enable_auto_commit=False, auto_offset_reset="earliest",
                              max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20)
         await c.start()
         n = 0
@@ -230,6 +254,7 @@ class StateStore:
             part = self._part(p)
             raw = part.local.get(_SRC)
             part.src_seen = orjson.loads(raw) if raw else {}
+            part.src_sent = dict(part.src_seen)
             part.checked = set()
             part.ready.set()
             self._recovering.pop(p, None)
@@ -241,9 +266,15 @@ class StateStore:
         items: dict[bytes, bytes] = {}
         src_seen = orjson.loads(part.local.get(_SRC) or b"{}")
         for m in msgs:
-            srcs, states = decode_change(m.value)
-            for eid, st in states.items():
-                items[eid.encode()] = orjson.dumps(st)
+            if m.key is None:  # the earlier format
+                srcs, states = decode_change(m.value)
+                for eid, st in states.items():
+                    items[eid.encode()] = orjson.dumps(st)
+            elif m.key == _SRC:
+                srcs = orjson.loads(m.value)
+            else:
+                items[m.key] = m.value
+                continue
             for src, offset in srcs.items():
                 src_seen[src] = max(offset, src_seen.get(src, -1))
         if msgs:
@@ -297,27 +328,31 @@ class StateStore:
         return [p for p, part in self.parts.items() if part.ready.is_set()]
 
     # ----------------------------------------------------------- writes
-    def stage(self, p: int, srcs: dict[str, int], states: dict[str, dict]) -> list[tuple[bytes, object]]:
-        """Serialise changed states once; return changelog values (about <= 512 KB each) with
-        their ack callbacks. ``srcs`` (source topic-partition -> last offset) rides on the last one."""
+    def stage(self, p: int, srcs: dict[str, int],
+              states: dict[str, dict]) -> list[tuple[list[tuple[bytes, bytes]], object]]:
+        """Serialise changed states once; return changelog chunks (keyed records, about <= 512 KB
+        each, for :func:`send_records`) with their ack callbacks. The last chunk ends with the
+        source-offsets record, ``srcs`` (source topic-partition -> last offset) merged in."""
         part = self.parts[p]
         blobs = {eid: orjson.dumps(st) for eid, st in states.items()}
         part.pending.update(blobs)
-        chunks: list[dict[str, bytes]] = [{}]
+        sent = part.src_sent
+        for src, offset in srcs.items():
+            if offset > sent.get(src, -1):
+                sent[src] = offset
+        chunks: list[list[tuple[bytes, bytes]]] = [[]]
         size = 0
         for eid, b in blobs.items():
             if size > CHUNK_BYTES:
-                chunks.append({})
+                chunks.append([])
                 size = 0
-            chunks[-1][eid] = b
+            chunks[-1].append((eid.encode(), b))
             size += len(b) + len(eid)
-        out = []
-        for i, chunk in enumerate(chunks):
-            last = i == len(chunks) - 1
-            out.append((encode_change(srcs if last else {}, chunk), self._on_ack(part, srcs if last else {}, chunk)))
-        return out
+        if srcs:
+            chunks[-1].append((_SRC, orjson.dumps(sent)))
+        return [(chunk, self._on_ack(part, chunk)) for chunk in chunks]
 
-    def _on_ack(self, part: _Partition, srcs: dict[str, int], blobs: dict[str, bytes]):
+    def _on_ack(self, part: _Partition, records: list[tuple[bytes, bytes]]):
         part.unacked += 1
         gen = part.gen
 
@@ -326,23 +361,25 @@ class StateStore:
                 return  # revoked since: recovery reads it from the changelog
             part.unacked -= 1
             try:
-                off = fut.result().offset
+                off = fut.result().offset + len(records) - 1  # the batch's last record
             except Exception as exc:  # the send failed: Faust crashes the worker on it; keep memory
                 log.error("changelog write failed: %s", exc)
                 return
-            items = {eid.encode(): b for eid, b in blobs.items()}
+            items = dict(records)
             cur = part.local.get(_OFFSET)
             if cur is None or off > int(cur):
                 items[_OFFSET] = str(off).encode()
-            if srcs:
+            raw = items.get(_SRC)
+            if raw is not None:
                 seen = part.src_seen
-                for src, offset in srcs.items():
+                for src, offset in orjson.loads(raw).items():
                     if offset > seen.get(src, -1):
                         seen[src] = offset
                 items[_SRC] = orjson.dumps(seen)
             part.local.write(items)
             pending = part.pending
-            for eid, b in blobs.items():
+            for key, b in records:
+                eid = key.decode()
                 if pending.get(eid) is b:
                     del pending[eid]
             if part.unacked == 0 and len(part.live) > self.live_max:

@@ -50,13 +50,9 @@ def read_batches(broker: str, topic: str) -> list[dict]:
 
 
 def changelog_states(broker: str, app_id: str) -> dict[str, dict]:
-    """The entity states the changelog holds (last value per entity, over all change messages)."""
-    from riskwatch.streams.state_store import decode_change
-
-    states = {}
-    for _, _, v in read_topic(broker, f"{app_id}-entity-state-changelog"):
-        states.update(decode_change(v)[1])
-    return states
+    """The entity states the changelog holds (last record per entity id)."""
+    return {k.decode(): orjson.loads(v) for _, k, v in read_topic(broker, f"{app_id}-entity-state-changelog")
+            if k and k[:1] != b"\x00"}
 
 
 async def _produce(settings, events, batch_size: int, raw: list[tuple[str, bytes]]) -> int:

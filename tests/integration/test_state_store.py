@@ -9,11 +9,13 @@ import uuid
 
 from aiokafka import AIOKafkaProducer
 
-from riskwatch.streams.state_store import StateStore
+from riskwatch.streams.state_store import StateStore, send_records
+
+PER_STAGE = 3  # changelog records per _write_changes step: two states and the source offsets
 
 
 class _Ack:
-    """What Faust's send callback receives: a future whose result has the changelog offset."""
+    """What a batch's future gives its callbacks: a result whose offset is the batch's first record's."""
 
     def __init__(self, offset: int) -> None:
         self.offset = offset
@@ -27,16 +29,16 @@ async def _write_changes(broker: str, topic: str, store: StateStore, p: int, n: 
     prod = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=5, acks="all")
     await prod.start()
     try:
-        batch = prod.create_batch()
+        together = []
         for i in range(first, first + n):
             states = {f"e{i % 50}": {"n": i}, f"x{i}": {"n": 1}}
-            [(value, _)] = store.stage(p, {"src:1": i}, states)
+            [(records, _)] = store.stage(p, {"src:1": i}, states)
             if one_batch:
-                batch.append(key=None, value=value, timestamp=None)
+                together += records
             else:
-                await prod.send(topic, value, partition=p)
+                await send_records(prod, topic, p, records)
         if one_batch:
-            await (await prod.send_batch(batch, topic, partition=p))
+            await (await send_records(prod, topic, p, together))
         await prod.flush()
     finally:
         await prod.stop()
@@ -56,7 +58,7 @@ def test_recovery_reads_every_change_and_a_restart_resumes_from_its_local_store(
         c = StateStore(broker.url, topic, None, partitions=2)
         c.assign([0])
         await c.ready(0)
-        assert c.get(0, "e2") == {"n": 2} and c.parts[0].offset == 2
+        assert c.get(0, "e2") == {"n": 2} and c.parts[0].offset == 3 * PER_STAGE - 1
         # a new owner with an on-disk store recovers everything from the changelog
         a = StateStore(broker.url, topic, tmp_path / "a", partitions=2)
         a.assign([1])
@@ -64,22 +66,61 @@ def test_recovery_reads_every_change_and_a_restart_resumes_from_its_local_store(
         assert a.get(1, "e49") == {"n": 2999} and a.get(1, "e0") == {"n": 2950}
         assert a.get(1, "x2999") == {"n": 1} and a.get(1, "x0") == {"n": 1}
         assert sum(1 for _ in a.items(1)) == 50 + 3000
-        assert a.parts[1].offset == 2999
-        assert a.resumes(1, "src:1", 3000) is None       # states hold everything up to 2999
+        assert a.parts[1].offset == 3000 * PER_STAGE - 1
+        assert a.resumes(1, "src:1", 3000) is None       # states hold every source offset up to 2999
         assert a.resumes(1, "src:9", 5) is None           # unknown source: no claim
         a.close()
-        # the same worker restarted: its local store holds the changelog up to 2999; what came
-        # since is one record batch, whose first offset (= where b starts) the broker reports as the end
+        # the same worker restarted: its local store holds the changelog so far; what came since
+        # is one record batch, whose first offset (= where b starts) the broker reports as the end
         await _write_changes(broker.url, topic, writer, 1, 5, one_batch=True, first=3000)
         b = StateStore(broker.url, topic, tmp_path / "a", partitions=2)
-        assert b._part(1).offset == 2999
+        assert b._part(1).offset == 3000 * PER_STAGE - 1
         b.assign([1])
         await b.ready(1)
-        assert b.get(1, "e49") == {"n": 2999} and b.get(1, "e4") == {"n": 3004} and b.parts[1].offset == 3004
+        assert b.get(1, "e49") == {"n": 2999} and b.get(1, "e4") == {"n": 3004}
+        assert b.parts[1].offset == 3005 * PER_STAGE - 1
         # a source that resumes past the recovered states is reported, once
         assert b.resumes(1, "src:1", 3010) == 3004
         assert b.resumes(1, "src:1", 3011) is None
         b.close()
+
+    asyncio.run(run())
+
+
+def test_the_changelog_is_compacted_and_the_format_before_keyed_records_is_still_read(services):
+    """Keyed records on a compacted topic: Kafka keeps the last state per entity and never ages one
+    out. A changelog written before (unkeyed messages holding many states) still recovers."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    broker, _ = services
+    topic = f"state-{uuid.uuid4().hex[:8]}"
+
+    async def run():
+        s = StateStore(broker.url, topic, None, partitions=1)
+        s.assign([0])
+        await s.ready(0)  # creates the changelog
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.url)
+        await admin.start()
+        try:
+            [resp] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        finally:
+            await admin.close()
+        assert ("cleanup.policy", "compact") in [(e[0], e[1]) for e in resp.resources[0][4]]
+        prod = AIOKafkaProducer(bootstrap_servers=broker.url, acks="all")
+        await prod.start()
+        try:
+            await prod.send_and_wait(topic, b'{"src":{"in:0":5},"states":{"old":{"n":7},"both":{"n":1}}}',
+                                     partition=0)
+            [(records, _)] = s.stage(0, {"in:0": 6}, {"both": {"n": 2}, "new": {"n": 3}})
+            await (await send_records(prod, topic, 0, records))
+        finally:
+            await prod.stop()
+        r = StateStore(broker.url, topic, None, partitions=1)
+        r.assign([0])
+        await r.ready(0)
+        assert (r.get(0, "old"), r.get(0, "both"), r.get(0, "new")) == ({"n": 7}, {"n": 2}, {"n": 3})
+        assert r.parts[0].offset == 3 and r.parts[0].src_seen == {"in:0": 6}
 
     asyncio.run(run())
 
@@ -92,15 +133,18 @@ def test_acks_write_the_local_store_and_late_acks_after_a_revoke_are_ignored(ser
         s = StateStore(broker.url, topic, tmp_path / "s", partitions=1)
         s.assign([0])
         await s.ready(0)
-        [(_, ack1)] = s.stage(0, {"in:0": 10}, {"e": {"n": 1}})
+        [(records, ack1)] = s.stage(0, {"in:0": 10}, {"e": {"n": 1}})
+        assert records == [(b"e", b'{"n":1}'), (b"\x00src", b'{"in:0":10}')]  # keyed: compactable
         assert s.get(0, "e") == {"n": 1}                # pending: readable before the ack
         assert s.parts[0].local.get(b"e") is None
-        ack1(_Ack(0))
-        assert s.parts[0].local.get(b"e") == b'{"n":1}' and s.parts[0].offset == 0
-        assert s.parts[0].pending == {}
-        [(_, ack2)] = s.stage(0, {"in:0": 11}, {"e": {"n": 2}})
+        ack1(_Ack(0))                                   # the batch's records are offsets 0 and 1
+        assert s.parts[0].local.get(b"e") == b'{"n":1}' and s.parts[0].offset == 1
+        assert s.parts[0].pending == {} and s.parts[0].src_seen == {"in:0": 10}
+        [(records, _)] = s.stage(0, {"in:1": 3}, {"f": {"n": 1}})
+        assert records[-1] == (b"\x00src", b'{"in:0":10,"in:1":3}')  # every source so far: compaction
+        [(_, ack2)] = s.stage(0, {"in:0": 11}, {"e": {"n": 2}})  # keeps only the last such record
         s.revoke([0])                                   # ownership lost before the ack came back
-        ack2(_Ack(1))
+        ack2(_Ack(4))
         assert s.parts[0].local.get(b"e") == b'{"n":1}'  # recovery, not the late ack, decides
         assert not s.parts[0].ready.is_set()
         s.close()
@@ -153,14 +197,14 @@ def test_a_store_killed_without_closing_recovers_everything_on_its_next_start(se
     asyncio.run(fill())
     done = subprocess.run([sys.executable, "-c", _KILLED_AFTER_RECOVERY, broker.url, topic, str(tmp_path / "k")],
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 9 and done.stdout.strip() == "1999", done.stderr
+    assert done.returncode == 9 and done.stdout.strip() == str(2000 * PER_STAGE - 1), done.stderr
 
     async def restart():
         s = StateStore(broker.url, topic, tmp_path / "k", partitions=2)
-        assert -1 <= s._part(1).offset <= 1999  # whatever reached disk before the kill
+        assert -1 <= s._part(1).offset <= 2000 * PER_STAGE - 1  # whatever reached disk before the kill
         s.assign([1])
         await s.ready(1)
-        assert s.parts[1].offset == 1999
+        assert s.parts[1].offset == 2000 * PER_STAGE - 1
         assert s.get(1, "e49") == {"n": 1999} and s.get(1, "x0") == {"n": 1} and s.get(1, "x1999") == {"n": 1}
         assert sum(1 for _ in s.items(1)) == 50 + 2000
         assert s.resumes(1, "src:1", 2000) is None
