@@ -2,9 +2,8 @@
 
 - ``process``: every input topic (plus ``rekey``) -> :class:`BatchProcessor`
   in rounds of messages -> entity states in the :class:`StateStore` (one
-  keyed record batch per partition per round on a compacted changelog, local
-  RocksDB), output envelopes
-  on the output topics (same partition), dead letters, the Redis view (one
+  keyed record per changed state on a compacted changelog, local RocksDB),
+  output envelopes on the output topics (same partition), dead letters, the Redis view (one
   Lua call per round), and queued model updates on the single-partition
   ``model-training``.
 - ``train``: applies model updates in order; a timer publishes snapshots to
@@ -310,7 +309,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             if res.states:
                 states[msg.partition].update(res.states)
                 srcs[msg.partition][f"{msg.topic}:{msg.partition}"] = msg.offset
-        producer = app.producer._ensure_producer()  # the aiokafka producer under Faust's (batch API)
+        producer = app.producer._ensure_producer()  # the aiokafka producer under Faust's
         for p, changed in states.items():
             for records, on_ack in store.stage(p, srcs[p], changed):
                 fut = await send_records(producer, s.state_changelog, p, records)

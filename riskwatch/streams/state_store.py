@@ -4,8 +4,8 @@ Why not a Faust Table: a Table writes one changelog message per key set, and
 that Faust machinery (~40 us per set, plus a RocksDB put and a get per key)
 was half of the worker's time (py-spy, 2026-11-27). Here each round of
 source messages (see ``take_max`` in the settings) writes, per partition, one
-record batch (more past 512 KB) to the changelog partition equal to the
-source partition (entities live on the partition of their id):
+set of records to the changelog partition equal to the source partition
+(entities live on the partition of their id):
 
 - one record per state the round changed: key = entity id, value = the state (JSON);
 - then one record keyed ``\x00src`` (entity ids never start with a NUL byte,
@@ -21,7 +21,7 @@ broker accepts the setting but never compacts. A changelog in the earlier
 format (one unkeyed ``{"src": ..., "states": {...}}`` message per round, which
 a compacted topic would refuse) is still read.
 
-Batches go through the worker's producer, so Faust's flush-before-commit
+Records go through the worker's producer, so Faust's flush-before-commit
 covers them: a source offset is committed only after the states it produced
 reached the broker.
 
@@ -60,7 +60,7 @@ __all__ = ["StateStore", "CHANGELOG_CONFIG", "send_records", "decode_change"]
 log = logging.getLogger("riskwatch.state")
 _OFFSET = b"\x00offset"   # meta keys: entity ids never start with a NUL byte (see events.py)
 _SRC = b"\x00src"          # also the key of the source-offsets record in the changelog
-CHUNK_BYTES = 512 * 1024   # per record batch; the worker's producer takes batches of up to 1 MB
+CHUNK_BYTES = 512 * 1024   # states per ack (one local store write)
 FLUSH_SECONDS = 30.0
 CHANGELOG_CONFIG = {"cleanup.policy": "compact"}
 
@@ -72,14 +72,12 @@ def decode_change(value: bytes) -> tuple[dict[str, int], dict[str, dict]]:
 
 
 async def send_records(producer, topic: str, partition: int, records: list[tuple[bytes, bytes]]):
-    """Send keyed records as one record batch (aiokafka's batch API: no future per record);
-    returns the future of the batch, whose result's ``offset`` is that of its first record."""
-    batch = producer.create_batch()
-    for key, value in records:
-        if batch.append(key=key, value=value, timestamp=None) is None:
-            raise RuntimeError(f"a changelog chunk does not fit in one record batch ({len(records)} records)")
-    batch.close()  # sent at once, not after the producer's linger
-    return await producer.send_batch(batch, topic, partition=partition)
+    """Hand keyed records to an aiokafka producer; returns a future of them all, whose result's
+    last item is the last record's metadata. (One ``send`` per record: aiokafka's batch API waits,
+    per partition, for the previous batch to leave before it takes the next, and a round's chunks
+    then went out one produce request after another: 10-20% fewer events/s, 2026-11-28.)"""
+    send = producer.send
+    return asyncio.gather(*[await send(topic, value, key=key, partition=partition) for key, value in records])
 
 
 class _Local:
@@ -361,7 +359,7 @@ class StateStore:
                 return  # revoked since: recovery reads it from the changelog
             part.unacked -= 1
             try:
-                off = fut.result().offset + len(records) - 1  # the batch's last record
+                off = fut.result()[-1].offset  # the chunk's last record
             except Exception as exc:  # the send failed: Faust crashes the worker on it; keep memory
                 log.error("changelog write failed: %s", exc)
                 return

@@ -15,13 +15,13 @@ PER_STAGE = 3  # changelog records per _write_changes step: two states and the s
 
 
 class _Ack:
-    """What a batch's future gives its callbacks: a result whose offset is the batch's first record's."""
+    """What send_records' future gives its callbacks: a result whose last item has the last offset."""
 
     def __init__(self, offset: int) -> None:
         self.offset = offset
 
     def result(self):
-        return self
+        return [self]
 
 
 async def _write_changes(broker: str, topic: str, store: StateStore, p: int, n: int, one_batch: bool = False,
@@ -37,8 +37,11 @@ async def _write_changes(broker: str, topic: str, store: StateStore, p: int, n: 
                 together += records
             else:
                 await send_records(prod, topic, p, records)
-        if one_batch:
-            await (await send_records(prod, topic, p, together))
+        if one_batch:  # exactly one record batch
+            batch = prod.create_batch()
+            for key, value in together:
+                batch.append(key=key, value=value, timestamp=None)
+            await (await prod.send_batch(batch, topic, partition=p))
         await prod.flush()
     finally:
         await prod.stop()
@@ -137,14 +140,14 @@ def test_acks_write_the_local_store_and_late_acks_after_a_revoke_are_ignored(ser
         assert records == [(b"e", b'{"n":1}'), (b"\x00src", b'{"in:0":10}')]  # keyed: compactable
         assert s.get(0, "e") == {"n": 1}                # pending: readable before the ack
         assert s.parts[0].local.get(b"e") is None
-        ack1(_Ack(0))                                   # the batch's records are offsets 0 and 1
+        ack1(_Ack(1))                                   # the records went to offsets 0 and 1
         assert s.parts[0].local.get(b"e") == b'{"n":1}' and s.parts[0].offset == 1
         assert s.parts[0].pending == {} and s.parts[0].src_seen == {"in:0": 10}
         [(records, _)] = s.stage(0, {"in:1": 3}, {"f": {"n": 1}})
         assert records[-1] == (b"\x00src", b'{"in:0":10,"in:1":3}')  # every source so far: compaction
         [(_, ack2)] = s.stage(0, {"in:0": 11}, {"e": {"n": 2}})  # keeps only the last such record
         s.revoke([0])                                   # ownership lost before the ack came back
-        ack2(_Ack(4))
+        ack2(_Ack(5))
         assert s.parts[0].local.get(b"e") == b'{"n":1}'  # recovery, not the late ack, decides
         assert not s.parts[0].ready.is_set()
         s.close()
