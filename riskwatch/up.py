@@ -26,6 +26,13 @@ from .embedded import Service, free_port, start_broker, start_redis
 
 __all__ = ["up"]
 
+# The embedded broker (Tansu, memory storage) spends more CPU on each fetch as a partition grows
+# (README: the embedded broker), so `up` asks for fewer fetches and fewer, larger messages: the
+# worker waits up to 100 ms for data (10 ms by default), the demo feed flushes its envelopes each
+# second (0.2 s by default). Both add latency that a demo does not need to be without.
+EMBEDDED_FETCH_WAIT_MS = 100
+DEMO_MAX_DELAY = 1.0
+
 
 def _spawn(name: str, args: list[str], env: dict, data_dir: Path, module: str = "riskwatch.cli") -> subprocess.Popen:
     log = (data_dir / f"{name}.log").open("ab")
@@ -97,11 +104,14 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        if "RISKWATCH_BROKER" not in env:
+        embedded = "RISKWATCH_BROKER" not in env
+        if embedded:
             services.append(start_broker(data_dir / "broker"))
             env["RISKWATCH_BROKER"] = services[-1].url
             # the embedded broker keeps nothing across restarts: neither may the worker's store
             shutil.rmtree(data_dir / "worker", ignore_errors=True)
+            # its fetches cost more as partitions grow (README: the embedded broker): fewer of them
+            env.setdefault("RISKWATCH_FETCH_WAIT_MS", str(EMBEDDED_FETCH_WAIT_MS))
         if "RISKWATCH_REDIS_URL" not in env:
             services.append(start_redis(data_dir / "redis"))
             env["RISKWATCH_REDIS_URL"] = services[-1].url
@@ -135,7 +145,8 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         if demo:
             procs.append(("demo", _spawn("demo", ["simulate", "--kafka", "--live", "--rate", str(rate),
                                                   "--entities", str(entities), "--events", str(int(rate * 86400)),
-                                                  "--seed", "7"], env, data_dir)))
+                                                  "--seed", "7", "--max-delay", str(DEMO_MAX_DELAY)],
+                                         env, data_dir)))
         _wait_http(f"http://127.0.0.1:{api_port}/healthz", 30)
         print(f"riskwatch is up (data and logs in {data_dir})")
         print(f"  API       http://127.0.0.1:{api_port}/v1/entities   (docs: /docs, health: /healthz)")
