@@ -1,14 +1,22 @@
 """Streaming throughput and latency on the embedded broker, in one go.
 
     python bench/stream.py [--events 200000] [--entities 20000] [--worker-runs N]
-                           [--latency-rate R] [--skip ceiling,baseline,worker,single,latency]
+                           [--latency-rate R] [--skip ceiling,baseline,worker,single,sustain,latency]
 
 1. ceiling: a bare aiokafka consumer + orjson over single-event messages;
 2. baseline: a bare Faust agent counting per entity in a dict, same messages;
 3. riskwatch worker (engine, StateStore with changelog, outputs, Redis view) over the
    same events in batch envelopes, and over single-event messages;
-4. event->output latency p50/p99 of the worker at half its sustained rate (the entity
-   register is loaded before the measured live feed starts).
+4. sustain: the highest live rate one worker keeps up with, found on a ladder of live
+   feeds (each step 25% above the last, each on a fresh worker and fresh topics);
+5. event->output latency p50/p99 of a fresh worker on a live feed at half the prefilled
+   rate of 3, and at half the live rate of 4 (the entity register is loaded before each
+   measured live feed starts).
+
+The prefilled rate of 3 is a drain rate: a backlog of 500-event envelopes in rounds
+of up to 200 messages, where each entity's state is written once for several of its
+events. A live feed at that rate brings each entity's events a few at a time, so a
+state is written for almost every event: 4 is the capacity a live feed can rely on.
 
 Events are produced beforehand by separate processes. Prints events/s and ratios.
 """
@@ -113,6 +121,34 @@ def _up(port: int) -> bool:
         return False
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuShare:
+    """CPU share (% of one core) of processes over a window: the embedded broker's fetches cost
+    more as its partitions grow (see README: the embedded broker), which a live run must show."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.t0 = time.monotonic()
+        self.c0 = {k: cpu_seconds(p) for k, p in pids.items()}
+
+    def __str__(self) -> str:
+        dt = time.monotonic() - self.t0
+        parts = []
+        for k, p in self.pids.items():
+            c1, c0 = cpu_seconds(p), self.c0[k]
+            if c1 is not None and c0 is not None:
+                parts.append(f"{k} {100 * (c1 - c0) / dt:.0f}%")
+        return "CPU " + ", ".join(parts) if parts else "CPU n/a"
+
+
 def histogram(port: int, name: str) -> list[tuple[float, float]]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
     out = []
@@ -188,8 +224,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500, help="events per envelope in the prefilled worker run")
     ap.add_argument("--worker-runs", type=int, default=1,
                     help="runs of the prefilled worker phase (their median is reported; the machine is noisy)")
+    ap.add_argument("--sustain-from", type=float, default=4000.0, help="first live rate of the sustain ladder")
+    ap.add_argument("--sustain-seconds", type=float, default=12.0, help="length of each sustain step (s)")
     ap.add_argument("--skip", default="",
-                    help="comma-separated phases to skip: ceiling,baseline,worker,single,latency")
+                    help="comma-separated phases to skip: ceiling,baseline,worker,single,sustain,latency")
     a = ap.parse_args()
     use_event_loop(Settings().event_loop)  # the ceiling's consumer runs in this process: the worker's loop
     d = Path(tempfile.mkdtemp(prefix="rw-bench-"))
@@ -245,9 +283,17 @@ def main() -> None:
             procs.append(w1)
             print(f"riskwatch worker, single-event messages ({n1:,}): {rate1:10,.0f} events/s", flush=True)
             w1.terminate()
-        # 4: latency at half the sustained rate, live event time
+        # 4: the live rate one worker keeps up with
+        live = sustain(a, b, redis.url, d, procs, broker.proc.pid) if "sustain" not in skip else None
+        # 5: latency at half the sustained rates (or at --latency-rate), live event time
         if "latency" not in skip:
-            latency(a, b, redis.url, d, rate, procs)
+            if a.latency_rate or not (rate or live):
+                latency(a, b, redis.url, d, a.latency_rate or 2000.0, "rwl.", procs, broker.proc.pid)
+            else:
+                for r, what, prefix in ((rate, "the prefilled rate", "rwl."), (live, "the live rate", "rwm.")):
+                    if r:
+                        print(f"at half {what} ({r:,.0f} events/s):", flush=True)
+                        latency(a, b, redis.url, d, r / 2, prefix, procs, broker.proc.pid)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -260,27 +306,78 @@ def main() -> None:
         redis.stop()
 
 
-def latency(a, b: str, redis_url: str, d: Path, rate: float | None, procs: list) -> None:
-    """Event->output latency of a fresh worker on a live feed at --latency-rate (default: half ``rate``)."""
-    prefix2 = "rwl."
-    asyncio.run(ensure_topics(Settings(broker=b, topic_prefix=prefix2)))
-    port2 = free_port()
-    w2 = subprocess.Popen([PY, "-m", "riskwatch.cli", "worker"],
-                          env=worker_env(b, redis_url, prefix2, d, port2),
-                          stdout=(d / "rwl.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    procs.append(w2)
-    offered = a.latency_rate or (rate / 2 if rate else 2000.0)
-    n2 = int(offered * a.latency_seconds)
-    # warm up: the worker joins its group before the measured feed starts
+def live_worker(a, b: str, redis_url: str, d: Path, prefix: str, procs: list) -> int:
+    """A fresh worker on its own topics, joined, with the entity register loaded; -> its metrics port
+    (the worker is ``procs[-1]``)."""
+    asyncio.run(ensure_topics(Settings(broker=b, topic_prefix=prefix)))
+    port = free_port()
+    w = subprocess.Popen([PY, "-m", "riskwatch.cli", "worker"], env=worker_env(b, redis_url, prefix, d, port),
+                         stdout=(d / f"{prefix}log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    procs.append(w)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not _up(port2):
+    while time.monotonic() < deadline and not _up(port):
         time.sleep(0.2)
     time.sleep(8)  # joined its group and got its partitions (session timeout is 8 s)
     # the entity register first (a burst of upserts, no outputs), then the measured live feed
-    simulate_to_kafka(b, prefix2, 0, a.entities, batch=500).wait()
+    simulate_to_kafka(b, prefix, 0, a.entities, batch=500).wait()
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and metric(port2, "riskwatch_events_processed_total") < a.entities:
+    while time.monotonic() < deadline and metric(port, "riskwatch_events_processed_total") < a.entities:
         time.sleep(0.2)
+    return port
+
+
+def sustain(a, b: str, redis_url: str, d: Path, procs: list, broker_pid: int) -> float | None:
+    """The highest live rate one worker keeps up with. Steps of --sustain-seconds, each 25% above
+    the last, each on a fresh worker and fresh topics (the embedded broker's fetches cost more as
+    a partition grows: a step must not pay for the ones before it); a step is kept up with when
+    the worker has processed all of it within 1 s of its end and the event->output p50 of its
+    second half stayed under 250 ms (a worker that falls behind shows a lag that grows)."""
+    kept = None
+    r = a.sustain_from
+    for step in range(1, 100):
+        prefix = f"rwk{step}."
+        port = live_worker(a, b, redis_url, d, prefix, procs)
+        pids = {"worker": procs[-1].pid, "broker": broker_pid}
+        done0 = metric(port, "riskwatch_events_processed_total")
+        feed = simulate_to_kafka(b, prefix, int(r * a.sustain_seconds), a.entities, batch=500, rate=r,
+                                 live=True, max_delay=a.max_delay, register=False)
+        t0 = time.monotonic()
+        time.sleep(a.sustain_seconds / 2)
+        h0 = histogram(port, "riskwatch_event_to_output_seconds")
+        cpu = CpuShare(pids)
+        _, err = feed.communicate()
+        cpu = str(cpu)
+        took = time.monotonic() - t0
+        sent = int(err.rsplit("produced ", 1)[1].split()[0]) if "produced " in err else 0
+        h = histogram(port, "riskwatch_event_to_output_seconds")
+        late = [(le, c - c0) for (le, c), (_, c0) in zip(h, h0)]
+        end = time.monotonic() + 1.0
+        while (done := metric(port, "riskwatch_events_processed_total") - done0) < sent and time.monotonic() < end:
+            time.sleep(0.05)
+        procs[-1].terminate()
+        p50, p99 = quantile(late, .5), quantile(late, .99)
+        ok = sent > 0 and done >= sent and p50 < 0.25
+        print(f"sustain   {r:8,.0f} events/s offered: sent {sent:,} in {took:.1f}s, processed {done:,.0f} "
+              f"1 s after, second half p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms ({cpu}): "
+              f"{'kept up' if ok else 'fell behind'}", flush=True)
+        if not ok:
+            break
+        if took > a.sustain_seconds + 3:
+            print("sustain   the feed itself could not offer more; stopping the ladder", flush=True)
+            break
+        kept = r
+        r *= 1.25
+    if kept:
+        print(f"sustain   highest live rate kept up with:        {kept:10,.0f} events/s", flush=True)
+    return kept
+
+
+def latency(a, b: str, redis_url: str, d: Path, offered: float, prefix2: str, procs: list,
+            broker_pid: int) -> None:
+    """Event->output latency of a fresh worker on a live feed at ``offered`` events/s."""
+    port2 = live_worker(a, b, redis_url, d, prefix2, procs)
+    pids = {"worker": procs[-1].pid, "broker": broker_pid}
+    n2 = int(offered * a.latency_seconds)
     t_start = time.monotonic()
     feed = simulate_to_kafka(b, prefix2, n2, a.entities, batch=500, rate=offered, live=True,
                              max_delay=a.max_delay, register=False)
@@ -288,7 +385,9 @@ def latency(a, b: str, redis_url: str, d: Path, rate: float | None, procs: list)
     # metadata): its own lag reaches 0.2-0.4 s there, so they are reported apart
     time.sleep(a.latency_warmup)
     h0 = histogram(port2, "riskwatch_event_to_output_seconds")
+    cpu = CpuShare(pids)
     feed.wait()
+    cpu = str(cpu)
     sent_for = time.monotonic() - t_start
     time.sleep(2)
     h = histogram(port2, "riskwatch_event_to_output_seconds")
@@ -303,7 +402,8 @@ def latency(a, b: str, redis_url: str, d: Path, rate: float | None, procs: list)
           f"p50 {quantile(h, .5) * 1000:.0f} ms, p99 {quantile(h, .99) * 1000:.0f} ms "
           f"(producer batching up to {a.max_delay * 1000:.0f} ms included; histogram buckets interpolated); "
           f"worker rounds: {rw[-1][1]:,.0f}, messages per round p50 {quantile(rn, .5):.0f}, "
-          f"wall p50 {quantile(rw, .5) * 1000:.1f} ms, p99 {quantile(rw, .99) * 1000:.1f} ms")
+          f"wall p50 {quantile(rw, .5) * 1000:.1f} ms, p99 {quantile(rw, .99) * 1000:.1f} ms; "
+          f"after the first {a.latency_warmup:.0f}s {cpu}")
 
 
 async def _create(broker: str, topic: str, partitions: int) -> None:
