@@ -8,10 +8,10 @@
 3. riskwatch worker (engine, StateStore with changelog, outputs, Redis view) over the
    same events in batch envelopes, and over single-event messages;
 4. sustain: the highest live rate one worker keeps up with, found on a ladder of live
-   feeds (each step 25% above the last, each on a fresh worker and fresh topics);
-5. event->output latency p50/p99 of a fresh worker on a live feed at half the prefilled
-   rate of 3, and at half the live rate of 4 (the entity register is loaded before each
-   measured live feed starts).
+   feeds (each step 25% above the last, each on a fresh broker and worker);
+5. event->output latency p50/p99 of a fresh worker on a fresh broker and a live feed at
+   half the prefilled rate of 3, and at half the live rate of 4 (the entity register is
+   loaded before each measured live feed starts).
 
 The prefilled rate of 3 is a drain rate: a backlog of 500-event envelopes in rounds
 of up to 200 messages, where each entity's state is written once for several of its
@@ -231,10 +231,21 @@ def main() -> None:
     a = ap.parse_args()
     use_event_loop(Settings().event_loop)  # the ceiling's consumer runs in this process: the worker's loop
     d = Path(tempfile.mkdtemp(prefix="rw-bench-"))
-    broker, redis = start_broker(d / "broker"), start_redis(d / "redis")
-    procs = []
+    brokers, redis = [start_broker(d / "broker")], start_redis(d / "redis")
+    procs: list[subprocess.Popen] = []
+
+    def fresh_broker() -> tuple[str, int]:
+        """A new embedded broker for a live run (its fetches cost more as partitions grow, and in
+        one run, with every earlier phase's data in it, it took 59% of a core at 3,125 events/s
+        against 39-46% when fresh); the workers of earlier runs are stopped first."""
+        for p in procs:
+            _stop(p)
+        brokers[-1].stop()
+        brokers.append(start_broker(d / f"broker{len(brokers)}"))
+        return brokers[-1].url, brokers[-1].proc.pid
+
     try:
-        b = broker.url
+        b = brokers[0].url
         total = sum(1 for _ in events(a.events, a.entities))  # upserts + feed (silent devices skip some)
         print(f"events: {a.events:,} feed + {a.entities:,} entity upserts on {a.entities:,} entities, 4 partitions")
         # 1-2: single-event messages, ceiling and bare Faust baseline
@@ -261,11 +272,7 @@ def main() -> None:
                 simulate_to_kafka(b, prefix, a.events, a.entities, batch=a.batch).wait()
                 r, _, w = run_worker(b, redis.url, prefix, d, total)
                 procs.append(w)
-                w.terminate()
-                try:
-                    w.wait(20)
-                except subprocess.TimeoutExpired:
-                    w.kill()
+                _stop(w)
                 rates.append(r)
             rate = statistics.median(rates)
             runs = f" (median of {len(rates)}: {', '.join(f'{r:,.0f}' for r in rates)})" if len(rates) > 1 else ""
@@ -284,26 +291,30 @@ def main() -> None:
             print(f"riskwatch worker, single-event messages ({n1:,}): {rate1:10,.0f} events/s", flush=True)
             w1.terminate()
         # 4: the live rate one worker keeps up with
-        live = sustain(a, b, redis.url, d, procs, broker.proc.pid) if "sustain" not in skip else None
+        live = sustain(a, redis.url, d, procs, fresh_broker) if "sustain" not in skip else None
         # 5: latency at half the sustained rates (or at --latency-rate), live event time
         if "latency" not in skip:
             if a.latency_rate or not (rate or live):
-                latency(a, b, redis.url, d, a.latency_rate or 2000.0, "rwl.", procs, broker.proc.pid)
+                latency(a, redis.url, d, a.latency_rate or 2000.0, "rwl.", procs, fresh_broker)
             else:
                 for r, what, prefix in ((rate, "the prefilled rate", "rwl."), (live, "the live rate", "rwm.")):
                     if r:
                         print(f"at half {what} ({r:,.0f} events/s):", flush=True)
-                        latency(a, b, redis.url, d, r / 2, prefix, procs, broker.proc.pid)
+                        latency(a, redis.url, d, r / 2, prefix, procs, fresh_broker)
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-        broker.stop()
+            _stop(p)
+        brokers[-1].stop()
         redis.stop()
+
+
+def _stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def live_worker(a, b: str, redis_url: str, d: Path, prefix: str, procs: list) -> int:
@@ -326,16 +337,17 @@ def live_worker(a, b: str, redis_url: str, d: Path, prefix: str, procs: list) ->
     return port
 
 
-def sustain(a, b: str, redis_url: str, d: Path, procs: list, broker_pid: int) -> float | None:
+def sustain(a, redis_url: str, d: Path, procs: list, fresh_broker) -> float | None:
     """The highest live rate one worker keeps up with. Steps of --sustain-seconds, each 25% above
-    the last, each on a fresh worker and fresh topics (the embedded broker's fetches cost more as
-    a partition grows: a step must not pay for the ones before it); a step is kept up with when
+    the last, each on a fresh broker and worker (the embedded broker's fetches cost more as a
+    partition grows: a step must not pay for the ones before it); a step is kept up with when
     the worker has processed all of it within 1 s of its end and the event->output p50 of its
     second half stayed under 250 ms (a worker that falls behind shows a lag that grows)."""
     kept = None
     r = a.sustain_from
     for step in range(1, 100):
         prefix = f"rwk{step}."
+        b, broker_pid = fresh_broker()
         port = live_worker(a, b, redis_url, d, prefix, procs)
         pids = {"worker": procs[-1].pid, "broker": broker_pid}
         done0 = metric(port, "riskwatch_events_processed_total")
@@ -354,7 +366,6 @@ def sustain(a, b: str, redis_url: str, d: Path, procs: list, broker_pid: int) ->
         end = time.monotonic() + 1.0
         while (done := metric(port, "riskwatch_events_processed_total") - done0) < sent and time.monotonic() < end:
             time.sleep(0.05)
-        procs[-1].terminate()
         p50, p99 = quantile(late, .5), quantile(late, .99)
         ok = sent > 0 and done >= sent and p50 < 0.25
         print(f"sustain   {r:8,.0f} events/s offered: sent {sent:,} in {took:.1f}s, processed {done:,.0f} "
@@ -372,9 +383,9 @@ def sustain(a, b: str, redis_url: str, d: Path, procs: list, broker_pid: int) ->
     return kept
 
 
-def latency(a, b: str, redis_url: str, d: Path, offered: float, prefix2: str, procs: list,
-            broker_pid: int) -> None:
-    """Event->output latency of a fresh worker on a live feed at ``offered`` events/s."""
+def latency(a, redis_url: str, d: Path, offered: float, prefix2: str, procs: list, fresh_broker) -> None:
+    """Event->output latency of a fresh worker on a fresh broker, live feed at ``offered`` events/s."""
+    b, broker_pid = fresh_broker()
     port2 = live_worker(a, b, redis_url, d, prefix2, procs)
     pids = {"worker": procs[-1].pid, "broker": broker_pid}
     n2 = int(offered * a.latency_seconds)
