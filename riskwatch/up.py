@@ -29,7 +29,7 @@ __all__ = ["up"]
 # The embedded broker (Tansu, memory storage) spends more CPU on each fetch as a partition grows
 # (README: the embedded broker), so `up` asks for fewer fetches and fewer, larger messages: the
 # worker waits up to 100 ms for data (10 ms by default), the demo feed flushes its envelopes each
-# second (0.2 s by default). Both add latency that a demo does not need to be without.
+# second (0.2 s by default). Both add latency, which a demo can afford.
 EMBEDDED_FETCH_WAIT_MS = 100
 DEMO_MAX_DELAY = 1.0
 
@@ -104,8 +104,7 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        embedded = "RISKWATCH_BROKER" not in env
-        if embedded:
+        if "RISKWATCH_BROKER" not in env:
             services.append(start_broker(data_dir / "broker"))
             env["RISKWATCH_BROKER"] = services[-1].url
             # the embedded broker keeps nothing across restarts: neither may the worker's store

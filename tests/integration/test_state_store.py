@@ -128,6 +128,25 @@ def test_the_changelog_is_compacted_and_the_format_before_keyed_records_is_still
     asyncio.run(run())
 
 
+def test_an_existing_changelog_with_another_cleanup_policy_is_reported(services, caplog):
+    from riskwatch.streams.kafka import create_topics
+    from riskwatch.streams.state_store import CHANGELOG_CONFIG
+
+    broker, _ = services
+    topic = f"state-{uuid.uuid4().hex[:8]}"
+    asyncio.run(create_topics(broker.url, {topic: 1}))  # created elsewhere, broker's default policy
+    with caplog.at_level("WARNING", logger="riskwatch.kafka"):
+        asyncio.run(create_topics(broker.url, {topic: 1}, {topic: CHANGELOG_CONFIG}))
+    assert any(topic in r.getMessage() and "cleanup.policy" in r.getMessage() and "--add-config" in r.getMessage()
+               for r in caplog.records), caplog.text
+    caplog.clear()
+    ok = f"state-{uuid.uuid4().hex[:8]}"
+    with caplog.at_level("WARNING", logger="riskwatch.kafka"):
+        asyncio.run(create_topics(broker.url, {ok: 1}, {ok: CHANGELOG_CONFIG}))   # created compacted
+        asyncio.run(create_topics(broker.url, {ok: 1}, {ok: CHANGELOG_CONFIG}))   # exists, as wanted
+    assert not caplog.records, caplog.text
+
+
 def test_acks_write_the_local_store_and_late_acks_after_a_revoke_are_ignored(services, tmp_path):
     broker, _ = services
     topic = f"state-{uuid.uuid4().hex[:8]}"
