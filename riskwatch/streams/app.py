@@ -131,7 +131,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
     deadletter = app.topic(s.topic("deadletter"), partitions=1, **raw)
     rekey = app.topic(s.topic("rekey"), partitions=n, **raw)
     training = app.topic(s.topic("model-training"), partitions=1, **raw)
-    changelog = app.topic(s.state_changelog, partitions=n, compacting=True, config=CHANGELOG_CONFIG, **raw)
+    changelog = app.topic(s.state_changelog, partitions=n, config=CHANGELOG_CONFIG, **raw)
     store = StateStore(s.broker, s.state_changelog,
                        None if s.store.startswith("memory") else s.data_dir / "worker" / "state", n)
     models_topic = app.topic(s.topic("models"), partitions=1, **raw)

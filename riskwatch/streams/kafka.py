@@ -78,7 +78,7 @@ async def _check_configs(admin: AIOKafkaAdminClient, configs: dict[str, dict[str
         log.info("could not read topic configs (%s)", exc)
         return
     for resp in responses:
-        for res in resp.resources:
+        for res in resp.resources:  # (error code, message, resource type, name, config entries)
             name, entries = res[3], {e[0]: e[1] for e in res[4]}
             for key, value in configs.get(name, {}).items():
                 if entries.get(key) != value:
