@@ -356,9 +356,9 @@ def sustain(a, redis_url: str, d: Path, procs: list, fresh_broker) -> float | No
         t0 = time.monotonic()
         time.sleep(a.sustain_seconds / 2)
         h0 = histogram(port, "riskwatch_event_to_output_seconds")
-        cpu = CpuShare(pids)
+        share = CpuShare(pids)
         _, err = feed.communicate()
-        cpu = str(cpu)
+        cpu = str(share)
         took = time.monotonic() - t0
         sent = int(err.rsplit("produced ", 1)[1].split()[0]) if "produced " in err else 0
         h = histogram(port, "riskwatch_event_to_output_seconds")
@@ -396,9 +396,9 @@ def latency(a, redis_url: str, d: Path, offered: float, prefix2: str, procs: lis
     # metadata): its own lag reaches 0.2-0.4 s there, so they are reported apart
     time.sleep(a.latency_warmup)
     h0 = histogram(port2, "riskwatch_event_to_output_seconds")
-    cpu = CpuShare(pids)
+    share = CpuShare(pids)
     feed.wait()
-    cpu = str(cpu)
+    cpu = str(share)
     sent_for = time.monotonic() - t_start
     time.sleep(2)
     h = histogram(port2, "riskwatch_event_to_output_seconds")
