@@ -112,27 +112,23 @@ class AnomalyScorer:
             setattr(self, k, getattr(p, k))
         self._slot_seconds = 86400.0 / p.slots
         self._recur_minutes = p.recurrence_window_s / 60.0
+        self._likelihood = _likelihood_of(p.likelihood_smooth, p.log_scale, p.likelihood_alpha)
+        # score() reads its constants with one unpack: attribute lookups were ~10% of its time
+        self._k = (self.z_cap, self.fast_alpha, self.alpha, self.warmup, self.protect_z, self.protect_factor,
+                   self.shape_short_alpha, self.shape_long_alpha, self.shape_warmup, self.residual_alpha,
+                   self.slot_alpha, self.hold_factor, self.fire_at, self.refractory, self._recur_minutes,
+                   self._slot_seconds, self.slots)
 
     def new_state(self) -> list:
         """[packed moments (base64), daily profile (2 characters per slot)]"""
         return ["", _UNSET * self.slots]
 
-    def _likelihood(self, raw: float, k: int, m: float, v: float, sh: float) -> tuple[float, float, float, float]:
-        """-> (likelihood in [0, 1], new mean, new var, new short mean) of one view's surprise."""
-        sh += self.likelihood_smooth * (raw - sh)
-        # tail probability of the short mean, as -log10 scaled to [0, 1] so that
-        # extreme tails stay ordered (1 - 1e-12 and 1 - 1e-20 are both 1.0 in floats)
-        lik = -log10(0.5 * erfc((sh - m) / sqrt(2.0 * v + 1e-9)) + 1e-300) / self.log_scale
-        la = self.likelihood_alpha
-        if k < _RAMP:
-            la = max(la, 1.0 / (k + 1))  # a running mean first, then exponential forgetting
-        rd = raw - m
-        return (lik if lik < 1.0 else 1.0), m + la * rd, (1 - la) * (v + la * rd * rd), sh
-
     def score(self, st: list, n: int, x: float, now: float) -> float:
         """Score reading ``x`` at event time ``now``, the series' ``n``-th (from 0); updates ``st``."""
+        (z_cap, fast_alpha, alpha, warmup, protect_z, protect_factor, short_alpha, long_alpha, shape_warmup,
+         residual_alpha, slot_alpha, hold_factor, fire_at, refractory, recur_minutes, slot_seconds, slots) = self._k
         x = -1e15 if x < -1e15 else (1e15 if x > 1e15 else x)  # float32 moments: keep squares finite
-        i = 2 * (int(now % 86400.0 / self._slot_seconds) % self.slots)
+        i = 2 * (int(now % 86400.0 / slot_seconds) % slots)
         prof = st[1]
         if n == 0 or not st[0]:
             st[0] = binascii.b2a_base64(_PACK.pack(0, 0, 0, 0, x, 0.0, x, x, 0.0, x, 0.0, 0.0, x, x,
@@ -148,34 +144,33 @@ class AnomalyScorer:
             (hold, mu, var, fast, ms, vs, ml, vl, rvar, lo, hi,
              lm, lv, ls, gm, gv, gs, pm, pv, ps) = _PACK_V1.unpack(packed)
         lik_of = self._likelihood
-        z_cap = self.z_cap
         # level
         sd = sqrt(var) + 1e-3 * (abs(mu) + 1e-6) + 1e-9
         diff = x - mu
         z = abs(diff) / sd
-        fast += self.fast_alpha * (x - fast)
+        fast += fast_alpha * (x - fast)
         zf = abs(fast - mu) / sd
         raw = z if z > zf else zf
         lik, lm, lv, ls = lik_of(raw if raw < z_cap else z_cap, n - 1, lm, lv, ls)
-        a = self.alpha
-        if n >= self.warmup and z > self.protect_z:
-            a *= self.protect_factor
+        a = alpha
+        if n >= warmup and z > protect_z:
+            a *= protect_factor
         mu += a * diff
         var = (1 - a) * (var + a * diff * diff)
         # shape
-        a = self.shape_short_alpha
+        a = short_alpha
         d = x - ms
         ms += a * d
         vs = (1 - a) * (vs + a * d * d)
-        a = self.shape_long_alpha
+        a = long_alpha
         d = x - ml
         ml += a * d
         vl = (1 - a) * (vl + a * d * d)
-        if n >= self.shape_warmup:
+        if n >= shape_warmup:
             eps = 1e-6 * (abs(ml) + 1e-3) ** 2 + 1e-12
             s2, l2 = vs + eps, vl + eps
             kl = 0.5 * log(l2 / s2) + (s2 + (ms - ml) ** 2) / (2 * l2) - 0.5
-            g, gm, gv, gs = lik_of(kl, n - self.shape_warmup, gm, gv, gs)
+            g, gm, gv, gs = lik_of(kl, n - shape_warmup, gm, gv, gs)
             if g > lik:
                 lik = g
         # daily profile
@@ -193,29 +188,50 @@ class AnomalyScorer:
             p, pm, pv, ps = lik_of(rz if rz < z_cap else z_cap, n, pm, pv, ps)
             if p > lik:
                 lik = p
-            a = self.residual_alpha
+            a = residual_alpha
             rvar = (1 - a) * (rvar + a * r * r)
-            m += self.slot_alpha * r
+            m += slot_alpha * r
         q = round((m - lo) / span * _LEVELS) if span > 0 else 0
         st[1] = prof[:i] + _ENCODE[0 if q < 0 else (_LEVELS if q > _LEVELS else q)] + prof[i + 2:]
         # fire
-        if n < self.warmup:
+        if n < warmup:
             lik = 0.0
         elif hold > 0:
             hold -= 1
-            lik *= self.hold_factor
-        elif lik >= self.fire_at:
-            hold = self.refractory
+            lik *= hold_factor
+        elif lik >= fire_at:
+            hold = refractory
             minute = int(now // 60.0) % _MINUTES + 1
-            w = self._recur_minutes
+            w = recur_minutes
             if w and any(f and abs((minute - f) % _MINUTES - _DAY_MINUTES) <= w for f in (f1, f2, f3)):
-                lik *= 0.5 * self.fire_at  # a daily routine: scores lik / 4, not firing
+                lik *= 0.5 * fire_at  # a daily routine: scores lik / 4, not firing
             f1, f2, f3 = minute, f1, f2
         st[0] = binascii.b2a_base64(_PACK.pack(hold, f1, f2, f3, mu, var, fast, ms, vs, ml, vl, rvar, lo, hi,
                                                lm, lv, ls, gm, gv, gs, pm, pv, ps), newline=False).decode()
         # calibrate: fire_at maps to 0.5, certainty (tail <= 10^-log_scale) to 1
-        f = self.fire_at
+        f = fire_at
         return 0.5 * lik / f if lik < f else 0.5 + 0.5 * (lik - f) / (1.0 - f)
+
+
+def _likelihood_of(smooth: float, log_scale: float, alpha: float):
+    """One view's anomaly likelihood as a closure over its parameters (a plain call is cheaper
+    than a method reading them from ``self``):
+    ``(raw surprise, k, mean, var, short mean) -> (likelihood in [0, 1], mean, var, short mean)``."""
+
+    def likelihood(raw: float, k: int, m: float, v: float, sh: float) -> tuple[float, float, float, float]:
+        sh += smooth * (raw - sh)
+        # tail probability of the short mean, as -log10 scaled to [0, 1] so that
+        # extreme tails stay ordered (1 - 1e-12 and 1 - 1e-20 are both 1.0 in floats)
+        lik = -log10(0.5 * erfc((sh - m) / sqrt(2.0 * v + 1e-9)) + 1e-300) / log_scale
+        la = alpha
+        if k < _RAMP:
+            r = 1.0 / (k + 1)  # a running mean first, then exponential forgetting
+            if r > la:
+                la = r
+        rd = raw - m
+        return (lik if lik < 1.0 else 1.0), m + la * rd, (1 - la) * (v + la * rd * rd), sh
+
+    return likelihood
 
 
 def _rescale(prof: str, lo: float, hi: float, x: float) -> tuple[float, float, str]:
