@@ -35,6 +35,9 @@ def cmd_dispatcher(args) -> int:
 
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is too much
+    from ..logs import limit_repeats
+
+    limit_repeats()  # the Kafka consumer's errors while the broker is away
     s = _settings()
     try:
         cfg = load_alerts_config(s.alerts_path)

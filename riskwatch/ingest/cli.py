@@ -15,10 +15,12 @@ __all__ = ["add_parsers"]
 def cmd_ingest(args) -> int:
     import uvicorn
 
+    from ..logs import limit_repeats
     from ..settings import Settings
     from .http import create_ingest_api
 
     s = Settings()
+    limit_repeats()  # the Kafka producer's errors while the broker is away
     uvicorn.run(create_ingest_api(s), host=s.ingest_host, port=s.ingest_port, log_level="warning")
     return 0
 
@@ -26,10 +28,12 @@ def cmd_ingest(args) -> int:
 def cmd_ingest_mqtt(args) -> int:
     from prometheus_client import start_http_server
 
+    from ..logs import limit_repeats
     from ..settings import Settings
     from .mqtt import MqttBridge
 
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    limit_repeats()  # the Kafka producer's errors while the broker is away
     s = Settings()
     bridge = MqttBridge(s)
     if args.metrics_port:
