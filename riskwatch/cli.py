@@ -133,9 +133,11 @@ def cmd_api(args) -> int:
     import uvicorn
 
     from .api.app import create_api
+    from .logs import limit_repeats
     from .settings import Settings
 
     s = Settings()
+    limit_repeats()  # the Kafka clients' errors while the broker is away
     uvicorn.run(create_api(s), host=s.api_host, port=s.api_port, log_level="warning")
     return 0
 
@@ -151,24 +153,33 @@ def cmd_up(args) -> int:
 def cmd_worker(args) -> int:
     import logging
 
-    import faust
     from prometheus_client import start_http_server
 
     from .aio import use_event_loop
+    from .logs import limit_repeats
     from .settings import Settings
+    from .streams import datadir
     from .streams.app import create_app
+    from .streams.stopping import Worker, run
 
     s = Settings()
+    try:
+        held = datadir.lock(s.data_dir / "worker")  # noqa: F841 - held until the worker exits
+    except datadir.DataDirInUse as exc:
+        print(f"riskwatch worker: {exc}", file=sys.stderr)
+        return 2
+    limit_repeats()  # aiokafka's errors while the broker is away: ~30 lines a second
     loop = use_event_loop(s.event_loop)  # before Faust makes its loop
     app = create_app(s)
     logging.getLogger("riskwatch.worker").info("event loop: %s", loop)
     if s.worker_metrics_port:
         start_http_server(s.worker_metrics_port, addr=s.metrics_host, registry=app.riskwatch.metrics.registry)
-    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
+    store = app.riskwatch_store
+    worker = Worker(app, stop_timeout=s.stop_timeout_s, on_deadline=store.flush, loglevel=args.loglevel, quiet=True)
     # Faust's terminal spinner sets the root logger to DEBUG at loglevel >= warning, so every
     # debug call in Faust and aiokafka built a log record (3% of the worker's time, py-spy)
     worker.spinner = None
-    worker.execute_from_commandline()
+    run(worker, store)
     return 0
 
 

@@ -39,7 +39,8 @@ no RocksDB write-ahead log (about 10% more worker throughput, 6 runs in
 alternation on 2026-11-28): a worker that is killed loses what was still in
 RocksDB's memtable, whole batches of states together with the changelog
 offset they reached, so its next start reads the changelog from the last
-offset that reached disk. A clean stop flushes the memtable first, and a
+offset that reached disk. A clean stop flushes the memtable first (see
+``stopping.py``), and a
 running store asks RocksDB for a flush every ``FLUSH_SECONDS`` (in the
 background), so a restart after a crash reads at most that much changelog
 again (about what the worker wrote in that time, plus what it missed).
@@ -85,6 +86,7 @@ class _Local:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
+        self._closed = False
         if path is None:
             self.db: dict | object = {}
         else:
@@ -117,10 +119,16 @@ class _Local:
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         return iter(list(self.db.items())) if isinstance(self.db, dict) else self.db.items()
 
+    def flush(self) -> None:
+        """Write the memtable to disk (there is no log to replay it from)."""
+        if not isinstance(self.db, dict) and not self._closed:
+            self.db.flush()
+
     def close(self) -> None:
-        if not isinstance(self.db, dict):
-            self.db.flush()  # the memtable: there is no log to replay it from
+        if not isinstance(self.db, dict) and not self._closed:
+            self.db.flush()
             self.db.close()
+            self._closed = True
 
 
 class _Partition:
@@ -391,6 +399,12 @@ class StateStore:
         if part is not None:
             part.live.clear()
 
+    def flush(self) -> None:
+        """Write every local store's memtable to disk (safe from another thread)."""
+        for part in list(self.parts.values()):
+            part.local.flush()
+
     def close(self) -> None:
+        """Flush and close the local stores (at the worker's exit: nothing may write after this)."""
         for part in self.parts.values():
             part.local.close()

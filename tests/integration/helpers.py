@@ -11,6 +11,10 @@ from riskwatch.streams.kafka import BatchProducer
 
 
 async def _read(broker: str, topic: str) -> list[tuple[int, bytes | None, bytes]]:
+    return [(m.partition, m.key, m.value) for m in await _read_messages(broker, topic)]
+
+
+async def _read_messages(broker: str, topic: str) -> list:
     c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
     await c.start()
     try:
@@ -30,7 +34,7 @@ async def _read(broker: str, topic: str) -> list[tuple[int, bytes | None, bytes]
             batch = await c.getmany(timeout_ms=500)
             idle = 0 if batch else idle + 1
             for tp, msgs in batch.items():
-                out += [(tp.partition, m.key, m.value) for m in msgs]
+                out += msgs
         return out
     finally:
         await c.stop()
@@ -38,6 +42,14 @@ async def _read(broker: str, topic: str) -> list[tuple[int, bytes | None, bytes]
 
 def read_topic(broker: str, topic: str) -> list[tuple[int, bytes | None, bytes]]:
     return asyncio.run(_read(broker, topic))
+
+
+def last_offsets(broker: str, topic: str) -> dict[int, int]:
+    """The offset of the last message of each partition that has one."""
+    out: dict[int, int] = {}
+    for m in asyncio.run(_read_messages(broker, topic)):
+        out[m.partition] = max(out.get(m.partition, -1), m.offset)
+    return out
 
 
 def read_batches(broker: str, topic: str) -> list[dict]:

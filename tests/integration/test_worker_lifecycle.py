@@ -1,0 +1,115 @@
+"""A worker's start and stop: one worker per data directory; a clean stop leaves its local store at
+the changelog's end; a stop that cannot finish (the broker gone) ends after RISKWATCH_STOP_TIMEOUT_S
+with the local store flushed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from rocksdict import Options, Rdict
+
+from riskwatch.embedded import start_broker
+from riskwatch.settings import Settings
+from riskwatch.simulate import Simulation
+from riskwatch.streams.kafka import ensure_topics
+from riskwatch.streams.stopping import EXIT_STOP_TIMEOUT
+
+from .conftest import Workers, wait_for
+from .helpers import changelog_states, last_offsets, produce
+
+ROCKS = {"RISKWATCH_STORE": "rocksdb://"}
+
+
+def _local_offsets(data_dir: Path, partitions: int) -> dict[int, int]:
+    """The changelog offset each partition's local store holds (-1: none on disk)."""
+    out = {}
+    for p in range(partitions):
+        db = Rdict(str(data_dir / "worker" / "state" / f"p{p}"), Options(raw_mode=True))
+        try:
+            raw = db.get(b"\x00offset")
+        finally:
+            db.close()
+        out[p] = int(raw) if raw else -1
+    return out
+
+
+def _sigterm(workers: Workers, i: int, timeout: float) -> tuple[int, float]:
+    p = workers.procs[i][0]
+    t = time.monotonic()
+    os.killpg(p.pid, signal.SIGTERM)
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the worker was still running {timeout:.0f}s after SIGTERM\n{workers.logs()}")
+    return p.returncode, time.monotonic() - t
+
+
+def test_a_clean_stop_leaves_the_local_store_at_the_end_of_the_changelog(stack):
+    s, workers = stack
+    events = list(Simulation(n_entities=300, seed=21, bad_share=0.1, days=20).events(n_events=6000))
+    a = workers.start(ROCKS)
+    produce(s, events, batch_size=50)
+    wait_for(lambda: sum(x["n"] for x in changelog_states(s.broker, s.app_id).values()) >= len(events), 90,
+             "the worker to write every state to the changelog", workers.logs)
+    code, took = _sigterm(workers, a, 30)
+    assert code == 0, workers.logs()
+    # the run was shorter than the store's periodic flush (30 s): only the stop can have written it
+    ends = last_offsets(s.broker, s.state_changelog)
+    assert ends and _local_offsets(s.data_dir / "w0", s.partitions) == {p: ends.get(p, -1) for p in range(4)}
+    print(f"stopped in {took:.1f}s; local store offsets = changelog ends {ends}")
+
+
+def test_a_worker_whose_broker_is_gone_exits_after_the_stop_timeout_with_its_store_flushed(services, tmp_path):
+    _, redis = services
+    broker = start_broker(tmp_path / "broker")  # its own broker: this test stops it
+    try:
+        s = Settings(broker=broker.url, redis_url=redis.url, topic_prefix="stop.", app_id="rw-stop",
+                     partitions=4, data_dir=tmp_path, tick_seconds=0)
+        asyncio.run(ensure_topics(s))
+        env = dict(os.environ, RISKWATCH_BROKER=broker.url, RISKWATCH_REDIS_URL=redis.url,
+                   RISKWATCH_TOPIC_PREFIX=s.topic_prefix, RISKWATCH_APP_ID=s.app_id, RISKWATCH_PARTITIONS="4",
+                   RISKWATCH_TICK_SECONDS="0", RISKWATCH_STOP_TIMEOUT_S="4", **ROCKS)
+        workers = Workers(s, env, tmp_path)
+        events = list(Simulation(n_entities=300, seed=22, bad_share=0.1, days=20).events(n_events=4000))
+        a = workers.start()
+        produce(s, events, batch_size=50)
+        wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") >= len(events), 90,
+                 "the worker to process the stream", workers.logs)
+        time.sleep(1)  # the last acks
+        broker.stop()
+        time.sleep(2)
+        code, took = _sigterm(workers, a, 30)  # it took 62 s before the deadline
+        log = workers.logs()
+        assert code == EXIT_STOP_TIMEOUT, log
+        assert 4 <= took < 12, took
+        assert "did not stop within 4 s" in log
+        # the run was shorter than the store's periodic flush (30 s) and os._exit runs no destructor:
+        # states on disk mean the deadline flushed them
+        offsets = _local_offsets(tmp_path / "w0", 4)
+        assert all(o >= 0 for o in offsets.values()), offsets
+        print(f"exited {code} {took:.1f}s after SIGTERM; local store offsets {offsets}")
+    finally:
+        broker.stop()
+
+
+def test_a_second_worker_on_the_same_data_directory_refuses_to_start(stack):
+    s, workers = stack
+    a = workers.start(ROCKS)
+    wait_for(lambda: "recovered" in workers.logs(), 60, "the first worker to own its partitions", workers.logs)
+    b = workers.start(ROCKS, data_of=a)
+    p = workers.procs[b][0]
+    try:
+        code = p.wait(60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the second worker kept running on a data directory in use\n" + workers.logs())
+    log = (s.data_dir / f"worker{b}.log").read_text()
+    assert code == 2, log
+    assert "is in use by a worker, pid" in log and "each worker needs its own RISKWATCH_DATA_DIR" in log
+    assert workers.procs[a][0].poll() is None  # the first one is unaffected
+    # before the check, the second ran until the first rebalance gave it a partition, then crashed
+    # on RocksDB's LOCK file: "IO error: While lock file: .../state/p0/LOCK"
