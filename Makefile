@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+API_PORT ?= 8000
 
 .PHONY: run test install bench clean demo-replay
 
@@ -16,7 +17,7 @@ install: $(STAMP)
 
 # Broker, Redis, worker, API and a live simulated feed; Ctrl-C stops all of it.
 run: $(STAMP)
-	$(PY) -m riskwatch.cli up --demo
+	$(PY) -m riskwatch.cli up --demo --api-port $(API_PORT)
 
 # The offline path: simulate, replay through the engine, summarise against the hidden truth.
 demo-replay: $(STAMP)

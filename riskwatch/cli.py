@@ -158,7 +158,7 @@ def cmd_worker(args) -> int:
     from .aio import use_event_loop
     from .logs import limit_repeats
     from .settings import Settings
-    from .streams import datadir
+    from . import datadir
     from .streams.app import create_app
     from .streams.stopping import Worker, run
 

@@ -89,9 +89,43 @@ def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
         proc.wait(5)
 
 
+def _port_in_use(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        # as uvicorn binds: a port left in TIME_WAIT by the last run is free, a listener is not
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + line for line in text[-lines:])
+
+
 def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, entities: int) -> int:
+    from .datadir import DataDirInUse, lock
+
     data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        held = lock(data_dir, holder="riskwatch up", advice="stop it first, or give this one another --data-dir")
+    except DataDirInUse as exc:
+        print(f"riskwatch up: {exc}", file=sys.stderr)
+        return 2
+    busy = [f"port {port} ({what})" for port, what in ((api_port, "API"), (api_port + 1, "ingest gateway"))
+            if _port_in_use(port)]
+    if busy:
+        print(f"riskwatch up: {' and '.join(busy)} in use on 127.0.0.1: free it, or choose other ports "
+              f"with --api-port N (the ingest gateway takes N+1; make run API_PORT=N)", file=sys.stderr)
+        held.close()
+        return 2
     services: list[Service] = []
     procs: list[tuple[str, subprocess.Popen]] = []
     env = dict(os.environ)
@@ -146,7 +180,10 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
                                                   "--entities", str(entities), "--events", str(int(rate * 86400)),
                                                   "--seed", "7", "--max-delay", str(DEMO_MAX_DELAY)],
                                          env, data_dir)))
-        _wait_http(f"http://127.0.0.1:{api_port}/healthz", 30)
+        failed = _wait_http(f"http://127.0.0.1:{api_port}/healthz", 30, procs, data_dir)
+        if failed:
+            print(f"riskwatch up: {failed}", file=sys.stderr)
+            return 1
         print(f"riskwatch is up (data and logs in {data_dir})")
         print(f"  API       http://127.0.0.1:{api_port}/v1/entities   (docs: /docs, health: /healthz)")
         for role, tok in tokens.items():
@@ -172,15 +209,21 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
             _stop(p)
         for svc in reversed(services):
             svc.stop()
+        held.close()
         print("stopped.", flush=True)
 
 
-def _wait_http(url: str, timeout: float) -> None:
+def _wait_http(url: str, timeout: float, procs: list[tuple[str, subprocess.Popen]], data_dir: Path) -> str | None:
+    """Wait for ``url`` to answer; None, or why it did not (with the log of a process that exited)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        for name, p in procs:
+            if p.poll() is not None and not (name == "demo" and p.returncode == 0):
+                log = data_dir / f"{name}.log"
+                return f"{name} exited with {p.returncode} while starting; the end of {log}:\n{_log_tail(log)}"
         try:
             with urllib.request.urlopen(url, timeout=1):
-                return
+                return None
         except OSError:
             time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+    return f"{url} did not answer within {timeout:.0f}s (logs in {data_dir})"

@@ -24,7 +24,7 @@ def test_services_and_wiring():
     assert "zookeeper" not in svc
     assert "--appendonly" in svc["redis"]["command"] and "yes" in svc["redis"]["command"]
     assert svc["worker"]["deploy"]["replicas"] == 2
-    # replicas must not share a state directory (riskwatch.streams.datadir refuses the second)
+    # replicas must not share a state directory (riskwatch.datadir refuses the second)
     assert not any(str(v).split(":")[0] in c.get("volumes", {}) for v in svc["worker"].get("volumes", []))
     for name in ("worker", "dispatcher", "api", "topics"):
         env = svc[name]["environment"]

@@ -74,3 +74,42 @@ def test_up_demo_serves_scored_entities_and_ctrl_c_stops_everything(tmp_path):
     left = [pid for pid in children if Path(f"/proc/{pid}").exists()
             and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"]
     assert not left, left
+
+
+def _up(args: list[str], env: dict | None = None, timeout: float = 60) -> tuple[int, str, float]:
+    t = time.monotonic()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RISKWATCH_")}
+    r = subprocess.run([sys.executable, "-m", "riskwatch.cli", "up", *args], env=dict(clean, **(env or {})),
+                       capture_output=True, text=True, timeout=timeout)
+    return r.returncode, r.stderr, time.monotonic() - t
+
+
+def test_up_refuses_a_busy_port_or_a_data_dir_in_use_at_once_and_says_which(tmp_path):
+    import socket
+
+    from riskwatch.datadir import lock
+
+    api = free_port()
+    with socket.socket() as other:  # someone else's server on the ingest gateway's port (api + 1)
+        other.bind(("127.0.0.1", api + 1))
+        other.listen()
+        code, err, took = _up(["--data-dir", str(tmp_path / "a"), "--api-port", str(api)])
+    assert code == 2 and f"port {api + 1} (ingest gateway) in use" in err and "--api-port" in err, err
+    assert took < 10 and not _processes_of(tmp_path / "a")
+    held = lock(tmp_path / "b", holder="riskwatch up")  # a running `riskwatch up` on that directory
+    try:
+        code, err, took = _up(["--data-dir", str(tmp_path / "b"), "--api-port", str(free_port())])
+    finally:
+        held.close()
+    assert code == 2 and f"{tmp_path / 'b'} is in use by riskwatch up, pid {os.getpid()}" in err, err
+    assert took < 10
+
+
+def test_up_reports_a_process_that_fails_to_start_with_its_log_and_stops_the_rest(tmp_path):
+    d = tmp_path / "up"
+    code, err, took = _up(["--data-dir", str(d), "--api-port", str(free_port())],
+                          env={"RISKWATCH_API_TOKENS": "not-a-token-spec"})
+    assert code == 1, err
+    assert "exited with 1 while starting" in err and "RISKWATCH_API_TOKENS entry 1: use name:role:sha256hex" in err
+    assert took < 30, took  # it waited 30 s for /healthz, then printed a traceback
+    assert not _processes_of(d)
