@@ -151,15 +151,18 @@ def cmd_up(args) -> int:
 
 
 def cmd_worker(args) -> int:
+    import asyncio
     import logging
 
+    from aiokafka.errors import KafkaError
     from prometheus_client import start_http_server
 
+    from . import datadir
     from .aio import use_event_loop
     from .logs import limit_repeats
     from .settings import Settings
-    from . import datadir
     from .streams.app import create_app
+    from .streams.kafka import PartitionMismatch, check_partitions
     from .streams.stopping import Worker, run
 
     s = Settings()
@@ -169,9 +172,18 @@ def cmd_worker(args) -> int:
         print(f"riskwatch worker: {exc}", file=sys.stderr)
         return 2
     limit_repeats()  # aiokafka's errors while the broker is away: 43 lines a second measured
-    loop = use_event_loop(s.event_loop)  # before Faust makes its loop
+    loop_name = use_event_loop(s.event_loop)  # before Faust makes its loop
+    loop = asyncio.new_event_loop()  # the policy's; Faust runs on it too
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(check_partitions(s))
+    except PartitionMismatch as exc:
+        print(f"riskwatch worker: {exc}", file=sys.stderr)
+        return 2
+    except (KafkaError, OSError) as exc:  # no broker yet: Faust keeps trying; the check is skipped
+        logging.getLogger("riskwatch.worker").warning("could not check the topics' partition counts: %s", exc)
     app = create_app(s)
-    logging.getLogger("riskwatch.worker").info("event loop: %s", loop)
+    logging.getLogger("riskwatch.worker").info("event loop: %s", loop_name)
     if s.worker_metrics_port:
         start_http_server(s.worker_metrics_port, addr=s.metrics_host, registry=app.riskwatch.metrics.registry)
     store = app.riskwatch_store
@@ -198,9 +210,13 @@ def cmd_topics(args) -> int:
     import asyncio
 
     from .settings import Settings
-    from .streams.kafka import ensure_topics
+    from .streams.kafka import PartitionMismatch, ensure_topics
 
-    asyncio.run(ensure_topics(Settings()))
+    try:
+        asyncio.run(ensure_topics(Settings()))
+    except PartitionMismatch as exc:
+        print(f"riskwatch create-topics: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

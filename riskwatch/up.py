@@ -159,9 +159,13 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         env["RISKWATCH_INGEST_PORT"] = str(ingest_port)
         _write_env_file(data_dir / "env", env, tokens)
         from .settings import Settings
-        from .streams.kafka import ensure_topics
+        from .streams.kafka import PartitionMismatch, ensure_topics
 
-        asyncio.run(ensure_topics(Settings(broker=env["RISKWATCH_BROKER"], partitions=partitions)))
+        try:
+            asyncio.run(ensure_topics(Settings(broker=env["RISKWATCH_BROKER"], partitions=partitions)))
+        except PartitionMismatch as exc:
+            print(f"riskwatch up: {exc} (here: --partitions)", file=sys.stderr)
+            return 2
         if demo and "RISKWATCH_ALERTS_PATH" not in env:
             hook_port = free_port()
             env["RISKWATCH_ALERTS_PATH"] = str(_demo_alerts_config(data_dir, hook_port, api_port))

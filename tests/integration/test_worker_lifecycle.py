@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -113,3 +114,22 @@ def test_a_second_worker_on_the_same_data_directory_refuses_to_start(stack):
     assert workers.procs[a][0].poll() is None  # the first one is unaffected
     # before the check, the second ran until the first rebalance gave it a partition, then crashed
     # on RocksDB's LOCK file: "IO error: While lock file: .../state/p0/LOCK"
+
+
+def test_a_worker_and_create_topics_refuse_topics_with_another_partition_count(stack):
+    """Before the check, a worker set to 8 partitions on 4-partition topics re-keyed events back to the
+    same wrong partition forever (48,634 messages consumed for 5,500 events in 20 s)."""
+    s, workers = stack  # its topics have 4 partitions
+    a = workers.start({"RISKWATCH_PARTITIONS": "8"})
+    try:
+        code = workers.procs[a][0].wait(60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the worker ran on topics with another partition count\n" + workers.logs())
+    log = (s.data_dir / f"worker{a}.log").read_text()
+    assert code == 2, log
+    assert "RISKWATCH_PARTITIONS is 8 but topics have other partition counts" in log
+    assert f"{s.state_changelog} (4)" in log and "and 9 more" in log  # 12 keyed topics, 3 named
+    assert "set RISKWATCH_PARTITIONS=4" in log
+    r = subprocess.run([sys.executable, "-m", "riskwatch.cli", "create-topics"], capture_output=True, text=True,
+                       env=dict(workers.env, RISKWATCH_PARTITIONS="8"), timeout=60)
+    assert r.returncode == 2 and "set RISKWATCH_PARTITIONS=4" in r.stderr, r.stderr
