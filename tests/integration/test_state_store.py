@@ -260,3 +260,42 @@ def test_the_local_store_flushes_periodically_so_a_kill_loses_at_most_that_much(
         got = (local.get(b"first"), local.get(b"second"))
         local.close()
         assert got == ((b"1", b"2") if survives else (None, None)), (flush_seconds, got)
+
+
+def test_a_local_store_ahead_of_its_changelog_is_discarded_and_the_changelog_recovered(services, tmp_path, caplog):
+    """A changelog recreated under a kept local store (a new broker, a deleted topic, another app id on
+    the same data directory): the store's states and source offsets belong to the old topic; kept,
+    they made the worker skip every new event as redelivered (5,468 of 5,468 after a broker restart)."""
+    broker, _ = services
+    old, empty, short = (f"state-{uuid.uuid4().hex[:8]}" for _ in range(3))
+
+    async def run():
+        for topic, n in ((old, 20), (short, 3)):
+            writer = StateStore(broker.url, topic, None, partitions=1)
+            writer.assign([0])
+            await writer.ready(0)
+            await _write_changes(broker.url, topic, writer, 0, n)
+        for d in ("a", "b"):  # two local stores built from the old changelog
+            s = StateStore(broker.url, old, tmp_path / d, partitions=1)
+            s.assign([0])
+            await s.ready(0)
+            assert s.parts[0].offset == 20 * PER_STAGE - 1 and s.get(0, "x10") == {"n": 1}
+            s.close()
+        caplog.clear()
+        # an empty changelog under store a
+        a = StateStore(broker.url, empty, tmp_path / "a", partitions=1)
+        a.assign([0])
+        await a.ready(0)
+        assert a.parts[0].offset == -1 and a.get(0, "x10") is None and not list(a.items(0))
+        assert a.resumes(0, "src:1", 0) is None  # no source offsets left to skip new events by
+        a.close()
+        # a shorter one under store b: discarded, then that changelog recovered
+        b = StateStore(broker.url, short, tmp_path / "b", partitions=1)
+        b.assign([0])
+        await b.ready(0)
+        assert b.parts[0].offset == 3 * PER_STAGE - 1 and b.get(0, "e2") == {"n": 2} and b.get(0, "x10") is None
+        b.close()
+
+    asyncio.run(run())
+    warned = [r.getMessage() for r in caplog.records if "ahead of the changelog" in r.getMessage()]
+    assert len(warned) == 2 and empty in warned[0] and short in warned[1], warned
