@@ -162,7 +162,7 @@ def cmd_worker(args) -> int:
     from .logs import limit_repeats
     from .settings import Settings
     from .streams.app import create_app
-    from .streams.kafka import PartitionMismatch, check_partitions
+    from .streams.kafka import PartitionMismatch, ensure_topics
     from .streams.stopping import Worker, run
 
     s = Settings()
@@ -176,12 +176,14 @@ def cmd_worker(args) -> int:
     loop = asyncio.new_event_loop()  # the policy's; Faust runs on it too
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(check_partitions(s))
+        # before anything asks for them: a broker that creates topics on first use (Kafka's default)
+        # made the state changelog with the delete policy, not compaction
+        loop.run_until_complete(ensure_topics(s))
     except PartitionMismatch as exc:
         print(f"riskwatch worker: {exc}", file=sys.stderr)
         return 2
-    except (KafkaError, OSError) as exc:  # no broker yet: Faust keeps trying; the check is skipped
-        logging.getLogger("riskwatch.worker").warning("could not check the topics' partition counts: %s", exc)
+    except (KafkaError, OSError) as exc:  # no broker yet: Faust keeps trying; the checks are skipped
+        logging.getLogger("riskwatch.worker").warning("could not create or check the topics: %s", exc)
     app = create_app(s)
     logging.getLogger("riskwatch.worker").info("event loop: %s", loop_name)
     if s.worker_metrics_port:

@@ -133,3 +133,36 @@ def test_a_worker_and_create_topics_refuse_topics_with_another_partition_count(s
     r = subprocess.run([sys.executable, "-m", "riskwatch.cli", "create-topics"], capture_output=True, text=True,
                        env=dict(workers.env, RISKWATCH_PARTITIONS="8"), timeout=60)
     assert r.returncode == 2 and "set RISKWATCH_PARTITIONS=4" in r.stderr, r.stderr
+
+
+def test_a_worker_on_a_broker_without_its_topics_creates_the_changelog_compacted(services, tmp_path):
+    """Something asked for the changelog before the state store created it, and the embedded broker
+    (like Kafka with auto.create.topics.enable) made it with the default policy: the store's check
+    then logged 'has cleanup.policy=None, riskwatch needs compact'."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    broker, redis = services
+    s = Settings(broker=broker.url, redis_url=redis.url, topic_prefix="fresh.", app_id="rw-fresh",
+                 partitions=4, data_dir=tmp_path, tick_seconds=0, store="memory://")
+    env = dict(os.environ, RISKWATCH_BROKER=broker.url, RISKWATCH_REDIS_URL=redis.url,
+               RISKWATCH_TOPIC_PREFIX=s.topic_prefix, RISKWATCH_APP_ID=s.app_id, RISKWATCH_PARTITIONS="4",
+               RISKWATCH_TICK_SECONDS="0", RISKWATCH_STORE="memory://")
+    workers = Workers(s, env, tmp_path)
+    try:
+        workers.start()
+        wait_for(lambda: "recovered" in workers.logs(), 60, "the worker to own its partitions", workers.logs)
+
+        async def policy():
+            admin = AIOKafkaAdminClient(bootstrap_servers=broker.url)
+            await admin.start()
+            try:
+                [resp] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, s.state_changelog)])
+            finally:
+                await admin.close()
+            return dict((e[0], e[1]) for e in resp.resources[0][4]).get("cleanup.policy")
+
+        assert asyncio.run(policy()) == "compact"
+        assert "riskwatch needs compact" not in workers.logs()
+    finally:
+        workers.stop_all()
