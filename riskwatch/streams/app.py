@@ -40,7 +40,8 @@ __all__ = ["create_app", "Worker"]
 
 log = logging.getLogger("riskwatch.worker")
 VIEW_TIMEOUT = 10.0  # s for one round's view write before it is retried
-OUTPUTS_PER_MESSAGE = 1000  # output events per envelope (keeps messages well under 1 MB)
+OUTPUTS_PER_MESSAGE = 1000  # output events (and ticks) per envelope (keeps messages well under 1 MB)
+TICK_SCAN_SLICE = 2000  # states the tick timer reads before it lets the agent run
 
 
 class Worker:
@@ -352,16 +353,25 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         await models_topic.send(value=encode_snapshot(w.trainer_version, w.trainer))
 
     async def tick_entities():
-        """Wall-clock ticks for entities that can go silent or have records expiring."""
+        """Wall-clock ticks for entities that can go silent or have records expiring.
+
+        In envelopes of at most OUTPUTS_PER_MESSAGE ticks: one envelope per partition was 2.05 MB at
+        100k entities, over Kafka's default 1 MB message limit. The scan reads every state (4 us each:
+        0.4 s at 100k), so it lets rounds run every TICK_SCAN_SLICE states."""
         now = time.time()
         iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now))
-        per_partition: dict[int, list] = defaultdict(list)
-        for p in store.owned():
-            for eid, st in store.items(p):
+        for p in list(store.owned()):
+            ticks: list[dict] = []
+            for i, (eid, st) in enumerate(store.items(p), 1):
                 if w.engine.wants_tick(st):
-                    per_partition[p].append({"type": "tick", "entity_id": eid, "ts": iso})
-        for p, ticks in per_partition.items():
-            await commands.send(value=encode_batch(ticks), partition=p)
+                    ticks.append({"type": "tick", "entity_id": eid, "ts": iso})
+                    if len(ticks) == OUTPUTS_PER_MESSAGE:
+                        await commands.send(value=encode_batch(ticks), partition=p)
+                        ticks = []
+                if i % TICK_SCAN_SLICE == 0:
+                    await asyncio.sleep(0)
+            if ticks:
+                await commands.send(value=encode_batch(ticks), partition=p)
 
     gc_policy.apply()
     if s.gc_freeze_seconds:
