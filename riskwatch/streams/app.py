@@ -63,17 +63,26 @@ class Worker:
         self._load_applied_config()
 
     def _load_applied_config(self) -> None:
-        """A config changed through the API outlives worker restarts: start from the last applied one."""
+        """A config changed through the API outlives worker restarts: start from the last applied one.
+
+        Waits for Redis: a worker started while Redis was away ran on the config file's thresholds,
+        not the ones ops had applied, for good (the changes before its committed offsets are not
+        read again), with one warning at start. It could not do much else meanwhile: every round
+        waits for its Redis view write."""
         import redis
         import redis.exceptions as rex
 
-        try:
-            raw = redis.Redis.from_url(self.settings.redis_url, socket_timeout=3,
-                                       socket_connect_timeout=3).get(CURRENT_CONFIG)
-        except (rex.RedisError, OSError) as exc:
-            log.warning("could not read the applied config from Redis (%s); using %s", exc,
-                        self.settings.config_path or "the default config file")
-            return
+        delay = 0.5
+        while True:
+            try:
+                raw = redis.Redis.from_url(self.settings.redis_url, socket_timeout=3,
+                                           socket_connect_timeout=3).get(CURRENT_CONFIG)
+                break
+            except (rex.RedisError, OSError) as exc:
+                log.warning("Redis does not answer (%s): waiting for it before starting (it holds the config "
+                            "applied through the API, and the view)", exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
         if raw:
             err = self.apply_config(orjson.loads(raw))
             if err:

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 from rocksdict import Options, Rdict
 
 from riskwatch.embedded import start_broker
@@ -166,3 +167,38 @@ def test_a_worker_on_a_broker_without_its_topics_creates_the_changelog_compacted
         assert "riskwatch needs compact" not in workers.logs()
     finally:
         workers.stop_all()
+
+
+def test_a_worker_started_while_redis_is_away_waits_and_then_runs_the_applied_config(services, tmp_path):
+    """Before, it warned once and ran on the config file's thresholds for good."""
+    import redis as redis_sync
+
+    from riskwatch.embedded import free_port, start_redis
+
+    broker, _ = services
+    port = free_port()  # Redis will come up here later
+    url = f"redis://127.0.0.1:{port}/0"
+    s = Settings(broker=broker.url, redis_url=url, topic_prefix="noredis.", app_id="rw-noredis", partitions=4,
+                 data_dir=tmp_path, tick_seconds=0, store="memory://")
+    asyncio.run(ensure_topics(s))
+    env = dict(os.environ, RISKWATCH_BROKER=broker.url, RISKWATCH_REDIS_URL=url, RISKWATCH_TOPIC_PREFIX=s.topic_prefix,
+               RISKWATCH_APP_ID=s.app_id, RISKWATCH_PARTITIONS="4", RISKWATCH_TICK_SECONDS="0",
+               RISKWATCH_STORE="memory://")
+    workers = Workers(s, env, tmp_path)
+    redis = None
+    try:
+        a = workers.start()
+        time.sleep(4)  # the worker starts while Redis is away
+        redis = start_redis(tmp_path / "redis", port=port)
+        from riskwatch.config import default_config
+
+        cfg = default_config().model_dump(mode="json")
+        cfg["version"] = "applied-by-ops"
+        redis_sync.Redis.from_url(url).set("rw:config:current", orjson.dumps({"seq": 7, "config": cfg}))
+        wait_for(lambda: workers.metric(a, "riskwatch_config_change") == 7, 60,
+                 "the worker to start on the applied config", workers.logs)
+        assert "Redis does not answer" in (tmp_path / f"worker{a}.log").read_text()
+    finally:
+        workers.stop_all()
+        if redis is not None:
+            redis.stop()
