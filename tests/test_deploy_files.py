@@ -24,6 +24,9 @@ def test_services_and_wiring():
     assert "zookeeper" not in svc
     assert "--appendonly" in svc["redis"]["command"] and "yes" in svc["redis"]["command"]
     assert svc["worker"]["deploy"]["replicas"] == 2
+    # a dispatcher exits when its Redis goes away (measured: exit 1 at start without Redis): restarted
+    assert all(svc[name].get("restart") == "unless-stopped" for name in ("worker", "dispatcher", "api"))
+    assert "restart" not in svc["topics"]  # a one-shot job the others wait for
     # replicas must not share a state directory (riskwatch.datadir refuses the second)
     assert not any(str(v).split(":")[0] in c.get("volumes", {}) for v in svc["worker"].get("volumes", []))
     for name in ("worker", "dispatcher", "api", "topics"):
