@@ -32,13 +32,13 @@ from pydantic import (
 )
 
 from . import uscc
-from .errors import InvalidEvent, field_errors_from_pydantic
+from .errors import FieldError, InvalidEvent, field_errors_from_pydantic
 
 __all__ = [
     "Entity", "Complaint", "SensorReading", "Violations", "Inspection", "Record",
     "Objection", "ObjectionResolution", "Tick", "InputEvent", "parse_event",
     "validate_entity_id", "RiskChange", "SpotcheckChange", "AlertCandidate",
-    "Reason", "OutputEvent", "INPUT_TYPES", "event_id",
+    "Reason", "OutputEvent", "INPUT_TYPES", "event_id", "too_far_ahead",
 ]
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
@@ -183,6 +183,32 @@ def parse_event(raw: bytes | str | dict, entity_id_scheme: str = "uscc"):
         return _ADAPTER.validate_json(raw, context=ctx)
     except ValidationError as exc:
         raise InvalidEvent(field_errors_from_pydantic(exc, _TAGS)) from exc
+
+
+def too_far_ahead(ev, now: float, max_future_s: float) -> FieldError | None:
+    """The error for an event time more than ``max_future_s`` after ``now`` (a live path's wall clock;
+    0: no limit), else None.
+
+    An entity's clock never runs backwards, so one event dated 2062 instead of 2026 made every later
+    event of that entity "late": 9 of 10 sensor readings of a real excursion were then ignored as
+    stale (2026-11-28). The engine itself never reads a clock; the worker and the ingest paths do.
+
+    >>> from datetime import datetime, timezone
+    >>> from types import SimpleNamespace as E
+    >>> now = datetime(2026, 11, 28, tzinfo=timezone.utc).timestamp()
+    >>> print(too_far_ahead(E(ts=datetime(2062, 11, 3, tzinfo=timezone.utc)), now, 3600))  # doctest: +ELLIPSIS
+    ts: 2062-11-03T00:00:00+00:00 is 1133913600 s after this process's clock; at most 3600 s ... [in_future]
+    >>> too_far_ahead(E(ts=datetime(2026, 11, 28, 0, 30, tzinfo=timezone.utc)), now, 3600) is None
+    True
+    """
+    ts = getattr(ev, "ts", None)
+    if not max_future_s or ts is None:
+        return None
+    ahead = ts.timestamp() - now
+    if ahead <= max_future_s:
+        return None
+    return FieldError("ts", "in_future", f"{ts.isoformat()} is {ahead:.0f} s after this process's clock; at most "
+                                          f"{max_future_s:.0f} s is allowed (RISKWATCH_MAX_EVENT_FUTURE_S)")
 
 
 _ID_FIELD = {"complaint": "complaint_id", "inspection": "inspection_id", "record": "record_id",

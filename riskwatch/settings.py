@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     fetch_wait_ms: Annotated[int, Field(ge=1, le=5000)] = 10      # longest a worker fetch waits for data
     gc_freeze_seconds: Annotated[float, Field(ge=0)] = 5.0        # gc.freeze() period in the worker (0: off)
     stop_timeout_s: Annotated[float, Field(ge=0)] = 20.0          # a worker's stop, then it exits anyway (0: wait)
+    max_event_future_s: Annotated[float, Field(ge=0)] = 3600.0    # event times further ahead are refused (0: off)
     tick_seconds: Annotated[float, Field(ge=0)] = 60.0  # wall-clock ticks (silence); 0 = off
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"  # of the worker, feeds and dispatcher (see aio.py)
     alerts_path: Path | None = None                     # default: config/alerts.yaml

@@ -83,7 +83,7 @@ async def import_file(settings: Settings, path: Path, fmt: str, mapping: dict[st
 
         async def flush():
             nonlocal accepted, rejected
-            ok, bad = validate(buf, scheme)
+            ok, bad = validate(buf, scheme, settings.max_event_future_s)
             if fmt == "csv":  # CSV cells are strings: send the validated, typed event
                 ok = [(i, ev, ev.model_dump(mode="json", exclude_unset=True)) for i, ev, _raw in ok]
             for i, errs in bad:

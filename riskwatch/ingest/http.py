@@ -109,7 +109,7 @@ def create_ingest_api(settings: Settings | None = None) -> FastAPI:
             items, fatal = parse_body(request.headers.get("content-type", ""), body)
             if fatal:
                 raise HTTPException(400, detail=fatal)
-            ok, bad = validate(items, await _scheme())
+            ok, bad = validate(items, await _scheme(), s.max_event_future_s)
             try:
                 await producer.send(group(ok, s.partitions), len(ok))
             except Backpressure as exc:

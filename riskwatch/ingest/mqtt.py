@@ -26,7 +26,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..errors import InvalidEvent
-from ..events import parse_event
+from ..events import parse_event, too_far_ahead
 from ..settings import Settings
 from ..streams.codec import dead_letter, partition_for
 
@@ -169,10 +169,13 @@ class MqttBridge:
     async def _forward(self, producer, batch) -> None:
         good: dict[int, list] = {}
         dead = []
+        now = time.time()
         for topic, payload, mid, _qos, at in batch:
             try:
                 ev = to_event(topic, payload, {**self.from_entities, **self.device_map}, at)
-                parse_event(ev, self.scheme)
+                ahead = too_far_ahead(parse_event(ev, self.scheme), now, self.s.max_event_future_s)
+                if ahead is not None:
+                    raise InvalidEvent([ahead])
                 good.setdefault(partition_for(ev["entity_id"].encode(), self.s.partitions), []).append(ev)
             except InvalidEvent as exc:
                 dead.append(dead_letter(payload, f"mqtt:{topic}", -1, mid, exc.errors))

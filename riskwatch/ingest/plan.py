@@ -11,12 +11,13 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
 import orjson
 
 from ..errors import FieldError, InvalidEvent
-from ..events import parse_event
+from ..events import parse_event, too_far_ahead
 from ..streams.codec import partition_for
 
 __all__ = ["TOPIC_FOR_TYPE", "parse_body", "validate", "group", "Rejected"]
@@ -52,9 +53,12 @@ def parse_body(content_type: str, body: bytes) -> tuple[list[tuple[int, object, 
     return [(0, obj, None)], None
 
 
-def validate(items, scheme: str) -> tuple[list[tuple[int, object, dict]], list[Rejected]]:
-    """Accepted ``(index, event model, raw dict)`` and rejected ``(index, errors)``."""
+def validate(items, scheme: str, max_future_s: float = 0.0,
+             now: float | None = None) -> tuple[list[tuple[int, object, dict]], list[Rejected]]:
+    """Accepted ``(index, event model, raw dict)`` and rejected ``(index, errors)``; event times more
+    than ``max_future_s`` after ``now`` (default: the clock) are rejected (0: no limit)."""
     ok, bad = [], []
+    now = time.time() if now is None else now
     for i, raw, err in items:
         if err:
             bad.append((i, [FieldError("(line)", "json_invalid", err).as_dict()]))
@@ -66,6 +70,10 @@ def validate(items, scheme: str) -> tuple[list[tuple[int, object, dict]], list[R
             ev = parse_event(raw, scheme)
         except InvalidEvent as exc:
             bad.append((i, [e.as_dict() for e in exc.errors]))
+            continue
+        ahead = too_far_ahead(ev, now, max_future_s)
+        if ahead is not None:
+            bad.append((i, [ahead.as_dict()]))
             continue
         ok.append((i, ev, raw))
     return ok, bad

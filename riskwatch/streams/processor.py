@@ -13,12 +13,13 @@ below it, so a message seen again after a crash or rebalance counts once.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from ..engine import Engine
 from ..errors import InvalidEvent
-from ..events import parse_event
+from ..events import parse_event, too_far_ahead
 from .codec import dead_letter, decode, partition_for
 
 __all__ = ["BatchProcessor", "BatchResult"]
@@ -39,10 +40,13 @@ class BatchProcessor:
     """Thin adapter between messages and the engine; holds no risk logic."""
 
     def __init__(self, engine: Engine, partitions: int,
-                 on_config: Callable[[dict], str | None] | None = None) -> None:
+                 on_config: Callable[[dict], str | None] | None = None, max_future_s: float = 3600.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.partitions = partitions
         self.on_config = on_config  # applies a config_change command; returns an error or None
+        self.max_future_s = max_future_s  # event times further ahead of the clock are dead-lettered
+        self.clock = clock
 
     def handle(self, value: bytes | None, topic: str, partition: int, offset: int,
                load: Callable[[str], dict | None]) -> BatchResult:
@@ -52,6 +56,7 @@ class BatchProcessor:
             res.dead.append((err.split(":", 1)[0], dead_letter(value or b"", topic, partition, offset, err)))
             return res
         scheme = self.engine.config.entity_id_scheme
+        now = self.clock()
         by_entity: dict[str, list] = {}
         for i, raw in enumerate(raws):
             if isinstance(raw, dict) and raw.get("type") == "config_change" and self.on_config is not None:
@@ -64,6 +69,10 @@ class BatchProcessor:
                 ev = parse_event(raw, scheme)
             except InvalidEvent as exc:
                 res.dead.append((exc.errors[0].rule, dead_letter(raw, topic, partition, offset, exc.errors, i)))
+                continue
+            ahead = too_far_ahead(ev, now, self.max_future_s)
+            if ahead is not None:
+                res.dead.append((ahead.rule, dead_letter(raw, topic, partition, offset, [ahead], i)))
                 continue
             eid = ev.entity_id
             if partition_for(eid.encode(), self.partitions) != partition:

@@ -46,7 +46,8 @@ def test_mixed_batches_are_validated_per_event_and_land_once(stack):
     bad = [{"type": "complaint", "entity_id": good[1]["entity_id"]},                       # missing fields
            {"type": "gossip", "entity_id": "x"},                                          # unknown type
            {**next(e for e in good if e["type"] == "complaint"), "severity": "very"},     # wrong type
-           {"type": "tick", "entity_id": good[1]["entity_id"], "ts": "2026-01-01T00:00:00+00:00"}]  # internal
+           {"type": "tick", "entity_id": good[1]["entity_id"], "ts": "2026-01-01T00:00:00+00:00"},  # internal
+           {**next(e for e in good if e["type"] == "complaint"), "ts": "2062-01-01T00:00:00+00:00"}]  # 2062
     body = good[:100] + bad + good[100:200]
     with _client(s) as c:
         assert c.post("/v1/events", json=good[:1]).status_code == 401
@@ -55,9 +56,10 @@ def test_mixed_batches_are_validated_per_event_and_land_once(stack):
         assert r.status_code == 207, r.text
         out = r.json()
         assert out["accepted"] == 200
-        assert [x["index"] for x in out["rejected"]] == [100, 101, 102, 103]
+        assert [x["index"] for x in out["rejected"]] == [100, 101, 102, 103, 104]
         fields = [{e["field"] for e in x["errors"]} for x in out["rejected"]]
         assert "complaint_id" in fields[0] and "type" in fields[1] and "severity" in fields[2] and "type" in fields[3]
+        assert out["rejected"][4]["errors"][0]["field"] == "ts" and out["rejected"][4]["errors"][0]["rule"] == "in_future"
         # JSON lines with a broken line; one event alone
         nd = b"\n".join(orjson.dumps(e) for e in good[200:250]) + b"\n{broken\n" + orjson.dumps(good[250])
         r = c.post("/v1/events", content=nd, headers={**ING, "Content-Type": "application/x-ndjson"})

@@ -23,6 +23,8 @@ MALFORMED = [  # (how it is sent, value, the reason expected in the dead letter)
     ("event", {k: v for k, v in GOOD.items() if k != "category"} | {"complaint_id": "c-missing"}, "missing"),
     ("event", {**GOOD, "complaint_id": "c-type", "severity": "very"}, "int_parsing"),
     ("event", {**GOOD, "complaint_id": "c-unknown", "type": "gossip"}, "union_tag_invalid"),
+    # valid, but 2062 for 2026: it would carry the entity's clock 36 years ahead (RISKWATCH_MAX_EVENT_FUTURE_S)
+    ("event", {**GOOD, "complaint_id": "c-future", "ts": "2062-01-10T10:00:00+08:00"}, "in_future"),
 ]
 
 
