@@ -137,6 +137,9 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    # a closed terminal or a dropped SSH session: without this, up died at once and left the broker,
+    # Redis, worker, dispatcher, API and ingest gateway running (7 processes, 2026-11-28)
+    signal.signal(signal.SIGHUP, on_signal)
     try:
         if "RISKWATCH_BROKER" not in env:
             services.append(start_broker(data_dir / "broker"))

@@ -113,3 +113,28 @@ def test_up_reports_a_process_that_fails_to_start_with_its_log_and_stops_the_res
     assert "exited with 1 while starting" in err and "RISKWATCH_API_TOKENS entry 1: use name:role:sha256hex" in err
     assert took < 30, took  # it waited 30 s for /healthz, then printed a traceback
     assert not _processes_of(d)
+
+
+def test_a_closed_terminal_sighup_stops_everything_too(tmp_path):
+    """SIGHUP (a closed terminal, a dropped SSH session) killed up at once and left 7 processes running."""
+    data_dir = tmp_path / "hup"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RISKWATCH_")}
+    up = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "up", "--data-dir", str(data_dir),
+                           "--api-port", str(free_port())], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        for line in up.stdout:
+            if "Ctrl-C stops everything" in line:
+                break
+        children = _processes_of(data_dir)
+        assert len(children) >= 5, children  # broker, Redis, worker, dispatcher, API, ingest
+        up.send_signal(signal.SIGHUP)
+        out, _ = up.communicate(timeout=90)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 0 and "stopped." in out, out
+    time.sleep(0.5)
+    left = [pid for pid in children if Path(f"/proc/{pid}").exists()
+            and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"]
+    assert not left, left
