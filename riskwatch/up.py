@@ -102,6 +102,14 @@ def _port_in_use(port: int) -> bool:
     return False
 
 
+def _exited(procs: list[tuple[str, subprocess.Popen]]) -> tuple[str, int] | None:
+    """(name, exit status) of a child that has stopped, other than a demo feed that finished."""
+    for name, p in procs:
+        if p.poll() is not None and not (name == "demo" and p.returncode == 0):
+            return name, p.returncode
+    return None
+
+
 def _log_tail(path: Path, lines: int = 15) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -204,11 +212,11 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         print(f"  broker    {env['RISKWATCH_BROKER']}   redis {env['RISKWATCH_REDIS_URL']}")
         print("Ctrl-C stops everything.", flush=True)
         while not stopping:
-            for name, p in procs:
-                if p.poll() is not None and not (name == "demo" and p.returncode == 0):
-                    print(f"{name} exited with {p.returncode}; see {data_dir / (name + '.log')}",
-                          file=sys.stderr)
-                    stopping = True
+            gone = _exited(procs)
+            if gone:
+                name, code = gone
+                print(f"{name} exited with {code}; see {data_dir / (name + '.log')}", file=sys.stderr)
+                stopping = True
             time.sleep(0.5)
         return 0
     finally:
@@ -224,10 +232,10 @@ def _wait_http(url: str, timeout: float, procs: list[tuple[str, subprocess.Popen
     """Wait for ``url`` to answer; None, or why it did not (with the log of a process that exited)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for name, p in procs:
-            if p.poll() is not None and not (name == "demo" and p.returncode == 0):
-                log = data_dir / f"{name}.log"
-                return f"{name} exited with {p.returncode} while starting; the end of {log}:\n{_log_tail(log)}"
+        gone = _exited(procs)
+        if gone:
+            log = data_dir / f"{gone[0]}.log"
+            return f"{gone[0]} exited with {gone[1]} while starting; the end of {log}:\n{_log_tail(log)}"
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return None

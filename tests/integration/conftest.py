@@ -77,6 +77,16 @@ class Workers:
                          for i in range(len(self.procs)))
 
 
+def worker_env(s: Settings, **extra: str) -> dict:
+    """The environment of a worker process for settings ``s`` (``extra``: more RISKWATCH_* variables)."""
+    env = dict(os.environ, RISKWATCH_BROKER=s.broker, RISKWATCH_REDIS_URL=s.redis_url,
+               RISKWATCH_TOPIC_PREFIX=s.topic_prefix, RISKWATCH_APP_ID=s.app_id,
+               RISKWATCH_PARTITIONS=str(s.partitions), RISKWATCH_TICK_SECONDS=str(s.tick_seconds),
+               RISKWATCH_STORE=s.store)
+    env.update(extra)
+    return env
+
+
 @pytest.fixture
 def stack(services, tmp_path):
     broker, redis = services
@@ -87,10 +97,7 @@ def stack(services, tmp_path):
     import redis as redis_sync
 
     redis_sync.Redis.from_url(redis.url).flushall()
-    env = dict(os.environ, RISKWATCH_BROKER=broker.url, RISKWATCH_REDIS_URL=redis.url,
-               RISKWATCH_TOPIC_PREFIX=s.topic_prefix, RISKWATCH_APP_ID=s.app_id, RISKWATCH_PARTITIONS="4",
-               RISKWATCH_TICK_SECONDS="0", RISKWATCH_STORE="memory://")
-    w = Workers(s, env, tmp_path)
+    w = Workers(s, worker_env(s), tmp_path)
     yield s, w
     w.stop_all()
 

@@ -21,7 +21,7 @@ from riskwatch.simulate import Simulation
 from riskwatch.streams.kafka import ensure_topics
 from riskwatch.streams.stopping import EXIT_STOP_TIMEOUT
 
-from .conftest import Workers, wait_for
+from .conftest import Workers, wait_for, worker_env
 from .helpers import changelog_states, last_offsets, produce
 
 ROCKS = {"RISKWATCH_STORE": "rocksdb://"}
@@ -73,10 +73,7 @@ def test_a_worker_whose_broker_is_gone_exits_after_the_stop_timeout_with_its_sto
         s = Settings(broker=broker.url, redis_url=redis.url, topic_prefix="stop.", app_id="rw-stop",
                      partitions=4, data_dir=tmp_path, tick_seconds=0)
         asyncio.run(ensure_topics(s))
-        env = dict(os.environ, RISKWATCH_BROKER=broker.url, RISKWATCH_REDIS_URL=redis.url,
-                   RISKWATCH_TOPIC_PREFIX=s.topic_prefix, RISKWATCH_APP_ID=s.app_id, RISKWATCH_PARTITIONS="4",
-                   RISKWATCH_TICK_SECONDS="0", RISKWATCH_STOP_TIMEOUT_S="4", **ROCKS)
-        workers = Workers(s, env, tmp_path)
+        workers = Workers(s, worker_env(s, RISKWATCH_STOP_TIMEOUT_S="4", **ROCKS), tmp_path)
         events = list(Simulation(n_entities=300, seed=22, bad_share=0.1, days=20).events(n_events=4000))
         a = workers.start()
         produce(s, events, batch_size=50)
@@ -146,10 +143,7 @@ def test_a_worker_on_a_broker_without_its_topics_creates_the_changelog_compacted
     broker, redis = services
     s = Settings(broker=broker.url, redis_url=redis.url, topic_prefix="fresh.", app_id="rw-fresh",
                  partitions=4, data_dir=tmp_path, tick_seconds=0, store="memory://")
-    env = dict(os.environ, RISKWATCH_BROKER=broker.url, RISKWATCH_REDIS_URL=redis.url,
-               RISKWATCH_TOPIC_PREFIX=s.topic_prefix, RISKWATCH_APP_ID=s.app_id, RISKWATCH_PARTITIONS="4",
-               RISKWATCH_TICK_SECONDS="0", RISKWATCH_STORE="memory://")
-    workers = Workers(s, env, tmp_path)
+    workers = Workers(s, worker_env(s), tmp_path)
     try:
         workers.start()
         wait_for(lambda: "recovered" in workers.logs(), 60, "the worker to own its partitions", workers.logs)
@@ -181,10 +175,7 @@ def test_a_worker_started_while_redis_is_away_waits_and_then_runs_the_applied_co
     s = Settings(broker=broker.url, redis_url=url, topic_prefix="noredis.", app_id="rw-noredis", partitions=4,
                  data_dir=tmp_path, tick_seconds=0, store="memory://")
     asyncio.run(ensure_topics(s))
-    env = dict(os.environ, RISKWATCH_BROKER=broker.url, RISKWATCH_REDIS_URL=url, RISKWATCH_TOPIC_PREFIX=s.topic_prefix,
-               RISKWATCH_APP_ID=s.app_id, RISKWATCH_PARTITIONS="4", RISKWATCH_TICK_SECONDS="0",
-               RISKWATCH_STORE="memory://")
-    workers = Workers(s, env, tmp_path)
+    workers = Workers(s, worker_env(s), tmp_path)
     redis = None
     try:
         a = workers.start()
