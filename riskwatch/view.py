@@ -31,11 +31,25 @@ SPOTCHECKS_KEPT = 200_000
 # e: [[id, name, industry, region]], h: [[id, member, seq]], s: [[member, t]],
 # c: [[id, score, tier, ratio, reasons, updated, cause, config_version, industry, region]]
 # (industry/region "" when unknown), tiers, hl (history kept), sk (spot checks kept).
+# Register data of an entity already scored moves it to its industry's and region's rankings:
+# its first risk change can come before its upsert (another topic), and an entity can move.
 ROUND_LUA = """
 local p = cjson.decode(ARGV[1])
 local P = "rw:"
 for _, e in ipairs(p.e) do
-  redis.call("HSET", P .. "entity:" .. e[1], "name", e[2], "industry", e[3], "region", e[4])
+  local key = P .. "entity:" .. e[1]
+  local old = redis.call("HMGET", key, "industry", "region", "score")
+  redis.call("HSET", key, "name", e[2], "industry", e[3], "region", e[4])
+  if old[3] then
+    if old[1] and old[1] ~= e[3] then
+      redis.call("ZREM", P .. "rank:industry:" .. old[1], e[1])
+    end
+    if old[2] and old[2] ~= e[4] then
+      redis.call("ZREM", P .. "rank:region:" .. old[2], e[1])
+    end
+    redis.call("ZADD", P .. "rank:industry:" .. e[3], old[3], e[1])
+    redis.call("ZADD", P .. "rank:region:" .. e[4], old[3], e[1])
+  end
 end
 for _, h in ipairs(p.h) do
   redis.call("ZADD", P .. "history:" .. h[1], h[3], h[2])
@@ -92,6 +106,8 @@ class ViewWriter:
         self._script = None  # (client, its registered ROUND_LUA) for write_round
 
     def entity(self, pipe, ent: dict) -> None:
+        """Register data (a pipeline cannot read the hash: write it before the entity's current
+        fields, as ``rebuild-view`` does; a worker round moves rankings too, see ROUND_LUA)."""
         pipe.hset(entity_key(ent["entity_id"]), mapping={"name": ent["name"], "industry": ent["industry"],
                                                          "region": ent["region"]})
 

@@ -73,3 +73,39 @@ async def _write_rounds(view: ViewWriter, url: str, outs: list, meta: dict, ents
                 await r.script_flush()  # as after a Redis restart: the next round reloads the script
     finally:
         await r.aclose()
+
+
+def test_register_data_after_the_first_score_moves_the_entity_into_its_rankings(services):
+    """An entity's first risk change can be processed before its upsert (they come on different
+    topics), and an entity can move to another region. Before 2026-11-28 the per-region and
+    per-industry rankings missed the first until its next risk change and kept the second in
+    its old region's ranking for good."""
+    _, rs = services
+    url = rs.url.rsplit("/", 1)[0] + "/8"
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    view = ViewWriter({t.name: t.ratio for t in load_config().tiers})
+    eid = "91350100M000100Y43"
+    change = {"type": "risk_change", "entity_id": eid, "ts": "2026-03-01T09:00:00+08:00", "seq": 1,
+              "score": 42.0, "tier": "C", "reasons": [], "cause_event_id": "c1", "config_version": "v"}
+    reg = {"entity_id": eid, "name": "Xiamen Foods", "industry": "catering", "region": "350203"}
+
+    async def rounds() -> None:
+        import redis.asyncio as aioredis
+
+        ar = aioredis.from_url(url)
+        try:
+            await view.write_round(ar, [change], lambda _: None)  # before the register data
+            assert r.zscore("rw:rank:region:350203", eid) is None
+            await view.write_round(ar, [], lambda _: None, [reg])
+            assert r.zscore("rw:rank:region:350203", eid) == 42.0
+            assert r.zscore("rw:rank:industry:catering", eid) == 42.0
+            await view.write_round(ar, [], lambda _: None, [dict(reg, region="350206")])  # moved
+        finally:
+            await ar.aclose()
+
+    asyncio.run(rounds())
+    assert r.zscore("rw:rank:region:350203", eid) is None
+    assert r.zscore("rw:rank:region:350206", eid) == 42.0
+    assert r.hget(f"rw:entity:{eid}", "region") == b"350206"
+    r.flushdb()
