@@ -204,7 +204,9 @@ def cmd_rebuild_view(args) -> int:
     from .settings import Settings
 
     counts = asyncio.run(rebuild_view(Settings(), flush=not args.no_flush))
-    print(f"rebuilt the view from {counts['entities']} entity records and {counts['risk_changes']} risk changes")
+    print(f"rebuilt the view from {counts['states']} entity states, {counts['entities']} entity records, "
+          f"{counts['risk_changes']} risk changes and {counts['spotcheck_changes']} spot-check changes; "
+          f"{counts['from_state']} entities from their state alone (last risk change no longer in the topic)")
     return 0
 
 

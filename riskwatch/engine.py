@@ -58,10 +58,11 @@ class Engine:
 
     # ------------------------------------------------------------ state
     def new_state(self, entity_id: str) -> dict:
-        """A fresh entity state. Keys: ``id``; ``m`` [industry, region]; ``d`` per-detector
+        """A fresh entity state. Keys: ``id``; ``m`` [industry, region, name]; ``d`` per-detector
         states; ``g`` signal cache {code: [value, ts, ids]}; ``sc`` score; ``es`` last emitted
-        score; ``ti``/``tt`` tier index and since when; ``t`` entity clock; ``al`` open alert
-        codes; ``x`` disputed items {target: [detector, objection_id, item]}; ``n`` events."""
+        score and ``et`` when (absent before the first risk change); ``ti``/``tt`` tier index and
+        since when; ``t`` entity clock; ``al`` open alert codes; ``x`` disputed items
+        {target: [detector, objection_id, item]}; ``n`` events."""
         return {"v": STATE_VERSION, "id": entity_id, "m": None,
                 "d": {n: det.new_state() for n, det in self.detectors.items()},
                 "g": {}, "sc": 0.0, "es": 0.0, "ti": 0, "tt": 0.0, "t": 0.0, "al": [], "x": {}, "n": 0}
@@ -131,14 +132,16 @@ class Engine:
                 g[codes[s]] = [v, now, ids]
 
     def _upsert(self, state: dict, ev) -> None:
-        new = [ev.industry, ev.region]
+        """Register data: ``m`` = [industry, region, name]. The name is kept so that the state
+        changelog alone can rebuild the view of an entity whose upsert has aged out of the
+        input topic (states before 2026-11-28 hold [industry, region])."""
         old = state["m"]
-        if old != new:
+        if not old or old[0] != ev.industry or old[1] != ev.region:  # a new peer group
             peers = self.models.peers
             if old:
                 peers.add_entity(f"{old[0]}|{old[1]}", -1)
-            peers.add_entity(f"{new[0]}|{new[1]}", +1)
-            state["m"] = new
+            peers.add_entity(f"{ev.industry}|{ev.region}", +1)
+        state["m"] = [ev.industry, ev.region, ev.name]
 
     def _objection(self, state: dict, ev, now: float) -> list[str]:
         target = ev.target_id
@@ -198,6 +201,7 @@ class Engine:
                         "score": score, "previous_score": state["es"], "tier": scorer.tier_names[tier],
                         "reasons": reasons, "cause_event_id": _event_id(ev), "config_version": self.version})
             state["es"] = score
+            state["et"] = now
         if tier != prev:
             if ts is None:
                 ts = _decision_time(ev, now)

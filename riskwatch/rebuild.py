@@ -1,23 +1,49 @@
 """``riskwatch rebuild-view``: rebuild the Redis view from Kafka (the source of truth).
 
-Reads the ``entities`` input topic (register data) and the ``risk-changes``
-output topic from the beginning and applies the same :class:`ViewWriter`
-the workers use; every write is idempotent, so it can run beside workers.
+Sources, read from the beginning:
+
+- the entity-state changelog (compacted: the last state of *every* entity, however
+  long ago it last changed): register data (industry, region, name), the last
+  emitted score, the tier and when;
+- the ``entities`` input topic: register data of states written before the name
+  was kept in them (2026-11-28);
+- the ``risk-changes`` output topic: the history, and the exact current reasons,
+  cause and config version of entities whose last risk change is still there;
+- the ``spot-check changes`` output topic: the recent spot-check list.
+
+Input and output topics keep records for their retention only (Kafka's default:
+7 days). Until 2026-11-28 the view was rebuilt from them alone, so after a week
+a rebuild dropped every entity quiet for that long (most of a supervised
+population): the API answered 404 for them and spot-check draws left them out.
+An entity whose last risk change has aged out now gets its current fields from
+its state: score, tier, ratio and time exact; reasons recomputed from the
+state's signal cache at that time; cause and config version empty (not kept in
+the state). Its history keeps what the topic still holds.
+
+The tier ratios are those of the config applied through the API (Redis) when
+there is one, as the workers use, else of the config file. Every write is
+idempotent, so it can run beside workers.
 """
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
+
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from .config import load_config
+from .config import CURRENT_CONFIG, config_from_dict, load_config
+from .errors import ConfigError
 from .settings import Settings
 from .view import ViewWriter
 
 __all__ = ["rebuild_view"]
 
+log = logging.getLogger("riskwatch.rebuild")
 
-async def _each(broker: str, topic: str):
+
+async def _messages(broker: str, topic: str):
     c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
     await c.start()
     try:
@@ -36,11 +62,57 @@ async def _each(broker: str, topic: str):
             idle = 0 if batch else idle + 1
             for msgs in batch.values():
                 for msg in msgs:
-                    obj = orjson.loads(msg.value)
-                    for ev in obj["batch"] if isinstance(obj, dict) and "batch" in obj else [obj]:
-                        yield ev
+                    yield msg
     finally:
         await c.stop()
+
+
+async def _each(broker: str, topic: str):
+    """The events of a topic, batch envelopes unpacked."""
+    async for msg in _messages(broker, topic):
+        obj = orjson.loads(msg.value)
+        for ev in obj["batch"] if isinstance(obj, dict) and "batch" in obj else [obj]:
+            yield ev
+
+
+async def _states(broker: str, changelog: str):
+    """``(entity id, state)`` of every state record in the changelog, oldest first (keyed records;
+    unkeyed rounds of the earlier format too). Not deduplicated: the head of a compacted topic
+    still holds several records per entity, and the last one wins."""
+    from .streams.state_store import decode_change
+
+    async for msg in _messages(broker, changelog):
+        if msg.key is None:
+            for item in decode_change(msg.value)[1].items():
+                yield item
+        elif msg.key[:1] != b"\x00":  # not the source-offsets record
+            yield msg.key.decode(), orjson.loads(msg.value)
+
+
+async def _config(r, settings: Settings):
+    """The config the workers run: the one applied through the API, else the file."""
+    raw = await r.get(CURRENT_CONFIG)
+    if raw:
+        try:
+            return config_from_dict(orjson.loads(raw).get("config") or {})
+        except (ConfigError, ValueError) as exc:
+            log.error("the applied config in Redis is invalid (%s); using the file", exc)
+    return load_config(settings.config_path)
+
+
+def _from_state(engine, eid: str, st: dict) -> dict | None:
+    """The current view fields of an entity, as a risk change, from its state alone; None when
+    it never had one (states before 2026-11-28 carry no ``et``: a score above 0 means one)."""
+    et = st.get("et")
+    if et is None:
+        if not st.get("es"):
+            return None
+        et = st.get("t", 0.0)
+    score = st["es"]
+    _, parts = engine.scorer.score(st.get("g") or {}, et)
+    return {"type": "risk_change", "entity_id": eid, "seq": st.get("n", 0),
+            "ts": datetime.fromtimestamp(et, tz=UTC), "score": score, "tier": engine.tier_of(st),
+            "reasons": engine.scorer.reasons(parts, score), "cause_event_id": "", "config_version": ""}
 
 
 VIEW_PATTERNS = ("rw:entity:*", "rw:rank", "rw:rank:*", "rw:history:*", "rw:spotchecks")
@@ -49,21 +121,44 @@ VIEW_PATTERNS = ("rw:entity:*", "rw:rank", "rw:rank:*", "rw:history:*", "rw:spot
 async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]:
     import redis.asyncio as aioredis
 
-    cfg = load_config(settings.config_path)
-    view = ViewWriter({t.name: t.ratio for t in cfg.tiers}, settings.history_len)
+    from .engine import Engine
+
     r = aioredis.from_url(settings.redis_url)
+    cfg = await _config(r, settings)
+    engine = Engine(cfg)
+    view = ViewWriter({t.name: t.ratio for t in cfg.tiers}, settings.history_len)
     if flush:  # the view's keys only: alerts, audit, objections and config are not derived from topics
         keys = [k for pattern in VIEW_PATTERNS async for k in r.scan_iter(pattern, count=1000)]
         for i in range(0, len(keys), 1000):
             await r.delete(*keys[i:i + 1000])
-    meta: dict[str, list] = {}
-    counts = {"entities": 0, "risk_changes": 0}
+    counts = {"states": 0, "entities": 0, "risk_changes": 0, "spotcheck_changes": 0, "from_state": 0}
     pipe = r.pipeline(transaction=False)
+
+    async def flush_some() -> None:
+        if len(pipe) > 5000:
+            await pipe.execute()
+
+    meta: dict[str, list] = {}
     async for ev in _each(settings.broker, settings.topic("entities")):
         if isinstance(ev, dict) and ev.get("type") == "entity" and {"entity_id", "name", "industry", "region"} <= ev.keys():
             view.entity(pipe, ev)
             meta[ev["entity_id"]] = [ev["industry"], ev["region"]]
             counts["entities"] += 1
+            await flush_some()
+    # per entity only what the view needs (a state is ~1 KB; 1M of them would not fit in memory)
+    names: dict[str, dict] = {}
+    fallback: dict[str, dict | None] = {}
+    async for eid, st in _states(settings.broker, settings.state_changelog):
+        m = st.get("m")
+        if m:
+            meta[eid] = m[:2]
+            if len(m) > 2:  # the register data the worker last applied
+                names[eid] = {"entity_id": eid, "industry": m[0], "region": m[1], "name": m[2]}
+        fallback[eid] = _from_state(engine, eid, st)
+    counts["states"] = len(fallback)
+    for ent in names.values():
+        view.entity(pipe, ent)
+        await flush_some()
     # the producer may reorder an entity's output messages; its `seq` is the decision order
     latest: dict[str, dict] = {}
     async for o in _each(settings.broker, settings.topic("risk-changes")):
@@ -72,17 +167,19 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
         if prev is None or o["seq"] > prev["seq"]:
             latest[o["entity_id"]] = o
         counts["risk_changes"] += 1
-        if len(pipe) > 5000:
-            await pipe.execute()
+        await flush_some()
     for eid, o in latest.items():
         view.output(pipe, o, meta.get(eid))
-        if len(pipe) > 5000:
-            await pipe.execute()
+        await flush_some()
+    for eid, o in fallback.items():
+        if o is not None and eid not in latest:
+            view.current(pipe, o, meta.get(eid))
+            counts["from_state"] += 1
+            await flush_some()
     async for o in _each(settings.broker, settings.topic("spotcheck-changes")):
         view.output(pipe, o, meta.get(o["entity_id"]))
-        counts["spotcheck_changes"] = counts.get("spotcheck_changes", 0) + 1
-        if len(pipe) > 5000:
-            await pipe.execute()
+        counts["spotcheck_changes"] += 1
+        await flush_some()
     await pipe.execute()
     await r.aclose()
     return counts

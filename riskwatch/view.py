@@ -1,4 +1,4 @@
-"""The Redis view for the API: derived from output events, rebuildable, idempotent.
+"""The Redis view for the API: derived from output events, rebuildable (``riskwatch/rebuild.py``), idempotent.
 
 Keys (prefix ``rw:``):
 
@@ -121,6 +121,11 @@ class ViewWriter:
         if current:
             self._current(pipe, o, meta)
         self._history(pipe, o)
+
+    def current(self, pipe, o: dict, meta: list | None) -> None:
+        """Set an entity's current fields (score, tier, ranks, ...) from a risk change without
+        adding it to the history (``rebuild-view``: a change reconstructed from a state)."""
+        self._current(pipe, o, meta)
 
     def outputs(self, pipe, outs: list[dict], meta_of, entities: list[dict] = ()) -> None:
         """Queue :meth:`round_payload` as one script call on a (sync) pipeline."""

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from datetime import datetime
 
 import orjson
 import redis as redis_sync
 
-from riskwatch.config import load_config
+from riskwatch.config import CURRENT_CONFIG, load_config
 from riskwatch.engine import Engine
 from riskwatch.simulate import Simulation
 from riskwatch.view import entity_key
 
-from .conftest import wait_for
-from .helpers import produce, read_batches, read_topic, changelog_states
+from .conftest import wait_for, worker_env
+from .helpers import changelog_states, produce, read_batches, read_topic
 
 GOOD = {"type": "complaint", "complaint_id": "c-ok", "entity_id": "91350100M000100Y43",
         "ts": "2026-01-10T10:00:00+08:00", "category": "hygiene"}
@@ -99,17 +102,56 @@ def test_rebuild_view_from_topics_matches(stack):
     before = {k: r.hgetall(k) for k in r.scan_iter("rw:entity:*")}
     ranks = r.zrevrange("rw:rank", 0, -1, withscores=True)
     r.flushall()
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ, RISKWATCH_BROKER=s.broker, RISKWATCH_REDIS_URL=s.redis_url,
-               RISKWATCH_TOPIC_PREFIX=s.topic_prefix)
-    out = subprocess.run([sys.executable, "-m", "riskwatch.cli", "rebuild-view"], env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "riskwatch.cli", "rebuild-view"], env=worker_env(s),
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     after = {k: r.hgetall(k) for k in r.scan_iter("rw:entity:*")}
     diff = {k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)}
     assert not diff, (f"risk changes the worker produced {produced:.0f}; risk changes in the topic "
                       f"{in_topic}; entities differing {len(diff)}", out.stderr, list(diff.items())[:1])
     assert r.zrevrange("rw:rank", 0, -1, withscores=True) == ranks
+
+
+def test_rebuild_view_keeps_entities_whose_records_aged_out_of_the_topics(stack):
+    """Kafka keeps input and output records for their retention only (7 days by default); the
+    state changelog is compacted and keeps every entity. Rebuilt from topics that have lost all
+    their records (another topic prefix, the same changelog), the view must still hold every
+    entity's register data, score, tier, ratio and time of its last risk change, with the tier
+    ratios of the config applied through the API. Before the fix it came back empty, and with
+    the file's ratios."""
+    s, workers = stack
+    r = redis_sync.Redis.from_url(s.redis_url, decode_responses=True)
+    applied = load_config().model_dump(mode="json")
+    for t in applied["tiers"]:
+        t["ratio"] = round(t["ratio"] / 2, 4)  # not the file's ratios
+    r.set(CURRENT_CONFIG, orjson.dumps({"type": "config_change", "seq": 1, "config": applied}))
+    sim = Simulation(n_entities=200, seed=5, bad_share=0.15, days=40)
+    events = list(sim.events(n_events=6000))
+    produce(s, events)
+    workers.start()
+    wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= len(events), 120,
+             f"{len(events)} events processed", workers.logs)
+    time.sleep(2)
+    workers.stop_all()
+    before = {k: r.hgetall(k) for k in r.scan_iter("rw:entity:*")}
+    ranks = {k: r.zrange(k, 0, -1, withscores=True) for k in r.scan_iter("rw:rank*")}
+    scored = [h for h in before.values() if "score" in h]
+    assert len(before) == 200 and len(scored) > 100
+    assert {h["ratio"] for h in scored} <= {str(t["ratio"]) for t in applied["tiers"]}
+
+    out = subprocess.run([sys.executable, "-m", "riskwatch.cli", "rebuild-view"],
+                         env=worker_env(s, RISKWATCH_TOPIC_PREFIX=f"gone{s.topic_prefix}"),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    after = {k: r.hgetall(k) for k in r.scan_iter("rw:entity:*")}
+    assert set(after) == set(before), (len(after), len(before), out.stdout)
+    for k, h in before.items():
+        a = after[k]
+        for f in ("name", "industry", "region", "score", "tier", "ratio"):
+            assert a.get(f) == h.get(f), (k, f, h, a)
+        if "score" in h:
+            assert datetime.fromisoformat(a["updated"]) == datetime.fromisoformat(h["updated"]), (k, h, a)
+            if float(h["score"]) > 0:
+                assert orjson.loads(a["reasons"]), (k, a)
+    assert {k: r.zrange(k, 0, -1, withscores=True) for k in r.scan_iter("rw:rank*")} == ranks
+    assert f"{len(scored)} entities from their state alone" in out.stdout, out.stdout
