@@ -142,6 +142,15 @@ class Config(_Strict):
     def tier_ratio(self, name: str) -> float:
         return next(t.ratio for t in self.tiers if t.name == name)
 
+    def ratio_in_force(self, tier: str | None, stored: float | None) -> float | None:
+        """The spot-check ratio of an entity in ``tier`` under this config. The view stores the
+        ratio at the entity's last risk change (``stored``), which a later ratio change does not
+        touch: it is used only for a tier this config no longer has (None: no tier yet)."""
+        for t in self.tiers:
+            if t.name == tier:
+                return t.ratio
+        return stored
+
     @cached_property
     def detector_objects(self) -> dict:
         """Detector specs built from this config, in registry order (enabled ones only)."""

@@ -17,11 +17,13 @@ from .objections import open_objections
 router = APIRouter(prefix="/v1/entities", tags=["entities"])
 
 
-def _entity(h: dict, eid: str) -> dict:
+def _entity(h: dict, eid: str, cfg) -> dict:
+    """An entity's view hash for the API; the spot-check ratio is its tier's under ``cfg``, the config
+    in force (the hash keeps the one at its last risk change)."""
+    ratio = cfg.ratio_in_force(h.get("tier"), float(h["ratio"]) if "ratio" in h else None)
     out = {"entity_id": eid, "name": h.get("name"), "industry": h.get("industry"), "region": h.get("region"),
            "score": float(h["score"]) if "score" in h else None, "tier": h.get("tier"),
-           "spotcheck_ratio": float(h["ratio"]) if "ratio" in h else None, "updated": h.get("updated"),
-           "config_version": h.get("config_version")}
+           "spotcheck_ratio": ratio, "updated": h.get("updated"), "config_version": h.get("config_version")}
     out["reasons"] = orjson.loads(h["reasons"]) if h.get("reasons") else []
     return out
 
@@ -43,7 +45,7 @@ async def get_entity(request: Request, entity_id: str, _: Viewer):
     h = await r.hgetall(entity_key(entity_id))
     if not h:
         raise HTTPException(404, detail=f"entity {entity_id} has no risk state")
-    out = _entity(h, entity_id)
+    out = _entity(h, entity_id, (await ctx_of(request).current_config())[0])
     store = AlertStore(r)
     alerts = await store.many(await store.open_ids(entity=entity_id))
     out["open_alerts"] = [{"id": a["id"], "rule": a["rule"], "severity": a["severity"], "status": a["status"],
@@ -113,7 +115,7 @@ async def list_entities(request: Request, _: Viewer, tier: str | None = None,
             pos += 1
             if not h:
                 continue
-            e = _entity(h, eid)
+            e = _entity(h, eid, cfg)
             if (region and e["region"] != region) or (industry and e["industry"] != industry) or \
                     (tier and e["tier"] != tier):
                 continue

@@ -98,10 +98,9 @@ async def commit_draw(request: Request, body: DrawIn, who: Ops):
     """Commit to a draw: publishes the seed's and the population's SHA-256 (the seed stays secret)."""
     ctx = ctx_of(request)
     cfg, _ = await ctx.current_config()
-    ratios = {t.name: t.ratio for t in cfg.tiers}
-    lowest = cfg.tiers[0].name  # an entity never scored is in the lowest tier
-    pop = [(e, t or lowest, r if r is not None else ratios.get(t or lowest, ratios[lowest])) for e, t, r in
-           await _population(ctx.redis, body.region)]
+    lowest = cfg.tiers[0]  # an entity never scored is in the lowest tier
+    pop = [(e, t or lowest.name, cfg.ratio_in_force(t or lowest.name, r if r is not None else lowest.ratio))
+           for e, t, r in await _population(ctx.redis, body.region)]
     if not pop:
         raise HTTPException(409, detail="no entities to draw from (the view is empty)")
     seed = secrets.token_hex(32)

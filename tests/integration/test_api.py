@@ -333,3 +333,45 @@ def test_draw_is_reproducible_from_the_published_seed(stack):
         actions = [e["action"] for e in c.get("/v1/audit", params={"action": "draw."}, headers=ops).json()["entries"]]
         assert actions == ["draw.execute", "draw.commit", "draw.execute", "draw.commit"]
     time.sleep(0)  # nothing left running
+
+
+def test_spotcheck_ratios_follow_a_ratio_change_for_entities_not_scored_since(stack):
+    """A tier's spot-check ratio comes from the config in force. The view keeps the ratio an entity
+    had at its last risk change; until 2026-11-28 the entity endpoint, the riskiest list and the
+    draws went on using it after ops changed the ratios, for every entity whose score had not
+    moved since (in a supervised population, most of them)."""
+    s, _ = stack
+    from riskwatch.uscc import generate
+    from riskwatch.view import ViewWriter
+
+    quiet, risky = E, generate(__import__("random").Random(7), "350100")
+    file_ratios = {t.name: t.ratio for t in load_config().tiers}
+
+    async def seed_view():
+        r = aioredis.from_url(s.redis_url)
+        w = ViewWriter(file_ratios)
+        pipe = r.pipeline()
+        for eid, tier, score in ((quiet, "A", 3.0), (risky, "D", 85.0)):
+            w.entity(pipe, {"entity_id": eid, "name": "n", "industry": "food", "region": "350100"})
+            w.output(pipe, {"type": "risk_change", "entity_id": eid, "tier": tier, "score": score, "reasons": [],
+                            "ts": "2026-03-01T00:00:00+00:00", "cause_event_id": "x", "config_version": "t",
+                            "seq": 1}, ["food", "350100"])
+        await pipe.execute()
+        await r.aclose()
+
+    asyncio.run(seed_view())
+    with client(s) as c:
+        ops, viewer = auth("ops"), auth("viewer")
+        assert c.get(f"/v1/entities/{risky}", headers=viewer).json()["spotcheck_ratio"] == file_ratios["D"]
+        new = c.get("/v1/config", headers=ops).json()["config"]
+        new["version"] = "t-ratios"
+        new["tiers"][0]["ratio"], new["tiers"][3]["ratio"] = 0.01, 0.8
+        assert c.put("/v1/config", json={"config": new, "reason": "more checks in D"},
+                     headers=ops).status_code == 202
+        assert c.get(f"/v1/entities/{risky}", headers=viewer).json()["spotcheck_ratio"] == 0.8
+        assert c.get(f"/v1/entities/{quiet}", headers=viewer).json()["spotcheck_ratio"] == 0.01
+        top = c.get("/v1/entities", headers=viewer).json()
+        assert {e["entity_id"]: e["spotcheck_ratio"] for e in top["entities"]} == {risky: 0.8, quiet: 0.01}
+        committed = c.post("/v1/spotchecks/draws", json={"period": "2026-12", "capacity": 1}, headers=ops).json()
+        full = c.get(f"/v1/spotchecks/draws/{committed['id']}", params={"population": True}, headers=viewer).json()
+        assert {p[0]: p[2] for p in full["population"]} == {risky: 0.8, quiet: 0.01}
