@@ -39,4 +39,7 @@ class WorkerMetrics:
                                     "Redis view writes retried (Redis unreachable)", registry=r)
         self.config_seq = Gauge("riskwatch_config_change", "Sequence number of the config change in force "
                                 "(0: the file)", registry=r)
+        self.redecide_ticks = Counter("riskwatch_redecide_ticks_total",
+                                      "Ticks sent at entities' own clocks to re-decide them under a newly "
+                                      "applied config", registry=r)
         self.model_version = Gauge("riskwatch_model_version", "Population model snapshot in use", registry=r)

@@ -9,7 +9,8 @@
 - ``train``: applies model updates in order; a timer publishes snapshots to
   the single-partition ``models`` topic, which every worker reads in full.
 - a timer sends ``tick`` events (wall clock) for entities whose signals can
-  change with time alone (sensor silence, record expiry).
+  change with time alone (sensor silence, record expiry); after a live config
+  change, one tick per held entity at its own clock re-decides it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import gc
 import logging
 import time
 from collections import defaultdict
+from datetime import UTC, datetime
 
 import faust
 import orjson
@@ -62,6 +64,7 @@ class Worker:
         self.trainer_version = 0
         self.trainer_dirty = False
         self._load_applied_config()
+        self.redecide = False  # set by a live config change: every held entity is re-decided under it
 
     def _load_applied_config(self) -> None:
         """A config changed through the API outlives worker restarts: start from the last applied one.
@@ -102,6 +105,7 @@ class Worker:
         self.engine = Engine(cfg, self.models)  # type: ignore[arg-type]
         self.processor.engine = self.engine
         self.view.ratios = {t.name: t.ratio for t in cfg.tiers}
+        self.redecide = True
         self.metrics.config_seq.set(seq)
         log.info("config %s (change %d) applied", cfg.version, seq)
         return None
@@ -362,26 +366,53 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         w.trainer_version += 1
         await models_topic.send(value=encode_snapshot(w.trainer_version, w.trainer))
 
-    async def tick_entities():
-        """Wall-clock ticks for entities that can go silent or have records expiring.
+    async def send_ticks(ts_of) -> int:
+        """A tick to every held entity for which ``ts_of(state)`` gives a time (ISO), else none.
 
         In envelopes of at most OUTPUTS_PER_MESSAGE ticks: one envelope per partition was 2.05 MB at
         100k entities, over Kafka's default 1 MB message limit. The scan reads every state (4 us each:
         0.4 s at 100k), so it lets rounds run every TICK_SCAN_SLICE states."""
-        now = time.time()
-        iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now))
+        sent = 0
         for p in list(store.owned()):
             ticks: list[dict] = []
             for i, (eid, st) in enumerate(store.items(p), 1):
-                if w.engine.wants_tick(st):
-                    ticks.append({"type": "tick", "entity_id": eid, "ts": iso})
+                ts = ts_of(st)
+                if ts is not None:
+                    ticks.append({"type": "tick", "entity_id": eid, "ts": ts})
                     if len(ticks) == OUTPUTS_PER_MESSAGE:
                         await commands.send(value=encode_batch(ticks), partition=p)
+                        sent += len(ticks)
                         ticks = []
                 if i % TICK_SCAN_SLICE == 0:
                     await asyncio.sleep(0)
             if ticks:
                 await commands.send(value=encode_batch(ticks), partition=p)
+                sent += len(ticks)
+        return sent
+
+    async def tick_entities():
+        """Wall-clock ticks for entities that can go silent or have records expiring."""
+        iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time()))
+        await send_ticks(lambda st: iso if w.engine.wants_tick(st) else None)
+
+    @app.timer(interval=1.0)
+    async def redecide_entities():
+        """After a live config change, a tick to every held entity at its own clock: its score and tier
+        are decided again under the new weights and thresholds, without moving its clock. Before
+        2026-11-28 a change reached an entity only with its next event, so lowering a tier threshold
+        left every quiet entity above it in its old tier, and in the draws' old stratum."""
+        if not w.redecide:
+            return
+        w.redecide = False
+        version = w.config.version
+
+        def at_own_clock(st: dict) -> str | None:
+            t = st.get("t")
+            return datetime.fromtimestamp(t, tz=UTC).isoformat() if t else None
+
+        n = await send_ticks(at_own_clock)
+        m.redecide_ticks.inc(n)
+        log.info("config %s: %d entities to re-decide (ticks at their own clocks)", version, n)
 
     gc_policy.apply()
     if s.gc_freeze_seconds:

@@ -375,3 +375,34 @@ def test_spotcheck_ratios_follow_a_ratio_change_for_entities_not_scored_since(st
         committed = c.post("/v1/spotchecks/draws", json={"period": "2026-12", "capacity": 1}, headers=ops).json()
         full = c.get(f"/v1/spotchecks/draws/{committed['id']}", params={"population": True}, headers=viewer).json()
         assert {p[0]: p[2] for p in full["population"]} == {risky: 0.8, quiet: 0.01}
+
+
+def test_a_lowered_threshold_re_tiers_quiet_entities_without_new_events(stack):
+    """Ops lower tier B's threshold below an entity's score; the entity gets no further event. Until
+    2026-11-28 it stayed in tier A (a config change reached an entity only with its next event); now
+    the worker re-decides every entity it holds at the entity's own clock."""
+    s, workers = stack
+    produce(s, [{"type": "entity", "entity_id": E, "name": "Shop", "industry": "food", "region": "350100"},
+                {"type": "complaint", "complaint_id": "c0", "entity_id": E, "ts": _ts(0), "category": "a",
+                 "severity": 3}])
+    workers.start()
+    with client(s) as c:
+        st = wait_for(lambda: (x := _entity_state(c, E)) and x["score"] is not None and x, 60,
+                      "the entity's risk state", workers.logs)
+        assert st["tier"] == "A" and 0 < st["score"] < 25
+        ops = auth("ops")
+        new = c.get("/v1/config", headers=ops).json()["config"]
+        new["version"] = "t-lowered-quiet"
+        new["tiers"][1].update(up=st["score"] / 4, down=st["score"] / 8)
+        assert c.put("/v1/config", json={"config": new, "reason": "stricter"}, headers=ops).status_code == 202
+
+        def raised():
+            ch = [x for x in read_batches(s.broker, s.topic("spotcheck-changes")) if x["entity_id"] == E]
+            return ch if ch and ch[-1]["config_version"] == "t-lowered-quiet" else None
+
+        ch = wait_for(raised, 60, "a tier change under the new threshold, with no new event", workers.logs)
+        assert (ch[-1]["from_tier"], ch[-1]["to_tier"]) == ("A", "B")
+        assert datetime.fromisoformat(ch[-1]["ts"]) == datetime.fromisoformat(_ts(0))  # its own clock: no time passed
+        st = wait_for(lambda: (x := _entity_state(c, E)) and x["tier"] == "B" and x, 30, "tier B in the view")
+        assert st["spotcheck_ratio"] == new["tiers"][1]["ratio"]
+        assert workers.metric(0, "riskwatch_redecide_ticks_total") == 1
