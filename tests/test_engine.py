@@ -178,3 +178,22 @@ def test_tier_hysteresis(prev, score):
     else:
         assert score < (s.ups[prev + 1] if prev + 1 < len(s.ups) else 101) and score >= s.downs[prev]
     assert s.next_tier(k, score) == k  # no flapping: staying put at the same score
+
+
+def test_an_entity_in_a_tier_the_config_no_longer_has_moves_to_the_highest_one(config):
+    """A valid config change can remove tiers. Until 2026-11-28 every later event of an entity in a
+    removed tier raised IndexError in the engine: the worker dead-lettered all of them (engine_error),
+    and the re-decide pass after the change would have dead-lettered a tick for each."""
+    d = config.model_dump(mode="json")
+    for t, up in zip(d["tiers"][1:], (1, 2, 3)):
+        t.update(up=up, down=up / 2)
+    eng = Engine(config_from_dict(d))
+    state, _ = run(eng, [ev("record", record_id="r1", kind="judicial_default", severity=3)])
+    assert eng.tier_of(state) == "D"
+    d3 = dict(d, version="three", tiers=d["tiers"][:3])
+    d3["tier_alerts"] = dict(d["tier_alerts"], tiers={k: v for k, v in d["tier_alerts"]["tiers"].items() if k != "D"})
+    eng3 = Engine(config_from_dict(d3))
+    state, outs = run(eng3, [ev("tick", 1), ev("complaint", 2, complaint_id="c1", category="x")], state)
+    assert eng3.tier_of(state) == "C" and state["ti"] == 2
+    assert outs and outs[0]["type"] == "risk_change" and outs[0]["tier"] == "C"  # the view leaves "D"
+    assert not [o for o in outs if o["type"] == "spotcheck_change"]
