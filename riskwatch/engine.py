@@ -152,21 +152,23 @@ class Engine:
             name = _TARGET_DETECTOR[ev.target_kind]
             item, changed = None, {}
             det = self.detectors.get(name)
-            if self.exclude_disputed and det is not None and det.holds(state["d"][name], target):
-                item, changed = det.retract(state["d"][name], target, now, state, self.models)
+            ds = state["d"].get(name)  # None: a detector enabled since this state was made
+            if self.exclude_disputed and det is not None and ds is not None and det.holds(ds, target):
+                item, changed = det.retract(ds, target, now, state, self.models)
             disputed[target] = [name, ev.objection_id, item]
         else:
             entry = disputed.pop(target, None)
             name = entry[0] if entry else self._holder(state, target)
             det = self.detectors.get(name) if name else None
-            if det is None:
+            ds = state["d"].get(name) if name else None
+            if det is None or ds is None:
                 return []
             changed = {}
             if ev.resolution == "upheld":
                 if entry and entry[2] is not None:
-                    changed = det.restore(state["d"][name], entry[2], now, state, self.models)
+                    changed = det.restore(ds, entry[2], now, state, self.models)
             elif not (entry and entry[2] is not None):  # corrected / revoked, still counted
-                _, changed = det.retract(state["d"][name], target, now, state, self.models)
+                _, changed = det.retract(ds, target, now, state, self.models)
         if not changed:
             return []
         codes = self.codes[name]
@@ -177,7 +179,8 @@ class Engine:
     def _holder(self, state: dict, target: str) -> str | None:
         for name in ("complaints", "records"):
             det = self.detectors.get(name)
-            if det is not None and det.holds(state["d"][name], target):
+            ds = state["d"].get(name)
+            if det is not None and ds is not None and det.holds(ds, target):
                 return name
         return None
 

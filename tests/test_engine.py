@@ -197,3 +197,20 @@ def test_an_entity_in_a_tier_the_config_no_longer_has_moves_to_the_highest_one(c
     assert eng3.tier_of(state) == "C" and state["ti"] == 2
     assert outs and outs[0]["type"] == "risk_change" and outs[0]["tier"] == "C"  # the view leaves "D"
     assert not [o for o in outs if o["type"] == "spotcheck_change"]
+
+
+def test_objections_for_an_entity_made_before_a_detector_was_enabled(config):
+    """A config change can enable a detector: states made before it hold nothing for it. Until
+    2026-11-28 an objection or a resolution for such an entity raised KeyError in the engine (the
+    worker dead-lettered it, engine_error)."""
+    d = config.model_dump(mode="json")
+    d["detectors"]["records"] = dict(d["detectors"]["records"], enabled=False)
+    state, _ = run(Engine(config_from_dict(dict(d, version="no-records"))),
+                   [ev("complaint", complaint_id="c1", category="x")])
+    assert "records" not in state["d"]
+    eng = Engine(config)
+    state, outs = run(eng, [ev("objection", 1, objection_id="o1", target_id="r9", target_kind="record", reason="x"),
+                            ev("objection_resolution", 2, objection_id="o1", target_id="r9", resolution="revoked"),
+                            ev("objection_resolution", 2, objection_id="o2", target_id="r8", resolution="revoked"),
+                            ev("record", 3, record_id="r1", kind="penalty", severity=2)], state)
+    assert state["d"]["records"] and any(o["type"] == "risk_change" for o in outs)
