@@ -144,3 +144,17 @@ def test_a_daily_excursion_past_a_hard_limit_still_breaches_every_day():
             anomaly_days.add(i // DAY)
     assert breach_days == {3, 4, 5, 6, 7}
     assert 3 in anomaly_days and not anomaly_days & {4, 5, 6, 7}  # the anomaly score sees a routine
+
+
+def test_a_change_of_slots_restarts_the_daily_profile():
+    """``slots`` is a config parameter ops can change while states hold profiles of the old length.
+    Until 2026-11-28 a reading in a slot past the old profile's end raised KeyError (the worker
+    dead-lettered every later reading of every series, engine_error)."""
+    old, st = AnomalyScorer(slots=24), None
+    st = old.new_state()
+    for n in range(300):
+        old.score(st, n, 10 + math.sin(n / 12), n * 600.0)
+    for slots in (48, 12):
+        new, s2 = AnomalyScorer(slots=slots), [st[0], st[1]]
+        out = [new.score(s2, n, 10 + math.sin(n / 12), n * 600.0) for n in range(300, 600)]
+        assert len(s2[1]) == 2 * slots and all(0.0 <= x <= 1.0 for x in out)

@@ -130,6 +130,8 @@ class AnomalyScorer:
         x = -1e15 if x < -1e15 else (1e15 if x > 1e15 else x)  # float32 moments: keep squares finite
         i = 2 * (int(now % 86400.0 / slot_seconds) % slots)
         prof = st[1]
+        if len(prof) != 2 * slots:  # `slots` changed by a config change: the daily profile starts again
+            prof = _UNSET * slots  # (it raised KeyError on every later reading until 2026-11-28)
         if n == 0 or not st[0]:
             st[0] = binascii.b2a_base64(_PACK.pack(0, 0, 0, 0, x, 0.0, x, x, 0.0, x, 0.0, 0.0, x, x,
                                                    0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0), newline=False).decode()
