@@ -1,0 +1,104 @@
+"""Entity states outlive config changes: every valid change must keep them working.
+
+Ops change the config while the system runs, and states made under the old config
+stay. Three valid changes crashed the engine on existing states until 2026-11-28
+(tiers removed, a detector enabled, the anomaly score's ``slots``): every later
+event of the entities concerned was dead-lettered as ``engine_error``. These tests
+change each numeric setting, toggle each detector and remove or add a tier between
+two halves of a simulated stream."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from riskwatch.config import config_from_dict, load_config
+from riskwatch.engine import Engine
+from riskwatch.errors import ConfigError
+from riskwatch.events import parse_event
+from riskwatch.simulate import Simulation
+
+BASE = load_config().model_dump(mode="json")
+EVENTS = [parse_event(e) for e in Simulation(n_entities=20, seed=2, bad_share=0.3, days=40).events(n_events=2400)]
+HALF = len(EVENTS) // 2
+
+
+def _numbers(obj, path=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _numbers(v, (*path, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _numbers(v, (*path, i))
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield path, obj
+
+
+def _changed(path, factor) -> dict | None:
+    d = copy.deepcopy(BASE)
+    o = d
+    for k in path[:-1]:
+        o = o[k]
+    v = o[path[-1]] * factor
+    o[path[-1]] = int(round(v)) if isinstance(o[path[-1]], int) else v
+    d["version"] = "changed"
+    try:
+        config_from_dict(d)
+    except ConfigError:
+        return None  # not a valid change: refused at change, nothing to survive
+    return d
+
+
+def _disputes(eid: str) -> list:
+    """An objection and a resolution per kind of item, for items the entity may not have."""
+    out = []
+    for kind in ("complaint", "record"):
+        out.append({"type": "objection", "objection_id": f"o-{kind}", "entity_id": eid, "target_kind": kind,
+                    "target_id": f"x-{kind}", "ts": "2027-01-01T00:00:00+08:00", "reason": "not ours"})
+        out.append({"type": "objection_resolution", "objection_id": f"o-{kind}", "entity_id": eid,
+                    "target_id": f"x-{kind}", "resolution": "revoked", "ts": "2027-01-02T00:00:00+08:00"})
+    return [parse_event(e) for e in out]
+
+
+def _run_across(before: dict, after: dict) -> None:
+    states: dict = {}
+    for engine, events in ((Engine(config_from_dict(before)), EVENTS[:HALF]),
+                           (Engine(config_from_dict(after)), EVENTS[HALF:])):
+        for ev in events:
+            states[ev.entity_id], _ = engine.process(states.get(ev.entity_id), ev)
+    for eid in list(states):
+        for ev in _disputes(eid):
+            states[eid], _ = engine.process(states[eid], ev)
+
+
+CHANGES = [(".".join(map(str, p)), f, d) for p, _ in _numbers(BASE) for f in (0.5, 2.0)
+           if (d := _changed(p, f)) is not None]
+
+
+def test_there_are_many_valid_numeric_changes():
+    assert len(CHANGES) > 100
+
+
+@pytest.mark.parametrize("where,factor,after", CHANGES, ids=[f"{w}*{f}" for w, f, _ in CHANGES])
+def test_states_outlive_a_numeric_change(where, factor, after):
+    _run_across(BASE, after)
+
+
+@pytest.mark.parametrize("name", list(BASE["detectors"]))
+def test_states_outlive_a_detector_turned_on_or_off(name):
+    off = copy.deepcopy(BASE)
+    off["detectors"][name]["enabled"] = False
+    _run_across(off, BASE)
+    _run_across(BASE, off)
+
+
+def test_states_outlive_a_tier_removed_or_added():
+    low = copy.deepcopy(BASE)
+    for t, up in zip(low["tiers"][1:], (1, 2, 3)):  # most entities end in the top tier
+        t.update(up=up, down=up / 2)
+    three = copy.deepcopy(BASE)
+    three["tiers"] = three["tiers"][:3]
+    three["tier_alerts"]["tiers"] = {k: v for k, v in three["tier_alerts"]["tiers"].items() if k != "D"}
+    _run_across(low, three)
+    _run_across(three, BASE)
