@@ -41,7 +41,7 @@ def _changed(path, factor) -> dict | None:
     for k in path[:-1]:
         o = o[k]
     v = o[path[-1]] * factor
-    o[path[-1]] = int(round(v)) if isinstance(o[path[-1]], int) else v
+    o[path[-1]] = round(v) if isinstance(o[path[-1]], int) else v
     d["version"] = "changed"
     try:
         config_from_dict(d)
