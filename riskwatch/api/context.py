@@ -165,4 +165,4 @@ def errors(*codes: int) -> dict:
     return {c: {"model": ErrorOut, "description": _DESCRIPTIONS[c]} for c in codes}
 
 
-AUTHED = errors(400, 401, 403, 429)
+AUTHED = errors(400, 401, 403, 429, 503)  # 503: Redis (every route) or the broker (commands)

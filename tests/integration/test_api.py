@@ -406,3 +406,22 @@ def test_a_lowered_threshold_re_tiers_quiet_entities_without_new_events(stack):
         st = wait_for(lambda: (x := _entity_state(c, E)) and x["tier"] == "B" and x, 30, "tier B in the view")
         assert st["spotcheck_ratio"] == new["tiers"][1]["ratio"]
         assert workers.metric(0, "riskwatch_redecide_ticks_total") == 1
+
+
+def test_without_redis_the_api_answers_503_with_retry_after(stack):
+    """Redis restarting or failing over is an outage of the view, not a bug in the request. Until
+    2026-11-28 every /v1 route answered it with a bare 500 and a traceback in the log."""
+    s, _ = stack
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with client(s, redis_url=f"redis://127.0.0.1:{port}/0") as c:
+        for path in (f"/v1/entities/{E}", "/v1/entities", "/v1/alerts", "/v1/config"):
+            r = c.get(path, headers=auth("ops"))
+            assert r.status_code == 503, (path, r.status_code, r.text)
+            assert r.headers["Retry-After"] == "5" and "Redis" in r.json()["detail"], r.text
+        assert c.get("/healthz").status_code == 200
+        text = c.get("/metrics").text
+        assert 'riskwatch_api_requests_total{route="/v1/entities/{entity_id}",status="503"} 1.0' in text
