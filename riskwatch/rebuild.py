@@ -22,7 +22,9 @@ the state). Its history keeps what the topic still holds.
 
 The tier ratios are those of the config applied through the API (Redis) when
 there is one, as the workers use, else of the config file. Every write is
-idempotent, so it can run beside workers.
+idempotent, and an entity's current fields are written only where the view
+holds no later decision (its ``seq``), so it can run beside workers: a change
+a worker writes while the rebuild runs is not put back to an older one.
 """
 
 from __future__ import annotations
@@ -168,14 +170,16 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
             latest[o["entity_id"]] = o
         counts["risk_changes"] += 1
         await flush_some()
-    for eid, o in latest.items():
-        view.output(pipe, o, meta.get(eid))
-        await flush_some()
+    # current fields through the workers' round script: written only where the view holds no later
+    # decision (seq), so a worker's change made while this runs is not put back to an older one
+    current = list(latest.values())
     for eid, o in fallback.items():
         if o is not None and eid not in latest:
-            view.current(pipe, o, meta.get(eid))
+            current.append(o)
             counts["from_state"] += 1
-            await flush_some()
+    for i in range(0, len(current), 1000):
+        await view.queue_round(pipe, current[i:i + 1000], meta.get, history=False)
+        await flush_some()
     async for o in _each(settings.broker, settings.topic("spotcheck-changes")):
         view.output(pipe, o, meta.get(o["entity_id"]))
         counts["spotcheck_changes"] += 1

@@ -3,7 +3,8 @@
 Keys (prefix ``rw:``):
 
 - ``rw:entity:{id}`` hash: score, tier, ratio, reasons (JSON), updated, cause,
-  config_version, name, industry, region;
+  config_version, seq (the decision order: an older decision never replaces a
+  newer one), name, industry, region;
 - ``rw:rank`` and ``rw:rank:region:{r}`` / ``rw:rank:industry:{i}`` /
   ``rw:rank:tier:{t}`` sorted sets of entity id by score ("riskiest");
 - ``rw:history:{id}`` sorted set of score/tier changes in decision order (``seq``), bounded;
@@ -29,8 +30,10 @@ SPOTCHECKS_KEPT = 200_000
 # One worker round in one call (see ViewWriter.outputs). Values arrive as strings, formatted as
 # redis-py formats them, so both paths store the same bytes. ARGV[1] is JSON:
 # e: [[id, name, industry, region]], h: [[id, member, seq]], s: [[member, t]],
-# c: [[id, score, tier, ratio, reasons, updated, cause, config_version, industry, region]]
+# c: [[id, score, tier, ratio, reasons, updated, cause, config_version, industry, region, seq]]
 # (industry/region "" when unknown), tiers, hl (history kept), sk (spot checks kept).
+# An entity's current fields are written only when ``seq`` (its decision order) is not below the one
+# they hold: `rebuild-view` runs beside workers and must not put back an older state over a newer.
 # Register data of an entity already scored moves it to its industry's and region's rankings:
 # its first risk change can come before its upsert (another topic), and an entity can move.
 ROUND_LUA = """
@@ -63,21 +66,24 @@ end
 for _, c in ipairs(p.c) do
   local eid, score, tier = c[1], c[2], c[3]
   local key = P .. "entity:" .. eid
-  redis.call("HSET", key, "score", score, "tier", tier, "ratio", c[4], "reasons", c[5], "updated", c[6],
-             "cause", c[7], "config_version", c[8])
-  if c[9] ~= "" then
-    redis.call("HSET", key, "industry", c[9], "region", c[10])
-  end
-  redis.call("ZADD", P .. "rank", score, eid)
-  for _, t in ipairs(p.tiers) do
-    if t ~= tier then
-      redis.call("ZREM", P .. "rank:tier:" .. t, eid)
+  local held = redis.call("HGET", key, "seq")
+  if (not held) or tonumber(held) <= tonumber(c[11]) then
+    redis.call("HSET", key, "score", score, "tier", tier, "ratio", c[4], "reasons", c[5], "updated", c[6],
+               "cause", c[7], "config_version", c[8], "seq", c[11])
+    if c[9] ~= "" then
+      redis.call("HSET", key, "industry", c[9], "region", c[10])
     end
-  end
-  redis.call("ZADD", P .. "rank:tier:" .. tier, score, eid)
-  if c[9] ~= "" then
-    redis.call("ZADD", P .. "rank:industry:" .. c[9], score, eid)
-    redis.call("ZADD", P .. "rank:region:" .. c[10], score, eid)
+    redis.call("ZADD", P .. "rank", score, eid)
+    for _, t in ipairs(p.tiers) do
+      if t ~= tier then
+        redis.call("ZREM", P .. "rank:tier:" .. t, eid)
+      end
+    end
+    redis.call("ZADD", P .. "rank:tier:" .. tier, score, eid)
+    if c[9] ~= "" then
+      redis.call("ZADD", P .. "rank:industry:" .. c[9], score, eid)
+      redis.call("ZADD", P .. "rank:region:" .. c[10], score, eid)
+    end
   end
   redis.call("ZREMRANGEBYRANK", P .. "history:" .. eid, 0, -p.hl - 1)
 end
@@ -122,16 +128,17 @@ class ViewWriter:
             self._current(pipe, o, meta)
         self._history(pipe, o)
 
-    def current(self, pipe, o: dict, meta: list | None) -> None:
-        """Set an entity's current fields (score, tier, ranks, ...) from a risk change without
-        adding it to the history (``rebuild-view``: a change reconstructed from a state)."""
-        self._current(pipe, o, meta)
-
-    def outputs(self, pipe, outs: list[dict], meta_of, entities: list[dict] = ()) -> None:
+    def outputs(self, pipe, outs: list[dict], meta_of, entities: list[dict] = (), history: bool = True) -> None:
         """Queue :meth:`round_payload` as one script call on a (sync) pipeline."""
-        payload = self.round_payload(outs, meta_of, entities)
+        payload = self.round_payload(outs, meta_of, entities, history)
         if payload is not None:
             pipe.register_script(ROUND_LUA)(keys=[], args=[payload], client=pipe)
+
+    async def queue_round(self, pipe, outs: list[dict], meta_of, history: bool = True) -> None:
+        """:meth:`outputs` on a redis.asyncio pipeline (a script call on it is queued when awaited)."""
+        payload = self.round_payload(outs, meta_of, (), history)
+        if payload is not None:
+            await pipe.register_script(ROUND_LUA)(keys=[], args=[payload], client=pipe)
 
     async def write_round(self, r, outs: list[dict], meta_of, entities: list[dict] = ()) -> None:
         """Run :meth:`round_payload` as one script call on a redis.asyncio client: one round trip.
@@ -146,23 +153,25 @@ class ViewWriter:
             self._script = (r, r.register_script(ROUND_LUA))
         await self._script[1](keys=[], args=[payload])
 
-    def round_payload(self, outs: list[dict], meta_of, entities: list[dict] = ()) -> bytes | None:
+    def round_payload(self, outs: list[dict], meta_of, entities: list[dict] = (),
+                      history: bool = True) -> bytes | None:
         """A round's register data and outputs as the argument of one :data:`ROUND_LUA` call.
 
         Same result as :meth:`entity` then :meth:`output` one by one (tested), but each
         entity's current state and history trim are written once (the last risk change
         wins), and the per-command work runs in Redis, not in the worker: command by
         command, the view was a quarter of the worker's time. ``meta_of(entity_id)``
-        gives [industry, region] or None."""
+        gives [industry, region] or None. ``history=False``: current fields only (``rebuild-view``)."""
         last: dict[str, dict] = {}
         hist, spots = [], []
         for o in outs:
             kind = o["type"]
             if kind == "risk_change":
                 last[o["entity_id"]] = o
-                hist.append([o["entity_id"], orjson.dumps(
-                    {"ts": _iso(o["ts"]), "score": o["score"], "tier": o["tier"],
-                     "cause": o["cause_event_id"]}).decode(), repr(o["seq"])])
+                if history:
+                    hist.append([o["entity_id"], orjson.dumps(
+                        {"ts": _iso(o["ts"]), "score": o["score"], "tier": o["tier"],
+                         "cause": o["cause_event_id"]}).decode(), repr(o["seq"])])
             elif kind == "spotcheck_change":
                 rec, t = self._spotcheck_record(o, meta_of(o["entity_id"]))
                 spots.append([rec.decode(), repr(t)])
@@ -173,7 +182,7 @@ class ViewWriter:
             tier = o["tier"]
             cur.append([eid, repr(o["score"]), tier, repr(ratios.get(tier, 0.0)),
                         orjson.dumps(o["reasons"]).decode(), _iso(o["ts"]), o["cause_event_id"],
-                        o["config_version"], meta[0], meta[1]])
+                        o["config_version"], meta[0], meta[1], repr(o["seq"])])
         ents = [[e["entity_id"], e["name"], e["industry"], e["region"]] for e in entities]
         if not (cur or hist or spots or ents):
             return None
@@ -184,7 +193,7 @@ class ViewWriter:
         eid, tier, score = o["entity_id"], o["tier"], o["score"]
         mapping = {"score": score, "tier": tier, "ratio": self.ratios.get(tier, 0.0),
                    "reasons": orjson.dumps(o["reasons"]), "updated": _iso(o["ts"]),
-                   "cause": o["cause_event_id"], "config_version": o["config_version"]}
+                   "cause": o["cause_event_id"], "config_version": o["config_version"], "seq": o["seq"]}
         if meta:
             mapping["industry"], mapping["region"] = meta[0], meta[1]
         pipe.hset(entity_key(eid), mapping=mapping)

@@ -109,3 +109,43 @@ def test_register_data_after_the_first_score_moves_the_entity_into_its_rankings(
     assert r.zscore("rw:rank:region:350206", eid) == 42.0
     assert r.hget(f"rw:entity:{eid}", "region") == b"350206"
     r.flushdb()
+
+
+def test_an_older_decision_never_replaces_a_newer_one(services):
+    """``rebuild-view`` runs beside workers: what it read from Kafka can be older than what a worker
+    writes meanwhile. Until 2026-11-28 the last write won, so a rebuild could put an entity back to
+    an older score and tier (until its next change). Current fields now carry the decision's ``seq``."""
+    _, rs = services
+    url = rs.url.rsplit("/", 1)[0] + "/9"
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    view = ViewWriter({t.name: t.ratio for t in load_config().tiers})
+    eid = "91350100M000100Y43"
+
+    def change(seq, score, tier):
+        return {"type": "risk_change", "entity_id": eid, "ts": "2026-03-01T09:00:00+08:00", "seq": seq,
+                "score": score, "tier": tier, "reasons": [], "cause_event_id": f"c{seq}", "config_version": "v"}
+
+    async def rounds() -> None:
+        import redis.asyncio as aioredis
+
+        ar = aioredis.from_url(url)
+        try:
+            await view.write_round(ar, [change(10, 60.0, "C")], lambda _: ["food", "350203"])  # a worker
+            pipe = ar.pipeline(transaction=False)  # a rebuild that read an older state
+            await view.queue_round(pipe, [change(7, 30.0, "B")], lambda _: ["food", "350203"], history=False)
+            await pipe.execute()
+            h = r.hgetall(f"rw:entity:{eid}")
+            assert (h[b"score"], h[b"tier"], h[b"seq"]) == (b"60.0", b"C", b"10")
+            assert r.zscore("rw:rank:tier:C", eid) == 60.0 and r.zscore("rw:rank:tier:B", eid) is None
+            await view.write_round(ar, [change(11, 20.0, "A")], lambda _: ["food", "350203"])  # newer: applies
+        finally:
+            await ar.aclose()
+
+    asyncio.run(rounds())
+    h = r.hgetall(f"rw:entity:{eid}")
+    assert (h[b"score"], h[b"tier"], h[b"seq"]) == (b"20.0", b"A", b"11")
+    assert r.zscore("rw:rank", eid) == 20.0 and r.zscore("rw:rank:tier:A", eid) == 20.0
+    assert r.zscore("rw:rank:tier:B", eid) is None and r.zscore("rw:rank:tier:C", eid) is None
+    assert r.zcard(f"rw:history:{eid}") == 2  # the rebuild's current-only write adds no history
+    r.flushdb()
