@@ -3,8 +3,8 @@
 Keys (prefix ``rw:``):
 
 - ``rw:entity:{id}`` hash: score, tier, ratio, reasons (JSON), updated, cause,
-  config_version, seq (the decision order: an older decision never replaces a
-  newer one), name, industry, region;
+  config_version, at and seq (decision time in epoch seconds and the entity's
+  event count: an older decision never replaces a newer one), name, industry, region;
 - ``rw:rank`` and ``rw:rank:region:{r}`` / ``rw:rank:industry:{i}`` /
   ``rw:rank:tier:{t}`` sorted sets of entity id by score ("riskiest");
 - ``rw:history:{id}`` sorted set of score/tier changes in decision order (``seq``), bounded;
@@ -30,10 +30,12 @@ SPOTCHECKS_KEPT = 200_000
 # One worker round in one call (see ViewWriter.outputs). Values arrive as strings, formatted as
 # redis-py formats them, so both paths store the same bytes. ARGV[1] is JSON:
 # e: [[id, name, industry, region]], h: [[id, member, seq]], s: [[member, t]],
-# c: [[id, score, tier, ratio, reasons, updated, cause, config_version, industry, region, seq]]
+# c: [[id, score, tier, ratio, reasons, updated, cause, config_version, industry, region, at, seq]]
 # (industry/region "" when unknown), tiers, hl (history kept), sk (spot checks kept).
-# An entity's current fields are written only when ``seq`` (its decision order) is not below the one
-# they hold: `rebuild-view` runs beside workers and must not put back an older state over a newer.
+# An entity's current fields are written only when (at, seq) is not below the pair they hold:
+# `rebuild-view` runs beside workers and must not put an older decision back over a newer one. Time
+# first: an entity's decision time never goes back within its state, while seq restarts with a new
+# state (a new deployment), which must not freeze the view at the old deployment's counts.
 # Register data of an entity already scored moves it to its industry's and region's rankings:
 # its first risk change can come before its upsert (another topic), and an entity can move.
 ROUND_LUA = """
@@ -66,10 +68,11 @@ end
 for _, c in ipairs(p.c) do
   local eid, score, tier = c[1], c[2], c[3]
   local key = P .. "entity:" .. eid
-  local held = redis.call("HGET", key, "seq")
-  if (not held) or tonumber(held) <= tonumber(c[11]) then
+  local held = redis.call("HMGET", key, "at", "seq")
+  local at, seq, hat = tonumber(c[11]), tonumber(c[12]), tonumber(held[1])
+  if (not hat) or at > hat or (at == hat and seq >= (tonumber(held[2]) or 0)) then
     redis.call("HSET", key, "score", score, "tier", tier, "ratio", c[4], "reasons", c[5], "updated", c[6],
-               "cause", c[7], "config_version", c[8], "seq", c[11])
+               "cause", c[7], "config_version", c[8], "at", c[11], "seq", c[12])
     if c[9] ~= "" then
       redis.call("HSET", key, "industry", c[9], "region", c[10])
     end
@@ -97,6 +100,10 @@ def entity_key(eid: str) -> str:
 
 def history_key(eid: str) -> str:
     return f"{P}history:{eid}"
+
+
+def _epoch(ts) -> float:
+    return ts.timestamp() if isinstance(ts, datetime) else datetime.fromisoformat(str(ts)).timestamp()
 
 
 def _iso(ts) -> str:
@@ -182,7 +189,7 @@ class ViewWriter:
             tier = o["tier"]
             cur.append([eid, repr(o["score"]), tier, repr(ratios.get(tier, 0.0)),
                         orjson.dumps(o["reasons"]).decode(), _iso(o["ts"]), o["cause_event_id"],
-                        o["config_version"], meta[0], meta[1], repr(o["seq"])])
+                        o["config_version"], meta[0], meta[1], repr(_epoch(o["ts"])), repr(o["seq"])])
         ents = [[e["entity_id"], e["name"], e["industry"], e["region"]] for e in entities]
         if not (cur or hist or spots or ents):
             return None
@@ -193,7 +200,8 @@ class ViewWriter:
         eid, tier, score = o["entity_id"], o["tier"], o["score"]
         mapping = {"score": score, "tier": tier, "ratio": self.ratios.get(tier, 0.0),
                    "reasons": orjson.dumps(o["reasons"]), "updated": _iso(o["ts"]),
-                   "cause": o["cause_event_id"], "config_version": o["config_version"], "seq": o["seq"]}
+                   "cause": o["cause_event_id"], "config_version": o["config_version"],
+                   "at": _epoch(o["ts"]), "seq": o["seq"]}
         if meta:
             mapping["industry"], mapping["region"] = meta[0], meta[1]
         pipe.hset(entity_key(eid), mapping=mapping)
@@ -214,7 +222,7 @@ class ViewWriter:
     @staticmethod
     def _spotcheck_record(o: dict, meta: list | None) -> tuple[bytes, float]:
         ts = o["ts"]
-        t = ts.timestamp() if isinstance(ts, datetime) else datetime.fromisoformat(str(ts)).timestamp()
+        t = _epoch(ts)
         rec = {"entity_id": o["entity_id"], "ts": _iso(ts), "from_tier": o["from_tier"], "to_tier": o["to_tier"],
                "from_ratio": o["from_ratio"], "to_ratio": o["to_ratio"], "score": o["score"],
                "cause": o["cause_event_id"], "region": meta[1] if meta else None,

@@ -114,7 +114,8 @@ def test_register_data_after_the_first_score_moves_the_entity_into_its_rankings(
 def test_an_older_decision_never_replaces_a_newer_one(services):
     """``rebuild-view`` runs beside workers: what it read from Kafka can be older than what a worker
     writes meanwhile. Until 2026-11-28 the last write won, so a rebuild could put an entity back to
-    an older score and tier (until its next change). Current fields now carry the decision's ``seq``."""
+    an older score and tier (until its next change). Current fields now carry the decision's time and
+    ``seq``; time comes first, so a new deployment, whose counts start again, is not frozen out."""
     _, rs = services
     url = rs.url.rsplit("/", 1)[0] + "/9"
     r = redis.Redis.from_url(url)
@@ -123,7 +124,7 @@ def test_an_older_decision_never_replaces_a_newer_one(services):
     eid = "91350100M000100Y43"
 
     def change(seq, score, tier):
-        return {"type": "risk_change", "entity_id": eid, "ts": "2026-03-01T09:00:00+08:00", "seq": seq,
+        return {"type": "risk_change", "entity_id": eid, "ts": f"2026-03-01T09:{seq:02d}:00+08:00", "seq": seq,
                 "score": score, "tier": tier, "reasons": [], "cause_event_id": f"c{seq}", "config_version": "v"}
 
     async def rounds() -> None:
@@ -139,13 +140,16 @@ def test_an_older_decision_never_replaces_a_newer_one(services):
             assert (h[b"score"], h[b"tier"], h[b"seq"]) == (b"60.0", b"C", b"10")
             assert r.zscore("rw:rank:tier:C", eid) == 60.0 and r.zscore("rw:rank:tier:B", eid) is None
             await view.write_round(ar, [change(11, 20.0, "A")], lambda _: ["food", "350203"])  # newer: applies
+            # a new deployment (fresh states: its counts start again) with a later decision also applies
+            await view.write_round(ar, [change(2, 45.0, "B") | {"ts": "2026-03-02T09:00:00+08:00"}],
+                                   lambda _: ["food", "350203"])
         finally:
             await ar.aclose()
 
     asyncio.run(rounds())
     h = r.hgetall(f"rw:entity:{eid}")
-    assert (h[b"score"], h[b"tier"], h[b"seq"]) == (b"20.0", b"A", b"11")
-    assert r.zscore("rw:rank", eid) == 20.0 and r.zscore("rw:rank:tier:A", eid) == 20.0
-    assert r.zscore("rw:rank:tier:B", eid) is None and r.zscore("rw:rank:tier:C", eid) is None
-    assert r.zcard(f"rw:history:{eid}") == 2  # the rebuild's current-only write adds no history
+    assert (h[b"score"], h[b"tier"], h[b"seq"]) == (b"45.0", b"B", b"2")
+    assert r.zscore("rw:rank", eid) == 45.0 and r.zscore("rw:rank:tier:B", eid) == 45.0
+    assert r.zscore("rw:rank:tier:A", eid) is None and r.zscore("rw:rank:tier:C", eid) is None
+    assert r.zcard(f"rw:history:{eid}") == 3  # the rebuild's current-only write adds no history
     r.flushdb()
