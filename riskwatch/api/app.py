@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .. import audit
 from ..settings import Settings
 from . import alerts, config_api, entities, objections, spotchecks
-from .context import AUTHED, ApiContext, ErrorOut, Ops, count_requests, ctx_of
+from .context import AUTHED, ApiContext, ErrorOut, Ops, count_requests, ctx_of, redis_outage_is_503
 
 __all__ = ["create_api"]
 
@@ -104,25 +104,6 @@ async def get_audit(request: Request, _: Ops, action: Annotated[str | None, Quer
     return {"count": len(entries), "entries": entries, "next_cursor": nxt}
 
 
-def _redis_outage_is_503(app: FastAPI) -> None:
-    """Redis unreachable, loading its data after a restart, or a read-only replica after a failover:
-    503 with ``Retry-After``, as for the broker (until 2026-11-28: a bare 500 and a traceback)."""
-    import logging
-
-    import redis.exceptions as rex
-    from fastapi.responses import JSONResponse
-
-    log = logging.getLogger("riskwatch.api")
-
-    async def outage(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("Redis unavailable (%s: %s): 503 for %s", type(exc).__name__, exc, request.url.path)
-        return JSONResponse({"detail": f"Redis unavailable ({type(exc).__name__}); retry later"}, status_code=503,
-                            headers={"Retry-After": "5"})
-
-    for exc_type in (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError):
-        app.add_exception_handler(exc_type, outage)
-
-
 def create_api(settings: Settings | None = None) -> FastAPI:
     s = settings or Settings()
     ctx = ApiContext(s)
@@ -145,7 +126,7 @@ def create_api(settings: Settings | None = None) -> FastAPI:
                            allow_headers=["Authorization", "Content-Type"])
 
     count_requests(app, ctx)
-    _redis_outage_is_503(app)
+    redis_outage_is_503(app)
 
     app.include_router(health)
     for r in (entities.router, alerts.router, spotchecks.router, config_api.router, objections.router, audit_router):

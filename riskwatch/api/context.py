@@ -16,7 +16,8 @@ from ..settings import Settings
 from ..streams.codec import partition_for
 from .auth import Principal, RateLimiter, TokenRegistry, allows, hash_token
 
-__all__ = ["ApiContext", "need", "ctx_of", "count_requests", "field_errors", "errors", "AUTHED", "ErrorOut"]
+__all__ = ["ApiContext", "need", "ctx_of", "count_requests", "field_errors", "errors", "AUTHED", "ErrorOut",
+           "redis_outage_is_503"]
 
 
 class ApiContext:
@@ -39,9 +40,19 @@ class ApiContext:
 
     # ----------------------------------------------------------- config in force
     async def current_config(self) -> tuple[Config, dict]:
-        """The config in force; parsed and validated only when it changed (called on every request)."""
-        raw = await self.redis.get(CURRENT_CONFIG)
+        """The config in force; parsed and validated only when it changed (called on every request).
+
+        With Redis unavailable, the last one read (none yet: the error goes on, a 503): the ingest
+        gateway needs it for every request, and events go to Kafka, not to Redis."""
+        import redis.exceptions as rex
+
         cached = self._config
+        try:
+            raw = await self.redis.get(CURRENT_CONFIG)
+        except (rex.ConnectionError, rex.TimeoutError):
+            if cached is None:
+                raise
+            return cached[1], cached[2]
         if cached is not None and cached[0] == raw:
             return cached[1], cached[2]
         if raw:
@@ -105,6 +116,25 @@ def count_requests(app, ctx: ApiContext) -> None:
         ctx.requests.labels(getattr(route, "path", "unmatched"), str(resp.status_code)).inc()
         resp.headers["X-Response-Time-Ms"] = f"{(time.perf_counter() - t0) * 1000:.1f}"
         return resp
+
+
+def redis_outage_is_503(app) -> None:
+    """Redis unreachable, loading its data after a restart, or a read-only replica after a failover:
+    503 with ``Retry-After``, as for the broker (until 2026-11-28: a bare 500 and a traceback)."""
+    import logging
+
+    import redis.exceptions as rex
+    from fastapi.responses import JSONResponse
+
+    log = logging.getLogger("riskwatch.api")
+
+    async def outage(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("Redis unavailable (%s: %s): 503 for %s", type(exc).__name__, exc, request.url.path)
+        return JSONResponse({"detail": f"Redis unavailable ({type(exc).__name__}); retry later"}, status_code=503,
+                            headers={"Retry-After": "5"})
+
+    for exc_type in (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError):
+        app.add_exception_handler(exc_type, outage)
 
 
 def ctx_of(request: Request) -> ApiContext:

@@ -25,7 +25,7 @@ from fastapi import FastAPI, Header, HTTPException, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from ..api.auth import Principal, RateLimiter
-from ..api.context import ApiContext, count_requests, errors, need
+from ..api.context import ApiContext, count_requests, errors, need, redis_outage_is_503
 from ..errors import Backpressure
 from ..settings import Settings
 from .plan import group, parse_body, validate
@@ -67,6 +67,7 @@ def create_ingest_api(settings: Settings | None = None) -> FastAPI:
     app.state.ctx = ctx
 
     count_requests(app, ctx)
+    redis_outage_is_503(app)  # idempotency keys need Redis; plain requests go on (see current_config)
 
     @app.get("/healthz")
     async def healthz():

@@ -131,3 +131,27 @@ def test_broker_stopped_mid_load_answers_503_and_loses_nothing(stack, services):
     assert accepted_batches == set(range(len(batches)))
     landed = {_key(e) for e in _on_topics(s)}
     assert {_key(e) for e in evs} <= landed  # nothing accepted is lost (a batch that timed out may land twice)
+
+
+def test_events_keep_flowing_while_redis_is_down(stack, tmp_path):
+    """Kafka is where events go; Redis only holds the config applied through the API and idempotency
+    keys. Until 2026-11-28 the gateway read the config from Redis on every request, so with Redis
+    restarting every sensor feed got a bare 500. It now keeps the last config it read; only a request
+    with an Idempotency-Key, which needs Redis, is refused, with 503 and Retry-After."""
+    from riskwatch.embedded import start_redis
+
+    s, _ = stack
+    events = list(GOOD.events(n_events=3))
+    red = start_redis(tmp_path / "redis")
+    try:
+        with _client(s, redis_url=red.url) as c:
+            assert c.post("/v1/events", json=events[:1], headers=ING).status_code == 200
+            red.stop()
+            r = c.post("/v1/events", json=events[1:2], headers=ING)
+            assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+            r = c.post("/v1/events", json=events[2:], headers={**ING, "Idempotency-Key": "k1"})
+            assert r.status_code == 503 and r.headers["Retry-After"] == "5" and "Redis" in r.json()["detail"]
+    finally:
+        red.stop()
+    landed = {_key(e) for e in _on_topics(s)}
+    assert {_key(e) for e in events[:2]} <= landed and _key(events[2]) not in landed
