@@ -175,16 +175,22 @@ def _entity_state(c, eid):
     return r.json() if r.status_code == 200 else None
 
 
-def test_threshold_change_applies_to_the_next_events_without_restart(stack):
-    s, workers = stack
+def _one_complaint_in_tier_a(s, workers, c) -> dict:
+    """Entity E registered with one complaint, a worker started; E's state once it shows, in tier A."""
     produce(s, [{"type": "entity", "entity_id": E, "name": "Shop", "industry": "food", "region": "350100"},
                 {"type": "complaint", "complaint_id": "c0", "entity_id": E, "ts": _ts(0), "category": "a",
                  "severity": 3}])
     workers.start()
+    st = wait_for(lambda: (x := _entity_state(c, E)) and x["score"] is not None and x, 60,
+                  "the entity's risk state", workers.logs)
+    assert st["tier"] == "A" and 0 < st["score"] < 25
+    return st
+
+
+def test_threshold_change_applies_to_the_next_events_without_restart(stack):
+    s, workers = stack
     with client(s) as c:
-        st = wait_for(lambda: (x := _entity_state(c, E)) and x["score"] is not None and x, 60,
-                      "the entity's risk state", workers.logs)
-        assert st["tier"] == "A" and 0 < st["score"] < 25
+        st = _one_complaint_in_tier_a(s, workers, c)
         ops = auth("ops")
         cfg = c.get("/v1/config", headers=ops).json()
         assert cfg["seq"] == 0
@@ -382,14 +388,8 @@ def test_a_lowered_threshold_re_tiers_quiet_entities_without_new_events(stack):
     2026-11-28 it stayed in tier A (a config change reached an entity only with its next event); now
     the worker re-decides every entity it holds at the entity's own clock."""
     s, workers = stack
-    produce(s, [{"type": "entity", "entity_id": E, "name": "Shop", "industry": "food", "region": "350100"},
-                {"type": "complaint", "complaint_id": "c0", "entity_id": E, "ts": _ts(0), "category": "a",
-                 "severity": 3}])
-    workers.start()
     with client(s) as c:
-        st = wait_for(lambda: (x := _entity_state(c, E)) and x["score"] is not None and x, 60,
-                      "the entity's risk state", workers.logs)
-        assert st["tier"] == "A" and 0 < st["score"] < 25
+        st = _one_complaint_in_tier_a(s, workers, c)
         ops = auth("ops")
         new = c.get("/v1/config", headers=ops).json()["config"]
         new["version"] = "t-lowered-quiet"

@@ -86,15 +86,20 @@ def test_stream_decisions_deadletters_and_view(stack):
 
 
 
-def test_rebuild_view_from_topics_matches(stack):
-    s, workers = stack
-    sim = Simulation(n_entities=200, seed=3, bad_share=0.15, days=40)
-    events = list(sim.events(n_events=12000))
+def _processed(s, workers, seed: int, n_events: int) -> list[dict]:
+    """A simulated stream of 200 entities produced, a worker started, every event processed."""
+    events = list(Simulation(n_entities=200, seed=seed, bad_share=0.15, days=40).events(n_events=n_events))
     produce(s, events)
     workers.start()
     wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= len(events), 120,
              f"{len(events)} events processed", workers.logs)
-    time.sleep(2)
+    time.sleep(2)  # the last round's view write
+    return events
+
+
+def test_rebuild_view_from_topics_matches(stack):
+    s, workers = stack
+    _processed(s, workers, seed=3, n_events=12000)
     r = redis_sync.Redis.from_url(s.redis_url, decode_responses=True)
     produced = workers.metric(0, 'riskwatch_outputs_total{kind="risk_change"}')
     in_topic = sum(1 for _ in read_batches(s.broker, s.topic("risk-changes")))
@@ -125,13 +130,7 @@ def test_rebuild_view_keeps_entities_whose_records_aged_out_of_the_topics(stack)
     for t in applied["tiers"]:
         t["ratio"] = round(t["ratio"] / 2, 4)  # not the file's ratios
     r.set(CURRENT_CONFIG, orjson.dumps({"type": "config_change", "seq": 1, "config": applied}))
-    sim = Simulation(n_entities=200, seed=5, bad_share=0.15, days=40)
-    events = list(sim.events(n_events=6000))
-    produce(s, events)
-    workers.start()
-    wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= len(events), 120,
-             f"{len(events)} events processed", workers.logs)
-    time.sleep(2)
+    _processed(s, workers, seed=5, n_events=6000)
     workers.stop_all()
     before = {k: r.hgetall(k) for k in r.scan_iter("rw:entity:*")}
     ranks = {k: r.zrange(k, 0, -1, withscores=True) for k in r.scan_iter("rw:rank*")}

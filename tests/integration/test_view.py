@@ -75,17 +75,24 @@ async def _write_rounds(view: ViewWriter, url: str, outs: list, meta: dict, ents
         await r.aclose()
 
 
+EID = "91350100M000100Y43"
+
+
+def _empty_db(services, db: int):
+    """(url, sync client, view writer) of an emptied Redis database of the session's server."""
+    url = services[1].url.rsplit("/", 1)[0] + f"/{db}"
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    return url, r, ViewWriter({t.name: t.ratio for t in load_config().tiers})
+
+
 def test_register_data_after_the_first_score_moves_the_entity_into_its_rankings(services):
     """An entity's first risk change can be processed before its upsert (they come on different
     topics), and an entity can move to another region. Before 2026-11-28 the per-region and
     per-industry rankings missed the first until its next risk change and kept the second in
     its old region's ranking for good."""
-    _, rs = services
-    url = rs.url.rsplit("/", 1)[0] + "/8"
-    r = redis.Redis.from_url(url)
-    r.flushdb()
-    view = ViewWriter({t.name: t.ratio for t in load_config().tiers})
-    eid = "91350100M000100Y43"
+    url, r, view = _empty_db(services, 8)
+    eid = EID
     change = {"type": "risk_change", "entity_id": eid, "ts": "2026-03-01T09:00:00+08:00", "seq": 1,
               "score": 42.0, "tier": "C", "reasons": [], "cause_event_id": "c1", "config_version": "v"}
     reg = {"entity_id": eid, "name": "Xiamen Foods", "industry": "catering", "region": "350203"}
@@ -116,12 +123,8 @@ def test_an_older_decision_never_replaces_a_newer_one(services):
     writes meanwhile. Until 2026-11-28 the last write won, so a rebuild could put an entity back to
     an older score and tier (until its next change). Current fields now carry the decision's time and
     ``seq``; time comes first, so a new deployment, whose counts start again, is not frozen out."""
-    _, rs = services
-    url = rs.url.rsplit("/", 1)[0] + "/9"
-    r = redis.Redis.from_url(url)
-    r.flushdb()
-    view = ViewWriter({t.name: t.ratio for t in load_config().tiers})
-    eid = "91350100M000100Y43"
+    url, r, view = _empty_db(services, 9)
+    eid = EID
 
     def change(seq, score, tier):
         return {"type": "risk_change", "entity_id": eid, "ts": f"2026-03-01T09:{seq:02d}:00+08:00", "seq": seq,
