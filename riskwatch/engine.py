@@ -190,9 +190,11 @@ class Engine:
         score, parts = scorer.score(state["g"], now)
         state["sc"] = score
         prev = state["ti"]
-        moved = prev >= len(scorer.tier_names)
-        if moved:  # its tier was removed by a config change: it is in the highest one left
+        force = prev >= len(scorer.tier_names)  # a risk change even when nothing moved
+        if force:  # its tier was removed by a config change: it is in the highest one left
             prev = state["ti"] = len(scorer.tier_names) - 1
+        elif ev.type == "tick" and ev.redecide:  # after a config change: the view shows the one in force
+            force = "et" in state or prev > 0
         if self.waive_dwell and ev.type == "objection_resolution" and ev.resolution != "upheld":
             tier = min(prev, scorer.next_tier(prev, score))  # only ever down: the item was not earned
         else:
@@ -200,7 +202,7 @@ class Engine:
         out: list[dict] = []
         reasons = None
         ts = None  # computed only when there is an output (most events change no output)
-        if tier != prev or moved or abs(score - state["es"]) >= self.min_delta:
+        if tier != prev or force or abs(score - state["es"]) >= self.min_delta:
             ts = _decision_time(ev, now)
             reasons = scorer.reasons(parts, score)
             out.append({"type": "risk_change", "entity_id": state["id"], "ts": ts, "seq": state["n"],

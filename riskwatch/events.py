@@ -157,10 +157,15 @@ class ObjectionResolution(_Event):
 
 
 class Tick(_Event):
-    """Event-time clock for one entity: re-evaluates time-based signals (silence, decay)."""
+    """Event-time clock for one entity: re-evaluates time-based signals (silence, decay).
+
+    ``redecide``: sent by a worker after a config change (at the entity's own clock): an entity
+    with a risk state gets a risk change even when nothing moved, so the view shows its tier,
+    ratio, reasons and config version under the config in force."""
 
     type: Literal["tick"] = "tick"
     ts: AwareDatetime
+    redecide: bool = False
 
 
 InputEvent = Annotated[

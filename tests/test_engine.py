@@ -214,3 +214,21 @@ def test_objections_for_an_entity_made_before_a_detector_was_enabled(config):
                             ev("objection_resolution", 2, objection_id="o2", target_id="r8", resolution="revoked"),
                             ev("record", 3, record_id="r1", kind="penalty", severity=2)], state)
     assert state["d"]["records"] and any(o["type"] == "risk_change" for o in outs)
+
+
+def test_a_redecide_tick_shows_the_decision_under_the_config_in_force(config):
+    """After a config change the worker ticks every entity with ``redecide``: one with a risk state
+    gets a risk change even when its score and tier did not move, so the view names the config in
+    force (and a renamed tier by its new name). A plain tick emits nothing then; an entity never
+    scored stays silent either way."""
+    eng = Engine(config)
+    state, _ = run(eng, [ev("record", record_id="r1", kind="judicial_default", severity=3)])
+    quiet, _ = run(eng, [ev("entity", name="Shop", industry="food", region="350100")], None)  # registered only
+    d = config.model_dump(mode="json")
+    d["version"] = "renamed"
+    d["tiers"][1]["name"] = "B2"
+    eng2 = Engine(config_from_dict(d))
+    assert run(eng2, [ev("tick", 0)], state)[1] == []
+    state, outs = run(eng2, [ev("tick", 0, redecide=True)], state)
+    assert [(o["type"], o["tier"], o["config_version"]) for o in outs] == [("risk_change", "B2", "renamed")]
+    assert run(eng2, [ev("tick", 0, redecide=True)], quiet)[1] == []

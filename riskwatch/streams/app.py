@@ -366,7 +366,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         w.trainer_version += 1
         await models_topic.send(value=encode_snapshot(w.trainer_version, w.trainer))
 
-    async def send_ticks(ts_of) -> int:
+    async def send_ticks(ts_of, redecide: bool = False) -> int:
         """A tick to every held entity for which ``ts_of(state)`` gives a time (ISO), else none.
 
         In envelopes of at most OUTPUTS_PER_MESSAGE ticks: one envelope per partition was 2.05 MB at
@@ -378,7 +378,8 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             for i, (eid, st) in enumerate(store.items(p), 1):
                 ts = ts_of(st)
                 if ts is not None:
-                    ticks.append({"type": "tick", "entity_id": eid, "ts": ts})
+                    ticks.append({"type": "tick", "entity_id": eid, "ts": ts, "redecide": True} if redecide
+                                 else {"type": "tick", "entity_id": eid, "ts": ts})
                     if len(ticks) == OUTPUTS_PER_MESSAGE:
                         await commands.send(value=encode_batch(ticks), partition=p)
                         sent += len(ticks)
@@ -410,7 +411,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             t = st.get("t")
             return datetime.fromtimestamp(t, tz=UTC).isoformat() if t else None
 
-        n = await send_ticks(at_own_clock)
+        n = await send_ticks(at_own_clock, redecide=True)
         m.redecide_ticks.inc(n)
         log.info("config %s: %d entities to re-decide (ticks at their own clocks)", version, n)
 
