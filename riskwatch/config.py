@@ -257,6 +257,33 @@ def config_from_dict(data: dict) -> Config:
     return _validate(data)
 
 
+def applied_config(settings) -> Config:
+    """The config the workers run: the one applied through the API (kept in Redis), else the file.
+
+    For the paths that validate before the worker does (MQTT bridge, file import) and for
+    ``rebuild-view``. Until 2026-11-28 the first two read the file only, so after ops switched
+    ``entity_id_scheme`` through the API they rejected what the workers accept. Redis unreachable:
+    the file, with a warning (the worker validates again with the config in force)."""
+    import logging
+
+    import orjson
+    import redis
+    import redis.exceptions as rex
+
+    log = logging.getLogger("riskwatch.config")
+    try:
+        raw = redis.Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3).get(CURRENT_CONFIG)
+    except (rex.RedisError, OSError) as exc:
+        log.warning("Redis does not answer (%s): using the config file, not a config applied through the API", exc)
+        raw = None
+    if raw:
+        try:
+            return config_from_dict(orjson.loads(raw).get("config") or {})
+        except (ConfigError, ValueError) as exc:
+            log.error("the applied config in Redis is invalid (%s); using the file", exc)
+    return load_config(settings.config_path)
+
+
 def default_config() -> Config:
     """The built-in defaults (no file)."""
     return Config()

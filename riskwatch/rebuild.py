@@ -29,20 +29,16 @@ a worker writes while the rebuild runs is not put back to an older one.
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from .config import CURRENT_CONFIG, config_from_dict, load_config
-from .errors import ConfigError
+from .config import applied_config
 from .settings import Settings
 from .view import ViewWriter
 
 __all__ = ["rebuild_view"]
-
-log = logging.getLogger("riskwatch.rebuild")
 
 
 async def _messages(broker: str, topic: str):
@@ -91,17 +87,6 @@ async def _states(broker: str, changelog: str):
             yield msg.key.decode(), orjson.loads(msg.value)
 
 
-async def _config(r, settings: Settings):
-    """The config the workers run: the one applied through the API, else the file."""
-    raw = await r.get(CURRENT_CONFIG)
-    if raw:
-        try:
-            return config_from_dict(orjson.loads(raw).get("config") or {})
-        except (ConfigError, ValueError) as exc:
-            log.error("the applied config in Redis is invalid (%s); using the file", exc)
-    return load_config(settings.config_path)
-
-
 def _from_state(engine, eid: str, st: dict) -> dict | None:
     """The current view fields of an entity, as a risk change, from its state alone; None when
     it never had one (states before 2026-11-28 carry no ``et``: a score above 0 means one)."""
@@ -126,7 +111,7 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
     from .engine import Engine
 
     r = aioredis.from_url(settings.redis_url)
-    cfg = await _config(r, settings)
+    cfg = applied_config(settings)
     engine = Engine(cfg)
     view = ViewWriter({t.name: t.ratio for t in cfg.tiers}, settings.history_len)
     if flush:  # the view's keys only: alerts, audit, objections and config are not derived from topics

@@ -64,9 +64,9 @@ def _items(f: IO[str], fmt: str, mapping: dict[str, str], etype: str | None) -> 
 async def import_file(settings: Settings, path: Path, fmt: str, mapping: dict[str, str], etype: str | None,
                       rejects: IO[str] | None, progress: bool, chunk: int = 5000) -> tuple[int, int]:
     """(accepted, rejected). Sends ``chunk`` lines at a time and waits for the broker's acks."""
-    from ..config import load_config
+    from ..config import applied_config
 
-    scheme = load_config(settings.config_path).entity_id_scheme
+    scheme = applied_config(settings).entity_id_scheme
     producer = IngestProducer(settings, max_inflight=chunk * 2, timeout=30.0, cooldown=0.0)
     accepted = rejected = 0
     size = path.stat().st_size

@@ -65,10 +65,10 @@ def _err(field, rule, msg):
 
 class MqttBridge:
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
-        from ..config import load_config
+        from ..config import applied_config
 
         self.s = settings
-        self.scheme = load_config(settings.config_path).entity_id_scheme
+        self.scheme = applied_config(settings).entity_id_scheme
         self.device_map = (yaml.safe_load(Path(settings.mqtt_device_map).read_text()) or {}) \
             if settings.mqtt_device_map else {}
         self.from_entities: dict[str, str] = {}  # device -> entity, from entity events' attributes.devices

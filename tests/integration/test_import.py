@@ -55,3 +55,22 @@ def test_import_jsonl_and_csv(stack, tmp_path):
     assert all(e["type"] == "inspection" for e in insp)
     assert _run(env, str(tmp_path / "missing.csv")).returncode == 2
     assert os.path.exists(tmp_path / "insp.csv")
+
+
+def test_import_validates_with_the_config_applied_through_the_api(stack, tmp_path):
+    """Ops switched entity_id_scheme to opaque through the API (kept in Redis); the workers accept
+    opaque ids. Until 2026-11-28 `riskwatch import` (and the MQTT bridge) read the config file only
+    and rejected every such line."""
+    import redis
+
+    from riskwatch.config import CURRENT_CONFIG, load_config
+
+    s, workers = stack
+    applied = load_config().model_dump(mode="json") | {"entity_id_scheme": "opaque", "version": "opaque-ids"}
+    redis.Redis.from_url(s.redis_url).set(CURRENT_CONFIG, orjson.dumps({"seq": 1, "config": applied}))
+    ev = {"type": "complaint", "complaint_id": "c-op", "entity_id": "shop-0042", "ts": "2026-03-01T09:00:00+08:00",
+          "category": "hygiene"}
+    (tmp_path / "one.jsonl").write_text(orjson.dumps(ev).decode() + "\n")
+    out = _run(dict(workers.env), str(tmp_path / "one.jsonl"), "--topic-from-type")
+    assert out.returncode == 0 and "imported 1 events, rejected 0" in out.stdout, (out.stdout, out.stderr)
+    assert read_batches(s.broker, s.topic("complaints")) == [ev]
