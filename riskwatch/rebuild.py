@@ -156,7 +156,7 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
         counts["risk_changes"] += 1
         await flush_some()
     # current fields through the workers' round script: written only where the view holds no later
-    # decision (seq), so a worker's change made while this runs is not put back to an older one
+    # decision (time, then seq), so a change a worker makes while this runs is not put back
     current = list(latest.values())
     for eid, o in fallback.items():
         if o is not None and eid not in latest:
