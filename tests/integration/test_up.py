@@ -89,9 +89,14 @@ def test_up_refuses_a_busy_port_or_a_data_dir_in_use_at_once_and_says_which(tmp_
 
     from riskwatch.datadir import lock
 
-    api = free_port()
     with socket.socket() as other:  # someone else's server on the ingest gateway's port (api + 1)
-        other.bind(("127.0.0.1", api + 1))
+        for _ in range(100):  # api + 1 can be another process's port (failed once in CI, 2026-11-28)
+            api = free_port()
+            try:
+                other.bind(("127.0.0.1", api + 1))
+                break
+            except OSError:
+                continue
         other.listen()
         code, err, took = _up(["--data-dir", str(tmp_path / "a"), "--api-port", str(api)])
     assert code == 2 and f"port {api + 1} (ingest gateway) in use" in err and "--api-port" in err, err
