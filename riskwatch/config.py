@@ -271,11 +271,14 @@ def applied_config(settings) -> Config:
     import redis.exceptions as rex
 
     log = logging.getLogger("riskwatch.config")
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
     try:
-        raw = redis.Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3).get(CURRENT_CONFIG)
+        raw = client.get(CURRENT_CONFIG)
     except (rex.RedisError, OSError) as exc:
         log.warning("Redis does not answer (%s): using the config file, not a config applied through the API", exc)
         raw = None
+    finally:
+        client.close()
     if raw:
         try:
             return config_from_dict(orjson.loads(raw).get("config") or {})

@@ -135,9 +135,9 @@ class ViewWriter:
             self._current(pipe, o, meta)
         self._history(pipe, o)
 
-    def outputs(self, pipe, outs: list[dict], meta_of, entities: list[dict] = (), history: bool = True) -> None:
+    def outputs(self, pipe, outs: list[dict], meta_of, entities: list[dict] = ()) -> None:
         """Queue :meth:`round_payload` as one script call on a (sync) pipeline."""
-        payload = self.round_payload(outs, meta_of, entities, history)
+        payload = self.round_payload(outs, meta_of, entities)
         if payload is not None:
             pipe.register_script(ROUND_LUA)(keys=[], args=[payload], client=pipe)
 
