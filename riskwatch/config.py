@@ -30,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import ConfigError, FieldError, field_error_from_dict, field_errors_from_pydantic
 
 __all__ = ["Config", "SignalSpec", "AlertSpec", "TierSpec", "load_config", "load_config_text",
-           "default_config", "DEFAULT_PATH", "CURRENT_CONFIG", "config_from_dict"]
+           "default_config", "DEFAULT_PATH", "CURRENT_CONFIG", "config_from_dict",
+           "applied_command", "applied_config"]
 
 CURRENT_CONFIG = "rw:config:current"   # Redis: the last config applied through the API (JSON command)
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "config" / "riskwatch.yaml"
@@ -257,6 +258,41 @@ def config_from_dict(data: dict) -> Config:
     return _validate(data)
 
 
+def applied_command(settings, wait: bool = False) -> dict | None:
+    """The last config change applied through the API (the command kept in Redis), or None.
+
+    Redis unreachable: ``wait`` retries with backoff up to 5 s (a worker must not start on the
+    file's thresholds when ops applied others), else None with a warning."""
+    import logging
+    import time
+
+    import orjson
+    import redis
+    import redis.exceptions as rex
+
+    log = logging.getLogger("riskwatch.config")
+    delay = 0.5
+    while True:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
+        try:
+            raw = client.get(CURRENT_CONFIG)
+            return orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError as exc:
+            log.error("the applied config in Redis is not JSON (%s); using the file", exc)
+            return None
+        except (rex.RedisError, OSError) as exc:
+            if not wait:
+                log.warning("Redis does not answer (%s): using the config file, not a config applied through "
+                            "the API", exc)
+                return None
+            log.warning("Redis does not answer (%s): waiting for it before starting (it holds the config "
+                        "applied through the API, and the view)", exc)
+        finally:
+            client.close()
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
 def applied_config(settings) -> Config:
     """The config the workers run: the one applied through the API (kept in Redis), else the file.
 
@@ -266,24 +302,13 @@ def applied_config(settings) -> Config:
     the file, with a warning (the worker validates again with the config in force)."""
     import logging
 
-    import orjson
-    import redis
-    import redis.exceptions as rex
-
-    log = logging.getLogger("riskwatch.config")
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
-    try:
-        raw = client.get(CURRENT_CONFIG)
-    except (rex.RedisError, OSError) as exc:
-        log.warning("Redis does not answer (%s): using the config file, not a config applied through the API", exc)
-        raw = None
-    finally:
-        client.close()
-    if raw:
+    cmd = applied_command(settings)
+    if cmd:
         try:
-            return config_from_dict(orjson.loads(raw).get("config") or {})
-        except (ConfigError, ValueError) as exc:
-            log.error("the applied config in Redis is invalid (%s); using the file", exc)
+            return config_from_dict(cmd.get("config") or {})
+        except ConfigError as exc:
+            logging.getLogger("riskwatch.config").error("the applied config in Redis is invalid (%s); using the file",
+                                                        exc)
     return load_config(settings.config_path)
 
 

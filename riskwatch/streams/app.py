@@ -26,7 +26,7 @@ import faust
 import orjson
 
 from .. import gc_policy
-from ..config import CURRENT_CONFIG, config_from_dict, load_config
+from ..config import applied_command, config_from_dict, load_config
 from ..engine import Engine
 from ..errors import ConfigError
 from ..metrics import WorkerMetrics
@@ -73,22 +73,9 @@ class Worker:
         not the ones ops had applied, for good (the changes before its committed offsets are not
         read again), with one warning at start. It could not do much else meanwhile: every round
         waits for its Redis view write."""
-        import redis
-        import redis.exceptions as rex
-
-        delay = 0.5
-        while True:
-            try:
-                raw = redis.Redis.from_url(self.settings.redis_url, socket_timeout=3,
-                                           socket_connect_timeout=3).get(CURRENT_CONFIG)
-                break
-            except (rex.RedisError, OSError) as exc:
-                log.warning("Redis does not answer (%s): waiting for it before starting (it holds the config "
-                            "applied through the API, and the view)", exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        if raw:
-            err = self.apply_config(orjson.loads(raw))
+        cmd = applied_command(self.settings, wait=True)
+        if cmd:
+            err = self.apply_config(cmd)
             if err:
                 log.error("the applied config in Redis is invalid (%s); using the file", err)
 
