@@ -77,9 +77,9 @@ class Engine:
             state = self.new_state(ev.entity_id)
         etype = ev.type
         ts = ev.ts
-        now = ts.timestamp() if ts is not None else state["t"]
+        at = now = ts.timestamp() if ts is not None else state["t"]
         if now < state["t"]:
-            now = state["t"]  # late event: the entity's clock never runs backwards
+            now = state["t"]  # late event: the entity's clock never runs backwards (detectors get ``at``)
         elif state["n"] == 0:
             state["tt"] = now
         state["t"] = now
@@ -93,18 +93,19 @@ class Engine:
             ds = d.get(name)
             if ds is None:
                 ds = d[name] = det.new_state()
-            changed = det.update(ds, ev, now, state, models)
+            changed = det.update(ds, ev, at, now, state, models)
             if not changed:
                 return state, []
             codes = self.codes[name]
             check = []
-            for s, (v, ids) in changed.items():
+            for s, sig in changed.items():
                 code = codes[s]
+                v = sig[0]
                 if not v:
                     old = g.get(code)
                     if old is None or not old[0]:
                         continue  # zero stays zero: nothing to store, score or alert
-                g[code] = [v, now, ids]
+                g[code] = [v, sig[2] if len(sig) > 2 else now, sig[1]]  # a one-event value decays from its time
                 check.append(code)
         elif etype == "tick":
             check = self._evaluate_all(state, now)

@@ -70,7 +70,7 @@ def test_a_series_kept_by_the_one_view_score_is_taken_over():
 
     d = SensorDetector()
     old = {"temperature@f1": [1000.0, 300.0, -1.0, 0.12, 80, 4.1, 0.02, 4.0, 0.9, 1.1, 0.95, 3]}
-    sig = d.update(old, SimpleNamespace(device_id="f1", metric="temperature", value=4.2), 1300.0, {}, None)
+    sig = d.update(old, SimpleNamespace(device_id="f1", metric="temperature", value=4.2), 1300.0, 1300.0, {}, None)
     s = old["temperature@f1"]
     assert len(s) == 6 and s[0] == 1300.0 and s[1] == 300.0 and s[4] == 1
     assert sig["silence"][0] == 0.0
@@ -137,7 +137,7 @@ def test_a_daily_excursion_past_a_hard_limit_still_breaches_every_day():
     values = _spiky_days(random.Random(6), 8, [(day, 2) for day in range(3, 8)])  # 75 at 02:00 daily
     breach_days, anomaly_days = set(), set()
     for i, x in enumerate(values):
-        sig = d.update(st, SimpleNamespace(device_id="f1", metric="temperature", value=x), i * STEP, {}, None)
+        sig = d.update(st, SimpleNamespace(device_id="f1", metric="temperature", value=x), i * STEP, i * STEP, {}, None)
         if sig["limit_breach"][0] >= 1.0:
             breach_days.add(i // DAY)
         if sig.get("anomaly", (0.0,))[0] > 0.5:

@@ -47,14 +47,16 @@ def _heavy():
 STREAM = _stream()
 
 
-def _feed(det, events, state=None, models=None):
+def _feed(det, events, state=None, models=None, clock=None):
+    """Events in order; ``clock``: the entity's clock when they arrive (default: each one's own time)."""
     models = models or PopulationModels()
     state = det.new_state() if state is None else state
     entity = {"m": ["catering", "110105"], "g": {}}
     sigs = []
     for ev in events:
         if ev.type in det.handles:
-            sig = det.update(state, ev, ev.ts.timestamp(), entity, models)
+            t = ev.ts.timestamp()
+            sig = det.update(state, ev, t, t if clock is None else max(t, clock), entity, models)
             sigs.append(sig)
     return state, sigs, models
 
@@ -90,9 +92,10 @@ def test_signals_named_and_bounded(det):
         _, sigs, _ = _feed(det, evs)
         for sig in sigs:
             assert set(sig) <= set(det.default_signals)
-            for value, ids in sig.values():
+            for value, ids, *at in sig.values():
                 assert 0.0 <= value <= 1.0
                 assert all(isinstance(i, str) for i in ids)
+                assert len(at) <= 1 and all(isinstance(a, float) for a in at)
 
 
 def test_deterministic(det):
@@ -112,6 +115,18 @@ def test_resume_from_serialised_state(det):
     st = orjson.loads(orjson.dumps(st))
     st, s2, _ = _feed(det, evs[half:], state=st, models=models)
     assert st == whole and s1 + s2 == sigs_whole
+
+
+def test_state_depends_on_the_events_times_not_on_when_they_arrive(det):
+    """Events that arrive after the entity's clock moved on (a buffered upload, a backfill, a
+    wall-clock tick ahead of the feed) leave the state they leave in time: each is placed at its own
+    time. Until 2026-11-28 they were taken at the clock: a sensor series kept one reading of them,
+    complaints days apart became a burst, old penalties counted as new."""
+    for _eid, evs in _events_for(det):
+        clock = max(e.ts.timestamp() for e in evs) + 7 * 86400.0
+        in_time, _, _ = _feed(det, evs)
+        late, _, _ = _feed(det, evs, clock=clock)
+        assert late == in_time
 
 
 def test_minimal_events_work(det):

@@ -232,3 +232,28 @@ def test_a_redecide_tick_shows_the_decision_under_the_config_in_force(config):
     state, outs = run(eng2, [ev("tick", 0, redecide=True)], state)
     assert [(o["type"], o["tier"], o["config_version"]) for o in outs] == [("risk_change", "B2", "renamed")]
     assert run(eng2, [ev("tick", 0, redecide=True)], quiet)[1] == []
+
+
+def test_events_that_arrive_after_a_tick_ahead_of_the_feed_count_at_their_own_time(config):
+    """The worker's wall-clock ticks (and a buffered upload, a backfill) can move an entity's clock
+    past events still on their way. Until 2026-11-28 such events were taken at the clock: a sensor
+    series kept one of them and dropped the rest as stale, and complaints days apart, arriving
+    together, became a burst that raised the tier and fired an alert."""
+    minute = 1 / 1440
+    readings = [ev("sensor_reading", i * minute, device_id="f1", metric="temperature", value=4.0 + 0.1 * (i % 3))
+                for i in range(120)]
+    eng = Engine(config)
+    state, _ = run(eng, readings[:60] + [ev("tick", 90 * minute)] + readings[60:])
+    assert state["d"]["sensors"]["temperature@f1"][4] == 120  # readings counted (90 before: 30 of the 31 dated before the tick were dropped)
+
+    complaints = [ev("complaint", d, complaint_id=f"c{d}", category=f"cat{d}", severity=2) for d in range(6)]
+    in_time, outs_in_time = run(Engine(config), complaints + [ev("tick", 10)])
+    late, outs_late = run(Engine(config), [ev("tick", 10)] + complaints)
+    assert late["d"]["complaints"] == in_time["d"]["complaints"]
+    assert "complaints.burst" not in late["g"]  # no burst (1.0 before), no tier change, no alert (both before)
+    assert {o["type"] for o in outs_late} <= {"risk_change"} and late["ti"] == in_time["ti"] == 0
+
+    penalty = ev("record", 0, record_id="r1", kind="penalty", severity=3)  # a year old when entered
+    fresh, _ = run(Engine(config), [ev("record", 365, record_id="r1", kind="penalty", severity=3)])
+    entered_late, _ = run(Engine(config), [ev("tick", 365), penalty])
+    assert 0 < entered_late["sc"] < fresh["sc"]  # it decayed for its year (full points before)

@@ -4,15 +4,21 @@ A detector is an immutable *spec* (its constructor arguments are its config,
 validated by its ``Params`` model and stored under the same names) plus a
 per-entity *state*: a small plain JSON value the engine keeps for it.
 
-- ``update(state, event, now, entity, models)`` learns from one event
-  (mutating ``state``) and returns the signals it changed;
+- ``update(state, event, at, now, entity, models)`` learns from one event
+  that happened at ``at`` (mutating ``state``) and returns the signals it
+  changed, valued at ``now``, the entity's clock (the latest event time seen,
+  so ``now >= at``). An event reported late (``at < now``: a buffered
+  upload, a backfill, a wall-clock tick ahead of the feed) is placed at its
+  own time in the detector's history, not counted as happening now;
 - ``evaluate(state, now, entity, models)`` recomputes every signal at event
   time ``now`` without an event (ticks: silence, decay, expiry);
 - ``retract(state, item_id, now)`` / ``restore(state, item, now)`` take an
   item's contribution out (objection, revocation) and put it back (upheld).
 
 A signal is ``name -> (value, event_ids)`` with value in [0, 1]; higher means
-riskier. ``entity`` is the whole entity state (read its ``"m"`` metadata or
+riskier. A value that belongs to one event (one reading's anomaly score, one
+inspection's result) is ``(value, event_ids, at)``: it holds at ``at`` and
+decays from there, not from the entity's clock. ``entity`` is the whole entity state (read its ``"m"`` metadata or
 ``"g"`` signal cache, never write it); ``models`` are the shared population
 models (:class:`riskwatch.models.PopulationModels`).
 """
@@ -28,7 +34,7 @@ from ..config import SignalSpec
 
 __all__ = ["Detector", "Signals", "ParamsModel", "clamp01", "decay"]
 
-Signals = dict[str, tuple[float, list[str]]]
+Signals = dict[str, tuple]  # (value, event_ids) or (value, event_ids, at)
 
 
 class ParamsModel(BaseModel):
@@ -69,8 +75,9 @@ class Detector(ABC):
         return {}
 
     @abstractmethod
-    def update(self, state: Any, event: Any, now: float, entity: dict, models: Any) -> Signals:
-        """Learn from one event of a type in ``handles``; return the signals it changed."""
+    def update(self, state: Any, event: Any, at: float, now: float, entity: dict, models: Any) -> Signals:
+        """Learn from one event of a type in ``handles`` that happened at ``at``; return the signals it
+        changed, valued at the entity's clock ``now`` (>= ``at``)."""
 
     def evaluate(self, state: Any, now: float, entity: dict, models: Any) -> Signals:
         return {}

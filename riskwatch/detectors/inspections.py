@@ -12,10 +12,10 @@ inspection becomes the signal.
 >>> d, m = InspectionDetector(), PopulationModels()
 >>> st = d.new_state()
 >>> bad = E(inspection_id="i1", outcome="fail", violations=E(critical=2, major=1, minor=0))
->>> sig = d.update(st, bad, 0.0, {}, m)
+>>> sig = d.update(st, bad, 0.0, 0.0, {}, m)
 >>> sig["critical_fail"], st["n"]
-((1.0, ['i1']), 1)
->>> d.update(st, bad, 0.0, {}, m)  # the same inspection again changes nothing
+((1.0, ['i1'], 0.0), 1)
+>>> d.update(st, bad, 0.0, 0.0, {}, m)  # the same inspection again changes nothing
 {}
 """
 
@@ -81,23 +81,35 @@ class InspectionDetector(Detector):
                                                 "records.pledges") if c in g)
         return x
 
-    def update(self, st, ev, now, entity, models) -> Signals:
+    def update(self, st, ev, at, now, entity, models) -> Signals:
         if ev.inspection_id == st["id"]:
             return {}
         v = ev.violations
-        x = self.features(st, now, entity)
+        if st["n"] and at < st["t"]:
+            # an earlier inspection reported after a later one (a backfill): it joins the history
+            # decayed to the last one's time; the last outcome stays, and the model does not learn
+            # from it (the entity's features now hold what came after it). Until 2026-11-28 it was
+            # dated at the entity's clock and replaced the last outcome.
+            k = decay(self._h, st["t"] - at)
+            st["c"] += v.critical * k
+            st["m"] += v.major * k
+            st["i"] += v.minor * k
+            st["n"] += 1
+            p = models.inspection.predict(self.features(st, now, entity))
+            return {"predicted_violation": (p, [st["id"]])}
+        x = self.features(st, at, entity)
         models.inspection.learn(x, (v.critical + v.major) > 0)
-        k = decay(self._h, now - st["t"]) if st["n"] else 0.0
+        k = decay(self._h, at - st["t"]) if st["n"] else 0.0
         st["c"] = st["c"] * k + v.critical
         st["m"] = st["m"] * k + v.major
         st["i"] = st["i"] * k + v.minor
         st["n"] += 1
-        st["t"] = max(now, st["t"])
+        st["t"] = at
         st["o"] = _OUTCOME[ev.outcome]
         st["id"] = ev.inspection_id
         p = models.inspection.predict(self.features(st, now, entity))
         crit = 1.0 if (ev.outcome == "fail" and v.critical > 0) else 0.0
-        return {"predicted_violation": (p, [ev.inspection_id]), "critical_fail": (crit, [ev.inspection_id])}
+        return {"predicted_violation": (p, [ev.inspection_id]), "critical_fail": (crit, [ev.inspection_id], at)}
 
     def evaluate(self, st, now, entity, models) -> Signals:
         if not st["n"]:

@@ -7,7 +7,7 @@ at ``expires_at``. Kept pledges earn points back; a restoration record
 >>> d = RecordDetector()
 >>> st = d.new_state()
 >>> pen = E(record_id="r1", kind="penalty", severity=2, expires_at=None)
->>> round(d.update(st, pen, 0.0, {}, None)["penalties"][0], 3)
+>>> round(d.update(st, pen, 0.0, 0.0, {}, None)["penalties"][0], 3)
 0.451
 >>> round(d.evaluate(st, 365 * 86400.0, {}, None)["penalties"][0], 3)  # one half-life later
 0.259
@@ -81,7 +81,9 @@ class RecordDetector(Detector):
         # r: items [id, kind index, ts, points, expires ts (0 = never)]
         return {"r": []}
 
-    def update(self, st, ev, now, entity, models) -> Signals:
+    def update(self, st, ev, at, now, entity, models) -> Signals:
+        # a record's points decay from its own time ``at``: a penalty of last year entered today is
+        # worth what it is worth a year on (until 2026-11-28 it was dated at the entity's clock)
         items = st["r"]
         if any(x[0] == ev.record_id for x in items):
             return {}
@@ -90,14 +92,16 @@ class RecordDetector(Detector):
             return {}
         if ev.kind == "restoration":
             for it in items:
-                if it[3] > 0:
+                if it[3] > 0 and it[2] <= at:  # what came before the restoration
                     it[3] = round(it[3] * self.restoration_factor, 6)
             return self.evaluate(st, now, entity, models)
         if spec.group is None or spec.points == 0:
             return {}
         pts = spec.points * self.severity_multipliers[ev.severity - 1]
         exp = ev.expires_at.timestamp() if ev.expires_at is not None else 0.0
-        items.append([ev.record_id, self._kind_index[ev.kind], now, pts, exp])
+        items.append([ev.record_id, self._kind_index[ev.kind], at, pts, exp])
+        if len(items) > 1 and at < items[-2][2]:
+            items.sort(key=lambda it: it[2])  # in time order: the signals name the latest ones
         if len(items) > self.max_items:  # drop what weighs least now
             items.remove(min(items, key=lambda it: abs(self._value(it, now))))
         return self.evaluate(st, now, entity, models)

@@ -10,9 +10,9 @@ detector learns the typical gap between readings.
 >>> d = SensorDetector(limits={"temp": {"max": 8.0, "min_duration_s": 600, "expected_interval_s": 600}})
 >>> st = d.new_state()
 >>> ev = lambda v: E(device_id="f1", metric="temp", value=v)
->>> d.update(st, ev(9.0), 0.0, {}, None)["limit_breach"][0]
+>>> d.update(st, ev(9.0), 0.0, 0.0, {}, None)["limit_breach"][0]
 0.0
->>> d.update(st, ev(9.5), 600.0, {}, None)["limit_breach"]
+>>> d.update(st, ev(9.5), 600.0, 600.0, {}, None)["limit_breach"]
 (1.0, ['f1@600'])
 >>> d.evaluate(st, 600.0 + 4 * 3600, {}, None)["silence"][0]  # 600 s gaps, 4 h quiet
 1.0
@@ -70,36 +70,41 @@ class SensorDetector(Detector):
     def new_state(self) -> dict:
         return {}
 
-    def update(self, st, ev, now, entity, models) -> Signals:
+    def update(self, st, ev, at, now, entity, models) -> Signals:
+        # A series lives in its readings' own times: a reading that arrives after the entity's clock
+        # moved on (a buffered upload, a tick ahead of the feed) is scored in its place, and only a
+        # reading not after the series' last one is stale. Until 2026-11-28 a late reading was taken
+        # at the clock, so after one wall-clock tick ahead of a feed every later reading of the
+        # series bar one was dropped as stale.
         key = f"{ev.metric}@{ev.device_id}"
         s = st.get(key)
         if s is None:
             if len(st) >= self.max_series:
                 del st[min(st, key=lambda k: st[k][LAST])]
-            s = st[key] = [now, 0.0, -1.0, 0.0, 0, self._scorer.new_state()]
-        elif now <= s[LAST] and s[COUNT] > 0:
-            return {}  # stale or redelivered reading: already accounted for
+            s = st[key] = [at, 0.0, -1.0, 0.0, 0, self._scorer.new_state()]
+        elif at <= s[LAST] and s[COUNT] > 0:
+            return {}  # redelivered, or older than the series' last reading: already accounted for
         else:
             if len(s) != ANOMALY + 1:  # a series kept by the one-view score (before 2026-11-28)
                 s[:] = [s[LAST], s[GAP], s[BREACH], s[SCORE], 0, self._scorer.new_state()]
-            gap = now - s[LAST]
+            gap = at - s[LAST]
             s[GAP] = round(gap if s[GAP] == 0.0 else s[GAP] + 0.1 * (gap - s[GAP]), 1)
-            s[LAST] = now
+            s[LAST] = at
         lim = self.limits.get(ev.metric)
         x = ev.value
         if lim is not None and ((lim.max is not None and x > lim.max) or (lim.min is not None and x < lim.min)):
             if s[BREACH] < 0:
-                s[BREACH] = now
+                s[BREACH] = at
         else:
             s[BREACH] = -1.0
-        score = self._scorer.score(s[ANOMALY], s[COUNT], x, now)
+        score = self._scorer.score(s[ANOMALY], s[COUNT], x, at)
         s[COUNT] += 1
         s[SCORE] = round(score, 4)
-        rid = f"{ev.device_id}@{int(now)}"
+        rid = f"{ev.device_id}@{int(at)}"
         out = self.evaluate(st, now, entity, models)
         prev = entity.get("g", {}).get("sensors.anomaly") if entity else None
-        if prev is None or score >= prev[0] or prev[1] < now - 86400:
-            out["anomaly"] = (score, [rid])
+        if prev is None or score >= prev[0] or prev[1] < at - 86400:
+            out["anomaly"] = (score, [rid], at)
         if out["limit_breach"][0] > 0 and s[BREACH] >= 0:
             out["limit_breach"] = (out["limit_breach"][0], [rid])
         return out

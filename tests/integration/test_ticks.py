@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import random
+import time
 from collections import Counter
+from datetime import UTC, datetime
 
 import orjson
 
+from riskwatch import uscc
 from riskwatch.simulate import Simulation
 
 from .conftest import wait_for
-from .helpers import produce, read_topic
+from .helpers import changelog_states, produce, read_topic
 
 
 def test_ticks_reach_every_entity_in_envelopes_of_at_most_1000(stack):
@@ -53,3 +57,32 @@ def test_ticks_reach_every_entity_in_envelopes_of_at_most_1000(stack):
     assert max(sizes) <= 1000, sizes
     per_partition = Counter(p for p, ticks in msgs if ticks[0]["ts"] == ts)
     assert max(per_partition.values()) >= 2, per_partition  # a partition needed more than one envelope
+
+
+def test_readings_that_trail_the_ticks_are_all_counted(stack):
+    """Devices upload buffered readings: their event times trail the worker's wall-clock ticks, so each
+    tick moves an entity's clock past readings still on their way. Until 2026-11-28 such a reading
+    was taken at the clock, and every series kept about one reading per tick of them: the rest were
+    dropped as stale, without a dead letter or a metric."""
+    s, workers = stack
+    rng = random.Random(5)
+    ids = [uscc.generate(rng, "110105") for _ in range(20)]
+    a = workers.start({"RISKWATCH_TICK_SECONDS": "0.5"})
+    t0 = time.time() - 30.0  # the feed trails the wall clock by 30 s
+    per_round, rounds = 5, 12
+    for k in range(rounds):
+        batch = [{"type": "sensor_reading", "entity_id": e, "device_id": "d1", "metric": "temperature",
+                  "value": 4.0 + 0.1 * (j % 3),
+                  "ts": datetime.fromtimestamp(t0 + 0.2 * j, tz=UTC).isoformat()}
+                 for j in range(k * per_round, (k + 1) * per_round) for e in ids]
+        produce(s, batch)
+        time.sleep(1.0)  # ticks run meanwhile
+    total = len(ids) * per_round * rounds
+    wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") >= total, 60,
+             f"{total} readings processed", workers.logs)
+    time.sleep(1.5)  # the last states reach the changelog
+    workers.stop_all()  # (topics read back "until quiet" never are while ticks run every 0.5 s)
+    ticks = [t for _, _, v in read_topic(s.broker, s.topic("commands")) for t in orjson.loads(v)["batch"]]
+    assert len(ticks) >= len(ids) * 5, len(ticks)  # the scenario happened: ticks ran ahead of the feed
+    counts = {eid: st["d"]["sensors"]["temperature@d1"][4] for eid, st in changelog_states(s.broker, s.app_id).items()}
+    assert counts == dict.fromkeys(ids, per_round * rounds), sorted(Counter(counts.values()).items())
