@@ -267,9 +267,26 @@ class Engine:
         return self.scorer.score(g, max(now, state["t"]))
 
     def wants_tick(self, state: dict) -> bool:
-        """Whether periodic ticks matter for this entity (silence, expiry, open alerts)."""
+        """Whether time alone can change this entity's outputs: an open alert (it may clear), a tier
+        above the lowest (it may come down after its dwell), a time-dependent detector with something
+        to watch (sensor series: silence, breach duration; records: decay, expiry), or a signal whose
+        decayed contribution still counts (the score moves). A registered entity with none of these
+        gets no ticks. Until 2026-11-28 every entity got one per tick interval: the records
+        detector's empty state is truthy, so a million registered, quiet entities cost a worker
+        16.7k ticks/s, above its live capacity."""
+        if state["al"] or state["ti"]:
+            return True
         d = state["d"]
-        return bool(state["al"]) or any(d.get(n) for n, det in self.detectors.items() if det.time_dependent)
+        for n, det in self.detectors.items():
+            if det.time_dependent and det.wants_tick(d.get(n)):
+                return True
+        weights = self.scorer.weights
+        now = state["t"]
+        for code, c in state["g"].items():
+            w = weights.get(code)
+            if w is not None and w[1] and c[0] and w[0] * c[0] * 2.0 ** (-(now - c[1]) / w[1]) >= 0.01:
+                return True  # (the scorer drops contributions under 0.01 points)
+        return False
 
 
 def _decision_time(ev, now: float):

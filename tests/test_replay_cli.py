@@ -91,3 +91,19 @@ def test_check_config_exit_codes(tmp_path):
         assert field in r.stderr
     r = subprocess.run([sys.executable, "-m", "riskwatch.cli", "check-config"], capture_output=True, text=True)
     assert r.returncode == 0 and "ok: version" in r.stdout
+
+
+def test_ticks_go_only_where_time_can_change_an_output(monkeypatch):
+    """Ticks skipped by ``Engine.wants_tick`` are ticks that would have changed no output. Until
+    2026-11-28 every entity got one per interval (the records detector's empty state is truthy)."""
+    quiet = Simulation(n_entities=300, seed=5).events(n_events=0)  # registered, no events since
+    lines = [orjson.dumps(e) for e in quiet] + _lines(n_entities=300, n_events=6000, seed=4)
+
+    def decisions(raw: bytes) -> list[dict]:  # ``seq`` counts the entity's events, ticks included
+        return [{k: v for k, v in orjson.loads(x).items() if k != "seq"} for x in raw.splitlines()]
+
+    out, rp = _replay(lines, tick_seconds=3600.0)
+    monkeypatch.setattr(Engine, "wants_tick", lambda self, state: True)
+    out_all, rp_all = _replay(lines, tick_seconds=3600.0)
+    assert decisions(out) == decisions(out_all) and out
+    assert rp.summary.ticks < 0.5 * rp_all.summary.ticks, (rp.summary.ticks, rp_all.summary.ticks)

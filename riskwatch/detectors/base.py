@@ -82,6 +82,10 @@ class Detector(ABC):
     def evaluate(self, state: Any, now: float, entity: dict, models: Any) -> Signals:
         return {}
 
+    def wants_tick(self, state: Any) -> bool:
+        """Whether time alone can change this state's signals (read for time-dependent detectors)."""
+        return bool(state)
+
     def holds(self, state: Any, item_id: str) -> bool:
         return False
 

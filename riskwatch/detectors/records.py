@@ -122,6 +122,9 @@ class RecordDetector(Detector):
                 ids[g].append(it[0])
         return {g: (1.0 - math.exp(-max(0.0, sums[g]) / self.scale_points), ids[g][-3:]) for g in GROUPS}
 
+    def wants_tick(self, st) -> bool:
+        return bool(st and st["r"])  # an empty state is {"r": []}, which is truthy
+
     def holds(self, st, item_id: str) -> bool:
         return any(x[0] == item_id for x in st["r"])
 
