@@ -210,6 +210,25 @@ def cmd_rebuild_view(args) -> int:
     return 0
 
 
+def cmd_deadletter(args) -> int:
+    import asyncio
+
+    from .deadletters import read_dead_letters, render, replay, select
+    from .replay import parse_times
+    from .settings import Settings
+
+    s = Settings()
+    letters = asyncio.run(read_dead_letters(s))
+    since = parse_times(args.since)[0] if args.since else None
+    shown = select(letters, args.reason, args.topic, since, args.from_offset)
+    print(render(letters, shown, args.limit))
+    if args.replay and shown:
+        sent, skipped = asyncio.run(replay(s, shown))
+        print(f"replayed {sum(sent.values())} events ({', '.join(f'{t} {n}' for t, n in sent.items()) or 'none'}); "
+              f"{skipped} not replayable (not an event)")
+    return 0
+
+
 def cmd_topics(args) -> int:
     import asyncio
 
@@ -296,6 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
     rv = sub.add_parser("rebuild-view", help="rebuild the Redis view from the Kafka topics")
     rv.add_argument("--no-flush", action="store_true", help="keep existing rw:* keys")
     rv.set_defaults(func=cmd_rebuild_view)
+
+    dl = sub.add_parser("deadletter", help="list the dead-lettered events (by reason, source), --replay sends them back")
+    dl.add_argument("--reason", action="append", help="only this reason (repeatable), e.g. value_error, in_future")
+    dl.add_argument("--topic", help="only dead letters from this source topic")
+    dl.add_argument("--since", help="only dead letters written at or after this ISO-8601 time")
+    dl.add_argument("--from-offset", type=int, default=0, help="only from this dead-letter offset on")
+    dl.add_argument("--limit", type=int, default=20, help="how many of the latest to show")
+    dl.add_argument("--replay", action="store_true", help="send the selected events back to their input topics")
+    dl.set_defaults(func=cmd_deadletter)
 
     t = sub.add_parser("create-topics", help="create the riskwatch topics on RISKWATCH_BROKER")
     t.set_defaults(func=cmd_topics)

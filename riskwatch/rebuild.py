@@ -32,42 +32,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from .config import applied_config
 from .settings import Settings
+from .streams.kafka import read_messages
 from .view import ViewWriter
 
 __all__ = ["rebuild_view"]
 
 
-async def _messages(broker: str, topic: str):
-    c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
-    await c.start()
-    try:
-        await c._client.force_metadata_update()
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
-        if not tps:
-            return
-        c.assign(tps)
-        await c.seek_to_beginning(*tps)
-        # Read until the topic stays quiet: the embedded broker (Tansu 0.6) reports as the end
-        # offset the first offset of a partition's last record batch, so the reported end is
-        # only a lower bound (measured: 9,559 reported for 10,000 records per partition).
-        idle = 0
-        while idle < 3:
-            batch = await c.getmany(timeout_ms=500)
-            idle = 0 if batch else idle + 1
-            for msgs in batch.values():
-                for msg in msgs:
-                    yield msg
-    finally:
-        await c.stop()
-
-
 async def _each(broker: str, topic: str):
     """The events of a topic, batch envelopes unpacked."""
-    async for msg in _messages(broker, topic):
+    async for msg in read_messages(broker, topic):
         obj = orjson.loads(msg.value)
         for ev in obj["batch"] if isinstance(obj, dict) and "batch" in obj else [obj]:
             yield ev
@@ -79,7 +55,7 @@ async def _states(broker: str, changelog: str):
     still holds several records per entity, and the last one wins."""
     from .streams.state_store import decode_change
 
-    async for msg in _messages(broker, changelog):
+    async for msg in read_messages(broker, changelog):
         if msg.key is None:
             for item in decode_change(msg.value)[1].items():
                 yield item
