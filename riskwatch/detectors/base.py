@@ -17,10 +17,11 @@ per-entity *state*: a small plain JSON value the engine keeps for it.
 
 A signal is ``name -> (value, event_ids)`` with value in [0, 1]; higher means
 riskier. A value that belongs to one event (one reading's anomaly score, one
-inspection's result) is ``(value, event_ids, at)``: it holds at ``at`` and
-decays from there, not from the entity's clock. ``entity`` is the whole entity state (read its ``"m"`` metadata or
-``"g"`` signal cache, never write it); ``models`` are the shared population
-models (:class:`riskwatch.models.PopulationModels`).
+inspection's result) is ``(value, event_ids, at)`` when ``update`` returns it:
+it holds at ``at`` and decays from there, not from the entity's clock.
+``entity`` is the whole entity state (read its ``"m"`` metadata or ``"g"``
+signal cache, never write it); ``models`` are the shared population models
+(:class:`riskwatch.models.PopulationModels`).
 """
 
 from __future__ import annotations
