@@ -16,13 +16,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RiskwatchError
 
-__all__ = ["Service", "free_port", "start_broker", "start_redis", "ServiceError"]
+__all__ = ["Service", "ServiceError", "die_with_parent", "free_port", "start_broker", "start_redis"]
 
 
 class ServiceError(RiskwatchError):
@@ -76,12 +77,32 @@ def _wait_port(svc: Service, timeout: float) -> None:
     raise ServiceError(f"{svc.name} did not open port {svc.port} within {timeout:.0f}s; see {svc.log}")
 
 
+def die_with_parent():
+    """A ``preexec_fn`` that makes the child get SIGTERM when the process that started it dies, however
+    it dies (Linux ``PR_SET_PDEATHSIG``; None elsewhere). Ctrl-C, SIGTERM and SIGHUP let ``riskwatch up``
+    stop its children itself; SIGKILL (the OOM killer, ``kill -9``) did not, and left the broker, Redis,
+    the worker, the API, ... running, holding the ports and the data directory (until 2026-11-28)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork: no import in the child
+    parent = os.getpid()
+
+    def preexec() -> None:  # runs in the child between fork and exec: two system calls, nothing else
+        prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the line above took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 def _spawn(name: str, cmd: list[str], port: int, url: str, data_dir: Path, env=None) -> Service:
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / f"{name}.log"
     f = log.open("ab")
     proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=data_dir, env=env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=die_with_parent())  # noqa: PLW1509 (see there)
     f.close()
     return Service(name, proc, port, url, log)
 

@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from .api.auth import hash_token
-from .embedded import Service, free_port, start_broker, start_redis
+from .embedded import Service, die_with_parent, free_port, start_broker, start_redis
 
 __all__ = ["up"]
 
@@ -37,7 +37,8 @@ DEMO_MAX_DELAY = 1.0
 def _spawn(name: str, args: list[str], env: dict, data_dir: Path, module: str = "riskwatch.cli") -> subprocess.Popen:
     log = (data_dir / f"{name}.log").open("ab")
     return subprocess.Popen([sys.executable, "-m", module, *args], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=die_with_parent())  # noqa: PLW1509 (two system calls; see embedded.py)
 
 
 _DEMO_SECRET = "demo-" + os.urandom(8).hex()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from riskwatch.embedded import free_port, start_broker, start_redis
+from riskwatch.embedded import die_with_parent, free_port, start_broker, start_redis
 from riskwatch.settings import Settings
 from riskwatch.streams.kafka import ensure_topics
 
@@ -45,7 +45,8 @@ class Workers:
                    RISKWATCH_DATA_DIR=str(self.d / f"w{len(self.procs) if data_of is None else data_of}"))
         log = (self.d / f"worker{len(self.procs)}.log").open("wb")
         p = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "worker", "--loglevel", "info"], env=env,
-                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                             preexec_fn=die_with_parent())  # noqa: PLW1509 (a killed pytest leaves no worker)
         self.procs.append((p, port))
         return len(self.procs) - 1
 

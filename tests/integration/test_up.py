@@ -143,3 +143,38 @@ def test_a_closed_terminal_sighup_stops_everything_too(tmp_path):
     left = [pid for pid in children if Path(f"/proc/{pid}").exists()
             and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"]
     assert not left, left
+
+
+def test_up_killed_with_sigkill_still_leaves_no_process_behind(tmp_path):
+    """The OOM killer or `kill -9` gives up no chance to stop its children: until 2026-11-28 the
+    broker, Redis, the worker, the dispatcher, the API and the ingest gateway kept running, holding
+    the ports and the data directory. They now get SIGTERM when up dies (Linux PR_SET_PDEATHSIG)."""
+    data_dir = tmp_path / "kill9"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RISKWATCH_")}
+    up = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "up", "--data-dir", str(data_dir),
+                           "--api-port", str(free_port())], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    children: set[int] = set()
+    try:
+        for line in up.stdout:
+            if "Ctrl-C stops everything" in line:
+                break
+        children = _processes_of(data_dir)
+        assert len(children) >= 5, children  # broker, Redis, worker, dispatcher, API, ingest
+        up.kill()
+        up.wait(10)
+
+        def left() -> list[int]:
+            return [pid for pid in children if Path(f"/proc/{pid}").exists()
+                    and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"]
+
+        deadline = time.monotonic() + 40  # the worker stops within RISKWATCH_STOP_TIMEOUT_S (20 s)
+        while left() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not left(), [Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in left()]
+    finally:
+        for pid in children:  # what the assertion found running must not outlive the test
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
