@@ -120,17 +120,23 @@ def test_up_reports_a_process_that_fails_to_start_with_its_log_and_stops_the_res
     assert not _processes_of(d)
 
 
-def test_a_closed_terminal_sighup_stops_everything_too(tmp_path):
-    """SIGHUP (a closed terminal, a dropped SSH session) killed up at once and left 7 processes running."""
-    data_dir = tmp_path / "hup"
+def _up_without_demo(data_dir: Path) -> subprocess.Popen:
+    """`riskwatch up` on free ports, returned once its banner is printed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RISKWATCH_")}
     up = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "up", "--data-dir", str(data_dir),
                            "--api-port", str(free_port())], env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    for line in up.stdout:
+        if "Ctrl-C stops everything" in line:
+            break
+    return up
+
+
+def test_a_closed_terminal_sighup_stops_everything_too(tmp_path):
+    """SIGHUP (a closed terminal, a dropped SSH session) killed up at once and left 7 processes running."""
+    data_dir = tmp_path / "hup"
+    up = _up_without_demo(data_dir)
     try:
-        for line in up.stdout:
-            if "Ctrl-C stops everything" in line:
-                break
         children = _processes_of(data_dir)
         assert len(children) >= 5, children  # broker, Redis, worker, dispatcher, API, ingest
         up.send_signal(signal.SIGHUP)
@@ -150,15 +156,9 @@ def test_up_killed_with_sigkill_still_leaves_no_process_behind(tmp_path):
     broker, Redis, the worker, the dispatcher, the API and the ingest gateway kept running, holding
     the ports and the data directory. They now get SIGTERM when up dies (Linux PR_SET_PDEATHSIG)."""
     data_dir = tmp_path / "kill9"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RISKWATCH_")}
-    up = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "up", "--data-dir", str(data_dir),
-                           "--api-port", str(free_port())], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    up = _up_without_demo(data_dir)
     children: set[int] = set()
     try:
-        for line in up.stdout:
-            if "Ctrl-C stops everything" in line:
-                break
         children = _processes_of(data_dir)
         assert len(children) >= 5, children  # broker, Redis, worker, dispatcher, API, ingest
         up.kill()
