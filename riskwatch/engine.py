@@ -280,13 +280,7 @@ class Engine:
         for n, det in self.detectors.items():
             if det.time_dependent and det.wants_tick(d.get(n)):
                 return True
-        weights = self.scorer.weights
-        now = state["t"]
-        for code, c in state["g"].items():
-            w = weights.get(code)
-            if w is not None and w[1] and c[0] and w[0] * c[0] * 2.0 ** (-(now - c[1]) / w[1]) >= 0.01:
-                return True  # (the scorer drops contributions under 0.01 points)
-        return False
+        return self.scorer.decaying(state["g"], state["t"])
 
 
 def _decision_time(ev, now: float):

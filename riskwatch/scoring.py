@@ -23,6 +23,7 @@ from __future__ import annotations
 __all__ = ["Scorer"]
 
 DAY = 86400.0
+MIN_POINTS = 0.01  # a contribution under this many points is left out of a score
 
 
 class Scorer:
@@ -65,10 +66,19 @@ class Scorer:
             if w[1] and now > c[1]:
                 v *= 2.0 ** (-(now - c[1]) / w[1])
             pts = w[0] * v
-            if pts >= 0.01:
+            if pts >= MIN_POINTS:
                 parts.append((pts, code, v, c[2]))
                 total += pts
         return (100.0 if total > 100.0 else round(total, 3)), parts
+
+    def decaying(self, g: dict, now: float) -> bool:
+        """Whether a cached signal that decays still contributes at ``now``: time alone moves the score."""
+        weights = self.weights
+        for code, c in g.items():
+            w = weights.get(code)
+            if w is not None and w[1] and c[0] and w[0] * c[0] * 2.0 ** (-(now - c[1]) / w[1]) >= MIN_POINTS:
+                return True
+        return False
 
     def reasons(self, parts: list, score: float) -> list[dict]:
         """The top contributions as reason dicts (code, contribution, share, signal, event_ids)."""
