@@ -62,6 +62,11 @@ class Replay:
         self.engine = engine
         self.freezer = gc_policy.Freezer(gc_freeze_every) if gc_freeze_every else None
         self.states: dict[str, dict] = {}
+        # entities whose last state wants ticks, by first-seen order (ticks go out in that order).
+        # ``wants_tick`` depends on the state alone, so an entity leaves or joins only when it is
+        # processed: each tick visits these, not every state (before 2026-12-04 it asked all of them)
+        self.order: dict[str, int] = {}
+        self.tickable: set[str] = set()
         self.out, self.trace, self.snap = out, trace, snapshots
         self.snapshot_at = list(snapshot_at)
         self.tick = tick_seconds
@@ -106,15 +111,25 @@ class Replay:
     def _tick_all(self, at: float) -> None:
         t = datetime.fromtimestamp(at, tz=timezone.utc)
         eng = self.engine
-        for eid, st in self.states.items():
-            if eng.wants_tick(st):
-                self.summary.ticks += 1
-                self._emit(eng.process(st, Tick.model_construct(entity_id=eid, ts=t))[1])
+        wants = eng.wants_tick
+        states = self.states
+        for eid in sorted(self.tickable, key=self.order.__getitem__):
+            st = states[eid]
+            self.summary.ticks += 1
+            self._emit(eng.process(st, Tick.model_construct(entity_id=eid, ts=t))[1])
+            if not wants(st):
+                self.tickable.discard(eid)
 
     def _apply(self, ev, n: int) -> None:
         eid = ev.entity_id
         st, outs = self.engine.process(self.states.get(eid), ev)
         self.states[eid] = st
+        if eid not in self.order:
+            self.order[eid] = len(self.order)
+        if self.engine.wants_tick(st):
+            self.tickable.add(eid)
+        else:
+            self.tickable.discard(eid)
         self.summary.events += 1
         self._emit(outs)
         if self.trace is not None:

@@ -3,6 +3,8 @@ import io
 import subprocess
 import sys
 
+from datetime import datetime, timezone
+
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 from riskwatch.cli import main
 from riskwatch.config import load_config
 from riskwatch.engine import Engine
+from riskwatch.events import Tick
 from riskwatch.replay import Replay
 from riskwatch.simulate import Simulation
 
@@ -107,3 +110,41 @@ def test_ticks_go_only_where_time_can_change_an_output(monkeypatch):
     out_all, rp_all = _replay(lines, tick_seconds=3600.0)
     assert decisions(out) == decisions(out_all) and out
     assert rp.summary.ticks < 0.5 * rp_all.summary.ticks, (rp.summary.ticks, rp_all.summary.ticks)
+
+
+class _AskingEveryState(Replay):
+    """The tick loop before 2026-12-04: every state asked at every tick."""
+
+    def _tick_all(self, at: float) -> None:
+        t = datetime.fromtimestamp(at, tz=timezone.utc)
+        for eid, st in self.states.items():
+            if self.engine.wants_tick(st):
+                self.summary.ticks += 1
+                self._emit(self.engine.process(st, Tick.model_construct(entity_id=eid, ts=t))[1])
+
+
+def test_ticks_visit_the_entities_that_want_them_as_if_every_state_were_asked():
+    """Replay keeps the set of entities that want ticks (an entity joins or leaves it only when
+    processed); the ticks, their order and the outputs are those of asking every state. Over
+    400 days an entity's one complaint decays out (it leaves the set), another's comes back at
+    day 300 (it joins again), a third complains every 10 days."""
+    ids = [e["entity_id"] for e in Simulation(n_entities=3, seed=6).events(n_events=0)]
+    day = 86400.0
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()
+
+    def complaint(eid: str, t: float, n: int) -> dict:
+        return {"type": "complaint", "complaint_id": f"c{n}", "entity_id": eid, "category": "quality",
+                "ts": datetime.fromtimestamp(t0 + t, tz=timezone.utc).isoformat()}
+
+    evs = [complaint(ids[0], 60.0 * i, i) for i in range(6)]  # a burst: an alert and a tier that ticks clear
+    evs += [complaint(ids[1], 30.0, 100), complaint(ids[1], 300 * day + 5.0, 101)]
+    evs += [complaint(ids[2], d * day, 200 + d) for d in range(1, 400, 10)]
+    upserts = Simulation(n_entities=3, seed=6).events(n_events=0)
+    lines = [orjson.dumps(e) for e in upserts] + [orjson.dumps(e) for e in sorted(evs, key=lambda e: e["ts"])]
+    out, rp = _replay(lines, tick_seconds=6 * 3600.0)
+    ref = io.BytesIO()
+    rp_ref = _AskingEveryState(Engine(load_config()), out=ref, tick_seconds=6 * 3600.0)
+    rp_ref.run(lines)
+    assert rp.summary.ticks == rp_ref.summary.ticks > 0
+    assert out == ref.getvalue() and out
+    assert ids[0] not in rp.tickable  # it left for good
