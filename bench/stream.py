@@ -191,8 +191,18 @@ def run_worker(broker, redis, prefix, d, expected) -> tuple[float, int, subproce
             first = (now, n)
         if n >= expected:
             return (n - first[1]) / (now - first[0]), port, p
-        time.sleep(0.05)
+        time.sleep(_poll_pause(first, now, n, expected))
     raise RuntimeError(f"worker {prefix} did not finish; see {d / (prefix + 'log')}")
+
+
+def _poll_pause(first: tuple[float, float] | None, now: float, n: float, expected: float) -> float:
+    """50 ms near the start and the end of a run, up to 0.5 s between. Each scrape of the worker's
+    /metrics costs it ~3 ms of CPU under its GIL: polled every 50 ms throughout, a py-spy profile
+    put 5.6% of the worker's samples in its metrics server (2026-12-04)."""
+    if first is None or now <= first[0] or n <= first[1]:
+        return 0.05
+    left = (expected - n) / ((n - first[1]) / (now - first[0]))
+    return min(0.5, max(0.05, left / 3))
 
 
 def simulate_to_kafka(broker, prefix, n_events, n_entities, batch, rate=None, live=False, max_delay=0.2,

@@ -8,6 +8,7 @@ outputs, a per-event trace and entity snapshots at given event times.
 
 from __future__ import annotations
 
+import heapq
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -62,11 +63,12 @@ class Replay:
         self.engine = engine
         self.freezer = gc_policy.Freezer(gc_freeze_every) if gc_freeze_every else None
         self.states: dict[str, dict] = {}
-        # entities whose last state wants ticks, by first-seen order (ticks go out in that order).
-        # ``wants_tick`` depends on the state alone, so an entity leaves or joins only when it is
-        # processed: each tick visits these, not every state (before 2026-12-04 it asked all of them)
+        # when each entity is next due a tick (Engine.next_tick: it depends on the state alone, so it
+        # changes only when the entity is processed), and a heap of (due, first-seen order, entity)
+        # with stale entries skipped. Ticks of one instant go out in first-seen order.
         self.order: dict[str, int] = {}
-        self.tickable: set[str] = set()
+        self.due: dict[str, float] = {}
+        self.heap: list[tuple[float, int, str]] = []
         self.out, self.trace, self.snap = out, trace, snapshots
         self.snapshot_at = list(snapshot_at)
         self.tick = tick_seconds
@@ -104,21 +106,42 @@ class Replay:
             now = ts.timestamp()
             if self.next_tick is None:
                 self.next_tick = (now // self.tick + 1) * self.tick
+            tick, heap = self.tick, self.heap
             while now >= self.next_tick:
+                if not heap or heap[0][0] > self.next_tick:  # nobody due: on to the next grid time someone is
+                    nxt = -(-heap[0][0] // tick) * tick if heap else now + tick
+                    if nxt > now:
+                        self.next_tick = (now // tick + 1) * tick
+                        break
+                    self.next_tick = nxt
                 self._tick_all(self.next_tick)
-                self.next_tick += self.tick
+                self.next_tick += tick
 
     def _tick_all(self, at: float) -> None:
-        t = datetime.fromtimestamp(at, tz=timezone.utc)
-        eng = self.engine
-        wants = eng.wants_tick
-        states = self.states
-        for eid in sorted(self.tickable, key=self.order.__getitem__):
+        heap, due = self.heap, self.due
+        now: list[tuple[int, str]] = []
+        while heap and heap[0][0] <= at:
+            t, k, eid = heapq.heappop(heap)
+            if due.get(eid) == t:
+                del due[eid]
+                now.append((k, eid))
+        if not now:
+            return
+        ts = datetime.fromtimestamp(at, tz=timezone.utc)
+        eng, states = self.engine, self.states
+        for _, eid in sorted(now):
             st = states[eid]
             self.summary.ticks += 1
-            self._emit(eng.process(st, Tick.model_construct(entity_id=eid, ts=t))[1])
-            if not wants(st):
-                self.tickable.discard(eid)
+            self._emit(eng.process(st, Tick.model_construct(entity_id=eid, ts=ts))[1])
+            self._schedule(eid, st)
+
+    def _schedule(self, eid: str, st: dict) -> None:
+        t = self.engine.next_tick(st)
+        if t is None:
+            self.due.pop(eid, None)
+        elif self.due.get(eid) != t:
+            self.due[eid] = t
+            heapq.heappush(self.heap, (t, self.order[eid], eid))
 
     def _apply(self, ev, n: int) -> None:
         eid = ev.entity_id
@@ -126,10 +149,8 @@ class Replay:
         self.states[eid] = st
         if eid not in self.order:
             self.order[eid] = len(self.order)
-        if self.engine.wants_tick(st):
-            self.tickable.add(eid)
-        else:
-            self.tickable.discard(eid)
+        if self.tick:
+            self._schedule(eid, st)
         self.summary.events += 1
         self._emit(outs)
         if self.trace is not None:

@@ -20,10 +20,13 @@ to a spot-check ratio.
 
 from __future__ import annotations
 
+from math import exp, log
+
 __all__ = ["Scorer"]
 
 DAY = 86400.0
 MIN_POINTS = 0.01  # a contribution under this many points is left out of a score
+_LN2 = log(2.0)
 
 
 class Scorer:
@@ -79,6 +82,52 @@ class Scorer:
             if w is not None and w[1] and c[0] and w[0] * c[0] * 2.0 ** (-(now - c[1]) / w[1]) >= MIN_POINTS:
                 return True
         return False
+
+    def falls_to(self, g: dict, now: float, target: float, faster: dict[str, float]) -> float | None:
+        """A time, not after the earliest one, at which the score of ``g`` (as at ``now``) can be at or
+        below ``target`` with time alone; None if never. ``faster``: {code: half-life in s} for signals
+        that can fall faster than their configured half-life.
+
+        The score is a constant plus decaying exponentials: convex and falling, so Newton's method
+        started at ``now`` stays below the root. The margin covers contributions that drop out under
+        MIN_POINTS and the rounding to three decimals."""
+        weights = self.weights
+        const = 0.0
+        terms = []
+        for code, c in g.items():
+            v = c[0]
+            w = weights.get(code)
+            if not v or w is None:
+                continue
+            hl = w[1]
+            f = faster.get(code)
+            if f is not None and (not hl or f < hl):
+                hl = f
+            pts = w[0] * v
+            if hl:
+                if now > c[1]:
+                    pts *= 2.0 ** (-(now - c[1]) / hl)
+                if pts >= MIN_POINTS:
+                    terms.append((pts, _LN2 / hl))
+            elif pts >= MIN_POINTS:
+                const += pts
+        if not terms:
+            return None if const > target else now
+        goal = target + MIN_POINTS * len(terms) + 0.001
+        if const >= goal:
+            return None
+        x = 0.0
+        for _ in range(6):
+            fx = const - goal
+            slope = 0.0
+            for pts, rate in terms:
+                e = pts * exp(-rate * x)
+                fx += e
+                slope += rate * e
+            if fx <= 1e-9 or slope <= 0.0:
+                break
+            x += fx / slope
+        return now + x
 
     def reasons(self, parts: list, score: float) -> list[dict]:
         """The top contributions as reason dicts (code, contribution, share, signal, event_ids)."""

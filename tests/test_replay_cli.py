@@ -1,4 +1,5 @@
 import csv
+import heapq
 import io
 import subprocess
 import sys
@@ -12,7 +13,6 @@ from hypothesis import strategies as st
 from riskwatch.cli import main
 from riskwatch.config import load_config
 from riskwatch.engine import Engine
-from riskwatch.events import Tick
 from riskwatch.replay import Replay
 from riskwatch.simulate import Simulation
 
@@ -96,55 +96,72 @@ def test_check_config_exit_codes(tmp_path):
     assert r.returncode == 0 and "ok: version" in r.stdout
 
 
-def test_ticks_go_only_where_time_can_change_an_output(monkeypatch):
-    """Ticks skipped by ``Engine.wants_tick`` are ticks that would have changed no output. Until
-    2026-11-28 every entity got one per interval (the records detector's empty state is truthy)."""
+class _TickingEveryEntity(Replay):
+    """The reference: every entity ticked at every tick time (before 2026-11-28, near enough)."""
+
+    def _schedule(self, eid: str, st: dict) -> None:
+        if eid not in self.due:
+            self.due[eid] = st["t"]
+            heapq.heappush(self.heap, (st["t"], self.order[eid], eid))
+
+
+def _decisions(raw: bytes) -> list[dict]:  # ``seq`` counts the entity's events, ticks included
+    return [{k: v for k, v in orjson.loads(x).items() if k != "seq"} for x in raw.splitlines()]
+
+
+def _against_reference(lines, tick_seconds):
+    out, rp = _replay(lines, tick_seconds=tick_seconds)
+    ref = io.BytesIO()
+    rp_ref = _TickingEveryEntity(Engine(load_config()), out=ref, tick_seconds=tick_seconds)
+    rp_ref.run(lines)
+    assert _decisions(out) == _decisions(ref.getvalue()) and out
+    return rp.summary.ticks, rp_ref.summary.ticks
+
+
+def test_ticks_go_only_where_time_can_change_an_output():
+    """Replay ticks an entity only when ``Engine.next_tick`` says time alone can change an output
+    by then; the decisions are those of ticking every entity at every tick time. Until 2026-11-28
+    every entity got a tick per interval, until 2026-12-04 every one with a sensor or a record."""
     quiet = Simulation(n_entities=300, seed=5).events(n_events=0)  # registered, no events since
     lines = [orjson.dumps(e) for e in quiet] + _lines(n_entities=300, n_events=6000, seed=4)
-
-    def decisions(raw: bytes) -> list[dict]:  # ``seq`` counts the entity's events, ticks included
-        return [{k: v for k, v in orjson.loads(x).items() if k != "seq"} for x in raw.splitlines()]
-
-    out, rp = _replay(lines, tick_seconds=3600.0)
-    monkeypatch.setattr(Engine, "wants_tick", lambda self, state: True)
-    out_all, rp_all = _replay(lines, tick_seconds=3600.0)
-    assert decisions(out) == decisions(out_all) and out
-    assert rp.summary.ticks < 0.5 * rp_all.summary.ticks, (rp.summary.ticks, rp_all.summary.ticks)
+    ticks, ref_ticks = _against_reference(lines, 3600.0)
+    assert ticks < 0.2 * ref_ticks, (ticks, ref_ticks)
 
 
-class _AskingEveryState(Replay):
-    """The tick loop before 2026-12-04: every state asked at every tick."""
-
-    def _tick_all(self, at: float) -> None:
-        t = datetime.fromtimestamp(at, tz=timezone.utc)
-        for eid, st in self.states.items():
-            if self.engine.wants_tick(st):
-                self.summary.ticks += 1
-                self._emit(self.engine.process(st, Tick.model_construct(entity_id=eid, ts=t))[1])
-
-
-def test_ticks_visit_the_entities_that_want_them_as_if_every_state_were_asked():
-    """Replay keeps the set of entities that want ticks (an entity joins or leaves it only when
-    processed); the ticks, their order and the outputs are those of asking every state. Over
-    400 days an entity's one complaint decays out (it leaves the set), another's comes back at
-    day 300 (it joins again), a third complains every 10 days."""
-    ids = [e["entity_id"] for e in Simulation(n_entities=3, seed=6).events(n_events=0)]
+def test_due_ticks_catch_every_deadline_and_threshold():
+    """Hand-made over 400 days, each case one way a tick can matter: a burst's alert and tier decay
+    (alert clear, tier down after its dwell, score drift), a silence and a breach whose deadlines pass
+    just before another event (the event's decision sees them; no tick is missed), a record that
+    expires, a kept pledge (its decay raises a signal), a penalty decaying for a year."""
+    ids = [e["entity_id"] for e in Simulation(n_entities=4, seed=6).events(n_events=0)]
     day = 86400.0
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()
+    evs: list[dict] = []
 
-    def complaint(eid: str, t: float, n: int) -> dict:
-        return {"type": "complaint", "complaint_id": f"c{n}", "entity_id": eid, "category": "quality",
-                "ts": datetime.fromtimestamp(t0 + t, tz=timezone.utc).isoformat()}
+    def add(etype: str, eid: str, t: float, **kw) -> None:
+        ts = datetime.fromtimestamp(t0 + t, tz=timezone.utc).isoformat()
+        id_field = {"complaint": "complaint_id", "record": "record_id"}.get(etype)
+        ev = {"type": etype, "entity_id": eid, "ts": ts, **kw}
+        if id_field:
+            ev[id_field] = f"{etype[0]}{len(evs)}"
+        evs.append(ev)
 
-    evs = [complaint(ids[0], 60.0 * i, i) for i in range(6)]  # a burst: an alert and a tier that ticks clear
-    evs += [complaint(ids[1], 30.0, 100), complaint(ids[1], 300 * day + 5.0, 101)]
-    evs += [complaint(ids[2], d * day, 200 + d) for d in range(1, 400, 10)]
-    upserts = Simulation(n_entities=3, seed=6).events(n_events=0)
+    for i in range(6):
+        add("complaint", ids[0], 60.0 * i, category="quality", severity=3)
+    for i in range(12):  # pm25 every 10 min, then quiet; then over its limit for 70 min
+        add("sensor_reading", ids[1], 1000.0 + 600 * i, device_id="d1", metric="pm25", value=40.0)
+    add("complaint", ids[1], 1000.0 + 600 * 11 + 3 * 600 + 1700, category="quality")  # silent by then
+    for i in range(8):
+        add("sensor_reading", ids[1], 5 * day + 600 * i, device_id="d1", metric="pm25", value=400.0)
+    add("complaint", ids[1], 5 * day + 3600 + 1200, category="quality")  # the breach turned full before it
+    add("record", ids[2], 10.0, kind="penalty", severity=3)
+    add("record", ids[2], 20.0, kind="judicial_default", severity=2,
+        expires_at=datetime.fromtimestamp(t0 + 40 * day + 1234, tz=timezone.utc).isoformat())
+    add("record", ids[3], 30.0, kind="pledge_broken", severity=2)
+    add("record", ids[3], 2 * day, kind="pledge_kept", severity=1)
+    for d in range(3, 400, 9):  # a neighbour's feed keeps the replay's clock moving
+        add("complaint", ids[3], d * day + 17.0, category="quality")
+    upserts = Simulation(n_entities=4, seed=6).events(n_events=0)
     lines = [orjson.dumps(e) for e in upserts] + [orjson.dumps(e) for e in sorted(evs, key=lambda e: e["ts"])]
-    out, rp = _replay(lines, tick_seconds=6 * 3600.0)
-    ref = io.BytesIO()
-    rp_ref = _AskingEveryState(Engine(load_config()), out=ref, tick_seconds=6 * 3600.0)
-    rp_ref.run(lines)
-    assert rp.summary.ticks == rp_ref.summary.ticks > 0
-    assert out == ref.getvalue() and out
-    assert ids[0] not in rp.tickable  # it left for good
+    ticks, ref_ticks = _against_reference(lines, 3600.0)
+    assert ticks < 0.5 * ref_ticks, (ticks, ref_ticks)

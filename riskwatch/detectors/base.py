@@ -87,6 +87,19 @@ class Detector(ABC):
         """Whether time alone can change this state's signals (read for time-dependent detectors)."""
         return bool(state)
 
+    def next_change(self, state: Any, now: float, entity: dict) -> float | None:
+        """For a time-dependent detector: the earliest event time at which :meth:`evaluate` can give
+        signals other than those in the entity's signal cache (``entity["g"]``, stamped when last
+        evaluated) decayed by their half-lives: a deadline (silence, a breach's minimum duration, an
+        expiry), or ``now`` for one passed since the cache was stamped, or when it cannot tell; None
+        when time alone changes nothing. An early answer costs a tick that changes nothing, a late
+        one a late decision: when unsure, answer early."""
+        return now if self.wants_tick(state) else None
+
+    def half_lives(self, state: Any) -> dict[str, float]:
+        """Signals that can fall faster than their configured half-life: {signal: half-life in s}."""
+        return {}
+
     def holds(self, state: Any, item_id: str) -> bool:
         return False
 

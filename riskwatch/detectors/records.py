@@ -125,6 +125,37 @@ class RecordDetector(Detector):
     def wants_tick(self, st) -> bool:
         return bool(st and st["r"])  # an empty state is {"r": []}, which is truthy
 
+    def next_change(self, st, now, entity) -> float | None:
+        # the next expiry (or now for one passed since its group's signal was evaluated); now while a
+        # kept pledge (negative points) decays, which can raise its group's signal. Decay alone is
+        # the engine's: see half_lives
+        g = entity["g"]
+        due = None
+        for it in st["r"] if st else ():
+            if it[3] < 0 and not (it[4] and now >= it[4]):
+                return now
+            exp = it[4]
+            if not exp:
+                continue
+            if exp <= now:
+                c = g.get(f"records.{self._kind_spec[it[1]].group}")
+                if c is None or c[1] >= exp:
+                    continue  # evaluated since it expired
+                exp = now
+            if due is None or exp < due:
+                due = exp
+        return due
+
+    def half_lives(self, st) -> dict[str, float]:
+        # a group's signal 1 - exp(-sum / scale) falls no faster than its fastest-decaying item
+        out: dict[str, float] = {}
+        for it in st["r"] if st else ():
+            spec = self._kind_spec[it[1]]
+            h = spec.half_life_days * DAY
+            if spec.group is not None and h < out.get(spec.group, float("inf")):
+                out[spec.group] = h
+        return out
+
     def holds(self, st, item_id: str) -> bool:
         return any(x[0] == item_id for x in st["r"])
 

@@ -126,3 +126,30 @@ class SensorDetector(Detector):
                 silence = 1.0
                 s_ids.append(key)
         return {"limit_breach": (breach, b_ids), "silence": (silence, s_ids)}
+
+    def next_change(self, st, now, entity) -> float | None:
+        # the signals are steps: a breach turns full after its minimum duration, a series silent after
+        # silence_factor x its interval; both end only with a reading (an event, not a tick). A
+        # deadline that passed after the cached signal was last evaluated (a complaint came first) is due now
+        g = entity["g"]
+        due = None
+        for key, s in st.items():
+            lim = self.limits.get(key.split("@", 1)[0])
+            if s[BREACH] >= 0 and lim is not None:
+                t = s[BREACH] + lim.min_duration_s
+                if t <= now:
+                    c = g.get("sensors.limit_breach")
+                    t = now if c is None or c[1] < t else None
+                if t is not None and (due is None or t < due):
+                    due = t
+            expected = lim.expected_interval_s if lim is not None and lim.expected_interval_s else None
+            if expected is None and s[COUNT] >= 5:
+                expected = s[GAP]
+            if expected:
+                t = s[LAST] + self.silence_factor * expected
+                if t < now:
+                    c = g.get("sensors.silence")
+                    t = now if c is None or c[1] <= t else None
+                if t is not None and (due is None or t < due):
+                    due = t
+        return due

@@ -379,9 +379,18 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         return sent
 
     async def tick_entities():
-        """Wall-clock ticks for entities that can go silent or have records expiring."""
-        iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time()))
-        await send_ticks(lambda st: iso if w.engine.wants_tick(st) else None)
+        """Wall-clock ticks for entities due one (Engine.next_tick: a silence or breach deadline, an
+        expiry, a decaying score or alert about to cross a threshold); until 2026-12-04 every entity
+        with a sensor or a record got one each interval."""
+        now = time.time()
+        iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now))
+        next_tick = w.engine.next_tick
+
+        def due(st: dict) -> str | None:
+            t = next_tick(st)
+            return iso if t is not None and t <= now else None
+
+        await send_ticks(due)
 
     @app.timer(interval=1.0)
     async def redecide_entities():
