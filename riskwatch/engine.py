@@ -343,7 +343,11 @@ class Engine:
             if hl:
                 codes = self.codes[name]
                 for sig, h in hl.items():
-                    faster[codes[sig]] = h
+                    code = codes[sig]
+                    w = scorer.weights.get(code)
+                    if h and w and w[1] and w[1] < h:
+                        h = w[1]  # the faster of the two
+                    faster[code] = h
         g = state["g"]
         for code in state["al"]:
             spec = scorer.alerts.get(code)
@@ -352,7 +356,7 @@ class Engine:
                 continue  # the tier alert moves with the tier
             h = scorer.weights[code][1]
             f = faster.get(code)
-            if f is not None and (not h or f < h):
+            if f is not None:
                 h = f
             if c[0] < spec.clear:
                 return t

@@ -86,7 +86,7 @@ class Scorer:
     def falls_to(self, g: dict, now: float, target: float, faster: dict[str, float]) -> float | None:
         """A time, not after the earliest one, at which the score of ``g`` (as at ``now``) can be at or
         below ``target`` with time alone; None if never. ``faster``: {code: half-life in s} for signals
-        that can fall faster than their configured half-life.
+        that fall at another rate than their configured half-life (0: they hold).
 
         The score is a constant plus decaying exponentials: convex and falling, so Newton's method
         started at ``now`` stays below the root. The margin covers contributions that drop out under
@@ -101,7 +101,7 @@ class Scorer:
                 continue
             hl = w[1]
             f = faster.get(code)
-            if f is not None and (not hl or f < hl):
+            if f is not None:
                 hl = f
             pts = w[0] * v
             if hl:

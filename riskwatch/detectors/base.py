@@ -97,7 +97,9 @@ class Detector(ABC):
         return now if self.wants_tick(state) else None
 
     def half_lives(self, state: Any) -> dict[str, float]:
-        """Signals that can fall faster than their configured half-life: {signal: half-life in s}."""
+        """How fast a signal's value at a tick can fall, where not at its configured half-life:
+        {signal: half-life in s}, shorter for one that can fall faster, 0 for one that holds until
+        an event ends it. Read by :meth:`Engine.next_tick`."""
         return {}
 
     def holds(self, state: Any, item_id: str) -> bool:

@@ -147,7 +147,8 @@ class RecordDetector(Detector):
         return due
 
     def half_lives(self, st) -> dict[str, float]:
-        # a group's signal 1 - exp(-sum / scale) falls no faster than its fastest-decaying item
+        # a group's signal 1 - exp(-sum / scale) falls no faster than its fastest-decaying item (nor
+        # faster than the configured half-life: the engine takes the shorter of the two)
         out: dict[str, float] = {}
         for it in st["r"] if st else ():
             spec = self._kind_spec[it[1]]

@@ -127,6 +127,9 @@ class SensorDetector(Detector):
                 s_ids.append(key)
         return {"limit_breach": (breach, b_ids), "silence": (silence, s_ids)}
 
+    def half_lives(self, st) -> dict[str, float]:
+        return {"limit_breach": 0.0, "silence": 0.0} if st else {}  # steps: only a reading ends them
+
     def next_change(self, st, now, entity) -> float | None:
         # the signals are steps: a breach turns full after its minimum duration, a series silent after
         # silence_factor x its interval; both end only with a reading (an event, not a tick). A
