@@ -200,10 +200,14 @@ def _check_detectors(detectors: dict[str, DetectorConfig]) -> list[FieldError]:
         except ValidationError as exc:
             for e in field_errors_from_pydantic(exc):
                 errs.append(FieldError(f"detectors.{name}.params.{e.field}", e.rule, e.message))
-        for sig in dc.signals:
+        for sig, spec in dc.signals.items():
             if sig not in cls.default_signals:
                 errs.append(FieldError(f"detectors.{name}.signals.{sig}", "unknown_signal",
                                        f"{name} emits {', '.join(cls.default_signals)}"))
+            elif sig in cls.holding and spec.half_life_days is not None:
+                errs.append(FieldError(f"detectors.{name}.signals.{sig}.half_life_days", "holds",
+                                       f"{sig} holds its value until an event ends it (it does not decay); "
+                                       f"remove half_life_days"))
     return errs
 
 

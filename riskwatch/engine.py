@@ -53,6 +53,10 @@ class Engine:
             for etype in det.handles:
                 self.routes[etype] = (name, det)
         self.timed = [(n, det) for n, det in self.detectors.items() if det.time_dependent]
+        # refreshed before each decision: time-dependent detectors whose signals drift between events
+        # (a record's decay), not those that change only at deadlines (sensors' silence: a tick is due)
+        self.refreshed = [(n, det) for n, det in self.timed if det.drifts]
+        self.others = {n: [(tn, td) for tn, td in self.refreshed if tn != n] for n in self.detectors}
         self.min_delta = config.scoring.min_delta
         self.exclude_disputed = config.objections.exclude_disputed
         self.waive_dwell = config.objections.waive_dwell_on_correction
@@ -96,7 +100,12 @@ class Engine:
             if ds is None:
                 ds = d[name] = det.new_state()
             check: list[str] = []
-            moved = self._refresh(state, now, name, check) if self.timed else False  # before: features read g
+            moved = False
+            for tname, tdet in self.others[name]:  # before the update: its features may read them
+                tds = d.get(tname)
+                if tds and tdet.wants_tick(tds):
+                    moved = self._refresh(state, now, name, check)
+                    break
             changed = det.update(ds, ev, at, now, state, models)
             if not changed:
                 return state, (self._decide(state, ev, now, check) if moved else [])
@@ -117,7 +126,7 @@ class Engine:
             return state, []
         elif etype in ("objection", "objection_resolution"):
             check = []
-            if self.timed:
+            if self.refreshed:
                 self._refresh(state, now, None, check)
             check += self._objection(state, ev, now)
         else:
@@ -125,29 +134,31 @@ class Engine:
         return state, self._decide(state, ev, now, check)
 
     def _refresh(self, state: dict, now: float, skip: str | None, check: list[str]) -> bool:
-        """Signals of time-dependent detectors (other than ``skip``, just updated) as they are at ``now``:
-        a decision takes silence, a breach's duration and a record's decay as they are at its time,
-        not as the last tick saw them. Then a tick that changes no output changes nothing later
-        either, which lets ticks go only where due (:meth:`next_tick`). Before 2026-12-04 a silent
-        series' signal decayed between ticks, so a decision between two of them saw less than the
-        silence was worth. Returns whether a value moved."""
+        """Signals of drifting detectors (other than ``skip``, just updated) as they are at ``now``: a
+        decision takes a record's decay as it is at its time, not as the last tick left it. With
+        steps that hold (silence, a full breach) and ticks due at every deadline, a tick that changes
+        no output then changes nothing later either, which lets ticks go only where due
+        (:meth:`next_tick`). Returns whether a value moved (those go to ``check``)."""
         d = state["d"]
         g = state["g"]
         moved = False
-        for name, det in self.timed:
+        for name, det in self.others[skip] if skip else self.refreshed:
             ds = d.get(name)
-            if name == skip or not ds or not det.wants_tick(ds):
+            if not ds or not det.wants_tick(ds):
                 continue
             codes = self.codes[name]
             for sig, (v, ids) in det.evaluate(ds, now, state, self.models).items():
                 code = codes[sig]
                 old = g.get(code)
-                if not v and (old is None or not old[0]):
+                if old is None:
+                    if not v:
+                        continue
+                elif old[0] == v:  # the same value, evaluated now (its alert was checked when it moved)
+                    old[1] = now
                     continue
-                if old is None or old[0] != v:
-                    moved = True
                 g[code] = [v, now, ids]
                 check.append(code)
+                moved = True
         return moved
 
     def _evaluate_all(self, state: dict, now: float) -> list[str]:
@@ -162,7 +173,11 @@ class Engine:
                 continue
             codes = self.codes[name]
             for s, (v, ids) in det.evaluate(ds, now, state, self.models).items():
-                g[codes[s]] = [v, now, ids]
+                code = codes[s]
+                old = g.get(code)
+                # a value that did not move keeps the events named when it did (a reading's id, not
+                # its series'): what a tick that changes nothing writes must not show in later reasons
+                g[code] = [v, now, old[2] if old is not None and old[0] == v else ids]
 
     def _upsert(self, state: dict, ev) -> None:
         """Register data: ``m`` = [industry, region, name]. The name is kept so that the state

@@ -102,3 +102,14 @@ def test_states_outlive_a_tier_removed_or_added():
     three["tier_alerts"]["tiers"] = {k: v for k, v in three["tier_alerts"]["tiers"].items() if k != "D"}
     _run_across(low, three)
     _run_across(three, BASE)
+
+
+def test_a_half_life_on_a_signal_that_holds_is_refused_naming_it():
+    """Silence and a full breach hold until a reading ends them; a half-life for them would be
+    ignored, so it is refused at load (and so at change) rather than silently."""
+    d = copy.deepcopy(BASE)
+    d["detectors"]["sensors"]["signals"]["silence"]["half_life_days"] = 1
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict(d)
+    assert [(e.field, e.rule) for e in exc.value.errors] == [
+        ("detectors.sensors.signals.silence.half_life_days", "holds")]

@@ -51,6 +51,11 @@ class Detector(ABC):
     default_signals: ClassVar[dict[str, SignalSpec]] = {}
     #: whether :meth:`evaluate` can change signals with time alone (silence, expiry)
     time_dependent: ClassVar[bool] = False
+    #: signals that hold their value until an event changes it (steps such as silence): no half-life
+    holding: ClassVar[tuple[str, ...]] = ()
+    #: whether :meth:`evaluate` changes between events other than at :meth:`next_change` deadlines (a
+    #: record's decay): the engine then re-evaluates the detector before every decision
+    drifts: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         p = self.Params.model_validate(params)
@@ -97,9 +102,8 @@ class Detector(ABC):
         return now if self.wants_tick(state) else None
 
     def half_lives(self, state: Any) -> dict[str, float]:
-        """How fast a signal's value at a tick can fall, where not at its configured half-life:
-        {signal: half-life in s}, shorter for one that can fall faster, 0 for one that holds until
-        an event ends it. Read by :meth:`Engine.next_tick`."""
+        """Signals whose value at a tick can fall faster than their configured half-life:
+        {signal: half-life in s}. Read by :meth:`Engine.next_tick`."""
         return {}
 
     def holds(self, state: Any, item_id: str) -> bool:

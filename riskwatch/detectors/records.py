@@ -64,6 +64,7 @@ class RecordDetector(Detector):
     handles = ("record",)
     Params = RecordParams
     time_dependent = True
+    drifts = True  # items decay between events
     default_signals = {
         "penalties": SignalSpec(weight=25, half_life_days=365),
         "judicial": SignalSpec(weight=30, half_life_days=730,

@@ -56,12 +56,13 @@ class SensorDetector(Detector):
     handles = ("sensor_reading",)
     Params = SensorParams
     time_dependent = True
+    # a breach and a silence are steps: full while they last, ended by a reading (until 2026-12-04 they
+    # had a 1-day half-life, which only made them fade between two ticks and come back at the next)
+    holding = ("limit_breach", "silence")
     default_signals = {
-        "limit_breach": SignalSpec(weight=35, half_life_days=1,
-                                   alert=AlertSpec(at=1.0, clear_at=0.5, severity="critical")),
+        "limit_breach": SignalSpec(weight=35, alert=AlertSpec(at=1.0, clear_at=0.5, severity="critical")),
         "anomaly": SignalSpec(weight=15, half_life_days=0.5),
-        "silence": SignalSpec(weight=20, half_life_days=1,
-                              alert=AlertSpec(at=1.0, clear_at=0.5, severity="warning")),
+        "silence": SignalSpec(weight=20, alert=AlertSpec(at=1.0, clear_at=0.5, severity="warning")),
     }
 
     def _prepare(self) -> None:
@@ -126,9 +127,6 @@ class SensorDetector(Detector):
                 silence = 1.0
                 s_ids.append(key)
         return {"limit_breach": (breach, b_ids), "silence": (silence, s_ids)}
-
-    def half_lives(self, st) -> dict[str, float]:
-        return {"limit_breach": 0.0, "silence": 0.0} if st else {}  # steps: only a reading ends them
 
     def next_change(self, st, now, entity) -> float | None:
         # the signals are steps: a breach turns full after its minimum duration, a series silent after
