@@ -127,14 +127,18 @@ class RecordDetector(Detector):
         return bool(st and st["r"])  # an empty state is {"r": []}, which is truthy
 
     def next_change(self, st, now, entity) -> float | None:
-        # the next expiry (or now for one passed since its group's signal was evaluated); now while a
-        # kept pledge (negative points) decays, which can raise its group's signal. Decay alone is
-        # the engine's: see half_lives
+        # the next expiry (or now for one passed since its group's signal was evaluated); now where a
+        # kept pledge (negative points) decays at another half-life than the group's other items, so
+        # that its decay can raise the group's signal (at one half-life the sum only shrinks towards
+        # zero). Decay alone is the engine's: see half_lives
         g = entity["g"]
         due = None
-        for it in st["r"] if st else ():
-            if it[3] < 0 and not (it[4] and now >= it[4]):
+        live = [it for it in st["r"] if not (it[4] and now >= it[4])] if st else []
+        for grp in {self._kind_spec[it[1]].group for it in live if it[3] < 0}:
+            if len({self._kind_spec[it[1]].half_life_days for it in live
+                    if self._kind_spec[it[1]].group == grp}) > 1:
                 return now
+        for it in st["r"] if st else ():
             exp = it[4]
             if not exp:
                 continue
