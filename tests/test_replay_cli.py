@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from riskwatch.cli import main
-from riskwatch.config import load_config
+from riskwatch.config import config_from_dict, load_config
 from riskwatch.engine import Engine
 from riskwatch.replay import Replay
 from riskwatch.simulate import Simulation
@@ -41,9 +41,9 @@ def test_replay_names_three_bad_lines_and_processes_the_rest(tmp_path, capsys):
     assert out.stat().st_size > 0
 
 
-def _replay(lines, **kw):
+def _replay(lines, config=None, **kw):
     buf = io.BytesIO()
-    rp = Replay(Engine(load_config()), out=buf, **kw)
+    rp = Replay(Engine(config or load_config()), out=buf, **kw)
     rp.run(lines)
     return buf.getvalue(), rp
 
@@ -109,10 +109,10 @@ def _decisions(raw: bytes) -> list[dict]:  # ``seq`` counts the entity's events,
     return [{k: v for k, v in orjson.loads(x).items() if k != "seq"} for x in raw.splitlines()]
 
 
-def _against_reference(lines, tick_seconds):
-    out, rp = _replay(lines, tick_seconds=tick_seconds)
+def _against_reference(lines, tick_seconds, config=None):
+    out, rp = _replay(lines, config, tick_seconds=tick_seconds)
     ref = io.BytesIO()
-    rp_ref = _TickingEveryEntity(Engine(load_config()), out=ref, tick_seconds=tick_seconds)
+    rp_ref = _TickingEveryEntity(Engine(config or load_config()), out=ref, tick_seconds=tick_seconds)
     rp_ref.run(lines)
     assert _decisions(out) == _decisions(ref.getvalue()) and out
     return rp.summary.ticks, rp_ref.summary.ticks
@@ -165,3 +165,30 @@ def test_due_ticks_catch_every_deadline_and_threshold():
     lines = [orjson.dumps(e) for e in upserts] + [orjson.dumps(e) for e in sorted(evs, key=lambda e: e["ts"])]
     ticks, ref_ticks = _against_reference(lines, 3600.0)
     assert ticks < 0.5 * ref_ticks, (ticks, ref_ticks)
+
+
+def test_a_kept_pledge_that_decays_faster_than_the_broken_one_is_ticked_as_its_signal_rises():
+    """With a 30-day kept pledge against a 365-day broken one, the pledges signal rises as the kept
+    one decays (6 points here): time alone raises the score, and the ticks must see it."""
+    ids = [e["entity_id"] for e in Simulation(n_entities=2, seed=9).events(n_events=0)]
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def at(days: float) -> str:
+        return datetime.fromtimestamp(t0.timestamp() + days * 86400, tz=timezone.utc).isoformat()
+
+    evs = [{"type": "record", "record_id": "r1", "entity_id": ids[0], "ts": at(0), "kind": "pledge_broken",
+            "severity": 2},
+           {"type": "record", "record_id": "r2", "entity_id": ids[0], "ts": at(0.1), "kind": "pledge_kept",
+            "severity": 3}]
+    evs += [{"type": "complaint", "complaint_id": f"c{d}", "entity_id": ids[1], "ts": at(d), "category": "quality"}
+            for d in range(1, 200, 7)]  # keeps the replay's clock moving
+    data = load_config().model_dump(mode="json")
+    data["detectors"]["records"]["params"]["kinds"]["pledge_kept"]["half_life_days"] = 30
+    config = config_from_dict(data)
+    lines = [orjson.dumps(e) for e in sorted(evs, key=lambda e: e["ts"])]
+    out, _ = _replay(lines, config, tick_seconds=3600.0)
+    rises = [o for o in map(orjson.loads, out.splitlines())
+             if o["entity_id"] == ids[0] and o["type"] == "risk_change" and o["score"] > o["previous_score"]
+             and o["ts"] > at(1)]
+    assert rises, "the score rose with time alone"
+    _against_reference(lines, 3600.0, config)
