@@ -19,9 +19,11 @@ and updated as events arrive.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timezone
 from math import log2
 
+from .detectors.base import IGNORED
 from .events import event_id as _event_id
 from .models import PopulationModels
 
@@ -36,6 +38,7 @@ class Engine:
 
     def __init__(self, config, models: PopulationModels | None = None) -> None:
         self.models = models or PopulationModels()
+        self.ignored: Counter = Counter()  # events a detector did not apply (IGNORED), by detector
         self.set_config(config)
 
     def set_config(self, config) -> None:
@@ -108,6 +111,8 @@ class Engine:
                     break
             changed = det.update(ds, ev, at, now, state, models)
             if not changed:
+                if changed is IGNORED:
+                    self.ignored[name] += 1
                 return state, (self._decide(state, ev, now, check) if moved else [])
             codes = self.codes[name]
             for s, sig in changed.items():

@@ -16,6 +16,10 @@ class WorkerMetrics:
                                "Events skipped because their offset was already applied", registry=r)
         self.dead = Counter("riskwatch_deadlettered_total", "Events sent to the dead-letter topic, by reason",
                             ["reason"], registry=r)
+        self.ignored = Counter("riskwatch_events_ignored_total",
+                               "Events a detector did not apply: one its entity already holds (same id), a reading "
+                               "not after its series' last, a record kind the config does not list", ["detector"],
+                               registry=r)
         self.misrouted = Counter("riskwatch_rekeyed_total", "Events re-keyed to their entity's partition", registry=r)
         self.outputs = Counter("riskwatch_outputs_total", "Output events, by kind", ["kind"], registry=r)
         self.batch = Histogram("riskwatch_batch_events", "Events per consumed message",

@@ -33,11 +33,14 @@ class ReplaySummary:
     outputs: Counter = field(default_factory=Counter)
     invalid: list[tuple[int, str]] = field(default_factory=list)
     entities: int = 0
+    ignored: Counter = field(default_factory=Counter)  # events a detector did not apply, by detector
 
     def render(self) -> str:
         out = [f"lines read: {self.lines}", f"events processed: {self.events}",
                f"ticks: {self.ticks}", f"entities: {self.entities}",
                "outputs: " + (", ".join(f"{k}={v}" for k, v in sorted(self.outputs.items())) or "none"),
+               f"ignored (held already, or a reading not after its series' last): {sum(self.ignored.values())}"
+               + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(self.ignored.items())) + ")" if self.ignored else ""),
                f"invalid lines: {len(self.invalid)}"]
         out += [f"  line {n}: {msg}" for n, msg in self.invalid[:50]]
         if len(self.invalid) > 50:
@@ -180,6 +183,7 @@ class Replay:
         while self.snapshot_at:
             self._snapshot(self.snapshot_at.pop(0))
         self.summary.entities = len(self.states)
+        self.summary.ignored = Counter(self.engine.ignored)
 
 
 def open_lines(path: str) -> tuple[Iterable[bytes], int | None]:

@@ -258,3 +258,23 @@ def test_events_that_arrive_after_a_tick_ahead_of_the_feed_count_at_their_own_ti
     fresh, _ = run(Engine(config), [ev("record", 365, record_id="r1", kind="penalty", severity=3)])
     entered_late, _ = run(Engine(config), [ev("tick", 365), penalty])
     assert 0 < entered_late["sc"] < fresh["sc"]  # it decayed for its year (full points before)
+
+
+def test_events_a_detector_does_not_apply_are_counted(config):
+    """Repeats (same id) and a reading not after its series' last change no signal; the engine counts
+    them per detector (the worker exports them as riskwatch_events_ignored_total)."""
+    eng = Engine(config)
+    reading = dict(device_id="d1", metric="temperature")
+    events = [ev("sensor_reading", 1, value=4.0, **reading), ev("sensor_reading", 1, value=4.0, **reading),
+              ev("sensor_reading", 0.5, value=9.0, **reading),  # before the series' last: stale
+              ev("complaint", 1, complaint_id="c1", category="quality"),
+              ev("complaint", 1, complaint_id="c1", category="quality"),
+              ev("inspection", 1, inspection_id="i1", kind="routine", outcome="pass",
+                 violations={"critical": 0, "major": 0, "minor": 0}),
+              ev("inspection", 1, inspection_id="i1", kind="routine", outcome="pass",
+                 violations={"critical": 0, "major": 0, "minor": 0}),
+              ev("record", 1, record_id="r1", kind="penalty", severity=1),
+              ev("record", 1, record_id="r1", kind="penalty", severity=1),
+              ev("sensor_reading", 2, value=4.1, **reading)]
+    run(eng, events)
+    assert eng.ignored == {"sensors": 2, "complaints": 1, "inspections": 1, "records": 1}

@@ -27,15 +27,20 @@ signal cache, never write it); ``models`` are the shared population models
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from ..config import SignalSpec
 
-__all__ = ["Detector", "Signals", "ParamsModel", "clamp01", "decay"]
+__all__ = ["Detector", "IGNORED", "Signals", "ParamsModel", "clamp01", "decay"]
 
 Signals = dict[str, tuple]  # (value, event_ids) or (value, event_ids, at)
+#: what ``update`` returns for an event it does not apply: one the state already holds (same id), a
+#: reading not after its series' last, a record kind the config does not know. The engine counts them
+#: (``Engine.ignored``; the worker's ``riskwatch_events_ignored_total``, replay's summary)
+IGNORED: Signals = MappingProxyType({})  # type: ignore[assignment]
 
 
 class ParamsModel(BaseModel):

@@ -26,7 +26,7 @@ from typing import Annotated
 from pydantic import Field
 
 from ..config import AlertSpec, SignalSpec
-from .base import Detector, ParamsModel, Signals, clamp01, decay
+from .base import IGNORED, Detector, ParamsModel, Signals, clamp01, decay
 
 __all__ = ["ComplaintDetector"]
 
@@ -111,7 +111,7 @@ class ComplaintDetector(Detector):
         ts = at
         got = self._weight(st, ev, ts)
         if got is None:
-            return {}
+            return IGNORED  # held already (same id)
         w, cat, txt = got
         if st["f"] is None or ts < st["f"]:
             st["f"] = ts

@@ -27,7 +27,7 @@ from typing import Annotated
 from pydantic import Field
 
 from ..config import AlertSpec, SignalSpec
-from .base import Detector, ParamsModel, Signals, decay
+from .base import IGNORED, Detector, ParamsModel, Signals, decay
 
 __all__ = ["InspectionDetector"]
 
@@ -83,7 +83,7 @@ class InspectionDetector(Detector):
 
     def update(self, st, ev, at, now, entity, models) -> Signals:
         if ev.inspection_id == st["id"]:
-            return {}
+            return IGNORED
         v = ev.violations
         if st["n"] and at < st["t"]:
             # an earlier inspection reported after a later one (a backfill): it joins the history

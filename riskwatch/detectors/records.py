@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from ..config import AlertSpec, SignalSpec
-from .base import Detector, ParamsModel, Signals, decay
+from .base import IGNORED, Detector, ParamsModel, Signals, decay
 
 __all__ = ["RecordDetector"]
 
@@ -87,10 +87,10 @@ class RecordDetector(Detector):
         # worth what it is worth a year on (until 2026-11-28 it was dated at the entity's clock)
         items = st["r"]
         if any(x[0] == ev.record_id for x in items):
-            return {}
+            return IGNORED
         spec = self.kinds.get(ev.kind)
         if spec is None:
-            return {}
+            return IGNORED  # a kind the config does not list
         if ev.kind == "restoration":
             for it in items:
                 if it[3] > 0 and it[2] <= at:  # what came before the restoration

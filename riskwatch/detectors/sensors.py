@@ -26,7 +26,7 @@ from pydantic import Field
 
 from ..config import AlertSpec, SignalSpec
 from .anomaly import AnomalyParams, AnomalyScorer
-from .base import Detector, ParamsModel, Signals
+from .base import IGNORED, Detector, ParamsModel, Signals
 
 __all__ = ["SensorDetector", "Limit", "SCORE"]
 
@@ -84,7 +84,7 @@ class SensorDetector(Detector):
                 del st[min(st, key=lambda k: st[k][LAST])]
             s = st[key] = [at, 0.0, -1.0, 0.0, 0, self._scorer.new_state()]
         elif at <= s[LAST] and s[COUNT] > 0:
-            return {}  # redelivered, or older than the series' last reading: already accounted for
+            return IGNORED  # redelivered, or not after the series' last reading
         else:
             if len(s) != ANOMALY + 1:  # a series kept by the one-view score (before 2026-11-28)
                 s[:] = [s[LAST], s[GAP], s[BREACH], s[SCORE], 0, self._scorer.new_state()]

@@ -263,6 +263,8 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             m.batch.observe(n_events)
             m.processed.inc(res.applied)
             m.skipped.inc(res.skipped)
+            for name, n in res.ignored.items():
+                m.ignored.labels(name).inc(n)
             done.append((msg, res))
         return done
 

@@ -34,6 +34,7 @@ class BatchResult:
     entities: list[dict] = field(default_factory=list)         # register data seen (for the view)
     applied: int = 0
     skipped: int = 0
+    ignored: dict[str, int] = field(default_factory=dict)  # by detector: events it did not apply
 
 
 class BatchProcessor:
@@ -80,7 +81,9 @@ class BatchProcessor:
                 continue
             by_entity.setdefault(eid, []).append(ev)
         tp = f"{topic}:{partition}"
-        process = self.engine.process  # after any config change above
+        engine = self.engine  # after any config change above
+        process = engine.process
+        ignored_before = dict(engine.ignored)
         for eid, evs in by_entity.items():
             state = load(eid)
             seen = state.get("o", {}).get(tp, -1) if state else -1
@@ -105,5 +108,8 @@ class BatchProcessor:
             state.setdefault("o", {})[tp] = offset
             res.states[eid] = state
             res.applied += len(evs)
+        if engine.ignored != ignored_before:
+            res.ignored = {k: n - ignored_before.get(k, 0) for k, n in engine.ignored.items()
+                           if n != ignored_before.get(k, 0)}
         return res
 

@@ -12,6 +12,7 @@ import redis as redis_sync
 
 from riskwatch.config import CURRENT_CONFIG, load_config
 from riskwatch.engine import Engine
+from riskwatch.events import parse_event
 from riskwatch.simulate import Simulation
 from riskwatch.view import entity_key
 
@@ -154,3 +155,34 @@ def test_rebuild_view_keeps_entities_whose_records_aged_out_of_the_topics(stack)
                 assert orjson.loads(a["reasons"]), (k, a)
     assert {k: r.zrange(k, 0, -1, withscores=True) for k in r.scan_iter("rw:rank*")} == ranks
     assert f"{len(scored)} entities from their state alone" in out.stdout, out.stdout
+
+
+def test_events_a_detector_already_holds_are_counted_as_ignored(stack):
+    """A producer that sends a batch twice (new offsets, so the offset check does not skip it), and
+    readings that arrive after a later one of their series: applied to no signal, and counted per
+    detector in riskwatch_events_ignored_total (until 2026-12-04 nothing counted them)."""
+    s, workers = stack
+    sim = Simulation(n_entities=30, seed=12, days=5)
+    events = list(sim.events(n_events=400))
+    feed = [e for e in events if e["type"] in ("complaint", "sensor_reading", "inspection", "record")]
+    again = feed[:60]
+    last = {}
+    for e in feed:
+        if e["type"] == "sensor_reading":
+            last[(e["entity_id"], e["metric"], e["device_id"])] = e
+    older = [{**e, "ts": "2025-12-01T00:00:00+08:00"} for e in list(last.values())[:10]]  # before its series' last
+    workers.start()
+    produce(s, events)
+    produce(s, again + older)
+    total = len(events) + len(again) + len(older)
+    wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= total, 90,
+             f"{total} events processed", workers.logs)
+    counted = {kind: workers.metric(0, f'riskwatch_events_ignored_total{{detector="{kind}"}}')
+               for kind in ("sensors", "complaints", "inspections", "records")}
+    # what the engine itself says of the same stream, entity by entity in the same order
+    engine, states = Engine(load_config()), {}
+    for e in events + again + older:
+        ev = parse_event(e)
+        states[ev.entity_id], _ = engine.process(states.get(ev.entity_id), ev)
+    assert {k: v for k, v in counted.items() if v} == dict(engine.ignored), counted
+    assert counted["sensors"] == sum(e["type"] == "sensor_reading" for e in again) + len(older), counted
