@@ -276,5 +276,20 @@ def test_events_a_detector_does_not_apply_are_counted(config):
               ev("record", 1, record_id="r1", kind="penalty", severity=1),
               ev("record", 1, record_id="r1", kind="penalty", severity=1),
               ev("sensor_reading", 2, value=4.1, **reading)]
-    run(eng, events)
+    state, _ = run(eng, events)
     assert eng.ignored == {"sensors": 2, "complaints": 1, "inspections": 1, "records": 1}
+    # an earlier inspection sent again after a later one (until 2026-12-04 only the last was recognised)
+    later = ev("inspection", 3, inspection_id="i2", kind="routine", outcome="fail",
+               violations={"critical": 1, "major": 0, "minor": 0})
+    again = ev("inspection", 1, inspection_id="i1", kind="routine", outcome="pass",
+               violations={"critical": 0, "major": 0, "minor": 0})
+    state, _ = run(eng, [later], state)
+    held = orjson.dumps(state["d"]["inspections"])
+    state, _ = run(eng, [again], state)
+    assert eng.ignored["inspections"] == 2 and orjson.dumps(state["d"]["inspections"]) == held
+    # a restoration sent again scales the penalties once
+    restore = ev("record", 4, record_id="r9", kind="restoration")
+    state, _ = run(eng, [restore], state)
+    held = orjson.dumps(state["d"]["records"])
+    state, _ = run(eng, [restore], state)
+    assert eng.ignored["records"] == 2 and orjson.dumps(state["d"]["records"]) == held

@@ -35,6 +35,9 @@ DAY = 86400.0
 _OUTCOME = {"pass": 0, "conditional": 1, "fail": 2}
 
 
+KEPT_IDS = 7  # earlier inspection ids an entity keeps, to recognise one sent again
+
+
 class InspectionParams(ParamsModel):
     history_half_life_days: Annotated[float, Field(gt=0)] = 365.0
     cross_signals: bool = True
@@ -56,8 +59,9 @@ class InspectionDetector(Detector):
         self._h = self.history_half_life_days * DAY
 
     def new_state(self) -> dict:
-        # n inspections, t last ts, c/m/i decayed critical/major/minor counts, o last outcome, id last id
-        return {"n": 0, "t": 0.0, "c": 0.0, "m": 0.0, "i": 0.0, "o": 0, "id": ""}
+        # n inspections, t last ts, c/m/i decayed critical/major/minor counts, o last outcome, id last id,
+        # h the ids of up to KEPT_IDS earlier ones (a repeat is recognised; states before 2026-12-04 lack it)
+        return {"n": 0, "t": 0.0, "c": 0.0, "m": 0.0, "i": 0.0, "o": 0, "id": "", "h": []}
 
     def features(self, st: dict, now: float, entity: dict) -> dict[str, float]:
         """What is known about an entity before its next inspection."""
@@ -82,8 +86,10 @@ class InspectionDetector(Detector):
         return x
 
     def update(self, st, ev, at, now, entity, models) -> Signals:
-        if ev.inspection_id == st["id"]:
-            return IGNORED
+        iid = ev.inspection_id
+        earlier = st.setdefault("h", [])
+        if iid == st["id"] or iid in earlier:
+            return IGNORED  # until 2026-12-04 only the last one was recognised: a resent older one counted again
         v = ev.violations
         if st["n"] and at < st["t"]:
             # an earlier inspection reported after a later one (a backfill): it joins the history
@@ -95,6 +101,8 @@ class InspectionDetector(Detector):
             st["m"] += v.major * k
             st["i"] += v.minor * k
             st["n"] += 1
+            earlier.append(iid)
+            del earlier[:-KEPT_IDS]
             p = models.inspection.predict(self.features(st, now, entity))
             return {"predicted_violation": (p, [st["id"]])}
         x = self.features(st, at, entity)
@@ -106,7 +114,10 @@ class InspectionDetector(Detector):
         st["n"] += 1
         st["t"] = at
         st["o"] = _OUTCOME[ev.outcome]
-        st["id"] = ev.inspection_id
+        if st["id"]:
+            earlier.append(st["id"])
+            del earlier[:-KEPT_IDS]
+        st["id"] = iid
         p = models.inspection.predict(self.features(st, now, entity))
         crit = 1.0 if (ev.outcome == "fail" and v.critical > 0) else 0.0
         return {"predicted_violation": (p, [ev.inspection_id]), "critical_fail": (crit, [ev.inspection_id], at)}

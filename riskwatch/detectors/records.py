@@ -79,7 +79,8 @@ class RecordDetector(Detector):
         self._kind_spec = [self.kinds[k] for k in names]
 
     def new_state(self) -> dict:
-        # r: items [id, kind index, ts, points, expires ts (0 = never)]
+        # r: items [id, kind index, ts, points, expires ts (0 = never)]; s (once one is applied): the ids
+        # of the last 4 restorations
         return {"r": []}
 
     def update(self, st, ev, at, now, entity, models) -> Signals:
@@ -92,6 +93,11 @@ class RecordDetector(Detector):
         if spec is None:
             return IGNORED  # a kind the config does not list
         if ev.kind == "restoration":
+            done = st.setdefault("s", [])  # restorations applied (not items: they hold no points)
+            if ev.record_id in done:
+                return IGNORED  # until 2026-12-04 one sent again scaled the penalties down again
+            done.append(ev.record_id)
+            del done[:-4]
             for it in items:
                 if it[3] > 0 and it[2] <= at:  # what came before the restoration
                     it[3] = round(it[3] * self.restoration_factor, 6)
