@@ -74,19 +74,10 @@ class Scorer:
                 total += pts
         return (100.0 if total > 100.0 else round(total, 3)), parts
 
-    def decaying(self, g: dict, now: float) -> bool:
-        """Whether a cached signal that decays still contributes at ``now``: time alone moves the score."""
-        weights = self.weights
-        for code, c in g.items():
-            w = weights.get(code)
-            if w is not None and w[1] and c[0] and w[0] * c[0] * 2.0 ** (-(now - c[1]) / w[1]) >= MIN_POINTS:
-                return True
-        return False
-
     def falls_to(self, g: dict, now: float, target: float, faster: dict[str, float]) -> float | None:
         """A time, not after the earliest one, at which the score of ``g`` (as at ``now``) can be at or
         below ``target`` with time alone; None if never. ``faster``: {code: half-life in s} for signals
-        that fall at another rate than their configured half-life (0: they hold).
+        that can fall faster than their configured half-life.
 
         The score is a constant plus decaying exponentials: convex and falling, so Newton's method
         started at ``now`` stays below the root. The margin covers contributions that drop out under
