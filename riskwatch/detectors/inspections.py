@@ -15,8 +15,8 @@ inspection becomes the signal.
 >>> sig = d.update(st, bad, 0.0, 0.0, {}, m)
 >>> sig["critical_fail"], st["n"]
 ((1.0, ['i1'], 0.0), 1)
->>> d.update(st, bad, 0.0, 0.0, {}, m)  # the same inspection again changes nothing
-{}
+>>> d.update(st, bad, 0.0, 0.0, {}, m) is IGNORED  # the same inspection again changes nothing
+True
 """
 
 from __future__ import annotations
