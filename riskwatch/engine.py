@@ -103,12 +103,8 @@ class Engine:
             if ds is None:
                 ds = d[name] = det.new_state()
             check: list[str] = []
-            moved = False
-            for tname, tdet in self.others[name]:  # before the update: its features may read them
-                tds = d.get(tname)
-                if tds and tdet.wants_tick(tds):
-                    moved = self._refresh(state, now, name, check)
-                    break
+            # before the update: its features may read them
+            moved = self._refresh(state, now, name, check) if self.others[name] else False
             changed = det.update(ds, ev, at, now, state, models)
             if not changed:
                 if changed is IGNORED:
@@ -335,11 +331,11 @@ class Engine:
         if ti >= len(scorer.tier_names):
             return t  # its tier was removed by a config change
         due = None
-        faster: dict[str, float] = {}
+        faster: dict[str, float] = {}  # signals that can fall faster than configured: their half-life
         d = state["d"]
-        for name, det in self.detectors.items():
+        for name, det in self.timed:
             ds = d.get(name)
-            if not det.time_dependent or not ds:
+            if not ds:
                 continue
             c = det.next_change(ds, t, state)
             if c is not None and (due is None or c < due):
@@ -359,10 +355,7 @@ class Engine:
             c = g.get(code)
             if spec is None or c is None:
                 continue  # the tier alert moves with the tier
-            h = scorer.weights[code][1]
-            f = faster.get(code)
-            if f is not None:
-                h = f
+            h = faster.get(code, scorer.weights[code][1])
             if c[0] < spec.clear:
                 return t
             if h:

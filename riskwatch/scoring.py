@@ -76,8 +76,8 @@ class Scorer:
 
     def falls_to(self, g: dict, now: float, target: float, faster: dict[str, float]) -> float | None:
         """A time, not after the earliest one, at which the score of ``g`` (as at ``now``) can be at or
-        below ``target`` with time alone; None if never. ``faster``: {code: half-life in s} for signals
-        that can fall faster than their configured half-life.
+        below ``target`` with time alone; None if never. ``faster``: {code: half-life in s}, used instead
+        of the configured one for signals that can fall faster.
 
         The score is a constant plus decaying exponentials: convex and falling, so Newton's method
         started at ``now`` stays below the root. The margin covers contributions that drop out under
@@ -90,10 +90,7 @@ class Scorer:
             w = weights.get(code)
             if not v or w is None:
                 continue
-            hl = w[1]
-            f = faster.get(code)
-            if f is not None:
-                hl = f
+            hl = faster.get(code, w[1])
             pts = w[0] * v
             if hl:
                 if now > c[1]:
