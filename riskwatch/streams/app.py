@@ -63,8 +63,9 @@ class Worker:
         self.trainer = PopulationModels()
         self.trainer_version = 0
         self.trainer_dirty = False
+        self.redecided_seq = 0  # the last config change whose commands started a re-decide pass here
         self._load_applied_config()
-        self.redecide = False  # set by a live config change: every held entity is re-decided under it
+        self.redecide = False  # set by a config change's command: every held entity is re-decided under it
 
     def _load_applied_config(self) -> None:
         """A config changed through the API outlives worker restarts: start from the last applied one.
@@ -75,15 +76,27 @@ class Worker:
         waits for its Redis view write."""
         cmd = applied_command(self.settings, wait=True)
         if cmd:
-            err = self.apply_config(cmd)
+            err = self.apply_config(cmd, redecide=False)
             if err:
                 log.error("the applied config in Redis is invalid (%s); using the file", err)
 
-    def apply_config(self, cmd: dict) -> str | None:
-        """Swap the engine's config (validated; an invalid one is refused and the running one stays)."""
+    def apply_config(self, cmd: dict, redecide: bool = True) -> str | None:
+        """Swap the engine's config (validated; an invalid one is refused and the running one stays).
+
+        ``redecide``: a change's command read from ``rw.commands`` (not the applied config loaded from
+        Redis at start) starts a re-decide pass, also when the config itself is already in force: a
+        worker that starts after ops changed the config while none ran loads it from Redis first,
+        then reads the change's commands (until 2026-12-04 it took them as done and re-decided
+        nothing). A restart with no change in between reads no command again (its offsets were
+        committed), so it re-decides nothing; a command redelivered after a crash re-decides again."""
         seq = cmd.get("seq", 0)
-        if not isinstance(seq, int) or seq <= self.config_seq:
-            return None  # already applied (each copy goes to every partition)
+        if not isinstance(seq, int):
+            return None
+        if seq <= self.config_seq:  # already applied (each copy goes to every partition)
+            if redecide and seq == self.config_seq and seq > self.redecided_seq:
+                self.redecided_seq = seq
+                self.redecide = True
+            return None
         try:
             cfg = config_from_dict(cmd.get("config") or {})
         except ConfigError as exc:
@@ -92,7 +105,9 @@ class Worker:
         self.engine = Engine(cfg, self.models)  # type: ignore[arg-type]
         self.processor.engine = self.engine
         self.view.ratios = {t.name: t.ratio for t in cfg.tiers}
-        self.redecide = True
+        if redecide:
+            self.redecided_seq = seq
+            self.redecide = True
         self.metrics.config_seq.set(seq)
         log.info("config %s (change %d) applied", cfg.version, seq)
         return None
@@ -404,6 +419,10 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             return
         w.redecide = False
         version = w.config.version
+        # every assigned partition recovered first: at start, the change's command on one partition can
+        # be read while another partition's states are still being read back from the changelog
+        while any(p not in store.owned() for p in owned):
+            await asyncio.sleep(0.2)
 
         def at_own_clock(st: dict) -> str | None:
             t = st.get("t")

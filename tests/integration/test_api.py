@@ -408,6 +408,40 @@ def test_a_lowered_threshold_re_tiers_quiet_entities_without_new_events(stack):
         assert workers.metric(0, "riskwatch_redecide_ticks_total") == 1
 
 
+def test_a_threshold_lowered_while_no_worker_runs_re_tiers_quiet_entities_when_one_starts(stack):
+    """Ops change the config during a deploy, with every worker stopped. A worker that starts
+    loads the applied config from Redis; until 2026-12-04 it then took the change's commands as
+    already applied and re-decided nothing, so quiet entities kept tiers of the old thresholds."""
+    s, workers = stack
+    with client(s) as c:
+        st = _one_complaint_in_tier_a(s, workers, c)
+        workers.stop_all()  # SIGTERM: a clean stop, offsets committed
+        ops = auth("ops")
+        new = c.get("/v1/config", headers=ops).json()["config"]
+        new["version"] = "t-lowered-offline"
+        new["tiers"][1].update(up=st["score"] / 4, down=st["score"] / 8)
+        assert c.put("/v1/config", json={"config": new, "reason": "stricter"}, headers=ops).status_code == 202
+        i = workers.start(data_of=0)
+
+        def raised():
+            ch = [x for x in read_batches(s.broker, s.topic("spotcheck-changes")) if x["entity_id"] == E]
+            return ch if ch and ch[-1]["config_version"] == "t-lowered-offline" else None
+
+        ch = wait_for(raised, 60, "a tier change under the config applied while no worker ran", workers.logs)
+        assert (ch[-1]["from_tier"], ch[-1]["to_tier"]) == ("A", "B")
+        assert datetime.fromisoformat(ch[-1]["ts"]) == datetime.fromisoformat(_ts(0))
+        assert workers.metric(i, "riskwatch_redecide_ticks_total") == 1
+        # a restart with no change in between re-decides nothing (no forced outputs on every start)
+        workers.stop_all()
+        i = workers.start(data_of=0)
+        produce(s, [{"type": "entity", "entity_id": E, "name": "Shop", "industry": "food", "region": "350100"}])
+        wait_for(lambda: workers.metric(i, "riskwatch_events_processed_total") >= 1, 60,
+                 "the restarted worker processing", workers.logs)
+        time.sleep(3)  # the re-decide timer runs every second
+        assert workers.metric(i, "riskwatch_config_change") == 1
+        assert workers.metric(i, "riskwatch_redecide_ticks_total") == 0
+
+
 def test_without_redis_the_api_answers_503_with_retry_after(stack):
     """Redis restarting or failing over is an outage of the view, not a bug in the request. Until
     2026-11-28 every /v1 route answered it with a bare 500 and a traceback in the log."""
