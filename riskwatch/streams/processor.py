@@ -90,6 +90,7 @@ class BatchProcessor:
             if offset <= seen:
                 res.skipped += len(evs)
                 continue
+            failed = 0
             for i, ev in enumerate(evs):
                 try:
                     state, outs = process(state, ev)
@@ -97,6 +98,7 @@ class BatchProcessor:
                     err = f"engine_error: {type(exc).__name__}: {exc}"
                     res.dead.append(("engine_error", dead_letter(ev.model_dump(mode="json"), topic, partition,
                                                                  offset, err, i)))
+                    failed += 1
                     continue
                 if outs:
                     res.outputs.extend(outs)
@@ -107,7 +109,7 @@ class BatchProcessor:
                 continue
             state.setdefault("o", {})[tp] = offset
             res.states[eid] = state
-            res.applied += len(evs)
+            res.applied += len(evs) - failed  # dead-lettered ones were counted twice until 2026-12-04
         if engine.ignored != ignored_before:
             res.ignored = {k: n - ignored_before.get(k, 0) for k, n in engine.ignored.items()
                            if n != ignored_before.get(k, 0)}
