@@ -218,10 +218,10 @@ def cmd_deadletter(args) -> int:
     from .settings import Settings
 
     s = Settings()
-    letters = asyncio.run(read_dead_letters(s))
+    letters = asyncio.run(read_dead_letters(s, args.from_offset))
     since = parse_times(args.since)[0] if args.since else None
     shown = select(letters, args.reason, args.topic, since, args.from_offset)
-    print(render(letters, shown, args.limit))
+    print(render(letters, shown, args.limit, args.from_offset))
     if args.replay and shown:
         sent, skipped = asyncio.run(replay(s, shown))
         print(f"replayed {sum(sent.values())} events ({', '.join(f'{t} {n}' for t, n in sent.items()) or 'none'}); "

@@ -40,9 +40,11 @@ class DeadLetter:
     record: dict         # original, topic, partition, offset, index, errors, reason, at
 
 
-async def read_dead_letters(settings: Settings) -> list[DeadLetter]:
+async def read_dead_letters(settings: Settings, from_offset: int = 0) -> list[DeadLetter]:
+    """The dead letters from ``from_offset`` on: the consumer seeks there (until 2026-12-04 the whole
+    topic was read and then filtered, which grows with every dead letter ever written)."""
     out = []
-    async for msg in read_messages(settings.broker, settings.topic("deadletter")):
+    async for msg in read_messages(settings.broker, settings.topic("deadletter"), from_offset):
         try:
             rec = orjson.loads(msg.value)
         except orjson.JSONDecodeError:
@@ -95,8 +97,9 @@ def _when(ts) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
-def render(letters: list[DeadLetter], shown: list[DeadLetter], limit: int) -> str:
-    lines = [f"{len(shown)} dead letters selected ({len(letters)} in the topic)"]
+def render(letters: list[DeadLetter], shown: list[DeadLetter], limit: int, from_offset: int = 0) -> str:
+    where = f"{len(letters)} in the topic" if not from_offset else f"{len(letters)} from offset {from_offset} on"
+    lines = [f"{len(shown)} dead letters selected ({where})"]
     if shown:
         lines.append("by reason: " + ", ".join(f"{k} {v}" for k, v in Counter(
             d.record.get("reason", "?") for d in shown).most_common()))

@@ -218,8 +218,9 @@ async def produce(settings: Settings, events: Iterable[dict], rate: float | None
         return i
 
 
-async def read_messages(broker: str, topic: str):
-    """Every message of ``topic`` from the beginning (all partitions), until it stays quiet."""
+async def read_messages(broker: str, topic: str, start: int = 0):
+    """Every message of ``topic`` from offset ``start`` (all partitions; 0: the beginning), until it
+    stays quiet."""
     c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
     await c.start()
     try:
@@ -229,6 +230,10 @@ async def read_messages(broker: str, topic: str):
             return
         c.assign(tps)
         await c.seek_to_beginning(*tps)
+        if start > 0:
+            first = await c.beginning_offsets(tps)
+            for tp in tps:
+                c.seek(tp, max(start, first[tp]))
         # Read until the topic stays quiet: the embedded broker (Tansu 0.6) reports as the end
         # offset the first offset of a partition's last record batch, so the reported end is
         # only a lower bound (measured: 9,559 reported for 10,000 records per partition).

@@ -51,4 +51,7 @@ def test_dead_letters_are_listed_and_replayed_once_their_cause_is_fixed(stack):
     assert set(states) == {GOOD["entity_id"], "shop-0042"}
     assert workers.metric(a, "riskwatch_deadlettered_total") == 2  # nothing new refused
     assert states["shop-0042"]["d"]["complaints"]["r"][0][0] == "c-opaque"
-    assert "0 dead letters selected (2 in the topic)" in _cli(s, "--from-offset", "2").stdout
+    assert "0 dead letters selected (0 from offset 2 on)" in _cli(s, "--from-offset", "2").stdout
+    later = _cli(s, "--from-offset", "1")  # the consumer starts there: offset 0 is not read
+    assert "1 dead letters selected (1 from offset 1 on)" in later.stdout, later.stdout
+    assert ("json_invalid 1" in later.stdout) != ("value_error 1" in later.stdout), later.stdout
