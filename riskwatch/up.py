@@ -4,7 +4,8 @@ With ``--demo`` a local webhook receiver (signatures verified, notifications
 in ``webhooks.jsonl``) is added as the alerts' receiver.
 
 Children run in their own process groups and are stopped in reverse order on
-Ctrl-C / SIGTERM, so nothing is left behind. ``RISKWATCH_BROKER`` /
+Ctrl-C / SIGTERM, so nothing is left behind; one that exits once up is started
+again (:mod:`riskwatch.supervise`). ``RISKWATCH_BROKER`` /
 ``RISKWATCH_REDIS_URL`` in the environment use existing services instead of
 the embedded ones.
 """
@@ -19,10 +20,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from .api.auth import hash_token
 from .embedded import Service, die_with_parent, free_port, start_broker, start_redis
+from .supervise import Child, supervise
 
 __all__ = ["up"]
 
@@ -137,6 +140,13 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         return 2
     services: list[Service] = []
     procs: list[tuple[str, subprocess.Popen]] = []
+    spawns: dict[str, Callable[[], subprocess.Popen]] = {}  # how each child is started (again)
+    children: list[Child] = []  # once up: the supervised children (their processes change on restarts)
+
+    def start(name: str, args: list[str], child_env: dict, module: str = "riskwatch.cli") -> None:
+        spawns[name] = lambda: _spawn(name, args, child_env, data_dir, module=module)
+        procs.append((name, spawns[name]()))
+
     env = dict(os.environ)
     stopping = False
 
@@ -183,19 +193,15 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
             env["RISKWATCH_ALERTS_PATH"] = str(_demo_alerts_config(data_dir, hook_port, api_port))
             hook_env = dict(env, RISKWATCH_DEMO_WEBHOOK_SECRET=_DEMO_SECRET,
                             RISKWATCH_DEMO_WEBHOOK_OUT=str(data_dir / "webhooks.jsonl"))
-            procs.append(("webhook", _spawn("webhook", [str(hook_port)], hook_env, data_dir,
-                                            module="riskwatch.alerts.demo_receiver")))
+            start("webhook", [str(hook_port)], hook_env, module="riskwatch.alerts.demo_receiver")
         dispatcher_port = free_port()
         env["RISKWATCH_DISPATCHER_METRICS_PORT"] = str(dispatcher_port)
-        procs.append(("worker", _spawn("worker", ["worker"], env, data_dir)))
-        procs.append(("dispatcher", _spawn("dispatcher", ["dispatcher"], env, data_dir)))
-        procs.append(("api", _spawn("api", ["api"], env, data_dir)))
-        procs.append(("ingest", _spawn("ingest", ["ingest"], env, data_dir)))
+        for name in ("worker", "dispatcher", "api", "ingest"):
+            start(name, [name], env)
         if demo:
-            procs.append(("demo", _spawn("demo", ["simulate", "--kafka", "--live", "--rate", str(rate),
-                                                  "--entities", str(entities), "--events", str(int(rate * 86400)),
-                                                  "--seed", "7", "--max-delay", str(DEMO_MAX_DELAY)],
-                                         env, data_dir)))
+            start("demo", ["simulate", "--kafka", "--live", "--rate", str(rate), "--entities", str(entities),
+                           "--events", str(int(rate * 86400)), "--seed", "7", "--max-delay", str(DEMO_MAX_DELAY)],
+                  env)
         failed = _wait_http(f"http://127.0.0.1:{api_port}/healthz", 30, procs, data_dir)
         if failed:
             print(f"riskwatch up: {failed}", file=sys.stderr)
@@ -211,17 +217,12 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         if demo and "RISKWATCH_DEMO_WEBHOOK_SECRET" not in os.environ:
             print(f"  webhooks  {data_dir / 'webhooks.jsonl'} (signed, verified by a demo receiver)")
         print(f"  broker    {env['RISKWATCH_BROKER']}   redis {env['RISKWATCH_REDIS_URL']}")
-        print("Ctrl-C stops everything.", flush=True)
-        while not stopping:
-            gone = _exited(procs)
-            if gone:
-                name, code = gone
-                print(f"{name} exited with {code}; see {data_dir / (name + '.log')}", file=sys.stderr)
-                stopping = True
-            time.sleep(0.5)
-        return 0
+        print("Ctrl-C stops everything; a process that exits is started again (see riskwatch/supervise.py).",
+              flush=True)
+        children = [Child(name, spawns[name], p) for name, p in procs]
+        return supervise(children, services, lambda: stopping, lambda name: _log_tail(data_dir / f"{name}.log"))
     finally:
-        for _name, p in reversed(procs):
+        for _name, p in reversed([(c.name, c.proc) for c in children] if children else procs):
             _stop(p)
         for svc in reversed(services):
             svc.stop()

@@ -178,3 +178,87 @@ def test_up_killed_with_sigkill_still_leaves_no_process_behind(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def _pid_of(data_dir: Path, *words: str) -> int:
+    """The process of ``up`` whose command line holds every one of ``words``."""
+    for pid in _processes_of(data_dir):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if all(w in cmd for w in words):
+            return pid
+    raise AssertionError(f"no process with {words} under {data_dir}")
+
+
+def _lines(up: subprocess.Popen) -> list[str]:
+    """Everything up prints from now on, read in the background."""
+    import threading
+
+    got: list[str] = []
+    threading.Thread(target=lambda: got.extend(up.stdout), daemon=True).start()
+    return got
+
+
+def _wait_line(got: list[str], text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not any(text in line for line in got):
+        time.sleep(0.2)
+    assert any(text in line for line in got), "".join(got)
+
+
+def test_a_worker_that_dies_is_started_again_and_resumes(tmp_path):
+    """Until 2026-12-04 a worker killed after start-up (the OOM killer, say) stopped every process,
+    and up exited 0: a regulator's screen went stale with nothing but a line in the terminal."""
+    data_dir = tmp_path / "restart"
+    up = _up_without_demo(data_dir)
+    got = _lines(up)
+    try:
+        worker = _pid_of(data_dir, "riskwatch.cli", "worker")
+        os.kill(worker, signal.SIGKILL)
+        _wait_line(got, "worker exited with -9; starting it again in 1s (restart 1 of at most 5", 10)
+        _wait_line(got, "worker started again", 10)
+        again = _pid_of(data_dir, "riskwatch.cli", "worker")
+        assert again != worker
+        port = int(re.search(r"RISKWATCH_WORKER_METRICS_PORT=(\d+)", Path(f"/proc/{again}/environ").read_bytes()
+                             .replace(b"\0", b" ").decode()).group(1))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if "riskwatch_events_processed_total" in _get(f"http://127.0.0.1:{port}/metrics"):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError("the restarted worker's /metrics did not answer")
+        children = _processes_of(data_dir)
+        up.send_signal(signal.SIGINT)
+        up.wait(90)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 0, "".join(got)
+    time.sleep(0.5)
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()
+                and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"]
+
+
+def test_the_embedded_broker_dying_stops_everything_with_exit_status_1(tmp_path):
+    """It holds the whole stream in memory: a new empty one would not hold what the offsets point into."""
+    data_dir = tmp_path / "nobroker"
+    up = _up_without_demo(data_dir)
+    got = _lines(up)
+    try:
+        children = _processes_of(data_dir)
+        os.kill(_pid_of(data_dir, "broker", "--listener-url"), signal.SIGKILL)
+        up.wait(90)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 1, "".join(got)
+    assert any("broker exited with -9; it holds everything in memory, so everything stops" in line
+               for line in got), "".join(got)
+    time.sleep(0.5)
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()
+                and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"]
