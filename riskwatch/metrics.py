@@ -47,3 +47,7 @@ class WorkerMetrics:
                                       "Ticks sent at entities' own clocks to re-decide them under a newly "
                                       "applied config", registry=r)
         self.model_version = Gauge("riskwatch_model_version", "Population model snapshot in use", registry=r)
+        self.consumer_lag = Gauge("riskwatch_consumer_lag_messages",
+                                  "Messages in an owned input partition after the last one this worker processed "
+                                  "(the partition's high watermark as last fetched, minus that offset + 1)",
+                                  ["topic", "partition"], registry=r)

@@ -161,6 +161,15 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
 
     round_lock = asyncio.Lock()  # held by the agent for a whole round
     owned: set[int] = set()       # input partitions assigned to this worker now
+    processed_at: dict = {}       # input TP -> offset of the last message processed here (for the lag)
+
+    def report_lag(tps) -> None:
+        """Consumer lag per input partition: what a worker falling behind shows first."""
+        for tp in tps:
+            hw = app.consumer.highwater(tp)
+            off = processed_at.get(tp)
+            if hw is not None and off is not None:
+                m.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, hw - off - 1))
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):
@@ -169,6 +178,12 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         # writes: a SIGKILL test run lost 3,296 of 39,719 events that way)
         gone = _partitions(revoked)
         owned.difference_update(gone)
+        for tp in [tp for tp in processed_at if tp.partition in gone]:
+            del processed_at[tp]  # its lag is the new owner's to report
+            try:
+                m.consumer_lag.remove(tp.topic, str(tp.partition))
+            except KeyError:
+                pass
         async with round_lock:
             await app.producer.flush()
             store.revoke(gone)
@@ -354,6 +369,16 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                         await send_dead(msg, exc)
             m.round.observe(len(msgs))
             m.wall.observe(time.perf_counter() - t0)
+            for msg in msgs:
+                if msg.partition in owned:
+                    processed_at[msg.tp] = msg.offset
+            report_lag({msg.tp for msg in msgs})
+
+    @app.timer(interval=5.0)
+    async def refresh_lag():
+        """Partitions without a round lately: their high watermark may have moved (a worker whose
+        rounds stall shows a growing lag, not the last round's)."""
+        report_lag(list(processed_at))
 
     @app.agent(training, name="train")
     async def train(stream):

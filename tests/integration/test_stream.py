@@ -186,3 +186,38 @@ def test_events_a_detector_already_holds_are_counted_as_ignored(stack):
         states[ev.entity_id], _ = engine.process(states.get(ev.entity_id), ev)
     assert {k: v for k, v in counted.items() if v} == dict(engine.ignored), counted
     assert counted["sensors"] == sum(e["type"] == "sensor_reading" for e in again) + len(older), counted
+
+
+def _lag_samples(workers, i: int) -> dict[tuple[str, str], float]:
+    import re
+    import urllib.request
+
+    _, port = workers.procs[i]
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return {}
+    return {(m[1], m[2]): float(m[3]) for m in re.finditer(
+        r'riskwatch_consumer_lag_messages\{partition="(\d+)",topic="([^"]+)"\} (\S+)', text)}
+
+
+def test_consumer_lag_shows_a_backlog_and_falls_to_zero_once_it_is_processed(stack):
+    """Ops' first question of a stream processor: is it keeping up? Until 2026-12-04 the worker had
+    no metric for it (event->output latency shows only where outputs come out)."""
+    s, workers = stack
+    events = list(Simulation(n_entities=2000, seed=5, days=10).events(n_events=40000))
+    produce(s, events, batch_size=20)  # ~2,000 messages: rounds of at most 200 leave a backlog between them
+    i = workers.start()
+    seen_max = 0.0
+    deadline = time.monotonic() + 120
+    while workers.metric(i, "riskwatch_events_processed_total") < len(events) and time.monotonic() < deadline:
+        seen_max = max([seen_max, *_lag_samples(workers, i).values()])
+        time.sleep(0.05)
+    assert workers.metric(i, "riskwatch_events_processed_total") >= len(events), workers.logs()
+    assert seen_max >= 20, seen_max  # a backlog of messages was shown while it drained
+    lags = wait_for(lambda: (x := _lag_samples(workers, i)) and all(v == 0 for v in x.values()) and x, 20,
+                    "every lag at 0", workers.logs)
+    partitions = {(p, t) for p, t in lags}
+    topics = {t for _, t in partitions}
+    assert s.topic("sensor-readings") in topics and s.topic("complaints") in topics, lags
+    assert {p for p, t in partitions if t == s.topic("sensor-readings")} == {"0", "1", "2", "3"}, lags
