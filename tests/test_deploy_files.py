@@ -60,3 +60,49 @@ def test_dashboard_queries_metrics_that_exist():
         expr = panel["targets"][0]["expr"]
         used = [w for w in expr.replace("(", " ").replace(")", " ").replace("[", " ").split() if w.startswith("riskwatch_")]
         assert used and all(u in names for u in used), (panel["title"], used)
+
+
+def _metric_names() -> set[str]:
+    from riskwatch.alerts.metrics import AlertMetrics
+
+    names = {"riskwatch_api_requests_total", "riskwatch_api_denied_total"}
+    for registry in (WorkerMetrics().registry, AlertMetrics().registry):
+        for metric in registry.collect():
+            names |= {metric.name + suffix for suffix in ("", "_total", "_bucket", "_count", "_sum")}
+    return names
+
+
+def test_alert_rules_query_metrics_that_exist_and_prometheus_loads_them():
+    import re
+
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus-rules.yml").read_text())
+    names = _metric_names()
+    exprs = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
+    assert {"RiskwatchWorkerDown", "RiskwatchStalled", "RiskwatchFallingBehind", "RiskwatchEngineErrors"} <= set(exprs)
+    for alert, expr in exprs.items():
+        used = set(re.findall(r"riskwatch_[a-z_]+", expr))
+        assert used <= names, (alert, used - names)
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    assert prom["rule_files"] == ["/etc/prometheus/rules.yml"]
+    mounts = compose()["services"]["prometheus"]["volumes"]
+    assert "./deploy/prometheus-rules.yml:/etc/prometheus/rules.yml:ro" in mounts
+
+
+def test_alert_rules_pass_promtool_and_their_unit_tests():
+    """promtool (Debian package `prometheus`; .ci/run installs it) checks the rules and runs
+    deploy/prometheus-rules.test.yml: synthetic series in, the alerts that must (not) fire out."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (apt-get install prometheus); .ci/run installs it")
+    deploy = ROOT / "deploy"
+    checked = subprocess.run([promtool, "check", "rules", "prometheus-rules.yml"], cwd=deploy,
+                             capture_output=True, text=True, check=False)
+    assert checked.returncode == 0 and "9 rules found" in checked.stdout, checked.stdout + checked.stderr
+    tested = subprocess.run([promtool, "test", "rules", "prometheus-rules.test.yml"], cwd=deploy,
+                            capture_output=True, text=True, check=False)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
