@@ -32,7 +32,8 @@ class WorkerMetrics:
                              "Event time to output production (wall clock), per output",
                              buckets=(.005, .01, .02, .03, .04, .05, .075, .1, .15, .2, .3, .5, 1, 2.5, 5, 10,
                                       30, 60), registry=r)
-        self.entities = Gauge("riskwatch_entities_written", "Distinct entity states written", registry=r)
+        self.entity_states = Gauge("riskwatch_entity_states", "Entity states held, per owned partition (the "
+                                   "state table's size)", ["partition"], registry=r)
         self.not_owned = Counter("riskwatch_messages_not_owned_total",
                                  "Messages dropped because their partition was revoked before their round "
                                  "(the new owner processes them)", registry=r)

@@ -184,6 +184,11 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                 m.consumer_lag.remove(tp.topic, str(tp.partition))
             except KeyError:
                 pass
+        for p in gone:
+            try:
+                m.entity_states.remove(str(p))
+            except KeyError:
+                pass
         async with round_lock:
             await app.producer.flush()
             store.revoke(gone)
@@ -373,12 +378,20 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                 if msg.partition in owned:
                     processed_at[msg.tp] = msg.offset
             report_lag({msg.tp for msg in msgs})
+            report_states({msg.partition for msg in msgs})
+
+    def report_states(partitions) -> None:
+        ready = store.owned()
+        for p in partitions:
+            if p in owned and p in ready:
+                m.entity_states.labels(str(p)).set(store.count(p))
 
     @app.timer(interval=5.0)
     async def refresh_lag():
         """Partitions without a round lately: their high watermark may have moved (a worker whose
-        rounds stall shows a growing lag, not the last round's)."""
+        rounds stall shows a growing lag, not the last round's); states recovered but not touched."""
         report_lag(list(processed_at))
+        report_states(list(owned))
 
     @app.agent(training, name="train")
     async def train(stream):

@@ -122,6 +122,10 @@ class _Local:
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         return iter(list(self.db.items())) if isinstance(self.db, dict) else self.db.items()
 
+    def count_states(self) -> int:
+        """Entity states held (meta keys start with a NUL byte); reads every key once."""
+        return sum(1 for k in self.db.keys() if k[:1] != b"\x00")
+
     def clear(self) -> int:
         """Delete everything; returns how many keys there were."""
         if isinstance(self.db, dict):
@@ -161,6 +165,8 @@ class _Partition:
         self.src_seen: dict[str, int] = {}  # last source offset in the store, per source topic-partition
         self.src_sent: dict[str, int] = {}  # the same, over everything staged (what the next record holds)
         self.checked: set[str] = set()
+        self.count = 0                     # entity states held: counted at recovery, + new ones staged
+        self.absent: set[str] = set()      # ids a read found no state for: new once staged
 
     @property
     def offset(self) -> int:
@@ -199,6 +205,8 @@ class StateStore:
             part.ready.clear()
             part.live.clear()
             part.pending.clear()
+            part.absent.clear()
+            part.count = 0
             part.unacked = 0
             part.src_sent = {}
             task = self._recovering.pop(p, None)
@@ -287,6 +295,8 @@ class StateStore:
             part.src_seen = orjson.loads(raw) if raw else {}
             part.src_sent = dict(part.src_seen)
             part.checked = set()
+            part.absent = set()
+            part.count = part.local.count_states()
             part.ready.set()
             self._recovering.pop(p, None)
         log.info("state partitions %s recovered: changelog read from offsets %s (the local store's next), "
@@ -363,6 +373,7 @@ class StateStore:
             return st
         raw = part.pending.get(eid) or part.local.get(eid.encode())
         if raw is None:
+            part.absent.add(eid)
             return None
         st = part.live[eid] = orjson.loads(raw)
         return st
@@ -400,6 +411,10 @@ class StateStore:
     def owned(self) -> list[int]:
         return [p for p, part in self.parts.items() if part.ready.is_set()]
 
+    def count(self, p: int) -> int:
+        """Entity states of an owned partition (recovered ones, plus new ones staged since)."""
+        return self.parts[p].count
+
     # ----------------------------------------------------------- writes
     def stage(self, p: int, srcs: dict[str, int],
               states: dict[str, dict]) -> list[tuple[list[tuple[bytes, bytes]], object]]:
@@ -409,6 +424,12 @@ class StateStore:
         part = self.parts[p]
         blobs = {eid: orjson.dumps(st) for eid, st in states.items()}
         part.pending.update(blobs)
+        absent = part.absent
+        if absent:
+            for eid in blobs:
+                if eid in absent:
+                    absent.discard(eid)
+                    part.count += 1
         sent = part.src_sent
         for src, offset in srcs.items():
             if offset > sent.get(src, -1):

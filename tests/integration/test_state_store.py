@@ -62,13 +62,14 @@ def test_recovery_reads_every_change_and_a_restart_resumes_from_its_local_store(
         c.assign([0])
         await c.ready(0)
         assert c.get(0, "e2") == {"n": 2} and c.parts[0].offset == 3 * PER_STAGE - 1
+        assert c.count(0) == 6  # e0-e2, x0-x2 (the memory store)
         # a new owner with an on-disk store recovers everything from the changelog
         a = StateStore(broker.url, topic, tmp_path / "a", partitions=2)
         a.assign([1])
         await a.ready(1)
         assert a.get(1, "e49") == {"n": 2999} and a.get(1, "e0") == {"n": 2950}
         assert a.get(1, "x2999") == {"n": 1} and a.get(1, "x0") == {"n": 1}
-        assert sum(1 for _ in a.items(1)) == 50 + 3000
+        assert sum(1 for _ in a.items(1)) == 50 + 3000 == a.count(1)  # RocksDB: counted at recovery
         assert a.parts[1].offset == 3000 * PER_STAGE - 1
         assert a.resumes(1, "src:1", 3000) is None       # states hold every source offset up to 2999
         assert a.resumes(1, "src:9", 5) is None           # unknown source: no claim
@@ -85,6 +86,12 @@ def test_recovery_reads_every_change_and_a_restart_resumes_from_its_local_store(
         # a source that resumes past the recovered states is reported, once
         assert b.resumes(1, "src:1", 3010) == 3004
         assert b.resumes(1, "src:1", 3011) is None
+        # the state count: recovered (x3000-x3004 are new since a), then + each new state staged
+        assert b.count(1) == 3055
+        assert b.get(1, "fresh") is None
+        b.stage(1, {}, {"fresh": {"n": 1}, "e4": {"n": 3005}})
+        b.stage(1, {}, {"fresh": {"n": 2}})
+        assert b.count(1) == 3056 and sum(1 for _ in b.items(1)) == 3056
         b.close()
 
     asyncio.run(run())

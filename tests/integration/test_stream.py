@@ -201,9 +201,10 @@ def _lag_samples(workers, i: int) -> dict[tuple[str, str], float]:
         r'riskwatch_consumer_lag_messages\{partition="(\d+)",topic="([^"]+)"\} (\S+)', text)}
 
 
-def test_consumer_lag_shows_a_backlog_and_falls_to_zero_once_it_is_processed(stack):
+def test_consumer_lag_shows_a_backlog_and_falls_to_zero_and_the_state_count_matches_the_changelog(stack):
     """Ops' first question of a stream processor: is it keeping up? Until 2026-12-04 the worker had
-    no metric for it (event->output latency shows only where outputs come out)."""
+    no metric for it (event->output latency shows only where outputs come out), and its "table
+    size" gauge, riskwatch_entities_written, was declared but never set (always 0)."""
     s, workers = stack
     events = list(Simulation(n_entities=2000, seed=5, days=10).events(n_events=40000))
     produce(s, events, batch_size=20)  # ~2,000 messages: rounds of at most 200 leave a backlog between them
@@ -221,3 +222,11 @@ def test_consumer_lag_shows_a_backlog_and_falls_to_zero_once_it_is_processed(sta
     topics = {t for _, t in partitions}
     assert s.topic("sensor-readings") in topics and s.topic("complaints") in topics, lags
     assert {p for p, t in partitions if t == s.topic("sensor-readings")} == {"0", "1", "2", "3"}, lags
+    held = len(changelog_states(s.broker, s.app_id))
+    assert held > 1000
+    wait_for(lambda: workers.metric(i, "riskwatch_entity_states") == held, 20,
+             f"riskwatch_entity_states summing to the {held} states in the changelog", workers.logs)
+    workers.stop_all()  # a restart counts the recovered states
+    j = workers.start(data_of=0)
+    wait_for(lambda: workers.metric(j, "riskwatch_entity_states") == held, 60,
+             f"the restarted worker counting {held} recovered states", workers.logs)
