@@ -412,7 +412,9 @@ class StateStore:
         return [p for p, part in self.parts.items() if part.ready.is_set()]
 
     def count(self, p: int) -> int:
-        """Entity states of an owned partition (recovered ones, plus new ones staged since)."""
+        """Entity states of an owned partition: those recovered, plus each new one staged since. New
+        means a :meth:`get` found no state for it before it was staged, as the worker always reads
+        a state before it writes one."""
         return self.parts[p].count
 
     # ----------------------------------------------------------- writes
