@@ -55,6 +55,7 @@ class Engine:
             self.codes[name] = {s: f"{name}.{s}" for s in det.default_signals}
             for etype in det.handles:
                 self.routes[etype] = (name, det)
+        self.n_detectors = len(self.detectors)
         self.timed = [(n, det) for n, det in self.detectors.items() if det.time_dependent]
         # refreshed before each decision: time-dependent detectors whose signals drift between events
         # (a record's decay), not those that change only at deadlines (sensors' silence: a tick is due)
@@ -71,7 +72,8 @@ class Engine:
         states; ``g`` signal cache {code: [value, ts, ids]}; ``sc`` score; ``es`` last emitted
         score and ``et`` when (absent before the first risk change); ``ti``/``tt`` tier index and
         since when; ``t`` entity clock; ``al`` open alert codes; ``x`` disputed items
-        {target: [detector, objection_id, item]}; ``n`` events."""
+        {target: [detector, objection_id, item]}; ``n`` events; ``p`` detectors switched off
+        {name: since} (absent while none is)."""
         return {"v": STATE_VERSION, "id": entity_id, "m": None,
                 "d": {n: det.new_state() for n, det in self.detectors.items()},
                 "g": {}, "sc": 0.0, "es": 0.0, "ti": 0, "tt": 0.0, "t": 0.0, "al": [], "x": {}, "n": 0}
@@ -94,6 +96,8 @@ class Engine:
         state["t"] = now
         state["n"] += 1
         d = state["d"]
+        if len(d) > self.n_detectors or "p" in state:  # a detector switched off, or on again
+            self._pauses(state, d, now)
         g = state["g"]
         models = self.models
         route = self.routes.get(etype)
@@ -161,6 +165,24 @@ class Engine:
                 check.append(code)
                 moved = True
         return moved
+
+    def _pauses(self, state: dict, d: dict, now: float) -> None:
+        """``p`` {detector: since}: detectors with state that a config change switched off, and when
+        this entity was first seen without them; one switched on again resumes (:meth:`Detector.resume`).
+        Not seen: one detector off and another on in the same change (the counts then match)."""
+        paused = state.get("p") or {}
+        for name in d:
+            if name not in self.detectors and name not in paused:
+                paused[name] = now
+        for name in [n for n in paused if n in self.detectors]:
+            since = paused.pop(name)
+            ds = d.get(name)
+            if ds:
+                self.detectors[name].resume(ds, since, now)
+        if paused:
+            state["p"] = paused
+        else:
+            state.pop("p", None)
 
     def _evaluate_all(self, state: dict, now: float) -> list[str]:
         self._reevaluate(state, state["g"], now, time_dependent_only=True)

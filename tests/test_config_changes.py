@@ -113,3 +113,44 @@ def test_a_half_life_on_a_signal_that_holds_is_refused_naming_it():
         config_from_dict(d)
     assert [(e.field, e.rule) for e in exc.value.errors] == [
         ("detectors.sensors.signals.silence.half_life_days", "holds")]
+
+
+def test_sensors_switched_off_and_on_again_raise_no_silence_for_the_pause_but_a_real_one_after():
+    """Readings that came while the sensors detector was off were not applied. Until 2026-12-04
+    every series then looked silent since the pause began: switching sensors back on raised a
+    silence alert (+20 points) for every entity with a sensor, at its first tick."""
+    from datetime import datetime, timedelta, timezone
+
+    off = copy.deepcopy(BASE)
+    off["version"], off["detectors"]["sensors"]["enabled"] = "sensors-off", False
+    on = copy.deepcopy(BASE)
+    on["version"] = "sensors-on"
+    eid = "91350100M000100Y43"
+    t = datetime(2026, 3, 1, tzinfo=timezone.utc)
+
+    def reading(at):
+        return parse_event({"type": "sensor_reading", "device_id": "d1", "entity_id": eid, "ts": at.isoformat(),
+                            "metric": "pm25", "value": 20.0})
+
+    def tick(at):
+        return parse_event({"type": "tick", "entity_id": eid, "ts": at.isoformat(), "redecide": True})
+
+    engine, st = Engine(load_config()), None
+    for _ in range(50):
+        st, _out = engine.process(st, reading(t))
+        t += timedelta(minutes=10)
+    engine = Engine(config_from_dict(off))
+    st, out = engine.process(st, tick(t))  # the re-decide pass after the change
+    assert out == [] and "sensors" in st["p"]
+    for _ in range(500):  # 3.5 days of readings, not applied
+        st, _out = engine.process(st, reading(t))
+        t += timedelta(minutes=10)
+    engine = Engine(config_from_dict(on))
+    st, out = engine.process(st, tick(t))
+    assert out == [] and "p" not in st and st["sc"] == 0.0
+    # the feed then really stops: silence once 3 x 600 s have passed since the last reading
+    due = engine.next_tick(st)
+    assert due is not None and due - st["t"] <= 1800
+    st, out = engine.process(st, tick(datetime.fromtimestamp(st["t"] + 1801, tz=timezone.utc)))
+    assert [(o["signal"], o["status"]) for o in out if o["type"] == "alert_candidate"] == [
+        ("sensors.silence", "firing")]

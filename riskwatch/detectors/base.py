@@ -121,6 +121,12 @@ class Detector(ABC):
     def restore(self, state: Any, item: Any, now: float, entity: dict, models: Any) -> Signals:
         return {}
 
+    def resume(self, state: Any, since: float, now: float) -> None:
+        """The detector was switched off by a config change at event time ``since`` and is on again at
+        ``now``: events of its types in between were not applied. A detector whose signals measure
+        time since an event (a silence) cuts that interval out of its state; by default nothing
+        changes (a record's expiry, a complaint's decay run in real time)."""
+
 
 def clamp01(x: float) -> float:
     return 0.0 if x <= 0.0 else 1.0 if x >= 1.0 else x
