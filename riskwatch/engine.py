@@ -88,16 +88,17 @@ class Engine:
             state = self.new_state(ev.entity_id)
         etype = ev.type
         ts = ev.ts
-        at = now = ts.timestamp() if ts is not None else state["t"]
-        if now < state["t"]:
-            now = state["t"]  # late event: the entity's clock never runs backwards (detectors get ``at``)
+        before = state["t"]  # the clock as the last event left it
+        at = now = ts.timestamp() if ts is not None else before
+        if now < before:
+            now = before  # late event: the entity's clock never runs backwards (detectors get ``at``)
         elif state["n"] == 0:
             state["tt"] = now
         state["t"] = now
         state["n"] += 1
         d = state["d"]
         if len(d) > self.n_detectors or "p" in state:  # a detector switched off, or on again
-            self._pauses(state, d, now)
+            self._pauses(state, d, before if state["n"] > 1 else now, now)
         g = state["g"]
         models = self.models
         route = self.routes.get(etype)
@@ -166,14 +167,16 @@ class Engine:
                 moved = True
         return moved
 
-    def _pauses(self, state: dict, d: dict, now: float) -> None:
-        """``p`` {detector: since}: detectors with state that a config change switched off, and when
-        this entity was first seen without them; one switched on again resumes (:meth:`Detector.resume`).
-        Not seen: one detector off and another on in the same change (the counts then match)."""
+    def _pauses(self, state: dict, d: dict, since: float, now: float) -> None:
+        """``p`` {detector: since}: detectors with state that a config change switched off, and since
+        when: the entity's clock before the first event seen without them (in the worker, the re-decide
+        tick after the change, at the entity's own clock; an earlier bound only makes a resume cut out
+        more). One switched on again resumes (:meth:`Detector.resume`). Not seen: one detector off and
+        another on in the same change (the counts then match)."""
         paused = state.get("p") or {}
         for name in d:
             if name not in self.detectors and name not in paused:
-                paused[name] = now
+                paused[name] = since
         for name in [n for n in paused if n in self.detectors]:
             since = paused.pop(name)
             ds = d.get(name)

@@ -115,10 +115,12 @@ def test_a_half_life_on_a_signal_that_holds_is_refused_naming_it():
         ("detectors.sensors.signals.silence.half_life_days", "holds")]
 
 
-def test_sensors_switched_off_and_on_again_raise_no_silence_for_the_pause_but_a_real_one_after():
+@pytest.mark.parametrize("redecided", [True, False], ids=["re-decide-tick", "first-seen-by-a-reading"])
+def test_sensors_switched_off_and_on_again_raise_no_silence_for_the_pause_but_a_real_one_after(redecided):
     """Readings that came while the sensors detector was off were not applied. Until 2026-12-04
     every series then looked silent since the pause began: switching sensors back on raised a
-    silence alert (+20 points) for every entity with a sensor, at its first tick."""
+    silence alert (+20 points) for every entity with a sensor, at its first tick. The worker's
+    re-decide pass ticks each entity after a change; without it, the first reading marks the pause."""
     from datetime import datetime, timedelta, timezone
 
     off = copy.deepcopy(BASE)
@@ -140,11 +142,14 @@ def test_sensors_switched_off_and_on_again_raise_no_silence_for_the_pause_but_a_
         st, _out = engine.process(st, reading(t))
         t += timedelta(minutes=10)
     engine = Engine(config_from_dict(off))
-    st, out = engine.process(st, tick(t))  # the re-decide pass after the change
-    assert out == [] and "sensors" in st["p"]
+    if redecided:
+        st, out = engine.process(st, tick(t))  # the re-decide pass after the change
+        assert out == [] and "sensors" in st["p"]
+    t += timedelta(hours=5)  # the feed pauses too, before the change took effect on this entity
     for _ in range(500):  # 3.5 days of readings, not applied
         st, _out = engine.process(st, reading(t))
         t += timedelta(minutes=10)
+    assert "sensors" in st["p"]
     engine = Engine(config_from_dict(on))
     st, out = engine.process(st, tick(t))
     assert out == [] and "p" not in st and st["sc"] == 0.0
