@@ -178,10 +178,10 @@ class Engine:
             if name not in self.detectors and name not in paused:
                 paused[name] = since
         for name in [n for n in paused if n in self.detectors]:
-            since = paused.pop(name)
+            off_since = paused.pop(name)
             ds = d.get(name)
             if ds:
-                self.detectors[name].resume(ds, since, now)
+                self.detectors[name].resume(ds, off_since, now)
         if paused:
             state["p"] = paused
         else:
