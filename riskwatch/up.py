@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 from .api.auth import hash_token
@@ -106,11 +105,11 @@ def _port_in_use(port: int) -> bool:
     return False
 
 
-def _exited(procs: list[tuple[str, subprocess.Popen]]) -> tuple[str, int] | None:
+def _exited(children: list[Child]) -> tuple[str, int] | None:
     """(name, exit status) of a child that has stopped, other than a demo feed that finished."""
-    for name, p in procs:
-        if p.poll() is not None and not (name == "demo" and p.returncode == 0):
-            return name, p.returncode
+    for c in children:
+        if c.proc.poll() is not None and not c.finished():
+            return c.name, c.proc.returncode
     return None
 
 
@@ -139,13 +138,13 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         held.close()
         return 2
     services: list[Service] = []
-    procs: list[tuple[str, subprocess.Popen]] = []
-    spawns: dict[str, Callable[[], subprocess.Popen]] = {}  # how each child is started (again)
-    children: list[Child] = []  # once up: the supervised children (their processes change on restarts)
+    children: list[Child] = []  # their processes change when the supervisor starts one again
 
     def start(name: str, args: list[str], child_env: dict, module: str = "riskwatch.cli") -> None:
-        spawns[name] = lambda: _spawn(name, args, child_env, data_dir, module=module)
-        procs.append((name, spawns[name]()))
+        def spawn() -> subprocess.Popen:
+            return _spawn(name, args, child_env, data_dir, module=module)
+
+        children.append(Child(name, spawn, spawn()))
 
     env = dict(os.environ)
     stopping = False
@@ -202,7 +201,7 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
             start("demo", ["simulate", "--kafka", "--live", "--rate", str(rate), "--entities", str(entities),
                            "--events", str(int(rate * 86400)), "--seed", "7", "--max-delay", str(DEMO_MAX_DELAY)],
                   env)
-        failed = _wait_http(f"http://127.0.0.1:{api_port}/healthz", 30, procs, data_dir)
+        failed = _wait_http(f"http://127.0.0.1:{api_port}/healthz", 30, children, data_dir)
         if failed:
             print(f"riskwatch up: {failed}", file=sys.stderr)
             return 1
@@ -219,22 +218,21 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         print(f"  broker    {env['RISKWATCH_BROKER']}   redis {env['RISKWATCH_REDIS_URL']}")
         print("Ctrl-C stops everything; a process that exits is started again (see riskwatch/supervise.py).",
               flush=True)
-        children = [Child(name, spawns[name], p) for name, p in procs]
         return supervise(children, services, lambda: stopping, lambda name: _log_tail(data_dir / f"{name}.log"))
     finally:
-        for _name, p in reversed([(c.name, c.proc) for c in children] if children else procs):
-            _stop(p)
+        for c in reversed(children):
+            _stop(c.proc)
         for svc in reversed(services):
             svc.stop()
         held.close()
         print("stopped.", flush=True)
 
 
-def _wait_http(url: str, timeout: float, procs: list[tuple[str, subprocess.Popen]], data_dir: Path) -> str | None:
+def _wait_http(url: str, timeout: float, children: list[Child], data_dir: Path) -> str | None:
     """Wait for ``url`` to answer; None, or why it did not (with the log of a process that exited)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        gone = _exited(procs)
+        gone = _exited(children)
         if gone:
             log = data_dir / f"{gone[0]}.log"
             return f"{gone[0]} exited with {gone[1]} while starting; the end of {log}:\n{_log_tail(log)}"

@@ -387,7 +387,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                 m.entity_states.labels(str(p)).set(store.count(p))
 
     @app.timer(interval=5.0)
-    async def refresh_lag():
+    async def refresh_gauges():
         """Partitions without a round lately: their high watermark may have moved (a worker whose
         rounds stall shows a growing lag, not the last round's); states recovered but not touched."""
         report_lag(list(processed_at))
