@@ -30,8 +30,43 @@ class ServiceError(RiskwatchError):
     """An embedded service could not be found or started."""
 
 
-def free_port() -> int:
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(span: int = 1) -> int:
+    """A loopback port nothing is bound to (and the ``span - 1`` ports after it), for a server to bind.
+
+    It is picked below the kernel's ephemeral range. A port that ``bind(0)`` hands out is in that range,
+    and between the pick and the server's bind any outgoing connection may take it as its source port:
+    `riskwatch up` then failed to start, once in a CI run of the whole suite (2026-12-04). Ports handed
+    out by this process are not handed out again.
+    """
+    import random
+
+    low = _ephemeral_low()
+    for _ in range(500):
+        port = random.randrange(10000, max(10001, low - span))
+        ports = range(port, port + span)
+        if _handed_out.isdisjoint(ports) and all(_bindable(p) for p in ports):
+            _handed_out.update(ports)
+            return port
+    with socket.socket() as s:  # pragma: no cover - 500 busy picks: fall back to the kernel's choice
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

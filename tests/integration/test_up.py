@@ -39,7 +39,7 @@ def _processes_of(data_dir: Path) -> set[int]:
 
 def test_up_demo_serves_scored_entities_and_ctrl_c_stops_everything(tmp_path):
     data_dir = tmp_path / "run"
-    api_port = free_port()  # the ingest gateway takes the next port
+    api_port = free_port(span=2)  # the ingest gateway takes the next port
     env = {k: v for k, v in os.environ.items() if not k.startswith("RISKWATCH_")}
     up = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "up", "--demo", "--data-dir", str(data_dir),
                            "--api-port", str(api_port)], env=env, stdout=subprocess.PIPE,
@@ -90,20 +90,15 @@ def test_up_refuses_a_busy_port_or_a_data_dir_in_use_at_once_and_says_which(tmp_
     from riskwatch.datadir import lock
 
     with socket.socket() as other:  # someone else's server on the ingest gateway's port (api + 1)
-        for _ in range(100):  # api + 1 can be another process's port (failed once in CI, 2026-11-28)
-            api = free_port()
-            try:
-                other.bind(("127.0.0.1", api + 1))
-                break
-            except OSError:
-                continue
+        api = free_port(span=2)
+        other.bind(("127.0.0.1", api + 1))
         other.listen()
         code, err, took = _up(["--data-dir", str(tmp_path / "a"), "--api-port", str(api)])
     assert code == 2 and f"port {api + 1} (ingest gateway) in use" in err and "--api-port" in err, err
     assert took < 10 and not _processes_of(tmp_path / "a")
     held = lock(tmp_path / "b", holder="riskwatch up")  # a running `riskwatch up` on that directory
     try:
-        code, err, took = _up(["--data-dir", str(tmp_path / "b"), "--api-port", str(free_port())])
+        code, err, took = _up(["--data-dir", str(tmp_path / "b"), "--api-port", str(free_port(span=2))])
     finally:
         held.close()
     assert code == 2 and f"{tmp_path / 'b'} is in use by riskwatch up, pid {os.getpid()}" in err, err
@@ -112,7 +107,7 @@ def test_up_refuses_a_busy_port_or_a_data_dir_in_use_at_once_and_says_which(tmp_
 
 def test_up_reports_a_process_that_fails_to_start_with_its_log_and_stops_the_rest(tmp_path):
     d = tmp_path / "up"
-    code, err, took = _up(["--data-dir", str(d), "--api-port", str(free_port())],
+    code, err, took = _up(["--data-dir", str(d), "--api-port", str(free_port(span=2))],
                           env={"RISKWATCH_API_TOKENS": "not-a-token-spec"})
     assert code == 1, err
     assert "exited with 1 while starting" in err and "RISKWATCH_API_TOKENS entry 1: use name:role:sha256hex" in err
@@ -124,12 +119,15 @@ def _up_without_demo(data_dir: Path) -> subprocess.Popen:
     """`riskwatch up` on free ports, returned once its banner is printed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RISKWATCH_")}
     up = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "up", "--data-dir", str(data_dir),
-                           "--api-port", str(free_port())], env=env, stdout=subprocess.PIPE,
+                           "--api-port", str(free_port(span=2))], env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
     for line in up.stdout:
+        seen.append(line)
         if "Ctrl-C stops everything" in line:
-            break
-    return up
+            return up
+    up.wait(10)
+    raise AssertionError(f"riskwatch up exited with {up.returncode} before its banner:\n{''.join(seen)}")
 
 
 def test_a_closed_terminal_sighup_stops_everything_too(tmp_path):
