@@ -55,7 +55,7 @@ class Engine:
             self.codes[name] = {s: f"{name}.{s}" for s in det.default_signals}
             for etype in det.handles:
                 self.routes[etype] = (name, det)
-        self.n_detectors = len(self.detectors)
+        self.names = frozenset(self.detectors)
         self.timed = [(n, det) for n, det in self.detectors.items() if det.time_dependent]
         # refreshed before each decision: time-dependent detectors whose signals drift between events
         # (a record's decay), not those that change only at deadlines (sensors' silence: a tick is due)
@@ -97,7 +97,7 @@ class Engine:
         state["t"] = now
         state["n"] += 1
         d = state["d"]
-        if len(d) > self.n_detectors or "p" in state:  # a detector switched off, or on again
+        if "p" in state or not d.keys() <= self.names:  # a detector switched off, or on again
             self._pauses(state, d, before if state["n"] > 1 else now, now)
         g = state["g"]
         models = self.models
@@ -171,8 +171,9 @@ class Engine:
         """``p`` {detector: since}: detectors with state that a config change switched off, and since
         when: the entity's clock before the first event seen without them (in the worker, the re-decide
         tick after the change, at the entity's own clock; an earlier bound only makes a resume cut out
-        more). One switched on again resumes (:meth:`Detector.resume`). Not seen: one detector off and
-        another on in the same change (the counts then match)."""
+        more). One switched on again resumes (:meth:`Detector.resume`). Until 2026-12-04 a pause was
+        seen only when the entity held more detector states than the config had detectors: one
+        detector switched off and another on in the same change went unseen."""
         paused = state.get("p") or {}
         for name in d:
             if name not in self.detectors and name not in paused:

@@ -115,14 +115,19 @@ def test_a_half_life_on_a_signal_that_holds_is_refused_naming_it():
         ("detectors.sensors.signals.silence.half_life_days", "holds")]
 
 
+@pytest.mark.parametrize("swapped", [False, True], ids=["alone", "records-on-in-the-same-change"])
 @pytest.mark.parametrize("redecided", [True, False], ids=["re-decide-tick", "first-seen-by-a-reading"])
-def test_sensors_switched_off_and_on_again_raise_no_silence_for_the_pause_but_a_real_one_after(redecided):
+def test_sensors_switched_off_and_on_again_raise_no_silence_for_the_pause_but_a_real_one_after(redecided, swapped):
     """Readings that came while the sensors detector was off were not applied. Until 2026-12-04
     every series then looked silent since the pause began: switching sensors back on raised a
     silence alert (+20 points) for every entity with a sensor, at its first tick. The worker's
-    re-decide pass ticks each entity after a change; without it, the first reading marks the pause."""
+    re-decide pass ticks each entity after a change; without it, the first reading marks the pause.
+    ``swapped``: the change that switches sensors off switches records on (a pause was seen only
+    when an entity held more detector states than the config had detectors, until 2026-12-04)."""
     from datetime import datetime, timedelta, timezone
 
+    start = copy.deepcopy(BASE)
+    start["detectors"]["records"]["enabled"] = not swapped
     off = copy.deepcopy(BASE)
     off["version"], off["detectors"]["sensors"]["enabled"] = "sensors-off", False
     on = copy.deepcopy(BASE)
@@ -137,7 +142,7 @@ def test_sensors_switched_off_and_on_again_raise_no_silence_for_the_pause_but_a_
     def tick(at):
         return parse_event({"type": "tick", "entity_id": eid, "ts": at.isoformat(), "redecide": True})
 
-    engine, st = Engine(load_config()), None
+    engine, st = Engine(config_from_dict(start)), None
     for _ in range(50):
         st, _out = engine.process(st, reading(t))
         t += timedelta(minutes=10)
