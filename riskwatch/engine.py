@@ -97,7 +97,7 @@ class Engine:
         state["t"] = now
         state["n"] += 1
         d = state["d"]
-        if "p" in state or not d.keys() <= self.names:  # a detector switched off, or on again
+        if "p" in state or not self.names.issuperset(d):  # a detector switched off, or on again
             self._pauses(state, d, before if state["n"] > 1 else now, now)
         g = state["g"]
         models = self.models
