@@ -6,13 +6,14 @@ import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from ..alerts.config import parse_duration
 from ..alerts.outbox import Outbox
 from ..alerts.routing import Matcher, SilenceSpec
 from ..alerts.store import AlertStore
 from .context import Inspector, Ops, Viewer, ctx_of, errors
+from .times import iso_fields
 
 router = APIRouter(tags=["alerts"])
 
@@ -31,7 +32,8 @@ class SilenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     matchers: Annotated[list[Matcher], Field(min_length=1, max_length=20)]
     duration: Annotated[str, Field(description="e.g. 30m, 2h, 7d")] = "2h"
-    starts_at: float | None = None
+    starts_at: Annotated[AwareDatetime | None, Field(description="ISO-8601 with offset, or epoch seconds; "
+                                                                "default now")] = None
     reason: Annotated[str, Field(min_length=1, max_length=2000)]
 
     @field_validator("duration")
@@ -50,9 +52,9 @@ class RedeliverIn(BaseModel):
 
 
 def _summary(a: dict) -> dict:
-    return {k: a.get(k) for k in ("id", "key", "rule", "entity_id", "signal", "status", "severity", "labels",
-                                  "annotations", "starts_at", "ends_at", "last_seen", "count", "score", "tier",
-                                  "event_ids", "ack", "resolved_by", "note", "version")}
+    return iso_fields({k: a.get(k) for k in ("id", "key", "rule", "entity_id", "signal", "status", "severity",
+                                             "labels", "annotations", "starts_at", "ends_at", "last_seen", "count",
+                                             "score", "tier", "event_ids", "ack", "resolved_by", "note", "version")})
 
 
 @router.get("/v1/alerts")
@@ -112,15 +114,16 @@ async def list_silences(request: Request, _: Viewer, active: bool = False):
     now = time.time()
     if active:
         sil = [s for s in sil if s["starts_at"] <= now < s["ends_at"]]
-    return {"count": len(sil), "silences": sorted(sil, key=lambda s: s["created_at"], reverse=True)}
+    return {"count": len(sil), "silences": [iso_fields(s) for s in sorted(sil, key=lambda s: s["created_at"],
+                                                                            reverse=True)]}
 
 
 @router.post("/v1/silences", status_code=201)
 async def create_silence(request: Request, body: SilenceIn, who: Ops):
-    start = body.starts_at if body.starts_at is not None else time.time()
+    start = body.starts_at.timestamp() if body.starts_at is not None else time.time()
     spec = SilenceSpec(matchers=body.matchers, starts_at=start, ends_at=start + parse_duration(body.duration),
                        author=who.name, reason=body.reason)
-    return await AlertStore(ctx_of(request).redis).add_silence(spec)
+    return iso_fields(await AlertStore(ctx_of(request).redis).add_silence(spec))
 
 
 @router.delete("/v1/silences/{silence_id}", responses=errors(404))
@@ -128,14 +131,14 @@ async def expire_silence(request: Request, silence_id: str, who: Ops):
     rec = await AlertStore(ctx_of(request).redis).expire_silence(silence_id, who.name)
     if rec is None:
         raise HTTPException(404, detail=f"no silence {silence_id}")
-    return rec
+    return iso_fields(rec)
 
 
 @router.get("/v1/notifications/dead")
 async def dead_notifications(request: Request, _: Ops):
     """Notifications that ran out of attempts or met a 4xx (bodies included, secrets never)."""
     recs = await Outbox(ctx_of(request).redis, "api").dead()
-    return {"count": len(recs), "dead": recs}
+    return {"count": len(recs), "dead": [iso_fields(x) for x in recs]}
 
 
 @router.post("/v1/notifications/dead/redeliver", responses=errors(404))

@@ -20,6 +20,7 @@ from .. import audit
 from ..settings import Settings
 from . import alerts, config_api, entities, objections, spotchecks
 from .context import AUTHED, ApiContext, ErrorOut, Ops, count_requests, ctx_of, redis_outage_is_503
+from .times import iso_fields
 
 __all__ = ["create_api"]
 
@@ -101,7 +102,7 @@ async def get_audit(request: Request, _: Ops, action: Annotated[str | None, Quer
         entries, nxt = await audit.read(ctx_of(request).redis, limit, cursor, action)
     except rex.ResponseError as exc:  # e.g. a cursor before the first entry
         raise HTTPException(422, detail=[{"loc": ["query", "cursor"], "msg": str(exc), "type": "value_error"}]) from exc
-    return {"count": len(entries), "entries": entries, "next_cursor": nxt}
+    return {"count": len(entries), "entries": [iso_fields(e) for e in entries], "next_cursor": nxt}
 
 
 def create_api(settings: Settings | None = None) -> FastAPI:

@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..preview import recent_events, shadow
 from ..settings import INPUT_TOPICS
 from .context import Ops, Viewer, ctx_of, errors, field_errors
+from .times import iso_fields
 
 router = APIRouter(prefix="/v1/config", tags=["config"])
 HISTORY = "rw:config:history"
@@ -71,7 +72,7 @@ def diff(old: Any, new: Any, path: str = "") -> list[dict]:
 async def get_config(request: Request, _: Viewer):
     """The config in force: its version, change sequence (0 = the file) and content."""
     cfg, meta = await ctx_of(request).current_config()
-    return {**meta, "config": cfg.model_dump(mode="json")}
+    return {**iso_fields(meta), "config": cfg.model_dump(mode="json")}
 
 
 @router.post("/validate")
@@ -108,7 +109,7 @@ async def put_config(request: Request, body: ConfigChangeIn, who: Ops):
 @router.get("/history")
 async def config_history(request: Request, _: Viewer, limit: Annotated[int, Query(ge=1, le=500)] = 50):
     rows = await ctx_of(request).redis.lrange(HISTORY, 0, limit - 1)
-    return {"count": len(rows), "changes": [orjson.loads(x) for x in rows]}
+    return {"count": len(rows), "changes": [iso_fields(orjson.loads(x)) for x in rows]}
 
 
 @router.post("/preview", responses=errors(503))

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .. import audit
 from ..events import validate_entity_id
 from .context import Inspector, Ops, Viewer, ctx_of, errors
+from .times import iso_fields
 
 router = APIRouter(prefix="/v1/objections", tags=["objections"])
 KEY = "rw:objections"
@@ -85,7 +86,7 @@ async def create_objection(request: Request, body: ObjectionIn, who: Inspector):
     audit.record(pipe, who.name, "objection.create", oid, {"entity_id": body.entity_id, "target_id": body.target_id,
                                                             "reason": body.reason})
     await pipe.execute()
-    return rec
+    return iso_fields(rec)
 
 
 @router.get("")
@@ -101,7 +102,7 @@ async def list_objections(request: Request, _: Viewer, entity_id: str | None = N
         o = orjson.loads(raw)
         if (entity_id and o["entity_id"] != entity_id) or (status and o["status"] != status):
             continue
-        out.append(o)
+        out.append(iso_fields(o))
         if len(out) == limit:
             break
     return {"count": len(out), "objections": out}
@@ -129,4 +130,4 @@ async def resolve_objection(request: Request, objection_id: str, body: Resolutio
     audit.record(pipe, who.name, "objection.resolve", objection_id,
                  {"entity_id": o["entity_id"], "resolution": body.resolution, "note": body.note})
     await pipe.execute()
-    return o
+    return iso_fields(o)

@@ -23,6 +23,7 @@ from .. import audit
 from ..draw import draw, population_digest, seed_digest
 from ..view import SPOTCHECKS
 from .context import Ops, Viewer, ctx_of, errors
+from .times import iso_fields
 
 router = APIRouter(prefix="/v1/spotchecks", tags=["spot checks"])
 DRAWS = "rw:draws"
@@ -116,7 +117,7 @@ async def commit_draw(request: Request, body: DrawIn, who: Ops):
     audit.record(pipe, who.name, "draw.commit", did, {k: rec[k] for k in ("period", "capacity", "control_share",
                                                                        "seed_sha256", "population_sha256")})
     await pipe.execute()
-    return rec
+    return iso_fields(rec)
 
 
 @router.post("/draws/{draw_id}/execute", responses=errors(404, 409))
@@ -147,7 +148,7 @@ async def execute_draw(request: Request, draw_id: str, who: Ops):
         pipe.hset(LAST_INSPECTOR, mapping=assigned)
     audit.record(pipe, who.name, "draw.execute", draw_id, {"seed": seed, "selected": len(result["selected"])})
     await pipe.execute()
-    return rec
+    return iso_fields(rec)
 
 
 @router.get("/draws/{draw_id}", responses=errors(404))
@@ -160,4 +161,4 @@ async def get_draw(request: Request, draw_id: str, _: Viewer, population: bool =
     rec = orjson.loads(raw)
     if population:
         rec["population"] = orjson.loads(await r.get(f"{DRAWS}:{draw_id}:population"))
-    return rec
+    return iso_fields(rec)

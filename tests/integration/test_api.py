@@ -23,6 +23,13 @@ from .helpers import produce, read_batches, read_topic
 E = "91350100M000100Y43"  # a valid USCC
 
 
+def _utc(v: str) -> datetime:
+    """An API time: ISO-8601 in UTC (not epoch seconds)."""
+    t = datetime.fromisoformat(v)
+    assert t.utcoffset() == timedelta(0), v
+    return t
+
+
 def _intake_alerts(s) -> int:
     """Apply the worker's alert candidates with the dispatcher's intake (real Redis), as the dispatcher does."""
     msgs = read_topic(s.broker, s.topic("alert-candidates"))
@@ -103,6 +110,8 @@ def test_endpoints_happy_and_error_paths(stack):
         ins = auth("inspector")
         acked = c.post(f"/v1/alerts/{a['id']}/ack", json={"note": "on my way"}, headers=ins).json()
         assert acked["status"] == "acknowledged" and acked["ack"]["by"] == "inspector-user"
+        # times are ISO-8601 in UTC, as entities give them (epoch seconds until 2026-12-04)
+        assert _utc(acked["ack"]["at"]) >= _utc(acked["starts_at"]) and _utc(acked["last_seen"])
         assert c.post(f"/v1/alerts/{a['id']}/resolve", json={}, headers=ins).status_code == 422  # note required
         done = c.post(f"/v1/alerts/{a['id']}/resolve", json={"note": "fixed"}, headers=ins).json()
         assert done["status"] == "resolved" and done["resolved_by"] == "inspector-user"
@@ -116,6 +125,14 @@ def test_endpoints_happy_and_error_paths(stack):
         sil = c.post("/v1/silences", json={"matchers": [{"name": "region", "op": "=", "value": region}],
                                             "duration": "2h", "reason": "planned outage"}, headers=ops)
         assert sil.status_code == 201 and sil.json()["author"] == "ops-user"
+        assert (_utc(sil.json()["ends_at"]) - _utc(sil.json()["starts_at"])).total_seconds() == 7200
+        later = c.post("/v1/silences", json={"matchers": [{"name": "region", "op": "=", "value": region}],
+                                              "starts_at": "2030-01-01T08:00:00+08:00", "reason": "next audit"},
+                       headers=ops)
+        assert later.status_code == 201 and later.json()["starts_at"] == "2030-01-01T00:00:00+00:00", later.text
+        naive = c.post("/v1/silences", json={"matchers": [{"name": "region", "value": region}],
+                                              "starts_at": "2030-01-01T08:00:00", "reason": "x"}, headers=ops)
+        assert naive.status_code == 422 and "starts_at" in naive.text
         bad = c.post("/v1/silences", json={"matchers": [{"name": "region", "op": "=~", "value": "("}],
                                             "reason": "x"}, headers=ops)
         assert bad.status_code == 422 and "matchers" in bad.text
@@ -149,7 +166,7 @@ def test_endpoints_happy_and_error_paths(stack):
         entries = c.get("/v1/audit", headers=ops).json()["entries"]
         actions = [e["action"] for e in entries]
         assert actions[:2] == ["silence.expire", "silence.create"] and "alert.ack" in actions
-        assert all(e["actor"] for e in entries)
+        assert all(e["actor"] and _utc(e["at"]) for e in entries)
 
 
 def test_rate_limit_per_token(stack):

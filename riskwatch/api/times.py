@@ -1,0 +1,41 @@
+"""Times in API answers: ISO-8601 in UTC, as entities, histories and spot-check changes give them.
+
+Alerts, silences, objections, draws, config changes, the audit log and dead-lettered
+notifications are stored with epoch seconds. Until 2026-12-04 the API answered with those
+(``"at": 1796424351.577203``) next to ISO strings elsewhere, which an inspector or an
+auditor reading an answer could not read without converting.
+
+>>> iso_fields({"id": "a1", "starts_at": 0.0, "ends_at": None, "ack": {"by": "x", "at": 1.5}, "value": 3.0})
+{'id': 'a1', 'starts_at': '1970-01-01T00:00:00+00:00', 'ends_at': None, 'ack': {'by': 'x', 'at': '1970-01-01T00:00:01.500000+00:00'}, 'value': 3.0}
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+__all__ = ["iso", "iso_fields", "TIME_FIELDS"]
+
+TIME_FIELDS = ("at", "starts_at", "ends_at", "last_seen", "created_at", "updated_at", "resolved_at", "committed_at",
+               "executed_at", "queued_at")
+_NESTED = ("ack", "detail", "previous")  # an alert's ack, an audit entry's detail, a config change's predecessor
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat()
+
+
+def iso_fields(rec: dict, nested: bool = True) -> dict:
+    """A copy of a stored record with its epoch-second time fields as ISO-8601 strings: at the top
+    level and at the top of its ack, detail or previous record. Nothing deeper: a config holds
+    fields named ``at`` (an alert's firing level) that are not times."""
+    out = dict(rec)
+    for k in TIME_FIELDS:
+        v = out.get(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = iso(v)
+    if nested:
+        for k in _NESTED:
+            v = out.get(k)
+            if isinstance(v, dict):
+                out[k] = iso_fields(v, nested=False)
+    return out
