@@ -132,7 +132,9 @@ def cmd_silence(args) -> int:
         print(f"invalid silence: {exc}", file=sys.stderr)
         return 2
     rec = asyncio.run(_with_redis(lambda r: AlertStore(r).add_silence(spec)))
-    print(orjson.dumps(rec).decode())
+    from ..times import iso_fields
+
+    print(orjson.dumps(iso_fields(rec)).decode())
     return 0
 
 

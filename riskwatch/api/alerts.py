@@ -13,7 +13,7 @@ from ..alerts.outbox import Outbox
 from ..alerts.routing import Matcher, SilenceSpec
 from ..alerts.store import AlertStore
 from .context import Inspector, Ops, Viewer, ctx_of, errors
-from .times import iso_fields
+from ..times import iso_fields
 
 router = APIRouter(tags=["alerts"])
 

@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..preview import recent_events, shadow
 from ..settings import INPUT_TOPICS
 from .context import Ops, Viewer, ctx_of, errors, field_errors
-from .times import iso_fields
+from ..times import iso_fields
 
 router = APIRouter(prefix="/v1/config", tags=["config"])
 HISTORY = "rw:config:history"

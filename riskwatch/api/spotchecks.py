@@ -23,7 +23,7 @@ from .. import audit
 from ..draw import draw, population_digest, seed_digest
 from ..view import SPOTCHECKS
 from .context import Ops, Viewer, ctx_of, errors
-from .times import iso_fields
+from ..times import iso_fields
 
 router = APIRouter(prefix="/v1/spotchecks", tags=["spot checks"])
 DRAWS = "rw:draws"

@@ -1,4 +1,4 @@
-"""Times in API answers: ISO-8601 in UTC, as entities, histories and spot-check changes give them.
+"""Times in API answers and CLI output: ISO-8601 in UTC, as entities, histories and tier changes give them.
 
 Alerts, silences, objections, draws, config changes, the audit log and dead-lettered
 notifications are stored with epoch seconds. Until 2026-12-04 the API answered with those
