@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from riskwatch.metrics import WorkerMetrics
@@ -50,23 +51,27 @@ def test_prometheus_scrapes_every_riskwatch_process():
     assert mounted.startswith("./deploy/prometheus.yml:")
 
 
-def test_dashboard_queries_metrics_that_exist():
-    dash = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "riskwatch.json").read_text())
-    names = set()
-    for metric in WorkerMetrics().registry.collect():
-        names |= {metric.name + suffix for suffix in ("", "_total", "_bucket", "_count", "_sum")}
-    names |= {"riskwatch_api_requests_total"}
+@pytest.mark.parametrize("name", ["riskwatch.json", "supervision.json"])
+def test_dashboard_queries_metrics_that_exist(name):
+    dash = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / name).read_text())
+    names = _metric_names()
     for panel in dash["panels"]:
         expr = panel["targets"][0]["expr"]
-        used = [w for w in expr.replace("(", " ").replace(")", " ").replace("[", " ").split() if w.startswith("riskwatch_")]
+        words = expr.replace("(", " ").replace(")", " ").replace("[", " ").replace("{", " ").split()
+        used = [w for w in words if w.startswith("riskwatch_")]
         assert used and all(u in names for u in used), (panel["title"], used)
 
 
 def _metric_names() -> set[str]:
+    from prometheus_client import CollectorRegistry
+
     from riskwatch.alerts.metrics import AlertMetrics
+    from riskwatch.api.supervision import SupervisionGauges
 
     names = {"riskwatch_api_requests_total", "riskwatch_api_denied_total"}
-    for registry in (WorkerMetrics().registry, AlertMetrics().registry):
+    api = CollectorRegistry()
+    SupervisionGauges(api)
+    for registry in (WorkerMetrics().registry, AlertMetrics().registry, api):
         for metric in registry.collect():
             names |= {metric.name + suffix for suffix in ("", "_total", "_bucket", "_count", "_sum")}
     return names

@@ -88,7 +88,16 @@ async def readyz(request: Request, response: Response):
 @health.get("/metrics", response_class=Response,
             responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text"}})
 async def metrics(request: Request):
-    return Response(generate_latest(ctx_of(request).registry), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text: this process's request counts, and the supervision gauges read from Redis."""
+    import redis.exceptions as rex
+
+    ctx = ctx_of(request)
+    try:
+        cfg, _ = await ctx.current_config()
+    except (rex.RedisError, OSError):  # Redis down before any config was read: no view to read either
+        cfg = None
+    await ctx.supervision.refresh(ctx.redis, [t.name for t in cfg.tiers] if cfg else [])
+    return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @audit_router.get("/v1/audit", responses={422: {"model": ErrorOut, "description": "bad filter or cursor"}})

@@ -15,6 +15,7 @@ from ..config import CURRENT_CONFIG, Config, config_from_dict, load_config
 from ..settings import Settings
 from ..streams.codec import partition_for
 from .auth import Principal, RateLimiter, TokenRegistry, allows, hash_token
+from .supervision import SupervisionGauges
 
 __all__ = ["ApiContext", "need", "ctx_of", "count_requests", "field_errors", "errors", "AUTHED", "ErrorOut",
            "redis_outage_is_503"]
@@ -33,6 +34,7 @@ class ApiContext:
                                 ["route", "status"], registry=self.registry)
         self.denied = Counter("riskwatch_api_denied_total", "Requests refused by auth or rate limit, by reason",
                               ["reason"], registry=self.registry)
+        self.supervision = SupervisionGauges(self.registry)
         self.redis = None
         self._config: tuple | None = None  # (raw in Redis, Config, meta) last parsed
         self._producer = None

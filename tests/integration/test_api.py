@@ -64,6 +64,18 @@ def test_endpoints_happy_and_error_paths(stack):
                          "worker lag 0 in /readyz", lambda: str(c.get("/readyz").json()))
         assert ready["checks"]["worker"] is True and ready["ready"] is True, ready
         assert "riskwatch_api_requests_total" in c.get("/metrics").text
+        # supervision gauges: entities per tier and open alerts per severity, as the API lists them
+        gauges = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in c.get("/metrics").text.splitlines()
+                  if line.startswith(("riskwatch_view_entities{", "riskwatch_view_open_alerts{", "riskwatch_view_readable"))}
+        assert gauges["riskwatch_view_readable"] == 1.0
+        for tier in ("A", "B", "C", "D"):
+            listed = c.get("/v1/entities", params={"tier": tier, "limit": 500}, headers=auth("viewer")).json()
+            assert gauges[f'riskwatch_view_entities{{tier="{tier}"}}'] == listed["count"], (tier, gauges)
+        for sev in ("info", "warning", "critical"):
+            listed = c.get("/v1/alerts", params={"severity": sev, "limit": 1000}, headers=auth("viewer")).json()
+            assert gauges[f'riskwatch_view_open_alerts{{severity="{sev}"}}'] == listed["count"], (sev, gauges)
+        assert sum(v for k, v in gauges.items() if k.startswith("riskwatch_view_entities")) > 0
+        assert sum(v for k, v in gauges.items() if k.startswith("riskwatch_view_open_alerts")) > 0
 
         # auth: 401 without or with a bad token, 403 for a role that may not
         assert c.get("/v1/entities").status_code == 401
@@ -476,3 +488,4 @@ def test_without_redis_the_api_answers_503_with_retry_after(stack):
         assert c.get("/healthz").status_code == 200
         text = c.get("/metrics").text
         assert 'riskwatch_api_requests_total{route="/v1/entities/{entity_id}",status="503"} 1.0' in text
+        assert "riskwatch_view_readable 0.0" in text  # /metrics still answers, and says the view was not read

@@ -1,0 +1,47 @@
+"""Supervision gauges on the API's ``/metrics``: what a regulator's dashboard watches.
+
+Read from the Redis view and the alert store at each scrape (one pipelined round trip of
+one ``ZCARD`` per tier and one ``SCARD`` per severity), so they need no worker and no
+dispatcher to be up, and every API replica reports the same values (a dashboard takes
+``max``). Entities count once they have a risk decision; registered entities never scored
+are in no tier set (the draws count them in the lowest tier).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Gauge
+
+__all__ = ["SupervisionGauges", "SEVERITIES"]
+
+SEVERITIES = ("info", "warning", "critical")
+
+
+class SupervisionGauges:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.entities = Gauge("riskwatch_view_entities", "Entities with a risk decision in the view, by tier of "
+                              "the config in force", ["tier"], registry=registry)
+        self.alerts = Gauge("riskwatch_view_open_alerts", "Open alerts (firing or acknowledged), by severity",
+                            ["severity"], registry=registry)
+        self.readable = Gauge("riskwatch_view_readable", "1 when this scrape read the view from Redis; 0 when "
+                              "Redis did not answer (the gauges above are then the last values read)",
+                              registry=registry)
+
+    async def refresh(self, r, tiers: list[str]) -> None:
+        import redis.exceptions as rex
+
+        pipe = r.pipeline(transaction=False)
+        for t in tiers:
+            pipe.zcard(f"rw:rank:tier:{t}")
+        for s in SEVERITIES:
+            pipe.scard(f"rw:alerts:open:severity:{s}")
+        try:
+            counts = await pipe.execute()
+        except (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError):
+            self.readable.set(0)
+            return
+        self.entities.clear()  # a tier a config change removed leaves the series
+        for t, n in zip(tiers, counts):
+            self.entities.labels(t).set(n)
+        for s, n in zip(SEVERITIES, counts[len(tiers):]):
+            self.alerts.labels(s).set(n)
+        self.readable.set(1)
