@@ -12,8 +12,8 @@ from ..alerts.config import parse_duration
 from ..alerts.outbox import Outbox
 from ..alerts.routing import Matcher, SilenceSpec
 from ..alerts.store import AlertStore
-from .context import Inspector, Ops, Viewer, ctx_of, errors
 from ..times import iso_fields
+from .context import Inspector, Ops, Viewer, ctx_of, errors
 
 router = APIRouter(tags=["alerts"])
 

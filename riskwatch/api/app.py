@@ -18,9 +18,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import audit
 from ..settings import Settings
+from ..times import iso_fields
 from . import alerts, config_api, entities, objections, spotchecks
 from .context import AUTHED, ApiContext, ErrorOut, Ops, count_requests, ctx_of, redis_outage_is_503
-from ..times import iso_fields
 
 __all__ = ["create_api"]
 

@@ -22,8 +22,8 @@ from ..config import CURRENT_CONFIG, Config, config_from_dict
 from ..errors import ConfigError
 from ..preview import recent_events, shadow
 from ..settings import INPUT_TOPICS
-from .context import Ops, Viewer, ctx_of, errors, field_errors
 from ..times import iso_fields
+from .context import Ops, Viewer, ctx_of, errors, field_errors
 
 router = APIRouter(prefix="/v1/config", tags=["config"])
 HISTORY = "rw:config:history"

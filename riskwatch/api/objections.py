@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import audit
 from ..events import validate_entity_id
-from .context import Inspector, Ops, Viewer, ctx_of, errors
 from ..times import iso_fields
+from .context import Inspector, Ops, Viewer, ctx_of, errors
 
 router = APIRouter(prefix="/v1/objections", tags=["objections"])
 KEY = "rw:objections"

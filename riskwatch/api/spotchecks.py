@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import audit
 from ..draw import draw, population_digest, seed_digest
+from ..times import iso_fields
 from ..view import SPOTCHECKS
 from .context import Ops, Viewer, ctx_of, errors
-from ..times import iso_fields
 
 router = APIRouter(prefix="/v1/spotchecks", tags=["spot checks"])
 DRAWS = "rw:draws"

@@ -36,7 +36,7 @@ class SupervisionGauges:
             pipe.scard(f"rw:alerts:open:severity:{s}")
         try:
             counts = await pipe.execute()
-        except (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError):
+        except (rex.RedisError, OSError):
             self.readable.set(0)
             return
         self.entities.clear()  # a tier a config change removed leaves the series
