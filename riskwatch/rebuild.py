@@ -78,7 +78,7 @@ def _from_state(engine, eid: str, st: dict) -> dict | None:
             "reasons": engine.scorer.reasons(parts, score), "cause_event_id": "", "config_version": ""}
 
 
-VIEW_PATTERNS = ("rw:entity:*", "rw:rank", "rw:rank:*", "rw:history:*", "rw:spotchecks")
+VIEW_PATTERNS = ("rw:entity:*", "rw:entities", "rw:rank", "rw:rank:*", "rw:history:*", "rw:spotchecks")
 
 
 async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]:

@@ -8,7 +8,9 @@ Keys (prefix ``rw:``):
 - ``rw:rank`` and ``rw:rank:region:{r}`` / ``rw:rank:industry:{i}`` /
   ``rw:rank:tier:{t}`` sorted sets of entity id by score ("riskiest");
 - ``rw:history:{id}`` sorted set of score/tier changes in decision order (``seq``), bounded;
-- ``rw:spotchecks`` sorted set of spot-check (tier) changes by decision time, bounded.
+- ``rw:spotchecks`` sorted set of spot-check (tier) changes by decision time, bounded;
+- ``rw:entities`` set of every entity id in the view, registered or scored (since 2026-12-04: a
+  view written before holds those written since, until ``rebuild-view``).
 
 Every write is a set operation keyed by content, so applying the same output
 twice leaves the same view.
@@ -20,10 +22,11 @@ from datetime import datetime
 
 import orjson
 
-__all__ = ["ROUND_LUA", "SPOTCHECKS", "ViewWriter", "entity_key", "history_key"]
+__all__ = ["ENTITIES", "ROUND_LUA", "SPOTCHECKS", "ViewWriter", "entity_key", "history_key"]
 
 P = "rw:"
 SPOTCHECKS = f"{P}spotchecks"
+ENTITIES = f"{P}entities"
 SPOTCHECKS_KEPT = 200_000
 
 
@@ -45,6 +48,7 @@ for _, e in ipairs(p.e) do
   local key = P .. "entity:" .. e[1]
   local old = redis.call("HMGET", key, "industry", "region", "score")
   redis.call("HSET", key, "name", e[2], "industry", e[3], "region", e[4])
+  redis.call("SADD", P .. "entities", e[1])
   if old[3] then
     if old[1] and old[1] ~= e[3] then
       redis.call("ZREM", P .. "rank:industry:" .. old[1], e[1])
@@ -69,6 +73,7 @@ for _, c in ipairs(p.c) do
   local eid, score, tier = c[1], c[2], c[3]
   local key = P .. "entity:" .. eid
   local held = redis.call("HMGET", key, "at", "seq")
+  redis.call("SADD", P .. "entities", eid)
   local at, seq, hat = tonumber(c[11]), tonumber(c[12]), tonumber(held[1])
   if (not hat) or at > hat or (at == hat and seq >= (tonumber(held[2]) or 0)) then
     redis.call("HSET", key, "score", score, "tier", tier, "ratio", c[4], "reasons", c[5], "updated", c[6],
@@ -123,6 +128,7 @@ class ViewWriter:
         fields, as ``rebuild-view`` does; a worker round moves rankings too, see ROUND_LUA)."""
         pipe.hset(entity_key(ent["entity_id"]), mapping={"name": ent["name"], "industry": ent["industry"],
                                                          "region": ent["region"]})
+        pipe.sadd(ENTITIES, ent["entity_id"])
 
     def output(self, pipe, o: dict, meta: list | None, current: bool = True) -> None:
         """Apply a risk change; ``current=False`` adds it to the history only (an older one)."""
@@ -205,6 +211,7 @@ class ViewWriter:
         if meta:
             mapping["industry"], mapping["region"] = meta[0], meta[1]
         pipe.hset(entity_key(eid), mapping=mapping)
+        pipe.sadd(ENTITIES, eid)
         pipe.zadd(f"{P}rank", {eid: score})
         for t in self.ratios:
             if t != tier:

@@ -1,15 +1,18 @@
 """Supervision gauges on the API's ``/metrics``: what a regulator's dashboard watches.
 
 Read from the Redis view and the alert store at each scrape (one pipelined round trip of
-one ``ZCARD`` per tier and one ``SCARD`` per severity), so they need no worker and no
-dispatcher to be up, and every API replica reports the same values (a dashboard takes
-``max``). Entities count once they have a risk decision; registered entities never scored
-are in no tier set (the draws count them in the lowest tier).
+one ``ZCARD`` per tier, one ``SCARD`` per severity and one for the view's entities), so they
+need no worker and no dispatcher to be up, and every API replica reports the same values (a
+dashboard takes ``max``). The tier gauges count entities with a risk decision; registered
+entities never scored are in none of them (the draws count them in the lowest tier), and in
+``riskwatch_view_registered``.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Gauge
+
+from ..view import ENTITIES
 
 __all__ = ["SupervisionGauges", "SEVERITIES"]
 
@@ -22,6 +25,8 @@ class SupervisionGauges:
                               "the config in force", ["tier"], registry=registry)
         self.alerts = Gauge("riskwatch_view_open_alerts", "Open alerts (firing or acknowledged), by severity",
                             ["severity"], registry=registry)
+        self.registered = Gauge("riskwatch_view_registered", "Entities in the view, registered or scored (those "
+                                "never scored are in the lowest tier for the draws)", registry=registry)
         self.readable = Gauge("riskwatch_view_readable", "1 when this scrape read the view from Redis; 0 when "
                               "Redis did not answer (the gauges above are then the last values read)",
                               registry=registry)
@@ -34,6 +39,7 @@ class SupervisionGauges:
             pipe.zcard(f"rw:rank:tier:{t}")
         for s in SEVERITIES:
             pipe.scard(f"rw:alerts:open:severity:{s}")
+        pipe.scard(ENTITIES)
         try:
             counts = await pipe.execute()
         except (rex.RedisError, OSError):
@@ -44,4 +50,5 @@ class SupervisionGauges:
             self.entities.labels(t).set(n)
         for s, n in zip(SEVERITIES, counts[len(tiers):]):
             self.alerts.labels(s).set(n)
+        self.registered.set(counts[-1])
         self.readable.set(1)

@@ -66,7 +66,8 @@ def test_endpoints_happy_and_error_paths(stack):
         assert "riskwatch_api_requests_total" in c.get("/metrics").text
         # supervision gauges: entities per tier and open alerts per severity, as the API lists them
         gauges = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in c.get("/metrics").text.splitlines()
-                  if line.startswith(("riskwatch_view_entities{", "riskwatch_view_open_alerts{", "riskwatch_view_readable"))}
+                  if line.startswith(("riskwatch_view_entities{", "riskwatch_view_open_alerts{", "riskwatch_view_readable",
+                                     "riskwatch_view_registered"))}
         assert gauges["riskwatch_view_readable"] == 1.0
         for tier in ("A", "B", "C", "D"):
             listed = c.get("/v1/entities", params={"tier": tier, "limit": 500}, headers=auth("viewer")).json()
@@ -75,6 +76,11 @@ def test_endpoints_happy_and_error_paths(stack):
             listed = c.get("/v1/alerts", params={"severity": sev, "limit": 1000}, headers=auth("viewer")).json()
             assert gauges[f'riskwatch_view_open_alerts{{severity="{sev}"}}'] == listed["count"], (sev, gauges)
         assert sum(v for k, v in gauges.items() if k.startswith("riskwatch_view_entities")) > 0
+        import redis as sync_redis
+
+        held = sum(1 for _ in sync_redis.Redis.from_url(s.redis_url).scan_iter("rw:entity:*", count=1000))
+        assert gauges["riskwatch_view_registered"] == held > 0  # registered or scored: every entity hash
+        assert held >= sum(v for k, v in gauges.items() if k.startswith("riskwatch_view_entities"))
         assert sum(v for k, v in gauges.items() if k.startswith("riskwatch_view_open_alerts")) > 0
 
         # auth: 401 without or with a bad token, 403 for a role that may not

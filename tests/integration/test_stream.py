@@ -107,6 +107,8 @@ def test_rebuild_view_from_topics_matches(stack):
     # the view is derived: wipe it, rebuild it from the topics, get the same thing back
     before = {k: r.hgetall(k) for k in r.scan_iter("rw:entity:*")}
     ranks = r.zrevrange("rw:rank", 0, -1, withscores=True)
+    held = r.smembers("rw:entities")
+    assert held == {k.removeprefix("rw:entity:") for k in before}  # every entity hash, registered or scored
     r.flushall()
     out = subprocess.run([sys.executable, "-m", "riskwatch.cli", "rebuild-view"], env=worker_env(s),
                          capture_output=True, text=True, timeout=120)
@@ -116,6 +118,7 @@ def test_rebuild_view_from_topics_matches(stack):
     assert not diff, (f"risk changes the worker produced {produced:.0f}; risk changes in the topic "
                       f"{in_topic}; entities differing {len(diff)}", out.stderr, list(diff.items())[:1])
     assert r.zrevrange("rw:rank", 0, -1, withscores=True) == ranks
+    assert r.smembers("rw:entities") == held
 
 
 def test_rebuild_view_keeps_entities_whose_records_aged_out_of_the_topics(stack):

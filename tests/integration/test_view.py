@@ -22,6 +22,8 @@ def _snapshot(r: redis.Redis) -> dict:
             out[key] = r.hgetall(key)
         elif t == b"zset":
             out[key] = r.zrange(key, 0, -1, withscores=True)
+        elif t == b"set":
+            out[key] = r.smembers(key)
     return out
 
 
