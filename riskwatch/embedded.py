@@ -12,6 +12,7 @@ stopped (SIGTERM, then SIGKILL) by :meth:`Service.stop`.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -57,8 +58,6 @@ def free_port(span: int = 1) -> int:
     `riskwatch up` then failed to start, once in a CI run of the whole suite (2026-12-04). Ports handed
     out by this process are not handed out again.
     """
-    import random
-
     low = _ephemeral_low()
     for _ in range(500):
         port = random.randrange(10000, max(10001, low - span))

@@ -33,10 +33,10 @@ Transitions in :data:`NOTIFY` produce a notification; the others only update.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
 
 import orjson
 
+from .. import times
 from .config import Rule
 
 __all__ = ["apply_candidate", "tick", "acknowledge", "resolve_manually", "NOTIFY", "OPEN", "due_at",
@@ -48,7 +48,8 @@ _SEV = {"info": 0, "warning": 1, "critical": 2}
 
 
 def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    """RFC 3339 with ``Z``, as Alertmanager writes it (the API's answers keep ``+00:00``)."""
+    return times.iso(t).replace("+00:00", "Z")
 
 
 def fingerprint(labels: dict) -> str:

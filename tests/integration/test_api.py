@@ -7,6 +7,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import orjson
+import redis as sync_redis
 import redis.asyncio as aioredis
 
 from riskwatch.alerts.config import load_alerts_config
@@ -76,8 +77,6 @@ def test_endpoints_happy_and_error_paths(stack):
             listed = c.get("/v1/alerts", params={"severity": sev, "limit": 1000}, headers=auth("viewer")).json()
             assert gauges[f'riskwatch_view_open_alerts{{severity="{sev}"}}'] == listed["count"], (sev, gauges)
         assert sum(v for k, v in gauges.items() if k.startswith("riskwatch_view_entities")) > 0
-        import redis as sync_redis
-
         held = sum(1 for _ in sync_redis.Redis.from_url(s.redis_url).scan_iter("rw:entity:*", count=1000))
         assert gauges["riskwatch_view_registered"] == held > 0  # registered or scored: every entity hash
         assert held >= sum(v for k, v in gauges.items() if k.startswith("riskwatch_view_entities"))
