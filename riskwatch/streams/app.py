@@ -113,6 +113,14 @@ class Worker:
         return None
 
 
+def _drop_sample(gauge, *labels: str) -> None:
+    """Remove one labelled sample (a partition moved to another worker); none yet is fine."""
+    try:
+        gauge.remove(*labels)
+    except KeyError:
+        pass
+
+
 def create_app(settings: Settings | None = None, worker: Worker | None = None) -> faust.App:
     s = settings or Settings()
     w = worker or Worker(s)
@@ -179,16 +187,10 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         gone = _partitions(revoked)
         owned.difference_update(gone)
         for tp in [tp for tp in processed_at if tp.partition in gone]:
-            del processed_at[tp]  # its lag is the new owner's to report
-            try:
-                m.consumer_lag.remove(tp.topic, str(tp.partition))
-            except KeyError:
-                pass
+            del processed_at[tp]  # its lag and its states are the new owner's to report
+            _drop_sample(m.consumer_lag, tp.topic, str(tp.partition))
         for p in gone:
-            try:
-                m.entity_states.remove(str(p))
-            except KeyError:
-                pass
+            _drop_sample(m.entity_states, str(p))
         async with round_lock:
             await app.producer.flush()
             store.revoke(gone)

@@ -426,12 +426,10 @@ class StateStore:
         part = self.parts[p]
         blobs = {eid: orjson.dumps(st) for eid, st in states.items()}
         part.pending.update(blobs)
-        absent = part.absent
-        if absent:
-            for eid in blobs:
-                if eid in absent:
-                    absent.discard(eid)
-                    part.count += 1
+        if part.absent:
+            new = part.absent.intersection(blobs)
+            part.absent -= new
+            part.count += len(new)
         sent = part.src_sent
         for src, offset in srcs.items():
             if offset > sent.get(src, -1):
