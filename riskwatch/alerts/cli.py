@@ -6,10 +6,11 @@ import asyncio
 import logging
 import sys
 import time
+from datetime import datetime, timezone
 
 import orjson
 
-__all__ = ["add_parsers"]
+__all__ = ["add_parsers", "alert_lines"]
 
 
 def _settings():
@@ -138,6 +139,28 @@ def cmd_silence(args) -> int:
     return 0
 
 
+def _utc_seconds(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def alert_lines(alerts: list[dict], limit: int | None = None) -> list[str]:
+    """Open alerts as the CLI lists them: newest first (as ``GET /v1/alerts``), with the time each
+    started in UTC. Until 2026-12-05 they came in the order of their ids, without a time.
+
+    >>> a = {"id": "a1", "status": "firing", "severity": "critical", "rule": "tier_raised", "entity_id": "E1",
+    ...      "count": 2, "starts_at": 0.0, "annotations": {"summary": "Shop raised to tier D"}}
+    >>> alert_lines([a, dict(a, id="a2", starts_at=60.0)], limit=1)
+    ['a2  1970-01-01T00:01:00Z  firing       critical tier_raised     E1  x2  Shop raised to tier D', '(1 of 2 shown)']
+    """
+    rows = sorted(alerts, key=lambda a: a["starts_at"], reverse=True)
+    shown = rows[:limit] if limit else rows
+    lines = [f"{a['id']}  {_utc_seconds(a['starts_at'])}  {a['status']:<12} {a['severity']:<8} "
+             f"{a['rule']:<15} {a['entity_id']}  x{a['count']}  {a['annotations']['summary']}" for a in shown]
+    if len(shown) < len(rows):
+        lines.append(f"({len(shown)} of {len(rows)} shown)")
+    return lines
+
+
 def cmd_alerts_list(args) -> int:
     from .store import AlertStore
 
@@ -145,9 +168,8 @@ def cmd_alerts_list(args) -> int:
         st = AlertStore(r)
         return list((await st.many(await st.open_ids(region=args.region, severity=args.severity))).values())
 
-    for a in asyncio.run(_with_redis(go)):
-        print(f"{a['id']}  {a['status']:<12} {a['severity']:<8} {a['rule']:<14} {a['entity_id']}  "
-              f"x{a['count']}  {a['annotations']['summary']}")
+    for line in alert_lines(asyncio.run(_with_redis(go)), args.limit):
+        print(line)
     return 0
 
 
@@ -165,7 +187,8 @@ def add_parsers(sub) -> None:
     asub = a.add_subparsers(dest="alerts_cmd", required=True)
     ls = asub.add_parser("list", help="open alerts")
     ls.add_argument("--region")
-    ls.add_argument("--severity")
+    ls.add_argument("--severity", choices=("info", "warning", "critical"))
+    ls.add_argument("--limit", type=int, default=None, help="the newest N only")
     ls.set_defaults(func=cmd_alerts_list)
     asub.add_parser("dead", help="dead-lettered notifications").set_defaults(func=cmd_dead)
     rd = asub.add_parser("redeliver", help="re-queue dead-lettered notifications (same idempotency key)")

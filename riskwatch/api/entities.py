@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 
 from ..alerts.store import AlertStore
 from ..events import validate_entity_id
+from ..times import iso
 from ..view import entity_key, history_key
 from .context import Viewer, ctx_of, errors
 from .objections import open_objections
@@ -51,7 +52,7 @@ async def get_entity(request: Request, entity_id: str, _: Viewer):
     out["open_alerts"] = [{"id": a["id"], "rule": a["rule"], "severity": a["severity"], "status": a["status"],
                            "summary": a["annotations"]["summary"], "count": a["count"]} for a in alerts.values()]
     out["disputed"] = [{"objection_id": o["objection_id"], "target_id": o["target_id"],
-                        "target_kind": o["target_kind"], "since": o["created_at"]}
+                        "target_kind": o["target_kind"], "since": iso(o["created_at"])}
                        for o in await open_objections(r, entity_id)]
     return out
 

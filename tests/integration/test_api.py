@@ -295,6 +295,7 @@ def test_revoked_complaints_lower_score_and_tier(stack):
         st = wait_for(lambda: (x := _entity_state(c, E)) and len(x["disputed"]) == 3 and x["score"] < high_score
                       and x, 60, "the disputed complaints excluded", workers.logs)
         assert st["tier"] == high_tier  # disputed: excluded from the score, tier waits for the resolution
+        assert all(_utc(x["since"]) for x in st["disputed"])  # epoch seconds until 2026-12-05
         assert c.post(f"/v1/objections/{objs[0]}/resolve", json={"resolution": "revoked"},
                       headers=ins).status_code == 403
         for o in objs:
