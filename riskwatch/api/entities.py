@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 
 from ..alerts.store import AlertStore
 from ..events import validate_entity_id
-from ..times import iso
+from ..times import iso, utc
 from ..view import entity_key, history_key
 from .context import Viewer, ctx_of, errors
 from .objections import open_objections
@@ -24,7 +24,7 @@ def _entity(h: dict, eid: str, cfg) -> dict:
     ratio = cfg.ratio_in_force(h.get("tier"), float(h["ratio"]) if "ratio" in h else None)
     out = {"entity_id": eid, "name": h.get("name"), "industry": h.get("industry"), "region": h.get("region"),
            "score": float(h["score"]) if "score" in h else None, "tier": h.get("tier"),
-           "spotcheck_ratio": ratio, "updated": h.get("updated"), "config_version": h.get("config_version")}
+           "spotcheck_ratio": ratio, "updated": utc(h.get("updated")), "config_version": h.get("config_version")}
     out["reasons"] = orjson.loads(h["reasons"]) if h.get("reasons") else []
     return out
 
@@ -66,7 +66,12 @@ async def get_history(request: Request, entity_id: str, _: Viewer,
     rows = await r.zrevrange(history_key(entity_id), 0, limit - 1)
     if not rows and not await r.exists(entity_key(entity_id)):
         raise HTTPException(404, detail=f"entity {entity_id} has no risk state")
-    return {"entity_id": entity_id, "history": [orjson.loads(x) for x in rows]}
+    return {"entity_id": entity_id, "history": [_utc_ts(orjson.loads(x)) for x in rows]}
+
+
+def _utc_ts(row: dict) -> dict:
+    row["ts"] = utc(row.get("ts"))
+    return row
 
 
 def _cursor(offset: int) -> str:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import audit
 from ..draw import draw, population_digest, seed_digest
-from ..times import iso_fields
+from ..times import iso_fields, utc
 from ..view import SPOTCHECKS
 from .context import Ops, Viewer, ctx_of, errors
 
@@ -73,6 +73,7 @@ async def changes(request: Request, _: Viewer, since: str | None = None, until: 
         c = orjson.loads(raw)
         if (region and c.get("region") != region) or (to_tier and c["to_tier"] != to_tier):
             continue
+        c["ts"] = utc(c.get("ts"))
         out.append(c)
         if len(out) == limit:
             break

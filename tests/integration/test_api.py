@@ -251,7 +251,9 @@ def test_threshold_change_applies_to_the_next_events_without_restart(stack):
         assert r.status_code == 202 and r.json()["seq"] == 1
         wait_for(lambda: workers.metric(0, "riskwatch_config_change") == 1, 60, "the worker to apply the change",
                  workers.logs)
-        produce(s, [{"type": "complaint", "complaint_id": "c1", "entity_id": E, "ts": _ts(1), "category": "b"}])
+        # the same instant as _ts(1), written in Beijing time: the API answers in UTC
+        beijing = datetime.fromisoformat(_ts(1)).astimezone(timezone(timedelta(hours=8))).isoformat()
+        produce(s, [{"type": "complaint", "complaint_id": "c1", "entity_id": E, "ts": beijing, "category": "b"}])
 
         def raised():
             ch = [x for x in read_batches(s.broker, s.topic("spotcheck-changes")) if x["entity_id"] == E]
@@ -261,6 +263,13 @@ def test_threshold_change_applies_to_the_next_events_without_restart(stack):
                       lambda: str([x for x in read_batches(s.broker, s.topic("risk-changes"))]) + workers.logs())
         assert ch[-1]["from_tier"] == "A" and ch[-1]["to_tier"] in ("B", "C")
         assert workers.procs[0][0].poll() is None  # same worker process, no restart
+        # decision times in UTC, like every API time (the event's own +08:00 until 2026-12-05)
+        st = wait_for(lambda: (x := _entity_state(c, E)) and x["tier"] != "A" and x, 30, "the view", workers.logs)
+        assert st["updated"] == _ts(1), st["updated"]
+        hist = c.get(f"/v1/entities/{E}/history", headers=auth("viewer")).json()["history"]
+        assert hist[0]["ts"] == _ts(1) and all(_utc(h["ts"]) for h in hist)
+        changes = c.get("/v1/spotchecks/changes", headers=auth("viewer")).json()["changes"]
+        assert [x["ts"] for x in changes if x["entity_id"] == E][0] == _ts(1)
         got = c.get("/v1/config", headers=auth("viewer")).json()
         assert got["seq"] == 1 and got["version"] == "t-lowered" and got["actor"] == "ops-user"
         hist = c.get("/v1/config/history", headers=auth("viewer")).json()["changes"]
