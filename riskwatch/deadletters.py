@@ -94,7 +94,7 @@ async def replay(settings: Settings, letters: list[DeadLetter]) -> tuple[Counter
 
 
 def _when(ts) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else "-"
 
 
 def render(letters: list[DeadLetter], shown: list[DeadLetter], limit: int, from_offset: int = 0) -> str:
