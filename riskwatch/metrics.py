@@ -48,6 +48,17 @@ class WorkerMetrics:
                                       "Ticks sent at entities' own clocks to re-decide them under a newly "
                                       "applied config", registry=r)
         self.model_version = Gauge("riskwatch_model_version", "Population model snapshot in use", registry=r)
+        self.trainer = Gauge("riskwatch_model_trainer", "1 on the worker that owns the training partition "
+                             "(learns and publishes the population models)", registry=r)
+        self.partitions_split = Gauge("riskwatch_partitions_split", "Partitions this worker was assigned for "
+                                      "only some input topics (their entities' states would be held twice; "
+                                      "must be 0)", registry=r)
+        self.training_skipped = Counter("riskwatch_model_updates_skipped_total",
+                                        "Source messages whose model updates the trainer had applied already "
+                                        "(processed again after a crash)", registry=r)
+        self.training_recovered = Counter("riskwatch_model_training_recovered_total",
+                                          "Training messages a trainer read to resume exactly after the last "
+                                          "snapshot (its group had committed past it)", registry=r)
         self.consumer_lag = Gauge("riskwatch_consumer_lag_messages",
                                   "Messages in an owned input partition after the last one this worker processed "
                                   "(the partition's high watermark as last fetched, minus that offset + 1)",

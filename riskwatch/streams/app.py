@@ -6,7 +6,8 @@
   output envelopes on the output topics (same partition), dead letters, the Redis view (one
   Lua call per round), and queued model updates on the single-partition
   ``model-training``.
-- ``train``: applies model updates in order; a timer publishes snapshots to
+- ``train``: applies model updates in order, once per source message (see
+  :class:`~riskwatch.streams.shared_models.Trainer`); a timer publishes snapshots to
   the single-partition ``models`` topic, which every worker reads in full.
 - a timer sends ``tick`` events (wall clock) for entities whose signals can
   change with time alone (sensor silence, record expiry); after a live config
@@ -30,12 +31,11 @@ from ..config import applied_command, config_from_dict, load_config
 from ..engine import Engine
 from ..errors import ConfigError
 from ..metrics import WorkerMetrics
-from ..models import PopulationModels
 from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
 from ..view import ViewWriter
 from .codec import dead_letter, encode_batch
 from .processor import BatchProcessor
-from .shared_models import SharedModels, apply_update, encode_snapshot
+from .shared_models import SharedModels, Trainer
 from .state_store import CHANGELOG_CONFIG, StateStore, send_records
 
 __all__ = ["create_app", "Worker"]
@@ -60,9 +60,8 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         self.view = ViewWriter({t.name: t.ratio for t in self.config.tiers}, settings.history_len)
         self.redis = None
-        self.trainer = PopulationModels()
-        self.trainer_version = 0
-        self.trainer_dirty = False
+        self.trainer = Trainer()  # used while this worker owns the training partition
+        self.models_loaded = asyncio.Event()  # the latest snapshot read at start (the trainer resumes from it)
         self.redecided_seq = 0  # the last config change whose commands started a re-decide pass here
         self._load_applied_config()
         self.redecide = False  # set by a config change's command: every held entity is re-decided under it
@@ -155,7 +154,8 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
     outputs = {kind: app.topic(s.topic(name), partitions=n, **raw) for kind, name in OUTPUT_TOPICS.items()}
     deadletter = app.topic(s.topic("deadletter"), partitions=1, **raw)
     rekey = app.topic(s.topic("rekey"), partitions=n, **raw)
-    training = app.topic(s.topic("model-training"), partitions=1, **raw)
+    training_name = s.topic("model-training")
+    training = app.topic(training_name, partitions=1, **raw)
     changelog = app.topic(s.state_changelog, partitions=n, config=CHANGELOG_CONFIG, **raw)
     store = StateStore(s.broker, s.state_changelog,
                        None if s.store.startswith("memory") else s.data_dir / "worker" / "state", n)
@@ -186,6 +186,8 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         # writes: a SIGKILL test run lost 3,296 of 39,719 events that way)
         gone = _partitions(revoked)
         owned.difference_update(gone)
+        if any(tp.topic == training_name for tp in revoked):
+            m.trainer.set(0)
         for tp in [tp for tp in processed_at if tp.partition in gone]:
             del processed_at[tp]  # its lag and its states are the new owner's to report
             _drop_sample(m.consumer_lag, tp.topic, str(tp.partition))
@@ -198,6 +200,16 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
     @app.on_partitions_assigned.connect
     async def on_assigned(app, assigned, **kwargs):
         mine = _partitions(assigned)
+        m.trainer.set(1 if any(tp.topic == training_name for tp in assigned) else 0)
+        topics_of: dict[int, set] = defaultdict(set)
+        for tp in assigned:
+            if tp.topic in input_names:
+                topics_of[tp.partition].add(tp.topic)
+        split = sorted(p for p, topics in topics_of.items() if topics != input_names)
+        m.partitions_split.set(len(split))
+        if split:  # another worker holds the same entities' states (see faust_fixes: co-partitioned assignment)
+            log.error("partitions %s assigned for only some input topics: %s", split,
+                      {p: sorted(topics_of[p]) for p in split})
         async with round_lock:
             store.revoke(set(store.parts) - mine)
             owned.clear()
@@ -218,8 +230,6 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         """Every worker reads every published snapshot (no consumer group) and uses the newest."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        from .shared_models import decode_snapshot
-
         tp = TopicPartition(s.topic("models"), 0)
         c = AIOKafkaConsumer(bootstrap_servers=s.broker, enable_auto_commit=False)
         await c.start()
@@ -228,6 +238,8 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             end = (await c.end_offsets([tp]))[tp]
             if end > 0:
                 c.seek(tp, end - 1)  # the latest snapshot is all we need
+            else:
+                w.models_loaded.set()
             while True:
                 batch = await c.getmany(tp, timeout_ms=1000)
                 msgs = batch.get(tp)
@@ -236,8 +248,10 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                 raw_models = msgs[-1].value
                 if w.models.install(raw_models):
                     m.model_version.set(w.models.version)
-                if w.trainer_version < w.models.version:  # a restarted trainer resumes from it
-                    w.trainer_version, w.trainer = decode_snapshot(raw_models)
+                if w.trainer.version < w.models.version:  # a trainer taking over resumes from it
+                    w.trainer = Trainer.decode(raw_models)
+                if msgs[-1].offset >= end - 1:
+                    w.models_loaded.set()
         finally:
             await c.stop()
 
@@ -287,6 +301,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             try:
                 res = w.processor.handle(msg.value, msg.topic, p, msg.offset, lambda k, p=p: store.get(p, k))
             except Exception as exc:  # never let the agent die quietly (faust #175, #416)
+                w.models.drain()  # its model updates go with its states
                 store.forget_live(p)  # states it may have half-updated are reread ...
                 for prev_msg, prev in done:  # ... but what this round applied before it stands
                     if prev_msg.partition == p:
@@ -295,6 +310,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                 await send_dead(msg, exc)
                 continue
             store.keep(p, res.states)  # new states too: the round's next message must see them
+            res.updates = w.models.drain()  # sent with their source message (see shared_models.Trainer)
             n_events = res.applied + res.skipped + len(res.dead) + len(res.misrouted)
             m.consumed.labels(msg.topic).inc(n_events)
             m.batch.observe(n_events)
@@ -320,6 +336,11 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
 
     async def emit(done) -> None:
         """Everything the applied messages produce, batched per partition; entity states last."""
+        # model updates first, straight to the producer like the states (through Faust's buffer they
+        # lagged the states by rounds, and a worker killed then lost updates of states it had stored)
+        learned = [[f"{msg.topic}:{msg.partition}", msg.offset, res.updates] for msg, res in done if res.updates]
+        if learned:
+            await send_now(training_name, orjson.dumps({"from": learned}), 0)
         by_kind = defaultdict(list)
         for msg, res in done:
             for reason, record in res.dead:
@@ -337,9 +358,6 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                 await send_now(out_names[kind], encode_batch(outs[i:i + OUTPUTS_PER_MESSAGE]), p)
             for o in outs:
                 m.lag.observe(max(0.0, now - o["ts"].timestamp()))
-        updates = w.models.drain()
-        if updates:
-            await training.send(value=orjson.dumps(updates))
         results = [res for _, res in done if res.outputs or res.entities]
         if results:
             await write_view(results)
@@ -360,7 +378,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
     async def process(stream):
         # a round = the messages that arrived within take_within (at most take_max): Redis, the
         # output topics and the changelog are written once per round, not once per message
-        for topic in (*outputs.values(), changelog):
+        for topic in (*outputs.values(), changelog, training):
             await topic.maybe_declare()  # send_now and send_records bypass Topic.send, which would declare them
         async for events in stream.take_events(s.take_max, within=s.take_within):
             msgs = [e.message for e in events]
@@ -395,20 +413,56 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         report_lag(list(processed_at))
         report_states(list(owned))
 
+    async def read_training(missing: range) -> None:
+        """Training messages between the trainer's snapshot and the first one its consumer group
+        hands it (the group committed past the snapshot): read directly, applied in order."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        tp = TopicPartition(training_name, 0)
+        c = AIOKafkaConsumer(bootstrap_servers=s.broker, enable_auto_commit=False)
+        await c.start()
+        try:
+            c.assign([tp])
+            first = (await c.beginning_offsets([tp]))[tp]
+            if first > missing.start:
+                log.error("training messages %d-%d are gone from %s (retention): the models miss them",
+                          missing.start, first - 1, tp.topic)
+            c.seek(tp, max(first, missing.start))
+            deadline = time.monotonic() + 60.0
+            while w.trainer.offset < missing.stop - 1 and time.monotonic() < deadline:
+                for msg in (await c.getmany(tp, timeout_ms=1000)).get(tp, []):
+                    if msg.offset < missing.stop:
+                        learn(msg.offset, msg.value)
+                        m.training_recovered.inc()
+            if w.trainer.offset < missing.stop - 1:
+                log.error("could not read training messages %d-%d; going on without them",
+                          w.trainer.offset + 1, missing.stop - 1)
+        finally:
+            await c.stop()
+
+    def learn(offset: int, value: bytes) -> None:
+        payload = orjson.loads(value)
+        n = w.trainer.apply(offset, payload)
+        if isinstance(payload, dict):
+            m.training_skipped.inc(len(payload["from"]) - n)
+
     @app.agent(training, name="train")
     async def train(stream):
         async for event in stream.events():
-            for u in orjson.loads(event.message.value):
-                apply_update(w.trainer, u)
-            w.trainer_dirty = True
+            await w.models_loaded.wait()  # resume from the latest snapshot, not from an empty model
+            off = event.message.offset
+            missing = w.trainer.missing(off)
+            if missing:
+                await read_training(missing)
+            learn(off, event.message.value)
 
     @app.timer(interval=s.model_publish_seconds)
     async def publish_models():
-        if not w.trainer_dirty:
-            return
-        w.trainer_dirty = False
-        w.trainer_version += 1
-        await models_topic.send(value=encode_snapshot(w.trainer_version, w.trainer))
+        if not any(tp.topic == training_name for tp in app.consumer.assignment()):
+            return  # only the owner of the training partition publishes
+        raw = w.trainer.publish()
+        if raw is not None:
+            await models_topic.send(value=raw)
 
     async def send_ticks(ts_of, redecide: bool = False) -> int:
         """A tick to every held entity for which ``ts_of(state)`` gives a time (ISO), else none.

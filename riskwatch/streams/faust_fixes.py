@@ -16,6 +16,21 @@ waited up to 1.5 s before the worker saw them (measured: p50 event->output
 1.5 s at 2,000 events/s). :func:`install` sets the wait to
 ``fetch_wait_ms`` (default 10 ms) on the consumer Faust creates.
 
+3. **Co-partitioned assignment.** An entity's events arrive on the same
+partition number of several input topics, and its state lives with that
+partition, so one worker must own partition *p* of every input topic.
+Faust's own assignor does that (topics with the same partition count that
+the same workers subscribe to are assigned together), but faust-streaming
+uses it only for apps with changelog tables or standby replicas; this app
+has neither (its states live in :mod:`riskwatch.streams.state_store`), so
+Faust fell back to aiokafka's round-robin assignor, which deals out every
+topic-partition in name order. With two workers the single-partition
+``model-training`` topic shifted the deal: worker 1 got ``complaints`` 0
+and 2 but ``records`` 1 and 3, both workers held the states of every
+partition, and each overwrote the other's (measured 2026-12-05: 27,687 of
+30,400 events counted after a failover; with three workers no topic
+lined up at all). :func:`install` makes the consumer use Faust's assignor.
+
 (An earlier second patch raised Faust's table-recovery highwater past the
 embedded broker's under-reported end offsets; entity states no longer live in
 a Faust Table, and :mod:`riskwatch.streams.state_store` reads its changelog
@@ -62,7 +77,8 @@ def drain_flush() -> None:
 
 
 def short_fetch_wait(ms: int) -> None:
-    """Make the consumer Faust creates for its agents wait at most ``ms`` per fetch."""
+    """Make the consumer Faust creates for its agents wait at most ``ms`` per fetch, and assign
+    partitions with Faust's co-partitioning assignor (fixes 2 and 3)."""
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
     _installed["fetch_wait_ms"] = ms
@@ -73,6 +89,8 @@ def short_fetch_wait(ms: int) -> None:
     def _create_worker_consumer(self, transport):
         consumer = create(self, transport)
         consumer._fetch_max_wait_ms = _installed["fetch_wait_ms"]  # read by start() for its Fetcher
+        # read by start() for its group coordinator: Faust's co-partitioning assignor, not round-robin
+        consumer._partition_assignment_strategy = [self.app.assignor]
         return consumer
 
     AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer

@@ -35,6 +35,7 @@ class BatchResult:
     applied: int = 0
     skipped: int = 0
     ignored: dict[str, int] = field(default_factory=dict)  # by detector: events it did not apply
+    updates: list = field(default_factory=list)  # population model updates (the worker fills it in)
 
 
 class BatchProcessor:

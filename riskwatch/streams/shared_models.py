@@ -10,6 +10,20 @@ not seen by the worker that is active for it, so it did not work for this). So e
 worker uses the same model, learned once from every partition's events;
 predictions lag learning by at most the publish interval.
 
+Redelivery and trainer failover (:class:`Trainer`). A training message says
+which source message each update came from (``[topic:partition, offset,
+updates]``); the trainer applies a source message's updates only if its
+offset is above the last one it applied for that source, so a message that a
+worker processes again after a crash (its states were not yet stored) is not
+learned twice. A snapshot carries the trainer's position in the training
+topic and those per-source offsets, so a trainer that takes over resumes
+exactly after the last snapshot: it skips training messages at or below that
+position and reads any it would otherwise miss (the consumer group may have
+committed past the snapshot). Until 2026-12-05 a trainer that took over
+started from the last snapshot but at the group's committed offset (updates
+in between were lost, or learned twice), and updates re-sent after a crash
+were learned twice.
+
 >>> m = SharedModels()
 >>> m.peers.add_entity("food|110105"); m.inspection.learn({"a": 1.0}, True)
 >>> [u[0] for u in m.drain()], m.drain()
@@ -18,9 +32,11 @@ predictions lag learning by at most the publish interval.
 
 from __future__ import annotations
 
+import pickle
+
 from ..models import PopulationModels
 
-__all__ = ["SharedModels", "apply_update", "encode_snapshot", "decode_snapshot"]
+__all__ = ["SharedModels", "Trainer", "apply_update", "decode_snapshot"]
 
 
 class _Peers:
@@ -81,10 +97,84 @@ def apply_update(models: PopulationModels, u: list) -> None:
         models.peers.add_entity(u[1], u[2])
 
 
-def encode_snapshot(version: int, models: PopulationModels) -> bytes:
-    return b"%d:" % version + models.dumps()
+class Trainer:
+    """The one trainer's models, its snapshot version, its position in the training topic
+    (``offset``: the last training message applied) and, per source topic-partition, the last
+    source offset whose updates it applied (``sources``).
+
+    >>> t = Trainer()
+    >>> t.apply(0, {"from": [["rw.records:1", 7, [["peer_entity", "food|110105", 1]]]]})
+    1
+    >>> t.apply(1, {"from": [["rw.records:1", 7, [["peer_entity", "food|110105", 1]]],  # processed again
+    ...                      ["rw.records:1", 8, [["peer_entity", "food|110106", 1]]]]})
+    1
+    >>> t.apply(1, {"from": []})  # at or below the position: in the model already
+    0
+    >>> t.missing(5)  # training messages between the position and this one
+    range(2, 5)
+    >>> u = Trainer.decode(t.publish())
+    >>> (u.version, u.offset, u.sources, u.models.peers.groups["food|110106"][2])
+    (1, 1, {'rw.records:1': 8}, 1.0)
+    """
+
+    def __init__(self, models: PopulationModels | None = None, version: int = 0, offset: int = -1,
+                 sources: dict[str, int] | None = None) -> None:
+        self.models = models or PopulationModels()
+        self.version = version
+        self.offset = offset
+        self.sources: dict[str, int] = sources or {}
+        self.dirty = False
+
+    def missing(self, offset: int) -> range | None:
+        """The training offsets between the position and ``offset`` not applied yet, if any."""
+        return range(self.offset + 1, offset) if offset > self.offset + 1 else None
+
+    def apply(self, offset: int, payload) -> int:
+        """Apply training message ``offset``; returns how many source messages' updates it applied.
+        ``payload`` is ``{"from": [[source, source offset, updates], ...]}``, or a bare list of
+        updates (the format before 2026-12-05, applied as it is)."""
+        if offset <= self.offset:
+            return 0
+        self.offset = offset
+        if isinstance(payload, list):  # before 2026-12-05: updates without their source
+            for u in payload:
+                apply_update(self.models, u)
+            self.dirty = self.dirty or bool(payload)
+            return 1 if payload else 0
+        n = 0
+        for src, src_offset, updates in payload["from"]:
+            if src_offset <= self.sources.get(src, -1):
+                continue
+            self.sources[src] = src_offset
+            for u in updates:
+                apply_update(self.models, u)
+            n += 1
+        self.dirty = self.dirty or n > 0
+        return n
+
+    def publish(self) -> bytes | None:
+        """The next snapshot, if anything was learned since the last one."""
+        if not self.dirty:
+            return None
+        self.dirty = False
+        self.version += 1
+        return self.encode()
+
+    def encode(self) -> bytes:
+        return b"%d:" % self.version + pickle.dumps({"models": self.models, "offset": self.offset,
+                                                     "sources": self.sources}, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def decode(raw: bytes) -> "Trainer":
+        head, _, body = raw.partition(b":")
+        obj = pickle.loads(body)
+        if isinstance(obj, PopulationModels):  # a snapshot from before 2026-12-05: no position
+            return Trainer(obj, int(head))
+        if not isinstance(obj, dict) or not isinstance(obj.get("models"), PopulationModels):
+            raise TypeError("not a population model snapshot")
+        return Trainer(obj["models"], int(head), int(obj["offset"]), dict(obj["sources"]))
 
 
 def decode_snapshot(raw: bytes) -> tuple[int, PopulationModels]:
-    head, _, body = raw.partition(b":")
-    return int(head), PopulationModels.loads(body)
+    t = Trainer.decode(raw)
+    return t.version, t.models

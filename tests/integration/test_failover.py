@@ -3,13 +3,45 @@ A worker SIGKILLed and restarted on its own local RocksDB store counts every eve
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 
 from riskwatch.simulate import Simulation
 
 from .conftest import wait_for
-from .helpers import produce, changelog_states
+from .helpers import changelog_states, produce, read_topic
+
+
+def _state_partitions(workers, i: int) -> set[str]:
+    """The partitions whose entity states worker ``i`` holds (its ``riskwatch_entity_states`` samples)."""
+    import urllib.request
+
+    _, port = workers.procs[i]
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return set()
+    return {line.split('partition="', 1)[1].split('"', 1)[0] for line in text.splitlines()
+            if line.startswith("riskwatch_entity_states{")}
+
+
+def test_each_partition_is_one_workers_for_every_input_topic(stack):
+    """Three workers: each partition number, of every input topic, goes to one worker, so each
+    entity's state is held once. Until 2026-12-05 Faust's fallback (aiokafka's round-robin
+    assignor) dealt topic-partitions out in name order: with three workers every worker held states
+    of partitions whose events partly went to another, and each overwrote the other's."""
+    s, workers = stack
+    ids = [workers.start() for _ in range(3)]
+
+    def settled():
+        held = [_state_partitions(workers, i) for i in ids]
+        return held if sum(map(len, held)) == s.partitions and all(held) else None
+
+    held = wait_for(settled, 90, "the partitions shared out", lambda: f"{[_state_partitions(workers, i) for i in ids]}"
+                    f"\n{workers.logs()[-3000:]}")
+    assert set.union(*held) == {str(p) for p in range(s.partitions)}, held
+    assert all(workers.metric(i, "riskwatch_partitions_split") == 0 for i in ids)
 
 
 def test_sigkill_one_of_two_workers_counts_every_event_once(stack):
@@ -24,6 +56,7 @@ def test_sigkill_one_of_two_workers_counts_every_event_once(stack):
     wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") > 2000 or
              workers.metric(b, "riskwatch_events_processed_total") > 2000, 90, "both workers busy",
              workers.logs)
+    assert not _state_partitions(workers, a) & _state_partitions(workers, b)  # each state held once
     victim = a if workers.metric(a, "riskwatch_events_processed_total") > 0 else b
     workers.kill(victim)
     survivor = b if victim == a else a
@@ -84,3 +117,99 @@ def test_sigkill_then_restart_on_the_same_local_store_counts_every_event_once(st
     recovered = [line for line in (s.data_dir / "worker1.log").read_text(errors="replace").splitlines()
                  if " recovered: " in line]
     print("restarted worker:", *recovered[-4:], sep="\n  ")
+
+
+def _expected_model_updates(events) -> tuple[int, int]:
+    """What the population models learn from these events, each once, whatever the order of
+    topics: (inspection-model examples, entities in peer groups). The engine over the events offline
+    gives the examples (which inspections teach the model depends on each entity's inspections
+    only, and they come in order on one topic); each entity registers in its peer group once.
+    (Peer-group complaint updates are left out: a complaint processed before its entity's
+    register data, which comes on another topic, updates no peer group.)"""
+    from riskwatch.config import load_config
+    from riskwatch.engine import Engine
+    from riskwatch.errors import InvalidEvent
+    from riskwatch.events import parse_event
+    from riskwatch.models import PopulationModels
+
+    models = PopulationModels()
+    eng = Engine(load_config(), models)
+    states: dict = {}
+    for e in events:
+        try:
+            ev = parse_event(e)
+        except InvalidEvent:
+            continue
+        states[ev.entity_id] = eng.process(states.get(ev.entity_id), ev)[0]
+    return models.inspection.version, round(sum(g[2] for g in models.peers.groups.values()))
+
+
+def _latest_snapshot(s) -> tuple[int, tuple[int, int]] | None:
+    """(version, (inspection-model examples, entities in peer groups)) of the last published snapshot."""
+    from riskwatch.streams.shared_models import decode_snapshot
+
+    snaps = read_topic(s.broker, s.topic("models"))
+    if not snaps:
+        return None
+    version, models = decode_snapshot(snaps[-1][2])
+    return version, (models.inspection.version, round(sum(g[2] for g in models.peers.groups.values())))
+
+
+def test_sigkill_of_the_trainer_learns_every_model_update_once(stack):
+    """The worker that owns the training partition (and publishes the population models) is
+    SIGKILLed mid-stream: the survivor takes over from the last snapshot, reads the training
+    messages its group had committed past it, and skips the updates of source messages it
+    processes again. The last snapshot holds every update once: as many peer-group and
+    inspection-model updates as the engine makes over the same events offline."""
+    s, workers = stack
+    sim = Simulation(n_entities=400, seed=13, bad_share=0.0, days=30)
+    events = list(sim.events(n_events=30000))
+    expected = _expected_model_updates(events)
+    # snapshots far apart: the trainer dies between two, after its group committed training offsets
+    env = {"RISKWATCH_MODEL_PUBLISH_SECONDS": "15"}
+    a = workers.start(env)
+    b = workers.start(env)
+
+    def feed():  # about 30 s of traffic in small envelopes: many messages in flight at the kill
+        for i in range(0, len(events), 1000):
+            produce(s, events[i:i + 1000], batch_size=20)
+            time.sleep(1.0)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    wait_for(lambda: min(workers.metric(a, "riskwatch_events_processed_total"),
+                         workers.metric(b, "riskwatch_events_processed_total")) > 500, 90, "both workers busy",
+             workers.logs)
+    wait_for(lambda: workers.metric(a, "riskwatch_model_trainer") + workers.metric(b, "riskwatch_model_trainer")
+             == 1, 30, "one trainer", workers.logs)
+    trainer = a if workers.metric(a, "riskwatch_model_trainer") == 1 else b
+    survivor = b if trainer == a else a
+    wait_for(lambda: workers.metric(trainer, "riskwatch_events_processed_total") > 3000, 60, "the trainer busy",
+             workers.logs)
+    time.sleep(4)  # past Faust's commit interval (2.8 s): the group has committed training offsets
+    assert feeder.is_alive(), "the stream ended before the kill: feed it slower"
+    workers.kill(trainer)
+    feeder.join()
+
+    def counted():
+        return sum(x["n"] for x in changelog_states(s.broker, s.app_id).values())
+
+    wait_for(lambda: counted() >= len(events), 120, "the survivor to finish the stream",
+             lambda: f"counted {counted()} of {len(events)}\n" + workers.logs()[-4000:])
+    assert counted() == len(events)
+    assert workers.metric(survivor, "riskwatch_model_trainer") == 1
+
+    def all_learned():
+        snap = _latest_snapshot(s)
+        return snap if snap and snap[1] == expected else None
+
+    wait_for(all_learned, 60, f"a snapshot with every update once, {expected} (inspections, peer entities)",
+             lambda: f"latest snapshot (version, updates): {_latest_snapshot(s)}; survivor skipped "
+                     f"{workers.metric(survivor, 'riskwatch_model_updates_skipped_total'):.0f} source messages, "
+                     f"read {workers.metric(survivor, 'riskwatch_model_training_recovered_total'):.0f} training "
+                     f"messages to resume\n" + workers.logs()[-3000:])
+    time.sleep(2)  # nothing more arrives later (an update learned twice would)
+    assert _latest_snapshot(s)[1] == expected
+    print(f"survivor skipped {workers.metric(survivor, 'riskwatch_model_updates_skipped_total'):.0f} source "
+          f"messages already learned, read {workers.metric(survivor, 'riskwatch_model_training_recovered_total'):.0f}"
+          f" training messages to resume; updates {expected}")
