@@ -27,7 +27,7 @@ import faust
 import orjson
 
 from .. import gc_policy
-from ..config import applied_command, config_from_dict, load_config
+from ..config import CURRENT_CONFIG, applied_command, config_from_dict, load_config
 from ..engine import Engine
 from ..errors import ConfigError
 from ..metrics import WorkerMetrics
@@ -211,10 +211,28 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             log.error("partitions %s assigned for only some input topics: %s", split,
                       {p: sorted(topics_of[p]) for p in split})
         async with round_lock:
+            if mine - owned:
+                await catch_up_config()
             store.revoke(set(store.parts) - mine)
             owned.clear()
             owned.update(mine)
             store.assign(mine)
+
+    async def catch_up_config() -> None:
+        """Before processing partitions it takes over: the config applied through the API, if newer
+        than the one in force. A worker that held no partition when ops changed the config (more
+        workers than partitions: a standby) saw no copy of the change's command, and the previous
+        owner had committed past it, so until 2026-12-05 it went on with the config it started with."""
+        try:
+            raw = await asyncio.wait_for((await redis()).get(CURRENT_CONFIG), 3.0)
+        except Exception as exc:  # Redis away: the rounds wait for it anyway (the view)
+            log.warning("could not read the applied config from Redis (%s); keeping change %d", exc, w.config_seq)
+            return
+        cmd = orjson.loads(raw) if raw else None
+        if cmd and isinstance(cmd.get("seq"), int) and cmd["seq"] > w.config_seq:
+            err = w.apply_config(cmd, redecide=False)  # the previous owner re-decided its entities
+            if err:
+                log.error("the applied config in Redis is invalid (%s); keeping change %d", err, w.config_seq)
 
     async def redis():
         if w.redis is None:

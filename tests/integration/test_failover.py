@@ -213,3 +213,62 @@ def test_sigkill_of_the_trainer_learns_every_model_update_once(stack):
     print(f"survivor skipped {workers.metric(survivor, 'riskwatch_model_updates_skipped_total'):.0f} source "
           f"messages already learned, read {workers.metric(survivor, 'riskwatch_model_training_recovered_total'):.0f}"
           f" training messages to resume; updates {expected}")
+
+
+def test_a_standby_worker_that_takes_over_runs_the_config_applied_meanwhile(services, tmp_path):
+    """One partition, two workers: one processes, the other stands by. Ops change the config (the
+    API's way: the command on rw.commands, the applied command in Redis); only the active worker
+    sees the command. It is SIGKILLed after committing past it; the standby takes over and must
+    decide under the new config, not the one it started with (it did until 2026-12-05)."""
+    import uuid
+
+    import orjson
+    import redis as redis_sync
+
+    from riskwatch.config import CURRENT_CONFIG, load_config
+    from riskwatch.settings import Settings
+    from riskwatch.streams.kafka import ensure_topics
+
+    from .conftest import Workers, worker_env
+    from .helpers import read_batches
+
+    broker, redis = services
+    tag = uuid.uuid4().hex[:8]
+    s = Settings(broker=broker.url, redis_url=redis.url, topic_prefix=f"t{tag}.", app_id=f"rw-{tag}",
+                 partitions=1, data_dir=tmp_path, tick_seconds=0, store="memory://")
+    import asyncio
+
+    asyncio.run(ensure_topics(s))
+    r = redis_sync.Redis.from_url(redis.url)
+    r.delete(CURRENT_CONFIG)
+    workers = Workers(s, worker_env(s), tmp_path)
+    try:
+        active = workers.start()
+        wait_for(lambda: "recovered" in workers.logs(), 60, "the first worker to own the partition", workers.logs)
+        standby = workers.start()
+        time.sleep(8)  # the standby joins the group (and gets nothing: one partition)
+        produce(s, [{"type": "entity", "entity_id": "91350100M000100Y43", "name": "Shop", "industry": "food",
+                     "region": "350100"}])
+        wait_for(lambda: workers.metric(active, "riskwatch_events_processed_total") >= 1
+                 or workers.metric(standby, "riskwatch_events_processed_total") >= 1, 60, "the first event",
+                 workers.logs)
+        if workers.metric(standby, "riskwatch_events_processed_total") >= 1:
+            active, standby = standby, active  # the group gave the partition to the later one
+        applied = load_config().model_dump(mode="json") | {"version": "applied-meanwhile"}
+        cmd = {"type": "config_change", "seq": 1, "config": applied}
+        produce(s, [], raw=[(s.topic("commands"), orjson.dumps(cmd))])
+        r.set(CURRENT_CONFIG, orjson.dumps(cmd))
+        wait_for(lambda: workers.metric(active, "riskwatch_config_change") == 1, 60, "the active worker to apply it",
+                 workers.logs)
+        assert workers.metric(standby, "riskwatch_config_change") == 0  # it never saw the command
+        time.sleep(4)  # past the commit interval: the command's offset is committed
+        workers.kill(active)
+        produce(s, [{"type": "complaint", "complaint_id": "c1", "entity_id": "91350100M000100Y43",
+                     "ts": "2026-03-01T09:00:00+08:00", "category": "a", "severity": 3}])
+        changes = wait_for(lambda: [x for x in read_batches(s.broker, s.topic("risk-changes"))], 90,
+                           "the standby's decision", workers.logs)
+        assert changes[-1]["config_version"] == "applied-meanwhile", changes[-1]
+        assert workers.metric(standby, "riskwatch_config_change") == 1
+    finally:
+        workers.stop_all()
+        r.delete(CURRENT_CONFIG)
