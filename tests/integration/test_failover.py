@@ -170,12 +170,16 @@ def test_sigkill_of_the_trainer_learns_every_model_update_once(stack):
     a = workers.start(env)
     b = workers.start(env)
 
-    def feed():  # about 30 s of traffic in small envelopes: many messages in flight at the kill
-        for i in range(0, len(events), 1000):
-            produce(s, events[i:i + 1000], batch_size=20)
-            time.sleep(1.0)
+    killed = threading.Event()
 
-    feeder = threading.Thread(target=feed)
+    def feed():  # traffic in small envelopes, a third of it after the kill: many messages in flight at it
+        for i in range(0, len(events), 1000):
+            if i >= 2 * len(events) // 3:
+                killed.wait(120)
+            produce(s, events[i:i + 1000], batch_size=20)
+            time.sleep(0.5)
+
+    feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
     wait_for(lambda: min(workers.metric(a, "riskwatch_events_processed_total"),
                          workers.metric(b, "riskwatch_events_processed_total")) > 500, 90, "both workers busy",
@@ -187,8 +191,8 @@ def test_sigkill_of_the_trainer_learns_every_model_update_once(stack):
     wait_for(lambda: workers.metric(trainer, "riskwatch_events_processed_total") > 3000, 60, "the trainer busy",
              workers.logs)
     time.sleep(4)  # past Faust's commit interval (2.8 s): the group has committed training offsets
-    assert feeder.is_alive(), "the stream ended before the kill: feed it slower"
     workers.kill(trainer)
+    killed.set()
     feeder.join()
 
     def counted():
@@ -246,7 +250,13 @@ def test_a_standby_worker_that_takes_over_runs_the_config_applied_meanwhile(serv
         active = workers.start()
         wait_for(lambda: "recovered" in workers.logs(), 60, "the first worker to own the partition", workers.logs)
         standby = workers.start()
-        time.sleep(8)  # the standby joins the group (and gets nothing: one partition)
+
+        def assignments(i: int) -> int:
+            return (workers.d / f"worker{i}.log").read_text(errors="replace").count("Executing _on_partitions_assigned")
+
+        # the standby joined the group (and got nothing: one partition), and the first worker rebalanced for it
+        wait_for(lambda: assignments(standby) >= 1 and assignments(active) >= 2, 90, "the standby in the group",
+                 workers.logs)
         produce(s, [{"type": "entity", "entity_id": "91350100M000100Y43", "name": "Shop", "industry": "food",
                      "region": "350100"}])
         wait_for(lambda: workers.metric(active, "riskwatch_events_processed_total") >= 1
