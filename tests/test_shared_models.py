@@ -57,8 +57,9 @@ def test_formats_from_before_the_trainer_kept_its_position_are_still_read():
     old = b"7:" + PopulationModels().dumps()  # a snapshot: the bare models
     t = Trainer.decode(old)
     assert (t.version, t.offset, t.sources) == (7, -1, {})
+    assert t.missing(40) is None  # no position: from where the group is, not from 0 (learned again)
     assert decode_snapshot(old)[0] == 7
     assert t.apply(3, [_entity("a"), _entity("a")]) == 1  # a training message: bare updates, applied as they are
-    assert _members(t) == {"a": 2.0}
+    assert _members(t) == {"a": 2.0} and t.missing(5) == range(4, 5)  # positioned from then on
     with pytest.raises(TypeError):
         Trainer.decode(b"1:" + pickle.dumps({"something": "else"}))

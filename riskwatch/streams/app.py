@@ -444,24 +444,29 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             first = (await c.beginning_offsets([tp]))[tp]
             if first > missing.start:
                 log.error("training messages %d-%d are gone from %s (retention): the models miss them",
-                          missing.start, first - 1, tp.topic)
+                          missing.start, min(first, missing.stop) - 1, tp.topic)
+                if first >= missing.stop:
+                    return
             c.seek(tp, max(first, missing.start))
+            seen = max(first, missing.start) - 1
             deadline = time.monotonic() + 60.0
-            while w.trainer.offset < missing.stop - 1 and time.monotonic() < deadline:
+            while seen < missing.stop - 1 and time.monotonic() < deadline:
                 for msg in (await c.getmany(tp, timeout_ms=1000)).get(tp, []):
+                    seen = msg.offset
                     if msg.offset < missing.stop:
                         learn(msg.offset, msg.value)
                         m.training_recovered.inc()
-            if w.trainer.offset < missing.stop - 1:
-                log.error("could not read training messages %d-%d; going on without them",
-                          w.trainer.offset + 1, missing.stop - 1)
+            if seen < missing.stop - 1:
+                log.error("could not read training messages %d-%d; going on without them", seen + 1,
+                          missing.stop - 1)
         finally:
             await c.stop()
 
     def learn(offset: int, value: bytes) -> None:
         payload = orjson.loads(value)
+        fresh = offset > w.trainer.offset  # not in the model as a whole already
         n = w.trainer.apply(offset, payload)
-        if isinstance(payload, dict):
+        if fresh and isinstance(payload, dict):
             m.training_skipped.inc(len(payload["from"]) - n)
 
     @app.agent(training, name="train")

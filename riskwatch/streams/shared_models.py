@@ -124,9 +124,12 @@ class Trainer:
         self.offset = offset
         self.sources: dict[str, int] = sources or {}
         self.dirty = False
+        self.positioned = True  # False: from a snapshot without a position; resume where the group is
 
     def missing(self, offset: int) -> range | None:
         """The training offsets between the position and ``offset`` not applied yet, if any."""
+        if not self.positioned:
+            return None  # reading from 0 would learn again what the snapshot holds
         return range(self.offset + 1, offset) if offset > self.offset + 1 else None
 
     def apply(self, offset: int, payload) -> int:
@@ -136,6 +139,7 @@ class Trainer:
         if offset <= self.offset:
             return 0
         self.offset = offset
+        self.positioned = True
         if isinstance(payload, list):  # before 2026-12-05: updates without their source
             for u in payload:
                 apply_update(self.models, u)
@@ -169,7 +173,9 @@ class Trainer:
         head, _, body = raw.partition(b":")
         obj = pickle.loads(body)
         if isinstance(obj, PopulationModels):  # a snapshot from before 2026-12-05: no position
-            return Trainer(obj, int(head))
+            t = Trainer(obj, int(head))
+            t.positioned = False
+            return t
         if not isinstance(obj, dict) or not isinstance(obj.get("models"), PopulationModels):
             raise TypeError("not a population model snapshot")
         return Trainer(obj["models"], int(head), int(obj["offset"]), dict(obj["sources"]))
