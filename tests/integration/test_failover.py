@@ -1,22 +1,36 @@
-"""Two workers share the partitions; one is SIGKILLed mid-stream; every event counts once.
-A worker SIGKILLed and restarted on its own local RocksDB store counts every event once too."""
+"""Several workers: each partition of every input topic on one worker; one SIGKILLed mid-stream
+and every event counted once; a worker restarted on its own local RocksDB store counting every
+event once too; the population models' trainer SIGKILLed and every update learned once; a standby
+taking over under the config applied meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+import urllib.request
+import uuid
 from collections import Counter
 
-from riskwatch.simulate import Simulation
+import orjson
+import redis as redis_sync
 
-from .conftest import wait_for
-from .helpers import changelog_states, produce, read_topic
+from riskwatch.config import CURRENT_CONFIG, load_config
+from riskwatch.engine import Engine
+from riskwatch.errors import InvalidEvent
+from riskwatch.events import parse_event
+from riskwatch.models import PopulationModels
+from riskwatch.settings import Settings
+from riskwatch.simulate import Simulation
+from riskwatch.streams.kafka import ensure_topics
+from riskwatch.streams.shared_models import decode_snapshot
+
+from .conftest import Workers, wait_for, worker_env
+from .helpers import changelog_states, produce, read_batches, read_topic
 
 
 def _state_partitions(workers, i: int) -> set[str]:
     """The partitions whose entity states worker ``i`` holds (its ``riskwatch_entity_states`` samples)."""
-    import urllib.request
-
     _, port = workers.procs[i]
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
@@ -126,12 +140,6 @@ def _expected_model_updates(events) -> tuple[int, int]:
     only, and they come in order on one topic); each entity registers in its peer group once.
     (Peer-group complaint updates are left out: a complaint processed before its entity's
     register data, which comes on another topic, updates no peer group.)"""
-    from riskwatch.config import load_config
-    from riskwatch.engine import Engine
-    from riskwatch.errors import InvalidEvent
-    from riskwatch.events import parse_event
-    from riskwatch.models import PopulationModels
-
     models = PopulationModels()
     eng = Engine(load_config(), models)
     states: dict = {}
@@ -146,8 +154,6 @@ def _expected_model_updates(events) -> tuple[int, int]:
 
 def _latest_snapshot(s) -> tuple[int, tuple[int, int]] | None:
     """(version, (inspection-model examples, entities in peer groups)) of the last published snapshot."""
-    from riskwatch.streams.shared_models import decode_snapshot
-
     snaps = read_topic(s.broker, s.topic("models"))
     if not snaps:
         return None
@@ -224,24 +230,10 @@ def test_a_standby_worker_that_takes_over_runs_the_config_applied_meanwhile(serv
     API's way: the command on rw.commands, the applied command in Redis); only the active worker
     sees the command. It is SIGKILLed after committing past it; the standby takes over and must
     decide under the new config, not the one it started with (it did until 2026-12-05)."""
-    import uuid
-
-    import orjson
-    import redis as redis_sync
-
-    from riskwatch.config import CURRENT_CONFIG, load_config
-    from riskwatch.settings import Settings
-    from riskwatch.streams.kafka import ensure_topics
-
-    from .conftest import Workers, worker_env
-    from .helpers import read_batches
-
     broker, redis = services
     tag = uuid.uuid4().hex[:8]
     s = Settings(broker=broker.url, redis_url=redis.url, topic_prefix=f"t{tag}.", app_id=f"rw-{tag}",
                  partitions=1, data_dir=tmp_path, tick_seconds=0, store="memory://")
-    import asyncio
-
     asyncio.run(ensure_topics(s))
     r = redis_sync.Redis.from_url(redis.url)
     r.delete(CURRENT_CONFIG)
