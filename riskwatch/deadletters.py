@@ -24,12 +24,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import orjson
 
 from .settings import INPUT_TOPICS, Settings
 from .streams.kafka import BatchProducer, read_messages, topic_for
+from .times import iso_seconds
 
 __all__ = ["DeadLetter", "event_of", "read_dead_letters", "render", "replay", "select"]
 
@@ -94,7 +95,7 @@ async def replay(settings: Settings, letters: list[DeadLetter]) -> tuple[Counter
 
 
 def _when(ts) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else "-"
+    return iso_seconds(ts) if ts else "-"
 
 
 def render(letters: list[DeadLetter], shown: list[DeadLetter], limit: int, from_offset: int = 0) -> str:

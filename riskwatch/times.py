@@ -1,4 +1,4 @@
-"""Times in API answers and CLI output: ISO-8601 in UTC, as entities, histories and tier changes give them.
+"""Times in API answers and CLI output: ISO-8601 in UTC.
 
 Alerts, silences, objections, draws, config changes, the audit log and dead-lettered
 notifications are stored with epoch seconds; the view keeps decision times as the deciding
@@ -6,8 +6,8 @@ event gave them (its own offset). Until 2026-12-04 the API answered with those
 (``"at": 1796424351.577203``) next to ISO strings elsewhere, which an inspector or an
 auditor reading an answer could not read without converting.
 
->>> utc("2026-12-05T08:00:00+08:00")
-'2026-12-05T00:00:00+00:00'
+>>> utc("2026-12-05T08:00:00+08:00"), iso_seconds(60.5)
+('2026-12-05T00:00:00+00:00', '1970-01-01T00:01:00Z')
 >>> iso_fields({"id": "a1", "starts_at": 0.0, "ends_at": None, "ack": {"by": "x", "at": 1.5}, "value": 3.0})
 {'id': 'a1', 'starts_at': '1970-01-01T00:00:00+00:00', 'ends_at': None, 'ack': {'by': 'x', 'at': '1970-01-01T00:00:01.500000+00:00'}, 'value': 3.0}
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-__all__ = ["iso", "iso_fields", "utc", "TIME_FIELDS"]
+__all__ = ["iso", "iso_fields", "iso_seconds", "utc", "TIME_FIELDS"]
 
 TIME_FIELDS = ("at", "starts_at", "ends_at", "last_seen", "created_at", "updated_at", "resolved_at", "committed_at",
                "executed_at", "queued_at")
@@ -25,6 +25,11 @@ _NESTED = ("ack", "detail", "previous")  # an alert's ack, an audit entry's deta
 
 def iso(t: float) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).isoformat()
+
+
+def iso_seconds(t: float) -> str:
+    """Epoch seconds as a short UTC time for terminal listings (whole seconds, ``Z``)."""
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def utc(v):

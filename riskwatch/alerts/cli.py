@@ -6,9 +6,10 @@ import asyncio
 import logging
 import sys
 import time
-from datetime import datetime, timezone
 
 import orjson
+
+from ..times import iso_seconds
 
 __all__ = ["add_parsers", "alert_lines"]
 
@@ -139,10 +140,6 @@ def cmd_silence(args) -> int:
     return 0
 
 
-def _utc_seconds(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def alert_lines(alerts: list[dict], limit: int | None = None) -> list[str]:
     """Open alerts as the CLI lists them: newest first (as ``GET /v1/alerts``), with the time each
     started in UTC. Until 2026-12-05 they came in the order of their ids, without a time.
@@ -154,7 +151,7 @@ def alert_lines(alerts: list[dict], limit: int | None = None) -> list[str]:
     """
     rows = sorted(alerts, key=lambda a: a["starts_at"], reverse=True)
     shown = rows[:limit] if limit else rows
-    lines = [f"{a['id']}  {_utc_seconds(a['starts_at'])}  {a['status']:<12} {a['severity']:<8} "
+    lines = [f"{a['id']}  {iso_seconds(a['starts_at'])}  {a['status']:<12} {a['severity']:<8} "
              f"{a['rule']:<15} {a['entity_id']}  x{a['count']}  {a['annotations']['summary']}" for a in shown]
     if len(shown) < len(rows):
         lines.append(f"({len(shown)} of {len(rows)} shown)")

@@ -50,14 +50,17 @@ class Workers:
         self.procs.append((p, port))
         return len(self.procs) - 1
 
+    def metrics_text(self, i: int) -> str:
+        """Worker ``i``'s /metrics page ("" while it is not up yet)."""
+        _, port = self.procs[i]
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return ""
+
     def metric(self, i: int, name: str) -> float:
         """Sum of a worker metric's samples (0 while it is not up yet)."""
-        p, port = self.procs[i]
-        try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-        except OSError:
-            return 0.0
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in self.metrics_text(i).splitlines()
                    if line.startswith(name) and not line.startswith("#") and "_created" not in line)
 
     def kill(self, i: int) -> None:

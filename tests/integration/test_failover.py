@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 
@@ -31,12 +30,7 @@ from .helpers import changelog_states, produce, read_batches, read_topic
 
 def _state_partitions(workers, i: int) -> set[str]:
     """The partitions whose entity states worker ``i`` holds (its ``riskwatch_entity_states`` samples)."""
-    _, port = workers.procs[i]
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    except OSError:
-        return set()
-    return {line.split('partition="', 1)[1].split('"', 1)[0] for line in text.splitlines()
+    return {line.split('partition="', 1)[1].split('"', 1)[0] for line in workers.metrics_text(i).splitlines()
             if line.startswith("riskwatch_entity_states{")}
 
 
