@@ -188,14 +188,29 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         owned.difference_update(gone)
         if any(tp.topic == training_name for tp in revoked):
             m.trainer.set(0)
-        for tp in [tp for tp in processed_at if tp.partition in gone]:
-            del processed_at[tp]  # its lag and its states are the new owner's to report
-            _drop_sample(m.consumer_lag, tp.topic, str(tp.partition))
         for p in gone:
             _drop_sample(m.entity_states, str(p))
         async with round_lock:
             await app.producer.flush()
             store.revoke(gone)
+            done = {tp: processed_at.pop(tp) for tp in [tp for tp in processed_at if tp.partition in gone]}
+            for tp in done:  # its lag and its states are the new owner's to report
+                _drop_sample(m.consumer_lag, tp.topic, str(tp.partition))
+            await commit_revoked(done)
+
+    async def commit_revoked(offsets: dict) -> None:
+        """Commit what was processed of partitions going to another worker (``offsets``: TP -> last
+        offset processed). Faust commits nothing on a revoke (it drops its acked offsets of the revoked
+        partitions before our handler runs), so the next owner started from the last periodic commit,
+        up to 2.8 s back, and read that again: 9,376 of 40,000 events in the three rebalances of a
+        rolling restart until 2026-12-05 (skipped, as its states held them, but fetched and decoded)."""
+        if not offsets:
+            return
+        try:
+            await app.consumer._commit({tp: off + 1 for tp, off in offsets.items()})
+        except Exception as exc:  # the next owner then skips what its states hold, as after a crash
+            log.warning("could not commit the revoked partitions' offsets (%s): their next owner reads "
+                        "back to the last commit", exc)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app, assigned, **kwargs):
@@ -302,14 +317,16 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         await deadletter.send(value=dead_letter(msg.value or b"", msg.topic, msg.partition, msg.offset,
                                                 f"worker_error: {type(exc).__name__}: {exc}"))
 
-    async def apply(msgs) -> list:
-        """Run the engine over each message; a message that fails is dead-lettered, the rest go on."""
+    async def apply(msgs, handled: list) -> list:
+        """Run the engine over each message; a message that fails is dead-lettered, the rest go on.
+        ``handled`` gets every message processed or dead-lettered here (not those left to a new owner)."""
         done = []
         for msg in msgs:
             p = msg.partition
             if p not in owned:
                 m.not_owned.inc()  # taken before a revoke: its new owner processes it
                 continue
+            handled.append(msg)
             await store.ready(p)
             src = f"{msg.topic}:{p}"
             last = store.resumes(p, src, msg.offset)
@@ -401,22 +418,35 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         async for events in stream.take_events(s.take_max, within=s.take_within):
             msgs = [e.message for e in events]
             t0 = time.perf_counter()
-            async with round_lock:
-                done = await apply(msgs)
-                try:
-                    await emit(done)
-                except Exception as exc:  # never let the agent die quietly (faust #175, #416)
-                    log.exception("writing the results of %d messages failed", len(done))
-                    for msg, _ in done:
-                        store.forget_live(msg.partition)
-                        await send_dead(msg, exc)
+            handled: list = []
+            try:
+                async with round_lock:
+                    done = await apply(msgs, handled)
+                    try:
+                        await emit(done)
+                    except Exception as exc:  # never let the agent die quietly (faust #175, #416)
+                        log.exception("writing the results of %d messages failed", len(done))
+                        for msg, _ in done:
+                            store.forget_live(msg.partition)
+                            await send_dead(msg, exc)
+                    for msg in handled:  # under the lock: a revoke commits these
+                        processed_at[msg.tp] = msg.offset
+            except asyncio.CancelledError:
+                unfinished(msgs)
+                raise
             m.round.observe(len(msgs))
             m.wall.observe(time.perf_counter() - t0)
-            for msg in msgs:
-                if msg.partition in owned:
-                    processed_at[msg.tp] = msg.offset
             report_lag({msg.tp for msg in msgs})
             report_states({msg.partition for msg in msgs})
+
+    def unfinished(msgs) -> None:
+        """The worker stops in the middle of a round (SIGTERM while it waited for a recovery, say).
+        ``take_events`` acks the round's messages on its way out all the same, and the consumer
+        commits what is acked as it stops: the next owner started after events that were never
+        applied (a rolling restart lost events that way until 2026-12-05). Marked acked here, they
+        never reach the consumer's commit, and the next owner reads them again."""
+        for msg in msgs:
+            msg.acked = True
 
     def report_states(partitions) -> None:
         ready = store.owned()

@@ -67,6 +67,11 @@ class Workers:
         os.killpg(self.procs[i][0].pid, signal.SIGKILL)
         self.procs[i][0].wait(10)
 
+    def stop(self, i: int, timeout: float = 30) -> int:
+        """Stop worker ``i`` as a deploy does (SIGTERM); its exit status."""
+        os.killpg(self.procs[i][0].pid, signal.SIGTERM)
+        return self.procs[i][0].wait(timeout)
+
     def stop_all(self) -> None:
         for p, _ in self.procs:
             if p.poll() is None:

@@ -1,7 +1,8 @@
 """Several workers: each partition of every input topic on one worker; one SIGKILLed mid-stream
 and every event counted once; a worker restarted on its own local RocksDB store counting every
 event once too; the population models' trainer SIGKILLed and every update learned once; a standby
-taking over under the config applied meanwhile."""
+taking over under the config applied meanwhile; a worker stopped (SIGTERM) in the middle of a backlog,
+a worker joining mid-stream, and a rolling restart, counting every event once."""
 
 from __future__ import annotations
 
@@ -125,6 +126,94 @@ def test_sigkill_then_restart_on_the_same_local_store_counts_every_event_once(st
     recovered = [line for line in (s.data_dir / "worker1.log").read_text(errors="replace").splitlines()
                  if " recovered: " in line]
     print("restarted worker:", *recovered[-4:], sep="\n  ")
+
+
+def test_sigterm_in_the_middle_of_a_backlog_then_restart_counts_every_event_once(stack):
+    """A worker stopped as a deploy stops it (SIGTERM) while it works through a backlog stops in
+    the middle of a round. Faust acks a round's messages even when the round is cancelled, and
+    commits what is acked as it stops: until 2026-12-05 the restarted worker began after events
+    that were never applied."""
+    s, workers = stack
+    sim = Simulation(n_entities=400, seed=19, bad_share=0.1, days=30)
+    events = list(sim.events(n_events=30000))
+    per_entity = Counter(e["entity_id"] for e in events)
+    rocks = {"RISKWATCH_STORE": "rocksdb://"}
+    produce(s, events, batch_size=20)
+    a = workers.start(rocks)
+    wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") > 8000, 90, "the worker busy",
+             workers.logs)
+    assert workers.stop(a) == 0, workers.logs()
+    b = workers.start(rocks, data_of=a)
+
+    def counted():
+        return sum(x["n"] for x in changelog_states(s.broker, s.app_id).values())
+
+    wait_for(lambda: counted() >= len(events), 120, "the restarted worker to finish the backlog",
+             lambda: f"counted {counted()} of {len(events)}; resume gaps "
+                     f"{workers.metric(b, 'riskwatch_resume_gaps_total'):.0f}\n" + workers.logs()[-4000:])
+    time.sleep(3)  # anything still in flight would overshoot the count
+    counted_by = {eid: st["n"] for eid, st in changelog_states(s.broker, s.app_id).items()}
+    assert counted_by == dict(per_entity), {e: (counted_by.get(e), n) for e, n in per_entity.items()
+                                            if counted_by.get(e) != n}
+    assert workers.metric(b, "riskwatch_resume_gaps_total") == 0
+
+
+def test_scale_out_and_a_rolling_restart_count_every_event_once(stack):
+    """The everyday operations, with no kill: a second worker joins mid-stream (the first hands
+    half its partitions over), the first is stopped as a deploy stops it (SIGTERM; the second takes
+    everything) and started again on its own local store (and takes half back). Every event is
+    counted once, no source resumes past its recovered states, and each partition's states end on
+    one worker."""
+    s, workers = stack
+    sim = Simulation(n_entities=400, seed=17, bad_share=0.1, days=30)
+    events = list(sim.events(n_events=40000))
+    per_entity = Counter(e["entity_id"] for e in events)
+    rocks = {"RISKWATCH_STORE": "rocksdb://"}
+    restarted = threading.Event()
+
+    def feed():  # a live feed in small envelopes: messages in flight at every rebalance
+        for i in range(0, len(events), 500):
+            if i >= 3 * len(events) // 4:
+                restarted.wait(180)
+            produce(s, events[i:i + 500], batch_size=20)
+            time.sleep(0.25)
+
+    a = workers.start(rocks)
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") > 3000, 90, "the first worker busy",
+                 workers.logs)
+        b = workers.start(rocks)
+        wait_for(lambda: workers.metric(b, "riskwatch_events_processed_total") > 1000, 90,
+                 "the second worker to take partitions over", workers.logs)
+        assert workers.stop(a) == 0, workers.logs()
+        wait_for(lambda: len(_state_partitions(workers, b)) == s.partitions, 60,
+                 "the second worker to take every partition", workers.logs)
+        c = workers.start(rocks, data_of=a)
+        wait_for(lambda: "recovered:" in (s.data_dir / f"worker{c}.log").read_text(errors="replace"), 90,
+                 "the restarted worker to take partitions back", workers.logs)
+    finally:
+        restarted.set()
+    feeder.join()
+
+    def counted():
+        return sum(x["n"] for x in changelog_states(s.broker, s.app_id).values())
+
+    wait_for(lambda: counted() >= len(events), 120, "the stream finished",
+             lambda: f"counted {counted()} of {len(events)}\n" + workers.logs()[-4000:])
+    time.sleep(3)  # anything still in flight would overshoot the count
+    counted_by = {eid: st["n"] for eid, st in changelog_states(s.broker, s.app_id).items()}
+    assert counted_by == dict(per_entity), {e: (counted_by.get(e), n) for e, n in per_entity.items()
+                                            if counted_by.get(e) != n}
+    held_b, held_c = _state_partitions(workers, b), _state_partitions(workers, c)
+    assert held_b and held_c and not held_b & held_c, (held_b, held_c)
+    assert held_b | held_c == {str(p) for p in range(s.partitions)}
+    for i in (b, c):
+        assert workers.metric(i, "riskwatch_resume_gaps_total") == 0
+        assert workers.metric(i, "riskwatch_partitions_split") == 0
+    print("partitions at the end:", sorted(held_b), sorted(held_c), "; redelivered and skipped:",
+          sum(workers.metric(i, "riskwatch_events_redelivered_total") for i in (b, c)))
 
 
 def _expected_model_updates(events) -> tuple[int, int]:
