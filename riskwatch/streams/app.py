@@ -171,6 +171,16 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
     owned: set[int] = set()       # input partitions assigned to this worker now
     processed_at: dict = {}       # input TP -> offset of the last message processed here (for the lag)
 
+    def commit_bound(tp) -> tuple[bool, int | None]:
+        """For Faust's commits (faust_fixes, fix 4): whether ``tp`` is an input this worker tracks,
+        and the next offset after the last message a finished round processed (None: none yet)."""
+        if tp.topic not in input_names:
+            return False, None
+        last = processed_at.get(tp)
+        return True, (None if last is None else last + 1)
+
+    app.riskwatch_commit_bound = commit_bound  # type: ignore[attr-defined]
+
     def report_lag(tps) -> None:
         """Consumer lag per input partition: what a worker falling behind shows first."""
         for tp in tps:
@@ -419,34 +429,21 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             msgs = [e.message for e in events]
             t0 = time.perf_counter()
             handled: list = []
-            try:
-                async with round_lock:
-                    done = await apply(msgs, handled)
-                    try:
-                        await emit(done)
-                    except Exception as exc:  # never let the agent die quietly (faust #175, #416)
-                        log.exception("writing the results of %d messages failed", len(done))
-                        for msg, _ in done:
-                            store.forget_live(msg.partition)
-                            await send_dead(msg, exc)
-                    for msg in handled:  # under the lock: a revoke commits these
-                        processed_at[msg.tp] = msg.offset
-            except asyncio.CancelledError:
-                unfinished(msgs)
-                raise
+            async with round_lock:
+                done = await apply(msgs, handled)
+                try:
+                    await emit(done)
+                except Exception as exc:  # never let the agent die quietly (faust #175, #416)
+                    log.exception("writing the results of %d messages failed", len(done))
+                    for msg, _ in done:
+                        store.forget_live(msg.partition)
+                        await send_dead(msg, exc)
+                for msg in handled:  # the bound of what Faust may commit (a round cut short moves nothing)
+                    processed_at[msg.tp] = msg.offset
             m.round.observe(len(msgs))
             m.wall.observe(time.perf_counter() - t0)
             report_lag({msg.tp for msg in msgs})
             report_states({msg.partition for msg in msgs})
-
-    def unfinished(msgs) -> None:
-        """The worker stops in the middle of a round (SIGTERM while it waited for a recovery, say).
-        ``take_events`` acks the round's messages on its way out all the same, and the consumer
-        commits what is acked as it stops: the next owner started after events that were never
-        applied (a rolling restart lost events that way until 2026-12-05). Marked acked here, they
-        never reach the consumer's commit, and the next owner reads them again."""
-        for msg in msgs:
-            msg.acked = True
 
     def report_states(partitions) -> None:
         ready = store.owned()

@@ -158,6 +158,43 @@ def test_sigterm_in_the_middle_of_a_backlog_then_restart_counts_every_event_once
     assert workers.metric(b, "riskwatch_resume_gaps_total") == 0
 
 
+def test_a_worker_stopped_while_it_recovers_leaves_its_first_round_to_the_next(stack):
+    """SIGTERM at a worker's start, while it recovers its states from the changelog and its first
+    round (new events) waits for that: the round is cancelled, and its messages must not be
+    committed (Faust acks a cancelled round's messages and commits them as it stops; until
+    2026-12-05 the next worker began after them)."""
+    s, workers = stack
+    sim = Simulation(n_entities=400, seed=23, bad_share=0.0, days=30)
+    events = list(sim.events(n_events=36000))
+    per_entity = Counter(e["entity_id"] for e in events)
+    produce(s, events[:30000], batch_size=20)
+    a = workers.start()  # memory store: the next worker recovers everything from the changelog
+    wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") >= 30000, 120, "the first worker done",
+             workers.logs)
+    assert workers.stop(a) == 0, workers.logs()
+    produce(s, events[30000:], batch_size=20)
+    b = workers.start()
+    log_b = s.data_dir / f"worker{b}.log"
+    wait_for(lambda: "Worker ready" in log_b.read_text(errors="replace"), 60, "the second worker assigned",
+             workers.logs)
+    recovering = " recovered: " not in log_b.read_text(errors="replace")
+    workers.stop(b)
+    c = workers.start()
+
+    def counted():
+        return sum(x["n"] for x in changelog_states(s.broker, s.app_id).values())
+
+    wait_for(lambda: counted() >= len(events), 120, "the third worker to finish",
+             lambda: f"counted {counted()} of {len(events)}; resume gaps "
+                     f"{workers.metric(c, 'riskwatch_resume_gaps_total'):.0f}\n" + workers.logs()[-4000:])
+    time.sleep(3)
+    counted_by = {eid: st["n"] for eid, st in changelog_states(s.broker, s.app_id).items()}
+    assert counted_by == dict(per_entity), {e: (counted_by.get(e), n) for e, n in per_entity.items()
+                                            if counted_by.get(e) != n}
+    assert workers.metric(c, "riskwatch_resume_gaps_total") == 0
+    print("the second worker was stopped", "while recovering" if recovering else "after its recovery")
+
+
 def test_scale_out_and_a_rolling_restart_count_every_event_once(stack):
     """The everyday operations, with no kill: a second worker joins mid-stream (the first hands
     half its partitions over), the first is stopped as a deploy stops it (SIGTERM; the second takes
