@@ -115,23 +115,27 @@ def bounded_commits() -> None:
 
     if _installed.get("bounded"):
         return
-    committable = Consumer._filter_committable_offsets
+    new_offset = Consumer._new_offset  # the next offset to commit, from the acked run it takes off its list
 
-    def _filter_committable_offsets(self, tps):
-        offsets = committable(self, tps)
+    def _new_offset(self, tp):
         bound = getattr(self.app, "riskwatch_commit_bound", None)
-        if bound is None:
-            return offsets
-        capped = {}
-        for tp, offset in offsets.items():
-            tracked, limit = bound(tp)
-            if not tracked:
-                capped[tp] = offset
-            elif limit is not None and self._should_commit(tp, min(offset, limit)):
-                capped[tp] = min(offset, limit)
-        return capped
+        tracked, limit = bound(tp) if bound is not None else (False, None)
+        if not tracked:
+            return new_offset(self, tp)
+        if limit is None:
+            return None  # no round finished yet: the acked list stays as it is
+        acked = self._acked[tp]
+        above = [o for o in acked if o >= limit]
+        if not above:
+            return new_offset(self, tp)
+        acked[:] = [o for o in acked if o < limit]  # Faust sees only what the application finished ...
+        try:
+            return new_offset(self, tp)
+        finally:  # ... and the rest waits on its list for a later commit
+            acked.extend(above)
+            acked.sort()
 
-    Consumer._filter_committable_offsets = _filter_committable_offsets
+    Consumer._new_offset = _new_offset
     _installed["bounded"] = True
 
 
