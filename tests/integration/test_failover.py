@@ -35,6 +35,22 @@ def _state_partitions(workers, i: int) -> set[str]:
             if line.startswith("riskwatch_entity_states{")}
 
 
+def _counted_once(s, workers, events, what: str, detail=lambda: "") -> None:
+    """Wait until the state changelog counts as many events as were sent, then (3 s later: anything
+    still in flight would overshoot) require each entity's count to be its number of events."""
+    per_entity = Counter(e["entity_id"] for e in events)
+
+    def counted() -> int:
+        return sum(x["n"] for x in changelog_states(s.broker, s.app_id).values())
+
+    wait_for(lambda: counted() >= len(events), 120, what,
+             lambda: f"counted {counted()} of {len(events)} events; {detail()}\n" + workers.logs()[-4000:])
+    time.sleep(3)
+    by_entity = {eid: st["n"] for eid, st in changelog_states(s.broker, s.app_id).items()}
+    assert by_entity == dict(per_entity), {e: (by_entity.get(e), n) for e, n in per_entity.items()
+                                           if by_entity.get(e) != n}
+
+
 def test_each_partition_is_one_workers_for_every_input_topic(stack):
     """Three workers: each partition number, of every input topic, goes to one worker, so each
     entity's state is held once. Until 2026-12-05 Faust's fallback (aiokafka's round-robin
@@ -57,7 +73,6 @@ def test_sigkill_one_of_two_workers_counts_every_event_once(stack):
     s, workers = stack
     sim = Simulation(n_entities=400, seed=9, bad_share=0.1, days=30)
     events = list(sim.events(n_events=40000))
-    per_entity = Counter(e["entity_id"] for e in events)
     a = workers.start()
     b = workers.start()
     # small envelopes so there are many messages in flight when the worker dies
@@ -70,25 +85,11 @@ def test_sigkill_one_of_two_workers_counts_every_event_once(stack):
     workers.kill(victim)
     survivor = b if victim == a else a
 
-    def done():
-        st = changelog_states(s.broker, s.app_id)
-        return st if sum(x["n"] for x in st.values()) >= len(events) else None
-
     t0 = time.monotonic()
-    def shortfall():
-        st = changelog_states(s.broker, s.app_id)
-        counted = sum(x["n"] for x in st.values())
-        return (f"counted {counted} of {len(events)} events in {len(st)} entity states; survivor consumed "
-                f"{workers.metric(survivor, 'riskwatch_events_consumed_total'):.0f}, processed "
-                f"{workers.metric(survivor, 'riskwatch_events_processed_total'):.0f}, skipped "
-                f"{workers.metric(survivor, 'riskwatch_events_redelivered_total'):.0f}\n" + workers.logs()[-4000:])
-
-    states = wait_for(done, 120, "the survivor to finish the stream", shortfall)
-    time.sleep(3)  # anything still in flight would overshoot the count
-    states = changelog_states(s.broker, s.app_id)
-    counted = {eid: st["n"] for eid, st in states.items()}
-    assert counted == dict(per_entity), {e: (counted.get(e), n) for e, n in per_entity.items()
-                                         if counted.get(e) != n}
+    _counted_once(s, workers, events, "the survivor to finish the stream",
+                  lambda: f"survivor consumed {workers.metric(survivor, 'riskwatch_events_consumed_total'):.0f}, "
+                          f"processed {workers.metric(survivor, 'riskwatch_events_processed_total'):.0f}, skipped "
+                          f"{workers.metric(survivor, 'riskwatch_events_redelivered_total'):.0f}")
     assert workers.metric(survivor, "riskwatch_events_processed_total") > 0
     assert workers.metric(survivor, "riskwatch_resume_gaps_total") == 0
     print(f"survivor finished {time.monotonic() - t0:.1f}s after the kill; redelivered and skipped: "
@@ -101,7 +102,6 @@ def test_sigkill_then_restart_on_the_same_local_store_counts_every_event_once(st
     s, workers = stack
     sim = Simulation(n_entities=400, seed=11, bad_share=0.1, days=30)
     events = list(sim.events(n_events=30000))
-    per_entity = Counter(e["entity_id"] for e in events)
     rocks = {"RISKWATCH_STORE": "rocksdb://"}
     a = workers.start(rocks)
     produce(s, events, batch_size=20)
@@ -112,16 +112,8 @@ def test_sigkill_then_restart_on_the_same_local_store_counts_every_event_once(st
         "the killed worker had a local RocksDB store"
     b = workers.start(rocks, data_of=a)
 
-    def done():
-        st = changelog_states(s.broker, s.app_id)
-        return st if sum(x["n"] for x in st.values()) >= len(events) else None
-
-    wait_for(done, 120, "the restarted worker to finish the stream",
-             lambda: f"processed {workers.metric(b, 'riskwatch_events_processed_total'):.0f}\n" + workers.logs())
-    time.sleep(3)  # anything still in flight would overshoot the count
-    counted = {eid: st["n"] for eid, st in changelog_states(s.broker, s.app_id).items()}
-    assert counted == dict(per_entity), {e: (counted.get(e), n) for e, n in per_entity.items()
-                                         if counted.get(e) != n}
+    _counted_once(s, workers, events, "the restarted worker to finish the stream",
+                  lambda: f"processed {workers.metric(b, 'riskwatch_events_processed_total'):.0f}")
     assert workers.metric(b, "riskwatch_resume_gaps_total") == 0
     recovered = [line for line in (s.data_dir / "worker1.log").read_text(errors="replace").splitlines()
                  if " recovered: " in line]
@@ -136,7 +128,6 @@ def test_sigterm_in_the_middle_of_a_backlog_then_restart_counts_every_event_once
     s, workers = stack
     sim = Simulation(n_entities=400, seed=19, bad_share=0.1, days=30)
     events = list(sim.events(n_events=30000))
-    per_entity = Counter(e["entity_id"] for e in events)
     rocks = {"RISKWATCH_STORE": "rocksdb://"}
     produce(s, events, batch_size=20)
     a = workers.start(rocks)
@@ -145,16 +136,8 @@ def test_sigterm_in_the_middle_of_a_backlog_then_restart_counts_every_event_once
     assert workers.stop(a) == 0, workers.logs()
     b = workers.start(rocks, data_of=a)
 
-    def counted():
-        return sum(x["n"] for x in changelog_states(s.broker, s.app_id).values())
-
-    wait_for(lambda: counted() >= len(events), 120, "the restarted worker to finish the backlog",
-             lambda: f"counted {counted()} of {len(events)}; resume gaps "
-                     f"{workers.metric(b, 'riskwatch_resume_gaps_total'):.0f}\n" + workers.logs()[-4000:])
-    time.sleep(3)  # anything still in flight would overshoot the count
-    counted_by = {eid: st["n"] for eid, st in changelog_states(s.broker, s.app_id).items()}
-    assert counted_by == dict(per_entity), {e: (counted_by.get(e), n) for e, n in per_entity.items()
-                                            if counted_by.get(e) != n}
+    _counted_once(s, workers, events, "the restarted worker to finish the backlog",
+                  lambda: f"resume gaps {workers.metric(b, 'riskwatch_resume_gaps_total'):.0f}")
     assert workers.metric(b, "riskwatch_resume_gaps_total") == 0
 
 
@@ -166,7 +149,6 @@ def test_a_worker_stopped_while_it_recovers_leaves_its_first_round_to_the_next(s
     s, workers = stack
     sim = Simulation(n_entities=400, seed=23, bad_share=0.0, days=30)
     events = list(sim.events(n_events=36000))
-    per_entity = Counter(e["entity_id"] for e in events)
     produce(s, events[:30000], batch_size=20)
     a = workers.start()  # memory store: the next worker recovers everything from the changelog
     wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") >= 30000, 120, "the first worker done",
@@ -181,16 +163,8 @@ def test_a_worker_stopped_while_it_recovers_leaves_its_first_round_to_the_next(s
     workers.stop(b)
     c = workers.start()
 
-    def counted():
-        return sum(x["n"] for x in changelog_states(s.broker, s.app_id).values())
-
-    wait_for(lambda: counted() >= len(events), 120, "the third worker to finish",
-             lambda: f"counted {counted()} of {len(events)}; resume gaps "
-                     f"{workers.metric(c, 'riskwatch_resume_gaps_total'):.0f}\n" + workers.logs()[-4000:])
-    time.sleep(3)
-    counted_by = {eid: st["n"] for eid, st in changelog_states(s.broker, s.app_id).items()}
-    assert counted_by == dict(per_entity), {e: (counted_by.get(e), n) for e, n in per_entity.items()
-                                            if counted_by.get(e) != n}
+    _counted_once(s, workers, events, "the third worker to finish",
+                  lambda: f"resume gaps {workers.metric(c, 'riskwatch_resume_gaps_total'):.0f}")
     assert workers.metric(c, "riskwatch_resume_gaps_total") == 0
     print("the second worker was stopped", "while recovering" if recovering else "after its recovery")
 
@@ -204,7 +178,6 @@ def test_scale_out_and_a_rolling_restart_count_every_event_once(stack):
     s, workers = stack
     sim = Simulation(n_entities=400, seed=17, bad_share=0.1, days=30)
     events = list(sim.events(n_events=40000))
-    per_entity = Counter(e["entity_id"] for e in events)
     rocks = {"RISKWATCH_STORE": "rocksdb://"}
     restarted = threading.Event()
 
@@ -234,15 +207,7 @@ def test_scale_out_and_a_rolling_restart_count_every_event_once(stack):
         restarted.set()
     feeder.join()
 
-    def counted():
-        return sum(x["n"] for x in changelog_states(s.broker, s.app_id).values())
-
-    wait_for(lambda: counted() >= len(events), 120, "the stream finished",
-             lambda: f"counted {counted()} of {len(events)}\n" + workers.logs()[-4000:])
-    time.sleep(3)  # anything still in flight would overshoot the count
-    counted_by = {eid: st["n"] for eid, st in changelog_states(s.broker, s.app_id).items()}
-    assert counted_by == dict(per_entity), {e: (counted_by.get(e), n) for e, n in per_entity.items()
-                                            if counted_by.get(e) != n}
+    _counted_once(s, workers, events, "the stream finished")
     held_b, held_c = _state_partitions(workers, b), _state_partitions(workers, c)
     assert held_b and held_c and not held_b & held_c, (held_b, held_c)
     assert held_b | held_c == {str(p) for p in range(s.partitions)}
@@ -321,12 +286,7 @@ def test_sigkill_of_the_trainer_learns_every_model_update_once(stack):
     killed.set()
     feeder.join()
 
-    def counted():
-        return sum(x["n"] for x in changelog_states(s.broker, s.app_id).values())
-
-    wait_for(lambda: counted() >= len(events), 120, "the survivor to finish the stream",
-             lambda: f"counted {counted()} of {len(events)}\n" + workers.logs()[-4000:])
-    assert counted() == len(events)
+    _counted_once(s, workers, events, "the survivor to finish the stream")
     assert workers.metric(survivor, "riskwatch_model_trainer") == 1
 
     def all_learned():
