@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from riskwatch.aio import use_event_loop  # noqa: E402
 from riskwatch.embedded import free_port, start_broker, start_redis  # noqa: E402
-from riskwatch.settings import Settings  # noqa: E402
+from riskwatch.settings import OUTPUT_TOPICS, Settings  # noqa: E402
 from riskwatch.simulate import Simulation  # noqa: E402
 from riskwatch.streams.kafka import ensure_topics  # noqa: E402
 
@@ -393,24 +393,88 @@ def sustain(a, redis_url: str, d: Path, procs: list, fresh_broker) -> float | No
     return kept
 
 
+class OutputWatcher:
+    """What a downstream consumer sees: an aiokafka consumer (in a thread, 10 ms fetch wait, as the
+    worker's) reading the output topics from the start. For each output it records when it was
+    received, its event time and its Kafka timestamp (set when the worker handed it to its producer),
+    so the worker's own figure (event time -> hand-off, its histogram) and the producer's batching,
+    the broker's append and the fetch (hand-off -> readable) come apart."""
+
+    def __init__(self, broker: str, prefix: str) -> None:
+        import threading
+
+        self.broker = broker
+        self.topics = [Settings(topic_prefix=prefix).topic(t) for t in OUTPUT_TOPICS.values()]
+        self.seen: list[tuple[float, float, float]] = []  # (received, event time, Kafka timestamp), epoch s
+        self._stop = False
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread.start()
+        self._started.wait(30)
+
+    async def _run(self) -> None:
+        from datetime import datetime
+
+        from aiokafka import AIOKafkaConsumer
+
+        c = AIOKafkaConsumer(*self.topics, bootstrap_servers=self.broker, auto_offset_reset="earliest",
+                             enable_auto_commit=False, fetch_max_wait_ms=10, group_id=None)
+        await c.start()
+        self._started.set()
+        parse = datetime.fromisoformat
+        try:
+            while not self._stop:
+                got = await c.getmany(timeout_ms=100)
+                now = time.time()
+                for msgs in got.values():
+                    for msg in msgs:
+                        for o in orjson.loads(msg.value)["batch"]:
+                            self.seen.append((now, parse(o["ts"]).timestamp(), msg.timestamp / 1000.0))
+        finally:
+            await c.stop()
+
+    def stop(self) -> None:
+        self._stop = True
+        self._thread.join(10)
+
+    def report(self, since: float) -> str:
+        """Quantiles (exact, in ms) of the outputs received after ``since`` (epoch s)."""
+        rows = [r for r in self.seen if r[0] >= since]
+        if not rows:
+            return "no outputs read from the output topics"
+
+        def q(xs: list[float], p: float) -> float:
+            xs = sorted(xs)
+            return xs[min(len(xs) - 1, int(p * len(xs)))] * 1000
+
+        whole = [r - ts for r, ts, _ in rows]
+        tail = [r - k for r, _, k in rows]
+        return (f"read from the output topics by a consumer (10 ms fetch wait), {len(rows):,} outputs: event->readable "
+                f"p50 {q(whole, .5):.0f} ms, p99 {q(whole, .99):.0f} ms; of which hand-off->readable (producer "
+                f"linger, broker append, fetch) p50 {q(tail, .5):.0f} ms, p99 {q(tail, .99):.0f} ms")
+
+
 def latency(a, redis_url: str, d: Path, offered: float, prefix2: str, procs: list, fresh_broker) -> None:
     """Event->output latency of a fresh worker on a fresh broker, live feed at ``offered`` events/s."""
     b, broker_pid = fresh_broker()
     port2 = live_worker(a, b, redis_url, d, prefix2, procs)
     pids = {"worker": procs[-1].pid, "broker": broker_pid}
     n2 = int(offered * a.latency_seconds)
+    watcher = OutputWatcher(b, prefix2)
     t_start = time.monotonic()
     feed = simulate_to_kafka(b, prefix2, n2, a.entities, batch=500, rate=offered, live=True,
                              max_delay=a.max_delay, register=False)
     # the feed's first seconds are the producer process starting up (connecting, first
     # metadata): its own lag reaches 0.2-0.4 s there, so they are reported apart
     time.sleep(a.latency_warmup)
+    t_warm = time.time()
     h0 = histogram(port2, "riskwatch_event_to_output_seconds")
     share = CpuShare(pids)
     feed.wait()
     cpu = str(share)
     sent_for = time.monotonic() - t_start
     time.sleep(2)
+    watcher.stop()
     h = histogram(port2, "riskwatch_event_to_output_seconds")
     steady = [(le, c - c0) for (le, c), (_, c0) in zip(h, h0)]
     rw = histogram(port2, "riskwatch_round_seconds")
@@ -425,6 +489,7 @@ def latency(a, redis_url: str, d: Path, offered: float, prefix2: str, procs: lis
           f"worker rounds: {rw[-1][1]:,.0f}, messages per round p50 {quantile(rn, .5):.0f}, "
           f"wall p50 {quantile(rw, .5) * 1000:.1f} ms, p99 {quantile(rw, .99) * 1000:.1f} ms; "
           f"after the first {a.latency_warmup:.0f}s {cpu}")
+    print(f"  after the first {a.latency_warmup:.0f}s, {watcher.report(t_warm)}", flush=True)
 
 
 async def _create(broker: str, topic: str, partitions: int) -> None:

@@ -137,7 +137,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         topic_replication_factor=1,
         broker_session_timeout=s.session_timeout,
         broker_heartbeat_interval=1.0,
-        producer_linger=0.02,
+        producer_linger=s.producer_linger_ms / 1000.0,
         producer_max_batch_size=1 << 20,  # output envelopes are often >16 KB (the default)
         producer_max_request_size=8 << 20,
         consumer_auto_offset_reset="earliest",
