@@ -473,7 +473,16 @@ def latency(a, redis_url: str, d: Path, offered: float, prefix2: str, procs: lis
     feed.wait()
     cpu = str(share)
     sent_for = time.monotonic() - t_start
-    time.sleep(2)
+    # until the worker has drained the feed (one behind it is still producing outputs, the slowest
+    # ones): its count has not moved for a second, at most 60 s; then its last outputs are readable
+    deadline = time.monotonic() + 60
+    last, still = -1.0, 0
+    while time.monotonic() < deadline and still < 5:
+        time.sleep(0.2)
+        n = metric(port2, "riskwatch_events_processed_total")
+        still = still + 1 if n == last else 0
+        last = n
+    time.sleep(0.5)
     watcher.stop()
     h = histogram(port2, "riskwatch_event_to_output_seconds")
     steady = [(le, c - c0) for (le, c), (_, c0) in zip(h, h0)]
