@@ -11,7 +11,9 @@
    feeds (each step 25% above the last, each on a fresh broker and worker);
 5. event->output latency p50/p99 of a fresh worker on a fresh broker and a live feed at
    half the prefilled rate of 3, and at half the live rate of 4 (the entity register is
-   loaded before each measured live feed starts).
+   loaded before each measured live feed starts), twice: to the worker's hand-off of each
+   output to its producer (the worker's histogram), and to the output being readable on its
+   topic (a consumer in this process: what a downstream consumer sees).
 
 The prefilled rate of 3 is a drain rate: a backlog of 500-event envelopes in rounds
 of up to 200 messages, where each entity's state is written once for several of its
