@@ -172,7 +172,9 @@ def cmd_alerts_list(args) -> int:
 
 def add_parsers(sub) -> None:
     d = sub.add_parser("dispatcher", help="alert intake and webhook delivery (RISKWATCH_ALERTS_PATH)")
-    d.add_argument("--role", choices=("all", "deliver"), default="all")
+    d.add_argument("--role", choices=("all", "deliver"), default="all",
+                   help="all: delivery, and the intake while this dispatcher holds the intake lease (others "
+                        "stand by); deliver: delivery only")
     d.add_argument("--loglevel", default="info")
     d.set_defaults(func=cmd_dispatcher)
 

@@ -1,8 +1,10 @@
 """``riskwatch dispatcher``: alert intake (candidates topic → alerts → outbox) and delivery.
 
-``--role all`` (default) runs the intake, its clock and a deliverer; run
-exactly one of those per deployment. ``--role deliver`` runs only a
-deliverer (scale delivery out: the outbox is a consumer group).
+``--role all`` (default) runs a deliverer and, while it holds the intake
+lease (:mod:`riskwatch.alerts.lease`), the intake and its clock: run two or
+more for a standby that takes the intake over within
+``RISKWATCH_INTAKE_LEASE_SECONDS`` of the holder's death. ``--role deliver``
+runs only a deliverer (scale delivery out: the outbox is a consumer group).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import uuid
 
 from ..config import load_config
 from ..settings import Settings
@@ -19,6 +22,7 @@ from ..streams.codec import encode_batch
 from .config import AlertsConfig, load_alerts_config
 from .delivery import Deliverer
 from .intake import AlertIntake
+from .lease import LEASE_KEY, Lease, LeaseLost
 from .metrics import AlertMetrics
 from .outbox import Outbox
 
@@ -63,6 +67,45 @@ async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, ti
         await producer.stop()
 
 
+async def _lead(s: Settings, intake: AlertIntake, lease: Lease, stop: asyncio.Event, m: AlertMetrics) -> None:
+    """Run the intake while this dispatcher holds the lease; wait for it otherwise."""
+    waiting_logged = False
+    while not stop.is_set():
+        if not await lease.acquire():
+            if not waiting_logged:
+                log.info("intake lease held by %s: this dispatcher delivers and stands by for the intake",
+                         await lease.holder())
+                waiting_logged = True
+            try:
+                await asyncio.wait_for(stop.wait(), lease.renew_every)
+            except TimeoutError:
+                pass
+            continue
+        waiting_logged = False
+        m.intake_leader.set(1)
+        m.intake_takeovers.inc()
+        log.info("intake lease taken (%s): this dispatcher runs the intake", lease.token)
+        run = asyncio.create_task(_intake_loop(s, intake, stop, s.alert_tick_seconds), name="intake-loop")
+        try:
+            while not run.done():
+                await asyncio.wait([run], timeout=lease.renew_every)
+                if not run.done() and not await lease.renew():
+                    log.warning("intake lease lost (expired or taken over): stopping the intake")
+                    run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+            if not run.cancelled() and isinstance(run.exception(), LeaseLost):
+                log.warning("intake stopped: %s", run.exception())
+            elif not run.cancelled() and run.exception() is not None:
+                raise run.exception()
+        finally:
+            m.intake_leader.set(0)
+            if not run.done():
+                run.cancel()
+                await asyncio.gather(run, return_exceptions=True)
+            if stop.is_set():
+                await lease.release()  # a clean stop hands the intake over at once
+
+
 async def run_dispatcher(s: Settings, role: str = "all", alerts_config: AlertsConfig | None = None,
                          metrics: AlertMetrics | None = None) -> None:
     import redis.asyncio as aioredis
@@ -83,8 +126,9 @@ async def run_dispatcher(s: Settings, role: str = "all", alerts_config: AlertsCo
     tasks = [asyncio.create_task(deliverer.run(), name="deliver")]
     if role == "all":
         tiers = [t.name for t in load_config(s.config_path).tiers]
-        intake = AlertIntake(r, cfg, tiers, m)
-        tasks.append(asyncio.create_task(_intake_loop(s, intake, stop, s.alert_tick_seconds), name="intake"))
+        lease = Lease(r, LEASE_KEY, f"{consumer}-{uuid.uuid4().hex[:8]}", s.intake_lease_seconds)
+        intake = AlertIntake(r, cfg, tiers, m, lease=lease)
+        tasks.append(asyncio.create_task(_lead(s, intake, lease, stop, m), name="intake"))
     log.info("dispatcher %s up: role %s, %d rules, %d receivers", consumer, role, len(cfg.rules),
              len(cfg.receivers))
     stopper = asyncio.create_task(stop.wait())

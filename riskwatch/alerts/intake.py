@@ -10,7 +10,9 @@ events (``rw.alerts``) before that transaction: at least once, deduplicable by
 ``(alert id, version)``. :meth:`tick` runs the clock: cooldowns, expiry,
 changes people made, and due groups.
 
-One intake runs per deployment (it is the only writer of groups).
+One intake runs per deployment (it is the only writer of groups): the
+dispatcher that holds the intake lease (:mod:`riskwatch.alerts.lease`), whose
+commits check that they still hold it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import orjson
 from ..streams.codec import decode
 from . import grouping
 from .config import AlertsConfig, Rule
+from .lease import Lease, LeaseLost
 from .lifecycle import NOTIFY, apply_candidate, dedup_key, due_at, tick
 from .metrics import AlertMetrics
 from .outbox import Outbox
@@ -49,8 +52,9 @@ class _Batch:
 
 class AlertIntake:
     def __init__(self, redis, config: AlertsConfig, tier_order: list[str], metrics: AlertMetrics,
-                 publish: Callable[[list[dict]], Awaitable[None]] | None = None) -> None:
+                 publish: Callable[[list[dict]], Awaitable[None]] | None = None, lease: Lease | None = None) -> None:
         self.r = redis
+        self.lease = lease  # commits only while it holds this (see lease.py); None: unchecked
         self.cfg = config
         self.tiers = {t: i for i, t in enumerate(tier_order)}
         self.m = metrics
@@ -146,11 +150,17 @@ class AlertIntake:
         return orjson.loads(raw) if raw else None
 
     async def _commit(self, b: _Batch, extra=None) -> None:
+        lease = self.lease
         if b.events and self.publish is not None:
+            if lease is not None and await lease.holder() != lease.token:  # not publish what it cannot commit
+                raise LeaseLost(f"the intake lease is not held by {lease.token}")
             await self.publish(b.events)
         async with self.r.pipeline(transaction=True) as pipe:
-            if b.read:
-                await pipe.watch(*[alert_key(a) for a in b.read])
+            watched = [alert_key(a) for a in b.read] + ([lease.key] if lease is not None else [])
+            if watched:
+                await pipe.watch(*watched)
+                if lease is not None:
+                    await lease.check(pipe)
                 for aid, raw in b.read.items():
                     if await pipe.get(alert_key(aid)) != raw:
                         import redis.exceptions as rex

@@ -32,4 +32,8 @@ class AlertMetrics:
                                                         300, 1800), registry=r)
         self.outbox_depth = Gauge("riskwatch_outbox_depth", "Notifications in the outbox (queued or in flight)",
                                   registry=r)
+        self.intake_leader = Gauge("riskwatch_alert_intake_leader", "1 while this dispatcher holds the intake "
+                                   "lease and runs the intake (one per deployment), else 0", registry=r)
+        self.intake_takeovers = Counter("riskwatch_alert_intake_takeovers_total",
+                                        "Times this dispatcher took the intake lease", registry=r)
         self.dead_size = Gauge("riskwatch_outbox_dead", "Notifications in the dead-letter list", registry=r)
