@@ -102,8 +102,12 @@ async def _lead(s: Settings, intake: AlertIntake, lease: Lease, stop: asyncio.Ev
             if not run.done():
                 run.cancel()
                 await asyncio.gather(run, return_exceptions=True)
-            if stop.is_set():
-                await lease.release()  # a clean stop hands the intake over at once
+            if stop.is_set() or (run.done() and not run.cancelled() and run.exception() is not None
+                                 and not isinstance(run.exception(), LeaseLost)):
+                try:  # a stop, or an intake that failed: a standby need not wait for the lease to expire
+                    await lease.release()
+                except Exception as exc:  # Redis away: the lease expires on its own
+                    log.warning("could not release the intake lease: %s", exc)
 
 
 async def run_dispatcher(s: Settings, role: str = "all", alerts_config: AlertsConfig | None = None,

@@ -145,3 +145,25 @@ def _up(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_a_dispatcher_whose_intake_fails_gives_the_lease_up_and_exits(services, tmp_path):
+    """No broker where the intake looks for one: it fails, the dispatcher exits 1 (a supervisor starts it
+    again) and leaves the lease free at once, not after its 30 s, so a standby need not wait."""
+    url = services[1].url
+    r = redis_sync.Redis.from_url(url)
+    r.flushall()
+    env = dict(os.environ, RISKWATCH_REDIS_URL=url, RISKWATCH_BROKER=f"127.0.0.1:{free_port()}",
+               RISKWATCH_INTAKE_LEASE_SECONDS="30", RISKWATCH_DISPATCHER_NAME="d-fails")
+    log = tmp_path / "d.log"
+    p = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "dispatcher"], env=env, stdout=log.open("wb"),
+                         stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        rc = p.wait(90)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    text = log.read_text(errors="replace")
+    assert rc == 1, text[-3000:]
+    assert "intake lease taken" in text, text[-3000:]
+    assert r.get(LEASE_KEY) is None, text[-3000:]
