@@ -86,6 +86,7 @@ async def _lead(s: Settings, intake: AlertIntake, lease: Lease, stop: asyncio.Ev
         m.intake_takeovers.inc()
         log.info("intake lease taken (%s): this dispatcher runs the intake", lease.token)
         run = asyncio.create_task(_intake_loop(s, intake, stop, s.alert_tick_seconds), name="intake-loop")
+        failed = False
         try:
             while not run.done():
                 await asyncio.wait([run], timeout=lease.renew_every)
@@ -93,21 +94,22 @@ async def _lead(s: Settings, intake: AlertIntake, lease: Lease, stop: asyncio.Ev
                     log.warning("intake lease lost (expired or taken over): stopping the intake")
                     run.cancel()
             await asyncio.gather(run, return_exceptions=True)
-            if not run.cancelled() and isinstance(run.exception(), LeaseLost):
-                log.warning("intake stopped: %s", run.exception())
-            elif not run.cancelled() and run.exception() is not None:
-                raise run.exception()
+            exc = None if run.cancelled() else run.exception()
+            if isinstance(exc, LeaseLost):
+                log.warning("intake stopped: %s", exc)
+            elif exc is not None:
+                failed = True
+                raise exc
         finally:
             m.intake_leader.set(0)
             if not run.done():
                 run.cancel()
                 await asyncio.gather(run, return_exceptions=True)
-            if stop.is_set() or (run.done() and not run.cancelled() and run.exception() is not None
-                                 and not isinstance(run.exception(), LeaseLost)):
+            if stop.is_set() or failed:
                 try:  # a stop, or an intake that failed: a standby need not wait for the lease to expire
                     await lease.release()
-                except Exception as exc:  # Redis away: the lease expires on its own
-                    log.warning("could not release the intake lease: %s", exc)
+                except Exception as e:  # Redis away: the lease expires on its own
+                    log.warning("could not release the intake lease: %s", e)
 
 
 async def run_dispatcher(s: Settings, role: str = "all", alerts_config: AlertsConfig | None = None,
