@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     alerts_path: Path | None = None                     # default: config/alerts.yaml
     dispatcher_name: str = ""                           # outbox consumer name (default host-pid)
     dispatcher_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
-    intake_lease_seconds: Annotated[float, Field(ge=1, le=300)] = 10.0  # a dead intake's successor waits this
+    intake_lease_seconds: Annotated[float, Field(ge=1, le=300)] = 10.0  # dispatcher leases (intake, name)
     outbox_claim_seconds: Annotated[float, Field(gt=0)] = 30.0  # reclaim a dead deliverer's entries after
     alert_tick_seconds: Annotated[float, Field(gt=0)] = 0.5     # intake poll / cooldown / grouping clock
 

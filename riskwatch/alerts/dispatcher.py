@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 
 from ..config import load_config
@@ -112,6 +113,33 @@ async def _lead(s: Settings, intake: AlertIntake, lease: Lease, stop: asyncio.Ev
                     log.warning("could not release the intake lease: %s", e)
 
 
+async def _claim_name(lease: Lease, stop: asyncio.Event) -> bool:
+    """Take this dispatcher's name (its outbox consumer). A previous run of the same name that was killed
+    holds it until its lease expires: wait that long. False if another live dispatcher holds it."""
+    deadline = time.monotonic() + lease.ttl_ms / 1000 + 1
+    said = False
+    while not await lease.acquire():
+        if stop.is_set() or time.monotonic() > deadline:
+            return False
+        if not said:
+            log.info("dispatcher name %s is held (a run killed before this one?): waiting up to %.0f s",
+                     lease.key.rsplit(":", 1)[1], deadline - time.monotonic())
+            said = True
+        await asyncio.sleep(0.5)
+    return True
+
+
+async def _keep_name(lease: Lease, stop: asyncio.Event) -> None:
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), lease.renew_every)
+            return
+        except TimeoutError:
+            pass
+        if not await lease.renew():
+            raise RuntimeError(f"{lease.key} is held by another dispatcher: two are running under one name")
+
+
 async def run_dispatcher(s: Settings, role: str = "all", alerts_config: AlertsConfig | None = None,
                          metrics: AlertMetrics | None = None) -> None:
     import redis.asyncio as aioredis
@@ -129,7 +157,15 @@ async def run_dispatcher(s: Settings, role: str = "all", alerts_config: AlertsCo
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(deliverer.run(), name="deliver")]
+    # two dispatchers under one name would deliver each other's pending notifications again
+    name = Lease(r, f"rw:dispatchers:{consumer}", f"{consumer}-{uuid.uuid4().hex[:8]}", s.intake_lease_seconds)
+    if not await _claim_name(name, stop):
+        log.error("another dispatcher named %s is running: give each its own RISKWATCH_DISPATCHER_NAME "
+                  "(a dispatcher resumes its pending deliveries by name)", consumer)
+        await r.aclose()
+        raise SystemExit(2)
+    tasks = [asyncio.create_task(deliverer.run(), name="deliver"),
+             asyncio.create_task(_keep_name(name, stop), name="name")]
     if role == "all":
         tiers = [t.name for t in load_config(s.config_path).tiers]
         lease = Lease(r, LEASE_KEY, f"{consumer}-{uuid.uuid4().hex[:8]}", s.intake_lease_seconds)
@@ -146,6 +182,10 @@ async def run_dispatcher(s: Settings, role: str = "all", alerts_config: AlertsCo
             log.error("dispatcher task %s failed", t.get_name(), exc_info=t.exception())
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    try:
+        await name.release()
+    except Exception as exc:  # Redis away: the name lease expires on its own
+        log.warning("could not release the dispatcher name: %s", exc)
     await r.aclose()
     failed = [t for t in done if t is not stopper and t.exception()]
     if failed:

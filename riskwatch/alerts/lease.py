@@ -15,6 +15,11 @@ check that it still names this holder (:meth:`AlertIntake._commit`), so a
 holder that was paused past its lease (a long GC pause, a frozen VM) and
 comes back cannot commit over its successor. It stops its intake instead.
 
+Every dispatcher also holds its *name* this way (``rw:dispatchers:<name>``,
+:func:`riskwatch.alerts.dispatcher.run_dispatcher`): it resumes its pending
+deliveries by name, so a second one under the same name would deliver the
+first one's in-flight notifications again.
+
 >>> lease = Lease(None, LEASE_KEY, "dispatcher-1", 10.0)
 >>> lease.ttl_ms, round(lease.renew_every, 2)
 (10000, 3.33)

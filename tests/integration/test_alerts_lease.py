@@ -167,3 +167,46 @@ def test_a_dispatcher_whose_intake_fails_gives_the_lease_up_and_exits(services, 
     assert rc == 1, text[-3000:]
     assert "intake lease taken" in text, text[-3000:]
     assert r.get(LEASE_KEY) is None, text[-3000:]
+
+
+def test_a_second_dispatcher_under_one_name_refuses_to_start_and_a_killed_ones_successor_waits(services, tmp_path):
+    """A dispatcher resumes its pending deliveries by name, so two under one name (a compose service scaled
+    with a fixed RISKWATCH_DISPATCHER_NAME) would deliver each other's in-flight notifications again. The
+    second exits 2 and says why; after a SIGKILL, the next one of that name waits out the dead one's lease."""
+    url = services[1].url
+    r = redis_sync.Redis.from_url(url)
+    r.flushall()
+    env = dict(os.environ, RISKWATCH_REDIS_URL=url, RISKWATCH_ALERTS_PATH=str(DEFAULT_ALERTS_PATH),
+               RISKWATCH_INTAKE_LEASE_SECONDS="5", RISKWATCH_DISPATCHER_NAME="same")  # held >= 3.3 s after a kill
+
+    def start(tag: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "dispatcher", "--role", "deliver"],
+                                env=env, stdout=(tmp_path / f"{tag}.log").open("wb"), stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    def log(tag: str) -> str:
+        return (tmp_path / f"{tag}.log").read_text(errors="replace")
+
+    first = start("first")
+    procs = [first]
+    try:
+        wait_for(lambda: "dispatcher same up" in log("first"), 60, "the first dispatcher", lambda: log("first"))
+        second = start("second")
+        procs.append(second)
+        assert second.wait(60) == 2, log("second")
+        assert "another dispatcher named same is running" in log("second")
+        assert first.poll() is None, log("first")  # the first goes on
+
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+        third = start("third")
+        procs.append(third)
+        wait_for(lambda: "dispatcher same up" in log("third"), 60, "the dead one's successor", lambda: log("third"))
+        assert "is held (a run killed before this one?)" in log("third")
+        os.killpg(third.pid, signal.SIGTERM)
+        assert third.wait(15) == 0, log("third")
+        assert r.get("rw:dispatchers:same") is None  # a clean stop frees the name at once
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
