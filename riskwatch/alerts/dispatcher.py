@@ -122,8 +122,8 @@ async def _claim_name(lease: Lease, stop: asyncio.Event) -> bool:
         if stop.is_set() or time.monotonic() > deadline:
             return False
         if not said:
-            log.info("dispatcher name %s is held (a run killed before this one?): waiting up to %.0f s",
-                     lease.key.rsplit(":", 1)[1], deadline - time.monotonic())
+            log.info("%s is held (a run killed before this one?): waiting up to %.0f s", lease.key,
+                     deadline - time.monotonic())
             said = True
         await asyncio.sleep(0.5)
     return True
@@ -158,7 +158,8 @@ async def run_dispatcher(s: Settings, role: str = "all", alerts_config: AlertsCo
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     # two dispatchers under one name would deliver each other's pending notifications again
-    name = Lease(r, f"rw:dispatchers:{consumer}", f"{consumer}-{uuid.uuid4().hex[:8]}", s.intake_lease_seconds)
+    token = f"{consumer}-{uuid.uuid4().hex[:8]}"  # this run: the same name may run again after a kill
+    name = Lease(r, f"rw:dispatchers:{consumer}", token, s.intake_lease_seconds)
     if not await _claim_name(name, stop):
         log.error("another dispatcher named %s is running: give each its own RISKWATCH_DISPATCHER_NAME "
                   "(a dispatcher resumes its pending deliveries by name)", consumer)
@@ -168,7 +169,7 @@ async def run_dispatcher(s: Settings, role: str = "all", alerts_config: AlertsCo
              asyncio.create_task(_keep_name(name, stop), name="name")]
     if role == "all":
         tiers = [t.name for t in load_config(s.config_path).tiers]
-        lease = Lease(r, LEASE_KEY, f"{consumer}-{uuid.uuid4().hex[:8]}", s.intake_lease_seconds)
+        lease = Lease(r, LEASE_KEY, token, s.intake_lease_seconds)
         intake = AlertIntake(r, cfg, tiers, m, lease=lease)
         tasks.append(asyncio.create_task(_lead(s, intake, lease, stop, m), name="intake"))
     log.info("dispatcher %s up: role %s, %d rules, %d receivers", consumer, role, len(cfg.rules),
