@@ -26,7 +26,7 @@ import orjson
 from ..streams.codec import decode
 from . import grouping
 from .config import AlertsConfig, Rule
-from .lease import Lease, LeaseLost
+from .lease import Lease
 from .lifecycle import NOTIFY, apply_candidate, dedup_key, due_at, tick
 from .metrics import AlertMetrics
 from .outbox import Outbox
@@ -152,8 +152,8 @@ class AlertIntake:
     async def _commit(self, b: _Batch, extra=None) -> None:
         lease = self.lease
         if b.events and self.publish is not None:
-            if lease is not None and await lease.holder() != lease.token:  # not publish what it cannot commit
-                raise LeaseLost(f"the intake lease is not held by {lease.token}")
+            if lease is not None:
+                await lease.check()  # not publish what it cannot commit
             await self.publish(b.events)
         async with self.r.pipeline(transaction=True) as pipe:
             watched = [alert_key(a) for a in b.read] + ([lease.key] if lease is not None else [])

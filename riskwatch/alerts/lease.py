@@ -68,9 +68,9 @@ class Lease:
         raw = await self.r.get(self.key)
         return raw.decode() if isinstance(raw, bytes) else raw
 
-    async def check(self, pipe) -> None:
-        """Inside a WATCH on :attr:`key` (``pipe`` in immediate mode): raise :class:`LeaseLost` unless
-        this holder has the lease. A renewal between this and EXEC aborts the transaction (PEXPIRE
-        touches the key), and the caller retries it."""
-        if await pipe.get(self.key) != self.raw:
-            raise LeaseLost(f"the intake lease {self.key} is not held by {self.token}")
+    async def check(self, conn=None) -> None:
+        """Raise :class:`LeaseLost` unless this holder has the lease, read on ``conn`` (default: its own
+        client). Inside a WATCH on :attr:`key` (``conn`` a pipeline in immediate mode), a renewal between
+        this and EXEC aborts the transaction (PEXPIRE touches the key), and the caller retries it."""
+        if await (conn or self.r).get(self.key) != self.raw:
+            raise LeaseLost(f"{self.key} is not held by {self.token}")
