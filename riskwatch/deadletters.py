@@ -15,9 +15,9 @@ Only events can go back: a message that is not a JSON object with a ``type``
 (bad JSON, a bad envelope) is listed as not replayable. Dead letters are
 never deleted (a topic is append-only), so a replay prints the next offset to
 start from; ``--from-offset`` takes it, and a second replay of the same
-selection sends the events again (complaints, records and inspections are
-deduplicated by id, sensor readings by time; an ``engine_error`` event may
-have been applied in part before the error).
+selection sends the events again (the newest complaints, records and
+inspections of an entity are recognised by id, sensor readings by time; an
+``engine_error`` event may have been applied in part before the error).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from pydantic import Field
 
 from ..config import AlertSpec, SignalSpec
 from .base import IGNORED, Detector, ParamsModel, Signals, clamp01, decay
+from .seen import remember, remembers
 
 __all__ = ["ComplaintDetector"]
 
@@ -48,6 +49,7 @@ class ComplaintParams(ParamsModel):
     z_low: float = 1.5
     z_high: float = 5.0
     retain: Annotated[int, Field(ge=1, le=16)] = 5
+    remember_ids: Annotated[int, Field(ge=0, le=16)] = 8  # older ids, as fingerprints (seen.py)
 
 
 class ComplaintDetector(Detector):
@@ -73,7 +75,8 @@ class ComplaintDetector(Detector):
 
     def new_state(self) -> dict:
         # s/l/b: short, long and burst decayed sums at time t; f: first seen;
-        # r: retained [id, ts, weight, category crc, text crc] (newest first)
+        # r: retained [id, ts, weight, category crc, text crc] (newest first); h (once one has left r):
+        # fingerprints of the newest ``remember_ids`` that left it, to recognise one sent again
         return {"s": 0.0, "l": 0.0, "b": 0.0, "t": 0.0, "f": None, "r": []}
 
     def _add(self, st: dict, w: float, ts: float) -> None:
@@ -94,10 +97,14 @@ class ComplaintDetector(Detector):
         """The complaint's weight (None for a redelivery) and its category/text checksums."""
         cat = zlib.crc32(ev.category.encode())
         txt = zlib.crc32(" ".join(ev.text.lower().split()).encode()) if ev.text else 0
+        cid = ev.complaint_id
+        r = st["r"]
+        # the id first: until 2026-12-05 a copy of a held complaint whose text repeated another's within
+        # the window was weighed as a same-text repeat before its own entry was reached, and counted
+        if any(x[0] == cid for x in r) or remembers(st.get("h"), cid, ts):
+            return None  # sent again
         same_cat = 0
-        for rid, rts, _w, rcat, rtxt in st["r"]:
-            if rid == ev.complaint_id:
-                return None  # redelivery
+        for _id, rts, _w, rcat, rtxt in r:
             if abs(ts - rts) <= self._win:
                 if txt and rtxt == txt:
                     return self.duplicate_weight, cat, txt
@@ -121,7 +128,7 @@ class ComplaintDetector(Detector):
         while i < len(r) and r[i][1] > ts:  # newest first: a late one goes to its place in time
             i += 1
         r.insert(i, [ev.complaint_id, ts, round(w, 4), cat, txt])
-        del r[self.retain:]
+        self._trim(st)
         meta = entity.get("m")
         if meta:
             models.peers.add_complaint(f"{meta[0]}|{meta[1]}", w, ts)
@@ -151,6 +158,17 @@ class ComplaintDetector(Detector):
         z = 2.0 * (math.sqrt(obs) - math.sqrt(expected))
         return clamp01((z - self.z_low) / self._zspan)
 
+    def _trim(self, st: dict) -> None:
+        """Keep the newest ``retain`` whole; those that leave are remembered by fingerprint."""
+        r = st["r"]
+        for item in r[self.retain:]:
+            self._forget(st, item)
+        del r[self.retain:]
+
+    def _forget(self, st: dict, item: list) -> None:
+        if self.remember_ids:
+            st["h"] = remember(st.get("h"), item[0], item[1], self.remember_ids)
+
     def holds(self, st, item_id: str) -> bool:
         return any(x[0] == item_id for x in st["r"])
 
@@ -159,6 +177,7 @@ class ComplaintDetector(Detector):
             if item[0] == item_id:
                 del st["r"][i]
                 self._add(st, -item[2], item[1])
+                self._forget(st, item)  # revoked, or disputed: sent again, it is not counted
                 return item, self.evaluate(st, now, entity, models)
         return None, {}
 
@@ -166,5 +185,5 @@ class ComplaintDetector(Detector):
         self._add(st, item[2], item[1])
         st["r"].insert(0, item)
         st["r"].sort(key=lambda x: -x[1])
-        del st["r"][self.retain:]
+        self._trim(st)
         return self.evaluate(st, now, entity, models)

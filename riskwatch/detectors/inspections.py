@@ -28,6 +28,7 @@ from pydantic import Field
 
 from ..config import AlertSpec, SignalSpec
 from .base import IGNORED, Detector, ParamsModel, Signals, decay
+from .seen import remember, remembers
 
 __all__ = ["InspectionDetector"]
 
@@ -35,12 +36,12 @@ DAY = 86400.0
 _OUTCOME = {"pass": 0, "conditional": 1, "fail": 2}
 
 
-KEPT_IDS = 7  # earlier inspection ids an entity keeps, to recognise one sent again
 
 
 class InspectionParams(ParamsModel):
     history_half_life_days: Annotated[float, Field(gt=0)] = 365.0
     cross_signals: bool = True
+    remember_ids: Annotated[int, Field(ge=0, le=32)] = 16  # earlier ones, as fingerprints (seen.py)
 
 
 class InspectionDetector(Detector):
@@ -60,8 +61,9 @@ class InspectionDetector(Detector):
 
     def new_state(self) -> dict:
         # n inspections, t last ts, c/m/i decayed critical/major/minor counts, o last outcome, id last id,
-        # h the ids of up to KEPT_IDS earlier ones (a repeat is recognised; states before 2026-12-04 lack it)
-        return {"n": 0, "t": 0.0, "c": 0.0, "m": 0.0, "i": 0.0, "o": 0, "id": "", "h": []}
+        # h fingerprints of the newest ``remember_ids`` earlier ones, to recognise one sent again (a list
+        # of up to 7 ids, in arrival order, from 2026-12-04 to 2026-12-05; absent before)
+        return {"n": 0, "t": 0.0, "c": 0.0, "m": 0.0, "i": 0.0, "o": 0, "id": "", "h": ""}
 
     def features(self, st: dict, now: float, entity: dict) -> dict[str, float]:
         """What is known about an entity before its next inspection."""
@@ -87,9 +89,17 @@ class InspectionDetector(Detector):
 
     def update(self, st, ev, at, now, entity, models) -> Signals:
         iid = ev.inspection_id
-        earlier = st.setdefault("h", [])
-        if iid == st["id"] or iid in earlier:
-            return IGNORED  # until 2026-12-04 only the last one was recognised: a resent older one counted again
+        earlier = st.get("h") or ""
+        if isinstance(earlier, list):  # ids kept in arrival order (2026-12-04): dated at the last one's
+            # time, which they are not (a copy sent again is recognised only within that hour)
+            ids, earlier = earlier, ""
+            for old in ids:
+                earlier = remember(earlier, old, st["t"], self.remember_ids)
+            st["h"] = earlier
+        if iid == st["id"] or remembers(earlier, iid, at):
+            # until 2026-12-04 only the last one was recognised; until 2026-12-05 the last 8 as they arrived,
+            # so a history sent again in order pushed out each id before its copy came: all counted again
+            return IGNORED
         v = ev.violations
         if st["n"] and at < st["t"]:
             # an earlier inspection reported after a later one (a backfill): it joins the history
@@ -101,8 +111,7 @@ class InspectionDetector(Detector):
             st["m"] += v.major * k
             st["i"] += v.minor * k
             st["n"] += 1
-            earlier.append(iid)
-            del earlier[:-KEPT_IDS]
+            st["h"] = remember(earlier, iid, at, self.remember_ids)
             p = models.inspection.predict(self.features(st, now, entity))
             return {"predicted_violation": (p, [st["id"]])}
         x = self.features(st, at, entity)
@@ -112,11 +121,10 @@ class InspectionDetector(Detector):
         st["m"] = st["m"] * k + v.major
         st["i"] = st["i"] * k + v.minor
         st["n"] += 1
+        if st["id"]:  # the last one becomes an earlier one
+            st["h"] = remember(earlier, st["id"], st["t"], self.remember_ids)
         st["t"] = at
         st["o"] = _OUTCOME[ev.outcome]
-        if st["id"]:
-            earlier.append(st["id"])
-            del earlier[:-KEPT_IDS]
         st["id"] = iid
         p = models.inspection.predict(self.features(st, now, entity))
         crit = 1.0 if (ev.outcome == "fail" and v.critical > 0) else 0.0

@@ -25,6 +25,7 @@ from pydantic import Field
 
 from ..config import AlertSpec, SignalSpec
 from .base import IGNORED, Detector, ParamsModel, Signals, decay
+from .seen import remember, remembers
 
 __all__ = ["RecordDetector"]
 
@@ -55,6 +56,7 @@ class RecordParams(ParamsModel):
     scale_points: Annotated[float, Field(gt=0)] = 10.0
     restoration_factor: Annotated[float, Field(ge=0, le=1)] = 0.5
     max_items: Annotated[int, Field(ge=1, le=16)] = 8
+    remember_ids: Annotated[int, Field(ge=0, le=16)] = 8  # dropped items, as fingerprints (seen.py)
 
 
 class RecordDetector(Detector):
@@ -80,14 +82,15 @@ class RecordDetector(Detector):
 
     def new_state(self) -> dict:
         # r: items [id, kind index, ts, points, expires ts (0 = never)]; s (once one is applied): the ids
-        # of the last 4 restorations
+        # of the last 4 restorations; h (once an item was dropped or revoked): fingerprints of the newest
+        # ``remember_ids`` of those, to recognise one sent again
         return {"r": []}
 
     def update(self, st, ev, at, now, entity, models) -> Signals:
         # a record's points decay from its own time ``at``: a penalty of last year entered today is
         # worth what it is worth a year on (until 2026-11-28 it was dated at the entity's clock)
         items = st["r"]
-        if any(x[0] == ev.record_id for x in items):
+        if any(x[0] == ev.record_id for x in items) or remembers(st.get("h"), ev.record_id, at):
             return IGNORED
         spec = self.kinds.get(ev.kind)
         if spec is None:
@@ -110,7 +113,9 @@ class RecordDetector(Detector):
         if len(items) > 1 and at < items[-2][2]:
             items.sort(key=lambda it: it[2])  # in time order: the signals name the latest ones
         if len(items) > self.max_items:  # drop what weighs least now
-            items.remove(min(items, key=lambda it: abs(self._value(it, now))))
+            least = min(items, key=lambda it: abs(self._value(it, now)))
+            items.remove(least)
+            self._forget(st, least)
         return self.evaluate(st, now, entity, models)
 
     def _value(self, it: list, now: float) -> float:
@@ -171,10 +176,16 @@ class RecordDetector(Detector):
     def holds(self, st, item_id: str) -> bool:
         return any(x[0] == item_id for x in st["r"])
 
+    def _forget(self, st: dict, it: list) -> None:
+        # until 2026-12-05 a dropped item sent again was taken as new, and pushed out a held one
+        if self.remember_ids:
+            st["h"] = remember(st.get("h"), it[0], it[2], self.remember_ids)
+
     def retract(self, st, item_id, now, entity, models):
         for i, it in enumerate(st["r"]):
             if it[0] == item_id:
                 del st["r"][i]
+                self._forget(st, it)  # revoked, or disputed: sent again, it is not counted
                 return it, self.evaluate(st, now, entity, models)
         return None, {}
 
