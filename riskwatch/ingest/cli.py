@@ -50,12 +50,30 @@ def cmd_ingest_mqtt(args) -> int:
 
 
 def cmd_import(args) -> int:
+    import redis.exceptions as rex
+
     from ..settings import Settings
+    from ..times import iso_seconds
+    from . import imports
     from .file_import import import_file
 
     path = Path(args.file)
     if not path.is_file():
         print(f"cannot read {path}", file=sys.stderr)
+        return 2
+    settings = Settings()
+    sha256 = imports.digest(path)
+    try:
+        before = imports.earlier(settings, sha256)
+    except (rex.RedisError, OSError) as exc:
+        before = None
+        print(f"warning: Redis does not answer ({exc}): cannot check whether this file was imported before; "
+              f"importing it", file=sys.stderr)
+    if before is not None and not args.again:
+        print(f"{path} was imported before: {iso_seconds(before['at'])} by {before['actor']}, {before['accepted']} "
+              f"events (file {before['file']}, sha256 {sha256[:12]}...). Sent again, complaints, inspections "
+              f"and records older than each entity's newest would count twice. --again sends it anyway",
+              file=sys.stderr)
         return 2
     fmt = args.format or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
     mapping = {}
@@ -68,11 +86,17 @@ def cmd_import(args) -> int:
     rejects = open(args.rejects, "w", encoding="utf-8") if args.rejects else None
     try:
         progress = sys.stderr.isatty() if args.progress is None else args.progress
-        ok, bad = asyncio.run(import_file(Settings(), path, fmt, mapping, args.type, rejects, progress))
+        ok, bad = asyncio.run(import_file(settings, path, fmt, mapping, args.type, rejects, progress))
     finally:
         if rejects:
             rejects.close()
     print(f"imported {ok} events, rejected {bad}")
+    if ok:
+        try:
+            imports.record(settings, sha256, path, ok, bad, before is not None)
+        except (rex.RedisError, OSError) as exc:
+            print(f"warning: Redis does not answer ({exc}): this import is not on record, and a second "
+                  f"import of the file will not be refused", file=sys.stderr)
     return 0 if ok or not bad else 2
 
 
@@ -94,5 +118,7 @@ def add_parsers(sub) -> None:
     f.add_argument("--map", action="append", help="CSV: field=column (dotted fields nest)")
     f.add_argument("--rejects", default=None, help="write rejected lines and their errors here (JSON lines)")
     f.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    f.add_argument("--again", action="store_true",
+                   help="import a file whose exact bytes were imported before (refused otherwise)")
     f.set_defaults(func=cmd_import)
 

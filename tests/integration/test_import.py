@@ -38,6 +38,23 @@ def test_import_jsonl_and_csv(stack, tmp_path):
     assert sorted(orjson.dumps(e, option=orjson.OPT_SORT_KEYS) for e in landed) == \
         sorted(orjson.dumps(e, option=orjson.OPT_SORT_KEYS) for e in evs)
 
+    # the same file again is refused (the detectors recognise only each entity's newest items), and
+    # nothing is sent; --again sends it, and both imports are in the audit log
+    again = _run(env, str(tmp_path / "events.jsonl"))
+    assert again.returncode == 2 and "was imported before" in again.stderr and "--again" in again.stderr, again
+    assert "imported" not in again.stdout
+    assert len([e for t in topics for e in read_batches(s.broker, s.topic(t))]) == len(evs)
+    again = _run(env, str(tmp_path / "events.jsonl"), "--again")
+    assert again.returncode == 0 and f"imported {len(evs)} events, rejected 2" in again.stdout, again
+    assert len([e for t in topics for e in read_batches(s.broker, s.topic(t))]) == 2 * len(evs)
+    import redis
+
+    from riskwatch.audit import AUDIT
+
+    logged = [orjson.loads(f[b"e"]) for _id, f in redis.Redis.from_url(s.redis_url).xrange(AUDIT)]
+    logged = [e for e in logged if e["action"] == "import" and e["target"] == "events.jsonl"]
+    assert [(e["detail"]["accepted"], e["detail"]["again"]) for e in logged] == [(len(evs), False), (len(evs), True)]
+
     # CSV with a column mapping; dotted fields nest
     (tmp_path / "insp.csv").write_text(
         "id,uscc,date,kind,result,crit,maj,minr\n"
