@@ -1,8 +1,9 @@
 """The audit log: an append-only Redis Stream ``rw:audit`` of who did what, when.
 
 Config changes, silences, acknowledgements and resolutions, objections and
-their resolutions, spot-check draws. Written in the same transaction as the
-change it records; never edited or trimmed by riskwatch.
+their resolutions, spot-check draws, file imports (``riskwatch import``).
+Written in the same transaction as the change it records; never edited or
+trimmed by riskwatch.
 """
 
 from __future__ import annotations

@@ -104,7 +104,8 @@ async def metrics(request: Request):
 async def get_audit(request: Request, _: Ops, action: Annotated[str | None, Query(max_length=64)] = None,
                     cursor: Annotated[str | None, Query(pattern=r"^\d+-\d+$")] = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100):
-    """Every config change, silence, ack/resolve, objection, resolution and draw; newest first, append-only."""
+    """Every config change, silence, ack/resolve, objection, resolution, draw and file import; newest first,
+    append-only."""
     import redis.exceptions as rex
 
     try:
