@@ -206,6 +206,7 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
             print(f"riskwatch up: {failed}", file=sys.stderr)
             return 1
         print(f"riskwatch is up (data and logs in {data_dir})")
+        print(f"  board     http://127.0.0.1:{api_port}/board   (in a browser; sign in with a token below)")
         print(f"  API       http://127.0.0.1:{api_port}/v1/entities   (docs: /docs, health: /healthz)")
         for role, tok in tokens.items():
             print(f"  token     {role:<10} {tok}")

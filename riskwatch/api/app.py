@@ -14,12 +14,13 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import audit
 from ..settings import Settings
 from ..times import iso_fields
-from . import alerts, config_api, entities, objections, spotchecks
+from . import alerts, board, config_api, entities, objections, spotchecks
 from .context import AUTHED, ApiContext, ErrorOut, Ops, count_requests, ctx_of, redis_outage_is_503
 
 __all__ = ["create_api"]
@@ -140,6 +141,12 @@ def create_api(settings: Settings | None = None) -> FastAPI:
     redis_outage_is_503(app)
 
     app.include_router(health)
+    app.include_router(board.router)
+
+    @app.get("/", include_in_schema=False)
+    async def root():
+        """A browser at the API's address gets the supervision board."""
+        return RedirectResponse("/board", status_code=307)
     for r in (entities.router, alerts.router, spotchecks.router, config_api.router, objections.router, audit_router):
         app.include_router(r, responses=AUTHED)
     return app

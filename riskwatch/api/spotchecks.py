@@ -66,16 +66,25 @@ async def changes(request: Request, _: Viewer, since: str | None = None, until: 
                   limit: Annotated[int, Query(ge=1, le=5000)] = 500):
     """Tier changes (from/to tier and spot-check ratio), newest first, by decision time."""
     lo, hi = _ts(since, "since"), _ts(until, "until")
-    rows = await ctx_of(request).redis.zrevrangebyscore(SPOTCHECKS, hi if hi is not None else "+inf",
-                                                        lo if lo is not None else "-inf")
-    out = []
-    for raw in rows:
-        c = orjson.loads(raw)
-        if (region and c.get("region") != region) or (to_tier and c["to_tier"] != to_tier):
-            continue
-        c["ts"] = utc(c.get("ts"))
-        out.append(c)
-        if len(out) == limit:
+    r = ctx_of(request).redis
+    out: list[dict] = []
+    pos = 0
+    page = limit if not (region or to_tier) else max(limit, 1000)
+    # in pages, newest first: until 2026-12-05 every change in the range was read and parsed (up to
+    # the 200,000 kept) to return the first ``limit``
+    while len(out) < limit:
+        rows = await r.zrevrangebyscore(SPOTCHECKS, hi if hi is not None else "+inf", lo if lo is not None else "-inf",
+                                        start=pos, num=page)
+        pos += len(rows)
+        for raw in rows:
+            c = orjson.loads(raw)
+            if (region and c.get("region") != region) or (to_tier and c["to_tier"] != to_tier):
+                continue
+            c["ts"] = utc(c.get("ts"))
+            out.append(c)
+            if len(out) == limit:
+                break
+        if len(rows) < page:
             break
     return {"count": len(out), "changes": out}
 
