@@ -156,7 +156,8 @@ def test_evaluate_does_not_mutate(det):
 # how many of an entity's newest items (by event time) each id-keyed detector recognises when sent again
 _MEMORY = {"complaints": lambda d: d.retain + d.remember_ids,
            "inspections": lambda d: 1 + d.remember_ids,
-           "records": lambda d: d.remember_ids}
+           "records": lambda d: d.remember_ids,
+           "sensors": lambda d: 10**9}  # every reading: not after its series' last, or older than every series held
 
 
 @pytest.mark.parametrize("name", sorted(_MEMORY))
@@ -165,7 +166,8 @@ def test_a_history_sent_again_is_recognised(name):
     newest the detector remembers are recognised, and those sent again alone (a retried batch)
     leave the state as it was. Until 2026-12-05 complaints and inspections were matched only
     against the few they keep whole, and each copy, arriving late, pushed out a newer id before
-    its own copy came: the heavy entity's 40 inspections sent again counted 79."""
+    its own copy came: the heavy entity's 40 inspections sent again counted 79; and a reading of a
+    series no longer held (the heavy entity has 4 devices, 2 held) pushed out a live series."""
     det = REGISTRY[name]()
     memory = _MEMORY[name](det)
     assert memory >= 8

@@ -2,7 +2,8 @@
 anomaly score per reading, and silence (a feed that stops is a signal).
 
 Each entity tracks up to ``max_series`` series (``metric@device``); the least
-recently seen is dropped for a new one. Limits and expected reporting
+recent in event time is dropped for a new one, and a new one whose reading is
+not after every held series' last is ignored (it would be the least recent). Limits and expected reporting
 intervals come per metric from config; without a configured interval the
 detector learns the typical gap between readings.
 
@@ -81,7 +82,13 @@ class SensorDetector(Detector):
         s = st.get(key)
         if s is None:
             if len(st) >= self.max_series:
-                del st[min(st, key=lambda k: st[k][LAST])]
+                lru = min(st, key=lambda k: st[k][LAST])
+                if at <= st[lru][LAST]:
+                    # least recent in event time itself: held, it would be the one dropped. Until
+                    # 2026-12-05 it pushed out a live series (a device's old readings sent again, a
+                    # third device's buffered upload), which the next live reading then started afresh
+                    return IGNORED
+                del st[lru]
             s = st[key] = [at, 0.0, -1.0, 0.0, 0, self._scorer.new_state()]
         elif at <= s[LAST] and s[COUNT] > 0:
             return IGNORED  # redelivered, or not after the series' last reading
