@@ -280,8 +280,11 @@ class Engine:
         if tier != prev or force or abs(score - state["es"]) >= self.min_delta:
             ts = _decision_time(ev, now)
             reasons = scorer.reasons(parts, score)
+            # since when the entity is in this tier: what a regulator asks after "who" and "why"
+            since = now if tier != prev else state["tt"]
             out.append({"type": "risk_change", "entity_id": state["id"], "ts": ts, "seq": state["n"],
                         "score": score, "previous_score": state["es"], "tier": scorer.tier_names[tier],
+                        "tier_since": datetime.fromtimestamp(since, tz=timezone.utc),
                         "reasons": reasons, "cause_event_id": _event_id(ev), "config_version": self.version})
             state["es"] = score
             state["et"] = now

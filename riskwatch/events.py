@@ -255,6 +255,8 @@ class RiskChange(_Out):
     score: Score
     previous_score: Score
     tier: str
+    tier_since: datetime | None = Field(None, description="since when the entity is in this tier (absent in "
+                                                          "risk changes before 2026-12-05)")
     reasons: list[Reason]
     cause_event_id: str
     config_version: str

@@ -75,6 +75,7 @@ def _from_state(engine, eid: str, st: dict) -> dict | None:
     _, parts = engine.scorer.score(st.get("g") or {}, et)
     return {"type": "risk_change", "entity_id": eid, "seq": st.get("n", 0),
             "ts": datetime.fromtimestamp(et, tz=UTC), "score": score, "tier": engine.tier_of(st),
+            "tier_since": datetime.fromtimestamp(st["tt"], tz=UTC) if "tt" in st else None,
             "reasons": engine.scorer.reasons(parts, score), "cause_event_id": "", "config_version": ""}
 
 

@@ -33,7 +33,7 @@ SPOTCHECKS_KEPT = 200_000
 # One worker round in one call (see ViewWriter.outputs). Values arrive as strings, formatted as
 # redis-py formats them, so both paths store the same bytes. ARGV[1] is JSON:
 # e: [[id, name, industry, region]], h: [[id, member, seq]], s: [[member, t]],
-# c: [[id, score, tier, ratio, reasons, updated, cause, config_version, industry, region, at, seq]]
+# c: [[id, score, tier, ratio, reasons, updated, cause, config_version, industry, region, at, seq, tier_since]]
 # (industry/region "" when unknown), tiers, hl (history kept), sk (spot checks kept).
 # An entity's current fields are written only when (at, seq) is not below the pair they hold:
 # `rebuild-view` runs beside workers and must not put an older decision back over a newer one. Time
@@ -78,6 +78,11 @@ for _, c in ipairs(p.c) do
   if (not hat) or at > hat or (at == hat and seq >= (tonumber(held[2]) or 0)) then
     redis.call("HSET", key, "score", score, "tier", tier, "ratio", c[4], "reasons", c[5], "updated", c[6],
                "cause", c[7], "config_version", c[8], "at", c[11], "seq", c[12])
+    if c[13] ~= "" then
+      redis.call("HSET", key, "tier_since", c[13])
+    else
+      redis.call("HDEL", key, "tier_since")
+    end
     if c[9] ~= "" then
       redis.call("HSET", key, "industry", c[9], "region", c[10])
     end
@@ -195,7 +200,8 @@ class ViewWriter:
             tier = o["tier"]
             cur.append([eid, repr(o["score"]), tier, repr(ratios.get(tier, 0.0)),
                         orjson.dumps(o["reasons"]).decode(), _iso(o["ts"]), o["cause_event_id"],
-                        o["config_version"], meta[0], meta[1], repr(_epoch(o["ts"])), repr(o["seq"])])
+                        o["config_version"], meta[0], meta[1], repr(_epoch(o["ts"])), repr(o["seq"]),
+                        _iso(o["tier_since"]) if o.get("tier_since") is not None else ""])
         ents = [[e["entity_id"], e["name"], e["industry"], e["region"]] for e in entities]
         if not (cur or hist or spots or ents):
             return None
@@ -211,6 +217,10 @@ class ViewWriter:
         if meta:
             mapping["industry"], mapping["region"] = meta[0], meta[1]
         pipe.hset(entity_key(eid), mapping=mapping)
+        if o.get("tier_since") is not None:  # risk changes before 2026-12-05 carry none
+            pipe.hset(entity_key(eid), "tier_since", _iso(o["tier_since"]))
+        else:
+            pipe.hdel(entity_key(eid), "tier_since")
         pipe.sadd(ENTITIES, eid)
         pipe.zadd(f"{P}rank", {eid: score})
         for t in self.ratios:

@@ -28,6 +28,23 @@ def run(engine, events, state=None):
     return state, outs
 
 
+
+def test_risk_changes_say_since_when_the_entity_is_in_its_tier(config):
+    """A regulator's third question after who and why. Every risk change carries ``tier_since``: the
+    decision that moved the entity into its tier (its first event while it never moved)."""
+    eng = Engine(config)
+    state, outs = run(eng, [ev("record", record_id="r1", kind="judicial_default", severity=3),
+                            ev("record", 1, record_id="r2", kind="penalty", severity=3),
+                            ev("record", 2, record_id="r3", kind="pledge_broken", severity=3),
+                            ev("record", 3, record_id="r4", kind="penalty", severity=1)])
+    risk = [o for o in outs if o["type"] == "risk_change"]
+    moved = {o["ts"]: o["to_tier"] for o in outs if o["type"] == "spotcheck_change"}
+    assert len(risk) == 4 and len(moved) == 2
+    for o in risk:
+        entered = max(t for t in moved if t <= o["ts"])
+        assert moved[entered] == o["tier"] and o["tier_since"] == entered, o
+    assert risk[-1]["tier_since"] < risk[-1]["ts"]  # the fourth record raised the score, not the tier
+
 def test_records_raise_tier_and_name_reasons(config):
     eng = Engine(config)
     state, outs = run(eng, [ev("record", record_id="r1", kind="judicial_default", severity=3),

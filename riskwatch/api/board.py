@@ -2,7 +2,7 @@
 
 ``/board`` shows entities per tier, the riskiest entities (filters: tier, region,
 industry, least score), the open alerts and the latest tier changes, and refreshes
-itself every 30 s; ``/board/entities/<id>`` shows one entity's score, tier, spot-check
+itself every 30 s; ``/board/entities/<id>`` shows one entity's score, tier (and since when), spot-check
 ratio, reasons with the events behind them, open alerts, disputed items and history.
 Every figure comes from the JSON API's own route functions (nothing is computed twice).
 
@@ -223,7 +223,7 @@ async def overview(request: Request, tier: str | None = None, region: str | None
         f'<label>least score <input name="min_score" value="{_e(min_score)}" size="4"></label> '
         '<button type="submit">filter</button> <a href="/board">clear</a></form>')
     ent_rows = [[_entity_link(e["entity_id"]), e["name"], e["industry"], e["region"], e["score"], e["tier"],
-                 f"{e['spotcheck_ratio']:.0%}" if e["spotcheck_ratio"] is not None else "",
+                 _when(e["tier_since"]), f"{e['spotcheck_ratio']:.0%}" if e["spotcheck_ratio"] is not None else "",
                  _top_reason(e["reasons"]), _when(e["updated"])] for e in ranked["entities"]]
     alert_rows = [[a["severity"], a["status"], a["rule"], _entity_link(a["entity_id"]),
                    (a.get("annotations") or {}).get("summary"), _when(a["starts_at"]), a["count"]] for a in alerts["alerts"]]
@@ -236,7 +236,8 @@ async def overview(request: Request, tier: str | None = None, region: str | None
         "<section><h2>Entities per tier</h2>"
         + _table(["tier", "entities", "spot-check ratio"], tier_rows, "no tiers") + "</section>"
         f"<section><h2>Riskiest entities{shown}</h2>{filters}"
-        + _table(["entity", "name", "industry", "region", "score", "tier", "ratio", "top reason", "updated"],
+        + _table(["entity", "name", "industry", "region", "score", "tier", "in tier since", "ratio", "top reason",
+                  "updated"],
                  ent_rows, "no entity has a risk decision yet" if not shown else "none matches these filters")
         + f"</section><section><h2>Open alerts{' in ' + _e(region) if region else ''}</h2>"
         + _table(["severity", "status", "rule", "entity", "summary", "since", "count"], alert_rows, "no open alert")
@@ -260,7 +261,7 @@ async def entity(request: Request, entity_id: str):
     except HTTPException as exc:
         return _problem(exc, who)
     facts = [["entity id", e["entity_id"]], ["name", e["name"]], ["industry", e["industry"]], ["region", e["region"]],
-             ["score", e["score"]], ["tier", e["tier"]],
+             ["score", e["score"]], ["tier", e["tier"]], ["in tier since", _when(e["tier_since"])],
              ["spot-check ratio", f"{e['spotcheck_ratio']:.0%}" if e["spotcheck_ratio"] is not None else ""],
              ["updated", _when(e["updated"])], ["config version", e["config_version"]]]
     reasons = [[r["code"], r["contribution"], f"{r['share']:.0%}", r["signal"], ", ".join(r["event_ids"])]

@@ -24,6 +24,7 @@ def _entity(h: dict, eid: str, cfg) -> dict:
     ratio = cfg.ratio_in_force(h.get("tier"), float(h["ratio"]) if "ratio" in h else None)
     out = {"entity_id": eid, "name": h.get("name"), "industry": h.get("industry"), "region": h.get("region"),
            "score": float(h["score"]) if "score" in h else None, "tier": h.get("tier"),
+           "tier_since": utc(h.get("tier_since")),
            "spotcheck_ratio": ratio, "updated": utc(h.get("updated")), "config_version": h.get("config_version")}
     out["reasons"] = orjson.loads(h["reasons"]) if h.get("reasons") else []
     return out

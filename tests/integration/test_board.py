@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from html.parser import HTMLParser
 
 import orjson
@@ -139,7 +140,8 @@ def test_the_board_shows_what_the_api_holds_to_a_signed_in_viewer(stack):
         api = c.get("/v1/entities", params={"limit": 50}, headers=v).json()["entities"]
         rows = t.tables["Riskiest entities"][1:]
         assert [row[0] for row in rows] == [e["entity_id"] for e in api]
-        assert [row[7] for row in rows] == [e["reasons"][0]["code"] if e["reasons"] else "" for e in api]
+        assert [row[8] for row in rows] == [e["reasons"][0]["code"] if e["reasons"] else "" for e in api]
+        assert all(e["tier_since"] for e in api) and all(row[6] for row in rows)
         # a name from a feed is text, never markup
         assert {row[0]: row[1] for row in rows}[hostile] == HOSTILE
         assert "<script>" not in page.text and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; Co" in page.text
@@ -171,6 +173,13 @@ def test_the_board_shows_what_the_api_holds_to_a_signed_in_viewer(stack):
         et = _tables(c.get(f"/board/entities/{eid}").text)
         facts = {row[0]: row[1] for row in et.tables[one["name"] or eid]}
         assert facts["entity id"] == eid and facts["tier"] == one["tier"]
+        # since when: the last history entry in another tier is before it, the first in this tier at it
+        since = datetime.fromisoformat(one["tier_since"])
+        assert facts["in tier since"] == since.strftime("%Y-%m-%d %H:%M:%SZ")
+        moved = [h for h in hist if h["tier"] != one["tier"]]
+        stay = [h for h in hist if datetime.fromisoformat(h["ts"]) >= since]
+        assert stay and all(h["tier"] == one["tier"] for h in stay)
+        assert not moved or datetime.fromisoformat(moved[0]["ts"]) < since
         assert [(row[0], row[4]) for row in et.tables["Why: reasons"][1:]] == \
             [(x["code"], ", ".join(x["event_ids"])) for x in one["reasons"]]
         assert len(et.tables["History (newest first)"]) - 1 == len(hist)
