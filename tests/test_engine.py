@@ -310,3 +310,17 @@ def test_events_a_detector_does_not_apply_are_counted(config):
     held = orjson.dumps(state["d"]["records"])
     state, _ = run(eng, [restore], state)
     assert eng.ignored["records"] == 2 and orjson.dumps(state["d"]["records"]) == held
+
+
+def test_restorations_sent_again_in_order_scale_the_penalties_once(config):
+    """Six restorations, then all six again (a file imported twice): the last 4 kept as they arrived
+    did not hold them, and each copy scaled the penalties again (0.3125 -> 0.0049 of their points,
+    until 2026-12-05); the fingerprints by event time hold them."""
+    eng = Engine(config)
+    events = [ev("record", i, record_id=f"p{i}", kind="judicial_default", severity=3) for i in range(3)]
+    events += [ev("record", 5 + i, record_id=f"s{i}", kind="restoration") for i in range(6)]
+    state, _ = run(eng, events)
+    held = orjson.dumps(state["d"]["records"]["r"])
+    state, _ = run(eng, events, state)
+    assert orjson.dumps(state["d"]["records"]["r"]) == held
+    assert eng.ignored["records"] == 9

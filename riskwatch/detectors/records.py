@@ -82,8 +82,8 @@ class RecordDetector(Detector):
 
     def new_state(self) -> dict:
         # r: items [id, kind index, ts, points, expires ts (0 = never)]; s (once one is applied): the ids
-        # of the last 4 restorations; h (once an item was dropped or revoked): fingerprints of the newest
-        # ``remember_ids`` of those, to recognise one sent again
+        # of the last 4 restorations; h (once an item was dropped or revoked, or a restoration applied):
+        # fingerprints of the newest ``remember_ids`` of those, to recognise one sent again
         return {"r": []}
 
     def update(self, st, ev, at, now, entity, models) -> Signals:
@@ -97,10 +97,12 @@ class RecordDetector(Detector):
             return IGNORED  # a kind the config does not list
         if ev.kind == "restoration":
             done = st.setdefault("s", [])  # restorations applied (not items: they hold no points)
-            if ev.record_id in done:
+            if ev.record_id in done or remembers(st.get("h"), ev.record_id, at):
                 return IGNORED  # until 2026-12-04 one sent again scaled the penalties down again
             done.append(ev.record_id)
             del done[:-4]
+            # and by event time: the last 4 as they arrived did not hold a history of 5 sent again
+            self._forget(st, [ev.record_id, 0, at])
             for it in items:
                 if it[3] > 0 and it[2] <= at:  # what came before the restoration
                     it[3] = round(it[3] * self.restoration_factor, 6)
@@ -177,7 +179,8 @@ class RecordDetector(Detector):
         return any(x[0] == item_id for x in st["r"])
 
     def _forget(self, st: dict, it: list) -> None:
-        # until 2026-12-05 a dropped item sent again was taken as new, and pushed out a held one
+        # an item dropped, revoked or holding no points (a restoration): until 2026-12-05 a dropped item
+        # sent again was taken as new, and pushed out a held one
         if self.remember_ids:
             st["h"] = remember(st.get("h"), it[0], it[2], self.remember_ids)
 
