@@ -5,8 +5,9 @@ mode), in batch envelopes per partition, acks=all. CSV rows become events
 through a column mapping (``--map field=column``; dotted fields build nested
 objects, e.g. ``violations.critical=crit``) and ``--type`` (or a ``type``
 column). Invalid lines are reported by line number (and written to
-``--rejects FILE`` as JSON lines with their errors); a progress bar shows on a
-terminal.
+``--rejects FILE`` as JSON lines with their errors and the event as read, or the
+line's text when it is not JSON: ``jq -c .event`` gives a file to fix and import);
+a progress bar shows on a terminal.
 
 >>> row_to_event({"id": "c9", "biz": "E1", "when": "2026-01-01T00:00:00+00:00", "cat": "food", "sev": ""},
 ...              {"complaint_id": "id", "entity_id": "biz", "ts": "when", "category": "cat", "severity": "sev"},
@@ -58,7 +59,7 @@ def _items(f: IO[str], fmt: str, mapping: dict[str, str], etype: str | None) -> 
         try:
             yield i, orjson.loads(line), None
         except orjson.JSONDecodeError as exc:
-            yield i, None, f"line is not valid JSON: {exc}"
+            yield i, line.rstrip("\r\n"), f"line is not valid JSON: {exc}"  # the text, for --rejects
 
 
 async def import_file(settings: Settings, path: Path, fmt: str, mapping: dict[str, str], etype: str | None,
@@ -84,14 +85,18 @@ async def import_file(settings: Settings, path: Path, fmt: str, mapping: dict[st
         async def flush():
             nonlocal accepted, rejected
             ok, bad = validate(buf, scheme, settings.max_event_future_s)
+            raws = {i: raw for i, raw, _err in buf}
             if fmt == "csv":  # CSV cells are strings: send the validated, typed event
                 ok = [(i, ev, ev.model_dump(mode="json", exclude_unset=True)) for i, ev, _raw in ok]
             for i, errs in bad:
                 rejected += 1
                 msg = "; ".join(f"{e['field']}: {e['message']} [{e['rule']}]" for e in errs)
                 print(f"line {i}: {msg}", file=sys.stderr)
-                if rejects is not None:
-                    rejects.write(orjson.dumps({"line": i, "errors": errs}).decode() + "\n")
+                if rejects is not None:  # with what was refused, to fix and import again (until 2026-12-05
+                    # the line number and errors only: the rejected lines had to be dug out of the file)
+                    raw = raws.get(i)
+                    entry = {"line": i, "errors": errs, **({"text": raw} if isinstance(raw, str) else {"event": raw})}
+                    rejects.write(orjson.dumps(entry).decode() + "\n")
             for attempt in range(5):
                 try:
                     await producer.send(group(ok, settings.partitions), len(ok))

@@ -32,7 +32,11 @@ def test_import_jsonl_and_csv(stack, tmp_path):
     assert out.returncode == 0, out.stderr
     assert f"imported {len(evs)} events, rejected 2" in out.stdout
     assert "line 8: " in out.stderr and "line 501: " in out.stderr and "complaint_id" in out.stderr
-    assert [orjson.loads(x)["line"] for x in (tmp_path / "rej.jsonl").read_text().splitlines()] == [8, 501]
+    rej = [orjson.loads(x) for x in (tmp_path / "rej.jsonl").read_text().splitlines()]
+    assert [x["line"] for x in rej] == [8, 501]
+    # with what was refused: the text of a line that is not JSON, the event of one that is
+    assert rej[0]["text"] == "{broken" and rej[1]["event"] == {"type": "complaint", "entity_id": E}
+    assert any(e["field"] == "complaint_id" for e in rej[1]["errors"])
     topics = ("entities", "complaints", "sensor-readings", "inspections", "records", "commands")
     landed = [e for t in topics for e in read_batches(s.broker, s.topic(t))]
     assert sorted(orjson.dumps(e, option=orjson.OPT_SORT_KEYS) for e in landed) == \
