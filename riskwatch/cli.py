@@ -98,9 +98,13 @@ def cmd_simulate(args) -> int:
         if not args.rate:
             print("--live needs --rate", file=sys.stderr)
             return 2
+        mix = None
+        if args.quiet_per_hour is not None:  # complaints, inspections, records at every entity at this rate
+            anyone = min(0.3, args.entities * args.quiet_per_hour / 3600.0 / args.rate)
+            mix = (1.0 - anyone - args.deteriorating_share, anyone)
         sim = Simulation(n_entities=args.entities, seed=args.seed, bad_share=args.bad_share,
                          days=args.events / args.rate / 86400, start=datetime.now(timezone.utc),
-                         id_scheme=args.entity_id_scheme, onset=(0.0005, 0.002))
+                         id_scheme=args.entity_id_scheme, onset=(0.0001, 0.002), mix=mix)
     else:
         sim = Simulation(n_entities=args.entities, seed=args.seed, bad_share=args.bad_share, days=args.days,
                          id_scheme=args.entity_id_scheme)
@@ -290,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--live", action="store_true",
                    help="event time starts now; --rate events/s on average, each sent at its event time")
     s.add_argument("--rate", type=float, default=0.0, help="events/s (0: as fast as possible)")
+    s.add_argument("--quiet-per-hour", type=float, default=None,
+                   help="--live: complaints, inspections and records per entity per hour at random entities; "
+                        "deteriorating ones get --deteriorating-share of the feed on top, readings the rest "
+                        "(default: the batch mix, 30%% of the feed at random entities and deteriorating ones)")
+    s.add_argument("--deteriorating-share", type=float, default=0.005,
+                   help="with --quiet-per-hour: share of the feed at deteriorating entities")
     s.add_argument("--no-register", action="store_true",
                    help="feed events only (the entities were registered by an earlier run, same seed)")
     s.add_argument("--batch", type=int, default=500, help="events per batch envelope")

@@ -31,7 +31,11 @@ class Simulation:
 
     def __init__(self, n_entities: int = 1000, seed: int = 0, bad_share: float = 0.05,
                  days: float = 60.0, start: datetime | None = None, id_scheme: str = "uscc",
-                 onset: tuple[float, float] = (0.3, 0.6)) -> None:
+                 onset: tuple[float, float] = (0.3, 0.6), mix: tuple[float, float] | None = None) -> None:
+        """``mix``: (share of sensor readings, share of events that go to any entity) of the feed; the
+        rest go to deteriorating entities once their onset passed (readings before). None: 70% readings,
+        and a quarter of the rest to deteriorating ones (the benchmarks' and tests' mix)."""
+        self.mix = mix
         self.rng = rng = random.Random(seed)
         self.start = start or datetime(2026, 1, 1, tzinfo=TZ)
         self.span = days * 86400.0
@@ -74,11 +78,18 @@ class Simulation:
         nxt = 0
         sensored = [e for e in ents if e["industry"] in ("cold_chain", "food_retail", "catering", "pharmacy")]
         rr = 0  # sensor readings go round-robin, so each device reports at a steady pace
+        mix = self.mix
         for k, t in enumerate(times()):
             while nxt < len(by_onset) and by_onset[nxt]["onset"] <= t:
                 act.append(by_onset[nxt])
                 nxt += 1
             r = rng.random()
+            if mix is not None:
+                event, turn = self._mixed(r, mix, t, k, act, ents, sensored, rr)
+                rr += turn
+                if event is not None:
+                    yield event
+                continue
             if r < 0.70 and sensored:
                 e = sensored[rr % len(sensored)]
                 rr += 1
@@ -100,6 +111,25 @@ class Simulation:
                 yield self._inspection(e, t, deteriorating, k)
             else:
                 yield self._record(e, t, deteriorating, k)
+
+    def _mixed(self, r: float, mix: tuple[float, float], t: float, k: int, act: list, ents: list, sensored: list,
+               rr: int) -> tuple[dict | None, int]:
+        """One event of a ``mix`` feed (see the constructor; None: a silent device's turn), and whether
+        it was a device's turn (devices report round-robin)."""
+        rng = self.rng
+        readings, anyone = mix
+        if sensored and (r < readings or (r >= readings + anyone and not act)):
+            e = sensored[rr % len(sensored)]
+            bad = e["onset"] is not None and t >= e["onset"]
+            return (None if bad and e["silent"] else self._reading(e, t, bad, k)), 1
+        e = rng.choice(ents) if r < readings + anyone or not act else rng.choice(act)
+        bad = e["onset"] is not None and t >= e["onset"]
+        u = rng.random()  # as the default mix: 60% complaints, 23% inspections, 17% records
+        if u < 0.6:
+            return self._complaint(e, t, bad, k), 0
+        if u < 0.83:
+            return self._inspection(e, t, bad, k), 0
+        return self._record(e, t, bad, k), 0
 
     def _reading(self, e, t, bad, k) -> dict:
         v = self.rng.gauss(4.0, 0.8)

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, quote, urlencode
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from ..view import ENTITIES
 from .alerts import list_alerts
 from .auth import Principal, allows
 from .context import ctx_of
@@ -211,9 +212,12 @@ async def overview(request: Request, tier: str | None = None, region: str | None
     pipe = ctx.redis.pipeline(transaction=False)
     for t in tiers:
         pipe.zcard(f"rw:rank:tier:{t}")
-    counts = await pipe.execute()
+    pipe.scard(ENTITIES)
+    *counts, registered = await pipe.execute()
     ratios = {t.name: t.ratio for t in cfg.tiers}
     tier_rows = [[_link("/board?" + urlencode({"tier": t}), t), n, f"{ratios[t]:.0%}"] for t, n in zip(tiers, counts)]
+    tier_rows.append(["not scored yet", max(0, registered - sum(counts)),
+                      f"{ratios[tiers[0]]:.0%} (drawn as tier {tiers[0]})"])
     options = "".join(f'<option value="{_e(t)}"{" selected" if t == tier else ""}>{_e(t)}</option>' for t in tiers)
     filters = (
         '<form method="get" action="/board" class="filters">'

@@ -7,6 +7,7 @@ from datetime import datetime
 from html.parser import HTMLParser
 
 import orjson
+import redis as sync_redis
 import redis.asyncio as aioredis
 
 from riskwatch.alerts.config import load_alerts_config
@@ -133,6 +134,8 @@ def test_the_board_shows_what_the_api_holds_to_a_signed_in_viewer(stack):
         assert t.scripts == 0
         # entities per tier: the API's counts
         per_tier = {row[0]: int(row[1]) for row in t.tables["Entities per tier"][1:]}
+        unscored = per_tier.pop("not scored yet")
+        assert unscored == len(sync_redis.Redis.from_url(s.redis_url).smembers("rw:entities")) - sum(per_tier.values())
         for tier, n in per_tier.items():
             assert c.get("/v1/entities", params={"tier": tier, "limit": 500}, headers=v).json()["count"] == n
         assert sum(per_tier.values()) > 0
