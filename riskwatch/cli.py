@@ -104,7 +104,7 @@ def cmd_simulate(args) -> int:
             mix = (1.0 - anyone - args.deteriorating_share, anyone)
         sim = Simulation(n_entities=args.entities, seed=args.seed, bad_share=args.bad_share,
                          days=args.events / args.rate / 86400, start=datetime.now(timezone.utc),
-                         id_scheme=args.entity_id_scheme, onset=(0.0001, 0.002), mix=mix)
+                         id_scheme=args.entity_id_scheme, onset=(0.0005, 0.002), mix=mix)
     else:
         sim = Simulation(n_entities=args.entities, seed=args.seed, bad_share=args.bad_share, days=args.days,
                          id_scheme=args.entity_id_scheme)
