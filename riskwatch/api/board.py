@@ -127,8 +127,13 @@ def _viewer(request: Request) -> Principal | None:
     return p
 
 
-def _sign_in() -> RedirectResponse:
-    return RedirectResponse("/board/login", status_code=303, headers=_HEADERS)
+def _signed_in(request: Request) -> Principal | Response:
+    """The signed-in principal, or what to answer instead: the way to the sign-in form, a 429 page."""
+    try:
+        who = _viewer(request)
+    except HTTPException as e:
+        return _problem(e, None)
+    return who if who is not None else RedirectResponse("/board/login", status_code=303, headers=_HEADERS)
 
 
 @router.get("/board.css")
@@ -181,12 +186,9 @@ def _top_reason(reasons: list[dict] | None) -> str:
 @router.get("")
 async def overview(request: Request, tier: str | None = None, region: str | None = None,
                    industry: str | None = None, min_score: str | None = None):
-    try:
-        who = _viewer(request)
-    except HTTPException as e:
-        return _problem(e, None)
-    if who is None:
-        return _sign_in()
+    who = _signed_in(request)
+    if not isinstance(who, Principal):
+        return who  # the sign-in form, or a 429 page
     ctx = ctx_of(request)
     cfg, meta = await ctx.current_config()
     tiers = [t.name for t in cfg.tiers]
@@ -253,12 +255,9 @@ async def overview(request: Request, tier: str | None = None, region: str | None
 
 @router.get("/entities/{entity_id}")
 async def entity(request: Request, entity_id: str):
-    try:
-        who = _viewer(request)
-    except HTTPException as e:
-        return _problem(e, None)
-    if who is None:
-        return _sign_in()
+    who = _signed_in(request)
+    if not isinstance(who, Principal):
+        return who  # the sign-in form, or a 429 page
     try:
         e = await get_entity(request, entity_id, who)
         hist = await get_history(request, entity_id, who, limit=50)

@@ -193,3 +193,13 @@ def test_the_board_shows_what_the_api_holds_to_a_signed_in_viewer(stack):
         # signing out ends it
         r = c.post("/board/logout", follow_redirects=False)
         assert r.status_code == 303 and c.get("/board", follow_redirects=False).status_code == 303
+
+
+def test_the_board_keeps_to_the_tokens_rate_limit(stack):
+    s, _ = stack
+    with client(s, api_rate_burst=2, api_rate_per_minute=1) as c:
+        assert c.post("/board/login", data={"token": "t-viewer"}, follow_redirects=False).status_code == 303
+        assert [c.get("/board/login").status_code for _ in range(2)] == [200, 200]  # the form: no token needed
+        got = [c.get("/board") for _ in range(3)]
+        assert [r.status_code for r in got] == [200, 200, 429]
+        assert "rate limit" in got[2].text and int(got[2].headers["retry-after"]) >= 1
