@@ -147,6 +147,7 @@ def create_api(settings: Settings | None = None) -> FastAPI:
     async def root():
         """A browser at the API's address gets the supervision board."""
         return RedirectResponse("/board", status_code=307)
+
     for r in (entities.router, alerts.router, spotchecks.router, config_api.router, objections.router, audit_router):
         app.include_router(r, responses=AUTHED)
     return app

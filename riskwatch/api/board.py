@@ -2,8 +2,9 @@
 
 ``/board`` shows entities per tier, the riskiest entities (filters: tier, region,
 industry, least score), the open alerts and the latest tier changes, and refreshes
-itself every 30 s; ``/board/entities/<id>`` shows one entity's score, tier (and since when), spot-check
-ratio, reasons with the events behind them, open alerts, disputed items and history.
+itself every 30 s; ``/board/entities/<id>`` shows one entity's score, tier and since
+when, spot-check ratio, reasons with the events behind them, open alerts, disputed
+items and history.
 Every figure comes from the JSON API's own route functions (nothing is computed twice).
 
 Sign-in: any token of role viewer or higher, entered once in a form (``/board/login``);
@@ -84,7 +85,8 @@ def _table(head: list[str], rows: list[list], empty: str) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _page(title: str, body: str, who: Principal | None = None, status: int = 200, refresh: bool = False) -> HTMLResponse:
+def _page(title: str, body: str, who: Principal | None = None, status: int = 200,
+          refresh: bool = False) -> HTMLResponse:
     meta = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if refresh else ""
     user = (f'<form method="post" action="/board/logout" class="who">{_e(who.name)} ({_e(who.role)}) '
             f'<button type="submit">sign out</button></form>') if who else ""
@@ -162,8 +164,8 @@ async def login(request: Request):
     p = ctx.tokens.lookup(token) if token else None
     if p is None or not allows(p.role, "viewer"):
         ctx.denied.labels("bad_token" if p is None else "forbidden").inc()
-        why = "no token given" if not token else ("not a valid token" if p is None else
-                                                  f"role {p.role!r} may not read the board; it needs 'viewer' or higher")
+        why = ("no token given" if not token else "not a valid token" if p is None
+               else f"role {p.role!r} may not read the board; it needs 'viewer' or higher")
         return _page("Sign in", _login_form(why), status=401)
     resp = RedirectResponse("/board", status_code=303, headers=_HEADERS)
     secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
@@ -203,7 +205,7 @@ async def overview(request: Request, tier: str | None = None, region: str | None
             if not 0.0 <= least <= 100.0:
                 raise ValueError
         except ValueError:
-            raise HTTPException(422, detail=[{"loc": ["query", "min_score"], "msg": "a number from 0 to 100"}])
+            raise HTTPException(422, detail=[{"loc": ["query", "min_score"], "msg": "a number from 0 to 100"}]) from None
         ranked = await list_entities(request, who, tier=tier, region=region, industry=industry, min_score=least,
                                      limit=50, cursor=None)
         alerts = await list_alerts(request, who, region=region, severity=None, entity_id=None, rule=None,
@@ -232,7 +234,8 @@ async def overview(request: Request, tier: str | None = None, region: str | None
                  _when(e["tier_since"]), f"{e['spotcheck_ratio']:.0%}" if e["spotcheck_ratio"] is not None else "",
                  _top_reason(e["reasons"]), _when(e["updated"])] for e in ranked["entities"]]
     alert_rows = [[a["severity"], a["status"], a["rule"], _entity_link(a["entity_id"]),
-                   (a.get("annotations") or {}).get("summary"), _when(a["starts_at"]), a["count"]] for a in alerts["alerts"]]
+                   (a.get("annotations") or {}).get("summary"), _when(a["starts_at"]), a["count"]]
+                  for a in alerts["alerts"]]
     change_rows = [[_when(c["ts"]), _entity_link(c.get("entity_id")), f"{c.get('from_tier')} -> {c.get('to_tier')}",
                     f"{c.get('from_ratio', 0):.0%} -> {c.get('to_ratio', 0):.0%}", c.get("score"),
                     _top_reason(c.get("reasons"))] for c in recent["changes"]]

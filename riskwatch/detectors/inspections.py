@@ -36,8 +36,6 @@ DAY = 86400.0
 _OUTCOME = {"pass": 0, "conditional": 1, "fail": 2}
 
 
-
-
 class InspectionParams(ParamsModel):
     history_half_life_days: Annotated[float, Field(gt=0)] = 365.0
     cross_signals: bool = True

@@ -97,7 +97,7 @@ class RecordDetector(Detector):
             return IGNORED  # a kind the config does not list
         if ev.kind == "restoration":
             done = st.setdefault("s", [])  # restorations applied (not items: they hold no points)
-            if ev.record_id in done or remembers(st.get("h"), ev.record_id, at):
+            if ev.record_id in done:  # (and h, above)
                 return IGNORED  # until 2026-12-04 one sent again scaled the penalties down again
             done.append(ev.record_id)
             del done[:-4]

@@ -3,9 +3,9 @@ anomaly score per reading, and silence (a feed that stops is a signal).
 
 Each entity tracks up to ``max_series`` series (``metric@device``); the least
 recent in event time is dropped for a new one, and a new one whose reading is
-not after every held series' last is ignored (it would be the least recent). Limits and expected reporting
-intervals come per metric from config; without a configured interval the
-detector learns the typical gap between readings.
+not after every held series' last is ignored (it would be the least recent).
+Limits and expected reporting intervals come per metric from config; without
+a configured interval the detector learns the typical gap between readings.
 
 >>> from types import SimpleNamespace as E
 >>> d = SensorDetector(limits={"temp": {"max": 8.0, "min_duration_s": 600, "expected_interval_s": 600}})
