@@ -16,6 +16,7 @@ The rate limit and the denied-request metrics are those of the API.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
@@ -97,7 +98,7 @@ def _page(title: str, body: str, who: Principal | None = None, status: int = 200
     return HTMLResponse(html, status_code=status, headers=_HEADERS)
 
 
-def _problem(e: HTTPException, who: Principal | None) -> HTMLResponse:
+def _problem(e: HTTPException, who: Principal | None, refresh: bool = False) -> HTMLResponse:
     """An API error as a page: the same status, and the fields it names."""
     if isinstance(e.detail, list):
         items = "".join(f"<li>{_e('.'.join(str(x) for x in d.get('loc', [])[1:]))}: {_e(d.get('msg'))}</li>"
@@ -106,7 +107,8 @@ def _problem(e: HTTPException, who: Principal | None) -> HTMLResponse:
     else:
         msg = f"<p>{_e(e.detail)}</p>"
     headers = {k: v for k, v in (e.headers or {}).items() if k.lower() == "retry-after"}
-    page = _page("Cannot show this", msg + '<p><a href="/board">back to the board</a></p>', who, e.status_code)
+    page = _page("Cannot show this", msg + '<p><a href="/board">back to the board</a></p>', who, e.status_code,
+                 refresh)
     page.headers.update(headers)
     return page
 
@@ -136,6 +138,22 @@ def _signed_in(request: Request) -> Principal | Response:
     except HTTPException as e:
         return _problem(e, None)
     return who if who is not None else RedirectResponse("/board/login", status_code=303, headers=_HEADERS)
+
+
+def _redis_outage_is_a_page(handler):
+    """Redis unreachable, loading or read-only: a 503 page with ``Retry-After``, not the API's JSON."""
+    import redis.exceptions as rex
+
+    @functools.wraps(handler)
+    async def page(request: Request, *args, **kwargs):
+        try:
+            return await handler(request, *args, **kwargs)
+        except (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError) as exc:
+            return _problem(HTTPException(503, detail=f"Redis unavailable ({type(exc).__name__}): the view cannot be "
+                                                      f"read; this page tries again in {REFRESH_SECONDS} s",
+                                          headers={"Retry-After": "5"}), None, refresh=True)
+
+    return page
 
 
 @router.get("/board.css")
@@ -186,6 +204,7 @@ def _top_reason(reasons: list[dict] | None) -> str:
 
 
 @router.get("")
+@_redis_outage_is_a_page
 async def overview(request: Request, tier: str | None = None, region: str | None = None,
                    industry: str | None = None, min_score: str | None = None):
     who = _signed_in(request)
@@ -257,6 +276,7 @@ async def overview(request: Request, tier: str | None = None, region: str | None
 
 
 @router.get("/entities/{entity_id}")
+@_redis_outage_is_a_page
 async def entity(request: Request, entity_id: str):
     who = _signed_in(request)
     if not isinstance(who, Principal):

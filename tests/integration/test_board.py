@@ -203,3 +203,19 @@ def test_the_board_keeps_to_the_tokens_rate_limit(stack):
         got = [c.get("/board") for _ in range(3)]
         assert [r.status_code for r in got] == [200, 200, 429]
         assert "rate limit" in got[2].text and int(got[2].headers["retry-after"]) >= 1
+
+
+def test_without_redis_the_board_is_a_503_page_that_tries_again(stack):
+    import socket
+
+    s, _ = stack
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with client(s, redis_url=f"redis://127.0.0.1:{port}/0") as c:
+        assert c.post("/board/login", data={"token": "t-viewer"}, follow_redirects=False).status_code == 303
+        for path in ("/board", "/board/entities/91350100M000100Y43"):
+            r = c.get(path)
+            assert r.status_code == 503 and r.headers["retry-after"] == "5", (path, r.text)
+            assert r.headers["content-type"].startswith("text/html") and "Redis unavailable" in r.text
+            assert 'http-equiv="refresh"' in r.text
