@@ -28,7 +28,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from ..view import ENTITIES
 from .alerts import list_alerts
 from .auth import Principal, allows
-from .context import ctx_of
+from .context import REDIS_OUTAGES, ctx_of
 from .entities import get_entity, get_history, list_entities
 from .spotchecks import changes
 
@@ -142,13 +142,12 @@ def _signed_in(request: Request) -> Principal | Response:
 
 def _redis_outage_is_a_page(handler):
     """Redis unreachable, loading or read-only: a 503 page with ``Retry-After``, not the API's JSON."""
-    import redis.exceptions as rex
 
     @functools.wraps(handler)
     async def page(request: Request, *args, **kwargs):
         try:
             return await handler(request, *args, **kwargs)
-        except (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError) as exc:
+        except REDIS_OUTAGES as exc:
             return _problem(HTTPException(503, detail=f"Redis unavailable ({type(exc).__name__}): the view cannot be "
                                                       f"read; this page tries again in {REFRESH_SECONDS} s",
                                           headers={"Retry-After": "5"}), None, refresh=True)

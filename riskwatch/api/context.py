@@ -7,6 +7,7 @@ import time
 from typing import Annotated
 
 import orjson
+import redis.exceptions as rex
 from fastapi import Depends, HTTPException, Request
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel
@@ -18,7 +19,10 @@ from .auth import Principal, RateLimiter, TokenRegistry, allows, hash_token
 from .supervision import SupervisionGauges
 
 __all__ = ["ApiContext", "need", "ctx_of", "count_requests", "field_errors", "errors", "AUTHED", "ErrorOut",
-           "redis_outage_is_503"]
+           "redis_outage_is_503", "REDIS_OUTAGES"]
+
+#: Redis unreachable, loading its data after a restart, or a read-only replica after a failover
+REDIS_OUTAGES = (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError)
 
 
 class ApiContext:
@@ -125,7 +129,6 @@ def redis_outage_is_503(app) -> None:
     503 with ``Retry-After``, as for the broker (until 2026-11-28: a bare 500 and a traceback)."""
     import logging
 
-    import redis.exceptions as rex
     from fastapi.responses import JSONResponse
 
     log = logging.getLogger("riskwatch.api")
@@ -135,7 +138,7 @@ def redis_outage_is_503(app) -> None:
         return JSONResponse({"detail": f"Redis unavailable ({type(exc).__name__}); retry later"}, status_code=503,
                             headers={"Retry-After": "5"})
 
-    for exc_type in (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError):
+    for exc_type in REDIS_OUTAGES:
         app.add_exception_handler(exc_type, outage)
 
 
