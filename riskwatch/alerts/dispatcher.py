@@ -106,11 +106,8 @@ async def _lead(s: Settings, intake: AlertIntake, lease: Lease, stop: asyncio.Ev
             if not run.done():
                 run.cancel()
                 await asyncio.gather(run, return_exceptions=True)
-            if stop.is_set() or failed:
-                try:  # a stop, or an intake that failed: a standby need not wait for the lease to expire
-                    await lease.release()
-                except Exception as e:  # Redis away: the lease expires on its own
-                    log.warning("could not release the intake lease: %s", e)
+            if stop.is_set() or failed:  # a stop, or an intake that failed: a standby need not wait
+                await lease.release()
 
 
 async def _claim_name(lease: Lease, stop: asyncio.Event) -> bool:
@@ -183,10 +180,7 @@ async def run_dispatcher(s: Settings, role: str = "all", alerts_config: AlertsCo
             log.error("dispatcher task %s failed", t.get_name(), exc_info=t.exception())
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    try:
-        await name.release()
-    except Exception as exc:  # Redis away: the name lease expires on its own
-        log.warning("could not release the dispatcher name: %s", exc)
+    await name.release()
     await r.aclose()
     failed = [t for t in done if t is not stopper and t.exception()]
     if failed:

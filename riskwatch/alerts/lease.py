@@ -27,7 +27,11 @@ first one's in-flight notifications again.
 
 from __future__ import annotations
 
+import logging
+
 __all__ = ["Lease", "LeaseLost", "LEASE_KEY"]
+
+log = logging.getLogger("riskwatch.alerts")
 
 LEASE_KEY = "rw:alerts:intake-lease"
 
@@ -62,7 +66,11 @@ class Lease:
         return bool(await self.r.eval(_RENEW, 1, self.key, self.token, self.ttl_ms))
 
     async def release(self) -> None:
-        await self.r.eval(_RELEASE, 1, self.key, self.token)
+        """Give the lease up at once (a clean stop, a failed intake). Redis away: it expires on its own."""
+        try:
+            await self.r.eval(_RELEASE, 1, self.key, self.token)
+        except Exception as exc:
+            log.warning("could not release %s (it expires on its own): %s", self.key, exc)
 
     async def holder(self) -> str | None:
         raw = await self.r.get(self.key)
