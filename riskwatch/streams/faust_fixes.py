@@ -46,7 +46,7 @@ offset to read, or None to commit nothing yet).
 (An earlier second patch raised Faust's table-recovery highwater past the
 embedded broker's under-reported end offsets; entity states no longer live in
 a Faust Table, and :mod:`riskwatch.streams.state_store` reads its changelog
-until the broker stays quiet.)
+past the reported end until the broker stays quiet.)
 """
 
 from __future__ import annotations

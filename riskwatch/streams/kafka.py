@@ -20,7 +20,7 @@ from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
 from .codec import encode_batch, partition_for
 
 __all__ = ["BatchProducer", "PartitionMismatch", "check_partitions", "create_topics", "ensure_topics", "read_messages",
-           "topic_for"]
+           "read_to_end", "topic_for"]
 
 log = logging.getLogger("riskwatch.kafka")
 
@@ -219,8 +219,8 @@ async def produce(settings: Settings, events: Iterable[dict], rate: float | None
 
 
 async def read_messages(broker: str, topic: str, start: int = 0):
-    """Every message of ``topic`` from offset ``start`` (all partitions; 0: the beginning), until it
-    stays quiet."""
+    """Every message of ``topic`` from offset ``start`` (all partitions; 0: the beginning) up to its
+    end as it was when the read began (see :func:`read_to_end`)."""
     c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
     await c.start()
     try:
@@ -234,15 +234,40 @@ async def read_messages(broker: str, topic: str, start: int = 0):
             first = await c.beginning_offsets(tps)
             for tp in tps:
                 c.seek(tp, max(start, first[tp]))
-        # Read until the topic stays quiet: the embedded broker (Tansu 0.6) reports as the end
-        # offset the first offset of a partition's last record batch, so the reported end is
-        # only a lower bound (measured: 9,559 reported for 10,000 records per partition).
-        idle = 0
-        while idle < 3:
-            batch = await c.getmany(timeout_ms=500)
-            idle = 0 if batch else idle + 1
-            for msgs in batch.values():
-                for msg in msgs:
-                    yield msg
+        async for msg in read_to_end(c, tps):
+            yield msg
     finally:
         await c.stop()
+
+
+async def read_to_end(c: AIOKafkaConsumer, tps: list[TopicPartition], wait_ms: int = 500):
+    """The messages of ``tps`` (assigned to ``c`` and positioned) up to the end each partition had when
+    the read began; what producers write meanwhile may come too, but does not keep the read going.
+
+    Until 2026-12-05 the readers read until a topic stayed quiet for 1.5 s. A topic written all the
+    time never does: ``riskwatch rebuild-view`` beside a live worker (which writes the state changelog
+    every round) read the changelog for as long as the feed ran (`make run`: still reading after 60 s).
+    Kafka's end offset is exact; the embedded broker (Tansu 0.6) reports the first offset of a
+    partition's last record batch (9,559 for 10,000 records), so a partition at its reported end is
+    done only once a fetch brings nothing more for it, or once it reaches an end asked for again that
+    has moved past the first (new batches came after the one under-reported)."""
+    target = await c.end_offsets(tps)
+    asked_again: set = set()
+    todo = set(tps)
+    quiet = 0
+    while todo and quiet < 3:  # 1.5 s with nothing at all: the rule before, kept as a last resort
+        batch = await c.getmany(*todo, timeout_ms=wait_ms)
+        quiet = 0 if batch else quiet + 1
+        for msgs in batch.values():
+            for msg in msgs:
+                yield msg
+        for tp in list(todo):
+            if await c.position(tp) < target[tp]:
+                continue
+            if tp not in batch or tp in asked_again:
+                todo.discard(tp)
+                continue
+            end = (await c.end_offsets([tp]))[tp]
+            if end > target[tp]:
+                target[tp] = end
+                asked_again.add(tp)

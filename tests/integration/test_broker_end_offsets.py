@@ -1,13 +1,18 @@
 """Our topic readers must not trust the embedded broker's end offsets.
 
 Tansu 0.6 reports the first offset of a partition's last record batch as the
-partition's end; readers in riskwatch read until the topic is quiet instead.
+partition's end. riskwatch's reader (:func:`riskwatch.streams.kafka.read_to_end`)
+reads past a reported end until a fetch brings nothing more, and must still
+stop on a topic that producers write all the time.
 """
 
 import asyncio
+import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from riskwatch.streams.kafka import read_messages
 
 from .helpers import read_topic
 
@@ -38,3 +43,58 @@ def test_reader_gets_every_record_whatever_end_offset_the_broker_reports(service
     got = read_topic(broker.url, "end-offset-check")
     assert len(got) == n and len({v for _, _, v in got}) == n
     print(f"broker-reported end offsets {ends} for {n // 2} records per partition")
+
+
+async def _read_all(broker: str, topic: str) -> list:
+    return [m async for m in read_messages(broker, topic)]
+
+
+def test_riskwatch_reader_gets_every_record_past_the_reported_end(services):
+    broker, _ = services
+    n = 10_000
+    ends = asyncio.run(_fill(broker.url, "end-offset-reader", n))
+    assert sum(ends.values()) < n  # what makes the test mean something: the broker under-reports
+    got = asyncio.run(_read_all(broker.url, "end-offset-reader"))
+    assert len(got) == n and len({m.value for m in got}) == n
+
+
+async def _read_while_written(broker: str, topic: str) -> tuple[int, list, float, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 2, 1)])
+    await admin.close()
+    p = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=5, acks="all")
+    await p.start()
+    for i in range(2_000):
+        await p.send(topic, b"before %d" % i, partition=i % 2)
+    await p.flush()
+    stop = asyncio.Event()
+    sent = [0]
+
+    async def keep_writing():  # a live worker's changelog: a record every few ms, never quiet
+        while not stop.is_set():
+            await p.send_and_wait(topic, b"during %d" % sent[0], partition=sent[0] % 2)
+            sent[0] += 1
+            await asyncio.sleep(0.005)
+
+    writer = asyncio.create_task(keep_writing())
+    await asyncio.sleep(0.5)
+    t0 = time.monotonic()
+    try:
+        got = await asyncio.wait_for(_read_all(broker, topic), 30)
+    finally:
+        took = time.monotonic() - t0
+        stop.set()
+        await writer
+        await p.stop()
+    return 2_000, got, took, sent[0]
+
+
+def test_riskwatch_reader_stops_on_a_topic_written_all_the_time(services):
+    """Until 2026-12-05 the reader waited for 1.5 s of quiet: here it timed out after 30 s."""
+    broker, _ = services
+    before, got, took, during = asyncio.run(_read_while_written(broker.url, "end-offset-live"))
+    values = {m.value for m in got}
+    assert {b"before %d" % i for i in range(before)} <= values
+    assert any(v.startswith(b"during") for v in values)  # written before the read began
+    print(f"read {len(got)} records in {took:.2f} s while {during} were written during the test")
