@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import audit
 from ..config import CURRENT_CONFIG, Config, config_from_dict
 from ..errors import ConfigError
+from ..impact import impact
 from ..preview import recent_events, shadow
 from ..settings import INPUT_TOPICS
 from ..times import iso_fields
@@ -41,6 +42,10 @@ class ConfigChangeIn(ConfigIn):
 
 class PreviewIn(ConfigIn):
     events_per_partition: Annotated[int, Field(ge=1, le=50_000)] = 2_000
+
+
+class ImpactIn(ConfigIn):
+    limit: Annotated[int, Field(ge=0, le=5_000, description="entities listed, those that move first")] = 50
 
 
 def _validated(body: ConfigIn) -> Config:
@@ -127,3 +132,27 @@ async def preview_config(request: Request, body: PreviewIn, _: Ops):
         raise HTTPException(503, detail=f"could not read recent events: {type(exc).__name__}",
                             headers={"Retry-After": "5"}) from exc
     return await asyncio.to_thread(shadow, events, current, cfg)
+
+
+@router.post("/impact", responses=errors(503))
+async def config_impact(request: Request, body: ImpactIn, _: Ops):
+    """What applying the candidate would do now: every entity's state (the state changelog's last of
+    each) re-decided at its own clock under the config in force and under the candidate, as a worker
+    does when a change is applied: tiers, entities that move, and those the minimum dwell holds back."""
+    cfg = _validated(body)
+    ctx = ctx_of(request)
+    current, _meta = await ctx.current_config()
+    from aiokafka.errors import KafkaError
+
+    from ..streams.state_store import latest_states
+
+    t0 = time.monotonic()
+    try:
+        states = await asyncio.wait_for(latest_states(ctx.s.broker, ctx.s.state_changelog), 120)
+    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        raise HTTPException(503, detail=f"could not read the entity states: {type(exc).__name__}",
+                            headers={"Retry-After": "5"}) from exc
+    read_s = time.monotonic() - t0
+    out = await asyncio.to_thread(impact, states, current, cfg, body.limit)
+    out["seconds"] = {"read_states": round(read_s, 2), "re_decide": round(time.monotonic() - t0 - read_s, 2)}
+    return out

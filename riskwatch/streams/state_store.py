@@ -59,7 +59,7 @@ from pathlib import Path
 
 import orjson
 
-__all__ = ["StateStore", "CHANGELOG_CONFIG", "send_records", "decode_change"]
+__all__ = ["StateStore", "CHANGELOG_CONFIG", "send_records", "decode_change", "latest_states"]
 
 log = logging.getLogger("riskwatch.state")
 _OFFSET = b"\x00offset"   # meta keys: entity ids never start with a NUL byte (see events.py)
@@ -73,6 +73,24 @@ def decode_change(value: bytes) -> tuple[dict[str, int], dict[str, dict]]:
     """A changelog message in the earlier format: ``{"src": {...}, "states": {...}}``."""
     obj = orjson.loads(value)
     return obj.get("src") or {}, obj.get("states") or {}
+
+
+async def latest_states(broker: str, changelog: str) -> dict[str, bytes]:
+    """The last state of every entity in the changelog, serialised (records keyed by entity id; rounds of
+    the earlier, unkeyed format too), read to its end as it was when the read began."""
+    from .kafka import read_messages
+
+    out: dict[str, bytes] = {}
+    async for msg in read_messages(broker, changelog):
+        if msg.key is None:
+            for eid, st in decode_change(msg.value)[1].items():
+                out[eid] = orjson.dumps(st)
+        elif msg.key[:1] != b"\x00":  # not the source-offsets record
+            if msg.value is None:
+                out.pop(msg.key.decode(), None)  # a tombstone
+            else:
+                out[msg.key.decode()] = msg.value
+    return out
 
 
 async def send_records(producer, topic: str, partition: int, records: list[tuple[bytes, bytes]]):
