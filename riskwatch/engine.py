@@ -134,7 +134,12 @@ class Engine:
             check = []
             if self.refreshed:
                 self._refresh(state, now, None, check)
-            check += self._objection(state, ev, now)
+            before = self.scorer.score(state["g"], now)[0]
+            codes, effect = self._objection(state, ev, now)
+            check += codes
+            return state, self._decide(state, ev, now, check, {
+                "objection_id": ev.objection_id, "target_id": ev.target_id, "step": etype,
+                "resolution": getattr(ev, "resolution", None), "effect": effect, "score_before": before})
         else:
             return state, []
         return state, self._decide(state, ev, now, check)
@@ -218,38 +223,49 @@ class Engine:
             peers.add_entity(f"{ev.industry}|{ev.region}", +1)
         state["m"] = [ev.industry, ev.region, ev.name]
 
-    def _objection(self, state: dict, ev, now: float) -> list[str]:
+    def _objection(self, state: dict, ev, now: float) -> tuple[list[str], str]:
+        """Apply an objection or its resolution; returns the signal codes it moved and its effect, which
+        the risk change it forces names (:data:`riskwatch.events.OBJECTION_EFFECTS`): until 2026-12-05
+        an objection to an item the entity no longer holds individually changed nothing and said
+        nothing, so neither the entity nor the regulator who revoked it could tell."""
         target = ev.target_id
         disputed = state["x"]
         if ev.type == "objection":
             if target in disputed:
-                return []
+                return [], "already_disputed"
             name = _TARGET_DETECTOR[ev.target_kind]
             item, changed = None, {}
             det = self.detectors.get(name)
             ds = state["d"].get(name)  # None: a detector enabled since this state was made
-            if self.exclude_disputed and det is not None and ds is not None and det.holds(ds, target):
+            held = det is not None and ds is not None and det.holds(ds, target)
+            if self.exclude_disputed and held:
                 item, changed = det.retract(ds, target, now, state, self.models)
             disputed[target] = [name, ev.objection_id, item]
+            effect = "not_held" if not held else "excluded" if item is not None else "counted_while_open"
         else:
             entry = disputed.pop(target, None)
             name = entry[0] if entry else self._holder(state, target)
             det = self.detectors.get(name) if name else None
             ds = state["d"].get(name) if name else None
             if det is None or ds is None:
-                return []
+                return [], "kept" if ev.resolution == "upheld" else "not_held"
             changed = {}
+            excluded = bool(entry and entry[2] is not None)
             if ev.resolution == "upheld":
-                if entry and entry[2] is not None:
+                effect = "restored" if excluded else "kept"
+                if excluded:
                     changed = det.restore(ds, entry[2], now, state, self.models)
-            elif not (entry and entry[2] is not None):  # corrected / revoked, still counted
-                _, changed = det.retract(ds, target, now, state, self.models)
+            elif excluded:
+                effect = "removed"  # out while disputed, and now for good
+            else:  # corrected / revoked, still counted
+                item, changed = det.retract(ds, target, now, state, self.models)
+                effect = "removed" if item is not None else "not_held"
         if not changed:
-            return []
+            return [], effect
         codes = self.codes[name]
         for s, (v, ids) in changed.items():
             state["g"][codes[s]] = [v, now, ids]
-        return [codes[s] for s in changed]
+        return [codes[s] for s in changed], effect
 
     def _holder(self, state: dict, target: str) -> str | None:
         for name in ("complaints", "records"):
@@ -260,7 +276,10 @@ class Engine:
         return None
 
     # ----------------------------------------------------------- decide
-    def _decide(self, state: dict, ev, now: float, check: list[str]) -> list[dict]:
+    def _decide(self, state: dict, ev, now: float, check: list[str], objection: dict | None = None) -> list[dict]:
+        """Score, tier and outputs after an event. ``objection``: what an objection or its resolution
+        did, which always gets a risk change naming it (the entity's history then says what a contest
+        did, even when the score did not move)."""
         scorer = self.scorer
         score, parts = scorer.score(state["g"], now)
         state["sc"] = score
@@ -270,6 +289,8 @@ class Engine:
             prev = state["ti"] = len(scorer.tier_names) - 1
         elif ev.type == "tick" and ev.redecide:  # after a config change: the view shows the one in force
             force = "et" in state or prev > 0
+        elif objection is not None:
+            force = True
         if self.waive_dwell and ev.type == "objection_resolution" and ev.resolution != "upheld":
             tier = min(prev, scorer.next_tier(prev, score))  # only ever down: the item was not earned
         else:
@@ -286,6 +307,8 @@ class Engine:
                         "score": score, "previous_score": state["es"], "tier": scorer.tier_names[tier],
                         "tier_since": datetime.fromtimestamp(since, tz=timezone.utc),
                         "reasons": reasons, "cause_event_id": _event_id(ev), "config_version": self.version})
+            if objection is not None:
+                out[-1]["objection"] = objection
             state["es"] = score
             state["et"] = now
         if tier != prev:

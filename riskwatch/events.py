@@ -38,7 +38,7 @@ __all__ = [
     "Entity", "Complaint", "SensorReading", "Violations", "Inspection", "Record",
     "Objection", "ObjectionResolution", "Tick", "InputEvent", "parse_event",
     "validate_entity_id", "RiskChange", "SpotcheckChange", "AlertCandidate",
-    "Reason", "OutputEvent", "INPUT_TYPES", "event_id", "too_far_ahead",
+    "Reason", "ObjectionEffect", "OBJECTION_EFFECTS", "OutputEvent", "INPUT_TYPES", "event_id", "too_far_ahead",
 ]
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
@@ -247,6 +247,29 @@ class Reason(_Out):
     event_ids: list[str] = Field(default_factory=list)
 
 
+OBJECTION_EFFECTS = {
+    "excluded": "the disputed item is out of the score while the objection is open",
+    "counted_while_open": "the item still counts while the objection is open (objections.exclude_disputed is off)",
+    "not_held": "the item is not among those the entity keeps individually (its newest complaints and records), "
+                "or never arrived: recorded, the score does not change",
+    "already_disputed": "the item already has an open objection: nothing changes",
+    "restored": "upheld: the item counts again",
+    "kept": "upheld: the item was counted throughout",
+    "removed": "corrected or revoked: the item no longer counts",
+}
+
+
+class ObjectionEffect(_Out):
+    """What an objection or its resolution did to the entity's score (on the risk change it forces)."""
+
+    objection_id: str
+    target_id: str
+    step: Literal["objection", "objection_resolution"]
+    resolution: Literal["upheld", "corrected", "revoked"] | None = None
+    effect: Literal[tuple(OBJECTION_EFFECTS)]  # type: ignore[valid-type]
+    score_before: Score = Field(description="the entity's score just before (``score`` on the risk change: after)")
+
+
 class RiskChange(_Out):
     type: Literal["risk_change"] = "risk_change"
     entity_id: str
@@ -260,6 +283,8 @@ class RiskChange(_Out):
     reasons: list[Reason]
     cause_event_id: str
     config_version: str
+    objection: ObjectionEffect | None = Field(None, description="set when an objection or its resolution caused "
+                                                               "this change (since 2026-12-05)")
 
 
 class SpotcheckChange(_Out):

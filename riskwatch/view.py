@@ -10,7 +10,9 @@ Keys (prefix ``rw:``):
 - ``rw:history:{id}`` sorted set of score/tier changes in decision order (``seq``), bounded;
 - ``rw:spotchecks`` sorted set of spot-check (tier) changes by decision time, bounded;
 - ``rw:entities`` set of every entity id in the view, registered or scored (since 2026-12-04: a
-  view written before holds those written since, until ``rebuild-view``).
+  view written before holds those written since, until ``rebuild-view``);
+- ``rw:objections:effects`` hash ``{objection id}:{step}`` -> what an objection and its resolution did
+  (the risk change they forced: effect, score before and after, tier, time; since 2026-12-05).
 
 Every write is a set operation keyed by content, so applying the same output
 twice leaves the same view.
@@ -22,17 +24,18 @@ from datetime import datetime
 
 import orjson
 
-__all__ = ["ENTITIES", "ROUND_LUA", "SPOTCHECKS", "ViewWriter", "entity_key", "history_key"]
+__all__ = ["ENTITIES", "OBJECTION_EFFECTS", "ROUND_LUA", "SPOTCHECKS", "ViewWriter", "entity_key", "history_key"]
 
 P = "rw:"
 SPOTCHECKS = f"{P}spotchecks"
 ENTITIES = f"{P}entities"
+OBJECTION_EFFECTS = f"{P}objections:effects"
 SPOTCHECKS_KEPT = 200_000
 
 
 # One worker round in one call (see ViewWriter.outputs). Values arrive as strings, formatted as
 # redis-py formats them, so both paths store the same bytes. ARGV[1] is JSON:
-# e: [[id, name, industry, region]], h: [[id, member, seq]], s: [[member, t]],
+# e: [[id, name, industry, region]], h: [[id, member, seq]], s: [[member, t]], o: [[field, effect]],
 # c: [[id, score, tier, ratio, reasons, updated, cause, config_version, industry, region, at, seq, tier_since]]
 # (industry/region "" when unknown), tiers, hl (history kept), sk (spot checks kept).
 # An entity's current fields are written only when (at, seq) is not below the pair they hold:
@@ -68,6 +71,9 @@ for _, s in ipairs(p.s) do
 end
 if #p.s > 0 then
   redis.call("ZREMRANGEBYRANK", P .. "spotchecks", 0, -p.sk - 1)
+end
+for _, o in ipairs(p.o) do
+  redis.call("HSET", P .. "objections:effects", o[1], o[2])
 end
 for _, c in ipairs(p.c) do
   local eid, score, tier = c[1], c[2], c[3]
@@ -145,6 +151,8 @@ class ViewWriter:
         if current:
             self._current(pipe, o, meta)
         self._history(pipe, o)
+        if o.get("objection"):
+            pipe.hset(OBJECTION_EFFECTS, *self._objection_effect(o))
 
     def outputs(self, pipe, outs: list[dict], meta_of, entities: list[dict] = ()) -> None:
         """Queue :meth:`round_payload` as one script call on a (sync) pipeline."""
@@ -181,15 +189,15 @@ class ViewWriter:
         command, the view was a quarter of the worker's time. ``meta_of(entity_id)``
         gives [industry, region] or None. ``history=False``: current fields only (``rebuild-view``)."""
         last: dict[str, dict] = {}
-        hist, spots = [], []
+        hist, spots, effects = [], [], []
         for o in outs:
             kind = o["type"]
             if kind == "risk_change":
                 last[o["entity_id"]] = o
                 if history:
-                    hist.append([o["entity_id"], orjson.dumps(
-                        {"ts": _iso(o["ts"]), "score": o["score"], "tier": o["tier"],
-                         "cause": o["cause_event_id"]}).decode(), repr(o["seq"])])
+                    hist.append([o["entity_id"], self._history_member(o).decode(), repr(o["seq"])])
+                if o.get("objection"):
+                    effects.append([x.decode() for x in self._objection_effect(o)])
             elif kind == "spotcheck_change":
                 rec, t = self._spotcheck_record(o, meta_of(o["entity_id"]))
                 spots.append([rec.decode(), repr(t)])
@@ -203,9 +211,9 @@ class ViewWriter:
                         o["config_version"], meta[0], meta[1], repr(_epoch(o["ts"])), repr(o["seq"]),
                         _iso(o["tier_since"]) if o.get("tier_since") is not None else ""])
         ents = [[e["entity_id"], e["name"], e["industry"], e["region"]] for e in entities]
-        if not (cur or hist or spots or ents):
+        if not (cur or hist or spots or ents or effects):
             return None
-        return orjson.dumps({"e": ents, "h": hist, "s": spots, "c": cur, "tiers": list(ratios),
+        return orjson.dumps({"e": ents, "h": hist, "s": spots, "c": cur, "o": effects, "tiers": list(ratios),
                              "hl": self.history_len, "sk": SPOTCHECKS_KEPT})
 
     def _current(self, pipe, o: dict, meta: list | None) -> None:
@@ -248,6 +256,22 @@ class ViewWriter:
 
     def _history(self, pipe, o: dict) -> None:
         hk = history_key(o["entity_id"])
-        pipe.zadd(hk, {orjson.dumps({"ts": _iso(o["ts"]), "score": o["score"], "tier": o["tier"],
-                                     "cause": o["cause_event_id"]}): o["seq"]})
+        pipe.zadd(hk, {self._history_member(o): o["seq"]})
         pipe.zremrangebyrank(hk, 0, -self.history_len - 1)
+
+    @staticmethod
+    def _history_member(o: dict) -> bytes:
+        h = {"ts": _iso(o["ts"]), "score": o["score"], "tier": o["tier"], "cause": o["cause_event_id"]}
+        if o.get("objection"):
+            h["objection"] = o["objection"]["effect"]
+        return orjson.dumps(h)
+
+    @staticmethod
+    def _objection_effect(o: dict) -> tuple[bytes, bytes]:
+        """(field, value) of :data:`OBJECTION_EFFECTS` for a risk change an objection step forced."""
+        ob = o["objection"]
+        step = "objection" if ob["step"] == "objection" else "resolution"
+        return (f"{ob['objection_id']}:{step}".encode(),
+                orjson.dumps({"effect": ob["effect"], "resolution": ob.get("resolution"), "ts": _iso(o["ts"]),
+                              "score_before": ob["score_before"], "score": o["score"], "tier": o["tier"],
+                              "target_id": ob["target_id"]}))

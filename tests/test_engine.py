@@ -97,6 +97,49 @@ def test_revoked_complaint_lowers_score_and_tier():
     assert changes and changes[-1]["to_tier"] == "A"
 
 
+def _effect(eng, state, event):
+    state, outs = run(eng, [event], state)
+    risk = [o for o in outs if o["type"] == "risk_change"]
+    assert len(risk) == 1, outs  # every step of a contest shows in the entity's history
+    return state, risk[0]["objection"], risk[0]
+
+
+def test_every_objection_step_says_what_it_did_to_the_score():
+    """Until 2026-12-05 an objection to a complaint the entity no longer keeps individually (all but
+    its newest 5) was recorded and changed nothing, silently: a regulator who revoked it could not
+    tell that it still counted. Each step now forces a risk change that names its effect."""
+    eng = Engine(Config())
+    hour = 1 / 24
+    state, _ = run(eng, [ev("complaint", i * hour, complaint_id=f"c{i}", category=f"k{i}", severity=3)
+                         for i in range(8)])
+    t = 8 * hour
+    state, fx, rc = _effect(eng, state, ev("objection", t, objection_id="o1", target_id="c7", target_kind="complaint"))
+    assert (fx["effect"], fx["step"]) == ("excluded", "objection") and rc["score"] < fx["score_before"]
+    assert rc["cause_event_id"] == "o1"
+    state, fx, _ = _effect(eng, state, ev("objection", t, objection_id="o2", target_id="c7", target_kind="complaint"))
+    assert fx["effect"] == "already_disputed"
+    state, fx, rc = _effect(eng, state, ev("objection_resolution", t, objection_id="o1", target_id="c7",
+                                           resolution="upheld"))
+    assert (fx["effect"], fx["resolution"]) == ("restored", "upheld") and rc["score"] > fx["score_before"]
+    state, fx, rc = _effect(eng, state, ev("objection", t, objection_id="o3", target_id="c0", target_kind="complaint"))
+    assert fx["effect"] == "not_held" and rc["score"] == fx["score_before"]  # c0 is older than the newest 5
+    state, fx, rc = _effect(eng, state, ev("objection_resolution", t, objection_id="o3", target_id="c0",
+                                           resolution="revoked"))
+    assert fx["effect"] == "not_held" and rc["score"] == fx["score_before"]
+    state, fx, rc = _effect(eng, state, ev("objection_resolution", t, objection_id="o4", target_id="c6",
+                                           resolution="revoked"))  # no objection before: removed at once
+    assert fx["effect"] == "removed" and rc["score"] < fx["score_before"]
+
+    lenient = Engine(config_from_dict({"objections": {"exclude_disputed": False}}))
+    state, _ = run(lenient, [ev("record", record_id="r1", kind="judicial_default", severity=3)])
+    state, fx, rc = _effect(lenient, state, ev("objection", 0.1, objection_id="o", target_id="r1",
+                                               target_kind="record"))
+    assert fx["effect"] == "counted_while_open" and rc["score"] == fx["score_before"]
+    state, fx, _ = _effect(lenient, state, ev("objection_resolution", 0.2, objection_id="o", target_id="r1",
+                                              resolution="upheld"))
+    assert fx["effect"] == "kept"
+
+
 def test_revocation_keeps_the_dwell_when_configured():
     cfg = config_from_dict({"detectors": {"complaints": {"signals": {"burst": {"weight": 40}}}},
                             "objections": {"waive_dwell_on_correction": False}})

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, quote, urlencode
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from ..events import OBJECTION_EFFECTS
 from ..view import ENTITIES
 from .alerts import list_alerts
 from .auth import Principal, allows
@@ -292,8 +293,11 @@ async def entity(request: Request, entity_id: str):
     reasons = [[r["code"], r["contribution"], f"{r['share']:.0%}", r["signal"], ", ".join(r["event_ids"])]
                for r in e["reasons"]]
     alerts = [[a["severity"], a["status"], a["rule"], a["summary"], a["count"]] for a in e["open_alerts"]]
-    disputed = [[d["target_kind"], d["target_id"], d["objection_id"], _when(d["since"])] for d in e["disputed"]]
-    history = [[_when(h.get("ts")), h.get("score"), h.get("tier")] for h in hist["history"]]
+    disputed = [[d["target_kind"], d["target_id"], d["objection_id"], _when(d["since"]),
+                 OBJECTION_EFFECTS.get(d["effect"], "not applied yet")] for d in e["disputed"]]
+    history = [[_when(h.get("ts")), h.get("score"), h.get("tier"),
+                h.get("cause", "") + (f" (contest: {h['objection']})" if h.get("objection") else "")]
+               for h in hist["history"]]
     body = (
         "<section>" + _table(["", ""], facts, "") + "</section>"
         "<section><h2>Why: reasons</h2>"
@@ -301,7 +305,7 @@ async def entity(request: Request, entity_id: str):
         + "</section><section><h2>Open alerts</h2>"
         + _table(["severity", "status", "rule", "summary", "count"], alerts, "no open alert")
         + "</section><section><h2>Disputed (objections open)</h2>"
-        + _table(["item", "id", "objection", "since"], disputed, "nothing disputed")
+        + _table(["item", "id", "objection", "since", "effect on the score"], disputed, "nothing disputed")
         + "</section><section><h2>History (newest first)</h2>"
-        + _table(["when", "score", "tier"], history, "no history") + "</section>")
+        + _table(["when", "score", "tier", "cause"], history, "no history") + "</section>")
     return _page(e["name"] or e["entity_id"], body, who)

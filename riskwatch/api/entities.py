@@ -13,7 +13,7 @@ from ..events import validate_entity_id
 from ..times import iso, utc
 from ..view import entity_key, history_key
 from .context import Viewer, ctx_of, errors
-from .objections import open_objections
+from .objections import open_objections, with_effects
 
 router = APIRouter(prefix="/v1/entities", tags=["entities"])
 
@@ -53,8 +53,9 @@ async def get_entity(request: Request, entity_id: str, _: Viewer):
     out["open_alerts"] = [{"id": a["id"], "rule": a["rule"], "severity": a["severity"], "status": a["status"],
                            "summary": a["annotations"]["summary"], "count": a["count"]} for a in alerts.values()]
     out["disputed"] = [{"objection_id": o["objection_id"], "target_id": o["target_id"],
-                        "target_kind": o["target_kind"], "since": iso(o["created_at"])}
-                       for o in await open_objections(r, entity_id)]
+                        "target_kind": o["target_kind"], "since": iso(o["created_at"]),
+                        "effect": o["effects"]["objection"]["effect"] if "objection" in o["effects"] else None}
+                       for o in await with_effects(r, await open_objections(r, entity_id))]
     return out
 
 

@@ -5,7 +5,9 @@ takes a disputed item out of the score while it is open (config
 ``objections.exclude_disputed``) and applies the resolution (``upheld``
 restores it; ``corrected`` / ``revoked`` remove it), so the effect shows in
 the entity and history endpoints once processed. The API keeps the
-objection's record (``rw:objections``) and audits both steps.
+objection's record (``rw:objections``) and audits both steps. Each step's
+effect on the score, as the worker applied it, is listed with the objection
+(``effects``: ``rw:objections:effects``, written by the worker's view writer).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import audit
-from ..events import validate_entity_id
+from ..events import OBJECTION_EFFECTS, validate_entity_id
+from ..view import OBJECTION_EFFECTS as EFFECTS_KEY
 from ..times import iso_fields
 from .context import Inspector, Ops, Viewer, ctx_of, errors
 
@@ -53,6 +56,23 @@ async def open_objections(r, entity_id: str) -> list[dict]:
         return []
     raws = await r.hmget(KEY, sorted(ids))
     return [orjson.loads(x) for x in raws if x]
+
+
+async def with_effects(r, objections: list[dict]) -> list[dict]:
+    """Each objection with ``effects``: {step: what it did} for the steps the worker has applied (the
+    effect, its meaning, the score just before and after, the tier, when), ``{}`` before that."""
+    if not objections:
+        return objections
+    fields = [f"{o['objection_id']}:{step}" for o in objections for step in ("objection", "resolution")]
+    raws = await r.hmget(EFFECTS_KEY, fields)
+    for i, o in enumerate(objections):
+        o["effects"] = {}
+        for step, raw in zip(("objection", "resolution"), raws[2 * i:2 * i + 2]):
+            if raw:
+                fx = orjson.loads(raw)
+                fx["meaning"] = OBJECTION_EFFECTS.get(fx["effect"], "")
+                o["effects"][step] = fx
+    return objections
 
 
 def _now_iso() -> str:
@@ -105,7 +125,17 @@ async def list_objections(request: Request, _: Viewer, entity_id: str | None = N
         out.append(iso_fields(o))
         if len(out) == limit:
             break
-    return {"count": len(out), "objections": out}
+    return {"count": len(out), "objections": await with_effects(r, out)}
+
+
+@router.get("/{objection_id}", responses=errors(404))
+async def get_objection(request: Request, objection_id: str, _: Viewer):
+    """One objection, with what each of its steps did to the entity's score once the worker applied it."""
+    r = ctx_of(request).redis
+    raw = await r.hget(KEY, objection_id)
+    if not raw:
+        raise HTTPException(404, detail=f"no objection {objection_id}")
+    return (await with_effects(r, [iso_fields(orjson.loads(raw))]))[0]
 
 
 @router.post("/{objection_id}/resolve", responses=errors(404, 409, 503))

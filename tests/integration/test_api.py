@@ -306,6 +306,16 @@ def test_revoked_complaints_lower_score_and_tier(stack):
                       and x, 60, "the disputed complaints excluded", workers.logs)
         assert st["tier"] == high_tier  # disputed: excluded from the score, tier waits for the resolution
         assert all(_utc(x["since"]) for x in st["disputed"])  # epoch seconds until 2026-12-05
+        assert {x["effect"] for x in st["disputed"]} == {"excluded"}
+        # an item the entity does not hold (never received, or older than its newest complaints): until
+        # 2026-12-05 nothing said that contesting it changed nothing
+        unheld = c.post("/v1/objections", json={"entity_id": E, "target_id": "c99", "target_kind": "complaint",
+                                                 "reason": "never heard of it"}, headers=ins).json()["objection_id"]
+        fx = wait_for(lambda: c.get(f"/v1/objections/{unheld}", headers=auth("viewer")).json()["effects"], 60,
+                      "the unheld objection's effect", workers.logs)
+        assert fx["objection"]["effect"] == "not_held" and "does not change" in fx["objection"]["meaning"]
+        assert fx["objection"]["score"] == fx["objection"]["score_before"]
+        objs.append(unheld)
         assert c.post(f"/v1/objections/{objs[0]}/resolve", json={"resolution": "revoked"},
                       headers=ins).status_code == 403
         for o in objs:
@@ -320,9 +330,14 @@ def test_revoked_complaints_lower_score_and_tier(stack):
         hist = c.get(f"/v1/entities/{E}/history", headers=auth("viewer")).json()["history"]
         assert hist[0]["tier"] == "A" and max(h["score"] for h in hist) == high_score
         listed = c.get("/v1/objections", params={"entity_id": E, "status": "resolved"}, headers=auth("viewer")).json()
-        assert listed["count"] == 3 and {o["resolution"] for o in listed["objections"]} == {"revoked"}
+        assert listed["count"] == 4 and {o["resolution"] for o in listed["objections"]} == {"revoked"}
+        effects = {o["target_id"]: (o["effects"]["objection"]["effect"], o["effects"]["resolution"]["effect"])
+                   for o in listed["objections"]}
+        assert effects == {"c0": ("excluded", "removed"), "c1": ("excluded", "removed"),
+                           "c2": ("excluded", "removed"), "c99": ("not_held", "not_held")}
+        assert c.get("/v1/objections/nope", headers=auth("viewer")).status_code == 404
         audit = [e["action"] for e in c.get("/v1/audit", headers=ops).json()["entries"]]
-        assert audit.count("objection.create") == 3 and audit.count("objection.resolve") == 3
+        assert audit.count("objection.create") == 4 and audit.count("objection.resolve") == 4
 
 
 def test_draw_is_reproducible_from_the_published_seed(stack):

@@ -33,12 +33,19 @@ def test_round_writes_equal_one_by_one_writes(services):
     eng = Engine(cfg)
     states: dict = {}
     outs: list = []
-    for raw in Simulation(n_entities=60, seed=5, bad_share=0.3, days=30).events(n_events=6000):
+    raws = list(Simulation(n_entities=60, seed=5, bad_share=0.3, days=30).events(n_events=6000))
+    complaints = {r["entity_id"]: r for r in raws if r["type"] == "complaint"}  # each entity's last
+    for i, c in enumerate(list(complaints.values())[:12]):  # contests: their effects are kept too
+        base = {"entity_id": c["entity_id"], "ts": c["ts"], "objection_id": f"o{i}", "target_id": c["complaint_id"]}
+        raws += [dict(base, type="objection", target_kind="complaint"),
+                 dict(base, type="objection_resolution", resolution=("upheld", "revoked")[i % 2])]
+    for raw in raws:
         ev = parse_event(raw)
         states[ev.entity_id], o = eng.process(states.get(ev.entity_id), ev)
         outs += o
     assert sum(o["type"] == "risk_change" for o in outs) > 3 * len(states)  # several per entity
     assert any(o["type"] == "spotcheck_change" for o in outs)
+    assert sum(1 for o in outs if o.get("objection")) == 24
     view = ViewWriter({t.name: t.ratio for t in cfg.tiers}, history_len=5)  # small: trimming matters
     meta = {eid: st["m"] for eid, st in states.items()}
     ents = [{"entity_id": eid, "name": f"n{eid[-4:]}", "industry": m[0], "region": m[1]}
@@ -62,6 +69,7 @@ def test_round_writes_equal_one_by_one_writes(services):
         snaps.append(_snapshot(r))
         r.flushdb()
     assert snaps[0] and snaps[0] == snaps[1] == snaps[2]
+    assert len(snaps[0][b"rw:objections:effects"]) == 24
 
 
 async def _write_rounds(view: ViewWriter, url: str, outs: list, meta: dict, ents: list) -> None:
