@@ -6,7 +6,9 @@ tick at the entity's own clock (``redecide``; see :mod:`riskwatch.streams.app`).
 on two copies of each state, one under the config in force and one under the
 candidate, and compares the two: tiers by count, the entities that would
 change tier at once, those whose new tier the minimum dwell holds back (and
-until when), and scores raised or lowered. Unlike the preview
+until when), scores raised or lowered, and the alert candidates the pass
+would send (``"tier firing"``, ``"records.judicial resolved"``: the
+dispatcher then applies its rules, cooldowns and silences). Unlike the preview
 (:mod:`riskwatch.preview`, recent events replayed from empty states) it sees
 every entity with its whole history, as the change would find it; it does not
 say what the candidate would make of events still to come.
@@ -61,6 +63,7 @@ def impact(states: Mapping[str, bytes], current: Config, candidate: Config, limi
     tiers: tuple[Counter, Counter] = (Counter(), Counter())
     moves: Counter = Counter()
     held: Counter = Counter()
+    alerts: tuple[Counter, Counter] = (Counter(), Counter())  # "signal status" of alert candidates
     raised = lowered = entities = 0
     listed: list[tuple[float, dict]] = []
     for eid, raw in states.items():
@@ -71,8 +74,12 @@ def impact(states: Mapping[str, bytes], current: Config, candidate: Config, limi
         entities += 1
         # the worker's re-decide tick: at the entity's own clock, so no time passes for it
         tick = Tick.model_construct(entity_id=eid, ts=datetime.fromtimestamp(t, tz=UTC), redecide=True)
-        a, _ = now_eng.process(first, tick)
+        a, outs_a = now_eng.process(first, tick)
         b, outs = new_eng.process(orjson.loads(raw), tick)
+        for counter, produced in zip(alerts, (outs_a, outs)):
+            for o in produced:
+                if o["type"] == "alert_candidate":
+                    counter[f"{o['signal']} {o['status']}"] += 1
         ta, tb = now_eng.tier_of(a), new_eng.tier_of(b)
         if "et" in a:
             tiers[0][ta] += 1
@@ -106,8 +113,10 @@ def impact(states: Mapping[str, bytes], current: Config, candidate: Config, limi
     listed.sort(key=lambda x: (x[1]["status"] != "moves", -x[0], x[1]["entity_id"]))
     return {
         "entities_held": entities,
-        "current": {"version": current.version, "tiers": dict(sorted(tiers[0].items()))},
-        "candidate": {"version": candidate.version, "tiers": dict(sorted(tiers[1].items()))},
+        "current": {"version": current.version, "tiers": dict(sorted(tiers[0].items())),
+                    "alerts": dict(sorted(alerts[0].items()))},
+        "candidate": {"version": candidate.version, "tiers": dict(sorted(tiers[1].items())),
+                      "alerts": dict(sorted(alerts[1].items()))},
         "moves": dict(sorted(moves.items())), "moved": sum(moves.values()),
         "held_by_dwell": dict(sorted(held.items())),
         "scores": {"raised": raised, "lowered": lowered, "unchanged": entities - raised - lowered},

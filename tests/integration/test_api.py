@@ -303,7 +303,8 @@ def test_revoked_complaints_lower_score_and_tier(stack):
                                               "reason": "x"}, headers=ins)
         assert bad.status_code == 422 and "target_kind" in bad.text
         st = wait_for(lambda: (x := _entity_state(c, E)) and len(x["disputed"]) == 3 and x["score"] < high_score
-                      and x, 60, "the disputed complaints excluded", workers.logs)
+                      and all(d["effect"] for d in x["disputed"]) and x, 60, "the disputed complaints excluded",
+                      workers.logs)
         assert st["tier"] == high_tier  # disputed: excluded from the score, tier waits for the resolution
         assert all(_utc(x["since"]) for x in st["disputed"])  # epoch seconds until 2026-12-05
         assert {x["effect"] for x in st["disputed"]} == {"excluded"}
@@ -329,7 +330,10 @@ def test_revoked_complaints_lower_score_and_tier(stack):
         assert st["score"] < 1 and st["disputed"] == []
         hist = c.get(f"/v1/entities/{E}/history", headers=auth("viewer")).json()["history"]
         assert hist[0]["tier"] == "A" and max(h["score"] for h in hist) == high_score
-        listed = c.get("/v1/objections", params={"entity_id": E, "status": "resolved"}, headers=auth("viewer")).json()
+        listed = wait_for(lambda: (x := c.get("/v1/objections", params={"entity_id": E, "status": "resolved"},
+                                               headers=auth("viewer")).json())
+                          and all("resolution" in o["effects"] for o in x["objections"]) and x, 60,
+                          "every resolution applied", workers.logs)
         assert listed["count"] == 4 and {o["resolution"] for o in listed["objections"]} == {"revoked"}
         effects = {o["target_id"]: (o["effects"]["objection"]["effect"], o["effects"]["resolution"]["effect"])
                    for o in listed["objections"]}

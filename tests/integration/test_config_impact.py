@@ -16,7 +16,7 @@ from riskwatch.simulate import Simulation
 
 from .api_helpers import auth, client
 from .conftest import wait_for
-from .helpers import produce
+from .helpers import produce, read_batches
 
 
 def _view_tiers(r) -> dict[str, tuple[str, float]]:
@@ -77,5 +77,9 @@ def test_impact_says_what_applying_a_change_does_to_every_entity(stack):
     after = wait_for(applied, 60, "the view as the impact said", lambda: str(
         {eid: (expected.get(eid), v) for eid, v in _view_tiers(r).items() if expected.get(eid) not in (v, v[0])}))
     assert dict(sorted(Counter(t for t, _ in after.values()).items())) == out["candidate"]["tiers"]
+    # and the alert candidates the pass sent (the tier alert of the entities that moved up to D)
+    sent = Counter(f"{a['signal']} {a['status']}" for a in read_batches(s.broker, s.topic("alert-candidates"))
+                   if a["config_version"] == "t-impact")
+    assert out["candidate"]["alerts"] and dict(sent) == out["candidate"]["alerts"]
     print(f"{out['entities_held']} entities: moves {out['moves']}, held by the dwell {out['held_by_dwell']}, "
           f"took {out['seconds']}")
