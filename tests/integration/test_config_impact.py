@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import datetime, timedelta
 
 import redis as redis_sync
 
@@ -62,7 +63,10 @@ def test_impact_says_what_applying_a_change_does_to_every_entity(stack):
         for e in held:
             assert e["candidate_tier"] < e["tier"] and e["moves_at"] > e["at"]
         for e in movers.values():
-            assert e["candidate_tier"] > e["tier"] and e["candidate_reasons"]
+            assert e["candidate_tier"] != e["tier"] and e["candidate_reasons"]
+            if e["candidate_tier"] < e["tier"]:  # down at once: in its tier longer than the 30-day dwell
+                since = datetime.fromisoformat(r.hget(f"rw:entity:{e['entity_id']}", "tier_since"))
+                assert datetime.fromisoformat(e["at"]) - since >= timedelta(days=30), e
 
         assert c.put("/v1/config", json={"config": new, "reason": "pilot"}, headers=ops).status_code == 202
 
