@@ -209,7 +209,8 @@ def cmd_rebuild_view(args) -> int:
 
     counts = asyncio.run(rebuild_view(Settings(), flush=not args.no_flush))
     print(f"rebuilt the view from {counts['states']} entity states, {counts['entities']} entity records, "
-          f"{counts['risk_changes']} risk changes and {counts['spotcheck_changes']} spot-check changes; "
+          f"{counts['risk_changes']} risk changes, {counts['spotcheck_changes']} spot-check changes and "
+          f"{counts['inspections']} inspection results; "
           f"{counts['from_state']} entities from their state alone (last risk change no longer in the topic)")
     return 0
 

@@ -9,7 +9,8 @@ Sources, read from the beginning:
   was kept in them (2026-11-28);
 - the ``risk-changes`` output topic: the history, and the exact current reasons,
   cause and config version of entities whose last risk change is still there;
-- the ``spot-check changes`` output topic: the recent spot-check list.
+- the ``spot-check changes`` output topic: the recent spot-check list;
+- the ``inspections`` input topic: each entity's latest inspection results (draw outcomes).
 
 Input and output topics keep records for their retention only (Kafka's default:
 7 days). Until 2026-11-28 the view was rebuilt from them alone, so after a week
@@ -36,7 +37,9 @@ import orjson
 from .config import applied_config
 from .settings import Settings
 from .streams.kafka import read_messages
-from .view import ViewWriter
+from .errors import InvalidEvent
+from .events import parse_event
+from .view import ViewWriter, inspection_fact
 
 __all__ = ["rebuild_view"]
 
@@ -95,7 +98,8 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
         keys = [k for pattern in VIEW_PATTERNS async for k in r.scan_iter(pattern, count=1000)]
         for i in range(0, len(keys), 1000):
             await r.delete(*keys[i:i + 1000])
-    counts = {"states": 0, "entities": 0, "risk_changes": 0, "spotcheck_changes": 0, "from_state": 0}
+    counts = {"states": 0, "entities": 0, "risk_changes": 0, "spotcheck_changes": 0, "from_state": 0,
+              "inspections": 0}
     pipe = r.pipeline(transaction=False)
 
     async def flush_some() -> None:
@@ -145,6 +149,15 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
     async for o in _each(settings.broker, settings.topic("spotcheck-changes")):
         view.output(pipe, o, meta.get(o["entity_id"]))
         counts["spotcheck_changes"] += 1
+        await flush_some()
+    # inspection results for draw outcomes (kept, not flushed: older ones may be gone from the topic)
+    async for raw in _each(settings.broker, settings.topic("inspections")):
+        try:
+            ev = parse_event(raw, cfg.entity_id_scheme)
+        except InvalidEvent:
+            continue  # the workers dead-lettered it
+        view.inspection(pipe, inspection_fact(ev))
+        counts["inspections"] += 1
         await flush_some()
     await pipe.execute()
     await r.aclose()

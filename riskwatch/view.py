@@ -11,6 +11,8 @@ Keys (prefix ``rw:``):
 - ``rw:spotchecks`` sorted set of spot-check (tier) changes by decision time, bounded;
 - ``rw:entities`` set of every entity id in the view, registered or scored (since 2026-12-04: a
   view written before holds those written since, until ``rebuild-view``);
+- ``rw:inspections:{id}`` sorted set of an entity's latest inspection results by event time (bounded;
+  since 2026-12-05: what a spot-check draw found, ``GET /v1/spotchecks/draws/{id}/outcomes``);
 - ``rw:objections:effects`` hash ``{objection id}:{step}`` -> what an objection and its resolution did
   (the risk change they forced: effect, score before and after, tier, time; since 2026-12-05).
 
@@ -24,18 +26,21 @@ from datetime import datetime
 
 import orjson
 
-__all__ = ["ENTITIES", "OBJECTION_EFFECTS", "ROUND_LUA", "SPOTCHECKS", "ViewWriter", "entity_key", "history_key"]
+__all__ = ["ENTITIES", "INSPECTIONS_KEPT", "OBJECTION_EFFECTS", "ROUND_LUA", "SPOTCHECKS", "ViewWriter", "entity_key",
+           "history_key", "inspection_fact", "inspections_key"]
 
 P = "rw:"
 SPOTCHECKS = f"{P}spotchecks"
 ENTITIES = f"{P}entities"
 OBJECTION_EFFECTS = f"{P}objections:effects"
 SPOTCHECKS_KEPT = 200_000
+INSPECTIONS_KEPT = 20  # per entity
 
 
 # One worker round in one call (see ViewWriter.outputs). Values arrive as strings, formatted as
 # redis-py formats them, so both paths store the same bytes. ARGV[1] is JSON:
 # e: [[id, name, industry, region]], h: [[id, member, seq]], s: [[member, t]], o: [[field, effect]],
+# i: [[id, member, t]] (inspection results), ik (inspections kept per entity),
 # c: [[id, score, tier, ratio, reasons, updated, cause, config_version, industry, region, at, seq, tier_since]]
 # (industry/region "" when unknown), tiers, hl (history kept), sk (spot checks kept).
 # An entity's current fields are written only when (at, seq) is not below the pair they hold:
@@ -75,6 +80,10 @@ end
 for _, o in ipairs(p.o) do
   redis.call("HSET", P .. "objections:effects", o[1], o[2])
 end
+for _, i in ipairs(p.i) do
+  redis.call("ZADD", P .. "inspections:" .. i[1], i[3], i[2])
+  redis.call("ZREMRANGEBYRANK", P .. "inspections:" .. i[1], 0, -p.ik - 1)
+end
 for _, c in ipairs(p.c) do
   local eid, score, tier = c[1], c[2], c[3]
   local key = P .. "entity:" .. eid
@@ -110,6 +119,22 @@ return #p.c
 """
 
 
+def inspections_key(eid: str) -> str:
+    return f"{P}inspections:{eid}"
+
+
+def inspection_fact(ev) -> dict:
+    """What the view keeps of an inspection event: when, which kind, what it found."""
+    v = ev.violations
+    return {"entity_id": ev.entity_id, "inspection_id": ev.inspection_id, "ts": ev.ts.isoformat(),
+            "t": ev.ts.timestamp(), "kind": ev.kind, "outcome": ev.outcome,
+            "violations": {"critical": v.critical, "major": v.major, "minor": v.minor}}
+
+
+def _inspection_member(f: dict) -> bytes:
+    return orjson.dumps({k: f[k] for k in ("inspection_id", "ts", "kind", "outcome", "violations")})
+
+
 def entity_key(eid: str) -> str:
     return f"{P}entity:{eid}"
 
@@ -141,6 +166,12 @@ class ViewWriter:
                                                          "region": ent["region"]})
         pipe.sadd(ENTITIES, ent["entity_id"])
 
+    def inspection(self, pipe, f: dict) -> None:
+        """An inspection result (:func:`inspection_fact`), one by one (the round script does the same)."""
+        key = inspections_key(f["entity_id"])
+        pipe.zadd(key, {_inspection_member(f): f["t"]})
+        pipe.zremrangebyrank(key, 0, -INSPECTIONS_KEPT - 1)
+
     def output(self, pipe, o: dict, meta: list | None, current: bool = True) -> None:
         """Apply a risk change; ``current=False`` adds it to the history only (an older one)."""
         if o["type"] == "spotcheck_change":
@@ -154,9 +185,9 @@ class ViewWriter:
         if o.get("objection"):
             pipe.hset(OBJECTION_EFFECTS, *self._objection_effect(o))
 
-    def outputs(self, pipe, outs: list[dict], meta_of, entities: list[dict] = ()) -> None:
+    def outputs(self, pipe, outs: list[dict], meta_of, entities: list[dict] = (), inspections: list[dict] = ()) -> None:
         """Queue :meth:`round_payload` as one script call on a (sync) pipeline."""
-        payload = self.round_payload(outs, meta_of, entities)
+        payload = self.round_payload(outs, meta_of, entities, inspections=inspections)
         if payload is not None:
             pipe.register_script(ROUND_LUA)(keys=[], args=[payload], client=pipe)
 
@@ -166,13 +197,14 @@ class ViewWriter:
         if payload is not None:
             await pipe.register_script(ROUND_LUA)(keys=[], args=[payload], client=pipe)
 
-    async def write_round(self, r, outs: list[dict], meta_of, entities: list[dict] = ()) -> None:
+    async def write_round(self, r, outs: list[dict], meta_of, entities: list[dict] = (),
+                          inspections: list[dict] = ()) -> None:
         """Run :meth:`round_payload` as one script call on a redis.asyncio client: one round trip.
 
         Not through a pipeline: a pipeline with a script asks ``SCRIPT EXISTS`` first, a second
         round trip every worker round. ``EVALSHA`` here; redis-py loads the script and retries
         when Redis does not know it (a restarted server)."""
-        payload = self.round_payload(outs, meta_of, entities)
+        payload = self.round_payload(outs, meta_of, entities, inspections=inspections)
         if payload is None:
             return
         if self._script is None or self._script[0] is not r:
@@ -180,7 +212,7 @@ class ViewWriter:
         await self._script[1](keys=[], args=[payload])
 
     def round_payload(self, outs: list[dict], meta_of, entities: list[dict] = (),
-                      history: bool = True) -> bytes | None:
+                      history: bool = True, inspections: list[dict] = ()) -> bytes | None:
         """A round's register data and outputs as the argument of one :data:`ROUND_LUA` call.
 
         Same result as :meth:`entity` then :meth:`output` one by one (tested), but each
@@ -211,10 +243,12 @@ class ViewWriter:
                         o["config_version"], meta[0], meta[1], repr(_epoch(o["ts"])), repr(o["seq"]),
                         _iso(o["tier_since"]) if o.get("tier_since") is not None else ""])
         ents = [[e["entity_id"], e["name"], e["industry"], e["region"]] for e in entities]
-        if not (cur or hist or spots or ents or effects):
+        insp = [[f["entity_id"], _inspection_member(f).decode(), repr(f["t"])] for f in inspections]
+        if not (cur or hist or spots or ents or effects or insp):
             return None
-        return orjson.dumps({"e": ents, "h": hist, "s": spots, "c": cur, "o": effects, "tiers": list(ratios),
-                             "hl": self.history_len, "sk": SPOTCHECKS_KEPT})
+        return orjson.dumps({"e": ents, "h": hist, "s": spots, "c": cur, "o": effects, "i": insp,
+                             "tiers": list(ratios), "hl": self.history_len, "sk": SPOTCHECKS_KEPT,
+                             "ik": INSPECTIONS_KEPT})
 
     def _current(self, pipe, o: dict, meta: list | None) -> None:
         eid, tier, score = o["entity_id"], o["tier"], o["score"]

@@ -5,6 +5,9 @@ seed and a snapshot of the population with their tiers; the SHA-256 of both
 is returned and audited); ``POST /v1/spotchecks/draws/{id}/execute`` draws,
 reveals the seed and stores the result. ``GET /v1/spotchecks/draws/{id}``
 gives everything needed to recompute the draw with :func:`riskwatch.draw.draw`.
+``GET /v1/spotchecks/draws/{id}/outcomes`` says what the checks found so far
+(:mod:`riskwatch.spotcheck_outcomes`), from the inspection results the
+workers keep in the view.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated
 
 import orjson
@@ -21,8 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import audit
 from ..draw import draw, population_digest, seed_digest
+from ..spotcheck_outcomes import outcomes
 from ..times import iso_fields, utc
-from ..view import SPOTCHECKS
+from ..view import SPOTCHECKS, inspections_key
 from .context import Ops, Viewer, ctx_of, errors
 
 router = APIRouter(prefix="/v1/spotchecks", tags=["spot checks"])
@@ -172,3 +176,31 @@ async def get_draw(request: Request, draw_id: str, _: Viewer, population: bool =
     if population:
         rec["population"] = orjson.loads(await r.get(f"{DRAWS}:{draw_id}:population"))
     return iso_fields(rec)
+
+
+@router.get("/draws/{draw_id}/outcomes", responses=errors(404, 409))
+async def draw_outcomes(request: Request, draw_id: str, _: Viewer, since: str | None = None):
+    """What the draw's checks found: each selected entity's first inspection at or after ``since`` (by
+    default when the draw was executed), and per stratum (risk-weighted, control) and tier the share
+    of inspections that found a failure or a critical or major violation; ``lift`` = the risk
+    stratum's hit rate over the control's."""
+    r = ctx_of(request).redis
+    raw = await r.hget(DRAWS, draw_id)
+    if not raw:
+        raise HTTPException(404, detail=f"no draw {draw_id}")
+    rec = orjson.loads(raw)
+    if rec["status"] != "executed":
+        raise HTTPException(409, detail=f"draw {draw_id} is not executed yet: nothing was selected")
+    start = _ts(since, "since") if since is not None else rec["executed_at"]
+    selected = rec["result"]["selected"]
+    pipe = r.pipeline(transaction=False)
+    for s in selected:
+        pipe.zrangebyscore(inspections_key(s["entity_id"]), start, "+inf", start=0, num=1)
+    first = {}
+    for s, rows in zip(selected, await pipe.execute()):
+        if rows:
+            insp = first[s["entity_id"]] = orjson.loads(rows[0])
+            insp["ts"] = utc(insp["ts"])
+    out = outcomes(selected, first)
+    return {"draw_id": draw_id, "period": rec["period"],
+            "since": datetime.fromtimestamp(start, tz=timezone.utc).isoformat(), **out}

@@ -309,12 +309,14 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                 states: dict = {}
                 outs: list = []
                 ents: list = []
+                insp: list = []
                 for res in results:
                     ents += res.entities
+                    insp += res.inspections
                     states.update(res.states)
                     outs += res.outputs
                 async with asyncio.timeout(VIEW_TIMEOUT):
-                    await w.view.write_round(r, outs, lambda eid: (states.get(eid) or {}).get("m"), ents)
+                    await w.view.write_round(r, outs, lambda eid: (states.get(eid) or {}).get("m"), ents, insp)
                 return
             except (rex.ConnectionError, rex.TimeoutError, OSError, TimeoutError) as exc:
                 m.view_retries.inc()
@@ -403,7 +405,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                 await send_now(out_names[kind], encode_batch(outs[i:i + OUTPUTS_PER_MESSAGE]), p)
             for o in outs:
                 m.lag.observe(max(0.0, now - o["ts"].timestamp()))
-        results = [res for _, res in done if res.outputs or res.entities]
+        results = [res for _, res in done if res.outputs or res.entities or res.inspections]
         if results:
             await write_view(results)
         # entity states: committed only after they reach the broker (Faust flushes before commits)

@@ -20,6 +20,7 @@ from typing import Callable
 from ..engine import Engine
 from ..errors import InvalidEvent
 from ..events import parse_event, too_far_ahead
+from ..view import inspection_fact
 from .codec import dead_letter, decode, partition_for
 
 __all__ = ["BatchProcessor", "BatchResult"]
@@ -32,6 +33,7 @@ class BatchResult:
     dead: list[tuple[str, bytes]] = field(default_factory=list)  # (reason, record)
     misrouted: list[tuple[str, dict]] = field(default_factory=list)  # (entity, raw event)
     entities: list[dict] = field(default_factory=list)         # register data seen (for the view)
+    inspections: list[dict] = field(default_factory=list)      # inspection results seen (for the view)
     applied: int = 0
     skipped: int = 0
     ignored: dict[str, int] = field(default_factory=dict)  # by detector: events it did not apply
@@ -106,6 +108,8 @@ class BatchProcessor:
                 if ev.type == "entity":
                     res.entities.append({"entity_id": eid, "name": ev.name, "industry": ev.industry,
                                          "region": ev.region})
+                elif ev.type == "inspection":  # what a draw's spot check found (GET .../outcomes)
+                    res.inspections.append(inspection_fact(ev))
             if state is None:
                 continue
             state.setdefault("o", {})[tp] = offset

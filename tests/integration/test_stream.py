@@ -108,6 +108,8 @@ def test_rebuild_view_from_topics_matches(stack):
     before = {k: r.hgetall(k) for k in r.scan_iter("rw:entity:*")}
     ranks = r.zrevrange("rw:rank", 0, -1, withscores=True)
     held = r.smembers("rw:entities")
+    inspections = {k: r.zrange(k, 0, -1, withscores=True) for k in r.scan_iter("rw:inspections:*")}
+    assert len(inspections) > 100  # the worker keeps them for draw outcomes
     assert held == {k.removeprefix("rw:entity:") for k in before}  # every entity hash, registered or scored
     r.flushall()
     out = subprocess.run([sys.executable, "-m", "riskwatch.cli", "rebuild-view"], env=worker_env(s),
@@ -119,6 +121,7 @@ def test_rebuild_view_from_topics_matches(stack):
                       f"{in_topic}; entities differing {len(diff)}", out.stderr, list(diff.items())[:1])
     assert r.zrevrange("rw:rank", 0, -1, withscores=True) == ranks
     assert r.smembers("rw:entities") == held
+    assert {k: r.zrange(k, 0, -1, withscores=True) for k in r.scan_iter("rw:inspections:*")} == inspections
 
 
 def test_rebuild_view_keeps_entities_whose_records_aged_out_of_the_topics(stack):

@@ -11,7 +11,7 @@ from riskwatch.config import load_config
 from riskwatch.engine import Engine
 from riskwatch.events import parse_event
 from riskwatch.simulate import Simulation
-from riskwatch.view import ViewWriter
+from riskwatch.view import INSPECTIONS_KEPT, ViewWriter, inspection_fact
 
 
 def _snapshot(r: redis.Redis) -> dict:
@@ -39,10 +39,14 @@ def test_round_writes_equal_one_by_one_writes(services):
         base = {"entity_id": c["entity_id"], "ts": c["ts"], "objection_id": f"o{i}", "target_id": c["complaint_id"]}
         raws += [dict(base, type="objection", target_kind="complaint"),
                  dict(base, type="objection_resolution", resolution=("upheld", "revoked")[i % 2])]
+    facts: list = []  # inspection results, as the worker hands them to the view
     for raw in raws:
         ev = parse_event(raw)
         states[ev.entity_id], o = eng.process(states.get(ev.entity_id), ev)
         outs += o
+        if ev.type == "inspection":
+            facts.append(inspection_fact(ev))
+    assert len(facts) > 25 * 60 // 10  # some entities have more than the view keeps
     assert sum(o["type"] == "risk_change" for o in outs) > 3 * len(states)  # several per entity
     assert any(o["type"] == "spotcheck_change" for o in outs)
     assert sum(1 for o in outs if o.get("objection")) == 24
@@ -60,25 +64,37 @@ def test_round_writes_equal_one_by_one_writes(services):
                 view.entity(pipe, e)
             for o in outs:
                 view.output(pipe, o, meta[o["entity_id"]])
+            for f in facts:
+                view.inspection(pipe, f)
         elif db == 6:
             for i in range(0, len(outs), 700):  # rounds
-                view.outputs(pipe, outs[i:i + 700], meta.get, ents if i == 0 else ())
+                view.outputs(pipe, outs[i:i + 700], meta.get, ents if i == 0 else (), _share(facts, outs, i))
         else:  # as the worker writes: one EVALSHA per round on the asyncio client
-            asyncio.run(_write_rounds(view, rs.url.rsplit("/", 1)[0] + f"/{db}", outs, meta, ents))
+            asyncio.run(_write_rounds(view, rs.url.rsplit("/", 1)[0] + f"/{db}", outs, meta, ents, facts))
         pipe.execute()
         snaps.append(_snapshot(r))
         r.flushdb()
     assert snaps[0] and snaps[0] == snaps[1] == snaps[2]
     assert len(snaps[0][b"rw:objections:effects"]) == 24
+    kept = [v for k, v in snaps[0].items() if k.startswith(b"rw:inspections:")]
+    assert max(len(v) for v in kept) == INSPECTIONS_KEPT
 
 
-async def _write_rounds(view: ViewWriter, url: str, outs: list, meta: dict, ents: list) -> None:
+def _share(facts: list, outs: list, i: int) -> list:
+    """The inspection results of the round of outputs ``outs[i:i + 700]`` (every one in some round)."""
+    rounds = -(-len(outs) // 700)
+    per = -(-len(facts) // rounds)
+    k = i // 700
+    return facts[k * per:(k + 1) * per]
+
+
+async def _write_rounds(view: ViewWriter, url: str, outs: list, meta: dict, ents: list, facts: list) -> None:
     import redis.asyncio as aioredis
 
     r = aioredis.from_url(url)
     try:
         for i in range(0, len(outs), 700):
-            await view.write_round(r, outs[i:i + 700], meta.get, ents if i == 0 else ())
+            await view.write_round(r, outs[i:i + 700], meta.get, ents if i == 0 else (), _share(facts, outs, i))
             if i == 0:
                 await r.script_flush()  # as after a Redis restart: the next round reloads the script
     finally:
