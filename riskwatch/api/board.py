@@ -31,7 +31,7 @@ from .alerts import list_alerts
 from .auth import Principal, allows
 from .context import REDIS_OUTAGES, ctx_of
 from .entities import get_entity, get_history, list_entities
-from .spotchecks import changes
+from .spotchecks import changes, draw_outcomes, list_draws
 
 __all__ = ["router", "COOKIE"]
 
@@ -230,6 +230,9 @@ async def overview(request: Request, tier: str | None = None, region: str | None
         alerts = await list_alerts(request, who, region=region, severity=None, entity_id=None, rule=None,
                                    state="open", limit=50)
         recent = await changes(request, who, since=None, until=None, region=region, to_tier=None, limit=20)
+        draws = (await list_draws(request, who, status=None, limit=5))["draws"]
+        found = {d["id"]: await draw_outcomes(request, d["id"], who, since=None)
+                 for d in draws if d["status"] == "executed"}
     except HTTPException as e:
         return _problem(e, who)
     pipe = ctx.redis.pipeline(transaction=False)
@@ -258,6 +261,7 @@ async def overview(request: Request, tier: str | None = None, region: str | None
     change_rows = [[_when(c["ts"]), _entity_link(c.get("entity_id")), f"{c.get('from_tier')} -> {c.get('to_tier')}",
                     f"{c.get('from_ratio', 0):.0%} -> {c.get('to_ratio', 0):.0%}", c.get("score"),
                     _top_reason(c.get("reasons"))] for c in recent["changes"]]
+    draw_rows = [_draw_row(d, found.get(d["id"])) for d in draws]
     shown = " (filtered)" if tier or region or industry or min_score else ""
     body = (
         f'<p class="meta">config {_e(meta.get("version", cfg.version))}; refreshes every {REFRESH_SECONDS} s</p>'
@@ -271,8 +275,29 @@ async def overview(request: Request, tier: str | None = None, region: str | None
         + _table(["severity", "status", "rule", "entity", "summary", "since", "count"], alert_rows, "no open alert")
         + f"</section><section><h2>Latest tier changes{' in ' + _e(region) if region else ''}</h2>"
         + _table(["when", "entity", "tier", "spot-check ratio", "score", "top reason"], change_rows,
-                 "no tier change yet") + "</section>")
+                 "no tier change yet") + "</section>"
+        "<section><h2>Spot-check draws: what the checks found</h2>"
+        + _table(["draw", "period", "region", "status", "selected", "inspected", "hits: risk-weighted",
+                  "hits: control (random)", "lift"], draw_rows, "no draw yet") + "</section>")
     return _page("Supervision", body, who, refresh=True)
+
+
+def _hits(st: dict) -> str:
+    """``found of inspected (rate)`` for one stratum of a draw's outcomes."""
+    if not st["inspected"]:
+        return f"none inspected of {st['selected']}"
+    return f"{st['found']} of {st['inspected']} ({st['hit_rate']:.0%})"
+
+
+def _draw_row(d: dict, out: dict | None) -> list:
+    """A draw on the overview: its checks' hit rates per stratum and the lift (see
+    :mod:`riskwatch.spotcheck_outcomes`); a committed draw has selected nothing yet."""
+    head = [d["id"], d["period"], d.get("region") or "all", d["status"]]
+    if out is None:
+        return head + [d["capacity"], "", "", "", ""]
+    lift = f"{out['lift']:.2f}x" if out["lift"] is not None else "not yet (no control hit)"
+    return head + [out["selected"], out["inspected"], _hits(out["strata"]["risk"]),
+                   _hits(out["strata"]["control"]), lift]
 
 
 @router.get("/entities/{entity_id}")

@@ -16,7 +16,7 @@ import secrets
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -163,6 +163,25 @@ async def execute_draw(request: Request, draw_id: str, who: Ops):
     audit.record(pipe, who.name, "draw.execute", draw_id, {"seed": seed, "selected": len(result["selected"])})
     await pipe.execute()
     return iso_fields(rec)
+
+
+@router.get("/draws")
+async def list_draws(request: Request, _: Viewer, status: Literal["committed", "executed"] | None = None,
+                     limit: Annotated[int, Query(ge=1, le=200)] = 20):
+    """Draws, newest commitment first, without their populations and selections (``GET /draws/{id}``)."""
+    rows = (await ctx_of(request).redis.hgetall(DRAWS)).values()
+    recs = sorted((orjson.loads(x) for x in rows), key=lambda d: (-d["committed_at"], d["id"]))
+    out = []
+    for d in recs:
+        if status and d["status"] != status:
+            continue
+        result = d.pop("result", None)
+        d.pop("last_inspector", None)
+        d["selected"] = len(result["selected"]) if result else None
+        out.append(iso_fields(d))
+        if len(out) == limit:
+            break
+    return {"count": len(out), "draws": out}
 
 
 @router.get("/draws/{draw_id}", responses=errors(404))

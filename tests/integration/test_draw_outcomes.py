@@ -48,6 +48,18 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
                 + [_inspection(early["entity_id"], 99, now - timedelta(days=2), True)])
         out = wait_for(lambda: (x := c.get(f"/v1/spotchecks/draws/{did}/outcomes", headers=viewer).json())
                        and x["inspected"] == 30 and x, 60, "the 30 inspections in the outcomes", workers.logs)
+        later = c.post("/v1/spotchecks/draws", json={**body, "period": "2027-01"}, headers=ops).json()
+        listed = c.get("/v1/spotchecks/draws", headers=viewer).json()["draws"]
+        assert [(d["id"], d["status"], d["selected"]) for d in listed] == [(later["id"], "committed", None),
+                                                                           (did, "executed", 40)]
+        assert "result" not in listed[1] and "population" not in listed[1]
+        # the board shows what the checks found, as the API counts it
+        assert c.post("/board/login", data={"token": "t-viewer"}, follow_redirects=False).status_code == 303
+        page = c.get("/board").text
+        risk, control = out["strata"]["risk"], out["strata"]["control"]
+        assert f"{risk['found']} of {risk['inspected']} ({risk['hit_rate']:.0%})" in page
+        assert f"{control['found']} of {control['inspected']} ({control['hit_rate']:.0%})" in page
+        assert f"{out['lift']:.2f}x" in page and later["id"] in page
 
     assert out["outstanding"] == 10 and out["selected"] == 40
     for stratum in ("risk", "control"):
