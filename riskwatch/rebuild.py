@@ -35,21 +35,25 @@ from datetime import UTC, datetime
 import orjson
 
 from .config import applied_config
-from .settings import Settings
-from .streams.kafka import read_messages
 from .errors import InvalidEvent
 from .events import parse_event
+from .settings import Settings
+from .streams.codec import decode
+from .streams.kafka import read_messages
 from .view import ViewWriter, inspection_fact
 
 __all__ = ["rebuild_view"]
 
 
 async def _each(broker: str, topic: str):
-    """The events of a topic, batch envelopes unpacked."""
+    """The events of a topic, batch envelopes unpacked; messages that are not JSON are skipped (an input
+    topic holds whatever producers sent, and the workers dead-lettered those: until 2026-12-05 one
+    such message in ``rw.entities`` stopped the rebuild with a JSONDecodeError)."""
     async for msg in read_messages(broker, topic):
-        obj = orjson.loads(msg.value)
-        for ev in obj["batch"] if isinstance(obj, dict) and "batch" in obj else [obj]:
-            yield ev
+        events, err = decode(msg.value)
+        if err is None:
+            for ev in events:
+                yield ev
 
 
 async def _states(broker: str, changelog: str):
@@ -64,6 +68,17 @@ async def _states(broker: str, changelog: str):
                 yield item
         elif msg.key[:1] != b"\x00":  # not the source-offsets record
             yield msg.key.decode(), orjson.loads(msg.value)
+
+
+def _valid(raw, etype: str, scheme: str):
+    """The event if it is a valid one of type ``etype`` (until 2026-12-05 the rebuild wrote register
+    data of entity events the workers had dead-lettered, a bad region say, into the view)."""
+    if not isinstance(raw, dict) or raw.get("type") != etype:
+        return None
+    try:
+        return parse_event(raw, scheme)
+    except InvalidEvent:
+        return None
 
 
 def _from_state(engine, eid: str, st: dict) -> dict | None:
@@ -107,10 +122,12 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
             await pipe.execute()
 
     meta: dict[str, list] = {}
-    async for ev in _each(settings.broker, settings.topic("entities")):
-        if isinstance(ev, dict) and ev.get("type") == "entity" and {"entity_id", "name", "industry", "region"} <= ev.keys():
-            view.entity(pipe, ev)
-            meta[ev["entity_id"]] = [ev["industry"], ev["region"]]
+    async for raw in _each(settings.broker, settings.topic("entities")):
+        ev = _valid(raw, "entity", cfg.entity_id_scheme)  # what the workers applied, not what they dead-lettered
+        if ev is not None:
+            view.entity(pipe, {"entity_id": ev.entity_id, "name": ev.name, "industry": ev.industry,
+                               "region": ev.region})
+            meta[ev.entity_id] = [ev.industry, ev.region]
             counts["entities"] += 1
             await flush_some()
     # per entity only what the view needs (a state is ~1 KB; 1M of them would not fit in memory)
@@ -152,10 +169,9 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
         await flush_some()
     # inspection results for draw outcomes (kept, not flushed: older ones may be gone from the topic)
     async for raw in _each(settings.broker, settings.topic("inspections")):
-        try:
-            ev = parse_event(raw, cfg.entity_id_scheme)
-        except InvalidEvent:
-            continue  # the workers dead-lettered it
+        ev = _valid(raw, "inspection", cfg.entity_id_scheme)
+        if ev is None:
+            continue
         view.inspection(pipe, inspection_fact(ev))
         counts["inspections"] += 1
         await flush_some()

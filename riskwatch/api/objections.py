@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import audit
 from ..events import OBJECTION_EFFECTS, validate_entity_id
-from ..view import OBJECTION_EFFECTS as EFFECTS_KEY
 from ..times import iso_fields
+from ..view import OBJECTION_EFFECTS as EFFECTS_KEY
 from .context import Inspector, Ops, Viewer, ctx_of, errors
 
 router = APIRouter(prefix="/v1/objections", tags=["objections"])
