@@ -134,14 +134,18 @@ async def commit_draw(request: Request, body: DrawIn, who: Ops):
     return iso_fields(rec)
 
 
+async def _load_draw(r, draw_id: str) -> dict:
+    raw = await r.hget(DRAWS, draw_id)
+    if not raw:
+        raise HTTPException(404, detail=f"no draw {draw_id}")
+    return orjson.loads(raw)
+
+
 @router.post("/draws/{draw_id}/execute", responses=errors(404, 409))
 async def execute_draw(request: Request, draw_id: str, who: Ops):
     """Draw with the committed seed and population; the seed is disclosed with the result."""
     r = ctx_of(request).redis
-    raw = await r.hget(DRAWS, draw_id)
-    if not raw:
-        raise HTTPException(404, detail=f"no draw {draw_id}")
-    rec = orjson.loads(raw)
+    rec = await _load_draw(r, draw_id)
     if rec["status"] != "committed":
         raise HTTPException(409, detail=f"draw {draw_id} was already executed")
     seed = await r.hget(f"{DRAWS}:secret", draw_id)
@@ -188,10 +192,7 @@ async def list_draws(request: Request, _: Viewer, status: Literal["committed", "
 async def get_draw(request: Request, draw_id: str, _: Viewer, population: bool = False):
     """The commitment (and, once executed, the seed and result); ``population=true`` adds the snapshot."""
     r = ctx_of(request).redis
-    raw = await r.hget(DRAWS, draw_id)
-    if not raw:
-        raise HTTPException(404, detail=f"no draw {draw_id}")
-    rec = orjson.loads(raw)
+    rec = await _load_draw(r, draw_id)
     if population:
         rec["population"] = orjson.loads(await r.get(f"{DRAWS}:{draw_id}:population"))
     return iso_fields(rec)
@@ -204,10 +205,7 @@ async def draw_outcomes(request: Request, draw_id: str, _: Viewer, since: str | 
     of inspections that found a failure or a critical or major violation; ``lift`` = the risk
     stratum's hit rate over the control's."""
     r = ctx_of(request).redis
-    raw = await r.hget(DRAWS, draw_id)
-    if not raw:
-        raise HTTPException(404, detail=f"no draw {draw_id}")
-    rec = orjson.loads(raw)
+    rec = await _load_draw(r, draw_id)
     if rec["status"] != "executed":
         raise HTTPException(409, detail=f"draw {draw_id} is not executed yet: nothing was selected")
     start = _ts(since, "since") if since is not None else rec["executed_at"]

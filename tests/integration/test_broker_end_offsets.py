@@ -17,11 +17,16 @@ from riskwatch.streams.kafka import read_messages
 from .helpers import read_topic
 
 
-async def _fill(broker: str, topic: str, n: int) -> dict[int, int]:
+async def _create(broker: str, topic: str) -> None:
+    """A topic of 2 partitions."""
     admin = AIOKafkaAdminClient(bootstrap_servers=broker)
     await admin.start()
     await admin.create_topics([NewTopic(topic, 2, 1)])
     await admin.close()
+
+
+async def _fill(broker: str, topic: str, n: int) -> dict[int, int]:
+    await _create(broker, topic)
     p = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=20, acks="all")
     await p.start()
     for i in range(n):
@@ -59,10 +64,7 @@ def test_riskwatch_reader_gets_every_record_past_the_reported_end(services):
 
 
 async def _read_while_written(broker: str, topic: str) -> tuple[int, list, float, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, 2, 1)])
-    await admin.close()
+    await _create(broker, topic)
     p = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=5, acks="all")
     await p.start()
     for i in range(2_000):
