@@ -40,6 +40,7 @@ from .events import parse_event
 from .settings import Settings
 from .streams.codec import decode
 from .streams.kafka import read_messages
+from .streams.state_store import read_changelog
 from .view import ViewWriter, inspection_fact
 
 __all__ = ["rebuild_view"]
@@ -57,17 +58,10 @@ async def _each(broker: str, topic: str):
 
 
 async def _states(broker: str, changelog: str):
-    """``(entity id, state)`` of every state record in the changelog, oldest first (keyed records;
-    unkeyed rounds of the earlier format too). Not deduplicated: the head of a compacted topic
-    still holds several records per entity, and the last one wins."""
-    from .streams.state_store import decode_change
-
-    async for msg in read_messages(broker, changelog):
-        if msg.key is None:
-            for item in decode_change(msg.value)[1].items():
-                yield item
-        elif msg.key[:1] != b"\x00":  # not the source-offsets record
-            yield msg.key.decode(), orjson.loads(msg.value)
+    """``(entity id, state)`` of every state record in the changelog, oldest first (the last one wins)."""
+    async for eid, raw in read_changelog(broker, changelog):
+        if raw is not None:
+            yield eid, orjson.loads(raw)
 
 
 def _valid(raw, etype: str, scheme: str):

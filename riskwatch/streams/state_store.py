@@ -59,7 +59,7 @@ from pathlib import Path
 
 import orjson
 
-__all__ = ["StateStore", "CHANGELOG_CONFIG", "send_records", "decode_change", "latest_states"]
+__all__ = ["StateStore", "CHANGELOG_CONFIG", "send_records", "decode_change", "latest_states", "read_changelog"]
 
 log = logging.getLogger("riskwatch.state")
 _OFFSET = b"\x00offset"   # meta keys: entity ids never start with a NUL byte (see events.py)
@@ -75,21 +75,29 @@ def decode_change(value: bytes) -> tuple[dict[str, int], dict[str, dict]]:
     return obj.get("src") or {}, obj.get("states") or {}
 
 
-async def latest_states(broker: str, changelog: str) -> dict[str, bytes]:
-    """The last state of every entity in the changelog, serialised (records keyed by entity id; rounds of
-    the earlier, unkeyed format too), read to its end as it was when the read began."""
+async def read_changelog(broker: str, changelog: str):
+    """``(entity id, serialised state or None for a tombstone)`` of every state record in the changelog,
+    oldest first, to its end as it was when the read began: records keyed by entity id, and rounds of
+    the earlier, unkeyed format. Not deduplicated: the head of a compacted topic still holds several
+    records per entity, and the last one wins."""
     from .kafka import read_messages
 
-    out: dict[str, bytes] = {}
     async for msg in read_messages(broker, changelog):
         if msg.key is None:
             for eid, st in decode_change(msg.value)[1].items():
-                out[eid] = orjson.dumps(st)
+                yield eid, orjson.dumps(st)
         elif msg.key[:1] != b"\x00":  # not the source-offsets record
-            if msg.value is None:
-                out.pop(msg.key.decode(), None)  # a tombstone
-            else:
-                out[msg.key.decode()] = msg.value
+            yield msg.key.decode(), msg.value
+
+
+async def latest_states(broker: str, changelog: str) -> dict[str, bytes]:
+    """The last state of every entity in the changelog, serialised."""
+    out: dict[str, bytes] = {}
+    async for eid, raw in read_changelog(broker, changelog):
+        if raw is None:
+            out.pop(eid, None)
+        else:
+            out[eid] = raw
     return out
 
 
