@@ -31,7 +31,7 @@ from .alerts import list_alerts
 from .auth import Principal, allows
 from .context import REDIS_OUTAGES, ctx_of
 from .entities import get_entity, get_history, list_entities
-from .spotchecks import changes, draw_outcomes, list_draws
+from .spotchecks import changes, draw_summary, latest_draws, outcomes_of
 
 __all__ = ["router", "COOKIE"]
 
@@ -230,9 +230,10 @@ async def overview(request: Request, tier: str | None = None, region: str | None
         alerts = await list_alerts(request, who, region=region, severity=None, entity_id=None, rule=None,
                                    state="open", limit=50)
         recent = await changes(request, who, since=None, until=None, region=region, to_tier=None, limit=20)
-        draws = (await list_draws(request, who, status=None, limit=5))["draws"]
-        found = {d["id"]: await draw_outcomes(request, d["id"], who, since=None)
-                 for d in draws if d["status"] == "executed"}
+        # each draw read once (its summary and its outcomes come from the same record)
+        recs = await latest_draws(ctx.redis, 5)
+        found = {d["id"]: await outcomes_of(ctx.redis, d, d["executed_at"]) for d in recs if d["status"] == "executed"}
+        draws = [draw_summary(d) for d in recs]
     except HTTPException as e:
         return _problem(e, who)
     pipe = ctx.redis.pipeline(transaction=False)

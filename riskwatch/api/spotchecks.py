@@ -169,23 +169,26 @@ async def execute_draw(request: Request, draw_id: str, who: Ops):
     return iso_fields(rec)
 
 
+async def latest_draws(r, limit: int, status: str | None = None) -> list[dict]:
+    """Whole draw records, newest commitment first."""
+    recs = sorted((orjson.loads(x) for x in (await r.hgetall(DRAWS)).values()),
+                  key=lambda d: (-d["committed_at"], d["id"]))
+    return [d for d in recs if not status or d["status"] == status][:limit]
+
+
+def draw_summary(rec: dict) -> dict:
+    """A draw record without its selection and inspectors' history (``GET /draws/{id}`` has them)."""
+    d = {k: v for k, v in rec.items() if k not in ("result", "last_inspector")}
+    d["selected"] = len(rec["result"]["selected"]) if rec.get("result") else None
+    return iso_fields(d)
+
+
 @router.get("/draws")
 async def list_draws(request: Request, _: Viewer, status: Literal["committed", "executed"] | None = None,
                      limit: Annotated[int, Query(ge=1, le=200)] = 20):
     """Draws, newest commitment first, without their populations and selections (``GET /draws/{id}``)."""
-    rows = (await ctx_of(request).redis.hgetall(DRAWS)).values()
-    recs = sorted((orjson.loads(x) for x in rows), key=lambda d: (-d["committed_at"], d["id"]))
-    out = []
-    for d in recs:
-        if status and d["status"] != status:
-            continue
-        result = d.pop("result", None)
-        d.pop("last_inspector", None)
-        d["selected"] = len(result["selected"]) if result else None
-        out.append(iso_fields(d))
-        if len(out) == limit:
-            break
-    return {"count": len(out), "draws": out}
+    draws = [draw_summary(d) for d in await latest_draws(ctx_of(request).redis, limit, status)]
+    return {"count": len(draws), "draws": draws}
 
 
 @router.get("/draws/{draw_id}", responses=errors(404))
@@ -208,7 +211,11 @@ async def draw_outcomes(request: Request, draw_id: str, _: Viewer, since: str | 
     rec = await _load_draw(r, draw_id)
     if rec["status"] != "executed":
         raise HTTPException(409, detail=f"draw {draw_id} is not executed yet: nothing was selected")
-    start = _ts(since, "since") if since is not None else rec["executed_at"]
+    return await outcomes_of(r, rec, _ts(since, "since") if since is not None else rec["executed_at"])
+
+
+async def outcomes_of(r, rec: dict, start: float) -> dict:
+    """:func:`riskwatch.spotcheck_outcomes.outcomes` of an executed draw record, from ``start`` (epoch s)."""
     selected = rec["result"]["selected"]
     pipe = r.pipeline(transaction=False)
     for s in selected:
@@ -219,5 +226,5 @@ async def draw_outcomes(request: Request, draw_id: str, _: Viewer, since: str | 
             insp = first[s["entity_id"]] = orjson.loads(rows[0])
             insp["ts"] = utc(insp["ts"])
     out = outcomes(selected, first)
-    return {"draw_id": draw_id, "period": rec["period"],
+    return {"draw_id": rec["id"], "period": rec["period"],
             "since": datetime.fromtimestamp(start, tz=timezone.utc).isoformat(), **out}
