@@ -107,13 +107,16 @@ class Violations(BaseModel):
     minor: Annotated[int, Field(ge=0)] = 0
 
 
+InspectionKind = Literal["routine", "complaint", "follow_up"]  # a spot check is ``routine``
+
+
 class Inspection(_Event):
     """The result of an on-site inspection."""
 
     type: Literal["inspection"] = "inspection"
     inspection_id: Id
     ts: AwareDatetime
-    kind: Literal["routine", "complaint", "follow_up"]
+    kind: InspectionKind
     outcome: Literal["pass", "conditional", "fail"]
     violations: Violations = Field(default_factory=Violations)
 

@@ -278,16 +278,18 @@ async def overview(request: Request, tier: str | None = None, region: str | None
         + _table(["when", "entity", "tier", "spot-check ratio", "score", "top reason"], change_rows,
                  "no tier change yet") + "</section>"
         "<section><h2>Spot-check draws: what the checks found</h2>"
-        + _table(["draw", "period", "region", "status", "selected", "inspected", "hits: risk-weighted",
+        + _table(["draw", "period", "region", "status", "selected", "spot-checked (routine)", "hits: risk-weighted",
                   "hits: control (random)", "lift"], draw_rows, "no draw yet") + "</section>")
     return _page("Supervision", body, who, refresh=True)
 
 
 def _hits(st: dict) -> str:
-    """``found of inspected (rate)`` for one stratum of a draw's outcomes."""
+    """``found of inspected (rate)`` for one stratum of a draw's outcomes, and how many of it were inspected
+    only otherwise (prompted by a complaint, a follow-up: not counted)."""
+    other = f"; {st['inspected_otherwise']} inspected otherwise, not counted" if st["inspected_otherwise"] else ""
     if not st["inspected"]:
-        return f"none inspected of {st['selected']}"
-    return f"{st['found']} of {st['inspected']} ({st['hit_rate']:.0%})"
+        return f"none spot-checked of {st['selected']}{other}"
+    return f"{st['found']} of {st['inspected']} ({st['hit_rate']:.0%}){other}"
 
 
 def _draw_row(d: dict, out: dict | None) -> list:

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import audit
 from ..draw import draw, population_digest, seed_digest
-from ..spotcheck_outcomes import outcomes
+from ..events import InspectionKind
+from ..spotcheck_outcomes import SPOT_CHECK_KINDS, outcomes
 from ..times import iso_fields, utc
 from ..view import SPOTCHECKS, inspections_key
 from .context import Ops, Viewer, ctx_of, errors
@@ -202,29 +203,39 @@ async def get_draw(request: Request, draw_id: str, _: Viewer, population: bool =
 
 
 @router.get("/draws/{draw_id}/outcomes", responses=errors(404, 409))
-async def draw_outcomes(request: Request, draw_id: str, _: Viewer, since: str | None = None):
-    """What the draw's checks found: each selected entity's first inspection at or after ``since`` (by
-    default when the draw was executed), and per stratum (risk-weighted, control) and tier the share
-    of inspections that found a failure or a critical or major violation; ``lift`` = the risk
-    stratum's hit rate over the control's."""
+async def draw_outcomes(request: Request, draw_id: str, _: Viewer, since: str | None = None,
+                        kinds: Annotated[list[InspectionKind], Query()] = ["routine"]):  # noqa: B006
+    """What the draw's checks found: each selected entity's first inspection of a kind in ``kinds``
+    (``routine`` by default: the spot check; ``?kinds=routine&kinds=complaint`` counts more) at or after
+    ``since`` (by default when the draw was executed), and per stratum (risk-weighted, control) and tier
+    the share of those that found a failure or a critical or major violation; ``lift`` = the risk
+    stratum's hit rate over the control's. Entities inspected since only by other kinds are counted
+    apart (``inspected_otherwise``), with each entity's ``not_counted``."""
     r = ctx_of(request).redis
     rec = await _load_draw(r, draw_id)
     if rec["status"] != "executed":
         raise HTTPException(409, detail=f"draw {draw_id} is not executed yet: nothing was selected")
-    return await outcomes_of(r, rec, _ts(since, "since") if since is not None else rec["executed_at"])
+    return await outcomes_of(r, rec, _ts(since, "since") if since is not None else rec["executed_at"],
+                             frozenset(kinds))
 
 
-async def outcomes_of(r, rec: dict, start: float) -> dict:
-    """:func:`riskwatch.spotcheck_outcomes.outcomes` of an executed draw record, from ``start`` (epoch s)."""
+async def outcomes_of(r, rec: dict, start: float, kinds: frozenset[str] = SPOT_CHECK_KINDS) -> dict:
+    """:func:`riskwatch.spotcheck_outcomes.outcomes` of an executed draw record, from ``start`` (epoch s),
+    counting inspections of ``kinds``."""
     selected = rec["result"]["selected"]
     pipe = r.pipeline(transaction=False)
     for s in selected:
-        pipe.zrangebyscore(inspections_key(s["entity_id"]), start, "+inf", start=0, num=1)
-    first = {}
+        pipe.zrangebyscore(inspections_key(s["entity_id"]), start, "+inf")
+    first, others = {}, {}
     for s, rows in zip(selected, await pipe.execute()):
-        if rows:
-            insp = first[s["entity_id"]] = orjson.loads(rows[0])
-            insp["ts"] = utc(insp["ts"])
-    out = outcomes(selected, first)
-    return {"draw_id": rec["id"], "period": rec["period"],
+        eid = s["entity_id"]
+        for raw in rows:  # oldest first
+            insp = orjson.loads(raw)
+            if insp["kind"] in kinds:
+                insp["ts"] = utc(insp["ts"])
+                first[eid] = insp
+                break
+            others[eid] = others.get(eid, 0) + 1
+    out = outcomes(selected, first, others)
+    return {"draw_id": rec["id"], "period": rec["period"], "kinds": sorted(kinds),
             "since": datetime.fromtimestamp(start, tz=timezone.utc).isoformat(), **out}

@@ -13,9 +13,9 @@ from .conftest import wait_for
 from .helpers import produce
 
 
-def _inspection(eid: str, i: int, at: datetime, found: bool) -> dict:
+def _inspection(eid: str, i: int, at: datetime, found: bool, kind: str = "routine") -> dict:
     return {"type": "inspection", "inspection_id": f"spot-{i}", "entity_id": eid, "ts": at.isoformat(),
-            "kind": "routine", "outcome": "conditional" if found else "pass",
+            "kind": kind, "outcome": "conditional" if found else "pass",
             "violations": {"critical": 0, "major": 1 if found else 0, "minor": 2}}
 
 
@@ -43,11 +43,22 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
         found = {x["entity_id"]: (i % 3 != 0 if x["stratum"] == "risk" else i % 3 == 0)
                  for i, x in enumerate(visited)}
         early = sel[20]  # one not visited had an inspection before the draw: it is no spot check
+        # one not visited was inspected after the draw on a complaint (it failed): no spot check either, and
+        # one visited had a follow-up before its spot check: not the one counted
+        prompted, followed = sel[21], visited[0]
         produce(s, [_inspection(x["entity_id"], i, now + timedelta(minutes=1), found[x["entity_id"]])
                     for i, x in enumerate(visited)]
-                + [_inspection(early["entity_id"], 99, now - timedelta(days=2), True)])
+                + [_inspection(early["entity_id"], 99, now - timedelta(days=2), True),
+                   _inspection(prompted["entity_id"], 98, now + timedelta(minutes=2), True, "complaint"),
+                   _inspection(followed["entity_id"], 97, now + timedelta(seconds=30), not found[followed["entity_id"]],
+                               "follow_up")])
         out = wait_for(lambda: (x := c.get(f"/v1/spotchecks/draws/{did}/outcomes", headers=viewer).json())
-                       and x["inspected"] == 30 and x, 60, "the 30 inspections in the outcomes", workers.logs)
+                       and x["inspected"] == 30 and sum(e["not_counted"] for e in x["entities"]) == 2 and x, 60,
+                       "the 30 spot checks and 2 other inspections in the outcomes", workers.logs)
+        wider = c.get(f"/v1/spotchecks/draws/{did}/outcomes?kinds=routine&kinds=complaint&kinds=follow_up",
+                      headers=viewer).json()
+        bad = c.get(f"/v1/spotchecks/draws/{did}/outcomes?kinds=random", headers=viewer)
+        assert bad.status_code == 422 and "kinds" in bad.text
         later = c.post("/v1/spotchecks/draws", json={**body, "period": "2027-01"}, headers=ops).json()
         listed = c.get("/v1/spotchecks/draws", headers=viewer).json()["draws"]
         assert [(d["id"], d["status"], d["selected"]) for d in listed] == [(later["id"], "committed", None),
@@ -60,6 +71,7 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
         assert f"{risk['found']} of {risk['inspected']} ({risk['hit_rate']:.0%})" in page
         assert f"{control['found']} of {control['inspected']} ({control['hit_rate']:.0%})" in page
         assert f"{out['lift']:.2f}x" in page and later["id"] in page
+        assert page.count("; 1 inspected otherwise, not counted") == 1
 
     assert out["outstanding"] == 10 and out["selected"] == 40
     for stratum in ("risk", "control"):
@@ -71,5 +83,17 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
     assert out["lift"] == round(out["strata"]["risk"]["hit_rate"] / out["strata"]["control"]["hit_rate"], 3) > 1
     by_id = {e["entity_id"]: e for e in out["entities"]}
     assert by_id[early["entity_id"]]["inspection"] is None
+    # the complaint-prompted inspection is shown apart, in its stratum; the follow-up is passed over
+    assert out["kinds"] == ["routine"]
+    assert (by_id[prompted["entity_id"]]["inspection"], by_id[prompted["entity_id"]]["not_counted"]) == (None, 1)
+    assert out["strata"][prompted["stratum"]]["inspected_otherwise"] == 1
+    assert sum(st["inspected_otherwise"] for st in out["strata"].values()) == 1
+    assert by_id[followed["entity_id"]]["inspection"]["inspection_id"] == "spot-0"
+    assert by_id[followed["entity_id"]]["not_counted"] == 1
+    # counting every kind: the prompted one becomes that entity's check, the follow-up the other's
+    wide = {e["entity_id"]: e for e in wider["entities"]}
+    assert wider["inspected"] == 31 and wider["outstanding"] == 9
+    assert wide[prompted["entity_id"]]["inspection"]["inspection_id"] == "spot-98"
+    assert wide[followed["entity_id"]]["found"] is (not found[followed["entity_id"]])
     assert all(by_id[eid]["found"] is f for eid, f in found.items())
     assert sum(t["selected"] for t in out["tiers"].values()) == 40
