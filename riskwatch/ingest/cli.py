@@ -55,7 +55,7 @@ def cmd_import(args) -> int:
     from ..settings import Settings
     from ..times import iso_seconds
     from . import imports
-    from .file_import import import_file
+    from .file_import import TimeReader, import_file, parse_zone
 
     path = Path(args.file)
     if not path.is_file():
@@ -83,10 +83,30 @@ def cmd_import(args) -> int:
             print(f"--map {m!r}: use field=column", file=sys.stderr)
             return 2
         mapping[field] = col
+    constants = {}
+    for m in args.set or []:
+        field, sep, value = m.partition("=")
+        if not sep or not field:
+            print(f"--set {m!r}: use field=value", file=sys.stderr)
+            return 2
+        constants[field] = value
+    times = None
+    if args.ts_format or args.tz or constants:
+        if fmt != "csv":
+            print("--ts-format, --tz and --set apply to CSV files (JSON lines carry ISO-8601 times and every "
+                  "field)", file=sys.stderr)
+            return 2
+        try:
+            zone = parse_zone(args.tz) if args.tz else None
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        times = TimeReader(args.ts_format, zone) if args.ts_format or zone else None
     rejects = open(args.rejects, "w", encoding="utf-8") if args.rejects else None
     try:
         progress = sys.stderr.isatty() if args.progress is None else args.progress
-        ok, bad = asyncio.run(import_file(settings, path, fmt, mapping, args.type, rejects, progress))
+        ok, bad = asyncio.run(import_file(settings, path, fmt, mapping, args.type, rejects, progress,
+                                          times=times, constants=constants))
     finally:
         if rejects:
             rejects.close()
@@ -116,6 +136,13 @@ def add_parsers(sub) -> None:
     f.add_argument("--format", choices=("jsonl", "csv"), default=None, help="default: from the file suffix")
     f.add_argument("--type", default=None, help="event type of every CSV row (else a 'type' column)")
     f.add_argument("--map", action="append", help="CSV: field=column (dotted fields nest)")
+    f.add_argument("--set", action="append", help="CSV: field=value, the same on every row (e.g. kind=routine)")
+    f.add_argument("--ts-format", default=None,
+                   help="CSV: strptime format of the time fields (ts, expires_at), e.g. '%%m/%%d/%%Y'; "
+                        "default ISO-8601")
+    f.add_argument("--tz", default=None,
+                   help="CSV: zone of times without a UTC offset (Asia/Shanghai, America/New_York, +08:00); "
+                        "without it such times are rejected")
     f.add_argument("--rejects", default=None, help="write rejected lines and their errors here (JSON lines)")
     f.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     f.add_argument("--again", action="store_true",

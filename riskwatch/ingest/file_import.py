@@ -9,10 +9,25 @@ column). Invalid lines are reported by line number (and written to
 line's text when it is not JSON: ``jq -c .event`` gives a file to fix and import);
 a progress bar shows on a terminal.
 
+Exports from other systems rarely carry ISO-8601 times with an offset (the
+CFPB's ``8/30/2013``, NYC 311's ``05/01/2022 12:00:03 AM``): ``--ts-format``
+(a ``strptime`` format) reads the time fields of CSV rows (``ts``,
+``expires_at``) and ``--tz`` (an IANA zone or a fixed offset) places those
+without an offset; ``--set field=value`` gives every row a constant (say
+``kind=routine``). A cell that does not match is rejected naming its field.
+
 >>> row_to_event({"id": "c9", "biz": "E1", "when": "2026-01-01T00:00:00+00:00", "cat": "food", "sev": ""},
 ...              {"complaint_id": "id", "entity_id": "biz", "ts": "when", "category": "cat", "severity": "sev"},
 ...              "complaint")
 {'type': 'complaint', 'complaint_id': 'c9', 'entity_id': 'E1', 'ts': '2026-01-01T00:00:00+00:00', 'category': 'food'}
+>>> ny = TimeReader("%m/%d/%Y %I:%M:%S %p", parse_zone("America/New_York"))
+>>> ev = {"ts": "05/01/2022 12:00:03 AM", "expires_at": "1/15/2023 1:30:00 PM"}
+>>> ny.convert(ev), ev
+([], {'ts': '2022-05-01T00:00:03-04:00', 'expires_at': '2023-01-15T13:30:00-05:00'})
+>>> [str(e) for e in ny.convert({"ts": "2022-05-01"})]
+["ts: '2022-05-01' does not match --ts-format '%m/%d/%Y %I:%M:%S %p' [time_format]"]
+>>> [str(e) for e in TimeReader("%m/%d/%Y", None).convert({"ts": "8/30/2013"})]
+["ts: '8/30/2013' has no UTC offset: give its zone with --tz [time_zone]"]
 """
 
 from __future__ import annotations
@@ -20,38 +35,101 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
 import sys
+from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import IO, Iterator
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
+from ..errors import FieldError
 from ..settings import Settings
 from .plan import group, validate
 from .producer import IngestProducer
 
-__all__ = ["row_to_event", "import_file"]
+__all__ = ["TimeReader", "import_file", "parse_zone", "row_to_event"]
+
+TIME_FIELDS = ("ts", "expires_at")
+_OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
 
 
-def row_to_event(row: dict, mapping: dict[str, str], etype: str | None) -> dict:
-    """A CSV row as an event: ``mapping`` is field -> column; empty cells are left out."""
+def parse_zone(text: str) -> tzinfo:
+    """``--tz``: an IANA zone (``Asia/Shanghai``, DST rules and all), ``UTC``/``Z`` or a fixed offset
+    (``+08:00``). ValueError naming what is wrong."""
+    if text in ("UTC", "Z"):
+        return timezone.utc
+    m = _OFFSET.match(text)
+    if m:
+        h, mi = int(m[2]), int(m[3])
+        if h > 23 or mi > 59:
+            raise ValueError(f"--tz {text!r}: an offset is +HH:MM, at most +23:59")
+        return timezone((-1 if m[1] == "-" else 1) * timedelta(hours=h, minutes=mi))
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"--tz {text!r}: not a time zone (an IANA name such as Asia/Shanghai, or +08:00)") from exc
+
+
+class TimeReader:
+    """Rewrites the time fields of an event read from CSV as ISO-8601 with an offset: parsed with
+    ``fmt`` (``strptime``; None: ISO-8601), placed in ``zone`` when they carry no offset."""
+
+    def __init__(self, fmt: str | None, zone: tzinfo | None) -> None:
+        self.fmt = fmt
+        self.zone = zone
+
+    def convert(self, ev: dict) -> list[FieldError]:
+        errors = []
+        for field in TIME_FIELDS:
+            v = ev.get(field)
+            if not isinstance(v, str):
+                continue
+            try:
+                t = datetime.strptime(v.strip(), self.fmt) if self.fmt else datetime.fromisoformat(v.strip())
+            except ValueError:
+                what = f"--ts-format {self.fmt!r}" if self.fmt else "ISO-8601"
+                errors.append(FieldError(field, "time_format", f"{v!r} does not match {what}"))
+                continue
+            if t.tzinfo is None:
+                if self.zone is None:
+                    errors.append(FieldError(field, "time_zone", f"{v!r} has no UTC offset: give its zone with --tz"))
+                    continue
+                t = t.replace(tzinfo=self.zone)  # in a DST change's repeated hour: the first (fold 0)
+            ev[field] = t.isoformat()
+        return errors
+
+
+def row_to_event(row: dict, mapping: dict[str, str], etype: str | None, constants: dict | None = None) -> dict:
+    """A CSV row as an event: ``mapping`` is field -> column; empty cells are left out; ``constants``
+    (field -> value, dotted fields nest) are set on every row."""
     ev: dict = {"type": etype or row.get("type")}
+    for field, v in (constants or {}).items():
+        _put(ev, field, v)
     for field, col in (mapping or {k: k for k in row if k != "type"}).items():
         v = row.get(col)
         if v is None or v == "":
             continue
-        node = ev
-        *parents, leaf = field.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = v
+        _put(ev, field, v)
     return ev
 
 
-def _items(f: IO[str], fmt: str, mapping: dict[str, str], etype: str | None) -> Iterator[tuple[int, object, str | None]]:
+def _put(ev: dict, field: str, v) -> None:
+    node = ev
+    *parents, leaf = field.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = v
+
+
+def _items(f: IO[str], fmt: str, mapping: dict[str, str], etype: str | None, times: TimeReader | None = None,
+           constants: dict | None = None) -> Iterator[tuple[int, object, str | list | None]]:
     if fmt == "csv":
         for i, row in enumerate(csv.DictReader(f), start=2):  # line 1 is the header
-            yield i, row_to_event(row, mapping, etype), None
+            ev = row_to_event(row, mapping, etype, constants)
+            errors = times.convert(ev) if times is not None else []
+            yield i, ev, [e.as_dict() for e in errors] or None
         return
     for i, line in enumerate(f, start=1):
         if not line.strip():
@@ -63,8 +141,10 @@ def _items(f: IO[str], fmt: str, mapping: dict[str, str], etype: str | None) -> 
 
 
 async def import_file(settings: Settings, path: Path, fmt: str, mapping: dict[str, str], etype: str | None,
-                      rejects: IO[str] | None, progress: bool, chunk: int = 5000) -> tuple[int, int]:
-    """(accepted, rejected). Sends ``chunk`` lines at a time and waits for the broker's acks."""
+                      rejects: IO[str] | None, progress: bool, chunk: int = 5000, times: TimeReader | None = None,
+                      constants: dict | None = None) -> tuple[int, int]:
+    """(accepted, rejected). Sends ``chunk`` lines at a time and waits for the broker's acks. ``times`` and
+    ``constants``: CSV only (see the module)."""
     from ..config import applied_config
 
     scheme = applied_config(settings).entity_id_scheme
@@ -108,7 +188,7 @@ async def import_file(settings: Settings, path: Path, fmt: str, mapping: dict[st
             accepted += len(ok)
             buf.clear()
 
-        for item in _items(f, fmt, mapping, etype):
+        for item in _items(f, fmt, mapping, etype, times, constants):
             buf.append(item)
             if len(buf) >= chunk:
                 await flush()

@@ -60,6 +60,9 @@ def validate(items, scheme: str, max_future_s: float = 0.0,
     ok, bad = [], []
     now = time.time() if now is None else now
     for i, raw, err in items:
+        if isinstance(err, list):  # field errors found while reading the line (a CSV cell's time)
+            bad.append((i, err))
+            continue
         if err:
             bad.append((i, [FieldError("(line)", "json_invalid", err).as_dict()]))
             continue

@@ -95,3 +95,88 @@ def test_import_validates_with_the_config_applied_through_the_api(stack, tmp_pat
     out = _run(dict(workers.env), str(tmp_path / "one.jsonl"), "--topic-from-type")
     assert out.returncode == 0 and "imported 1 events, rejected 0" in out.stdout, (out.stdout, out.stderr)
     assert read_batches(s.broker, s.topic("complaints")) == [ev]
+
+
+CFPB_MAP = ["--map", "complaint_id=complaint_id", "--map", "entity_id=company", "--map", "ts=date_received",
+            "--map", "category=product", "--map", "channel=submitted_via"]
+
+
+def _opaque(s) -> None:
+    import redis
+
+    from riskwatch.config import CURRENT_CONFIG, load_config
+
+    applied = load_config().model_dump(mode="json") | {"entity_id_scheme": "opaque", "version": "opaque-ids"}
+    redis.Redis.from_url(s.redis_url).set(CURRENT_CONFIG, orjson.dumps({"seq": 1, "config": applied}))
+
+
+def test_import_an_export_with_local_dates_and_names_for_ids(stack, tmp_path):
+    """An export as other systems write it (the CFPB's layout: US dates without a zone, company names for
+    ids): ``--ts-format`` and ``--tz`` read its dates, ``--set`` adds what it lacks; a date in another
+    format is rejected naming the field and the format. Through a real worker to the API."""
+    from .api_helpers import auth, client
+    from .conftest import wait_for
+
+    s, workers = stack
+    _opaque(s)
+    acme = "Acme Lending, Inc."
+    rows = [f'9/25/2013,Mortgage,"Loan servicing, payments","{acme}",Web,A{i}' for i in range(6)]
+    rows += ['10/1/2013,Credit card,Billing,"Quiet Bank, N.A.",Phone,Q1',  # EDT until November 3
+             '11/5/2013,Student loan,Repaying,"Quiet Bank, N.A.",Postal mail,Q2',  # EST
+             '2013-09-26,Mortgage,Other,Other Co,Web,X1',  # not the export's format: rejected
+             f'9/27/2013,{"Credit reporting " * 5},Other,Other Co,Web,X2']  # category over 64 characters
+    (tmp_path / "export.csv").write_text("date_received,product,issue,company,submitted_via,complaint_id\n"
+                                         + "\n".join(rows) + "\n")
+    args = [str(tmp_path / "export.csv"), "--type", "complaint", *CFPB_MAP, "--ts-format", "%m/%d/%Y",
+            "--tz", "America/New_York", "--set", "severity=2", "--rejects", str(tmp_path / "rej.jsonl")]
+    out = _run(dict(workers.env), *args)
+    assert out.returncode == 0 and "imported 8 events, rejected 2" in out.stdout, (out.stdout, out.stderr)
+    assert "line 10: ts: '2013-09-26' does not match --ts-format '%m/%d/%Y' [time_format]" in out.stderr
+    assert "line 11: category:" in out.stderr
+    rej = [orjson.loads(x) for x in (tmp_path / "rej.jsonl").read_text().splitlines()]
+    assert [(x["line"], x["errors"][0]["field"], x["errors"][0]["rule"]) for x in rej][0] == (10, "ts", "time_format")
+    landed = {e["complaint_id"]: e for e in read_batches(s.broker, s.topic("complaints"))}
+    assert sorted(landed) == ["A0", "A1", "A2", "A3", "A4", "A5", "Q1", "Q2"]
+    assert landed["A0"] == {"type": "complaint", "complaint_id": "A0", "entity_id": acme,
+                            "ts": "2013-09-25T00:00:00-04:00", "category": "Mortgage", "severity": 2, "channel": "Web"}
+    assert (landed["Q1"]["ts"], landed["Q2"]["ts"]) == ("2013-10-01T00:00:00-04:00", "2013-11-05T00:00:00-05:00")
+
+    # what the options cannot do is refused before anything is sent
+    no_tz = _run(dict(workers.env), *args[:-6], "--again")
+    assert no_tz.returncode == 2 and "has no UTC offset: give its zone with --tz [time_zone]" in no_tz.stderr
+    bad_tz = _run(dict(workers.env), *args[:-5], "Mars/Olympus", "--again")
+    assert bad_tz.returncode == 2 and "--tz 'Mars/Olympus': not a time zone" in bad_tz.stderr, bad_tz.stderr
+    (tmp_path / "x.jsonl").write_text(orjson.dumps(landed["A0"]).decode() + "\n")
+    jsonl = _run(dict(workers.env), str(tmp_path / "x.jsonl"), "--tz", "UTC")
+    assert jsonl.returncode == 2 and "apply to CSV files" in jsonl.stderr
+    assert len(read_batches(s.broker, s.topic("complaints"))) == 8
+
+    # six complaints in a day: the worker makes the company a burst, with the complaints behind it
+    workers.start()
+    wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= 8, 60, "8 complaints processed",
+             workers.logs)
+    with client(s) as c:
+        ent = wait_for(lambda: (r := c.get(f"/v1/entities/{acme}", headers=auth("viewer"))).status_code == 200
+                       and r.json(), 30, "the company in the view", workers.logs)
+    burst = [x for x in ent["reasons"] if x["code"] == "complaints.burst"]
+    assert burst and set(burst[0]["event_ids"]) <= {f"A{i}" for i in range(6)}, ent
+
+
+def test_import_the_cfpb_sample(stack, tmp_path):
+    """The CFPB Consumer Complaint Database sample in ../shared (1,000 complaints about 202 companies,
+    September-October 2013): every row is read, its dates placed in New York time (EDT then)."""
+    from collections import Counter
+
+    from conftest import shared_path  # tests/conftest.py
+
+    path = shared_path("data/complaints/cfpb_complaints_samples/CapitalPrince100_DatabaseClass/Consumer_Complaints.csv")
+    s, workers = stack
+    _opaque(s)
+    out = _run(dict(workers.env), str(path), "--type", "complaint", *CFPB_MAP, "--ts-format", "%m/%d/%Y",
+               "--tz", "America/New_York")
+    assert out.returncode == 0 and "imported 1000 events, rejected 0" in out.stdout, (out.stdout, out.stderr)
+    landed = read_batches(s.broker, s.topic("complaints"))
+    per = Counter(e["entity_id"] for e in landed)
+    assert len(landed) == 1000 and len(per) == 202 and per.most_common(1) == [("Bank of America", 99)]
+    assert all(e["ts"].startswith("2013-") and e["ts"].endswith("T00:00:00-04:00") for e in landed)
+    assert {e["channel"] for e in landed} == {"Web", "Postal mail", "Referral", "Phone", "Fax", "Email"}
