@@ -32,7 +32,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/engine.py
 	$(PY) bench/nab.py --nab ../shared/data/nab --out results/
-	$(PY) bench/inspections.py
+	$(PY) bench/inspections.py --city all
 	$(PY) bench/stream.py
 	$(PY) bench/alerts.py
 	$(PY) bench/ingest.py
