@@ -360,6 +360,42 @@ class Engine:
             out.append(self._candidate(state, ev, "tier", "resolved", "info", tier, score, [_event_id(ev)]))
 
     # --------------------------------------------------------- read-only
+    def alert_current(self, state: dict, code: str, at: float) -> bool:
+        """Whether the condition of an alert candidate just emitted (``code``: a signal, or ``tier``) still
+        holds at ``at``, a wall clock later than the entity's: its signal, evaluated then, at or above the
+        alert's clear level; for ``tier``, the score then not under the tier's down threshold. The worker
+        marks candidates with it (``current``) and the dispatcher opens no alert for one that is not: a
+        backfill of last year's complaints sets risk states, it does not page inspectors about bursts long
+        over (until 2026-12-05 it did, and the worker's next tick then resolved each). An inspection
+        entered ten days late still alerts: its ``critical_fail`` takes 600 days to fall under 0.1.
+
+        >>> from riskwatch.config import Config
+        >>> from riskwatch.events import parse_event
+        >>> eng, st, cands = Engine(Config()), None, []
+        >>> for i in range(6):
+        ...     st, out = eng.process(st, parse_event({"type": "complaint", "complaint_id": f"c{i}",
+        ...         "entity_id": "91350100M000100Y43", "ts": f"2025-03-01T09:0{i}:00+08:00", "category": f"k{i}"}))
+        ...     cands += [(o["signal"], o["status"]) for o in out if o["type"] == "alert_candidate"]
+        >>> cands
+        [('complaints.burst', 'firing')]
+        >>> eng.alert_current(st, "complaints.burst", st["t"] + 3600), eng.alert_current(st, "complaints.burst",
+        ...                                                                              st["t"] + 30 * 86400)
+        (True, False)
+        """
+        if at <= state["t"]:
+            return True
+        g = dict(state["g"])
+        self._reevaluate(state, g, at, time_dependent_only=True)
+        scorer = self.scorer
+        if code == "tier":
+            ti = state["ti"]
+            return ti >= len(scorer.tier_names) or scorer.next_tier(ti, scorer.score(g, at)[0]) >= ti
+        spec = scorer.alerts.get(code)
+        c = g.get(code)
+        if spec is None or c is None:
+            return True
+        return scorer.value(code, c, at) >= spec.clear
+
     def evaluate(self, state: dict, now: float) -> tuple[float, list]:
         """Score of an entity at event time ``now`` without changing its state."""
         g = dict(state["g"])

@@ -317,6 +317,9 @@ class AlertCandidate(_Out):
     tier: str
     event_ids: list[str] = Field(default_factory=list)
     config_version: str
+    current: bool | None = Field(None, description=(
+        "firing candidates from a worker: whether the condition still holds at the worker's clock; false for "
+        "one from old events (a backfill), for which the dispatcher opens no alert; absent from replay"))
 
 
 OutputEvent = Annotated[Union[RiskChange, SpotcheckChange, AlertCandidate], Field(discriminator="type")]

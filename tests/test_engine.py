@@ -367,3 +367,18 @@ def test_restorations_sent_again_in_order_scale_the_penalties_once(config):
     state, _ = run(eng, events, state)
     assert orjson.dumps(state["d"]["records"]["r"]) == held
     assert eng.ignored["records"] == 9
+
+
+def test_a_tier_alert_is_current_while_the_score_holds_the_tier():
+    """Engine.alert_current for ``tier``: an entity raised by judicial defaults stays current a day later and
+    is not current years later, when the records' decay has taken its score under the tier's down threshold."""
+    eng, st, fired = Engine(Config.model_validate({"tier_alerts": {"tiers": {"B": "warning"}}})), None, []
+    for i in range(4):
+        st, out = eng.process(st, parse_event({"type": "record", "record_id": f"r{i}", "entity_id": "91350100M000100Y43",
+                                              "ts": f"2026-03-0{i + 1}T09:00:00+08:00", "kind": "judicial_default",
+                                              "severity": 3}))
+        fired += [o for o in out if o["type"] == "alert_candidate" and o["signal"] == "tier" and o["status"] == "firing"]
+    assert fired and st["ti"] == 1, (st["sc"], st["ti"])
+    assert eng.alert_current(st, "tier", st["t"] + 86400) is True
+    assert eng.alert_current(st, "tier", st["t"] + 10 * 365 * 86400) is False
+    assert eng.alert_current(st, "tier", st["t"] - 60) is True  # not after the entity's clock: as emitted

@@ -37,3 +37,19 @@ def test_an_event_the_engine_fails_on_is_dead_lettered_once_and_not_counted_as_a
     assert reason == "engine_error" and dead["index"] == 1
     assert "ZeroDivisionError" in dead["errors"][0]["message"]
     assert res.states[EID]["n"] == 2 and res.states[EID]["o"] == {f"rw.complaints:{p}": 7}
+
+
+def test_firing_candidates_say_whether_they_still_hold_at_the_workers_clock():
+    """A burst of complaints: read the hour it happened, its alert is current; read a month later (a
+    backfill), it is not, and the dispatcher opens nothing for it. Resolved candidates carry no mark."""
+    from datetime import datetime
+
+    p = partition_for(EID.encode(), 4)
+    batch = [{**_complaint(f"c{i}", f"2026-11-28T10:0{i}:00+00:00"), "category": f"k{i}"} for i in range(6)]
+    at = datetime.fromisoformat("2026-11-28T10:30:00+00:00").timestamp()
+    marks = []
+    for clock in (at, at + 30 * 86400):
+        proc = BatchProcessor(Engine(Config()), 4, max_future_s=0, clock=lambda c=clock: c)
+        res = proc.handle(orjson.dumps({"batch": batch}), "rw.complaints", p, 1, lambda eid: None)
+        marks.append([(o["signal"], o["status"], o.get("current")) for o in res.outputs if o["type"] == "alert_candidate"])
+    assert marks == [[("complaints.burst", "firing", True)], [("complaints.burst", "firing", False)]]

@@ -77,6 +77,9 @@ class AlertIntake:
             meta = await self.store.entity_meta({c["entity_id"] for c in cands}) if cands else {}
             for i, c in enumerate(cands):
                 self.m.candidates.labels(c.get("signal", "?"), c.get("status", "?")).inc()
+                if c.get("current") is False and c.get("status") == "firing":
+                    self.m.stale.labels(c.get("signal", "?")).inc()  # over before it was seen: no page
+                    continue
                 rules = self.cfg.rules_for(c.get("signal", ""))
                 if not rules:
                     self.m.unmatched.labels(c.get("signal", "?")).inc()

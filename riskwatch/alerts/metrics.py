@@ -12,6 +12,9 @@ class AlertMetrics:
         r = self.registry = registry or CollectorRegistry()
         self.candidates = Counter("riskwatch_alert_candidates_total", "Alert candidates read, by signal and status",
                                   ["signal", "status"], registry=r)
+        self.stale = Counter("riskwatch_alert_candidates_stale_total",
+                             "Firing candidates whose condition no longer held at the worker's clock (old events, "
+                             "a backfill): no alert opened, by signal", ["signal"], registry=r)
         self.unmatched = Counter("riskwatch_alert_candidates_unmatched_total",
                                  "Candidates no rule takes (by signal)", ["signal"], registry=r)
         self.transitions = Counter("riskwatch_alerts_total", "Alert lifecycle transitions, by rule/severity/state",

@@ -180,3 +180,26 @@ def test_import_the_cfpb_sample(stack, tmp_path):
     assert len(landed) == 1000 and len(per) == 202 and per.most_common(1) == [("Bank of America", 99)]
     assert all(e["ts"].startswith("2013-") and e["ts"].endswith("T00:00:00-04:00") for e in landed)
     assert {e["channel"] for e in landed} == {"Web", "Postal mail", "Referral", "Phone", "Fax", "Email"}
+
+
+def test_import_the_nyc_311_sample(stack, tmp_path):
+    """One day of NYC 311 service requests in ../shared (924 rows; times as ``05/01/2022 12:00:03 AM``),
+    the incident address as the id: the 7 rows without an address are rejected naming entity_id."""
+    from conftest import shared_path  # tests/conftest.py
+
+    path = shared_path("data/complaints/nyc_311_sample/311_Service_Requests_from_2010_to_Present.csv")
+    s, workers = stack
+    _opaque(s)
+    out = _run(dict(workers.env), str(path), "--type", "complaint", "--map", "complaint_id=Unique Key",
+               "--map", "entity_id=Incident Address", "--map", "ts=Created Date", "--map", "category=Complaint Type",
+               "--map", "channel=Open Data Channel Type", "--ts-format", "%m/%d/%Y %I:%M:%S %p",
+               "--tz", "America/New_York", "--rejects", str(tmp_path / "rej.jsonl"))
+    assert out.returncode == 0 and "imported 917 events, rejected 7" in out.stdout, (out.stdout, out.stderr)
+    rej = [orjson.loads(x) for x in (tmp_path / "rej.jsonl").read_text().splitlines()]
+    assert len(rej) == 7 and all([e["field"] for e in x["errors"]] == ["entity_id"] for x in rej), rej
+    landed = {e["complaint_id"]: e for e in read_batches(s.broker, s.topic("complaints"))}
+    assert len(landed) == 917
+    first = landed["54049402"]  # the file's first row: 05/01/2022 12:00:03 AM, 1006 GERARD AVENUE
+    assert (first["ts"], first["entity_id"], first["category"], first["channel"]) == (
+        "2022-05-01T00:00:03-04:00", "1006 GERARD AVENUE", "Noise - Residential", "ONLINE")
+    assert all(e["ts"].startswith("2022-05-01T") and e["ts"].endswith("-04:00") for e in landed.values())
