@@ -20,6 +20,19 @@ def _run(env, *args):
                           text=True, timeout=300)
 
 
+CFPB_MAP = ["--map", "complaint_id=complaint_id", "--map", "entity_id=company", "--map", "ts=date_received",
+            "--map", "category=product", "--map", "channel=submitted_via"]
+
+
+def _opaque(s) -> None:
+    import redis
+
+    from riskwatch.config import CURRENT_CONFIG, load_config
+
+    applied = load_config().model_dump(mode="json") | {"entity_id_scheme": "opaque", "version": "opaque-ids"}
+    redis.Redis.from_url(s.redis_url).set(CURRENT_CONFIG, orjson.dumps({"seq": 1, "config": applied}))
+
+
 def test_import_jsonl_and_csv(stack, tmp_path):
     s, workers = stack
     env = dict(workers.env)
@@ -82,32 +95,14 @@ def test_import_validates_with_the_config_applied_through_the_api(stack, tmp_pat
     """Ops switched entity_id_scheme to opaque through the API (kept in Redis); the workers accept
     opaque ids. Until 2026-11-28 `riskwatch import` (and the MQTT bridge) read the config file only
     and rejected every such line."""
-    import redis
-
-    from riskwatch.config import CURRENT_CONFIG, load_config
-
     s, workers = stack
-    applied = load_config().model_dump(mode="json") | {"entity_id_scheme": "opaque", "version": "opaque-ids"}
-    redis.Redis.from_url(s.redis_url).set(CURRENT_CONFIG, orjson.dumps({"seq": 1, "config": applied}))
+    _opaque(s)
     ev = {"type": "complaint", "complaint_id": "c-op", "entity_id": "shop-0042", "ts": "2026-03-01T09:00:00+08:00",
           "category": "hygiene"}
     (tmp_path / "one.jsonl").write_text(orjson.dumps(ev).decode() + "\n")
     out = _run(dict(workers.env), str(tmp_path / "one.jsonl"), "--topic-from-type")
     assert out.returncode == 0 and "imported 1 events, rejected 0" in out.stdout, (out.stdout, out.stderr)
     assert read_batches(s.broker, s.topic("complaints")) == [ev]
-
-
-CFPB_MAP = ["--map", "complaint_id=complaint_id", "--map", "entity_id=company", "--map", "ts=date_received",
-            "--map", "category=product", "--map", "channel=submitted_via"]
-
-
-def _opaque(s) -> None:
-    import redis
-
-    from riskwatch.config import CURRENT_CONFIG, load_config
-
-    applied = load_config().model_dump(mode="json") | {"entity_id_scheme": "opaque", "version": "opaque-ids"}
-    redis.Redis.from_url(s.redis_url).set(CURRENT_CONFIG, orjson.dumps({"seq": 1, "config": applied}))
 
 
 def test_import_an_export_with_local_dates_and_names_for_ids(stack, tmp_path):
