@@ -53,3 +53,16 @@ def test_firing_candidates_say_whether_they_still_hold_at_the_workers_clock():
         res = proc.handle(orjson.dumps({"batch": batch}), "rw.complaints", p, 1, lambda eid: None)
         marks.append([(o["signal"], o["status"], o.get("current")) for o in res.outputs if o["type"] == "alert_candidate"])
     assert marks == [[("complaints.burst", "firing", True)], [("complaints.burst", "firing", False)]]
+
+
+def test_a_failing_currency_check_leaves_the_candidate_unmarked_and_the_event_applied():
+    class _CheckFails(Engine):
+        def alert_current(self, state, code, at):
+            raise KeyError(code)
+
+    p = partition_for(EID.encode(), 4)
+    batch = [{**_complaint(f"c{i}", f"2026-11-28T10:0{i}:00+00:00"), "category": f"k{i}"} for i in range(6)]
+    proc = BatchProcessor(_CheckFails(Config()), 4, max_future_s=0, clock=lambda: 1.8e9)
+    res = proc.handle(orjson.dumps({"batch": batch}), "rw.complaints", p, 1, lambda eid: None)
+    [cand] = [o for o in res.outputs if o["type"] == "alert_candidate"]
+    assert "current" not in cand and res.applied == 6 and not res.dead

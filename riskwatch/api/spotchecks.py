@@ -204,7 +204,7 @@ async def get_draw(request: Request, draw_id: str, _: Viewer, population: bool =
 
 @router.get("/draws/{draw_id}/outcomes", responses=errors(404, 409))
 async def draw_outcomes(request: Request, draw_id: str, _: Viewer, since: str | None = None,
-                        kinds: Annotated[list[InspectionKind], Query()] = ["routine"]):  # noqa: B006
+                        kinds: Annotated[list[InspectionKind], Query()] = sorted(SPOT_CHECK_KINDS)):  # noqa: B008
     """What the draw's checks found: each selected entity's first inspection of a kind in ``kinds``
     (``routine`` by default: the spot check; ``?kinds=routine&kinds=complaint`` counts more) at or after
     ``since`` (by default when the draw was executed), and per stratum (risk-weighted, control) and tier

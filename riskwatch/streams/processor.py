@@ -107,7 +107,10 @@ class BatchProcessor:
                     for o in outs:
                         if o["type"] == "alert_candidate" and o["status"] == "firing":
                             # does it still hold now? (a backfill's alerts do not: Engine.alert_current)
-                            o["current"] = engine.alert_current(state, o["signal"], now)
+                            try:
+                                o["current"] = engine.alert_current(state, o["signal"], now)
+                            except Exception:  # the event is applied: left unmarked, it alerts as before
+                                pass
                     res.outputs.extend(outs)
                 if ev.type == "entity":
                     res.entities.append({"entity_id": eid, "name": ev.name, "industry": ev.industry,
