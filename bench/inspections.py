@@ -96,31 +96,15 @@ def load_louisville(path: Path) -> list[tuple]:
 LOADERS = {"boston": load_boston, "sf": load_sf, "louisville": load_louisville}
 
 
-def auc(scores: list[float], labels: list[bool]) -> float:
-    """Mann-Whitney AUC with ties counted half."""
-    order = sorted(range(len(scores)), key=lambda i: scores[i])
-    ranks = [0.0] * len(scores)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    pos = sum(labels)
-    neg = len(labels) - pos
-    if not pos or not neg:
-        return float("nan")
-    return (sum(r for r, y in zip(ranks, labels) if y) - pos * (pos + 1) / 2) / (pos * neg)
-
-
-def _auc_np(s: np.ndarray, y: np.ndarray) -> float:
-    """:func:`auc` on arrays (average ranks of ties)."""
-    _, inv, cnt = np.unique(s, return_inverse=True, return_counts=True)
-    r = (np.cumsum(cnt) - cnt + (cnt + 1) / 2)[inv]
+def auc(scores, labels) -> float:
+    """Mann-Whitney AUC with ties counted half (average ranks); NaN without both classes."""
+    s, y = np.asarray(scores, float), np.asarray(labels, bool)
     pos = int(y.sum())
     neg = len(y) - pos
+    if not pos or not neg:
+        return float("nan")
+    _, inv, cnt = np.unique(s, return_inverse=True, return_counts=True)
+    r = (np.cumsum(cnt) - cnt + (cnt + 1) / 2)[inv]
     return float((r[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
@@ -140,9 +124,9 @@ def auc_difference(a: list[float], b: list[float], labels: list[bool], groups: l
         yi = y[idx]
         if yi.all() or not yi.any():
             continue
-        diffs.append(_auc_np(a[idx], yi) - _auc_np(b[idx], yi))
+        diffs.append(auc(a[idx], yi) - auc(b[idx], yi))
     lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return _auc_np(a, y) - _auc_np(b, y), float(lo), float(hi)
+    return auc(a, y) - auc(b, y), float(lo), float(hi)
 
 
 def top_share(scores, labels, frac=0.2) -> tuple[int, int]:
