@@ -1,6 +1,6 @@
 """Does the risk ranking predict who fails the next inspection? Three cities' histories.
 
-    python bench/inspections.py [--city boston|sf|louisville|all] [--data PATH]
+    python bench/inspections.py [--city boston|sf|louisville|all] [--data PATH] [--config YAML]
 
 Turns each inspection into an ``inspection`` event (opaque entity ids), replays
 them in time order through ``riskwatch replay`` with a snapshot at the start of
@@ -139,13 +139,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--city", choices=(*LOADERS, "all"), default="boston")
     ap.add_argument("--data", default=None, help="the city's file or directory (default: ../shared/data/inspections)")
+    ap.add_argument("--config", default=None, help="a riskwatch config to rank with (default: config/riskwatch.yaml)")
     a = ap.parse_args()
     for city in (LOADERS if a.city == "all" else [a.city]):
         src = Path(a.data) if a.data else DEFAULTS[city]
         if not src.exists():
             sys.exit(f"{src} not found (the shared data set is beside the project checkout)")
         print(f"== {city} ({src})", flush=True)
-        run(sorted(LOADERS[city](src)))
+        run(sorted(LOADERS[city](src)), a.config)
 
 
 def run(rows: list[tuple], config: str | None = None) -> None:
