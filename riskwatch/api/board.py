@@ -31,7 +31,7 @@ from .alerts import list_alerts
 from .auth import Principal, allows
 from .context import REDIS_OUTAGES, ctx_of
 from .entities import get_entity, get_history, list_entities
-from .spotchecks import changes, draw_summary, latest_draws, outcomes_of
+from .spotchecks import changes, draw_summary, executed_draw, latest_draws, outcomes_of, worklist_of, worklist_response
 
 __all__ = ["router", "COOKIE"]
 
@@ -234,6 +234,7 @@ async def overview(request: Request, tier: str | None = None, region: str | None
         recs = await latest_draws(ctx.redis, 5)
         found = {d["id"]: await outcomes_of(ctx.redis, d, d["executed_at"]) for d in recs if d["status"] == "executed"}
         draws = [draw_summary(d) for d in recs]
+        crews = {d["id"]: d["inspectors"] for d in recs}
     except HTTPException as e:
         return _problem(e, who)
     pipe = ctx.redis.pipeline(transaction=False)
@@ -262,7 +263,8 @@ async def overview(request: Request, tier: str | None = None, region: str | None
     change_rows = [[_when(c["ts"]), _entity_link(c.get("entity_id")), f"{c.get('from_tier')} -> {c.get('to_tier')}",
                     f"{c.get('from_ratio', 0):.0%} -> {c.get('to_ratio', 0):.0%}", c.get("score"),
                     _top_reason(c.get("reasons"))] for c in recent["changes"]]
-    draw_rows = [_draw_row(d, found.get(d["id"])) for d in draws]
+    draw_rows = [_draw_row(d, found.get(d["id"])) + [_worklists(d["id"], crews[d["id"]]) if d["id"] in found else ""]
+                 for d in draws]
     shown = " (filtered)" if tier or region or industry or min_score else ""
     body = (
         f'<p class="meta">config {_e(meta.get("version", cfg.version))}; refreshes every {REFRESH_SECONDS} s</p>'
@@ -279,7 +281,7 @@ async def overview(request: Request, tier: str | None = None, region: str | None
                  "no tier change yet") + "</section>"
         "<section><h2>Spot-check draws: what the checks found</h2>"
         + _table(["draw", "period", "region", "status", "selected", "spot-checked (routine)", "hits: risk-weighted",
-                  "hits: control (random)", "lift"], draw_rows, "no draw yet") + "</section>")
+                  "hits: control (random)", "lift", "work lists (CSV)"], draw_rows, "no draw yet") + "</section>")
     return _page("Supervision", body, who, refresh=True)
 
 
@@ -301,6 +303,32 @@ def _draw_row(d: dict, out: dict | None) -> list:
     lift = f"{out['lift']:.2f}x" if out["lift"] is not None else "not yet (no control hit)"
     return head + [out["selected"], out["inspected"], _hits(out["strata"]["risk"]),
                    _hits(out["strata"]["control"]), lift]
+
+
+def _worklists(draw_id: str, inspectors: list[str]) -> _Html:
+    """Links to an executed draw's work list, whole and per inspector."""
+    base = f"/board/draws/{quote(draw_id, safe='')}/worklist.csv"
+    links = [_link(base, "all")] + [_link(f"{base}?{urlencode({'inspector': n})}", n) for n in inspectors]
+    return _Html(" ".join(links))
+
+
+@router.get("/draws/{draw_id}/worklist.csv")
+@_redis_outage_is_a_page
+async def worklist(request: Request, draw_id: str, inspector: str | None = None):
+    """``GET /v1/spotchecks/draws/{id}/worklist?format=csv`` for a browser signed in to the board."""
+    who = _signed_in(request)
+    if not isinstance(who, Principal):
+        return who
+    ctx = ctx_of(request)
+    try:
+        if inspector is not None and not 1 <= len(inspector) <= 64:
+            raise HTTPException(422, detail=[{"loc": ["query", "inspector"], "msg": "1 to 64 characters"}])
+        rec = await executed_draw(ctx.redis, draw_id, inspector)
+    except HTTPException as e:
+        return _problem(e, who)
+    resp = worklist_response(await worklist_of(ctx.redis, rec, inspector), draw_id, inspector)
+    resp.headers.update({k: v for k, v in _HEADERS.items() if k != "Content-Security-Policy"})
+    return resp
 
 
 @router.get("/entities/{entity_id}")

@@ -7,11 +7,18 @@ reveals the seed and stores the result. ``GET /v1/spotchecks/draws/{id}``
 gives everything needed to recompute the draw with :func:`riskwatch.draw.draw`.
 ``GET /v1/spotchecks/draws/{id}/outcomes`` says what the checks found so far
 (:mod:`riskwatch.spotcheck_outcomes`), from the inspection results the
-workers keep in the view.
+workers keep in the view. ``GET /v1/spotchecks/draws/{id}/worklist`` is what
+to hand to the inspectors: each one's entities with name, industry and
+region, which are checked already, as JSON or CSV, blind to the stratum.
+
+Draws are listed newest first from an index sorted by commitment time
+(``rw:draws:by-commit``), so a list reads only the draws it shows.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import secrets
 import time
 import uuid
@@ -19,7 +26,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import audit
@@ -27,11 +34,12 @@ from ..draw import draw, population_digest, seed_digest
 from ..events import InspectionKind
 from ..spotcheck_outcomes import SPOT_CHECK_KINDS, outcomes
 from ..times import iso_fields, utc
-from ..view import SPOTCHECKS, inspections_key
+from ..view import SPOTCHECKS, entity_key, inspections_key
 from .context import Ops, Viewer, ctx_of, errors
 
 router = APIRouter(prefix="/v1/spotchecks", tags=["spot checks"])
 DRAWS = "rw:draws"
+DRAWS_BY_COMMIT = "rw:draws:by-commit"  # draw id -> committed_at: the list reads only what it shows
 LAST_INSPECTOR = "rw:draws:last-inspector"
 
 
@@ -127,6 +135,7 @@ async def commit_draw(request: Request, body: DrawIn, who: Ops):
     r = ctx.redis
     pipe = r.pipeline(transaction=True)
     pipe.hset(DRAWS, did, orjson.dumps(rec))
+    pipe.zadd(DRAWS_BY_COMMIT, {did: rec["committed_at"]})
     pipe.hset(f"{DRAWS}:secret", did, seed)
     pipe.set(f"{DRAWS}:{did}:population", orjson.dumps(sorted([list(p) for p in pop])))
     audit.record(pipe, who.name, "draw.commit", did, {k: rec[k] for k in ("period", "capacity", "control_share",
@@ -171,10 +180,27 @@ async def execute_draw(request: Request, draw_id: str, who: Ops):
 
 
 async def latest_draws(r, limit: int, status: str | None = None) -> list[dict]:
-    """Whole draw records, newest commitment first."""
-    recs = sorted((orjson.loads(x) for x in (await r.hgetall(DRAWS)).values()),
-                  key=lambda d: (-d["committed_at"], d["id"]))
-    return [d for d in recs if not status or d["status"] == status][:limit]
+    """Whole draw records, newest commitment first. Reads the newest ids from the index and only those
+    records (until 2026-12-05 every call, the board's every 30 s too, read every draw ever made, with
+    each one's selection: megabytes after a few years of monthly draws)."""
+    pipe = r.pipeline(transaction=False)
+    pipe.hlen(DRAWS)
+    pipe.zcard(DRAWS_BY_COMMIT)
+    held, indexed = await pipe.execute()
+    if indexed < held:  # draws committed before the index existed: index them once
+        recs = [orjson.loads(x) for x in (await r.hgetall(DRAWS)).values()]
+        await r.zadd(DRAWS_BY_COMMIT, {d["id"]: d["committed_at"] for d in recs})
+    out: list[dict] = []
+    start, step = 0, limit if status is None else max(limit, 50)
+    while len(out) < limit:
+        ids = await r.zrevrange(DRAWS_BY_COMMIT, start, start + step - 1)
+        if not ids:
+            break
+        recs = sorted((orjson.loads(x) for x in await r.hmget(DRAWS, ids) if x),
+                      key=lambda d: (-d["committed_at"], d["id"]))
+        out += [d for d in recs if not status or d["status"] == status]
+        start += step
+    return out[:limit]
 
 
 def draw_summary(rec: dict) -> dict:
@@ -219,10 +245,10 @@ async def draw_outcomes(request: Request, draw_id: str, _: Viewer, since: str | 
                              frozenset(kinds))
 
 
-async def outcomes_of(r, rec: dict, start: float, kinds: frozenset[str] = SPOT_CHECK_KINDS) -> dict:
-    """:func:`riskwatch.spotcheck_outcomes.outcomes` of an executed draw record, from ``start`` (epoch s),
-    counting inspections of ``kinds``."""
-    selected = rec["result"]["selected"]
+async def _first_checks(r, selected: list[dict], start: float,
+                        kinds: frozenset[str]) -> tuple[dict[str, dict], dict[str, int]]:
+    """Per selected entity, its first inspection of ``kinds`` at or after ``start`` (epoch s), and how many
+    inspections of other kinds came before it (or since, when there is none)."""
     pipe = r.pipeline(transaction=False)
     for s in selected:
         pipe.zrangebyscore(inspections_key(s["entity_id"]), start, "+inf")
@@ -236,6 +262,93 @@ async def outcomes_of(r, rec: dict, start: float, kinds: frozenset[str] = SPOT_C
                 first[eid] = insp
                 break
             others[eid] = others.get(eid, 0) + 1
-    out = outcomes(selected, first, others)
+    return first, others
+
+
+async def outcomes_of(r, rec: dict, start: float, kinds: frozenset[str] = SPOT_CHECK_KINDS) -> dict:
+    """:func:`riskwatch.spotcheck_outcomes.outcomes` of an executed draw record, from ``start`` (epoch s),
+    counting inspections of ``kinds``."""
+    first, others = await _first_checks(r, rec["result"]["selected"], start, kinds)
+    out = outcomes(rec["result"]["selected"], first, others)
     return {"draw_id": rec["id"], "period": rec["period"], "kinds": sorted(kinds),
             "since": datetime.fromtimestamp(start, tz=timezone.utc).isoformat(), **out}
+
+
+WORKLIST_COLUMNS = ("draw_id", "period", "inspector", "entity_id", "name", "industry", "region",
+                    "checked_at", "inspection_id")
+
+
+async def worklist_of(r, rec: dict, inspector: str | None = None) -> list[dict]:
+    """An executed draw's selection as inspectors work it: by inspector, region, industry and entity id,
+    with each entity's register data and its spot check if it had one (a routine inspection since the
+    draw). Blind: no stratum, tier, score or ratio (an inspector who knows a visit is the random control,
+    or a high-risk pick, may not look as hard; the comparison of the two strata rests on it)."""
+    selected = [s for s in rec["result"]["selected"] if inspector is None or s["inspector"] == inspector]
+    first, _ = await _first_checks(r, selected, rec["executed_at"], SPOT_CHECK_KINDS)
+    pipe = r.pipeline(transaction=False)
+    for s in selected:
+        pipe.hmget(entity_key(s["entity_id"]), "name", "industry", "region")
+    rows = []
+    for s, reg in zip(selected, await pipe.execute()):
+        name, industry, region = (v.decode() if isinstance(v, bytes) else v for v in reg)
+        insp = first.get(s["entity_id"])
+        rows.append({"draw_id": rec["id"], "period": rec["period"], "inspector": s["inspector"],
+                     "entity_id": s["entity_id"], "name": name, "industry": industry, "region": region,
+                     "checked_at": insp["ts"] if insp else None,
+                     "inspection_id": insp["inspection_id"] if insp else None})
+    rows.sort(key=lambda x: (x["inspector"] or "", x["region"] or "", x["industry"] or "", x["entity_id"]))
+    return rows
+
+
+def _cell(v) -> str:
+    """A CSV cell that a spreadsheet shows as text: a value from a feed (an entity's name) that starts
+    like a formula gets a leading apostrophe (OWASP's advice on CSV injection)."""
+    v = "" if v is None else str(v)
+    return "'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
+
+
+def worklist_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(WORKLIST_COLUMNS)
+    for row in rows:
+        w.writerow([_cell(row[c]) for c in WORKLIST_COLUMNS])
+    return buf.getvalue()
+
+
+def worklist_response(rows: list[dict], draw_id: str, inspector: str | None) -> Response:
+    name = f"{draw_id}-{inspector or 'all'}.csv".replace('"', "")
+    return Response(worklist_csv(rows), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+async def executed_draw(r, draw_id: str, inspector: str | None) -> dict:
+    """An executed draw's record, checked for a work list: 404, 409 (not executed) or 422 (``inspector``
+    not one of the draw's)."""
+    rec = await _load_draw(r, draw_id)
+    if rec["status"] != "executed":
+        raise HTTPException(409, detail=f"draw {draw_id} is not executed yet: nothing was selected")
+    if inspector is not None and inspector not in rec["inspectors"]:
+        who = ", ".join(rec["inspectors"]) or "none (the draw assigned no inspectors)"
+        raise HTTPException(422, detail=[{"loc": ["query", "inspector"], "type": "value_error",
+                                          "msg": f"not one of this draw's inspectors: {who}"}])
+    return rec
+
+
+@router.get("/draws/{draw_id}/worklist", responses={
+    **errors(404, 409), 200: {"content": {"application/json": {}, "text/csv": {"schema": {"type": "string"}}},
+                              "description": "the work list (JSON, or CSV with format=csv)"}})
+async def draw_worklist(request: Request, draw_id: str, _: Viewer,
+                        inspector: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+                        fmt: Annotated[Literal["json", "csv"], Query(alias="format")] = "json"):
+    """What to hand to the inspectors: the draw's selected entities by inspector (``inspector=`` for one),
+    region, industry and id, with name, industry and region from the register and, once checked, the
+    routine inspection that was the spot check (``checked_at``). Blind: no stratum, tier or score.
+    ``format=csv`` answers a CSV file (cells that would start a spreadsheet formula get an apostrophe)."""
+    r = ctx_of(request).redis
+    rec = await executed_draw(r, draw_id, inspector)
+    rows = await worklist_of(r, rec, inspector)
+    if fmt == "csv":
+        return worklist_response(rows, draw_id, inspector)
+    return {"draw_id": draw_id, "period": rec["period"], "inspector": inspector, "count": len(rows),
+            "checked": sum(1 for x in rows if x["checked_at"] is not None), "entities": rows}

@@ -3,8 +3,12 @@ that went through a real worker into the view."""
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from datetime import datetime, timedelta, timezone
+
+import redis as sync_redis
 
 from riskwatch.simulate import Simulation
 
@@ -64,6 +68,42 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
         assert [(d["id"], d["status"], d["selected"]) for d in listed] == [(later["id"], "committed", None),
                                                                            (did, "executed", 40)]
         assert "result" not in listed[1] and "population" not in listed[1]
+        # draws committed before the list had its index (2026-12-05) are indexed at the first list
+        sync_redis.Redis.from_url(s.redis_url).delete("rw:draws:by-commit")
+        assert c.get("/v1/spotchecks/draws", headers=viewer).json()["draws"] == listed
+        assert [d["id"] for d in c.get("/v1/spotchecks/draws?status=executed&limit=1",
+                                       headers=viewer).json()["draws"]] == [did]
+
+        # the work list: each inspector's entities with their register data, which are checked; blind
+        work = c.get(f"/v1/spotchecks/draws/{did}/worklist?inspector=li", headers=viewer).json()
+        mine = [x for x in sel if x["inspector"] == "li"]
+        assert work["count"] == len(mine) > 0 and {e["entity_id"] for e in work["entities"]} == {
+            x["entity_id"] for x in mine}
+        assert all(set(e) == {"draw_id", "period", "inspector", "entity_id", "name", "industry", "region",
+                              "checked_at", "inspection_id"} for e in work["entities"])  # no stratum, tier, score
+        names = {e["entity_id"]: e["name"] for e in events if e["type"] == "entity"}
+        assert all(e["name"] == names[e["entity_id"]] and e["region"] for e in work["entities"])
+        routine = {x["entity_id"] for x in visited}
+        assert {e["entity_id"] for e in work["entities"] if e["checked_at"]} == routine & {x["entity_id"] for x in mine}
+        assert work["checked"] == len(routine & {x["entity_id"] for x in mine})
+        assert [(e["region"], e["industry"], e["entity_id"]) for e in work["entities"]] == sorted(
+            (e["region"], e["industry"], e["entity_id"]) for e in work["entities"])
+        bad = c.get(f"/v1/spotchecks/draws/{did}/worklist?inspector=zhao", headers=viewer)
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "inspector"]
+        assert "li, wang" in bad.text
+        assert c.get(f"/v1/spotchecks/draws/{later['id']}/worklist", headers=viewer).status_code == 409
+        assert c.get("/v1/spotchecks/draws/nope/worklist", headers=viewer).status_code == 404
+        # a name that a spreadsheet would run as a formula is written as text
+        produce(s, [{"type": "entity", "entity_id": sel[0]["entity_id"], "name": '=HYPERLINK("http://x","y")',
+                     "industry": "food", "region": "310104"}])
+        sheet = wait_for(lambda: (r := c.get(f"/v1/spotchecks/draws/{did}/worklist?format=csv", headers=viewer))
+                         and "HYPERLINK" in r.text and r, 60, "the renamed entity in the work list", workers.logs)
+        assert sheet.headers["content-type"].startswith("text/csv")
+        assert f'filename="{did}-all.csv"' in sheet.headers["content-disposition"]
+        rows = list(csv.DictReader(io.StringIO(sheet.text)))
+        assert len(rows) == 40 and {r["inspector"] for r in rows} == {"li", "wang"}
+        assert {r["entity_id"]: r["name"] for r in rows}[sel[0]["entity_id"]] == '\'=HYPERLINK("http://x","y")'
+        assert sum(1 for r in rows if r["checked_at"]) == len(routine)
         # the board shows what the checks found, as the API counts it
         assert c.post("/board/login", data={"token": "t-viewer"}, follow_redirects=False).status_code == 303
         page = c.get("/board").text
@@ -72,6 +112,12 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
         assert f"{control['found']} of {control['inspected']} ({control['hit_rate']:.0%})" in page
         assert f"{out['lift']:.2f}x" in page and later["id"] in page
         assert page.count("; 1 inspected otherwise, not counted") == 1
+        link = f"/board/draws/{did}/worklist.csv?inspector=wang"
+        assert f'href="{link}"' in page
+        theirs = c.get(link)
+        assert theirs.status_code == 200 and theirs.headers["content-type"].startswith("text/csv")
+        assert len(list(csv.DictReader(io.StringIO(theirs.text)))) == sum(1 for x in sel if x["inspector"] == "wang")
+        assert c.get(f"/board/draws/{did}/worklist.csv?inspector=zhao").status_code == 422
 
     assert out["outstanding"] == 10 and out["selected"] == 40
     for stratum in ("risk", "control"):
