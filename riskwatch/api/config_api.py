@@ -5,6 +5,12 @@ stays), then writes a ``config_change`` command with a new sequence number to
 every partition of ``rw.commands`` (each worker applies the first copy it
 sees, without a restart), records it as the current config in Redis (workers
 start from it) and in the history, and audits actor, reason and diff.
+
+Every change's whole config is kept (``rw:config:versions``, since 2026-12-05):
+``GET /v1/config/history/{seq}`` shows what was in force after change ``seq``
+(0: the file), and ``POST /v1/config/rollback`` applies it again as a new
+change (a threshold change that misbehaves is undone in one call, with its
+own reason in the history and the audit log).
 """
 
 from __future__ import annotations
@@ -14,11 +20,11 @@ import time
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import audit
-from ..config import CURRENT_CONFIG, Config, config_from_dict
+from ..config import CURRENT_CONFIG, Config, config_from_dict, load_config
 from ..errors import ConfigError
 from ..impact import impact
 from ..preview import recent_events, shadow
@@ -29,6 +35,7 @@ from .context import Ops, Viewer, ctx_of, errors, field_errors
 router = APIRouter(prefix="/v1/config", tags=["config"])
 HISTORY = "rw:config:history"
 SEQ = "rw:config:seq"
+VERSIONS = "rw:config:versions"  # seq -> the change's command, its whole config included
 
 
 class ConfigIn(BaseModel):
@@ -37,6 +44,12 @@ class ConfigIn(BaseModel):
 
 
 class ConfigChangeIn(ConfigIn):
+    reason: Annotated[str, Field(min_length=3, max_length=2000)]
+
+
+class RollbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to_seq: Annotated[int, Field(ge=0, description="the change whose config to apply again (0: the file's)")]
     reason: Annotated[str, Field(min_length=3, max_length=2000)]
 
 
@@ -91,8 +104,11 @@ async def validate_config(request: Request, body: ConfigIn, _: Ops):
 @router.put("", status_code=202, responses=errors(409, 503))
 async def put_config(request: Request, body: ConfigChangeIn, who: Ops):
     """Apply a new config to every worker (no restart). 202: accepted by the broker."""
-    cfg = _validated(body)
-    ctx = ctx_of(request)
+    return await _apply(ctx_of(request), _validated(body), who.name, body.reason)
+
+
+async def _apply(ctx, cfg: Config, actor: str, reason: str, rollback_to: int | None = None) -> dict:
+    """Send a config change to every worker, then record it: current, history, its content, audit."""
     current, meta = await ctx.current_config()
     changes = diff(current.model_dump(mode="json"), cfg.model_dump(mode="json"))
     if not changes:
@@ -100,13 +116,19 @@ async def put_config(request: Request, body: ConfigChangeIn, who: Ops):
     r = ctx.redis
     seq = int(await r.incr(SEQ))
     cmd = {"type": "config_change", "seq": seq, "version": cfg.version, "config": cfg.model_dump(mode="json"),
-           "actor": who.name, "reason": body.reason, "at": time.time()}
+           "actor": actor, "reason": reason, "at": time.time()}
+    if rollback_to is not None:
+        cmd["rollback_to"] = rollback_to
     await ctx.send_command(cmd)  # every partition: every worker sees it in order with its events
     pipe = r.pipeline(transaction=True)
     pipe.set(CURRENT_CONFIG, orjson.dumps(cmd))
+    pipe.hset(VERSIONS, str(seq), orjson.dumps(cmd))
     pipe.lpush(HISTORY, orjson.dumps({k: v for k, v in cmd.items() if k != "config"} | {"diff": changes,
                                                                                         "previous": meta}))
-    audit.record(pipe, who.name, "config.change", cfg.version, {"seq": seq, "reason": body.reason, "diff": changes})
+    detail = {"seq": seq, "reason": reason, "diff": changes}
+    if rollback_to is not None:
+        detail["rollback_to"] = rollback_to
+    audit.record(pipe, actor, "config.change", cfg.version, detail)
     await pipe.execute()
     return {"seq": seq, "version": cfg.version, "diff": changes, "status": "sent to workers"}
 
@@ -115,6 +137,42 @@ async def put_config(request: Request, body: ConfigChangeIn, who: Ops):
 async def config_history(request: Request, _: Viewer, limit: Annotated[int, Query(ge=1, le=500)] = 50):
     rows = await ctx_of(request).redis.lrange(HISTORY, 0, limit - 1)
     return {"count": len(rows), "changes": [iso_fields(orjson.loads(x)) for x in rows]}
+
+
+async def _version(ctx, seq: int) -> dict:
+    """Change ``seq``'s command, its whole config included; 0: the file's config. 404 when unknown."""
+    if seq == 0:
+        cfg = load_config(ctx.s.config_path)
+        return {"seq": 0, "version": cfg.version, "source": str(ctx.s.config_path or "config/riskwatch.yaml"),
+                "config": cfg.model_dump(mode="json")}
+    raw = await ctx.redis.hget(VERSIONS, str(seq))
+    if raw:
+        return orjson.loads(raw)
+    last = int(await ctx.redis.get(SEQ) or 0)
+    if seq > last:
+        raise HTTPException(404, detail=f"no config change {seq}: the last is {last}")
+    raise HTTPException(404, detail=f"the config of change {seq} was not kept: changes made before 2026-12-05 "
+                                    f"kept only their diff (GET /v1/config/history)")
+
+
+@router.get("/history/{seq}", responses=errors(404))
+async def config_version(request: Request, seq: Annotated[int, Path(ge=0)], _: Viewer):
+    """The whole config that change ``seq`` applied, with who, when and why (0: the config file)."""
+    return iso_fields(await _version(ctx_of(request), seq))
+
+
+@router.post("/rollback", status_code=202, responses=errors(404, 409, 503))
+async def rollback_config(request: Request, body: RollbackIn, who: Ops):
+    """Apply the config of an earlier change (``to_seq``; 0: the file) again, as a new change with its
+    own sequence number, reason and audit entry. 409 when it is the one in force, or no longer valid."""
+    ctx = ctx_of(request)
+    old = await _version(ctx, body.to_seq)
+    try:
+        cfg = config_from_dict(old["config"])
+    except ConfigError as exc:  # kept by an older riskwatch whose config model differed
+        raise HTTPException(409, detail=f"the config of change {body.to_seq} is not valid any more: "
+                                        + "; ".join(str(e) for e in exc.errors)) from exc
+    return await _apply(ctx, cfg, who.name, body.reason, rollback_to=body.to_seq)
 
 
 @router.post("/preview", responses=errors(503))

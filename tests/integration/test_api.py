@@ -281,6 +281,42 @@ def test_threshold_change_applies_to_the_next_events_without_restart(stack):
         assert audit[0]["actor"] == "ops-user" and audit[0]["detail"]["reason"] == "pilot: stricter tiers"
         assert c.put("/v1/config", json={"config": new, "reason": "again"}, headers=ops).status_code == 409
 
+        # every change's whole config is kept: ops undo the pilot in one call
+        viewer, file_version = auth("viewer"), load_config().version
+        kept = c.get("/v1/config/history/1", headers=viewer).json()
+        assert (kept["version"], kept["reason"], kept["config"]) == ("t-lowered", "pilot: stricter tiers", new)
+        assert _utc(kept["at"]) and c.get("/v1/config/history/0", headers=viewer).json()["version"] == file_version
+        missing = c.get("/v1/config/history/5", headers=viewer)
+        assert missing.status_code == 404 and "the last is 1" in missing.text
+        undo = {"to_seq": 0, "reason": "undo the pilot: too many tier changes"}
+        assert c.post("/v1/config/rollback", json=undo, headers=auth("inspector")).status_code == 403
+        bad = c.post("/v1/config/rollback", json={**undo, "to_seq": -1}, headers=ops)
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "to_seq"]
+        assert c.post("/v1/config/rollback", json={**undo, "to_seq": 1}, headers=ops).status_code == 409  # in force
+        before = len(read_batches(s.broker, s.topic("risk-changes")))
+        r = c.post("/v1/config/rollback", json=undo, headers=ops)
+        assert r.status_code == 202 and r.json()["seq"] == 2 and r.json()["version"] == file_version
+        assert any(d["path"] == "tiers.1.up" and d["to"] == load_config().tiers[1].up for d in r.json()["diff"])
+        wait_for(lambda: workers.metric(0, "riskwatch_config_change") == 2, 60, "the worker to apply the rollback",
+                 workers.logs)
+        # the worker re-decides E (in a higher tier) under the file's config again: its risk change says so
+        wait_for(lambda: any(x["entity_id"] == E and x["config_version"] == file_version
+                             for x in read_batches(s.broker, s.topic("risk-changes"))[before:]), 60,
+                 "a risk change under the file's config", workers.logs)
+        got = c.get("/v1/config", headers=viewer).json()
+        assert (got["seq"], got["version"], got["rollback_to"]) == (2, file_version, 0)
+        assert c.get("/v1/config", headers=viewer).json()["config"] == c.get("/v1/config/history/0",
+                                                                              headers=viewer).json()["config"]
+        hist = c.get("/v1/config/history", headers=viewer).json()["changes"]
+        assert (hist[0]["seq"], hist[0]["rollback_to"], hist[0]["reason"]) == (2, 0, undo["reason"])
+        audit = c.get("/v1/audit", params={"action": "config."}, headers=ops).json()["entries"]
+        assert audit[0]["detail"]["rollback_to"] == 0
+        # a change made before the contents were kept (2026-12-05) says so
+        sync_redis.Redis.from_url(s.redis_url).hdel("rw:config:versions", "1")
+        old = c.get("/v1/config/history/1", headers=viewer)
+        assert old.status_code == 404 and "was not kept" in old.text
+        assert c.post("/v1/config/rollback", json={**undo, "to_seq": 1}, headers=ops).status_code == 404
+
 
 def test_revoked_complaints_lower_score_and_tier(stack):
     s, workers = stack
