@@ -91,7 +91,7 @@ def _from_state(engine, eid: str, st: dict) -> dict | None:
             "reasons": engine.scorer.reasons(parts, score), "cause_event_id": "", "config_version": ""}
 
 
-VIEW_PATTERNS = ("rw:entity:*", "rw:entities", "rw:rank", "rw:rank:*", "rw:history:*", "rw:spotchecks")
+VIEW_PATTERNS = ("rw:entity:*", "rw:entities", "rw:names", "rw:rank", "rw:rank:*", "rw:history:*", "rw:spotchecks")
 
 
 async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]:
@@ -116,27 +116,28 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
             await pipe.execute()
 
     meta: dict[str, list] = {}
+    register: dict[str, dict] = {}  # the last register data per entity, written once (its name keys too)
     async for raw in _each(settings.broker, settings.topic("entities")):
         ev = _valid(raw, "entity", cfg.entity_id_scheme)  # what the workers applied, not what they dead-lettered
         if ev is not None:
-            view.entity(pipe, {"entity_id": ev.entity_id, "name": ev.name, "industry": ev.industry,
-                               "region": ev.region})
+            register[ev.entity_id] = {"entity_id": ev.entity_id, "name": ev.name, "industry": ev.industry,
+                                      "region": ev.region}
             meta[ev.entity_id] = [ev.industry, ev.region]
             counts["entities"] += 1
-            await flush_some()
     # per entity only what the view needs (a state is ~1 KB; 1M of them would not fit in memory)
-    names: dict[str, dict] = {}
     fallback: dict[str, dict | None] = {}
     async for eid, st in _states(settings.broker, settings.state_changelog):
         m = st.get("m")
         if m:
             meta[eid] = m[:2]
             if len(m) > 2:  # the register data the worker last applied
-                names[eid] = {"entity_id": eid, "industry": m[0], "region": m[1], "name": m[2]}
+                register[eid] = {"entity_id": eid, "industry": m[0], "region": m[1], "name": m[2]}
         fallback[eid] = _from_state(engine, eid, st)
     counts["states"] = len(fallback)
-    for ent in names.values():
-        view.entity(pipe, ent)
+    # through the workers' round script: a renamed entity's old name keys leave the search index
+    ents = list(register.values())
+    for i in range(0, len(ents), 1000):
+        await view.queue_round(pipe, [], meta.get, history=False, entities=ents[i:i + 1000])
         await flush_some()
     # the producer may reorder an entity's output messages; its `seq` is the decision order
     latest: dict[str, dict] = {}

@@ -13,6 +13,9 @@ Keys (prefix ``rw:``):
   view written before holds those written since, until ``rebuild-view``);
 - ``rw:inspections:{id}`` sorted set of an entity's latest inspection results by event time (bounded;
   since 2026-12-05: what a spot-check draw found, ``GET /v1/spotchecks/draws/{id}/outcomes``);
+- ``rw:names`` sorted set (all at score 0, searched by lexical range) of ``{name key}\\0{id}``: where a
+  name search can start in each entity's name (:func:`name_keys`; the entity hash's ``nk`` field keeps
+  its keys, so a rename removes the old ones; since 2026-12-05: ``GET /v1/entities?q=``);
 - ``rw:objections:effects`` hash ``{objection id}:{step}`` -> what an objection and its resolution did
   (the risk change they forced: effect, score before and after, tier, time; since 2026-12-05).
 
@@ -22,24 +25,28 @@ twice leaves the same view.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 
 import orjson
 
-__all__ = ["ENTITIES", "INSPECTIONS_KEPT", "OBJECTION_EFFECTS", "ROUND_LUA", "SPOTCHECKS", "ViewWriter", "entity_key",
-           "history_key", "inspection_fact", "inspections_key"]
+__all__ = ["ENTITIES", "INSPECTIONS_KEPT", "NAMES", "NAME_KEY_CHARS", "OBJECTION_EFFECTS", "ROUND_LUA", "SPOTCHECKS",
+           "ViewWriter", "entity_key", "history_key", "inspection_fact", "inspections_key", "name_form", "name_keys"]
 
 P = "rw:"
 SPOTCHECKS = f"{P}spotchecks"
 ENTITIES = f"{P}entities"
 OBJECTION_EFFECTS = f"{P}objections:effects"
+NAMES = f"{P}names"
+NAME_KEYS_MAX = 8     # search starts kept per name
+NAME_KEY_CHARS = 32   # characters kept of each (a longer query is checked against the whole name)
 SPOTCHECKS_KEPT = 200_000
 INSPECTIONS_KEPT = 20  # per entity
 
 
 # One worker round in one call (see ViewWriter.outputs). Values arrive as strings, formatted as
 # redis-py formats them, so both paths store the same bytes. ARGV[1] is JSON:
-# e: [[id, name, industry, region]], h: [[id, member, seq]], s: [[member, t]], o: [[field, effect]],
+# e: [[id, name, industry, region, [name keys], the same as JSON (as ViewWriter.entity stores them)]], h: [[id, member, seq]], s: [[member, t]], o: [[field, effect]],
 # i: [[id, member, t]] (inspection results), ik (inspections kept per entity),
 # c: [[id, score, tier, ratio, reasons, updated, cause, config_version, industry, region, at, seq, tier_since]]
 # (industry/region "" when unknown), tiers, hl (history kept), sk (spot checks kept).
@@ -54,9 +61,18 @@ local p = cjson.decode(ARGV[1])
 local P = "rw:"
 for _, e in ipairs(p.e) do
   local key = P .. "entity:" .. e[1]
-  local old = redis.call("HMGET", key, "industry", "region", "score")
+  local old = redis.call("HMGET", key, "industry", "region", "score", "nk")
   redis.call("HSET", key, "name", e[2], "industry", e[3], "region", e[4])
   redis.call("SADD", P .. "entities", e[1])
+  if old[4] then
+    for _, k in ipairs(cjson.decode(old[4])) do
+      redis.call("ZREM", P .. "names", k .. "\\0" .. e[1])
+    end
+  end
+  for _, k in ipairs(e[5]) do
+    redis.call("ZADD", P .. "names", 0, k .. "\\0" .. e[1])
+  end
+  redis.call("HSET", key, "nk", e[6])
   if old[3] then
     if old[1] and old[1] ~= e[3] then
       redis.call("ZREM", P .. "rank:industry:" .. old[1], e[1])
@@ -139,6 +155,36 @@ def entity_key(eid: str) -> str:
     return f"{P}entity:{eid}"
 
 
+def name_form(name: str) -> str:
+    """A name as it is searched: Unicode NFKC (full-width letters as ASCII), case-folded, each run of
+    whitespace one space.
+
+    >>> name_form("  Blue   BOTTLE  Ｃｏｆｆｅｅ ")
+    'blue bottle coffee'
+    """
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+def name_keys(name: str, cut: int | None = NAME_KEY_CHARS) -> list[str]:
+    """Where a name search can start: the name and each of its words (a letter or digit after a space or
+    punctuation), at most ``NAME_KEYS_MAX``, each cut to ``cut`` characters. A name without spaces (most
+    Chinese names) is found from its start only.
+
+    >>> name_keys("Blue Bottle Coffee (Oakland)")
+    ['blue bottle coffee (oakland)', 'bottle coffee (oakland)', 'coffee (oakland)', 'oakland)']
+    >>> name_keys("上海星巴克咖啡有限公司")
+    ['上海星巴克咖啡有限公司']
+    """
+    f = name_form(name)
+    starts = [i for i, ch in enumerate(f) if ch.isalnum() and (i == 0 or not f[i - 1].isalnum())][:NAME_KEYS_MAX]
+    keys: list[str] = []
+    for i in starts:
+        k = f[i:] if cut is None else f[i:i + cut]
+        if k not in keys:
+            keys.append(k)
+    return keys
+
+
 def history_key(eid: str) -> str:
     return f"{P}history:{eid}"
 
@@ -162,9 +208,12 @@ class ViewWriter:
     def entity(self, pipe, ent: dict) -> None:
         """Register data (a pipeline cannot read the hash: write it before the entity's current
         fields, as ``rebuild-view`` does; a worker round moves rankings too, see ROUND_LUA)."""
+        keys = name_keys(ent["name"])
         pipe.hset(entity_key(ent["entity_id"]), mapping={"name": ent["name"], "industry": ent["industry"],
-                                                         "region": ent["region"]})
+                                                         "region": ent["region"], "nk": orjson.dumps(keys)})
         pipe.sadd(ENTITIES, ent["entity_id"])
+        if keys:  # a fresh entry: the old name's keys of a renamed entity are removed by the round script only
+            pipe.zadd(NAMES, {f"{k}\0{ent['entity_id']}": 0 for k in keys})
 
     def inspection(self, pipe, f: dict) -> None:
         """An inspection result (:func:`inspection_fact`), one by one (the round script does the same)."""
@@ -191,9 +240,10 @@ class ViewWriter:
         if payload is not None:
             pipe.register_script(ROUND_LUA)(keys=[], args=[payload], client=pipe)
 
-    async def queue_round(self, pipe, outs: list[dict], meta_of, history: bool = True) -> None:
+    async def queue_round(self, pipe, outs: list[dict], meta_of, history: bool = True,
+                          entities: list[dict] = ()) -> None:
         """:meth:`outputs` on a redis.asyncio pipeline (a script call on it is queued when awaited)."""
-        payload = self.round_payload(outs, meta_of, (), history)
+        payload = self.round_payload(outs, meta_of, entities, history)
         if payload is not None:
             await pipe.register_script(ROUND_LUA)(keys=[], args=[payload], client=pipe)
 
@@ -242,7 +292,10 @@ class ViewWriter:
                         orjson.dumps(o["reasons"]).decode(), _iso(o["ts"]), o["cause_event_id"],
                         o["config_version"], meta[0], meta[1], repr(_epoch(o["ts"])), repr(o["seq"]),
                         _iso(o["tier_since"]) if o.get("tier_since") is not None else ""])
-        ents = [[e["entity_id"], e["name"], e["industry"], e["region"]] for e in entities]
+        ents = []
+        for e in entities:
+            keys = name_keys(e["name"])
+            ents.append([e["entity_id"], e["name"], e["industry"], e["region"], keys, orjson.dumps(keys).decode()])
         insp = [[f["entity_id"], _inspection_member(f).decode(), repr(f["t"])] for f in inspections]
         if not (cur or hist or spots or ents or effects or insp):
             return None

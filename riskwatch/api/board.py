@@ -206,19 +206,21 @@ def _top_reason(reasons: list[dict] | None) -> str:
 @router.get("")
 @_redis_outage_is_a_page
 async def overview(request: Request, tier: str | None = None, region: str | None = None,
-                   industry: str | None = None, min_score: str | None = None):
+                   industry: str | None = None, min_score: str | None = None, q: str | None = None):
     who = _signed_in(request)
     if not isinstance(who, Principal):
         return who  # the sign-in form, or a 429 page
     ctx = ctx_of(request)
     cfg, meta = await ctx.current_config()
     tiers = [t.name for t in cfg.tiers]
-    tier, region, industry = tier or None, region or None, industry or None
+    tier, region, industry, q = tier or None, region or None, industry or None, (q or "").strip() or None
     try:
         if region is not None and not (len(region) == 6 and region.isdigit()):
             raise HTTPException(422, detail=[{"loc": ["query", "region"], "msg": "a 6-digit division code"}])
         if industry is not None and len(industry) > 64:
             raise HTTPException(422, detail=[{"loc": ["query", "industry"], "msg": "at most 64 characters"}])
+        if q is not None and not 2 <= len(q) <= 100:
+            raise HTTPException(422, detail=[{"loc": ["query", "q"], "msg": "a name search of 2 to 100 characters"}])
         try:
             least = float(min_score) if min_score else 0.0
             if not 0.0 <= least <= 100.0:
@@ -226,7 +228,7 @@ async def overview(request: Request, tier: str | None = None, region: str | None
         except ValueError:
             raise HTTPException(422, detail=[{"loc": ["query", "min_score"], "msg": "a number from 0 to 100"}]) from None
         ranked = await list_entities(request, who, tier=tier, region=region, industry=industry, min_score=least,
-                                     limit=50, cursor=None)
+                                     limit=50, cursor=None, q=q)
         alerts = await list_alerts(request, who, region=region, severity=None, entity_id=None, rule=None,
                                    state="open", limit=50)
         recent = await changes(request, who, since=None, until=None, region=region, to_tier=None, limit=20)
@@ -249,6 +251,7 @@ async def overview(request: Request, tier: str | None = None, region: str | None
     options = "".join(f'<option value="{_e(t)}"{" selected" if t == tier else ""}>{_e(t)}</option>' for t in tiers)
     filters = (
         '<form method="get" action="/board" class="filters">'
+        f'<label>name <input name="q" value="{_e(q)}" size="16" placeholder="start of a word"></label> '
         f'<label>tier <select name="tier"><option value="">all</option>{options}</select></label> '
         f'<label>region <input name="region" value="{_e(region)}" size="6" placeholder="310104"></label> '
         f'<label>industry <input name="industry" value="{_e(industry)}" size="12"></label> '
@@ -265,7 +268,8 @@ async def overview(request: Request, tier: str | None = None, region: str | None
                     _top_reason(c.get("reasons"))] for c in recent["changes"]]
     draw_rows = [_draw_row(d, found.get(d["id"])) + [_worklists(d["id"], crews[d["id"]]) if d["id"] in found else ""]
                  for d in draws]
-    shown = " (filtered)" if tier or region or industry or min_score else ""
+    shown = f" named &ldquo;{_e(q)}&rdquo;" if q else ""  # escaped: it is the visitor's input
+    shown += " (filtered)" if tier or region or industry or min_score else ""
     body = (
         f'<p class="meta">config {_e(meta.get("version", cfg.version))}; refreshes every {REFRESH_SECONDS} s</p>'
         "<section><h2>Entities per tier</h2>"

@@ -1,4 +1,5 @@
-"""Entities: risk state with reasons, open alerts and disputed items; history; the riskiest list."""
+"""Entities: risk state with reasons, open alerts and disputed items; history; the riskiest list, and
+a search by name (``q``) that finds entities with no risk state yet too."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from ..alerts.store import AlertStore
 from ..events import validate_entity_id
 from ..times import iso, utc
-from ..view import entity_key, history_key
+from ..view import NAME_KEY_CHARS, NAMES, entity_key, history_key, name_form, name_keys
 from .context import Viewer, ctx_of, errors
 from .objections import open_objections, with_effects
 
@@ -93,13 +94,20 @@ def _offset(cursor: str | None) -> int:
                                           "type": "value_error"}]) from exc
 
 
+SEARCH_MAX = 1000  # entities a name search looks at; more: ``truncated``, a longer query narrows it
+
+
 @router.get("")
 async def list_entities(request: Request, _: Viewer, tier: str | None = None,
                         region: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
                         industry: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
                         min_score: Annotated[float, Query(ge=0, le=100)] = 0.0,
-                        limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None):
-    """Riskiest first (by score); filters combine; ``next_cursor`` pages on."""
+                        limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None,
+                        q: Annotated[str | None, Query(min_length=2, max_length=100, description=(
+                            "name search: the start of the name or of a word in it, any case; finds "
+                            "entities with no risk state yet too"))] = None):
+    """Riskiest first (by score); filters combine; ``next_cursor`` pages on. With ``q``: the entities whose
+    name matches, riskiest first, those with no risk state yet last (``matched``: how many in all)."""
     ctx = ctx_of(request)
     cfg, _meta = await ctx.current_config()
     tiers = [t.name for t in cfg.tiers]
@@ -107,6 +115,8 @@ async def list_entities(request: Request, _: Viewer, tier: str | None = None,
         raise HTTPException(422, detail=[{"loc": ["query", "tier"], "msg": f"unknown tier; one of {tiers}",
                                           "type": "enum"}])
     start = _offset(cursor)
+    if q is not None:
+        return await _search(ctx, cfg, q, tier, region, industry, min_score, limit, start)
     key = ("rw:rank:tier:" + tier if tier else "rw:rank:region:" + region if region
            else "rw:rank:industry:" + industry if industry else "rw:rank")
     r = ctx.redis
@@ -132,3 +142,32 @@ async def list_entities(request: Request, _: Viewer, tier: str | None = None,
                 break
     more = len(items) == limit and bool(await r.zrevrangebyscore(key, 100, min_score, start=pos, num=1))
     return {"count": len(items), "entities": items, "next_cursor": _cursor(pos) if more else None}
+
+
+async def _search(ctx, cfg, q: str, tier, region, industry, min_score: float, limit: int, start: int) -> dict:
+    """Entities whose name has a word starting with ``q`` (see :func:`riskwatch.view.name_keys`)."""
+    form = name_form(q)
+    if len(form) < 2:
+        raise HTTPException(422, detail=[{"loc": ["query", "q"], "type": "string_too_short",
+                                          "msg": "at least 2 characters besides spaces"}])
+    key = form[:NAME_KEY_CHARS].encode()
+    r = ctx.redis
+    members = await r.zrangebylex(NAMES, b"[" + key, b"[" + key + b"\xff", start=0, num=SEARCH_MAX * 8)
+    ids = list(dict.fromkeys(m.rsplit("\0", 1)[1] for m in members))[:SEARCH_MAX]  # str: decode_responses
+    pipe = r.pipeline(transaction=False)
+    for eid in ids:
+        pipe.hgetall(entity_key(eid))
+    rows = []
+    for eid, h in zip(ids, await pipe.execute()):
+        if not h or not any(k.startswith(form) for k in name_keys(h.get("name") or "", cut=None)):
+            continue  # gone, renamed since, or matched on a cut key only
+        e = _entity(h, eid, cfg)
+        if (region and e["region"] != region) or (industry and e["industry"] != industry) or \
+                (tier and e["tier"] != tier) or (min_score and (e["score"] or 0.0) < min_score):
+            continue
+        rows.append(e)
+    rows.sort(key=lambda e: (e["score"] is None, -(e["score"] or 0.0), e["name"] or "", e["entity_id"]))
+    page = rows[start:start + limit]
+    return {"count": len(page), "entities": page,
+            "next_cursor": _cursor(start + limit) if len(rows) > start + limit else None,
+            "matched": len(rows), "truncated": len(ids) == SEARCH_MAX}

@@ -223,6 +223,61 @@ def _one_complaint_in_tier_a(s, workers, c) -> dict:
     return st
 
 
+def test_entities_are_found_by_name_scored_or_not(stack):
+    """``GET /v1/entities?q=``: an inspector or a hotline operator knows a business by its name, not its
+    credit code. Until 2026-12-05 the API could only list entities by score or fetch one by id."""
+    from riskwatch.uscc import generate
+
+    s, workers = stack
+    rng = __import__("random").Random(11)
+    coffee, shop, cn = E, generate(rng, "350100"), generate(rng, "310101")
+    produce(s, [{"type": "entity", "entity_id": coffee, "name": "Blue Bottle Coffee (Oakland)", "industry": "food",
+                 "region": "350100"},
+                {"type": "complaint", "complaint_id": "c0", "entity_id": coffee, "ts": _ts(0), "category": "a",
+                 "severity": 3},
+                {"type": "entity", "entity_id": shop, "name": "Bottle Shop", "industry": "retail", "region": "350100"},
+                {"type": "entity", "entity_id": cn, "name": "上海星巴克咖啡有限公司", "industry": "food",
+                 "region": "310101"}])
+    workers.start()
+    viewer = auth("viewer")
+    with client(s) as c:
+        def found(q: str, **kw) -> list[str]:
+            got = c.get("/v1/entities", params={"q": q, **kw}, headers=viewer)
+            assert got.status_code == 200, got.text
+            return [e["entity_id"] for e in got.json()["entities"]]
+
+        wait_for(lambda: found("bott") == [coffee, shop] and _entity_state(c, coffee)["score"], 60,
+                 "both bottles, the scored one first", workers.logs)
+        hit = c.get("/v1/entities", params={"q": "bott"}, headers=viewer).json()
+        assert (hit["matched"], hit["truncated"], hit["next_cursor"]) == (2, False, None)
+        assert hit["entities"][0]["tier"] == "A" and hit["entities"][1]["score"] is None  # registered, not scored
+        assert found("BLUE   bottle") == found("coffee (oak") == found("oakland") == [coffee]
+        assert found("ＢＯＴＴＬＥ ｓｈｏｐ") == [shop]  # full-width letters, as NFKC reads them
+        assert found("上海星巴克") == [cn] and found("星巴克") == []  # no spaces: from the start only
+        assert found("bott", tier="A") == [coffee] and found("bott", min_score=1) == [coffee]
+        assert found("bott", industry="retail") == [shop] and found("ottle") == []
+        page = c.get("/v1/entities", params={"q": "bott", "limit": 1}, headers=viewer).json()
+        assert [e["entity_id"] for e in page["entities"]] == [coffee] and page["next_cursor"]
+        rest = c.get("/v1/entities", params={"q": "bott", "limit": 1, "cursor": page["next_cursor"]},
+                     headers=viewer).json()
+        assert [e["entity_id"] for e in rest["entities"]] == [shop] and rest["next_cursor"] is None
+        for bad in (" a ", "x"):
+            r = c.get("/v1/entities", params={"q": bad}, headers=viewer)
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "q"], bad
+        # renamed: found by the new name only
+        produce(s, [{"type": "entity", "entity_id": shop, "name": "Corner Store", "industry": "retail",
+                     "region": "350100"}])
+        wait_for(lambda: found("corner") == [shop], 60, "the new name", workers.logs)
+        assert found("bott") == [coffee]
+        # the board searches the same way, and shows the query escaped
+        assert c.post("/board/login", data={"token": "t-viewer"}, follow_redirects=False).status_code == 303
+        page = c.get("/board", params={"q": "<b>blue"}).text
+        assert "&lt;b&gt;blue" in page and "<b>blue" not in page
+        page = c.get("/board", params={"q": "blue bot"}).text
+        assert "Blue Bottle Coffee (Oakland)" in page and "Corner Store" not in page
+        assert c.get("/board", params={"q": "x"}).status_code == 422
+
+
 def test_threshold_change_applies_to_the_next_events_without_restart(stack):
     s, workers = stack
     with client(s) as c:

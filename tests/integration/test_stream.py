@@ -116,6 +116,8 @@ def test_rebuild_view_from_topics_matches(stack):
     held = r.smembers("rw:entities")
     inspections = {k: r.zrange(k, 0, -1, withscores=True) for k in r.scan_iter("rw:inspections:*")}
     assert len(inspections) > 100  # the worker keeps them for draw outcomes
+    names = r.zrange("rw:names", 0, -1)  # the name search
+    assert len(names) >= len(held)
     assert held == {k.removeprefix("rw:entity:") for k in before}  # every entity hash, registered or scored
     r.flushall()
     out = subprocess.run([sys.executable, "-m", "riskwatch.cli", "rebuild-view"], env=worker_env(s),
@@ -128,6 +130,7 @@ def test_rebuild_view_from_topics_matches(stack):
     assert r.zrevrange("rw:rank", 0, -1, withscores=True) == ranks
     assert r.smembers("rw:entities") == held
     assert {k: r.zrange(k, 0, -1, withscores=True) for k in r.scan_iter("rw:inspections:*")} == inspections
+    assert r.zrange("rw:names", 0, -1) == names
 
 
 def test_rebuild_view_keeps_entities_whose_records_aged_out_of_the_topics(stack):

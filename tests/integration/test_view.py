@@ -144,6 +144,29 @@ def test_register_data_after_the_first_score_moves_the_entity_into_its_rankings(
     r.flushdb()
 
 
+def test_a_renamed_entity_is_found_by_its_new_name_only(services):
+    """The name search index (``rw:names``): each word start of the name, and a rename through a
+    round drops the old name's keys."""
+    url, r, view = _empty_db(services, 9)
+    reg = {"entity_id": EID, "name": "Blue Bottle Coffee", "industry": "catering", "region": "350203"}
+
+    async def rounds() -> None:
+        import redis.asyncio as aioredis
+
+        ar = aioredis.from_url(url)
+        try:
+            await view.write_round(ar, [], lambda _: None, [reg])
+            assert r.zrange("rw:names", 0, -1) == [f"{k}\0{EID}".encode() for k in (
+                "blue bottle coffee", "bottle coffee", "coffee")]
+            await view.write_round(ar, [], lambda _: None, [dict(reg, name="Corner Store")])
+        finally:
+            await ar.aclose()
+
+    asyncio.run(rounds())
+    assert r.zrange("rw:names", 0, -1) == [f"corner store\0{EID}".encode(), f"store\0{EID}".encode()]
+    r.flushdb()
+
+
 def test_an_older_decision_never_replaces_a_newer_one(services):
     """``rebuild-view`` runs beside workers: what it read from Kafka can be older than what a worker
     writes meanwhile. Until 2026-11-28 the last write won, so a rebuild could put an entity back to
