@@ -153,7 +153,9 @@ async def _search(ctx, cfg, q: str, tier, region, industry, min_score: float, li
     key = form[:NAME_KEY_CHARS].encode()
     r = ctx.redis
     members = await r.zrangebylex(NAMES, b"[" + key, b"[" + key + b"\xff", start=0, num=SEARCH_MAX * 8)
-    ids = list(dict.fromkeys(m.rsplit("\0", 1)[1] for m in members))[:SEARCH_MAX]  # str: decode_responses
+    ids = list(dict.fromkeys(m.rsplit("\0", 1)[1] for m in members))  # str: decode_responses
+    truncated = len(ids) > SEARCH_MAX or len(members) == SEARCH_MAX * 8
+    ids = ids[:SEARCH_MAX]
     pipe = r.pipeline(transaction=False)
     for eid in ids:
         pipe.hgetall(entity_key(eid))
@@ -170,4 +172,4 @@ async def _search(ctx, cfg, q: str, tier, region, industry, min_score: float, li
     page = rows[start:start + limit]
     return {"count": len(page), "entities": page,
             "next_cursor": _cursor(start + limit) if len(rows) > start + limit else None,
-            "matched": len(rows), "truncated": len(ids) == SEARCH_MAX}
+            "matched": len(rows), "truncated": truncated}

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import secrets
 import time
 import uuid
 from datetime import datetime, timezone
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -316,10 +318,22 @@ def worklist_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def attachment(name: str) -> str:
+    r"""A Content-Disposition for a download named ``name``: an ASCII fallback and the UTF-8 name
+    (RFC 6266), as inspectors' names may be Chinese or hold quotes or line breaks.
+
+    >>> print(attachment("draw-1-李明.csv"))
+    attachment; filename="draw-1-__.csv"; filename*=UTF-8''draw-1-%E6%9D%8E%E6%98%8E.csv
+    >>> print(attachment('d-"x"\r\n.csv'))
+    attachment; filename="d-_x___.csv"; filename*=UTF-8''d-%22x%22%0D%0A.csv
+    """
+    fallback = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
 def worklist_response(rows: list[dict], draw_id: str, inspector: str | None) -> Response:
-    name = f"{draw_id}-{inspector or 'all'}.csv".replace('"', "")
     return Response(worklist_csv(rows), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+                    headers={"Content-Disposition": attachment(f"{draw_id}-{inspector or 'all'}.csv")})
 
 
 async def executed_draw(r, draw_id: str, inspector: str | None) -> dict:

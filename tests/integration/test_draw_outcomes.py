@@ -118,6 +118,14 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
         assert theirs.status_code == 200 and theirs.headers["content-type"].startswith("text/csv")
         assert len(list(csv.DictReader(io.StringIO(theirs.text)))) == sum(1 for x in sel if x["inspector"] == "wang")
         assert c.get(f"/board/draws/{did}/worklist.csv?inspector=zhao").status_code == 422
+        # an inspector's name in Chinese names the file too (a header is Latin-1: it answered a 500)
+        cn = c.post("/v1/spotchecks/draws", json={**body, "period": "2027-02", "capacity": 3, "inspectors": ["李明"]},
+                    headers=ops).json()
+        assert c.post(f"/v1/spotchecks/draws/{cn['id']}/execute", headers=ops).status_code == 200
+        got = c.get(f"/v1/spotchecks/draws/{cn['id']}/worklist", params={"inspector": "李明", "format": "csv"},
+                    headers=viewer)
+        assert got.status_code == 200 and "filename*=UTF-8''" in got.headers["content-disposition"]
+        assert [r["inspector"] for r in csv.DictReader(io.StringIO(got.text))] == ["李明"] * 3
 
     assert out["outstanding"] == 10 and out["selected"] == 40
     for stratum in ("risk", "control"):
