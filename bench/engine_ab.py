@@ -7,11 +7,18 @@ Each round runs every checkout once in its own process over the same
 simulated events (200k on 20k entities by default, the GC policy the worker
 uses) and prints events/s; the summary is the median per checkout and their
 ratio. Each checkout runs with its own code and its own config/riskwatch.yaml.
+
+``--in-process``: when the checkouts differ in ``riskwatch/engine.py`` only (checked: any other
+file of the package that differs is refused), one process loads each checkout's engine module
+beside the first checkout's package and runs them in alternation on the same events, timing CPU
+time. On a shared machine whose speed drifts by a quarter between runs, this is the steadier
+comparison: the per-round ratios are printed too.
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import statistics
 import subprocess
 import sys
@@ -45,13 +52,85 @@ print(len(events) / (time.perf_counter() - t))
 """
 
 
+def differing(a: Path, b: Path) -> list[str]:
+    """Files of the ``riskwatch`` package that differ between two checkouts (``__pycache__`` aside)."""
+    out = []
+    for f in sorted({p.relative_to(a) for p in (a / "riskwatch").rglob("*.py")}
+                    | {p.relative_to(b) for p in (b / "riskwatch").rglob("*.py")}):
+        if not ((a / f).exists() and (b / f).exists() and filecmp.cmp(a / f, b / f, shallow=False)):
+            out.append(str(f))
+    return out
+
+
+def in_process(checkouts: list[Path], n_events: int, n_entities: int, rounds: int) -> None:
+    import gc
+    import importlib.util
+    import time
+
+    import orjson
+
+    root = checkouts[0].resolve()
+    for c in checkouts[1:]:
+        extra = [f for f in differing(root, c.resolve()) if f != "riskwatch/engine.py"]
+        if extra:
+            sys.exit(f"--in-process compares engine.py only; {c} differs also in {', '.join(extra[:5])}")
+    sys.path.insert(0, str(root))
+    from riskwatch.config import load_config
+    from riskwatch.events import parse_event
+    from riskwatch.gc_policy import apply
+    from riskwatch.simulate import Simulation
+
+    engines = []
+    for i, c in enumerate(checkouts):
+        name = f"riskwatch._engine_ab{i}"
+        spec = importlib.util.spec_from_file_location(name, c.resolve() / "riskwatch" / "engine.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+        engines.append(mod.Engine)
+    sim = Simulation(n_entities=n_entities, seed=42, bad_share=0.05, days=90)
+    events = [parse_event(orjson.dumps(e)) for e in sim.events(n_events=n_events)]
+    apply()
+    gc.collect()
+    gc.freeze()
+    cfg = load_config(str(root / "config" / "riskwatch.yaml"))
+    rates: list[list[float]] = [[] for _ in checkouts]
+    for r in range(rounds):
+        order = list(range(len(checkouts)))
+        if r % 2:
+            order.reverse()  # neither goes first every round
+        for i in order:
+            engine = engines[i](cfg)
+            states: dict = {}
+            get, process = states.get, engine.process
+            t = time.process_time()
+            for ev in events:
+                st, _ = process(get(ev.entity_id), ev)
+                states[ev.entity_id] = st
+            rates[i].append(len(events) / (time.process_time() - t))
+            del states, engine
+            gc.collect()
+        print(f"round {r + 1}  " + "  ".join(f"{c}: {rates[i][-1]:,.0f}/s" for i, c in enumerate(checkouts)), flush=True)
+    base = statistics.median(rates[0])
+    for i, c in enumerate(checkouts):
+        ratios = [x / b for x, b in zip(rates[i], rates[0])]
+        print(f"{c}: median {statistics.median(rates[i]):,.0f} events/s = {statistics.median(rates[i]) / base:.3f}x "
+              f"{checkouts[0]}; per-round ratios {', '.join(f'{x:.3f}' for x in ratios)} "
+              f"(median {statistics.median(ratios):.3f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("checkouts", nargs="+", type=Path, help="repository roots to compare (the first is the baseline)")
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--entities", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--in-process", action="store_true",
+                    help="one process, each checkout's engine.py in alternation (they may differ in it only)")
     a = ap.parse_args()
+    if a.in_process:
+        in_process(a.checkouts, a.events, a.entities, a.rounds)
+        return
     rates: dict[Path, list[float]] = {c: [] for c in a.checkouts}
     for r in range(a.rounds):
         for c in a.checkouts:
