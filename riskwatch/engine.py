@@ -125,12 +125,6 @@ class Engine:
                         continue  # zero stays zero: nothing to store, score or alert
                 g[code] = [v, sig[2] if len(sig) > 2 else now, sig[1]]  # a one-event value decays from its time
                 check.append(code)
-            if not check and not moved:
-                # no signal moved (most sensor readings): nothing to decide. What time alone changes (a
-                # decaying score, a dwell served) is decided by a tick when due (next_tick), as after an
-                # event a detector ignores; until 2026-12-05 the next unrelated event decided it, named as
-                # its cause, and every such reading paid for a decision (a fifth of a reading's time)
-                return state, []
         elif etype == "tick":
             check = self._evaluate_all(state, now)
         elif etype == "entity":

@@ -320,28 +320,6 @@ def test_events_that_arrive_after_a_tick_ahead_of_the_feed_count_at_their_own_ti
     assert 0 < entered_late["sc"] < fresh["sc"]  # it decayed for its year (full points before)
 
 
-def test_a_reading_that_moves_no_signal_decides_nothing_and_the_tick_names_time_as_the_cause(config):
-    """A score that decays is re-decided by a tick when one is due (Engine.next_tick), not by whatever
-    unrelated event comes first. Until 2026-12-05 every sensor reading re-decided its entity (96% of
-    them with no signal moved: a fifth of the engine's time on readings) and a risk change from a
-    complaint's decay named that reading as its cause."""
-    from riskwatch.events import Tick
-
-    eng = Engine(config)
-    burst = [ev("complaint", i / 100, complaint_id=f"c{i}", category="food", severity=3) for i in range(6)]
-    state, outs = run(eng, burst)
-    before = [o for o in outs if o["type"] == "risk_change"][-1]["score"]
-    reading = ev("sensor_reading", 4, device_id="d1", metric="temp", value=4.0)
-    due = eng.next_tick(state)
-    assert due is not None and due <= reading.ts.timestamp()  # the decay is due a re-decision by then
-    state, outs = run(eng, [reading], state)
-    assert outs == [] and state["d"]["sensors"] and state["g"]["complaints.burst"][0] == 1.0  # applied, and nothing said
-    state, outs = eng.process(state, Tick.model_construct(entity_id=E, ts=reading.ts))
-    risk = [o for o in outs if o["type"] == "risk_change"]
-    assert len(risk) == 1 and risk[0]["score"] <= before - config.scoring.min_delta
-    assert risk[0]["cause_event_id"] == f"tick:{E}"
-
-
 def test_events_a_detector_does_not_apply_are_counted(config):
     """Repeats (same id) and a reading not after its series' last change no signal; the engine counts
     them per detector (the worker exports them as riskwatch_events_ignored_total)."""
