@@ -46,7 +46,8 @@ INSPECTIONS_KEPT = 20  # per entity
 
 # One worker round in one call (see ViewWriter.outputs). Values arrive as strings, formatted as
 # redis-py formats them, so both paths store the same bytes. ARGV[1] is JSON:
-# e: [[id, name, industry, region, [name keys], the same as JSON (as ViewWriter.entity stores them)]], h: [[id, member, seq]], s: [[member, t]], o: [[field, effect]],
+# e: [[id, name, industry, region, [name keys], the keys as JSON (as ViewWriter.entity stores them)]],
+# h: [[id, member, seq]], s: [[member, t]], o: [[field, effect]],
 # i: [[id, member, t]] (inspection results), ik (inspections kept per entity),
 # c: [[id, score, tier, ratio, reasons, updated, cause, config_version, industry, region, at, seq, tier_since]]
 # (industry/region "" when unknown), tiers, hl (history kept), sk (spot checks kept).

@@ -152,7 +152,8 @@ async def _version(ctx, seq: int) -> dict:
     if seq > last:
         raise HTTPException(404, detail=f"no config change {seq}: the last is {last}")
     raise HTTPException(404, detail=f"the config of change {seq} was not kept: changes made before 2026-12-05 "
-                                    f"kept only their diff (GET /v1/config/history)")
+                                    f"kept only their diff (GET /v1/config/history), and a change the broker "
+                                    f"refused (a 503) was never made")
 
 
 @router.get("/history/{seq}", responses=errors(404))
