@@ -25,6 +25,8 @@ twice leaves the same view.
 
 from __future__ import annotations
 
+import functools
+import re
 import unicodedata
 from datetime import datetime
 
@@ -65,15 +67,26 @@ for _, e in ipairs(p.e) do
   local old = redis.call("HMGET", key, "industry", "region", "score", "nk")
   redis.call("HSET", key, "name", e[2], "industry", e[3], "region", e[4])
   redis.call("SADD", P .. "entities", e[1])
-  if old[4] then
-    for _, k in ipairs(cjson.decode(old[4])) do
-      redis.call("ZREM", P .. "names", k .. "\\0" .. e[1])
+  if old[4] ~= e[6] then  -- a new name (most upserts send the same one again: nothing to do)
+    if old[4] then
+      local gone = {}
+      for i, k in ipairs(cjson.decode(old[4])) do
+        gone[i] = k .. "\\0" .. e[1]
+      end
+      if #gone > 0 then
+        redis.call("ZREM", P .. "names", unpack(gone))
+      end
     end
+    local keys = {}
+    for i, k in ipairs(e[5]) do  -- one ZADD for all of them: each redis.call costs
+      keys[2 * i - 1] = 0
+      keys[2 * i] = k .. "\\0" .. e[1]
+    end
+    if #keys > 0 then
+      redis.call("ZADD", P .. "names", unpack(keys))
+    end
+    redis.call("HSET", key, "nk", e[6])
   end
-  for _, k in ipairs(e[5]) do
-    redis.call("ZADD", P .. "names", 0, k .. "\\0" .. e[1])
-  end
-  redis.call("HSET", key, "nk", e[6])
   if old[3] then
     if old[1] and old[1] ~= e[3] then
       redis.call("ZREM", P .. "rank:industry:" .. old[1], e[1])
@@ -163,7 +176,9 @@ def name_form(name: str) -> str:
     >>> name_form("  Blue   BOTTLE  Ｃｏｆｆｅｅ ")
     'blue bottle coffee'
     """
-    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+    if not name.isascii():  # NFKC leaves ASCII as it is
+        name = unicodedata.normalize("NFKC", name)
+    return " ".join(name.casefold().split())
 
 
 def name_keys(name: str, cut: int | None = NAME_KEY_CHARS) -> list[str]:
@@ -177,13 +192,25 @@ def name_keys(name: str, cut: int | None = NAME_KEY_CHARS) -> list[str]:
     ['上海星巴克咖啡有限公司']
     """
     f = name_form(name)
-    starts = [i for i, ch in enumerate(f) if ch.isalnum() and (i == 0 or not f[i - 1].isalnum())][:NAME_KEYS_MAX]
     keys: list[str] = []
-    for i in starts:
+    for m in _WORD_START.finditer(f):
+        i = m.start()
         k = f[i:] if cut is None else f[i:i + cut]
         if k not in keys:
             keys.append(k)
+            if len(keys) == NAME_KEYS_MAX:
+                break
     return keys
+
+
+_WORD_START = re.compile(r"(?<![^\W_])[^\W_]")  # a letter or digit not after one (str.isalnum, in C)
+
+
+@functools.lru_cache(maxsize=65536)
+def _name_entry(name: str) -> tuple[list[str], str]:
+    """A name's keys, and as JSON, for the round script (an entity upserted again brings the same name)."""
+    keys = name_keys(name)
+    return keys, orjson.dumps(keys).decode()
 
 
 def history_key(eid: str) -> str:
@@ -293,10 +320,7 @@ class ViewWriter:
                         orjson.dumps(o["reasons"]).decode(), _iso(o["ts"]), o["cause_event_id"],
                         o["config_version"], meta[0], meta[1], repr(_epoch(o["ts"])), repr(o["seq"]),
                         _iso(o["tier_since"]) if o.get("tier_since") is not None else ""])
-        ents = []
-        for e in entities:
-            keys = name_keys(e["name"])
-            ents.append([e["entity_id"], e["name"], e["industry"], e["region"], keys, orjson.dumps(keys).decode()])
+        ents = [[e["entity_id"], e["name"], e["industry"], e["region"], *_name_entry(e["name"])] for e in entities]
         insp = [[f["entity_id"], _inspection_member(f).decode(), repr(f["t"])] for f in inspections]
         if not (cur or hist or spots or ents or effects or insp):
             return None
