@@ -158,6 +158,11 @@ def test_a_renamed_entity_is_found_by_its_new_name_only(services):
             await view.write_round(ar, [], lambda _: None, [reg])
             assert r.zrange("rw:names", 0, -1) == [f"{k}\0{EID}".encode() for k in (
                 "blue bottle coffee", "bottle coffee", "coffee")]
+            # the same name again: the script leaves the keys alone (one taken away here stays away)
+            r.zrem("rw:names", f"coffee\0{EID}")
+            await view.write_round(ar, [], lambda _: None, [dict(reg, industry="retail")])
+            assert r.zcard("rw:names") == 2 and r.hget(f"rw:entity:{EID}", "industry") == b"retail"
+            r.zadd("rw:names", {f"coffee\0{EID}": 0})
             await view.write_round(ar, [], lambda _: None, [dict(reg, name="Corner Store")])
         finally:
             await ar.aclose()
