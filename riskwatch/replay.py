@@ -158,10 +158,8 @@ class Replay:
         self._emit(outs)
         if self.trace is not None:
             g = st["g"]
-            # the score at the event's time (``sc`` is the last decision's: an event that moved no signal
-            # decides nothing since 2026-12-05)
             self.trace.write(orjson.dumps({
-                "line": n, "type": ev.type, "entity_id": eid, "score": self.engine.scorer.score(g, st["t"])[0],
+                "line": n, "type": ev.type, "entity_id": eid, "score": st["sc"],
                 "tier": self.engine.tier_of(st),
                 "signals": {c: round(v[0], 4) for c, v in sorted(g.items())}}) + b"\n")
 
