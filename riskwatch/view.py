@@ -236,9 +236,9 @@ class ViewWriter:
     def entity(self, pipe, ent: dict) -> None:
         """Register data (a pipeline cannot read the hash: write it before the entity's current
         fields, as ``rebuild-view`` does; a worker round moves rankings too, see ROUND_LUA)."""
-        keys = name_keys(ent["name"])
+        keys, keys_json = _name_entry(ent["name"])  # as the round script gets them
         pipe.hset(entity_key(ent["entity_id"]), mapping={"name": ent["name"], "industry": ent["industry"],
-                                                         "region": ent["region"], "nk": orjson.dumps(keys)})
+                                                         "region": ent["region"], "nk": keys_json})
         pipe.sadd(ENTITIES, ent["entity_id"])
         if keys:  # a fresh entry: the old name's keys of a renamed entity are removed by the round script only
             pipe.zadd(NAMES, {f"{k}\0{ent['entity_id']}": 0 for k in keys})
