@@ -40,6 +40,11 @@ class WorkerMetrics:
         self.resume_gaps = Counter("riskwatch_resume_gaps_total",
                                    "Source partitions that resumed past the last offset in the recovered "
                                    "states (events possibly uncounted)", registry=r)
+        self.offset_gaps = Counter("riskwatch_input_offset_gaps_total",
+                                   "Offsets between two consecutive messages of an owned input partition that "
+                                   "never reached this worker (the embedded broker can skip one while several "
+                                   "producers write a partition; on Kafka, transactional producers' commit "
+                                   "markers count too)", ["topic"], registry=r)
         self.view_retries = Counter("riskwatch_view_write_retries_total",
                                     "Redis view writes retried (Redis unreachable)", registry=r)
         self.config_seq = Gauge("riskwatch_config_change", "Sequence number of the config change in force "
@@ -58,7 +63,11 @@ class WorkerMetrics:
                                         "(processed again after a crash)", registry=r)
         self.training_recovered = Counter("riskwatch_model_training_recovered_total",
                                           "Training messages a trainer read to resume exactly after the last "
-                                          "snapshot (its group had committed past it)", registry=r)
+                                          "snapshot (its group had committed past it) or that its consumer "
+                                          "skipped", registry=r)
+        self.training_lost = Counter("riskwatch_model_training_lost_total",
+                                     "Training messages a trainer could not read (gone from the topic): their "
+                                     "model updates are missing (must be 0)", registry=r)
         self.consumer_lag = Gauge("riskwatch_consumer_lag_messages",
                                   "Messages in an owned input partition after the last one this worker processed "
                                   "(the partition's high watermark as last fetched, minus that offset + 1)",

@@ -34,6 +34,7 @@ from ..metrics import WorkerMetrics
 from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
 from ..view import ViewWriter
 from .codec import dead_letter, encode_batch
+from .kafka import read_range
 from .processor import BatchProcessor
 from .shared_models import SharedModels, Trainer
 from .state_store import CHANGELOG_CONFIG, StateStore, send_records
@@ -44,6 +45,7 @@ log = logging.getLogger("riskwatch.worker")
 VIEW_TIMEOUT = 10.0  # s for one round's view write before it is retried
 OUTPUTS_PER_MESSAGE = 1000  # output events (and ticks) per envelope (keeps messages well under 1 MB)
 TICK_SCAN_SLICE = 2000  # states the tick timer reads before it lets the agent run
+TRAINING_GAP_WAIT = 3.0  # s a trainer asks again for a training message not there before it goes on without
 
 
 class Worker:
@@ -333,12 +335,19 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         """Run the engine over each message; a message that fails is dead-lettered, the rest go on.
         ``handled`` gets every message processed or dead-lettered here (not those left to a new owner)."""
         done = []
+        last_at: dict = {}
         for msg in msgs:
             p = msg.partition
             if p not in owned:
                 m.not_owned.inc()  # taken before a revoke: its new owner processes it
                 continue
             handled.append(msg)
+            prev = last_at.get(msg.tp, processed_at.get(msg.tp))
+            if prev is not None and msg.offset > prev + 1:  # an offset the consumer never delivered
+                m.offset_gaps.labels(msg.topic).inc(msg.offset - prev - 1)
+                log.warning("%s[%d]: offsets %d-%d never reached this worker", msg.topic, p, prev + 1,
+                            msg.offset - 1)
+            last_at[msg.tp] = msg.offset
             await store.ready(p)
             src = f"{msg.topic}:{p}"
             last = store.resumes(p, src, msg.offset)
@@ -461,35 +470,19 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         report_states(list(owned))
 
     async def read_training(missing: range) -> None:
-        """Training messages between the trainer's snapshot and the first one its consumer group
-        hands it (the group committed past the snapshot): read directly, applied in order."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        """Training messages between the trainer's position and the one its consumer just got: after
+        a snapshot its group had committed past, or one the consumer skipped (the embedded broker
+        can make a consumer skip a message while several workers produce: see kafka.read_range)."""
+        from aiokafka import TopicPartition
 
-        tp = TopicPartition(training_name, 0)
-        c = AIOKafkaConsumer(bootstrap_servers=s.broker, enable_auto_commit=False)
-        await c.start()
-        try:
-            c.assign([tp])
-            first = (await c.beginning_offsets([tp]))[tp]
-            if first > missing.start:
-                log.error("training messages %d-%d are gone from %s (retention): the models miss them",
-                          missing.start, min(first, missing.stop) - 1, tp.topic)
-                if first >= missing.stop:
-                    return
-            c.seek(tp, max(first, missing.start))
-            seen = max(first, missing.start) - 1
-            deadline = time.monotonic() + 60.0
-            while seen < missing.stop - 1 and time.monotonic() < deadline:
-                for msg in (await c.getmany(tp, timeout_ms=1000)).get(tp, []):
-                    seen = msg.offset
-                    if msg.offset < missing.stop:
-                        learn(msg.offset, msg.value)
-                        m.training_recovered.inc()
-            if seen < missing.stop - 1:
-                log.error("could not read training messages %d-%d; going on without them", seen + 1,
-                          missing.stop - 1)
-        finally:
-            await c.stop()
+        def gone(first: int, last: int) -> None:
+            log.error("training messages %d-%d of %s could not be read (gone?): the models miss them",
+                      first, last, training_name)
+            m.training_lost.inc(last - first + 1)
+
+        async for msg in read_range(s.broker, TopicPartition(training_name, 0), missing, gone, TRAINING_GAP_WAIT):
+            learn(msg.offset, msg.value)
+            m.training_recovered.inc()
 
     def learn(offset: int, value: bytes) -> None:
         payload = orjson.loads(value)

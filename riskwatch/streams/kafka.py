@@ -20,7 +20,7 @@ from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
 from .codec import encode_batch, partition_for
 
 __all__ = ["BatchProducer", "PartitionMismatch", "check_partitions", "create_topics", "ensure_topics", "read_messages",
-           "read_to_end", "topic_for"]
+           "read_range", "read_to_end", "topic_for"]
 
 log = logging.getLogger("riskwatch.kafka")
 
@@ -271,3 +271,48 @@ async def read_to_end(c: AIOKafkaConsumer, tps: list[TopicPartition], wait_ms: i
             if end > target[tp]:
                 target[tp] = end
                 asked_again.add(tp)
+
+
+async def read_range(broker: str, tp: TopicPartition, wanted: range, on_gone, gap_wait: float = 3.0,
+                     timeout: float = 60.0, fetch_wait_ms: int = 100):
+    """The messages of offsets ``wanted`` of one partition, in order, each once. An offset not
+    there is asked for again for ``gap_wait`` s, then reported as ``on_gone(first, last)`` and
+    passed; the offsets not read by ``timeout`` are reported so too.
+
+    Why ask again: the embedded broker (Tansu 0.6) numbers a message before it stores it, so with
+    several producers on one partition a fetch can return offset n+1 while n is not stored yet
+    (a consumer that follows the partition then skips n: 3 of 4,500 messages with 3 producers,
+    ``bench/broker_skips.py``). Its log start is not trusted either: once it
+    said 1 with offset 0 still to come. On Kafka an offset not there is below the log start
+    (retention), and the consumer resets to the earliest that is."""
+    c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, auto_offset_reset="earliest",
+                         fetch_max_wait_ms=fetch_wait_ms)
+    await c.start()
+    try:
+        c.assign([tp])
+        want = wanted.start
+        c.seek(tp, want)
+        deadline = time.monotonic() + timeout
+        gap_since = None
+        while want < wanted.stop and time.monotonic() < deadline:
+            for msg in (await c.getmany(tp, timeout_ms=500)).get(tp, []):
+                if msg.offset < want:
+                    continue
+                if msg.offset > want:
+                    now = time.monotonic()
+                    gap_since = gap_since or now
+                    if now - gap_since < gap_wait:
+                        await asyncio.sleep(0.1)
+                        c.seek(tp, want)
+                        break
+                    on_gone(want, min(msg.offset, wanted.stop) - 1)
+                    want = msg.offset
+                gap_since = None
+                if want >= wanted.stop:
+                    break
+                yield msg
+                want += 1
+        if want < wanted.stop:
+            on_gone(want, wanted.stop - 1)
+    finally:
+        await c.stop()

@@ -12,7 +12,7 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from riskwatch.streams.kafka import read_messages
+from riskwatch.streams.kafka import read_messages, read_range
 
 from .helpers import read_topic
 
@@ -100,3 +100,60 @@ def test_riskwatch_reader_stops_on_a_topic_written_all_the_time(services):
     assert {b"before %d" % i for i in range(before)} <= values
     assert any(v.startswith(b"during") for v in values)  # written before the read began
     print(f"read {len(got)} records in {took:.2f} s while {during} were written during the test")
+
+
+async def _read_range_while_producing(broker: str, topic: str, producers: int, each: int):
+    """read_range over every offset the producers will write, started before they write them."""
+    tp = TopicPartition(topic, 0)
+    prods = [AIOKafkaProducer(bootstrap_servers=broker) for _ in range(producers)]
+    for p in prods:
+        await p.start()
+    await prods[0].send_and_wait(topic, b"first", partition=0)
+    gone: list = []
+    got: list[int] = []
+
+    async def read() -> None:
+        async for msg in read_range(broker, tp, range(0, 1 + producers * each), lambda a, b: gone.append((a, b)),
+                                    gap_wait=3.0, timeout=60.0, fetch_wait_ms=5):
+            got.append(msg.offset)
+
+    async def produce(p) -> None:
+        for i in range(each):
+            await p.send_and_wait(topic, b"%d" % i * 200, partition=0)
+
+    reader = asyncio.ensure_future(read())
+    await asyncio.gather(*(produce(p) for p in prods))
+    for p in prods:
+        await p.stop()
+    await reader
+    return got, gone
+
+
+def test_read_range_gets_each_offset_once_in_order_while_several_producers_write(services):
+    """With several producers on one partition the embedded broker can hand a follower offset n+1
+    before n is stored (bench/broker_skips.py: 1 in ~4,500); read_range asks again for n, so it
+    yields every offset once, in order, and reports nothing gone. (A follower with a short fetch
+    wait met such a gap in about 1 of 6 rounds here: 8 rounds.)"""
+    broker, _ = services
+    for i in range(8):
+        got, gone = asyncio.run(_read_range_while_producing(broker.url, f"read-range-concurrent-{i}", 3, 300))
+        assert gone == [], i
+        assert got == list(range(901)), i
+
+
+async def _read_range_of(broker: str, topic: str, wanted: range, timeout: float):
+    gone: list = []
+    got = [m.offset async for m in read_range(broker, TopicPartition(topic, 0), wanted,
+                                              lambda a, b: gone.append((a, b)), gap_wait=0.5, timeout=timeout)]
+    return got, gone
+
+
+def test_read_range_reads_only_the_range_and_reports_offsets_that_never_come(services):
+    broker, _ = services
+    asyncio.run(_fill(broker.url, "read-range-part", 20))  # 10 records a partition
+    got, gone = asyncio.run(_read_range_of(broker.url, "read-range-part", range(3, 8), 10.0))
+    assert (got, gone) == (list(range(3, 8)), [])
+    t0 = time.monotonic()
+    got, gone = asyncio.run(_read_range_of(broker.url, "read-range-part", range(8, 13), 3.0))
+    assert (got, gone) == ([8, 9], [(10, 12)])
+    assert time.monotonic() - t0 < 10
