@@ -41,7 +41,7 @@ from .settings import Settings
 from .streams.codec import decode
 from .streams.kafka import read_messages
 from .streams.state_store import read_changelog
-from .view import ViewWriter, inspection_fact
+from .view import NAMES_FORMAT, NAMES_FORMAT_KEY, ViewWriter, inspection_fact
 
 __all__ = ["rebuild_view"]
 
@@ -139,6 +139,8 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
     for i in range(0, len(ents), 1000):
         await view.queue_round(pipe, [], meta.get, history=False, entities=ents[i:i + 1000])
         await flush_some()
+    if flush:  # every name written by this release's name_keys
+        pipe.set(NAMES_FORMAT_KEY, NAMES_FORMAT)
     # the producer may reorder an entity's output messages; its `seq` is the decision order
     latest: dict[str, dict] = {}
     async for o in _each(settings.broker, settings.topic("risk-changes")):

@@ -13,6 +13,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import random
 from datetime import datetime, timedelta, timezone
 
@@ -24,6 +25,29 @@ INDUSTRIES = ("catering", "food_retail", "cold_chain", "pharmacy", "cosmetics", 
 REGIONS = ("110101", "110105", "310104", "330106", "440305", "510107")
 CATEGORIES = ("food_safety", "hygiene", "false_advertising", "pricing", "quality", "service")
 TZ = timezone(timedelta(hours=8))
+
+# business names as a register shows them: place, trade name, trade, legal form (上海 | 鑫源 | 餐饮 | 有限公司)
+_CITY = {"11": "北京", "31": "上海", "33": "杭州", "44": "深圳", "51": "成都"}
+_TRADE_CHARS = "鑫源华盛恒泰瑞祥福康佳美誉德兴隆永安宏达金银丰和新益嘉信润昌海天宝利顺豪明辉众荣"
+_TRADE_WORDS = {"catering": ("餐饮", "饭店", "小吃", "酒家"), "food_retail": ("食品", "超市", "便利店", "商行"),
+                "cold_chain": ("冷链物流", "冷链", "冻品", "供应链"), "pharmacy": ("大药房", "医药", "药店", "药业"),
+                "cosmetics": ("化妆品", "美妆", "日化", "美容用品"), "childcare": ("托育", "幼教", "儿童之家", "托管")}
+_FORMS = ("有限公司", "有限公司", "有限公司", "有限责任公司", "股份有限公司", "经营部")
+
+
+def business_name(entity_id: str, industry: str, region: str) -> str:
+    """A made-up business name, the same for the same entity (from a hash of its id: the feed's random
+    sequence is not touched, so a seed gives the same events as before names were made).
+
+    >>> business_name("91110101MA01ABCD3X", "catering", "110101")
+    '北京恒宝酒家有限责任公司'
+    """
+    h = int.from_bytes(hashlib.blake2b(entity_id.encode(), digest_size=8).digest(), "big")
+    chars = _TRADE_CHARS
+    n = len(chars)
+    words = _TRADE_WORDS.get(industry, ("商贸",))
+    return (_CITY.get(region[:2], "") + chars[h % n] + chars[h // n % n] + words[h // n // n % len(words)]
+            + _FORMS[h // n // n // len(words) % len(_FORMS)])
 
 
 class Simulation:
@@ -62,7 +86,7 @@ class Simulation:
         """Entity upserts (unless ``register`` is false), then ``n_events`` feed events in event-time order."""
         rng = self.rng
         for e in self.entities if register else ():
-            yield {"type": "entity", "entity_id": e["id"], "name": f"Entity {e['id'][-6:]}",
+            yield {"type": "entity", "entity_id": e["id"], "name": business_name(e["id"], e["industry"], e["region"]),
                    "industry": e["industry"], "region": e["region"], "ts": self._ts(0)}
         # a Poisson process over the span, generated lazily (no list of n_events times)
         rate = n_events / self.span

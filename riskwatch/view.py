@@ -32,16 +32,22 @@ from datetime import datetime
 
 import orjson
 
-__all__ = ["ENTITIES", "INSPECTIONS_KEPT", "NAMES", "NAME_KEY_CHARS", "OBJECTION_EFFECTS", "ROUND_LUA", "SPOTCHECKS",
-           "ViewWriter", "entity_key", "history_key", "inspection_fact", "inspections_key", "name_form", "name_keys"]
+__all__ = ["ENTITIES", "INSPECTIONS_KEPT", "NAMES", "NAMES_FORMAT", "NAMES_FORMAT_KEY", "NAME_KEY_CHARS",
+           "OBJECTION_EFFECTS", "REINDEX_NAMES_LUA", "ROUND_LUA", "SPOTCHECKS", "ViewWriter", "entity_key",
+           "history_key", "inspection_fact", "inspections_key", "name_form", "name_keys", "name_lookup",
+           "reindex_names"]
 
 P = "rw:"
 SPOTCHECKS = f"{P}spotchecks"
 ENTITIES = f"{P}entities"
 OBJECTION_EFFECTS = f"{P}objections:effects"
 NAMES = f"{P}names"
-NAME_KEYS_MAX = 8     # search starts kept per name
+NAME_KEYS_MAX = 8     # search starts kept per name at its words
 NAME_KEY_CHARS = 32   # characters kept of each (a longer query is checked against the whole name)
+NAME_INNER_MAX = 24   # more starts inside words of scripts written without spaces (Chinese, Japanese)
+NAME_INNER_CHARS = 12  # characters kept of each of those
+NAMES_FORMAT = "2"    # rw:names:format; "2": the inner starts (2026-12-06); before: word starts only
+NAMES_FORMAT_KEY = f"{P}names:format"
 SPOTCHECKS_KEPT = 200_000
 INSPECTIONS_KEPT = 20  # per entity
 
@@ -183,13 +189,17 @@ def name_form(name: str) -> str:
 
 def name_keys(name: str, cut: int | None = NAME_KEY_CHARS) -> list[str]:
     """Where a name search can start: the name and each of its words (a letter or digit after a space or
-    punctuation), at most ``NAME_KEYS_MAX``, each cut to ``cut`` characters. A name without spaces (most
-    Chinese names) is found from its start only.
+    punctuation), at most ``NAME_KEYS_MAX``, each cut to ``cut`` characters; and, in Chinese and Japanese,
+    which are written without spaces, each character inside a word too (and a letter or digit right after
+    one), at most ``NAME_INNER_MAX``, each cut to ``NAME_INNER_CHARS``: a Chinese business is known by its
+    trade name, which comes after the place (上海 | 星巴克 | 咖啡 | 有限公司). ``cut=None``: whole.
 
     >>> name_keys("Blue Bottle Coffee (Oakland)")
     ['blue bottle coffee (oakland)', 'bottle coffee (oakland)', 'coffee (oakland)', 'oakland)']
-    >>> name_keys("上海星巴克咖啡有限公司")
-    ['上海星巴克咖啡有限公司']
+    >>> name_keys("上海星巴克咖啡有限公司")  # none inside the legal form (有限公司): every company has one
+    ['上海星巴克咖啡有限公司', '海星巴克咖啡有限公司', '星巴克咖啡有限公司', '巴克咖啡有限公司', '克咖啡有限公司', '咖啡有限公司', '啡有限公司']
+    >>> name_keys("北京798艺术区 Cafe", cut=None)
+    ['北京798艺术区 cafe', 'cafe', '京798艺术区 cafe', '798艺术区 cafe', '艺术区 cafe', '术区 cafe', '区 cafe']
     """
     f = name_form(name)
     keys: list[str] = []
@@ -200,10 +210,37 @@ def name_keys(name: str, cut: int | None = NAME_KEY_CHARS) -> list[str]:
             keys.append(k)
             if len(keys) == NAME_KEYS_MAX:
                 break
+    if _CJK.search(f) is None:
+        return keys
+    inner_cut = None if cut is None else min(cut, NAME_INNER_CHARS)
+    end = len(f) - next((len(x) for x in _LEGAL_FORMS if f.endswith(x)), 0)
+    n = 0
+    for m in _INNER_START.finditer(f, 0, end):  # none inside a trailing legal form: every company has one
+        i = m.start()
+        k = f[i:] if inner_cut is None else f[i:i + inner_cut]
+        if len(k) > 1 and k not in keys:  # a query has 2 characters at least
+            keys.append(k)
+            n += 1
+            if n == NAME_INNER_MAX:
+                break
     return keys
 
 
+def name_lookup(form: str) -> str:
+    """The part of a query (in :func:`name_form`) to look up in ``rw:names``: as long as the shortest key
+    that could start with it (an inner key starts with a Chinese or Japanese character)."""
+    return form[:NAME_INNER_CHARS] if _CJK.match(form) else form[:NAME_KEY_CHARS]
+
+
+# trailing legal forms of Chinese business names (longest first): an inner key starting inside one would
+# match every company (``公司``) and cost Redis ~150 bytes an entity each
+_LEGAL_FORMS = ("股份有限公司", "有限责任公司", "有限公司", "分公司", "经营部", "合伙企业", "个体工商户")
 _WORD_START = re.compile(r"(?<![^\W_])[^\W_]")  # a letter or digit not after one (str.isalnum, in C)
+# Han (with extensions and compatibility ideographs), hiragana and katakana: scripts without spaces
+_CJK_CLASS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+_CJK = re.compile(f"[{_CJK_CLASS}]")
+# inside a word (after a letter or digit), a CJK character or anything right after one
+_INNER_START = re.compile(f"(?<=[^\\W_])(?:(?=[{_CJK_CLASS}])|(?<=[{_CJK_CLASS}]))[^\\W_]")
 
 
 @functools.lru_cache(maxsize=65536)
@@ -211,6 +248,65 @@ def _name_entry(name: str) -> tuple[list[str], str]:
     """A name's keys, and as JSON, for the round script (an entity upserted again brings the same name)."""
     keys = name_keys(name)
     return keys, orjson.dumps(keys).decode()
+
+
+# Keys of the register data as they are now, for entities whose keys were written by an older
+# name_keys: only where the name is still the one read (a worker may have renamed it since).
+REINDEX_NAMES_LUA = """
+local n = 0
+for _, e in ipairs(cjson.decode(ARGV[1])) do
+  local key = "rw:entity:" .. e[1]
+  local h = redis.call("HMGET", key, "name", "nk")
+  if h[1] == e[2] and h[2] ~= e[4] then
+    if h[2] then
+      local gone = {}
+      for i, k in ipairs(cjson.decode(h[2])) do
+        gone[i] = k .. "\\0" .. e[1]
+      end
+      if #gone > 0 then
+        redis.call("ZREM", "rw:names", unpack(gone))
+      end
+    end
+    local keys = {}
+    for i, k in ipairs(e[3]) do
+      keys[2 * i - 1] = 0
+      keys[2 * i] = k .. "\\0" .. e[1]
+    end
+    if #keys > 0 then
+      redis.call("ZADD", "rw:names", unpack(keys))
+    end
+    redis.call("HSET", key, "nk", e[4])
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+async def reindex_names(r, batch: int = 500) -> int | None:
+    """Bring ``rw:names`` to :data:`NAMES_FORMAT` if it is older: each registered entity's keys as
+    :func:`name_keys` gives them now (entities upserted since are so already). Returns how many entities
+    it rewrote, None when the index was current. Idempotent; API replicas may run it at once."""
+    fmt = await r.get(NAMES_FORMAT_KEY)
+    if fmt in (NAMES_FORMAT, NAMES_FORMAT.encode()):
+        return None
+    script = r.register_script(REINDEX_NAMES_LUA)
+    cursor, n = 0, 0
+    while True:
+        cursor, ids = await r.sscan(ENTITIES, cursor, count=batch)
+        if ids:
+            ids = [i.decode() if isinstance(i, bytes) else i for i in ids]
+            pipe = r.pipeline(transaction=False)
+            for eid in ids:
+                pipe.hget(f"{P}entity:{eid}", "name")
+            names = [x.decode() if isinstance(x, bytes) else x for x in await pipe.execute()]
+            rows = [[eid, name, *_name_entry(name)] for eid, name in zip(ids, names) if name is not None]
+            if rows:
+                n += int(await script(args=[orjson.dumps(rows)]))
+        if int(cursor) == 0:
+            break
+    await r.set(NAMES_FORMAT_KEY, NAMES_FORMAT)
+    return n
 
 
 def history_key(eid: str) -> str:

@@ -28,6 +28,7 @@ REDIS_OUTAGES = (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError)
 class ApiContext:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
+        self.names_current = False  # rw:names checked against view.NAMES_FORMAT (entities.py)
         spec = settings.api_tokens
         if settings.api_token:  # a single plaintext admin token from the environment (development)
             spec = ",".join(x for x in (spec, f"env-admin:admin:{hash_token(settings.api_token)}") if x)

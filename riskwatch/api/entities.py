@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from ..alerts.store import AlertStore
 from ..events import validate_entity_id
 from ..times import iso, utc
-from ..view import NAME_KEY_CHARS, NAMES, entity_key, history_key, name_form, name_keys
+from ..view import NAMES, entity_key, history_key, name_form, name_keys, name_lookup, reindex_names
 from .context import Viewer, ctx_of, errors
 from .objections import open_objections, with_effects
 
@@ -95,6 +95,8 @@ def _offset(cursor: str | None) -> int:
 
 
 SEARCH_MAX = 1000  # entities a name search looks at; more: ``truncated``, a longer query narrows it
+Q_HELP = ("name search: the start of the name or of a word in it, any case (in Chinese and Japanese, any part "
+          "of the name); finds entities with no risk state yet too")
 
 
 @router.get("")
@@ -103,9 +105,7 @@ async def list_entities(request: Request, _: Viewer, tier: str | None = None,
                         industry: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
                         min_score: Annotated[float, Query(ge=0, le=100)] = 0.0,
                         limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None,
-                        q: Annotated[str | None, Query(min_length=2, max_length=100, description=(
-                            "name search: the start of the name or of a word in it, any case; finds "
-                            "entities with no risk state yet too"))] = None):
+                        q: Annotated[str | None, Query(min_length=2, max_length=100, description=Q_HELP)] = None):
     """Riskiest first (by score); filters combine; ``next_cursor`` pages on. With ``q``: the entities whose
     name matches, riskiest first, those with no risk state yet last (``matched``: how many in all)."""
     ctx = ctx_of(request)
@@ -145,13 +145,17 @@ async def list_entities(request: Request, _: Viewer, tier: str | None = None,
 
 
 async def _search(ctx, cfg, q: str, tier, region, industry, min_score: float, limit: int, start: int) -> dict:
-    """Entities whose name has a word starting with ``q`` (see :func:`riskwatch.view.name_keys`)."""
+    """Entities whose name has a word starting with ``q``, or in Chinese or Japanese any place in a word
+    (see :func:`riskwatch.view.name_keys`)."""
     form = name_form(q)
     if len(form) < 2:
         raise HTTPException(422, detail=[{"loc": ["query", "q"], "type": "string_too_short",
                                           "msg": "at least 2 characters besides spaces"}])
-    key = form[:NAME_KEY_CHARS].encode()
+    key = name_lookup(form).encode()
     r = ctx.redis
+    if not ctx.names_current:  # an index written by an older release: brought up to date once per process
+        await reindex_names(r)
+        ctx.names_current = True
     members = await r.zrangebylex(NAMES, b"[" + key, b"[" + key + b"\xff", start=0, num=SEARCH_MAX * 8)
     ids = list(dict.fromkeys(m.rsplit("\0", 1)[1] for m in members))  # str: decode_responses
     truncated = len(ids) > SEARCH_MAX or len(members) == SEARCH_MAX * 8

@@ -310,7 +310,10 @@ def _cell(v) -> str:
 
 
 def worklist_csv(rows: list[dict]) -> str:
+    """The rows as CSV, after a UTF-8 byte order mark: without one, Excel reads a CSV file in the system's
+    code page (GBK on a Chinese Windows) and shows the names as mojibake (since 2026-12-06)."""
     buf = io.StringIO()
+    buf.write("\ufeff")
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(WORKLIST_COLUMNS)
     for row in rows:

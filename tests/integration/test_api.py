@@ -230,14 +230,16 @@ def test_entities_are_found_by_name_scored_or_not(stack):
 
     s, workers = stack
     rng = __import__("random").Random(11)
-    coffee, shop, cn = E, generate(rng, "350100"), generate(rng, "310101")
+    coffee, shop, cn, cn2 = E, generate(rng, "350100"), generate(rng, "310101"), generate(rng, "510104")
     produce(s, [{"type": "entity", "entity_id": coffee, "name": "Blue Bottle Coffee (Oakland)", "industry": "food",
                  "region": "350100"},
                 {"type": "complaint", "complaint_id": "c0", "entity_id": coffee, "ts": _ts(0), "category": "a",
                  "severity": 3},
                 {"type": "entity", "entity_id": shop, "name": "Bottle Shop", "industry": "retail", "region": "350100"},
                 {"type": "entity", "entity_id": cn, "name": "上海星巴克咖啡有限公司", "industry": "food",
-                 "region": "310101"}])
+                 "region": "310101"},
+                {"type": "entity", "entity_id": cn2, "name": "四川海底捞餐饮股份有限公司成都第一分店",
+                 "industry": "food", "region": "510104"}])
     workers.start()
     viewer = auth("viewer")
     with client(s) as c:
@@ -253,7 +255,13 @@ def test_entities_are_found_by_name_scored_or_not(stack):
         assert hit["entities"][0]["tier"] == "A" and hit["entities"][1]["score"] is None  # registered, not scored
         assert found("BLUE   bottle") == found("coffee (oak") == found("oakland") == [coffee]
         assert found("ＢＯＴＴＬＥ ｓｈｏｐ") == [shop]  # full-width letters, as NFKC reads them
-        assert found("上海星巴克") == [cn] and found("星巴克") == []  # no spaces: from the start only
+        # Chinese is written without spaces: any part of the name (since 2026-12-06; the start only before)
+        assert found("上海星巴克") == found("星巴克") == found("巴克咖啡") == [cn]
+        assert found("星巴克上海") == [] and found("咖啡有限公司") == [cn]
+        # not from inside a trailing legal form (every company has one): 有限公司 is inside cn2's name only
+        assert found("有限公司") == [cn2]
+        assert found("海底捞餐饮股份有限公司成都第一") == [cn2]  # longer than the 12 characters a key keeps
+        assert found("海底捞餐饮股份有限公司成都第二") == []
         assert found("bott", tier="A") == [coffee] and found("bott", min_score=1) == [coffee]
         assert found("bott", industry="retail") == [shop] and found("ottle") == []
         page = c.get("/v1/entities", params={"q": "bott", "limit": 1}, headers=viewer).json()

@@ -3,6 +3,7 @@ that went through a real worker into the view."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import time
@@ -100,7 +101,8 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
                          and "HYPERLINK" in r.text and r, 60, "the renamed entity in the work list", workers.logs)
         assert sheet.headers["content-type"].startswith("text/csv")
         assert f'filename="{did}-all.csv"' in sheet.headers["content-disposition"]
-        rows = list(csv.DictReader(io.StringIO(sheet.text)))
+        assert sheet.content.startswith(codecs.BOM_UTF8)  # Excel reads it as UTF-8, not the system code page
+        rows = list(csv.DictReader(io.StringIO(sheet.content.decode("utf-8-sig"))))
         assert len(rows) == 40 and {r["inspector"] for r in rows} == {"li", "wang"}
         assert {r["entity_id"]: r["name"] for r in rows}[sel[0]["entity_id"]] == '\'=HYPERLINK("http://x","y")'
         assert sum(1 for r in rows if r["checked_at"]) == len(routine)
@@ -116,7 +118,7 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
         assert f'href="{link}"' in page
         theirs = c.get(link)
         assert theirs.status_code == 200 and theirs.headers["content-type"].startswith("text/csv")
-        assert len(list(csv.DictReader(io.StringIO(theirs.text)))) == sum(1 for x in sel if x["inspector"] == "wang")
+        assert len(list(csv.DictReader(io.StringIO(theirs.content.decode("utf-8-sig"))))) == sum(1 for x in sel if x["inspector"] == "wang")
         assert c.get(f"/board/draws/{did}/worklist.csv?inspector=zhao").status_code == 422
         # an inspector's name in Chinese names the file too (a header is Latin-1: it answered a 500)
         cn = c.post("/v1/spotchecks/draws", json={**body, "period": "2027-02", "capacity": 3, "inspectors": ["李明"]},
@@ -125,7 +127,7 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
         got = c.get(f"/v1/spotchecks/draws/{cn['id']}/worklist", params={"inspector": "李明", "format": "csv"},
                     headers=viewer)
         assert got.status_code == 200 and "filename*=UTF-8''" in got.headers["content-disposition"]
-        assert [r["inspector"] for r in csv.DictReader(io.StringIO(got.text))] == ["李明"] * 3
+        assert [r["inspector"] for r in csv.DictReader(io.StringIO(got.content.decode("utf-8-sig")))] == ["李明"] * 3
 
     assert out["outstanding"] == 10 and out["selected"] == 40
     for stratum in ("risk", "control"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import redis
 
 from riskwatch.config import load_config
@@ -169,6 +170,52 @@ def test_a_renamed_entity_is_found_by_its_new_name_only(services):
 
     asyncio.run(rounds())
     assert r.zrange("rw:names", 0, -1) == [f"corner store\0{EID}".encode(), f"store\0{EID}".encode()]
+    r.flushdb()
+
+
+def test_names_indexed_by_an_older_release_are_brought_up_to_date_once(services):
+    """Chinese names are found by any part since 2026-12-06 (``view.NAMES_FORMAT`` "2"). An index
+    written before holds their start only: ``reindex_names`` (run by the API before its first name
+    search) rewrites the keys of each entity whose keys differ, but not of one renamed since it read
+    the name, and marks the index current."""
+    from riskwatch.view import NAMES_FORMAT_KEY, name_keys, reindex_names
+
+    url, r, view = _empty_db(services, 9)
+    other = "913502037JH4BXKFLA"
+    regs = [{"entity_id": EID, "name": "上海星巴克咖啡有限公司", "industry": "catering", "region": "310101"},
+            {"entity_id": other, "name": "Blue Bottle Coffee", "industry": "catering", "region": "350203"}]
+
+    def keys_of(eid: str) -> set[str]:
+        return {m.decode().split("\0")[0] for m in r.zrange("rw:names", 0, -1) if m.decode().endswith(eid)}
+
+    async def run() -> tuple:
+        import redis.asyncio as aioredis
+
+        ar = aioredis.from_url(url)
+        try:
+            await view.write_round(ar, [], lambda _: None, regs)
+            assert keys_of(EID) == set(name_keys(regs[0]["name"])) and len(keys_of(EID)) == 7
+            # as an older release left it: the name's start only, no format mark
+            r.zrem("rw:names", *[f"{k}\0{EID}" for k in name_keys(regs[0]["name"])[1:]])
+            r.hset(f"rw:entity:{EID}", "nk", orjson.dumps(name_keys(regs[0]["name"])[:1]))
+            assert keys_of(EID) == {"上海星巴克咖啡有限公司"} and r.get(NAMES_FORMAT_KEY) is None
+            first = await reindex_names(ar, batch=1)
+            again = await reindex_names(ar)
+            return first, again
+        finally:
+            await ar.aclose()
+
+    assert asyncio.run(run()) == (1, None)  # one entity rewritten (the other's keys were current); then nothing
+    assert keys_of(EID) == set(name_keys(regs[0]["name"])) and "星巴克咖啡有限公司" in keys_of(EID)
+    assert keys_of(other) == {"blue bottle coffee", "bottle coffee", "coffee"}
+    assert r.get(NAMES_FORMAT_KEY) == b"2"
+    # renamed after the reindex read the name: the script leaves that entity alone
+    from riskwatch.view import REINDEX_NAMES_LUA
+    r.delete(NAMES_FORMAT_KEY)
+    r.hset(f"rw:entity:{EID}", "nk", "[]")
+    r.hset(f"rw:entity:{EID}", "name", "Corner Store")
+    rows = [[EID, regs[0]["name"], name_keys(regs[0]["name"]), orjson.dumps(name_keys(regs[0]["name"])).decode()]]
+    assert r.eval(REINDEX_NAMES_LUA, 0, orjson.dumps(rows)) == 0 and r.hget(f"rw:entity:{EID}", "nk") == b"[]"
     r.flushdb()
 
 
