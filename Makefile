@@ -26,8 +26,9 @@ demo-replay: $(STAMP)
 	$(PY) -m riskwatch.cli replay .data/demo.jsonl --out .data/demo-outputs.jsonl --snapshot-at 2026-03-01T00:00:00+08:00 --snapshot-out .data/demo-snapshot.csv
 	$(PY) bench/demo_summary.py .data
 
+# the slowest tests at the end: .ci/run must stay under 20 minutes
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 bench: $(STAMP)
 	$(PY) bench/engine.py
