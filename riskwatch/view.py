@@ -15,7 +15,8 @@ Keys (prefix ``rw:``):
   since 2026-12-05: what a spot-check draw found, ``GET /v1/spotchecks/draws/{id}/outcomes``);
 - ``rw:names`` sorted set (all at score 0, searched by lexical range) of ``{name key}\\0{id}``: where a
   name search can start in each entity's name (:func:`name_keys`; the entity hash's ``nk`` field keeps
-  its keys, so a rename removes the old ones; since 2026-12-05: ``GET /v1/entities?q=``);
+  its keys, so a rename removes the old ones; since 2026-12-05: ``GET /v1/entities?q=``), and
+  ``rw:names:format``, the :func:`name_keys` it was written by (:func:`reindex_names`);
 - ``rw:objections:effects`` hash ``{objection id}:{step}`` -> what an objection and its resolution did
   (the risk change they forced: effect, score before and after, tier, time; since 2026-12-05).
 

@@ -281,10 +281,10 @@ async def read_range(broker: str, tp: TopicPartition, wanted: range, on_gone, ga
 
     Why ask again: the embedded broker (Tansu 0.6) numbers a message before it stores it, so with
     several producers on one partition a fetch can return offset n+1 while n is not stored yet
-    (a consumer that follows the partition then skips n: 3 of 4,500 messages with 3 producers,
-    ``bench/broker_skips.py``). Its log start is not trusted either: once it
-    said 1 with offset 0 still to come. On Kafka an offset not there is below the log start
-    (retention), and the consumer resets to the earliest that is."""
+    (a consumer that follows the partition then skips n: 1 to 3 of 4,500 messages with 3
+    producers, ``bench/broker_skips.py``). Its log start is not trusted either: once it said 1
+    with offset 0 still to come. On Kafka an offset not there is below the log start (retention),
+    and the consumer resets to the earliest that is."""
     c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, auto_offset_reset="earliest",
                          fetch_max_wait_ms=fetch_wait_ms)
     await c.start()
