@@ -251,7 +251,7 @@ async def overview(request: Request, tier: str | None = None, region: str | None
     options = "".join(f'<option value="{_e(t)}"{" selected" if t == tier else ""}>{_e(t)}</option>' for t in tiers)
     filters = (
         '<form method="get" action="/board" class="filters">'
-        f'<label>name <input name="q" value="{_e(q)}" size="16" placeholder="start of a word"></label> '
+        f'<label>name <input name="q" value="{_e(q)}" size="16" placeholder="any word of the name"></label> '
         f'<label>tier <select name="tier"><option value="">all</option>{options}</select></label> '
         f'<label>region <input name="region" value="{_e(region)}" size="6" placeholder="310104"></label> '
         f'<label>industry <input name="industry" value="{_e(industry)}" size="12"></label> '
