@@ -44,7 +44,11 @@ class WorkerMetrics:
                                    "Offsets between two consecutive messages of an owned input partition that "
                                    "never reached this worker (the embedded broker can skip one while several "
                                    "producers write a partition; on Kafka, transactional producers' commit "
-                                   "markers count too)", ["topic"], registry=r)
+                                   "markers count too); with RISKWATCH_REPAIR_GAPS, those it could not read "
+                                   "directly either", ["topic"], registry=r)
+        self.refetched = Counter("riskwatch_input_offsets_refetched_total",
+                                 "Messages of an owned input partition its consumer skipped and the worker read "
+                                 "directly (RISKWATCH_REPAIR_GAPS)", ["topic"], registry=r)
         self.view_retries = Counter("riskwatch_view_write_retries_total",
                                     "Redis view writes retried (Redis unreachable)", registry=r)
         self.config_seq = Gauge("riskwatch_config_change", "Sequence number of the config change in force "

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     take_max: Annotated[int, Field(ge=1, le=10_000)] = 200       # messages per worker round
     take_within: Annotated[float, Field(gt=0, le=5)] = 0.005       # s a round waits to fill
     fetch_wait_ms: Annotated[int, Field(ge=1, le=5000)] = 10      # longest a worker fetch waits for data
+    # read input offsets the consumer skipped directly (on by `up` with the embedded broker, which can skip
+    # one; off on Kafka, where a gap is a transaction marker)
+    repair_gaps: bool = False
     producer_linger_ms: Annotated[float, Field(ge=0, le=1000)] = 20.0  # worker producer batching delay
     gc_freeze_seconds: Annotated[float, Field(ge=0)] = 5.0        # gc.freeze() period in the worker (0: off)
     stop_timeout_s: Annotated[float, Field(ge=0)] = 20.0          # a worker's stop, then it exits anyway (0: wait)

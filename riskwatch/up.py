@@ -166,6 +166,8 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
             shutil.rmtree(data_dir / "worker", ignore_errors=True)
             # its fetches cost more as partitions grow (README: the embedded broker): fewer of them
             env.setdefault("RISKWATCH_FETCH_WAIT_MS", str(EMBEDDED_FETCH_WAIT_MS))
+            # a consumer of a partition several producers write can skip a message there (README)
+            env.setdefault("RISKWATCH_REPAIR_GAPS", "1")
         if "RISKWATCH_REDIS_URL" not in env:
             services.append(start_redis(data_dir / "redis"))
             env["RISKWATCH_REDIS_URL"] = services[-1].url

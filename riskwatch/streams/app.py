@@ -46,6 +46,7 @@ VIEW_TIMEOUT = 10.0  # s for one round's view write before it is retried
 OUTPUTS_PER_MESSAGE = 1000  # output events (and ticks) per envelope (keeps messages well under 1 MB)
 TICK_SCAN_SLICE = 2000  # states the tick timer reads before it lets the agent run
 TRAINING_GAP_WAIT = 3.0  # s a trainer asks again for a training message not there before it goes on without
+INPUT_GAP_WAIT = 1.0  # the same for an input message its consumer skipped (repair_gaps)
 
 
 class Worker:
@@ -334,7 +335,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
     async def apply(msgs, handled: list) -> list:
         """Run the engine over each message; a message that fails is dead-lettered, the rest go on.
         ``handled`` gets every message processed or dead-lettered here (not those left to a new owner)."""
-        done = []
+        done: list = []
         last_at: dict = {}
         for msg in msgs:
             p = msg.partition
@@ -343,39 +344,64 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                 continue
             handled.append(msg)
             prev = last_at.get(msg.tp, processed_at.get(msg.tp))
-            if prev is not None and msg.offset > prev + 1:  # an offset the consumer never delivered
-                m.offset_gaps.labels(msg.topic).inc(msg.offset - prev - 1)
-                log.warning("%s[%d]: offsets %d-%d never reached this worker", msg.topic, p, prev + 1,
-                            msg.offset - 1)
+            if prev is not None and msg.offset > prev + 1:  # offsets the consumer never delivered
+                if s.repair_gaps:
+                    for rec in await refetch(msg.topic, p, range(prev + 1, msg.offset)):
+                        await apply_one(rec, p, done)
+                else:
+                    m.offset_gaps.labels(msg.topic).inc(msg.offset - prev - 1)
+                    log.warning("%s[%d]: offsets %d-%d never reached this worker", msg.topic, p, prev + 1,
+                                msg.offset - 1)
             last_at[msg.tp] = msg.offset
-            await store.ready(p)
-            src = f"{msg.topic}:{p}"
-            last = store.resumes(p, src, msg.offset)
-            if last is not None:
-                m.resume_gaps.inc()
-                log.warning("%s resumes at offset %d but the recovered states end at %d", src, msg.offset, last)
-            try:
-                res = w.processor.handle(msg.value, msg.topic, p, msg.offset, lambda k, p=p: store.get(p, k))
-            except Exception as exc:  # never let the agent die quietly (faust #175, #416)
-                w.models.drain()  # its model updates go with its states
-                store.forget_live(p)  # states it may have half-updated are reread ...
-                for prev_msg, prev in done:  # ... but what this round applied before it stands
-                    if prev_msg.partition == p:
-                        store.keep(p, prev.states)
-                log.exception("message %s[%d]@%d failed", msg.topic, p, msg.offset)
-                await send_dead(msg, exc)
-                continue
-            store.keep(p, res.states)  # new states too: the round's next message must see them
-            res.updates = w.models.drain()  # sent with their source message (see shared_models.Trainer)
-            n_events = res.applied + res.skipped + len(res.dead) + len(res.misrouted)
-            m.consumed.labels(msg.topic).inc(n_events)
-            m.batch.observe(n_events)
-            m.processed.inc(res.applied)
-            m.skipped.inc(res.skipped)
-            for name, n in res.ignored.items():
-                m.ignored.labels(name).inc(n)
-            done.append((msg, res))
+            await apply_one(msg, p, done)
         return done
+
+    async def apply_one(msg, p: int, done: list) -> None:
+        await store.ready(p)
+        src = f"{msg.topic}:{p}"
+        last = store.resumes(p, src, msg.offset)
+        if last is not None:
+            m.resume_gaps.inc()
+            log.warning("%s resumes at offset %d but the recovered states end at %d", src, msg.offset, last)
+        try:
+            res = w.processor.handle(msg.value, msg.topic, p, msg.offset, lambda k, p=p: store.get(p, k))
+        except Exception as exc:  # never let the agent die quietly (faust #175, #416)
+            w.models.drain()  # its model updates go with its states
+            store.forget_live(p)  # states it may have half-updated are reread ...
+            for prev_msg, prev in done:  # ... but what this round applied before it stands
+                if prev_msg.partition == p:
+                    store.keep(p, prev.states)
+            log.exception("message %s[%d]@%d failed", msg.topic, p, msg.offset)
+            await send_dead(msg, exc)
+            return
+        store.keep(p, res.states)  # new states too: the round's next message must see them
+        res.updates = w.models.drain()  # sent with their source message (see shared_models.Trainer)
+        n_events = res.applied + res.skipped + len(res.dead) + len(res.misrouted)
+        m.consumed.labels(msg.topic).inc(n_events)
+        m.batch.observe(n_events)
+        m.processed.inc(res.applied)
+        m.skipped.inc(res.skipped)
+        for name, n in res.ignored.items():
+            m.ignored.labels(name).inc(n)
+        done.append((msg, res))
+
+    async def refetch(topic: str, p: int, missing: range) -> list:
+        """Messages of an input partition that its consumer skipped, read directly (``repair_gaps``: the
+        embedded broker can make a consumer skip one while several producers write a partition)."""
+        from aiokafka import TopicPartition
+
+        def gone(first: int, last: int) -> None:
+            m.offset_gaps.labels(topic).inc(last - first + 1)
+            log.error("%s[%d]: offsets %d-%d never reached this worker and could not be read", topic, p, first,
+                      last)
+
+        got = [rec async for rec in read_range(s.broker, TopicPartition(topic, p), missing, gone,
+                                               gap_wait=INPUT_GAP_WAIT, timeout=INPUT_GAP_WAIT + 5.0,
+                                               fetch_wait_ms=10)]
+        m.refetched.labels(topic).inc(len(got))
+        log.warning("%s[%d]: read offsets %d-%d directly (%d messages): the consumer had skipped them", topic, p,
+                    missing.start, missing.stop - 1, len(got))
+        return got
 
     out_names = {kind: s.topic(name) for kind, name in OUTPUT_TOPICS.items()}
 

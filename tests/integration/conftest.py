@@ -91,7 +91,7 @@ def worker_env(s: Settings, **extra: str) -> dict:
     env = dict(os.environ, RISKWATCH_BROKER=s.broker, RISKWATCH_REDIS_URL=s.redis_url,
                RISKWATCH_TOPIC_PREFIX=s.topic_prefix, RISKWATCH_APP_ID=s.app_id,
                RISKWATCH_PARTITIONS=str(s.partitions), RISKWATCH_TICK_SECONDS=str(s.tick_seconds),
-               RISKWATCH_STORE=s.store)
+               RISKWATCH_STORE=s.store, RISKWATCH_REPAIR_GAPS="1")  # the embedded broker, as `up` runs it
     env.update(extra)
     return env
 
