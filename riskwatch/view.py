@@ -66,7 +66,31 @@ INSPECTIONS_KEPT = 20  # per entity
 # state (a new deployment), which must not freeze the view at the old deployment's counts.
 # Register data of an entity already scored moves it to its industry's and region's rankings:
 # its first risk change can come before its upsert (another topic), and an entity can move.
-ROUND_LUA = """
+# An entity's name keys in rw:names: the old ones (JSON, as kept in the hash's nk) out, the new in, one
+# ZREM and one ZADD (each redis.call costs). Shared by the round script and the reindex.
+_NAME_KEYS_LUA = """
+local function set_name_keys(key, id, old_nk, keys, nk)
+  if old_nk then
+    local gone = {}
+    for i, k in ipairs(cjson.decode(old_nk)) do
+      gone[i] = k .. "\\0" .. id
+    end
+    if #gone > 0 then
+      redis.call("ZREM", "rw:names", unpack(gone))
+    end
+  end
+  local add = {}
+  for i, k in ipairs(keys) do
+    add[2 * i - 1] = 0
+    add[2 * i] = k .. "\\0" .. id
+  end
+  if #add > 0 then
+    redis.call("ZADD", "rw:names", unpack(add))
+  end
+  redis.call("HSET", key, "nk", nk)
+end
+"""
+ROUND_LUA = _NAME_KEYS_LUA + """
 local p = cjson.decode(ARGV[1])
 local P = "rw:"
 for _, e in ipairs(p.e) do
@@ -75,24 +99,7 @@ for _, e in ipairs(p.e) do
   redis.call("HSET", key, "name", e[2], "industry", e[3], "region", e[4])
   redis.call("SADD", P .. "entities", e[1])
   if old[4] ~= e[6] then  -- a new name (most upserts send the same one again: nothing to do)
-    if old[4] then
-      local gone = {}
-      for i, k in ipairs(cjson.decode(old[4])) do
-        gone[i] = k .. "\\0" .. e[1]
-      end
-      if #gone > 0 then
-        redis.call("ZREM", P .. "names", unpack(gone))
-      end
-    end
-    local keys = {}
-    for i, k in ipairs(e[5]) do  -- one ZADD for all of them: each redis.call costs
-      keys[2 * i - 1] = 0
-      keys[2 * i] = k .. "\\0" .. e[1]
-    end
-    if #keys > 0 then
-      redis.call("ZADD", P .. "names", unpack(keys))
-    end
-    redis.call("HSET", key, "nk", e[6])
+    set_name_keys(key, e[1], old[4], e[5], e[6])
   end
   if old[3] then
     if old[1] and old[1] ~= e[3] then
@@ -253,30 +260,13 @@ def _name_entry(name: str) -> tuple[list[str], str]:
 
 # Keys of the register data as they are now, for entities whose keys were written by an older
 # name_keys: only where the name is still the one read (a worker may have renamed it since).
-REINDEX_NAMES_LUA = """
+REINDEX_NAMES_LUA = _NAME_KEYS_LUA + """
 local n = 0
 for _, e in ipairs(cjson.decode(ARGV[1])) do
   local key = "rw:entity:" .. e[1]
   local h = redis.call("HMGET", key, "name", "nk")
   if h[1] == e[2] and h[2] ~= e[4] then
-    if h[2] then
-      local gone = {}
-      for i, k in ipairs(cjson.decode(h[2])) do
-        gone[i] = k .. "\\0" .. e[1]
-      end
-      if #gone > 0 then
-        redis.call("ZREM", "rw:names", unpack(gone))
-      end
-    end
-    local keys = {}
-    for i, k in ipairs(e[3]) do
-      keys[2 * i - 1] = 0
-      keys[2 * i] = k .. "\\0" .. e[1]
-    end
-    if #keys > 0 then
-      redis.call("ZADD", "rw:names", unpack(keys))
-    end
-    redis.call("HSET", key, "nk", e[4])
+    set_name_keys(key, e[1], h[2], e[3], e[4])
     n = n + 1
   end
 end
