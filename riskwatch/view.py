@@ -235,9 +235,11 @@ def name_keys(name: str, cut: int | None = NAME_KEY_CHARS) -> list[str]:
 
 
 def name_lookup(form: str) -> str:
-    """The part of a query (in :func:`name_form`) to look up in ``rw:names``: as long as the shortest key
-    that could start with it (an inner key starts with a Chinese or Japanese character)."""
-    return form[:NAME_INNER_CHARS] if _CJK.match(form) else form[:NAME_KEY_CHARS]
+    """The part of a query (in :func:`name_form`) to look up in ``rw:names``: no longer than the shortest
+    key that could start with it. A key inside a Chinese or Japanese word keeps ``NAME_INNER_CHARS``, and
+    may start with any letter or digit (北京798艺术区: ``798艺术区``), so every query is looked up by its first
+    ``NAME_INNER_CHARS`` characters; the whole query is then checked against each name found."""
+    return form[:NAME_INNER_CHARS]
 
 
 # trailing legal forms of Chinese business names (longest first): an inner key starting inside one would

@@ -231,6 +231,7 @@ def test_entities_are_found_by_name_scored_or_not(stack):
     s, workers = stack
     rng = __import__("random").Random(11)
     coffee, shop, cn, cn2 = E, generate(rng, "350100"), generate(rng, "310101"), generate(rng, "510104")
+    art = generate(rng, "110105")
     produce(s, [{"type": "entity", "entity_id": coffee, "name": "Blue Bottle Coffee (Oakland)", "industry": "food",
                  "region": "350100"},
                 {"type": "complaint", "complaint_id": "c0", "entity_id": coffee, "ts": _ts(0), "category": "a",
@@ -239,7 +240,9 @@ def test_entities_are_found_by_name_scored_or_not(stack):
                 {"type": "entity", "entity_id": cn, "name": "上海星巴克咖啡有限公司", "industry": "food",
                  "region": "310101"},
                 {"type": "entity", "entity_id": cn2, "name": "四川海底捞餐饮股份有限公司成都第一分店",
-                 "industry": "food", "region": "510104"}])
+                 "industry": "food", "region": "510104"},
+                {"type": "entity", "entity_id": art, "name": "北京798艺术区文化发展有限公司", "industry": "retail",
+                 "region": "110105"}])
     workers.start()
     viewer = auth("viewer")
     with client(s) as c:
@@ -262,6 +265,8 @@ def test_entities_are_found_by_name_scored_or_not(stack):
         assert found("有限公司") == [cn2]
         assert found("海底捞餐饮股份有限公司成都第一") == [cn2]  # longer than the 12 characters a key keeps
         assert found("海底捞餐饮股份有限公司成都第二") == []
+        # a key inside a Chinese word can start with a digit, and a query longer than the key finds it
+        assert found("798艺术区") == found("798艺术区文化发展有限公司") == [art]
         assert found("bott", tier="A") == [coffee] and found("bott", min_score=1) == [coffee]
         assert found("bott", industry="retail") == [shop] and found("ottle") == []
         page = c.get("/v1/entities", params={"q": "bott", "limit": 1}, headers=viewer).json()
