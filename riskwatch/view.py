@@ -243,8 +243,8 @@ def name_lookup(form: str) -> str:
 
 
 # trailing legal forms of Chinese business names (longest first): an inner key starting inside one would
-# match every company (``公司``) and cost Redis ~150 bytes an entity each
-_LEGAL_FORMS = ("股份有限公司", "有限责任公司", "有限公司", "分公司", "经营部", "合伙企业", "个体工商户")
+# match every company (``公司``) and cost Redis ~140 bytes a key
+_LEGAL_FORMS = ("股份有限公司", "有限责任公司", "有限公司", "分公司", "经营部", "合伙企业", "个体工商户", "株式会社")
 _WORD_START = re.compile(r"(?<![^\W_])[^\W_]")  # a letter or digit not after one (str.isalnum, in C)
 # Han (with extensions and compatibility ideographs), hiragana and katakana: scripts without spaces
 _CJK_CLASS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
