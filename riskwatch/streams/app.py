@@ -166,6 +166,9 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
     m = w.metrics
     app.riskwatch_store = store  # type: ignore[attr-defined]
     input_names = set(inputs.topics)
+    for t in sorted(input_names):  # "must be 0" shows 0 from the start, not nothing
+        m.offset_gaps.labels(t)
+        m.refetched.labels(t)
 
     def _partitions(tps) -> set[int]:
         return {tp.partition for tp in tps if tp.topic in input_names}
