@@ -401,9 +401,10 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         got = [rec async for rec in read_range(s.broker, TopicPartition(topic, p), missing, gone,
                                                gap_wait=INPUT_GAP_WAIT, timeout=INPUT_GAP_WAIT + 5.0,
                                                fetch_wait_ms=10)]
-        m.refetched.labels(topic).inc(len(got))
-        log.warning("%s[%d]: read offsets %d-%d directly (%d messages): the consumer had skipped them", topic, p,
-                    missing.start, missing.stop - 1, len(got))
+        if got:
+            m.refetched.labels(topic).inc(len(got))
+            log.warning("%s[%d]: read %d of offsets %d-%d directly: the consumer had skipped them", topic, p,
+                        len(got), missing.start, missing.stop - 1)
         return got
 
     out_names = {kind: s.topic(name) for kind, name in OUTPUT_TOPICS.items()}
