@@ -178,7 +178,7 @@ def test_names_indexed_by_an_older_release_are_brought_up_to_date_once(services)
     written before holds their start only: ``reindex_names`` (run by the API before its first name
     search) rewrites the keys of each entity whose keys differ, but not of one renamed since it read
     the name, and marks the index current."""
-    from riskwatch.view import NAMES_FORMAT_KEY, name_keys, reindex_names
+    from riskwatch.view import NAMES_FORMAT_KEY, REINDEX_NAMES_LUA, name_keys, reindex_names
 
     url, r, view = _empty_db(services, 9)
     other = "913502037JH4BXKFLA"
@@ -210,7 +210,6 @@ def test_names_indexed_by_an_older_release_are_brought_up_to_date_once(services)
     assert keys_of(other) == {"blue bottle coffee", "bottle coffee", "coffee"}
     assert r.get(NAMES_FORMAT_KEY) == b"2"
     # renamed after the reindex read the name: the script leaves that entity alone
-    from riskwatch.view import REINDEX_NAMES_LUA
     r.delete(NAMES_FORMAT_KEY)
     r.hset(f"rw:entity:{EID}", "nk", "[]")
     r.hset(f"rw:entity:{EID}", "name", "Corner Store")
