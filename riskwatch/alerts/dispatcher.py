@@ -20,6 +20,7 @@ import uuid
 from ..config import load_config
 from ..settings import Settings
 from ..streams.codec import encode_batch
+from ..streams.kafka import read_skipped
 from .config import AlertsConfig, load_alerts_config
 from .delivery import Deliverer
 from .intake import AlertIntake
@@ -53,12 +54,21 @@ async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, ti
                                 heartbeat_interval_ms=1000,
                                 fetch_max_wait_ms=100)  # the broker's 500 ms default is felt in alert latency
     await consumer.start()
+    candidates = s.topic("alert-candidates")
+    gaps, refetched = intake.m.offset_gaps.labels(candidates), intake.m.refetched.labels(candidates)
+    applied: dict = {}  # partition -> offset of the last message applied (or known applied)
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=int(tick_seconds * 1000), max_records=500)
-            for msgs in batches.values():
+            for tp, msgs in batches.items():
                 for msg in msgs:
+                    prev = applied.get(tp)
+                    if prev is None:
+                        prev = await intake.applied_offset(msg.topic, msg.partition)
+                    if prev is not None and msg.offset > prev + 1:  # offsets the consumer never delivered
+                        await _skipped(s, intake, msg, range(prev + 1, msg.offset), gaps, refetched)
                     await intake.apply_message(msg.topic, msg.partition, msg.offset, msg.value)
+                    applied[tp] = msg.offset if prev is None else max(prev, msg.offset)
             if batches:
                 await consumer.commit()
             await intake.tick()
@@ -66,6 +76,20 @@ async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, ti
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+async def _skipped(s: Settings, intake: AlertIntake, msg, missing: range, gaps, refetched) -> None:
+    """Offsets of the candidates topic between the last message applied and ``msg`` that its consumer
+    never delivered: with ``repair_gaps`` (the embedded broker) read and applied first; else counted,
+    as what could not be read is."""
+    if s.repair_gaps:
+        for rec in await read_skipped(s.broker, msg.topic, msg.partition, missing, gaps, refetched,
+                                      "the alert intake"):
+            await intake.apply_message(rec.topic, rec.partition, rec.offset, rec.value)
+        return
+    gaps.inc(len(missing))
+    log.warning("%s[%d]: offsets %d-%d never reached the alert intake", msg.topic, msg.partition, missing.start,
+                missing.stop - 1)
 
 
 async def _lead(s: Settings, intake: AlertIntake, lease: Lease, stop: asyncio.Event, m: AlertMetrics) -> None:

@@ -67,8 +67,8 @@ class AlertIntake:
         import redis.exceptions as rex
 
         tp = f"{topic}:{partition}"
-        done = await self.r.hget(f"{P}alerts:offsets", tp)
-        if done is not None and offset <= int(done):
+        done = await self.applied_offset(topic, partition)
+        if done is not None and offset <= done:
             return 0
         outs, _err = decode(value)
         cands = [o for o in outs if isinstance(o, dict) and o.get("type") == "alert_candidate"]
@@ -90,6 +90,11 @@ class AlertIntake:
                 return len(b.events)
             except rex.WatchError:  # a person changed one of these alerts meanwhile: redo with theirs
                 continue
+
+    async def applied_offset(self, topic: str, partition: int) -> int | None:
+        """The offset of the last message of ``topic[partition]`` applied (None: none yet)."""
+        done = await self.r.hget(f"{P}alerts:offsets", f"{topic}:{partition}")
+        return None if done is None else int(done)
 
     def _under_tier(self, c: dict, rule: Rule) -> bool:
         if rule.min_tier is None or c.get("status") != "firing":

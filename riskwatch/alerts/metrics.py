@@ -39,4 +39,11 @@ class AlertMetrics:
                                    "lease and runs the intake (one per deployment), else 0", registry=r)
         self.intake_takeovers = Counter("riskwatch_alert_intake_takeovers_total",
                                         "Times this dispatcher took the intake lease", registry=r)
+        self.offset_gaps = Counter("riskwatch_input_offset_gaps_total",
+                                   "Offsets of the alert candidates topic that never reached the intake (the "
+                                   "embedded broker can skip one while several workers write a partition)",
+                                   ["topic"], registry=r)
+        self.refetched = Counter("riskwatch_input_offsets_refetched_total",
+                                 "Messages of the alert candidates topic its consumer skipped and the intake read "
+                                 "directly (RISKWATCH_REPAIR_GAPS)", ["topic"], registry=r)
         self.dead_size = Gauge("riskwatch_outbox_dead", "Notifications in the dead-letter list", registry=r)

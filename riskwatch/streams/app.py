@@ -34,7 +34,7 @@ from ..metrics import WorkerMetrics
 from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
 from ..view import ViewWriter
 from .codec import dead_letter, encode_batch
-from .kafka import read_range
+from .kafka import read_range, read_skipped
 from .processor import BatchProcessor
 from .shared_models import SharedModels, Trainer
 from .state_store import CHANGELOG_CONFIG, StateStore, send_records
@@ -46,7 +46,6 @@ VIEW_TIMEOUT = 10.0  # s for one round's view write before it is retried
 OUTPUTS_PER_MESSAGE = 1000  # output events (and ticks) per envelope (keeps messages well under 1 MB)
 TICK_SCAN_SLICE = 2000  # states the tick timer reads before it lets the agent run
 TRAINING_GAP_WAIT = 3.0  # s a trainer asks again for a training message not there before it goes on without
-INPUT_GAP_WAIT = 1.0  # the same for an input message its consumer skipped (repair_gaps)
 
 
 class Worker:
@@ -349,7 +348,9 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             prev = last_at.get(msg.tp, processed_at.get(msg.tp))
             if prev is not None and msg.offset > prev + 1:  # offsets the consumer never delivered
                 if s.repair_gaps:
-                    for rec in await refetch(msg.topic, p, range(prev + 1, msg.offset)):
+                    for rec in await read_skipped(s.broker, msg.topic, p, range(prev + 1, msg.offset),
+                                                  m.offset_gaps.labels(msg.topic), m.refetched.labels(msg.topic),
+                                                  "this worker"):
                         await apply_one(rec, p, done)
                 else:
                     m.offset_gaps.labels(msg.topic).inc(msg.offset - prev - 1)
@@ -387,25 +388,6 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         for name, n in res.ignored.items():
             m.ignored.labels(name).inc(n)
         done.append((msg, res))
-
-    async def refetch(topic: str, p: int, missing: range) -> list:
-        """Messages of an input partition that its consumer skipped, read directly (``repair_gaps``: the
-        embedded broker can make a consumer skip one while several producers write a partition)."""
-        from aiokafka import TopicPartition
-
-        def gone(first: int, last: int) -> None:
-            m.offset_gaps.labels(topic).inc(last - first + 1)
-            log.error("%s[%d]: offsets %d-%d never reached this worker and could not be read", topic, p, first,
-                      last)
-
-        got = [rec async for rec in read_range(s.broker, TopicPartition(topic, p), missing, gone,
-                                               gap_wait=INPUT_GAP_WAIT, timeout=INPUT_GAP_WAIT + 5.0,
-                                               fetch_wait_ms=10)]
-        if got:
-            m.refetched.labels(topic).inc(len(got))
-            log.warning("%s[%d]: read %d of offsets %d-%d directly: the consumer had skipped them", topic, p,
-                        len(got), missing.start, missing.stop - 1)
-        return got
 
     out_names = {kind: s.topic(name) for kind, name in OUTPUT_TOPICS.items()}
 

@@ -20,7 +20,7 @@ from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
 from .codec import encode_batch, partition_for
 
 __all__ = ["BatchProducer", "PartitionMismatch", "check_partitions", "create_topics", "ensure_topics", "read_messages",
-           "read_range", "read_to_end", "topic_for"]
+           "read_range", "read_skipped", "read_to_end", "topic_for"]
 
 log = logging.getLogger("riskwatch.kafka")
 
@@ -316,3 +316,28 @@ async def read_range(broker: str, tp: TopicPartition, wanted: range, on_gone, ga
             on_gone(want, wanted.stop - 1)
     finally:
         await c.stop()
+
+
+SKIPPED_WAIT = 1.0  # how long an offset a consumer skipped is asked for before it counts as a gap
+
+
+async def read_skipped(broker: str, topic: str, partition: int, missing: range, gaps, refetched,
+                       reader: str) -> list:
+    """The messages of ``missing`` (offsets a consumer passed over between two messages it got), read
+    directly: for a consumer that must not skip one (``RISKWATCH_REPAIR_GAPS``; see :func:`read_range`
+    for why the embedded broker lets one skip). ``gaps`` and ``refetched`` are counters (labelled for
+    the topic) of what could not be read within ``SKIPPED_WAIT`` s and of what was; ``reader`` names
+    the consumer in the log."""
+
+    def gone(first: int, last: int) -> None:
+        gaps.inc(last - first + 1)
+        log.error("%s[%d]: offsets %d-%d never reached %s and could not be read", topic, partition, first, last,
+                  reader)
+
+    got = [rec async for rec in read_range(broker, TopicPartition(topic, partition), missing, gone,
+                                           gap_wait=SKIPPED_WAIT, timeout=SKIPPED_WAIT + 5.0, fetch_wait_ms=10)]
+    if got:
+        refetched.inc(len(got))
+        log.warning("%s[%d]: read %d of offsets %d-%d directly: %s had skipped them", topic, partition, len(got),
+                    missing.start, missing.stop - 1, reader)
+    return got

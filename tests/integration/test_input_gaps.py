@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -72,3 +73,99 @@ def test_an_input_offset_that_never_comes_is_asked_for_then_counted_and_the_stre
     assert workers.metric(w, "riskwatch_input_offsets_refetched_total") == 0
     assert f"offsets {offsets[1] + 1}-{offsets[2] - 1} never reached this worker and could not be read" in \
         workers.logs()
+
+
+async def test_the_alert_intake_reads_candidates_its_consumer_skipped_and_counts_what_never_comes(services, tmp_path):
+    """The dispatcher's intake is a consumer of a partition several workers write, so it can be skipped past
+    a candidate too (an alert never opened). A skip is made here by committing the intake's consumer group
+    past two messages the intake has not applied: with ``repair_gaps`` it reads them first; a hole it
+    counts after asking; without the setting it counts the skip."""
+    import redis.asyncio as aioredis
+    import yaml
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from riskwatch.alerts.config import DEFAULT_ALERTS_PATH, load_alerts_config
+    from riskwatch.alerts.dispatcher import _intake_loop
+    from riskwatch.alerts.intake import AlertIntake
+    from riskwatch.alerts.metrics import AlertMetrics
+    from riskwatch.settings import Settings
+    from riskwatch.streams.kafka import ensure_topics
+
+    from .test_alerts_flow import _cand
+
+    broker, redis = services
+    tag = uuid.uuid4().hex[:8]
+    s = Settings(broker=broker.url, redis_url=redis.url, topic_prefix=f"t{tag}.", app_id=f"rw-{tag}", partitions=1,
+                 data_dir=tmp_path, repair_gaps=True)
+    await ensure_topics(s)
+    topic, tp = s.topic("alert-candidates"), TopicPartition(s.topic("alert-candidates"), 0)
+    cfg = yaml.safe_load(DEFAULT_ALERTS_PATH.read_text())
+    cfg["receivers"] = []
+    (tmp_path / "alerts.yaml").write_text(yaml.safe_dump(cfg))
+    r = aioredis.from_url(redis.url)
+    await r.flushall()
+    m = AlertMetrics()
+    intake = AlertIntake(r, load_alerts_config(tmp_path / "alerts.yaml"), ["A", "B", "C", "D"], m)
+
+    def counted(name: str) -> float:
+        return m.registry.get_sample_value(name, {"topic": topic}) or 0.0
+
+    async def opened() -> set[str]:
+        return {orjson.loads(await r.get(k))["entity_id"] async for k in r.scan_iter("rw:alert:*")}
+
+    async def commit_group_at(settings: Settings, offset: int) -> None:  # as if its consumer had read to there
+        c = AIOKafkaConsumer(bootstrap_servers=s.broker, group_id=f"{settings.app_id}-alerts",
+                             enable_auto_commit=False)
+        await c.start()
+        try:
+            c.assign([tp])
+            await c.commit({tp: offset})
+        finally:
+            await c.stop()
+
+    async def run_until(settings: Settings, done) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.create_task(_intake_loop(settings, intake, stop, 0.2))
+        try:
+            for _ in range(150):
+                if loop.done() or await done():
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await loop
+        assert await done(), (await opened(), counted("riskwatch_input_offset_gaps_total"))
+
+    msgs = [{"batch": [_cand(f"E{i}", "firing")]} for i in range(6)]
+    offsets = await _with_a_hole(s.broker, topic, msgs[:3])  # 0, 1, then 2 after a hole of HOLE offsets
+    assert offsets == [0, 1, 2 + HOLE]
+    p = AIOKafkaProducer(bootstrap_servers=s.broker)
+    await p.start()
+    for msg in msgs[3:]:
+        await p.send_and_wait(topic, orjson.dumps(msg), partition=0)
+    await p.stop()  # offsets 7, 8, 9
+    try:
+        assert await intake.apply_message(topic, 0, 0, orjson.dumps(msgs[0])) == 1
+        await commit_group_at(s, offsets[2] + 1)  # skips offset 1 (E1), the hole and offset 6 (E2)
+        await run_until(s, lambda: _eq(opened(), {f"E{i}" for i in range(6)}))
+        assert counted("riskwatch_input_offsets_refetched_total") == 2  # E1 and E2, read directly
+        assert counted("riskwatch_input_offset_gaps_total") == HOLE  # asked for 1 s, then counted
+
+        p = AIOKafkaProducer(bootstrap_servers=s.broker)
+        await p.start()
+        for i in range(6, 9):
+            await p.send_and_wait(topic, orjson.dumps({"batch": [_cand(f"E{i}", "firing")]}), partition=0)
+        await p.stop()  # offsets 10, 11, 12
+        # a fresh group (the embedded broker refuses a commit from outside a group it has known members of)
+        off = s.model_copy(update={"repair_gaps": False, "app_id": f"{s.app_id}-2"})
+        await commit_group_at(off, 12)
+        await run_until(off,
+                        lambda: _eq(counted("riskwatch_input_offset_gaps_total"), HOLE + 2))
+        assert await opened() == {f"E{i}" for i in range(6)} | {"E8"}  # E6 and E7 skipped, counted
+        assert await intake.applied_offset(topic, 0) == 12
+    finally:
+        await r.aclose()
+
+
+async def _eq(value, expected) -> bool:
+    return (await value if asyncio.iscoroutine(value) else value) == expected
