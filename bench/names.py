@@ -9,7 +9,7 @@ simulator gives them (``simulate.business_name``: one word, found from any
 character since 2026-12-06), four-word English names, and no index at all
 (the same script with no name keys: the baseline). For each, per entity: a
 new entity, the same name again (most upserts) and a rename; medians over
-``--rounds`` rounds run in alternation; then ``MEMORY USAGE rw:names`` per
+``--rounds`` rounds run in alternation; then ``MEMORY USAGE rw:names SAMPLES 0`` (every member) per
 entity and per key.
 """
 
@@ -74,7 +74,7 @@ async def run(url: str, n: int, rounds: int) -> None:
             res = results.setdefault(style, {"new": [], "same": [], "renamed": []})
             res["new"].append(await _pass(r, ids, first) / n)
             if style != "none" and style not in memory:
-                memory[style] = (await r.memory_usage("rw:names") or 0, await r.zcard("rw:names"))
+                memory[style] = (await r.memory_usage("rw:names", samples=0) or 0, await r.zcard("rw:names"))
             res["same"].append(await _pass(r, ids, first) / n)
             res["renamed"].append(await _pass(r, ids, other) / n)
     view._name_entry = real_entry
