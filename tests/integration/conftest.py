@@ -1,4 +1,5 @@
-"""Real services for integration tests: one Tansu broker and one Redis per session.
+"""Real services for integration tests: one Tansu broker and one Redis per session (per test process
+under `make test`, which runs two: pytest-xdist gives each its own session).
 
 Each test gets its own topic prefix and Faust app id, so tests share the
 broker without seeing each other's data. Workers run as real processes.
