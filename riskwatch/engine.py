@@ -212,16 +212,18 @@ class Engine:
                 g[code] = [v, now, old[2] if old is not None and old[0] == v else ids]
 
     def _upsert(self, state: dict, ev) -> None:
-        """Register data: ``m`` = [industry, region, name]. The name is kept so that the state
-        changelog alone can rebuild the view of an entity whose upsert has aged out of the
-        input topic (states before 2026-11-28 hold [industry, region])."""
+        """Register data: ``m`` = [industry, region, name], and the address when the upsert has one
+        (since 2026-12-06). Name and address are kept so that the state changelog alone can rebuild
+        the view of an entity whose upsert has aged out of the input topic (states before 2026-11-28
+        hold [industry, region])."""
         old = state["m"]
         if not old or old[0] != ev.industry or old[1] != ev.region:  # a new peer group
             peers = self.models.peers
             if old:
                 peers.add_entity(f"{old[0]}|{old[1]}", -1)
             peers.add_entity(f"{ev.industry}|{ev.region}", +1)
-        state["m"] = [ev.industry, ev.region, ev.name]
+        state["m"] = [ev.industry, ev.region, ev.name] if ev.address is None else \
+            [ev.industry, ev.region, ev.name, ev.address]
 
     def _objection(self, state: dict, ev, now: float) -> tuple[list[str], str]:
         """Apply an objection or its resolution; returns the signal codes it moved and its effect, which

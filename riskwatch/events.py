@@ -73,6 +73,8 @@ class Entity(_Event):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     industry: Annotated[str, Field(min_length=1, max_length=64)]
     region: Annotated[str, Field(pattern=r"^\d{6}$", description="6-digit administrative division code")]
+    address: Annotated[str, Field(min_length=1, max_length=200,
+                                  description="where inspectors find it (the register's address)")] | None = None
     ts: AwareDatetime | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
 

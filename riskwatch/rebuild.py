@@ -3,7 +3,7 @@
 Sources, read from the beginning:
 
 - the entity-state changelog (compacted: the last state of *every* entity, however
-  long ago it last changed): register data (industry, region, name), the last
+  long ago it last changed): register data (industry, region, name, address), the last
   emitted score, the tier and when;
 - the ``entities`` input topic: register data of states written before the name
   was kept in them (2026-11-28);
@@ -121,7 +121,7 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
         ev = _valid(raw, "entity", cfg.entity_id_scheme)  # what the workers applied, not what they dead-lettered
         if ev is not None:
             register[ev.entity_id] = {"entity_id": ev.entity_id, "name": ev.name, "industry": ev.industry,
-                                      "region": ev.region}
+                                      "region": ev.region, "address": ev.address}
             meta[ev.entity_id] = [ev.industry, ev.region]
             counts["entities"] += 1
     # per entity only what the view needs (a state is ~1 KB; 1M of them would not fit in memory)
@@ -131,7 +131,8 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
         if m:
             meta[eid] = m[:2]
             if len(m) > 2:  # the register data the worker last applied
-                register[eid] = {"entity_id": eid, "industry": m[0], "region": m[1], "name": m[2]}
+                register[eid] = {"entity_id": eid, "industry": m[0], "region": m[1], "name": m[2],
+                                 "address": m[3] if len(m) > 3 else None}
         fallback[eid] = _from_state(engine, eid, st)
     counts["states"] = len(fallback)
     # through the workers' round script: a renamed entity's old name keys leave the search index

@@ -33,6 +33,11 @@ _TRADE_WORDS = {"catering": ("餐饮", "饭店", "小吃", "酒家"), "food_reta
                 "cold_chain": ("冷链物流", "冷链", "冻品", "供应链"), "pharmacy": ("大药房", "医药", "药店", "药业"),
                 "cosmetics": ("化妆品", "美妆", "日化", "美容用品"), "childcare": ("托育", "幼教", "儿童之家", "托管")}
 _FORMS = ("有限公司", "有限公司", "有限公司", "有限责任公司", "股份有限公司", "经营部")
+# addresses as a register shows them: city, district (of the region code), road, number
+_DISTRICT = {"110101": "北京市东城区", "110105": "北京市朝阳区", "310104": "上海市徐汇区", "330106": "杭州市西湖区",
+             "440305": "深圳市南山区", "510107": "成都市武侯区"}
+_ROADS = ("人民路", "建设路", "解放路", "中山路", "和平路", "文化路", "光明街", "新华街", "长安街", "滨河路",
+          "科技园路", "学院路")
 
 
 def business_name(entity_id: str, industry: str, region: str) -> str:
@@ -48,6 +53,16 @@ def business_name(entity_id: str, industry: str, region: str) -> str:
     words = _TRADE_WORDS.get(industry, ("商贸",))
     return (_CITY.get(region[:2], "") + chars[h % n] + chars[h // n % n] + words[h // n // n % len(words)]
             + _FORMS[h // n // n // len(words) % len(_FORMS)])
+
+
+def business_address(entity_id: str, region: str) -> str:
+    """A made-up address in the entity's district, the same for the same entity (a hash of its id).
+
+    >>> business_address("91110101MA01ABCD3X", "110101")
+    '北京市东城区新华街218号'
+    """
+    h = int.from_bytes(hashlib.blake2b(entity_id.encode(), digest_size=8, person=b"address").digest(), "big")
+    return f"{_DISTRICT.get(region, '')}{_ROADS[h % len(_ROADS)]}{h // len(_ROADS) % 300 + 1}号"
 
 
 class Simulation:
@@ -87,7 +102,8 @@ class Simulation:
         rng = self.rng
         for e in self.entities if register else ():
             yield {"type": "entity", "entity_id": e["id"], "name": business_name(e["id"], e["industry"], e["region"]),
-                   "industry": e["industry"], "region": e["region"], "ts": self._ts(0)}
+                   "industry": e["industry"], "region": e["region"],
+                   "address": business_address(e["id"], e["region"]), "ts": self._ts(0)}
         # a Poisson process over the span, generated lazily (no list of n_events times)
         rate = n_events / self.span
 

@@ -4,7 +4,8 @@ Keys (prefix ``rw:``):
 
 - ``rw:entity:{id}`` hash: score, tier, ratio, reasons (JSON), updated, cause,
   config_version, at and seq (decision time in epoch seconds and the entity's
-  event count: an older decision never replaces a newer one), name, industry, region;
+  event count: an older decision never replaces a newer one), name, industry, region, and
+  address when its last upsert had one (since 2026-12-06);
 - ``rw:rank`` and ``rw:rank:region:{r}`` / ``rw:rank:industry:{i}`` /
   ``rw:rank:tier:{t}`` sorted sets of entity id by score ("riskiest");
 - ``rw:history:{id}`` sorted set of score/tier changes in decision order (``seq``), bounded;
@@ -55,7 +56,8 @@ INSPECTIONS_KEPT = 20  # per entity
 
 # One worker round in one call (see ViewWriter.outputs). Values arrive as strings, formatted as
 # redis-py formats them, so both paths store the same bytes. ARGV[1] is JSON:
-# e: [[id, name, industry, region, [name keys], the keys as JSON (as ViewWriter.entity stores them)]],
+# e: [[id, name, industry, region, [name keys], the keys as JSON (as ViewWriter.entity stores them),
+#      address ("" when the upsert has none: the field is removed)]],
 # h: [[id, member, seq]], s: [[member, t]], o: [[field, effect]],
 # i: [[id, member, t]] (inspection results), ik (inspections kept per entity),
 # c: [[id, score, tier, ratio, reasons, updated, cause, config_version, industry, region, at, seq, tier_since]]
@@ -97,6 +99,11 @@ for _, e in ipairs(p.e) do
   local key = P .. "entity:" .. e[1]
   local old = redis.call("HMGET", key, "industry", "region", "score", "nk")
   redis.call("HSET", key, "name", e[2], "industry", e[3], "region", e[4])
+  if e[7] ~= "" then
+    redis.call("HSET", key, "address", e[7])
+  else
+    redis.call("HDEL", key, "address")
+  end
   redis.call("SADD", P .. "entities", e[1])
   if old[4] ~= e[6] then  -- a new name (most upserts send the same one again: nothing to do)
     set_name_keys(key, e[1], old[4], e[5], e[6])
@@ -326,8 +333,13 @@ class ViewWriter:
         """Register data (a pipeline cannot read the hash: write it before the entity's current
         fields, as ``rebuild-view`` does; a worker round moves rankings too, see ROUND_LUA)."""
         keys, keys_json = _name_entry(ent["name"])  # as the round script gets them
-        pipe.hset(entity_key(ent["entity_id"]), mapping={"name": ent["name"], "industry": ent["industry"],
-                                                         "region": ent["region"], "nk": keys_json})
+        key = entity_key(ent["entity_id"])
+        pipe.hset(key, mapping={"name": ent["name"], "industry": ent["industry"], "region": ent["region"],
+                                "nk": keys_json})
+        if ent.get("address"):
+            pipe.hset(key, "address", ent["address"])
+        else:
+            pipe.hdel(key, "address")
         pipe.sadd(ENTITIES, ent["entity_id"])
         if keys:  # a fresh entry: the old name's keys of a renamed entity are removed by the round script only
             pipe.zadd(NAMES, {f"{k}\0{ent['entity_id']}": 0 for k in keys})
@@ -409,7 +421,8 @@ class ViewWriter:
                         orjson.dumps(o["reasons"]).decode(), _iso(o["ts"]), o["cause_event_id"],
                         o["config_version"], meta[0], meta[1], repr(_epoch(o["ts"])), repr(o["seq"]),
                         _iso(o["tier_since"]) if o.get("tier_since") is not None else ""])
-        ents = [[e["entity_id"], e["name"], e["industry"], e["region"], *_name_entry(e["name"])] for e in entities]
+        ents = [[e["entity_id"], e["name"], e["industry"], e["region"], *_name_entry(e["name"]),
+                 e.get("address") or ""] for e in entities]
         insp = [[f["entity_id"], _inspection_member(f).decode(), repr(f["t"])] for f in inspections]
         if not (cur or hist or spots or ents or effects or insp):
             return None

@@ -84,3 +84,22 @@ def test_opaque_scheme_accepts_other_ids():
 def test_defaults():
     ev = parse_event(_complaint())
     assert (ev.channel, ev.severity, ev.text) == ("12315", 1, None)
+
+
+def test_an_entity_upsert_may_carry_its_address_and_the_state_keeps_it():
+    from riskwatch.config import load_config
+    from riskwatch.engine import Engine
+
+    reg = {"type": "entity", "entity_id": REAL[0], "name": "上海星巴克咖啡有限公司", "industry": "catering",
+           "region": "310101"}
+    assert parse_event(reg).address is None  # optional: registers without addresses stay valid
+    ev = parse_event({**reg, "address": "上海市黄浦区淮海中路300号"})
+    for bad, rule in (("", "string_too_short"), ("x" * 201, "string_too_long"), (7, "string_type")):
+        with pytest.raises(InvalidEvent) as ei:
+            parse_event({**reg, "address": bad})
+        assert [(e.field, e.rule) for e in ei.value.errors] == [("address", rule)]
+    eng = Engine(load_config())
+    st, _ = eng.process(None, ev)
+    assert st["m"] == ["catering", "310101", "上海星巴克咖啡有限公司", "上海市黄浦区淮海中路300号"]
+    st, _ = eng.process(st, parse_event(reg))  # an upsert is the whole register entry: no address now
+    assert st["m"] == ["catering", "310101", "上海星巴克咖啡有限公司"]

@@ -346,7 +346,8 @@ async def entity(request: Request, entity_id: str):
         hist = await get_history(request, entity_id, who, limit=50)
     except HTTPException as exc:
         return _problem(exc, who)
-    facts = [["entity id", e["entity_id"]], ["name", e["name"]], ["industry", e["industry"]], ["region", e["region"]],
+    facts = [["entity id", e["entity_id"]], ["name", e["name"]], ["address", e["address"] or ""],
+             ["industry", e["industry"]], ["region", e["region"]],
              ["score", e["score"]], ["tier", e["tier"]], ["in tier since", _when(e["tier_since"])],
              ["spot-check ratio", f"{e['spotcheck_ratio']:.0%}" if e["spotcheck_ratio"] is not None else ""],
              ["updated", _when(e["updated"])], ["config version", e["config_version"]]]

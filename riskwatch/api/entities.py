@@ -24,6 +24,7 @@ def _entity(h: dict, eid: str, cfg) -> dict:
     in force (the hash keeps the one at its last risk change)."""
     ratio = cfg.ratio_in_force(h.get("tier"), float(h["ratio"]) if "ratio" in h else None)
     out = {"entity_id": eid, "name": h.get("name"), "industry": h.get("industry"), "region": h.get("region"),
+           "address": h.get("address"),
            "score": float(h["score"]) if "score" in h else None, "tier": h.get("tier"),
            "tier_since": utc(h.get("tier_since")),
            "spotcheck_ratio": ratio, "updated": utc(h.get("updated")), "config_version": h.get("config_version")}

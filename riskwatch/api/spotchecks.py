@@ -276,7 +276,7 @@ async def outcomes_of(r, rec: dict, start: float, kinds: frozenset[str] = SPOT_C
             "since": datetime.fromtimestamp(start, tz=timezone.utc).isoformat(), **out}
 
 
-WORKLIST_COLUMNS = ("draw_id", "period", "inspector", "entity_id", "name", "industry", "region",
+WORKLIST_COLUMNS = ("draw_id", "period", "inspector", "entity_id", "name", "address", "industry", "region",
                     "checked_at", "inspection_id")
 
 
@@ -289,13 +289,14 @@ async def worklist_of(r, rec: dict, inspector: str | None = None) -> list[dict]:
     first, _ = await _first_checks(r, selected, rec["executed_at"], SPOT_CHECK_KINDS)
     pipe = r.pipeline(transaction=False)
     for s in selected:
-        pipe.hmget(entity_key(s["entity_id"]), "name", "industry", "region")
+        pipe.hmget(entity_key(s["entity_id"]), "name", "address", "industry", "region")
     rows = []
     for s, reg in zip(selected, await pipe.execute()):
-        name, industry, region = (v.decode() if isinstance(v, bytes) else v for v in reg)
+        name, address, industry, region = (v.decode() if isinstance(v, bytes) else v for v in reg)
         insp = first.get(s["entity_id"])
         rows.append({"draw_id": rec["id"], "period": rec["period"], "inspector": s["inspector"],
-                     "entity_id": s["entity_id"], "name": name, "industry": industry, "region": region,
+                     "entity_id": s["entity_id"], "name": name, "address": address, "industry": industry,
+                     "region": region,
                      "checked_at": insp["ts"] if insp else None,
                      "inspection_id": insp["inspection_id"] if insp else None})
     rows.sort(key=lambda x: (x["inspector"] or "", x["region"] or "", x["industry"] or "", x["entity_id"]))
@@ -359,7 +360,7 @@ async def draw_worklist(request: Request, draw_id: str, _: Viewer,
                         inspector: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
                         fmt: Annotated[Literal["json", "csv"], Query(alias="format")] = "json"):
     """What to hand to the inspectors: the draw's selected entities by inspector (``inspector=`` for one),
-    region, industry and id, with name, industry and region from the register and, once checked, the
+    region, industry and id, with name, address, industry and region from the register and, once checked, the
     routine inspection that was the spot check (``checked_at``). Blind: no stratum, tier or score.
     ``format=csv`` answers a CSV file (cells that would start a spreadsheet formula get an apostrophe)."""
     r = ctx_of(request).redis

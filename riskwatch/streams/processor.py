@@ -114,7 +114,7 @@ class BatchProcessor:
                     res.outputs.extend(outs)
                 if ev.type == "entity":
                     res.entities.append({"entity_id": eid, "name": ev.name, "industry": ev.industry,
-                                         "region": ev.region})
+                                         "region": ev.region, "address": ev.address})
                 elif ev.type == "inspection":  # what a draw's spot check found (GET .../outcomes)
                     res.inspections.append(inspection_fact(ev))
             if state is None:

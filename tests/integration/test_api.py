@@ -238,7 +238,7 @@ def test_entities_are_found_by_name_scored_or_not(stack):
                  "severity": 3},
                 {"type": "entity", "entity_id": shop, "name": "Bottle Shop", "industry": "retail", "region": "350100"},
                 {"type": "entity", "entity_id": cn, "name": "上海星巴克咖啡有限公司", "industry": "food",
-                 "region": "310101"},
+                 "region": "310101", "address": "上海市黄浦区淮海中路300号"},
                 {"type": "entity", "entity_id": cn2, "name": "四川海底捞餐饮股份有限公司成都第一分店",
                  "industry": "food", "region": "510104"},
                 {"type": "entity", "entity_id": art, "name": "北京798艺术区文化发展有限公司", "industry": "retail",
@@ -260,6 +260,10 @@ def test_entities_are_found_by_name_scored_or_not(stack):
         assert found("ＢＯＴＴＬＥ ｓｈｏｐ") == [shop]  # full-width letters, as NFKC reads them
         # Chinese is written without spaces: any part of the name (since 2026-12-06; the start only before)
         assert found("上海星巴克") == found("星巴克") == found("巴克咖啡") == [cn]
+        # where to find it (since 2026-12-06): the register's address, when its upsert had one
+        assert c.get("/v1/entities", params={"q": "星巴克"}, headers=viewer).json()["entities"][0]["address"] == \
+            "上海市黄浦区淮海中路300号"
+        assert hit["entities"][0]["address"] is None
         assert found("星巴克上海") == [] and found("咖啡有限公司") == [cn]
         # not from inside a trailing legal form (every company has one): 有限公司 is inside cn2's name only
         assert found("有限公司") == [cn2]

@@ -80,10 +80,10 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
         mine = [x for x in sel if x["inspector"] == "li"]
         assert work["count"] == len(mine) > 0 and {e["entity_id"] for e in work["entities"]} == {
             x["entity_id"] for x in mine}
-        assert all(set(e) == {"draw_id", "period", "inspector", "entity_id", "name", "industry", "region",
-                              "checked_at", "inspection_id"} for e in work["entities"])  # no stratum, tier, score
-        names = {e["entity_id"]: e["name"] for e in events if e["type"] == "entity"}
-        assert all(e["name"] == names[e["entity_id"]] and e["region"] for e in work["entities"])
+        assert all(set(e) == {"draw_id", "period", "inspector", "entity_id", "name", "address", "industry",
+                              "region", "checked_at", "inspection_id"} for e in work["entities"])  # no stratum, tier
+        names = {e["entity_id"]: (e["name"], e["address"]) for e in events if e["type"] == "entity"}
+        assert all((e["name"], e["address"]) == names[e["entity_id"]] and e["region"] for e in work["entities"])
         routine = {x["entity_id"] for x in visited}
         assert {e["entity_id"] for e in work["entities"] if e["checked_at"]} == routine & {x["entity_id"] for x in mine}
         assert work["checked"] == len(routine & {x["entity_id"] for x in mine})
@@ -104,7 +104,10 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
         assert sheet.content.startswith(codecs.BOM_UTF8)  # Excel reads it as UTF-8, not the system code page
         rows = list(csv.DictReader(io.StringIO(sheet.content.decode("utf-8-sig"))))
         assert len(rows) == 40 and {r["inspector"] for r in rows} == {"li", "wang"}
-        assert {r["entity_id"]: r["name"] for r in rows}[sel[0]["entity_id"]] == '\'=HYPERLINK("http://x","y")'
+        by_id = {r["entity_id"]: r for r in rows}
+        assert by_id[sel[0]["entity_id"]]["name"] == '\'=HYPERLINK("http://x","y")'
+        assert by_id[sel[0]["entity_id"]]["address"] == ""  # its last upsert had none
+        assert by_id[sel[1]["entity_id"]]["address"] == names[sel[1]["entity_id"]][1]
         assert sum(1 for r in rows if r["checked_at"]) == len(routine)
         # the board shows what the checks found, as the API counts it
         assert c.post("/board/login", data={"token": "t-viewer"}, follow_redirects=False).status_code == 303

@@ -152,6 +152,7 @@ def test_rebuild_view_keeps_entities_whose_records_aged_out_of_the_topics(stack)
     ranks = {k: r.zrange(k, 0, -1, withscores=True) for k in r.scan_iter("rw:rank*")}
     scored = [h for h in before.values() if "score" in h]
     assert len(before) == 200 and len(scored) > 100
+    assert all(h["address"] for h in before.values())  # the simulated register has addresses
     assert {h["ratio"] for h in scored} <= {str(t["ratio"]) for t in applied["tiers"]}
 
     out = subprocess.run([sys.executable, "-m", "riskwatch.cli", "rebuild-view"],
@@ -162,7 +163,7 @@ def test_rebuild_view_keeps_entities_whose_records_aged_out_of_the_topics(stack)
     assert set(after) == set(before), (len(after), len(before), out.stdout)
     for k, h in before.items():
         a = after[k]
-        for f in ("name", "industry", "region", "score", "tier", "ratio"):
+        for f in ("name", "address", "industry", "region", "score", "tier", "ratio"):
             assert a.get(f) == h.get(f), (k, f, h, a)
         if "score" in h:
             assert datetime.fromisoformat(a["updated"]) == datetime.fromisoformat(h["updated"]), (k, h, a)
