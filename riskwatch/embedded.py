@@ -50,17 +50,40 @@ def _bindable(port: int) -> bool:
     return True
 
 
+def port_range(span: int = 1, text: str | None = None) -> range:
+    """Where :func:`free_port` picks the first port of ``span``: ``text``, by default
+    ``RISKWATCH_PORT_RANGE`` (``LOW-HIGH``, inclusive: a firewall's range, or one slice per test process
+    so that two processes never pick one port between the pick and the bind), else from 10000 to below
+    the kernel's ephemeral range.
+
+    >>> port_range(span=2, text="20000-20009")
+    range(20000, 20009)
+    >>> port_range(text="20000")
+    Traceback (most recent call last):
+    ...
+    ValueError: RISKWATCH_PORT_RANGE='20000': expected LOW-HIGH with 1024 <= LOW, LOW + 1 <= HIGH <= 65535
+    """
+    text = (os.environ.get("RISKWATCH_PORT_RANGE", "") if text is None else text).strip()
+    if not text:
+        return range(10000, max(10001, _ephemeral_low() - span))
+    lo, _, hi = text.partition("-")
+    if not (lo.strip().isdigit() and hi.strip().isdigit() and 1024 <= int(lo) and int(lo) + span <= int(hi) <= 65535):
+        raise ValueError(f"RISKWATCH_PORT_RANGE={text!r}: expected LOW-HIGH with 1024 <= LOW, LOW + {span} <= HIGH "
+                         "<= 65535")
+    return range(int(lo), int(hi) - span + 2)
+
+
 def free_port(span: int = 1) -> int:
     """A loopback port nothing is bound to (and the ``span - 1`` ports after it), for a server to bind.
 
-    It is picked below the kernel's ephemeral range. A port that ``bind(0)`` hands out is in that range,
-    and between the pick and the server's bind any outgoing connection may take it as its source port:
-    `riskwatch up` then failed to start, once in a CI run of the whole suite (2026-12-04). Ports handed
-    out by this process are not handed out again.
+    It is picked below the kernel's ephemeral range (or in ``RISKWATCH_PORT_RANGE``: :func:`port_range`).
+    A port that ``bind(0)`` hands out is in that range, and between the pick and the server's bind any
+    outgoing connection may take it as its source port: `riskwatch up` then failed to start, once in a CI
+    run of the whole suite (2026-12-04). Ports handed out by this process are not handed out again.
     """
-    low = _ephemeral_low()
+    where = port_range(span)
     for _ in range(500):
-        port = random.randrange(10000, max(10001, low - span))
+        port = random.randrange(where.start, where.stop)
         ports = range(port, port + span)
         if _handed_out.isdisjoint(ports) and all(_bindable(p) for p in ports):
             _handed_out.update(ports)

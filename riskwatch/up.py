@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from .api.auth import hash_token
-from .embedded import Service, die_with_parent, free_port, start_broker, start_redis
+from .embedded import Service, die_with_parent, free_port, port_range, start_broker, start_redis
 from .supervise import Child, supervise
 
 __all__ = ["up"]
@@ -125,6 +125,11 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
     from .datadir import DataDirInUse, lock
 
     data_dir = data_dir.resolve()
+    try:
+        port_range()  # a malformed RISKWATCH_PORT_RANGE: refused before anything starts
+    except ValueError as exc:
+        print(f"riskwatch up: {exc}", file=sys.stderr)
+        return 2
     try:
         held = lock(data_dir, holder="riskwatch up", advice="stop it first, or give this one another --data-dir")
     except DataDirInUse as exc:
