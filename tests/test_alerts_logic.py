@@ -235,6 +235,19 @@ def test_default_alert_config_covers_every_engine_alert_signal():
     assert all(cfg.rules_for(s) for s in signals), [s for s in signals if not cfg.rules_for(s)]
 
 
+def test_an_alert_says_where_the_entity_is():
+    """The register address (since 2026-12-06) in the payload and in rule templates: a team sent to a
+    failed cold chain needs to know where it is."""
+    rule = Rule(name="visit", signals=["complaints.burst"], summary="{name}, {address}: burst")
+    meta = {"region": "310101", "name": "Shop", "address": "上海市黄浦区淮海中路300号"}
+    a, _ = apply_candidate(None, cand("E1", "firing"), rule, meta, 0, "s")
+    assert a["annotations"]["summary"] == "Shop, 上海市黄浦区淮海中路300号: burst"
+    p = webhook_payload("ops", "ops:{}", {"rule": "visit"}, [a], {"E1": meta}, "http://x")
+    assert p["alerts"][0]["riskwatch"]["entity"]["address"] == "上海市黄浦区淮海中路300号"
+    a, _ = apply_candidate(None, cand("E2", "firing"), rule, {"name": "Stall"}, 0, "s")  # no address known
+    assert a["annotations"]["summary"] == "Stall, : burst"
+
+
 def test_webhook_payload_is_alertmanager_v4_shaped():
     a, _ = apply_candidate(None, cand("E1", "firing"), RULE, {"region": "310000", "name": "Shop"}, 0, "s")
     p = webhook_payload("ops", "ops:{}", {"rule": "burst"}, [a], {"E1": {"ratio": 0.15, "reasons": []}}, "http://x")

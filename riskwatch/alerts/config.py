@@ -43,8 +43,8 @@ __all__ = ["AlertsConfig", "Rule", "Receiver", "load_alerts_config", "load_alert
 
 DEFAULT_ALERTS_PATH = Path(__file__).resolve().parent.parent.parent / "config" / "alerts.yaml"
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-TEMPLATE_FIELDS = ("entity_id", "name", "region", "industry", "signal", "rule", "severity", "tier", "score",
-                   "value", "count", "api_url", "event_ids")
+TEMPLATE_FIELDS = ("entity_id", "name", "address", "region", "industry", "signal", "rule", "severity", "tier",
+                   "score", "value", "count", "api_url", "event_ids")
 
 
 def parse_duration(v) -> float:

@@ -68,7 +68,8 @@ def _render(t: str, fields: dict) -> str:
 
 def _fields(cand: dict, rule: Rule, meta: dict, count: int, severity: str) -> dict:
     eid = cand["entity_id"]
-    return {"entity_id": eid, "name": meta.get("name", ""), "region": meta.get("region", ""),
+    return {"entity_id": eid, "name": meta.get("name", ""), "address": meta.get("address", ""),
+            "region": meta.get("region", ""),
             "industry": meta.get("industry", ""), "signal": cand["signal"], "rule": rule.name,
             "severity": severity, "tier": cand.get("tier", ""), "score": cand.get("score", ""),
             "value": cand.get("value", ""), "count": count, "event_ids": ",".join(cand.get("event_ids", [])),

@@ -96,7 +96,7 @@ def test_candidate_lifecycle_dedup_cooldown_and_people(alerting):
     path.write_text(yaml.safe_dump(cfg))
     r = redis_sync.Redis.from_url(s.redis_url)
     r.hset("rw:entity:E1", mapping={"name": "Shop One", "region": "310000", "industry": "food", "ratio": 0.05,
-                                    "reasons": "[]"})
+                                    "reasons": "[]", "address": "上海市徐汇区建设路12号"})
     d.start()
     topic = s.topic("alert-candidates")
     # fires, repeats twice, flaps (clear then fire inside the 2 s cooldown): one alert, one notification
@@ -113,6 +113,7 @@ def test_candidate_lifecycle_dedup_cooldown_and_people(alerting):
     assert a["labels"]["entity"] == "E1" and a["labels"]["region"] == "310000" and a["labels"]["industry"] == "food"
     assert a["annotations"]["summary"] == "Shop One: burst of complaints (E1)"
     assert a["riskwatch"]["spotcheck_ratio"] == 0.05 and a["riskwatch"]["entity"]["name"] == "Shop One"
+    assert a["riskwatch"]["entity"]["address"] == "上海市徐汇区建设路12号"
     assert all(rcv.verified(x) for x in rcv.requests)
     aid = a["riskwatch"]["alert_id"]
     stored = orjson.loads(r.get(f"rw:alert:{aid}"))
