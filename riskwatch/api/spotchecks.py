@@ -281,7 +281,8 @@ WORKLIST_COLUMNS = ("draw_id", "period", "inspector", "entity_id", "name", "addr
 
 
 async def worklist_of(r, rec: dict, inspector: str | None = None) -> list[dict]:
-    """An executed draw's selection as inspectors work it: by inspector, region, industry and entity id,
+    """An executed draw's selection as inspectors work it: by inspector, region, address (a street's
+    entities together; since 2026-12-06), industry and entity id,
     with each entity's register data and its spot check if it had one (a routine inspection since the
     draw). Blind: no stratum, tier, score or ratio (an inspector who knows a visit is the random control,
     or a high-risk pick, may not look as hard; the comparison of the two strata rests on it)."""
@@ -299,8 +300,24 @@ async def worklist_of(r, rec: dict, inspector: str | None = None) -> list[dict]:
                      "region": region,
                      "checked_at": insp["ts"] if insp else None,
                      "inspection_id": insp["inspection_id"] if insp else None})
-    rows.sort(key=lambda x: (x["inspector"] or "", x["region"] or "", x["industry"] or "", x["entity_id"]))
+    rows.sort(key=lambda x: (x["inspector"] or "", x["region"] or "", address_order(x["address"]),
+                             x["industry"] or "", x["entity_id"]))
     return rows
+
+
+def address_order(address: str | None) -> tuple:
+    """Sort key of an address for a route: by street, house numbers as numbers (学院路87号 before
+    学院路154号); entities with no address last.
+
+    >>> sorted(["北京市东城区学院路154号", None, "北京市东城区学院路87号", "北京市东城区人民路3号"], key=address_order)
+    ['北京市东城区人民路3号', '北京市东城区学院路87号', '北京市东城区学院路154号', None]
+    """
+    if not address:
+        return (1, ())
+    return (0, tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in _DIGITS.split(address) if p))
+
+
+_DIGITS = re.compile(r"(\d+)")
 
 
 def _cell(v) -> str:

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import redis as sync_redis
 
+from riskwatch.api.spotchecks import address_order
 from riskwatch.simulate import Simulation
 
 from .api_helpers import auth, client
@@ -87,8 +88,9 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
         routine = {x["entity_id"] for x in visited}
         assert {e["entity_id"] for e in work["entities"] if e["checked_at"]} == routine & {x["entity_id"] for x in mine}
         assert work["checked"] == len(routine & {x["entity_id"] for x in mine})
-        assert [(e["region"], e["industry"], e["entity_id"]) for e in work["entities"]] == sorted(
-            (e["region"], e["industry"], e["entity_id"]) for e in work["entities"])
+        # a street's entities together, house numbers as numbers (since 2026-12-06; region and industry before)
+        route = [(e["region"], address_order(e["address"]), e["entity_id"]) for e in work["entities"]]
+        assert route == sorted(route) and all(e["address"] for e in work["entities"])
         bad = c.get(f"/v1/spotchecks/draws/{did}/worklist?inspector=zhao", headers=viewer)
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "inspector"]
         assert "li, wang" in bad.text
