@@ -90,11 +90,17 @@ def cmd_import(args) -> int:
             print(f"--set {m!r}: use field=value", file=sys.stderr)
             return 2
         constants[field] = value
+    columns = None
+    if args.columns:
+        columns = [c.strip() for c in args.columns.split(",")]
+        if not all(columns) or len(set(columns)) != len(columns):
+            print(f"--columns {args.columns!r}: give each column a name, once (name,address,...)", file=sys.stderr)
+            return 2
     times = None
-    if args.ts_format or args.tz or constants:
+    if args.ts_format or args.tz or constants or columns:
         if fmt != "csv":
-            print("--ts-format, --tz and --set apply to CSV files (JSON lines carry ISO-8601 times and every "
-                  "field)", file=sys.stderr)
+            print("--ts-format, --tz, --set and --columns apply to CSV files (JSON lines carry ISO-8601 times "
+                  "and every field)", file=sys.stderr)
             return 2
         try:
             zone = parse_zone(args.tz) if args.tz else None
@@ -106,7 +112,7 @@ def cmd_import(args) -> int:
     try:
         progress = sys.stderr.isatty() if args.progress is None else args.progress
         ok, bad = asyncio.run(import_file(settings, path, fmt, mapping, args.type, rejects, progress,
-                                          times=times, constants=constants))
+                                          times=times, constants=constants, columns=columns))
     finally:
         if rejects:
             rejects.close()
@@ -137,6 +143,8 @@ def add_parsers(sub) -> None:
     f.add_argument("--type", default=None, help="event type of every CSV row (else a 'type' column)")
     f.add_argument("--map", action="append", help="CSV: field=column (dotted fields nest)")
     f.add_argument("--set", action="append", help="CSV: field=value, the same on every row (e.g. kind=routine)")
+    f.add_argument("--columns", default=None,
+                   help="CSV without a header row: its column names, in order (id,name,address,...)")
     f.add_argument("--ts-format", default=None,
                    help="CSV: strptime format of the time fields (ts, expires_at), e.g. '%%m/%%d/%%Y'; "
                         "default ISO-8601")

@@ -49,7 +49,7 @@ from ..settings import Settings
 from .plan import group, validate
 from .producer import IngestProducer
 
-__all__ = ["TimeReader", "import_file", "parse_zone", "row_to_event"]
+__all__ = ["TimeReader", "import_file", "parse_zone", "row_to_event", "text_of"]
 
 TIME_FIELDS = ("ts", "expires_at")
 _OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
@@ -123,10 +123,27 @@ def _put(ev: dict, field: str, v) -> None:
     node[leaf] = v
 
 
+def text_of(raw: IO[bytes]) -> IO[str]:
+    """An import file's text. A byte order mark, which Excel writes at the start of a "CSV UTF-8" file,
+    is dropped: read as plain UTF-8 it became part of the first column's name, and a mapping to that
+    column found nothing (since 2026-12-06; likewise for a first JSON line)."""
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+
+
 def _items(f: IO[str], fmt: str, mapping: dict[str, str], etype: str | None, times: TimeReader | None = None,
-           constants: dict | None = None) -> Iterator[tuple[int, object, str | list | None]]:
+           constants: dict | None = None,
+           columns: list[str] | None = None) -> Iterator[tuple[int, object, str | list | None]]:
+    """(line number, event or line, errors) of each line. ``columns``: a CSV file's column names when it
+    has no header row (``--columns``).
+
+    >>> rows = io.StringIO("E1,Shop,1 Main St\\nE2,Stall,\\n")
+    >>> [ev for _, ev, _ in _items(rows, "csv", {"entity_id": "id", "name": "n", "address": "a"}, "entity",
+    ...                            columns=["id", "n", "a"])]
+    [{'type': 'entity', 'entity_id': 'E1', 'name': 'Shop', 'address': '1 Main St'}, {'type': 'entity', 'entity_id': 'E2', 'name': 'Stall'}]
+    """
     if fmt == "csv":
-        for i, row in enumerate(csv.DictReader(f), start=2):  # line 1 is the header
+        first = 1 if columns else 2  # line 1 is the header, unless the columns are given
+        for i, row in enumerate(csv.DictReader(f, fieldnames=columns), start=first):
             ev = row_to_event(row, mapping, etype, constants)
             errors = times.convert(ev) if times is not None else []
             yield i, ev, [e.as_dict() for e in errors] or None
@@ -142,9 +159,9 @@ def _items(f: IO[str], fmt: str, mapping: dict[str, str], etype: str | None, tim
 
 async def import_file(settings: Settings, path: Path, fmt: str, mapping: dict[str, str], etype: str | None,
                       rejects: IO[str] | None, progress: bool, chunk: int = 5000, times: TimeReader | None = None,
-                      constants: dict | None = None) -> tuple[int, int]:
-    """(accepted, rejected). Sends ``chunk`` lines at a time and waits for the broker's acks. ``times`` and
-    ``constants``: CSV only (see the module)."""
+                      constants: dict | None = None, columns: list[str] | None = None) -> tuple[int, int]:
+    """(accepted, rejected). Sends ``chunk`` lines at a time and waits for the broker's acks. ``times``,
+    ``constants`` and ``columns``: CSV only (see the module)."""
     from ..config import applied_config
 
     scheme = applied_config(settings).entity_id_scheme
@@ -157,7 +174,7 @@ async def import_file(settings: Settings, path: Path, fmt: str, mapping: dict[st
 
         bar = tqdm(total=size, unit="B", unit_scale=True, file=sys.stderr, desc=f"import {path.name}")
     raw = path.open("rb")
-    f = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+    f = text_of(raw)
     try:
         buf = []
         last = 0
@@ -188,7 +205,7 @@ async def import_file(settings: Settings, path: Path, fmt: str, mapping: dict[st
             accepted += len(ok)
             buf.clear()
 
-        for item in _items(f, fmt, mapping, etype, times, constants):
+        for item in _items(f, fmt, mapping, etype, times, constants, columns):
             buf.append(item)
             if len(buf) >= chunk:
                 await flush()
