@@ -242,10 +242,11 @@ def test_an_alert_says_where_the_entity_is():
     meta = {"region": "310101", "name": "Shop", "address": "上海市黄浦区淮海中路300号"}
     a, _ = apply_candidate(None, cand("E1", "firing"), rule, meta, 0, "s")
     assert a["annotations"]["summary"] == "Shop, 上海市黄浦区淮海中路300号: burst"
+    assert a["annotations"]["address"] == "上海市黄浦区淮海中路300号"  # Alertmanager's templates see it too
     p = webhook_payload("ops", "ops:{}", {"rule": "visit"}, [a], {"E1": meta}, "http://x")
     assert p["alerts"][0]["riskwatch"]["entity"]["address"] == "上海市黄浦区淮海中路300号"
     a, _ = apply_candidate(None, cand("E2", "firing"), rule, {"name": "Stall"}, 0, "s")  # no address known
-    assert a["annotations"]["summary"] == "Stall, : burst"
+    assert a["annotations"]["summary"] == "Stall, : burst" and "address" not in a["annotations"]
 
 
 def test_webhook_payload_is_alertmanager_v4_shaped():

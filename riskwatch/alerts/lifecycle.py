@@ -84,10 +84,13 @@ def _open(cand: dict, rule: Rule, meta: dict, now: float, source: str) -> dict:
     f = _fields(cand, rule, meta, 1, sev)
     key = _render(rule.dedup_key, f)
     aid = hashlib.sha256(f"{key}|{source}".encode()).hexdigest()[:16]
+    notes = {"summary": _render(rule.summary, f), "description": _render(rule.description, f),
+             "entity_url": f["api_url"]}
+    if f["address"]:  # where to go, for Alertmanager's templates too (since 2026-12-06)
+        notes["address"] = f["address"]
     return {"id": aid, "key": key, "rule": rule.name, "entity_id": cand["entity_id"], "signal": cand["signal"],
             "status": "firing", "severity": sev, "labels": labels, "fingerprint": fingerprint(labels),
-            "annotations": {"summary": _render(rule.summary, f), "description": _render(rule.description, f),
-                            "entity_url": f["api_url"]},
+            "annotations": notes,
             "starts_at": now, "ends_at": None, "last_seen": now, "updated_at": now, "count": 1,
             "clear_since": None, "value": cand.get("value"), "score": cand.get("score"), "tier": cand.get("tier"),
             "event_ids": list(cand.get("event_ids", []))[-10:], "event_ts": str(cand.get("ts", "")),
