@@ -98,10 +98,10 @@ local P = "rw:"
 for _, e in ipairs(p.e) do
   local key = P .. "entity:" .. e[1]
   local old = redis.call("HMGET", key, "industry", "region", "score", "nk")
-  redis.call("HSET", key, "name", e[2], "industry", e[3], "region", e[4])
   if e[7] ~= "" then
-    redis.call("HSET", key, "address", e[7])
+    redis.call("HSET", key, "name", e[2], "industry", e[3], "region", e[4], "address", e[7])
   else
+    redis.call("HSET", key, "name", e[2], "industry", e[3], "region", e[4])
     redis.call("HDEL", key, "address")
   end
   redis.call("SADD", P .. "entities", e[1])
@@ -334,12 +334,12 @@ class ViewWriter:
         fields, as ``rebuild-view`` does; a worker round moves rankings too, see ROUND_LUA)."""
         keys, keys_json = _name_entry(ent["name"])  # as the round script gets them
         key = entity_key(ent["entity_id"])
-        pipe.hset(key, mapping={"name": ent["name"], "industry": ent["industry"], "region": ent["region"],
-                                "nk": keys_json})
+        fields = {"name": ent["name"], "industry": ent["industry"], "region": ent["region"], "nk": keys_json}
         if ent.get("address"):
-            pipe.hset(key, "address", ent["address"])
+            fields["address"] = ent["address"]
         else:
             pipe.hdel(key, "address")
+        pipe.hset(key, mapping=fields)
         pipe.sadd(ENTITIES, ent["entity_id"])
         if keys:  # a fresh entry: the old name's keys of a renamed entity are removed by the round script only
             pipe.zadd(NAMES, {f"{k}\0{ent['entity_id']}": 0 for k in keys})

@@ -66,7 +66,10 @@ async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, ti
                     if prev is None:
                         prev = await intake.applied_offset(msg.topic, msg.partition)
                     if prev is not None and msg.offset > prev + 1:  # offsets the consumer never delivered
-                        await _skipped(s, intake, msg, range(prev + 1, msg.offset), gaps, refetched)
+                        for rec in await read_skipped(s.broker, msg.topic, msg.partition,
+                                                      range(prev + 1, msg.offset), gaps, refetched,
+                                                      "the alert intake", s.repair_gaps):
+                            await intake.apply_message(rec.topic, rec.partition, rec.offset, rec.value)
                     await intake.apply_message(msg.topic, msg.partition, msg.offset, msg.value)
                     applied[tp] = msg.offset if prev is None else max(prev, msg.offset)
             if batches:
@@ -76,20 +79,6 @@ async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, ti
     finally:
         await consumer.stop()
         await producer.stop()
-
-
-async def _skipped(s: Settings, intake: AlertIntake, msg, missing: range, gaps, refetched) -> None:
-    """Offsets of the candidates topic between the last message applied and ``msg`` that its consumer
-    never delivered: with ``repair_gaps`` (the embedded broker) read and applied first; else counted,
-    as what could not be read is."""
-    if s.repair_gaps:
-        for rec in await read_skipped(s.broker, msg.topic, msg.partition, missing, gaps, refetched,
-                                      "the alert intake"):
-            await intake.apply_message(rec.topic, rec.partition, rec.offset, rec.value)
-        return
-    gaps.inc(len(missing))
-    log.warning("%s[%d]: offsets %d-%d never reached the alert intake", msg.topic, msg.partition, missing.start,
-                missing.stop - 1)
 
 
 async def _lead(s: Settings, intake: AlertIntake, lease: Lease, stop: asyncio.Event, m: AlertMetrics) -> None:

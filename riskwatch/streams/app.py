@@ -347,15 +347,10 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             handled.append(msg)
             prev = last_at.get(msg.tp, processed_at.get(msg.tp))
             if prev is not None and msg.offset > prev + 1:  # offsets the consumer never delivered
-                if s.repair_gaps:
-                    for rec in await read_skipped(s.broker, msg.topic, p, range(prev + 1, msg.offset),
-                                                  m.offset_gaps.labels(msg.topic), m.refetched.labels(msg.topic),
-                                                  "this worker"):
-                        await apply_one(rec, p, done)
-                else:
-                    m.offset_gaps.labels(msg.topic).inc(msg.offset - prev - 1)
-                    log.warning("%s[%d]: offsets %d-%d never reached this worker", msg.topic, p, prev + 1,
-                                msg.offset - 1)
+                for rec in await read_skipped(s.broker, msg.topic, p, range(prev + 1, msg.offset),
+                                              m.offset_gaps.labels(msg.topic), m.refetched.labels(msg.topic),
+                                              "this worker", s.repair_gaps):
+                    await apply_one(rec, p, done)
             last_at[msg.tp] = msg.offset
             await apply_one(msg, p, done)
         return done

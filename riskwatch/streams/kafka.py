@@ -322,12 +322,18 @@ SKIPPED_WAIT = 1.0  # how long an offset a consumer skipped is asked for before 
 
 
 async def read_skipped(broker: str, topic: str, partition: int, missing: range, gaps, refetched,
-                       reader: str) -> list:
+                       reader: str, repair: bool = True) -> list:
     """The messages of ``missing`` (offsets a consumer passed over between two messages it got), read
     directly: for a consumer that must not skip one (``RISKWATCH_REPAIR_GAPS``; see :func:`read_range`
     for why the embedded broker lets one skip). ``gaps`` and ``refetched`` are counters (labelled for
     the topic) of what could not be read within ``SKIPPED_WAIT`` s and of what was; ``reader`` names
-    the consumer in the log."""
+    the consumer in the log. ``repair=False`` (Kafka, where a gap is a transaction marker or
+    compaction): counted and logged, none read."""
+    if not repair:
+        gaps.inc(len(missing))
+        log.warning("%s[%d]: offsets %d-%d never reached %s", topic, partition, missing.start, missing.stop - 1,
+                    reader)
+        return []
 
     def gone(first: int, last: int) -> None:
         gaps.inc(last - first + 1)
