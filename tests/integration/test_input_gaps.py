@@ -147,7 +147,10 @@ async def test_the_alert_intake_reads_candidates_its_consumer_skipped_and_counts
     try:
         assert await intake.apply_message(topic, 0, 0, orjson.dumps(msgs[0])) == 1
         await commit_group_at(s, offsets[2] + 1)  # skips offset 1 (E1), the hole and offset 6 (E2)
-        await run_until(s, lambda: _eq(opened(), {f"E{i}" for i in range(6)}))
+        async def all_six() -> bool:
+            return await opened() == {f"E{i}" for i in range(6)}
+
+        await run_until(s, all_six)
         assert counted("riskwatch_input_offsets_refetched_total") == 2  # E1 and E2, read directly
         assert counted("riskwatch_input_offset_gaps_total") == HOLE  # asked for 1 s, then counted
 
@@ -159,13 +162,11 @@ async def test_the_alert_intake_reads_candidates_its_consumer_skipped_and_counts
         # a fresh group (the embedded broker refuses a commit from outside a group it has known members of)
         off = s.model_copy(update={"repair_gaps": False, "app_id": f"{s.app_id}-2"})
         await commit_group_at(off, 12)
-        await run_until(off,
-                        lambda: _eq(counted("riskwatch_input_offset_gaps_total"), HOLE + 2))
+        async def skip_counted() -> bool:
+            return counted("riskwatch_input_offset_gaps_total") == HOLE + 2
+
+        await run_until(off, skip_counted)
         assert await opened() == {f"E{i}" for i in range(6)} | {"E8"}  # E6 and E7 skipped, counted
         assert await intake.applied_offset(topic, 0) == 12
     finally:
         await r.aclose()
-
-
-async def _eq(value, expected) -> bool:
-    return (await value if asyncio.iscoroutine(value) else value) == expected
