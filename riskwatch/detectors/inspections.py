@@ -1,11 +1,11 @@
 """Inspection signals: the predicted probability of a critical or major
 violation at the entity's next inspection, and the last result.
 
-The probability comes from a population model (online logistic regression,
-river) shared by all entities. At each inspection the model is first asked
-and taught with the features the entity had *before* it (no look-ahead),
-then the entity's history is updated and the prediction for the next
-inspection becomes the signal.
+The probability comes from a population model (online logistic regression:
+river's, written out in ``riskwatch.models``) shared by all entities. At each
+inspection the model is first asked and taught with the features the entity
+had *before* it (no look-ahead), then the entity's history is updated and the
+prediction for the next inspection becomes the signal.
 
 >>> from types import SimpleNamespace as E
 >>> from riskwatch.models import PopulationModels
