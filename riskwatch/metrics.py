@@ -57,6 +57,9 @@ class WorkerMetrics:
                                       "Ticks sent at entities' own clocks to re-decide them under a newly "
                                       "applied config", registry=r)
         self.model_version = Gauge("riskwatch_model_version", "Population model snapshot in use", registry=r)
+        self.model_rejected = Counter("riskwatch_model_snapshots_rejected_total",
+                                      "Published model snapshots that could not be read (the one in use stays)",
+                                      registry=r)
         self.trainer = Gauge("riskwatch_model_trainer", "1 on the worker that owns the training partition "
                              "(learns and publishes the population models)", registry=r)
         self.partitions_split = Gauge("riskwatch_partitions_split", "Partitions this worker was assigned for "

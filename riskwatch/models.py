@@ -6,15 +6,26 @@
 
 Both are deterministic in event order and carry a ``version`` that increases
 with every update, so a runtime can publish and compare snapshots.
+
+A snapshot is JSON (:meth:`PopulationModels.dumps`), validated when read. Until
+2026-12-06 it was a pickle, which runs whatever code its bytes name: anyone who
+could write to the models topic could run code in every worker. A pickled
+snapshot is still read, for an upgrade, but only if it names nothing beyond the
+classes such snapshots hold (:func:`legacy_unpickle`).
 """
 
 from __future__ import annotations
 
+import io
 import math
 import pickle
 from math import exp
+from typing import Annotated
 
-__all__ = ["PeerRates", "InspectionModel", "PopulationModels"]
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = ["PeerRates", "InspectionModel", "PopulationModels", "SnapshotError", "legacy_unpickle"]
 
 LN2 = math.log(2.0)
 
@@ -53,6 +64,9 @@ class PeerRates:
         else:
             g[0] += weight * 2.0 ** (-(g[1] - ts) / self.half_life_s)
         self.version += 1
+
+    def to_dict(self) -> dict:
+        return {"half_life_s": self.half_life_s, "groups": self.groups, "version": self.version}
 
     def rate(self, key: str, now: float) -> float:
         """Complaints per entity per second (0 when the group has no entities)."""
@@ -136,6 +150,10 @@ class InspectionModel:
             w[k] = wk - lr * (xk * g + wk * l2)
         self.version += 1
 
+    def to_dict(self) -> dict:
+        return {"learning_rate": self.learning_rate, "l2": self.l2, "stats": self.stats, "weights": self.weights,
+                "intercept": self.intercept, "version": self.version}
+
     def __setstate__(self, state: dict) -> None:
         pipeline = state.pop("model", None)
         if pipeline is not None:  # a snapshot from before 2026-12-06: river's pipeline inside
@@ -157,12 +175,115 @@ class PopulationModels:
     def version(self) -> tuple[int, int]:
         return (self.peers.version, self.inspection.version)
 
+    def to_dict(self) -> dict:
+        return {"peers": self.peers.to_dict(), "inspection": self.inspection.to_dict()}
+
+    @staticmethod
+    def from_dict(data, where: tuple = ()) -> "PopulationModels":
+        """The models of a snapshot's JSON; :class:`SnapshotError` naming the field (under ``where``)
+        if it is not one."""
+        try:
+            form = _ModelsForm.model_validate(data)
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            raise SnapshotError(f"{'.'.join(map(str, (*where, *e['loc']))) or 'snapshot'}: {e['msg']}") from exc
+        m = PopulationModels.__new__(PopulationModels)
+        p, i = form.peers, form.inspection
+        m.peers = PeerRates(p.half_life_s)
+        m.peers.groups = {k: list(v) for k, v in p.groups.items()}
+        m.peers.version = p.version
+        m.inspection = InspectionModel(i.learning_rate, i.l2)
+        m.inspection.stats = {k: list(v) for k, v in i.stats.items()}
+        m.inspection.weights = dict(i.weights)
+        m.inspection.intercept = i.intercept
+        m.inspection.version = i.version
+        return m
+
     def dumps(self) -> bytes:
-        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+        return orjson.dumps(self.to_dict())
 
     @staticmethod
     def loads(data: bytes) -> "PopulationModels":
-        obj = pickle.loads(data)
+        """A snapshot from :meth:`dumps`, or a pickled one from before 2026-12-06.
+
+        >>> m = PopulationModels()
+        >>> m.inspection.learn({"critical": 1.0}, True)
+        >>> PopulationModels.loads(m.dumps()).inspection.weights == m.inspection.weights
+        True
+        >>> PopulationModels.loads(b'{"peers": {}}')
+        Traceback (most recent call last):
+        riskwatch.models.SnapshotError: peers.half_life_s: Field required
+        """
+        if data[:1] == b"{":
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                raise SnapshotError(f"not JSON: {exc}") from exc
+            return PopulationModels.from_dict(obj)
+        obj = legacy_unpickle(data)
         if not isinstance(obj, PopulationModels):
-            raise TypeError("not a PopulationModels snapshot")
+            raise SnapshotError("not a PopulationModels snapshot")
         return obj
+
+
+class SnapshotError(ValueError):
+    """A model snapshot that cannot be read; the message names the field or the reason."""
+
+
+_Float = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _PeersForm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    half_life_s: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    groups: dict[str, tuple[_Float, _Float, Annotated[float, Field(ge=0, allow_inf_nan=False)]]]
+    version: Annotated[int, Field(ge=0)]
+
+
+class _InspectionForm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    learning_rate: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    l2: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    stats: dict[str, tuple[Annotated[int, Field(ge=0)], _Float, Annotated[float, Field(ge=0, allow_inf_nan=False)]]]
+    weights: dict[str, _Float]
+    intercept: _Float
+    version: Annotated[int, Field(ge=0)]
+
+
+class _ModelsForm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    peers: _PeersForm
+    inspection: _InspectionForm
+
+
+# every class a pickled snapshot (before 2026-12-06) names, and nothing else
+_PICKLED = {("builtins", "float"), ("collections", "Counter"), ("collections", "OrderedDict"),
+            ("collections", "defaultdict"), ("riskwatch.models", "InspectionModel"),
+            ("riskwatch.models", "PeerRates"), ("riskwatch.models", "PopulationModels"),
+            ("river._river_rust.vectordict", "VectorDict"), ("river.compose.pipeline", "Pipeline"),
+            ("river.linear_model.log_reg", "LogisticRegression"), ("river.optim.initializers", "Zeros"),
+            ("river.optim.losses", "Log"), ("river.optim.schedulers", "Constant"), ("river.optim.sgd", "SGD"),
+            ("river.preprocessing.scale", "StandardScaler")}
+
+
+class _SnapshotUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _PICKLED:
+            raise SnapshotError(f"a pickled snapshot may not name {module}.{name}")
+        return super().find_class(module, name)
+
+
+def legacy_unpickle(data: bytes):
+    """Unpickle a snapshot from before 2026-12-06, refusing any class such snapshots do not hold.
+
+    >>> import os
+    >>> legacy_unpickle(pickle.dumps(os.system))
+    Traceback (most recent call last):
+    riskwatch.models.SnapshotError: a pickled snapshot may not name posix.system
+    """
+    try:
+        return _SnapshotUnpickler(io.BytesIO(data)).load()
+    except SnapshotError:
+        raise
+    except Exception as exc:  # a truncated or foreign pickle raises anything from EOFError to KeyError
+        raise SnapshotError(f"not a snapshot: {type(exc).__name__}: {exc}") from exc

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pickle
 import random
+from pathlib import Path
 
 import pytest
 from river import linear_model, optim, preprocessing
 
-from riskwatch.models import InspectionModel, PopulationModels
+from riskwatch.models import InspectionModel, PopulationModels, SnapshotError
+from riskwatch.streams.shared_models import Trainer
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 KEYS = ["log_inspections", "never_inspected", "years_since_last", "critical", "major", "minor", "last_fail",
         "last_conditional", "found_ever", "complaints", "records"]
@@ -56,17 +60,46 @@ def test_a_feature_never_learned_from_counts_nothing():
     assert m.predict(x) == m.predict({k: v for k, v in x.items() if k != "records"})
 
 
-def test_a_snapshot_pickled_with_rivers_pipeline_inside_is_read_and_learns_on_as_river():
+def test_a_snapshot_pickled_before_json_is_read_and_learns_on_as_river():
+    """A trainer's snapshot as commit baf88a1 wrote it (a pickle, river's pipeline inside; made by that
+    commit's Trainer from ``examples(5, 1000)`` and two peer-group updates)."""
+    t = Trainer.decode((FIXTURES / "model_snapshot_baf88a1.bin").read_bytes())
+    assert (t.version, t.offset, t.sources) == (1, 41, {"rw.inspections:2": 17})
+    assert t.models.peers.groups == {"food|110105": [1.5, 1.7e9, 1.0]}
+    m = t.models.inspection
+    assert "model" not in vars(m) and m.version == 1_000
     theirs = river_pipeline()
     stream = list(examples(5, 3_000))
     for x, y in stream[:1_000]:
         theirs.learn_one(x, y)
-    old = PopulationModels()
-    old.inspection.__dict__ = {"learning_rate": 0.05, "l2": 1e-4, "model": pickle.loads(pickle.dumps(theirs)),
-                               "version": 1_000}  # what InspectionModel held until 2026-12-06
-    m = PopulationModels.loads(old.dumps()).inspection
-    assert "model" not in vars(m) and m.version == 1_000
     for x, y in stream[1_000:]:
         assert m.predict(x) == float(theirs.predict_proba_one(x).get(True, 0.0))
         m.learn(x, y)
         theirs.learn_one(x, y)
+    again = Trainer.decode(t.encode())  # written back as JSON, read as the same floats
+    assert again.encode()[:3] == b"1:{" and again.models.inspection.weights == m.weights
+    assert again.models.inspection.stats == m.stats and again.models.peers.groups == t.models.peers.groups
+
+
+def test_a_pickled_snapshot_that_names_anything_else_is_refused_and_runs_nothing(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "ran"), "w"))
+
+    for raw in (pickle.dumps(Boom()), b"1:" + pickle.dumps({"models": Boom(), "offset": 0, "sources": {}})):
+        with pytest.raises(SnapshotError, match="may not name io.open"):
+            PopulationModels.loads(raw) if raw[:2] != b"1:" else Trainer.decode(raw)
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"1:{not json", "not JSON"),
+    (b"1:[]", "snapshot: Input should be a valid dictionary"),
+    (b'1:{"models": {"peers": {"half_life_s": 1.0, "groups": {}, "version": 0}}, "offset": 0, "sources": {}}',
+     "models.inspection: Field required"),
+    (b"x:{}", "version"),
+    (b"1:\x80\x05K\x01.", "not a population model snapshot"),
+])
+def test_a_snapshot_that_is_not_one_is_refused_naming_what_is_wrong(raw, message):
+    with pytest.raises(SnapshotError, match=message):
+        Trainer.decode(raw)

@@ -8,7 +8,7 @@ import pickle
 
 import pytest
 
-from riskwatch.models import PopulationModels
+from riskwatch.models import PopulationModels, SnapshotError
 from riskwatch.streams.shared_models import SharedModels, Trainer, decode_snapshot
 
 
@@ -54,12 +54,12 @@ def test_the_snapshot_carries_the_position_so_a_new_trainer_resumes_exactly_afte
 
 
 def test_formats_from_before_the_trainer_kept_its_position_are_still_read():
-    old = b"7:" + PopulationModels().dumps()  # a snapshot: the bare models
+    old = b"7:" + pickle.dumps(PopulationModels())  # a snapshot: the bare models, pickled
     t = Trainer.decode(old)
     assert (t.version, t.offset, t.sources) == (7, -1, {})
     assert t.missing(40) is None  # no position: from where the group is, not from 0 (learned again)
     assert decode_snapshot(old)[0] == 7
     assert t.apply(3, [_entity("a"), _entity("a")]) == 1  # a training message: bare updates, applied as they are
     assert _members(t) == {"a": 2.0} and t.missing(5) == range(4, 5)  # positioned from then on
-    with pytest.raises(TypeError):
+    with pytest.raises(SnapshotError, match="not a population model snapshot"):
         Trainer.decode(b"1:" + pickle.dumps({"something": "else"}))

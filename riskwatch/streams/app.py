@@ -31,6 +31,7 @@ from ..config import CURRENT_CONFIG, applied_command, config_from_dict, load_con
 from ..engine import Engine
 from ..errors import ConfigError
 from ..metrics import WorkerMetrics
+from ..models import SnapshotError
 from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
 from ..view import ViewWriter
 from .codec import dead_letter, encode_batch
@@ -294,10 +295,16 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                 if not msgs:
                     continue
                 raw_models = msgs[-1].value
-                if w.models.install(raw_models):
-                    m.model_version.set(w.models.version)
-                if w.trainer.version < w.models.version:  # a trainer taking over resumes from it
-                    w.trainer = Trainer.decode(raw_models)
+                try:
+                    if w.models.install(raw_models):
+                        m.model_version.set(w.models.version)
+                    if w.trainer.version < w.models.version:  # a trainer taking over resumes from it
+                        w.trainer = Trainer.decode(raw_models)
+                except SnapshotError as exc:  # not a trainer's (until 2026-12-06 the error left this task)
+                    m.model_rejected.inc()
+                    log.error("model snapshot %s at %s@%d not used (%s); version %d stays in use",
+                              raw_models.partition(b":")[0][:20].decode(errors="replace"), tp.topic,
+                              msgs[-1].offset, exc, w.models.version)
                 if msgs[-1].offset >= end - 1:
                     w.models_loaded.set()
         finally:

@@ -3,7 +3,7 @@
 Workers predict with the latest published snapshot and never learn locally:
 every update (a training example, a peer-group count) is queued and sent to a
 single-partition training topic. One trainer (whichever worker owns that
-partition) applies updates in order and publishes a pickled snapshot, with a
+partition) applies updates in order and publishes a snapshot (JSON), with a
 version, to a single-partition ``models`` topic that every worker reads in
 full, outside the consumer group (a GlobalTable's own changelog writes are
 not seen by the worker that is active for it, so it did not work for this). So every
@@ -32,9 +32,12 @@ were learned twice.
 
 from __future__ import annotations
 
-import pickle
+from typing import Annotated
 
-from ..models import PopulationModels
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..models import PopulationModels, SnapshotError, legacy_unpickle
 
 __all__ = ["SharedModels", "Trainer", "apply_update", "decode_snapshot"]
 
@@ -165,20 +168,46 @@ class Trainer:
         return self.encode()
 
     def encode(self) -> bytes:
-        return b"%d:" % self.version + pickle.dumps({"models": self.models, "offset": self.offset,
-                                                     "sources": self.sources}, protocol=pickle.HIGHEST_PROTOCOL)
+        """``<version>:`` then JSON (a pickle until 2026-12-06: see :mod:`riskwatch.models`)."""
+        return b"%d:" % self.version + orjson.dumps({"models": self.models.to_dict(), "offset": self.offset,
+                                                     "sources": self.sources})
 
     @staticmethod
     def decode(raw: bytes) -> "Trainer":
+        """A published snapshot; :class:`~riskwatch.models.SnapshotError` naming what is wrong if it is not one."""
         head, _, body = raw.partition(b":")
-        obj = pickle.loads(body)
+        try:
+            version = int(head)
+        except ValueError:
+            raise SnapshotError(f"no version before the snapshot: {head[:20]!r}") from None
+        if body[:1] == b"{" or body[:1] == b"[":
+            try:
+                obj = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise SnapshotError(f"not JSON: {exc}") from exc
+            try:
+                form = _Position.model_validate(obj)
+            except ValidationError as exc:
+                e = exc.errors()[0]
+                raise SnapshotError(f"{'.'.join(map(str, e['loc'])) or 'snapshot'}: {e['msg']}") from exc
+            return Trainer(PopulationModels.from_dict(form.models, ("models",)), version, form.offset, dict(form.sources))
+        obj = legacy_unpickle(body)
         if isinstance(obj, PopulationModels):  # a snapshot from before 2026-12-05: no position
-            t = Trainer(obj, int(head))
+            t = Trainer(obj, version)
             t.positioned = False
             return t
         if not isinstance(obj, dict) or not isinstance(obj.get("models"), PopulationModels):
-            raise TypeError("not a population model snapshot")
-        return Trainer(obj["models"], int(head), int(obj["offset"]), dict(obj["sources"]))
+            raise SnapshotError("not a population model snapshot")
+        return Trainer(obj["models"], version, int(obj["offset"]), dict(obj["sources"]))
+
+
+class _Position(BaseModel):
+    """A snapshot's JSON around its models (validated by :meth:`PopulationModels.from_dict`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    models: dict
+    offset: Annotated[int, Field(ge=-1)]
+    sources: dict[str, Annotated[int, Field(ge=-1)]]
 
 
 def decode_snapshot(raw: bytes) -> tuple[int, PopulationModels]:
