@@ -300,7 +300,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                         m.model_version.set(w.models.version)
                     if w.trainer.version < w.models.version:  # a trainer taking over resumes from it
                         w.trainer = Trainer.decode(raw_models)
-                except SnapshotError as exc:  # not a trainer's (until 2026-12-06 the error left this task)
+                except SnapshotError as exc:  # not a trainer's (until 2026-12-06 it crashed the worker at each start)
                     m.model_rejected.inc()
                     log.error("model snapshot %s at %s@%d not used (%s); version %d stays in use",
                               raw_models.partition(b":")[0][:20].decode(errors="replace"), tp.topic,
