@@ -57,6 +57,9 @@ class WorkerMetrics:
                                       "Ticks sent at entities' own clocks to re-decide them under a newly "
                                       "applied config", registry=r)
         self.model_version = Gauge("riskwatch_model_version", "Population model snapshot in use", registry=r)
+        self.training_refused = Counter("riskwatch_model_training_refused_total",
+                                        "Training messages the trainer could not learn from (not a worker's)",
+                                        registry=r)
         self.model_rejected = Counter("riskwatch_model_snapshots_rejected_total",
                                       "Published model snapshots that could not be read (the one in use stays)",
                                       registry=r)

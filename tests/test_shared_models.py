@@ -9,7 +9,7 @@ import pickle
 import pytest
 
 from riskwatch.models import PopulationModels, SnapshotError
-from riskwatch.streams.shared_models import SharedModels, Trainer, decode_snapshot
+from riskwatch.streams.shared_models import SharedModels, Trainer, TrainingError, decode_snapshot, parse_training
 
 
 def _entity(key: str) -> list:
@@ -63,3 +63,26 @@ def test_formats_from_before_the_trainer_kept_its_position_are_still_read():
     assert _members(t) == {"a": 2.0} and t.missing(5) == range(4, 5)  # positioned from then on
     with pytest.raises(SnapshotError, match="not a population model snapshot"):
         Trainer.decode(b"1:" + pickle.dumps({"something": "else"}))
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"not json", "message: Invalid JSON"),
+    (b"5", "message: neither"),
+    (b'{"from": 3}', "from: Input should be a valid array"),
+    (b'{"from": [["rw.records:1", "seven", []]]}', "from.0.1: Input should be a valid integer"),
+    (b'{"from": [["rw.records:1", 7, [["inspection", {"critical": 1e999}, true]]]]}', "from.0.2.0: not an update"),
+    (b'{"from": [["rw.records:1", 7, [["forget", "everything"]]]]}', "from.0.2.0: not an update"),
+    (b'{"from": [], "and": 1}', "and: Extra inputs are not permitted"),
+])
+def test_a_training_message_that_is_not_a_workers_is_refused_naming_the_field(raw, message):
+    with pytest.raises(TrainingError, match=message):
+        parse_training(raw)
+
+
+def test_a_refused_training_message_is_passed_over_not_read_again_as_missing():
+    t = Trainer()
+    t.apply(0, parse_training(b'{"from": [["rw.records:1", 7, [["peer_entity", "food|110105", 1]]]]}'))
+    t.refuse(1)
+    assert t.offset == 1 and t.missing(2) is None and t.missing(3) == range(2, 3)
+    assert t.apply(2, parse_training(b'[["peer_entity", "food|110105", 1]]')) == 1  # the old form, checked too
+    assert _members(t) == {"food|110105": 2.0}

@@ -37,7 +37,7 @@ from ..view import ViewWriter
 from .codec import dead_letter, encode_batch
 from .kafka import read_range, read_skipped
 from .processor import BatchProcessor
-from .shared_models import SharedModels, Trainer
+from .shared_models import SharedModels, Trainer, TrainingError, parse_training
 from .state_store import CHANGELOG_CONFIG, StateStore, send_records
 
 __all__ = ["create_app", "Worker"]
@@ -499,7 +499,14 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             m.training_recovered.inc()
 
     def learn(offset: int, value: bytes) -> None:
-        payload = orjson.loads(value)
+        try:
+            payload = parse_training(value)
+        except TrainingError as exc:  # not a worker's: until 2026-12-06 it stopped all learning
+            if offset > w.trainer.offset:
+                m.training_refused.inc()
+                log.error("training message %s@%d not learned from (%s)", training_name, offset, exc)
+            w.trainer.refuse(offset)
+            return
         fresh = offset > w.trainer.offset  # not in the model as a whole already
         n = w.trainer.apply(offset, payload)
         if fresh and isinstance(payload, dict):

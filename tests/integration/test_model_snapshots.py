@@ -1,4 +1,5 @@
-"""What a worker does with a model snapshot that no trainer wrote: it runs nothing, uses nothing, counts it."""
+"""What workers do with messages on the model topics that no riskwatch process wrote: a snapshot is
+not run, not used, and counted; a training message is not learned from, counted, and learning goes on."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pickle
 from aiokafka import AIOKafkaProducer
 
 from riskwatch.simulate import Simulation
+from riskwatch.streams.shared_models import Trainer
 
 from .conftest import wait_for
 from .helpers import produce, read_topic
@@ -24,13 +26,13 @@ class _Payload:
         return (open, (self.path, "w"))
 
 
-def _publish(s, *values: bytes) -> None:
+def _publish(s, *values: bytes, topic: str = "models") -> None:
     async def send():
         p = AIOKafkaProducer(bootstrap_servers=s.broker, acks="all")
         await p.start()
         try:
             for v in values:
-                await p.send_and_wait(s.topic("models"), v, partition=0)
+                await p.send_and_wait(s.topic(topic), v, partition=0)
         finally:
             await p.stop()
 
@@ -68,3 +70,26 @@ def test_a_snapshot_no_trainer_wrote_is_refused_and_counted_and_the_worker_goes_
     produce(s, more)  # and it goes on
     wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= len(events) + len(more), 60,
              "the events after it processed", workers.logs)
+
+
+def test_a_training_message_no_worker_wrote_is_refused_and_learning_goes_on(stack):
+    s, workers = stack
+    _publish(s, b"not json", b'{"from": [["rw.records:0", 1, [["inspection", 5, true]]]]}', topic="model-training")
+    workers.start()
+    events = list(Simulation(n_entities=100, seed=7, bad_share=0.2, days=40).events(n_events=4000))
+    inspections = sum(e["type"] == "inspection" for e in events)
+    assert inspections > 20
+    produce(s, events)
+    wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= len(events), 120,
+             f"{len(events)} events processed", workers.logs)
+    # until 2026-12-06 the trainer's agent stopped at the first of them at every retry: nothing was learned
+    wait_for(lambda: workers.metric(0, "riskwatch_model_version") > 0, 30, "a snapshot learned after them",
+             workers.logs)
+    assert workers.metric(0, "riskwatch_model_training_refused_total") == 2
+    assert "training message " in workers.logs() and "from.0.2.0: not an update" in workers.logs()
+
+    def learned():
+        t = Trainer.decode(read_topic(s.broker, s.topic("models"))[-1][2])
+        return t.models.inspection.version if t.offset >= 2 else 0
+
+    wait_for(lambda: learned() >= inspections * 0.9, 30, "the inspections learned from", workers.logs)
