@@ -18,11 +18,14 @@ commits check that they still hold it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from typing import Awaitable, Callable
 
 import orjson
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from ..events import AlertCandidate
 from ..streams.codec import decode
 from . import grouping
 from .config import AlertsConfig, Rule
@@ -37,6 +40,17 @@ from .store import AlertStore, alert_key
 __all__ = ["AlertIntake"]
 
 P = "rw:"
+log = logging.getLogger("riskwatch.alerts")
+
+
+class _Candidate(AlertCandidate):
+    """What the intake needs of a candidate; fields it does not know are let through (a worker newer
+    than this dispatcher, in a rolling upgrade)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+_CANDIDATE = TypeAdapter(_Candidate)
 
 
 class _Batch:
@@ -70,12 +84,25 @@ class AlertIntake:
         done = await self.applied_offset(topic, partition)
         if done is not None and offset <= done:
             return 0
-        outs, _err = decode(value)
-        cands = [o for o in outs if isinstance(o, dict) and o.get("type") == "alert_candidate"]
+        outs, err = decode(value)
+        if err:
+            self.m.refused.inc()
+            log.error("%s@%d passed over: %s", tp, offset, err)
+        cands = []
+        for i, c in enumerate(o for o in outs if isinstance(o, dict) and o.get("type") == "alert_candidate"):
+            try:  # until 2026-12-06 one without an entity stopped the intake, again at each restart
+                _CANDIDATE.validate_python(c)
+            except ValidationError as exc:
+                self.m.refused.inc()
+                e = exc.errors()[0]
+                log.error("candidate %s@%d#%d passed over: %s: %s", tp, offset, i,
+                          ".".join(map(str, e["loc"])), e["msg"])
+                continue
+            cands.append((i, c))
         while True:
             b = _Batch()
-            meta = await self.store.entity_meta({c["entity_id"] for c in cands}) if cands else {}
-            for i, c in enumerate(cands):
+            meta = await self.store.entity_meta({c["entity_id"] for _, c in cands}) if cands else {}
+            for i, c in cands:
                 self.m.candidates.labels(c.get("signal", "?"), c.get("status", "?")).inc()
                 if c.get("current") is False and c.get("status") == "firing":
                     self.m.stale.labels(c.get("signal", "?")).inc()  # over before it was seen: no page

@@ -15,6 +15,9 @@ class AlertMetrics:
         self.stale = Counter("riskwatch_alert_candidates_stale_total",
                              "Firing candidates whose condition no longer held at the worker's clock (old events, "
                              "a backfill): no alert opened, by signal", ["signal"], registry=r)
+        self.refused = Counter("riskwatch_alert_candidates_refused_total",
+                               "Messages and candidates on the candidates topic that no worker wrote (not JSON, "
+                               "or not a candidate's form): logged and passed over", registry=r)
         self.unmatched = Counter("riskwatch_alert_candidates_unmatched_total",
                                  "Candidates no rule takes (by signal)", ["signal"], registry=r)
         self.transitions = Counter("riskwatch_alerts_total", "Alert lifecycle transitions, by rule/severity/state",

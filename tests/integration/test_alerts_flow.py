@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import yaml
 
 from riskwatch.alerts.config import DEFAULT_ALERTS_PATH
 from riskwatch.alerts.signing import verify
+from riskwatch.embedded import free_port
 from riskwatch.simulate import Simulation
 from aiokafka import AIOKafkaProducer
 
@@ -217,3 +219,30 @@ def test_simulated_stream_alerts_reach_the_webhook(alerting):
     for req in rcv.requests:
         assert verify(req["body"], req["signature"], "team-secret")
     assert all(n["version"] == "4" for n in _notifications(rcv))
+
+
+def test_a_candidate_no_worker_wrote_is_refused_and_the_intake_goes_on(alerting):
+    s, _, rcv, d, path = alerting
+    port = free_port()
+    d.env = dict(d.env, RISKWATCH_DISPATCHER_METRICS_PORT=str(port))
+    d.start()
+    topic = s.topic("alert-candidates")
+    bad = [{"type": "alert_candidate", "signal": "complaints.burst", "status": "firing"},  # no entity
+           dict(_cand("E2", "firing"), status="burning"), dict(_cand("E3", "firing"), score="high")]
+    _send(s, topic, [bad, [_cand("E4", "firing")]])
+    _send(s, topic, [[]])  # and one that is no envelope at all
+    async def raw():
+        p = AIOKafkaProducer(bootstrap_servers=s.broker, acks="all")
+        await p.start()
+        await p.send_and_wait(topic, b"{not json", partition=0)
+        await p.stop()
+    asyncio.run(raw())
+    _send(s, topic, [[_cand("E5", "firing")]])
+    wait_for(lambda: {a["labels"]["entity"] for n in _notifications(rcv) for a in n["alerts"]} == {"E4", "E5"}, 30,
+             "the good candidates' notifications", d.log)
+    assert d.p.poll() is None
+    log = d.log()
+    assert "#0 passed over: entity_id: Field required" in log and "#1 passed over: status: Input should be" in log
+    assert "#2 passed over: score: Input should be a valid number" in log and "passed over: json_invalid" in log
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        assert "riskwatch_alert_candidates_refused_total 4.0" in resp.read().decode().splitlines()
