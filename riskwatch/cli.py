@@ -212,6 +212,9 @@ def cmd_rebuild_view(args) -> int:
           f"{counts['risk_changes']} risk changes, {counts['spotcheck_changes']} spot-check changes and "
           f"{counts['inspections']} inspection results; "
           f"{counts['from_state']} entities from their state alone (last risk change no longer in the topic)")
+    if counts["refused"]:
+        print(f"{counts['refused']} records on the output topics passed over: not a risk or spot-check change a "
+              f"worker writes (not JSON, or a field missing or wrong)")
     return 0
 
 

@@ -33,10 +33,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from .config import applied_config
 from .errors import InvalidEvent
-from .events import parse_event
+from .events import RiskChange, SpotcheckChange, parse_event
 from .settings import Settings
 from .streams.codec import decode
 from .streams.kafka import read_messages
@@ -46,15 +47,43 @@ from .view import NAMES_FORMAT, NAMES_FORMAT_KEY, ViewWriter, inspection_fact
 __all__ = ["rebuild_view"]
 
 
-async def _each(broker: str, topic: str):
+async def _each(broker: str, topic: str, counts: dict | None = None):
     """The events of a topic, batch envelopes unpacked; messages that are not JSON are skipped (an input
     topic holds whatever producers sent, and the workers dead-lettered those: until 2026-12-05 one
-    such message in ``rw.entities`` stopped the rebuild with a JSONDecodeError)."""
+    such message in ``rw.entities`` stopped the rebuild with a JSONDecodeError), and counted in
+    ``counts["refused"]`` if given (an output topic holds only what workers wrote)."""
     async for msg in read_messages(broker, topic):
         events, err = decode(msg.value)
         if err is None:
             for ev in events:
                 yield ev
+        elif counts is not None:
+            counts["refused"] += 1
+
+
+class _RiskChange(RiskChange):
+    model_config = ConfigDict(frozen=True, extra="ignore")  # fields of a newer release are let through
+
+
+class _SpotcheckChange(SpotcheckChange):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+_OUTPUTS = {"risk_change": TypeAdapter(_RiskChange), "spotcheck_change": TypeAdapter(_SpotcheckChange)}
+
+
+def _output(raw, kind: str, counts: dict) -> dict | None:
+    """The record if it is a valid output of ``kind`` (as the topic holds it); else None, counted in
+    ``refused``: until 2026-12-06 one without ``entity_id`` or ``seq`` stopped the rebuild."""
+    if not isinstance(raw, dict) or raw.get("type") != kind:
+        counts["refused"] += 1
+        return None
+    try:
+        _OUTPUTS[kind].validate_python(raw)
+    except ValidationError:
+        counts["refused"] += 1
+        return None
+    return raw
 
 
 async def _states(broker: str, changelog: str):
@@ -108,7 +137,7 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
         for i in range(0, len(keys), 1000):
             await r.delete(*keys[i:i + 1000])
     counts = {"states": 0, "entities": 0, "risk_changes": 0, "spotcheck_changes": 0, "from_state": 0,
-              "inspections": 0}
+              "inspections": 0, "refused": 0}
     pipe = r.pipeline(transaction=False)
 
     async def flush_some() -> None:
@@ -144,7 +173,10 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
         pipe.set(NAMES_FORMAT_KEY, NAMES_FORMAT)
     # the producer may reorder an entity's output messages; its `seq` is the decision order
     latest: dict[str, dict] = {}
-    async for o in _each(settings.broker, settings.topic("risk-changes")):
+    async for raw in _each(settings.broker, settings.topic("risk-changes"), counts):
+        o = _output(raw, "risk_change", counts)
+        if o is None:
+            continue
         view.output(pipe, o, None, current=False)
         prev = latest.get(o["entity_id"])
         if prev is None or o["seq"] > prev["seq"]:
@@ -161,7 +193,10 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
     for i in range(0, len(current), 1000):
         await view.queue_round(pipe, current[i:i + 1000], meta.get, history=False)
         await flush_some()
-    async for o in _each(settings.broker, settings.topic("spotcheck-changes")):
+    async for raw in _each(settings.broker, settings.topic("spotcheck-changes"), counts):
+        o = _output(raw, "spotcheck_change", counts)
+        if o is None:
+            continue
         view.output(pipe, o, meta.get(o["entity_id"]))
         counts["spotcheck_changes"] += 1
         await flush_some()

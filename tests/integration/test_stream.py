@@ -120,9 +120,15 @@ def test_rebuild_view_from_topics_matches(stack):
     assert len(names) >= len(held)
     assert held == {k.removeprefix("rw:entity:") for k in before}  # every entity hash, registered or scored
     r.flushall()
+    # records on the output topics no worker wrote: until 2026-12-06 the first two stopped the rebuild
+    produce(s, [], raw=[(s.topic("risk-changes"), orjson.dumps({"batch": [{"type": "risk_change", "score": 1}]})),
+                        (s.topic("spotcheck-changes"), orjson.dumps([{"type": "spotcheck_change",
+                                                                      "entity_id": "E", "to_tier": "Z"}])),
+                        (s.topic("risk-changes"), b"{not json")])
     out = subprocess.run([sys.executable, "-m", "riskwatch.cli", "rebuild-view"], env=worker_env(s),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+    assert "3 records on the output topics passed over" in out.stdout, out.stdout
     after = {k: r.hgetall(k) for k in r.scan_iter("rw:entity:*")}
     diff = {k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)}
     assert not diff, (f"risk changes the worker produced {produced:.0f}; risk changes in the topic "
