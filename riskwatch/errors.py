@@ -59,6 +59,11 @@ class ConfigError(_FieldErrors):
         super().__init__(errors, "invalid config")
 
 
+class StateUnreadable(RiskwatchError):
+    """An entity's stored state is not what a worker writes (not a JSON object): its events are
+    dead-lettered (reason ``state_unreadable``), the other entities' go on."""
+
+
 class Backpressure(RiskwatchError):
     """A sink (the broker behind ingestion) cannot take more now: answer 503 / stop acking, retry later.
 

@@ -25,6 +25,8 @@ from typing import Annotated
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .errors import RiskwatchError
+
 __all__ = ["PeerRates", "InspectionModel", "PopulationModels", "SnapshotError", "legacy_unpickle"]
 
 LN2 = math.log(2.0)
@@ -226,7 +228,7 @@ class PopulationModels:
         return obj
 
 
-class SnapshotError(ValueError):
+class SnapshotError(RiskwatchError, ValueError):
     """A model snapshot that cannot be read; the message names the field or the reason."""
 
 

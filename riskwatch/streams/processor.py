@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..engine import Engine
-from ..errors import InvalidEvent
+from ..errors import InvalidEvent, StateUnreadable
 from ..events import parse_event, too_far_ahead
 from ..view import inspection_fact
 from .codec import dead_letter, decode, partition_for
@@ -88,7 +88,14 @@ class BatchProcessor:
         process = engine.process
         ignored_before = dict(engine.ignored)
         for eid, evs in by_entity.items():
-            state = load(eid)
+            try:
+                state = load(eid)
+            except StateUnreadable as exc:  # its events wait in the dead letters; the others go on
+                err = f"state_unreadable: {exc}"
+                for i, ev in enumerate(evs):
+                    res.dead.append(("state_unreadable", dead_letter(ev.model_dump(mode="json"), topic, partition,
+                                                                     offset, err, i)))
+                continue
             seen = state.get("o", {}).get(tp, -1) if state else -1
             if offset <= seen:
                 res.skipped += len(evs)

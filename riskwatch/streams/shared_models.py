@@ -37,6 +37,7 @@ from typing import Annotated, Literal, Union
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from ..errors import RiskwatchError
 from ..models import PopulationModels, SnapshotError, legacy_unpickle
 
 __all__ = ["SharedModels", "Trainer", "TrainingError", "apply_update", "decode_snapshot", "parse_training"]
@@ -223,7 +224,7 @@ class _Training(BaseModel):
 _TRAINING = TypeAdapter(Union[_Training, list[_Update]])
 
 
-class TrainingError(ValueError):
+class TrainingError(RiskwatchError, ValueError):
     """A training message that cannot be learned from; the message names the field."""
 
 

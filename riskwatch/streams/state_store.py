@@ -59,6 +59,8 @@ from pathlib import Path
 
 import orjson
 
+from ..errors import StateUnreadable
+
 __all__ = ["StateStore", "CHANGELOG_CONFIG", "send_records", "decode_change", "latest_states", "read_changelog"]
 
 log = logging.getLogger("riskwatch.state")
@@ -375,17 +377,21 @@ class StateStore:
         items: dict[bytes, bytes] = {}
         src_seen = orjson.loads(part.local.get(_SRC) or b"{}")
         for m in msgs:
-            if m.key is None:  # the earlier format
-                srcs, states = decode_change(m.value)
-                for eid, st in states.items():
-                    items[eid.encode()] = orjson.dumps(st)
-            elif m.key == _SRC:
-                srcs = orjson.loads(m.value)
-            else:
-                items[m.key] = m.value
-                continue
-            for src, offset in srcs.items():
-                src_seen[src] = max(offset, src_seen.get(src, -1))
+            try:
+                if m.key is None:  # the earlier format
+                    srcs, states = decode_change(m.value)
+                    for eid, st in states.items():
+                        items[eid.encode()] = orjson.dumps(st)
+                elif m.key == _SRC:
+                    srcs = orjson.loads(m.value)
+                else:
+                    items[m.key] = m.value
+                    continue
+                for src, offset in srcs.items():
+                    src_seen[src] = max(int(offset), src_seen.get(src, -1))
+            except (ValueError, TypeError, AttributeError) as exc:  # not a worker's: it stopped the recovery
+                log.error("changelog record %s[%d]@%d passed over: %s: %s", m.topic, m.partition, m.offset,
+                          type(exc).__name__, exc)
         if msgs:
             items[_OFFSET] = str(msgs[-1].offset).encode()
             items[_SRC] = orjson.dumps(src_seen)
@@ -401,7 +407,13 @@ class StateStore:
         if raw is None:
             part.absent.add(eid)
             return None
-        st = part.live[eid] = orjson.loads(raw)
+        try:
+            st = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:  # until 2026-12-06 every message with its events was dead-lettered
+            raise StateUnreadable(f"the stored state of {eid} is not JSON ({exc})") from None
+        if not isinstance(st, dict):
+            raise StateUnreadable(f"the stored state of {eid} is not a JSON object")
+        part.live[eid] = st
         return st
 
     def keep(self, p: int, states: dict[str, dict]) -> None:

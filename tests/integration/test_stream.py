@@ -252,3 +252,44 @@ def test_consumer_lag_shows_a_backlog_and_falls_to_zero_and_the_state_count_matc
     j = workers.start(data_of=0)
     wait_for(lambda: workers.metric(j, "riskwatch_entity_states") == held, 60,
              f"the restarted worker counting {held} recovered states", workers.logs)
+
+
+def test_a_stored_state_no_worker_wrote_dead_letters_that_entitys_events_only(stack):
+    """A state record on the changelog that is not JSON (not a worker's): until 2026-12-06 every message
+    holding that entity's events was dead-lettered whole (reason ``worker_error``), every other entity's
+    events in it too."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    from riskwatch.streams.codec import partition_for
+
+    s, workers = stack
+    events = list(Simulation(n_entities=60, seed=8, bad_share=0.2, days=30).events(n_events=3000))
+    victim = next(e["entity_id"] for e in events if e["type"] == "complaint")
+    p = partition_for(victim.encode(), s.partitions)
+
+    async def corrupt():
+        prod = AIOKafkaProducer(bootstrap_servers=s.broker, acks="all")
+        await prod.start()
+        try:
+            await prod.send_and_wait(s.state_changelog, b"{not a state", key=victim.encode(), partition=p)
+            # and a source-offsets record that is not one: until 2026-12-06 the partition's recovery failed
+            # on it, retried every 2 s, and the partition was never processed
+            await prod.send_and_wait(s.state_changelog, b"[1, 2]", key=b"\x00src", partition=p)
+        finally:
+            await prod.stop()
+
+    asyncio.run(corrupt())
+    produce(s, events)
+    workers.start()
+    theirs = [e for e in events if e["entity_id"] == victim]
+    wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= len(events) - len(theirs), 120,
+             "every other entity's events processed", workers.logs)
+    time.sleep(1)
+    assert workers.metric(0, "riskwatch_events_processed_total") == len(events) - len(theirs)
+    dead = [orjson.loads(v) for _, _, v in read_topic(s.broker, s.topic("deadletter"))]
+    assert {d["reason"] for d in dead} == {"state_unreadable"}
+    assert sorted(orjson.loads(d["original"])["entity_id"] for d in dead) == [victim] * len(theirs)
+    assert "the stored state of " + victim + " is not JSON" in dead[0]["errors"][0]["message"]
+    assert "changelog record" in workers.logs() and "passed over" in workers.logs()
