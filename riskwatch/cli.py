@@ -213,7 +213,7 @@ def cmd_rebuild_view(args) -> int:
           f"{counts['inspections']} inspection results; "
           f"{counts['from_state']} entities from their state alone (last risk change no longer in the topic)")
     if counts["refused"]:
-        print(f"{counts['refused']} records on the output topics passed over: not a risk or spot-check change a "
+        print(f"{counts['refused']} records on the output topics or the state changelog passed over: not what a "
               f"worker writes (not JSON, or a field missing or wrong)")
     return 0
 

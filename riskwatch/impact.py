@@ -66,8 +66,15 @@ def impact(states: Mapping[str, bytes], current: Config, candidate: Config, limi
     alerts: tuple[Counter, Counter] = (Counter(), Counter())  # "signal status" of alert candidates
     raised = lowered = entities = 0
     listed: list[tuple[float, dict]] = []
+    unreadable = 0
     for eid, raw in states.items():
-        first = orjson.loads(raw)
+        try:
+            first = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            first = None
+        if not isinstance(first, dict):  # not a worker's (the worker dead-letters its events): until
+            unreadable += 1              # 2026-12-06 one made this a 500
+            continue
         t = first.get("t")
         if not first.get("n") or t is None:
             continue
@@ -113,6 +120,7 @@ def impact(states: Mapping[str, bytes], current: Config, candidate: Config, limi
     listed.sort(key=lambda x: (x[1]["status"] != "moves", -x[0], x[1]["entity_id"]))
     return {
         "entities_held": entities,
+        "states_unreadable": unreadable,
         "current": {"version": current.version, "tiers": dict(sorted(tiers[0].items())),
                     "alerts": dict(sorted(alerts[0].items()))},
         "candidate": {"version": candidate.version, "tiers": dict(sorted(tiers[1].items())),

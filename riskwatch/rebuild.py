@@ -86,11 +86,19 @@ def _output(raw, kind: str, counts: dict) -> dict | None:
     return raw
 
 
-async def _states(broker: str, changelog: str):
-    """``(entity id, state)`` of every state record in the changelog, oldest first (the last one wins)."""
+async def _states(broker: str, changelog: str, counts: dict):
+    """``(entity id, state)`` of every state record in the changelog, oldest first (the last one wins);
+    one that is not a JSON object (not a worker's) is counted in ``refused``."""
     async for eid, raw in read_changelog(broker, changelog):
         if raw is not None:
-            yield eid, orjson.loads(raw)
+            try:
+                st = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                st = None
+            if isinstance(st, dict):
+                yield eid, st
+            else:
+                counts["refused"] += 1
 
 
 def _valid(raw, etype: str, scheme: str):
@@ -155,7 +163,7 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
             counts["entities"] += 1
     # per entity only what the view needs (a state is ~1 KB; 1M of them would not fit in memory)
     fallback: dict[str, dict | None] = {}
-    async for eid, st in _states(settings.broker, settings.state_changelog):
+    async for eid, st in _states(settings.broker, settings.state_changelog, counts):
         m = st.get("m")
         if m:
             meta[eid] = m[:2]

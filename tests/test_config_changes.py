@@ -164,3 +164,18 @@ def test_sensors_switched_off_and_on_again_raise_no_silence_for_the_pause_but_a_
     st, out = engine.process(st, tick(datetime.fromtimestamp(st["t"] + 1801, tz=timezone.utc)))
     assert [(o["signal"], o["status"]) for o in out if o["type"] == "alert_candidate"] == [
         ("sensors.silence", "firing")]
+
+
+def test_the_impact_counts_stored_states_no_worker_wrote_and_goes_on():
+    """Until 2026-12-06 one state record that was not JSON made ``POST /v1/config/impact`` a 500."""
+    import orjson
+
+    from riskwatch.impact import impact
+
+    cfg = load_config()
+    eng = Engine(cfg)
+    st = None
+    for e in Simulation(n_entities=1, seed=2, bad_share=0.0, days=5).events(n_events=40):
+        st, _ = eng.process(st, parse_event(e))
+    out = impact({st["id"]: orjson.dumps(st), "B": b"{not a state", "C": b"[1, 2]"}, cfg, cfg)
+    assert out["states_unreadable"] == 2 and out["entities_held"] == 1

@@ -71,6 +71,27 @@ FLUSH_SECONDS = 30.0
 CHANGELOG_CONFIG = {"cleanup.policy": "compact"}
 
 
+def parse_state(eid: str, raw: bytes) -> dict:
+    """A stored state; :class:`StateUnreadable` if it is not a JSON object (not a worker's). Until
+    2026-12-06 such a record made every message holding the entity's events fail whole, and the tick
+    scan, which reads every state, stop the worker."""
+    try:
+        st = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise StateUnreadable(f"the stored state of {eid} is not JSON ({exc})") from None
+    if not isinstance(st, dict):
+        raise StateUnreadable(f"the stored state of {eid} is not a JSON object")
+    return st
+
+
+def _readable(eid: str, raw: bytes) -> dict | None:
+    try:
+        return parse_state(eid, raw)
+    except StateUnreadable as exc:  # its own events are dead-lettered when they come (BatchProcessor)
+        log.error("%s: left out of the tick scan", exc)
+        return None
+
+
 def decode_change(value: bytes) -> tuple[dict[str, int], dict[str, dict]]:
     """A changelog message in the earlier format: ``{"src": {...}, "states": {...}}``."""
     obj = orjson.loads(value)
@@ -407,13 +428,7 @@ class StateStore:
         if raw is None:
             part.absent.add(eid)
             return None
-        try:
-            st = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:  # until 2026-12-06 every message with its events was dead-lettered
-            raise StateUnreadable(f"the stored state of {eid} is not JSON ({exc})") from None
-        if not isinstance(st, dict):
-            raise StateUnreadable(f"the stored state of {eid} is not a JSON object")
-        part.live[eid] = st
+        st = part.live[eid] = parse_state(eid, raw)
         return st
 
     def keep(self, p: int, states: dict[str, dict]) -> None:
@@ -439,12 +454,16 @@ class StateStore:
         for eid, raw in list(part.pending.items()):
             if eid not in seen:
                 seen.add(eid)
-                yield eid, orjson.loads(raw)
+                st = _readable(eid, raw)
+                if st is not None:
+                    yield eid, st
         for k, raw in part.local.items():
             if k[:1] != b"\x00":
                 eid = k.decode()
                 if eid not in seen:
-                    yield eid, orjson.loads(raw)
+                    st = _readable(eid, raw)
+                    if st is not None:
+                        yield eid, st
 
     def owned(self) -> list[int]:
         return [p for p, part in self.parts.items() if part.ready.is_set()]
