@@ -38,7 +38,7 @@ __all__ = [
     "Entity", "Complaint", "SensorReading", "Violations", "Inspection", "Record",
     "Objection", "ObjectionResolution", "Tick", "InputEvent", "parse_event",
     "validate_entity_id", "RiskChange", "SpotcheckChange", "AlertCandidate",
-    "Reason", "ObjectionEffect", "OBJECTION_EFFECTS", "OutputEvent", "INPUT_TYPES", "event_id", "too_far_ahead",
+    "Reason", "ObjectionEffect", "OBJECTION_EFFECTS", "OutputEvent", "output_reader", "INPUT_TYPES", "event_id", "too_far_ahead",
 ]
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
@@ -325,3 +325,11 @@ class AlertCandidate(_Out):
 
 
 OutputEvent = Annotated[Union[RiskChange, SpotcheckChange, AlertCandidate], Field(discriminator="type")]
+
+
+def output_reader(model: type[BaseModel]) -> TypeAdapter:
+    """A check of ``model`` for a reader of an output topic (the dispatcher, ``rebuild-view``): top-level
+    fields it does not know are let through, for a writer newer than the reader in a rolling upgrade."""
+    lenient = type(model.__name__, (model,), {"model_config": ConfigDict(frozen=True, extra="ignore"),
+                                              "__module__": __name__})
+    return TypeAdapter(lenient)

@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import RiskwatchError
 
-__all__ = ["PeerRates", "InspectionModel", "PopulationModels", "SnapshotError", "legacy_unpickle"]
+__all__ = ["PeerRates", "InspectionModel", "PopulationModels", "SnapshotError", "Finite", "legacy_unpickle",
+           "snapshot_error"]
 
 LN2 = math.log(2.0)
 
@@ -187,8 +188,7 @@ class PopulationModels:
         try:
             form = _ModelsForm.model_validate(data)
         except ValidationError as exc:
-            e = exc.errors()[0]
-            raise SnapshotError(f"{'.'.join(map(str, (*where, *e['loc']))) or 'snapshot'}: {e['msg']}") from exc
+            raise snapshot_error(exc, where) from exc
         m = PopulationModels.__new__(PopulationModels)
         p, i = form.peers, form.inspection
         m.peers = PeerRates(p.half_life_s)
@@ -232,13 +232,19 @@ class SnapshotError(RiskwatchError, ValueError):
     """A model snapshot that cannot be read; the message names the field or the reason."""
 
 
-_Float = Annotated[float, Field(allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def snapshot_error(exc: ValidationError, where: tuple = ()) -> SnapshotError:
+    """The first of pydantic's errors as a :class:`SnapshotError` naming its field (under ``where``)."""
+    e = exc.errors()[0]
+    return SnapshotError(f"{'.'.join(map(str, (*where, *e['loc']))) or 'snapshot'}: {e['msg']}")
 
 
 class _PeersForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
     half_life_s: Annotated[float, Field(gt=0, allow_inf_nan=False)]
-    groups: dict[str, tuple[_Float, _Float, Annotated[float, Field(ge=0, allow_inf_nan=False)]]]
+    groups: dict[str, tuple[Finite, Finite, Annotated[float, Field(ge=0, allow_inf_nan=False)]]]
     version: Annotated[int, Field(ge=0)]
 
 
@@ -246,9 +252,9 @@ class _InspectionForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
     learning_rate: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     l2: Annotated[float, Field(ge=0, allow_inf_nan=False)]
-    stats: dict[str, tuple[Annotated[int, Field(ge=0)], _Float, Annotated[float, Field(ge=0, allow_inf_nan=False)]]]
-    weights: dict[str, _Float]
-    intercept: _Float
+    stats: dict[str, tuple[Annotated[int, Field(ge=0)], Finite, Finite]]  # count, mean, variance
+    weights: dict[str, Finite]
+    intercept: Finite
     version: Annotated[int, Field(ge=0)]
 
 

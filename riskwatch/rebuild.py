@@ -33,11 +33,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from .config import applied_config
 from .errors import InvalidEvent
-from .events import RiskChange, SpotcheckChange, parse_event
+from .events import RiskChange, SpotcheckChange, output_reader, parse_event
 from .settings import Settings
 from .streams.codec import decode
 from .streams.kafka import read_messages
@@ -61,15 +61,7 @@ async def _each(broker: str, topic: str, counts: dict | None = None):
             counts["refused"] += 1
 
 
-class _RiskChange(RiskChange):
-    model_config = ConfigDict(frozen=True, extra="ignore")  # fields of a newer release are let through
-
-
-class _SpotcheckChange(SpotcheckChange):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-_OUTPUTS = {"risk_change": TypeAdapter(_RiskChange), "spotcheck_change": TypeAdapter(_SpotcheckChange)}
+_OUTPUTS = {"risk_change": output_reader(RiskChange), "spotcheck_change": output_reader(SpotcheckChange)}
 
 
 def _output(raw, kind: str, counts: dict) -> dict | None:

@@ -23,9 +23,9 @@ import time
 from typing import Awaitable, Callable
 
 import orjson
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from ..events import AlertCandidate
+from ..events import AlertCandidate, output_reader
 from ..streams.codec import decode
 from . import grouping
 from .config import AlertsConfig, Rule
@@ -41,16 +41,7 @@ __all__ = ["AlertIntake"]
 
 P = "rw:"
 log = logging.getLogger("riskwatch.alerts")
-
-
-class _Candidate(AlertCandidate):
-    """What the intake needs of a candidate; fields it does not know are let through (a worker newer
-    than this dispatcher, in a rolling upgrade)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-_CANDIDATE = TypeAdapter(_Candidate)
+_CANDIDATE = output_reader(AlertCandidate)
 
 
 class _Batch:
