@@ -47,7 +47,9 @@ import orjson
 
 from .config import Config
 from .engine import Engine
+from .errors import StateUnreadable
 from .events import Tick
+from .streams.state_store import parse_state
 
 __all__ = ["impact"]
 
@@ -69,11 +71,9 @@ def impact(states: Mapping[str, bytes], current: Config, candidate: Config, limi
     unreadable = 0
     for eid, raw in states.items():
         try:
-            first = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            first = None
-        if not isinstance(first, dict):  # not a worker's (the worker dead-letters its events): until
-            unreadable += 1              # 2026-12-06 one made this a 500
+            first = parse_state(eid, raw)
+        except StateUnreadable:  # not a worker's (the worker dead-letters its events): until 2026-12-06
+            unreadable += 1      # one made this a 500
             continue
         t = first.get("t")
         if not first.get("n") or t is None:

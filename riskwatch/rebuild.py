@@ -32,16 +32,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import orjson
 from pydantic import ValidationError
 
 from .config import applied_config
-from .errors import InvalidEvent
+from .errors import InvalidEvent, StateUnreadable
 from .events import RiskChange, SpotcheckChange, output_reader, parse_event
 from .settings import Settings
 from .streams.codec import decode
 from .streams.kafka import read_messages
-from .streams.state_store import read_changelog
+from .streams.state_store import parse_state, read_changelog
 from .view import NAMES_FORMAT, NAMES_FORMAT_KEY, ViewWriter, inspection_fact
 
 __all__ = ["rebuild_view"]
@@ -84,13 +83,11 @@ async def _states(broker: str, changelog: str, counts: dict):
     async for eid, raw in read_changelog(broker, changelog):
         if raw is not None:
             try:
-                st = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                st = None
-            if isinstance(st, dict):
-                yield eid, st
-            else:
+                st = parse_state(eid, raw)
+            except StateUnreadable:
                 counts["refused"] += 1
+                continue
+            yield eid, st
 
 
 def _valid(raw, etype: str, scheme: str):
