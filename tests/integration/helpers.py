@@ -1,11 +1,11 @@
-"""Reading topics back in integration tests (plain aiokafka)."""
+"""Reading topics back and writing raw messages in integration tests (plain aiokafka)."""
 
 from __future__ import annotations
 
 import asyncio
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from riskwatch.streams.kafka import BatchProducer
 
@@ -79,3 +79,17 @@ async def _produce(settings, events, batch_size: int, raw: list[tuple[str, bytes
 def produce(settings, events, batch_size: int = 200, raw: list[tuple[str, bytes]] = ()) -> int:
     """Send raw messages as they are, then events in batch envelopes (acks=all)."""
     return asyncio.run(_produce(settings, events, batch_size, list(raw)))
+
+
+def send_raw(broker: str, topic: str, values: list[bytes], partition: int = 0, key: bytes | None = None) -> None:
+    """Send messages as they are, in order, to one partition (acks=all): what no riskwatch process wrote."""
+    async def send():
+        p = AIOKafkaProducer(bootstrap_servers=broker, acks="all")
+        await p.start()
+        try:
+            for v in values:
+                await p.send_and_wait(topic, v, key=key, partition=partition)
+        finally:
+            await p.stop()
+
+    asyncio.run(send())

@@ -24,7 +24,7 @@ from riskwatch.simulate import Simulation
 from aiokafka import AIOKafkaProducer
 
 from .conftest import wait_for
-from .helpers import produce, read_batches
+from .helpers import produce, read_batches, send_raw
 from .receiver import Receiver
 
 
@@ -230,13 +230,7 @@ def test_a_candidate_no_worker_wrote_is_refused_and_the_intake_goes_on(alerting)
     bad = [{"type": "alert_candidate", "signal": "complaints.burst", "status": "firing"},  # no entity
            dict(_cand("E2", "firing"), status="burning"), dict(_cand("E3", "firing"), score="high")]
     _send(s, topic, [bad, [_cand("E4", "firing")]])
-    _send(s, topic, [[]])  # and one that is no envelope at all
-    async def raw():
-        p = AIOKafkaProducer(bootstrap_servers=s.broker, acks="all")
-        await p.start()
-        await p.send_and_wait(topic, b"{not json", partition=0)
-        await p.stop()
-    asyncio.run(raw())
+    send_raw(s.broker, topic, [b"{not json"])  # and one that is not JSON
     _send(s, topic, [[_cand("E5", "firing")]])
     wait_for(lambda: {a["labels"]["entity"] for n in _notifications(rcv) for a in n["alerts"]} == {"E4", "E5"}, 30,
              "the good candidates' notifications", d.log)

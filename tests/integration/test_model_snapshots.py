@@ -3,16 +3,13 @@ not run, not used, and counted; a training message is not learned from, counted,
 
 from __future__ import annotations
 
-import asyncio
 import pickle
-
-from aiokafka import AIOKafkaProducer
 
 from riskwatch.simulate import Simulation
 from riskwatch.streams.shared_models import Trainer
 
 from .conftest import wait_for
-from .helpers import produce, read_topic
+from .helpers import produce, read_topic, send_raw
 
 
 class _Payload:
@@ -27,16 +24,7 @@ class _Payload:
 
 
 def _publish(s, *values: bytes, topic: str = "models") -> None:
-    async def send():
-        p = AIOKafkaProducer(bootstrap_servers=s.broker, acks="all")
-        await p.start()
-        try:
-            for v in values:
-                await p.send_and_wait(s.topic(topic), v, partition=0)
-        finally:
-            await p.stop()
-
-    asyncio.run(send())
+    send_raw(s.broker, s.topic(topic), list(values))
 
 
 def test_a_snapshot_no_trainer_wrote_is_refused_and_counted_and_the_worker_goes_on(stack, tmp_path):

@@ -17,7 +17,7 @@ from riskwatch.simulate import Simulation
 from riskwatch.view import entity_key
 
 from .conftest import wait_for, worker_env
-from .helpers import changelog_states, produce, read_batches, read_topic
+from .helpers import changelog_states, produce, read_batches, read_topic, send_raw
 
 GOOD = {"type": "complaint", "complaint_id": "c-ok", "entity_id": "91350100M000100Y43",
         "ts": "2026-01-10T10:00:00+08:00", "category": "hygiene"}
@@ -258,10 +258,6 @@ def test_a_stored_state_no_worker_wrote_dead_letters_that_entitys_events_only(st
     """A state record on the changelog that is not JSON (not a worker's): until 2026-12-06 every message
     holding that entity's events was dead-lettered whole (reason ``worker_error``), every other entity's
     events in it too, and the tick scan, which reads every stored state, stopped the worker."""
-    import asyncio
-
-    from aiokafka import AIOKafkaProducer
-
     from riskwatch.streams.codec import partition_for
 
     s, workers = stack
@@ -269,18 +265,10 @@ def test_a_stored_state_no_worker_wrote_dead_letters_that_entitys_events_only(st
     victim = next(e["entity_id"] for e in events if e["type"] == "complaint")
     p = partition_for(victim.encode(), s.partitions)
 
-    async def corrupt():
-        prod = AIOKafkaProducer(bootstrap_servers=s.broker, acks="all")
-        await prod.start()
-        try:
-            await prod.send_and_wait(s.state_changelog, b"{not a state", key=victim.encode(), partition=p)
-            # and a source-offsets record that is not one: until 2026-12-06 the partition's recovery failed
-            # on it, retried every 2 s, and the partition was never processed
-            await prod.send_and_wait(s.state_changelog, b"[1, 2]", key=b"\x00src", partition=p)
-        finally:
-            await prod.stop()
-
-    asyncio.run(corrupt())
+    send_raw(s.broker, s.state_changelog, [b"{not a state"], partition=p, key=victim.encode())
+    # and a source-offsets record that is not one: until 2026-12-06 the partition's recovery failed on it,
+    # retried every 2 s, and the partition was never processed
+    send_raw(s.broker, s.state_changelog, [b"[1, 2]"], partition=p, key=b"\x00src")
     produce(s, events)
     workers.start(env={"RISKWATCH_TICK_SECONDS": "1"})  # the tick scan reads every stored state
     theirs = [e for e in events if e["entity_id"] == victim]
