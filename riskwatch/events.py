@@ -38,7 +38,8 @@ __all__ = [
     "Entity", "Complaint", "SensorReading", "Violations", "Inspection", "Record",
     "Objection", "ObjectionResolution", "Tick", "InputEvent", "parse_event",
     "validate_entity_id", "RiskChange", "SpotcheckChange", "AlertCandidate",
-    "Reason", "ObjectionEffect", "OBJECTION_EFFECTS", "OutputEvent", "output_reader", "INPUT_TYPES", "event_id", "too_far_ahead",
+    "Reason", "ObjectionEffect", "OBJECTION_EFFECTS", "OutputEvent", "output_reader", "INPUT_TYPES", "event_id",
+    "too_far_ahead",
 ]
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]

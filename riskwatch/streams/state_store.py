@@ -61,7 +61,8 @@ import orjson
 
 from ..errors import StateUnreadable
 
-__all__ = ["StateStore", "CHANGELOG_CONFIG", "send_records", "decode_change", "latest_states", "read_changelog"]
+__all__ = ["StateStore", "CHANGELOG_CONFIG", "send_records", "decode_change", "latest_states", "read_changelog",
+           "parse_state"]
 
 log = logging.getLogger("riskwatch.state")
 _OFFSET = b"\x00offset"   # meta keys: entity ids never start with a NUL byte (see events.py)
