@@ -7,7 +7,7 @@
 Both are deterministic in event order and carry a ``version`` that increases
 with every update, so a runtime can publish and compare snapshots.
 
-A snapshot is JSON (:meth:`PopulationModels.dumps`), validated when read. Until
+A snapshot is JSON (:meth:`PopulationModels.to_dict`), validated when read. Until
 2026-12-06 it was a pickle, which runs whatever code its bytes name: anyone who
 could write to the models topic could run code in every worker. A pickled
 snapshot is still read, for an upgrade, but only if it names nothing beyond the
@@ -22,7 +22,6 @@ import pickle
 from math import exp
 from typing import Annotated
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import RiskwatchError
@@ -183,8 +182,17 @@ class PopulationModels:
 
     @staticmethod
     def from_dict(data, where: tuple = ()) -> "PopulationModels":
-        """The models of a snapshot's JSON; :class:`SnapshotError` naming the field (under ``where``)
-        if it is not one."""
+        """The models of a snapshot's JSON (:meth:`to_dict`); :class:`SnapshotError` naming the field
+        (under ``where``) if it is not one. Snapshots are read whole by ``Trainer.decode``.
+
+        >>> m = PopulationModels()
+        >>> m.inspection.learn({"critical": 1.0}, True)
+        >>> PopulationModels.from_dict(m.to_dict()).inspection.weights == m.inspection.weights
+        True
+        >>> PopulationModels.from_dict({"peers": {}})
+        Traceback (most recent call last):
+        riskwatch.models.SnapshotError: peers.half_life_s: Field required
+        """
         try:
             form = _ModelsForm.model_validate(data)
         except ValidationError as exc:
@@ -200,32 +208,6 @@ class PopulationModels:
         m.inspection.intercept = i.intercept
         m.inspection.version = i.version
         return m
-
-    def dumps(self) -> bytes:
-        return orjson.dumps(self.to_dict())
-
-    @staticmethod
-    def loads(data: bytes) -> "PopulationModels":
-        """A snapshot from :meth:`dumps`, or a pickled one from before 2026-12-06.
-
-        >>> m = PopulationModels()
-        >>> m.inspection.learn({"critical": 1.0}, True)
-        >>> PopulationModels.loads(m.dumps()).inspection.weights == m.inspection.weights
-        True
-        >>> PopulationModels.loads(b'{"peers": {}}')
-        Traceback (most recent call last):
-        riskwatch.models.SnapshotError: peers.half_life_s: Field required
-        """
-        if data[:1] == b"{":
-            try:
-                obj = orjson.loads(data)
-            except orjson.JSONDecodeError as exc:
-                raise SnapshotError(f"not JSON: {exc}") from exc
-            return PopulationModels.from_dict(obj)
-        obj = legacy_unpickle(data)
-        if not isinstance(obj, PopulationModels):
-            raise SnapshotError("not a PopulationModels snapshot")
-        return obj
 
 
 class SnapshotError(RiskwatchError, ValueError):
