@@ -84,9 +84,11 @@ class Engine:
     # ---------------------------------------------------------- process
     def process(self, state: dict | None, ev) -> tuple[dict, list[dict]]:
         """Apply one validated input event to an entity's state; return (state, outputs)."""
+        etype = ev.type
+        if etype == "state_reset":  # before the state is read: it may be one the engine cannot apply events to
+            return self._reset(state, ev)
         if state is None:
             state = self.new_state(ev.entity_id)
-        etype = ev.type
         ts = ev.ts
         before = state["t"]  # the clock as the last event left it
         at = now = ts.timestamp() if ts is not None else before
@@ -268,6 +270,61 @@ class Engine:
         for s, (v, ids) in changed.items():
             state["g"][codes[s]] = [v, now, ids]
         return [codes[s] for s in changed], effect
+
+    def _reset(self, old: dict | None, ev) -> tuple[dict, list[dict]]:
+        """An operator's :class:`~riskwatch.events.StateReset`: a fresh state in place of ``old`` (which
+        may lack any key, or be None when the runtime could not read it). The register data ``m`` and
+        the runtime's source offsets ``o`` stay; the event count goes on from the larger of the old
+        one and ``after_seq``, so the entity's history stays in order. Outputs: a risk change to 0
+        naming the reset, a spot-check change when the old tier is known and above the lowest, and a
+        resolution of each alert the old state held open (their conditions went with it).
+
+        >>> from riskwatch.config import Config
+        >>> from riskwatch.events import parse_event
+        >>> eng, eid = Engine(Config()), "91350100M000100Y43"
+        >>> st, _ = eng.process(None, parse_event({"type": "record", "record_id": "r1", "entity_id": eid,
+        ...     "ts": "2026-03-01T09:00:00+08:00", "kind": "judicial_default", "severity": 3}))
+        >>> st, out = eng.process(st, parse_event({"type": "state_reset", "reset_id": "rs-1", "entity_id": eid,
+        ...     "ts": "2026-03-02T09:00:00+08:00", "author": "ops-li", "reason": "state written by a bad release"}))
+        >>> [(o["type"], o.get("status") or o.get("to_tier") or o["tier"]) for o in out], st["sc"], st["n"]
+        ([('risk_change', 'A'), ('spotcheck_change', 'A'), ('alert_candidate', 'resolved')], 0.0, 2)
+        """
+        old = old if isinstance(old, dict) else {}
+
+        def kept(key, types, default):
+            v = old.get(key)
+            return v if isinstance(v, types) and not isinstance(v, bool) else default
+
+        now = max(ev.ts.timestamp(), kept("t", (int, float), 0.0))
+        st = self.new_state(ev.entity_id)
+        m, o = old.get("m"), old.get("o")
+        if isinstance(m, list) and len(m) >= 2:
+            st["m"] = m
+        if isinstance(o, dict):
+            st["o"] = o
+        st["n"] = max(kept("n", int, 0), ev.after_seq) + 1
+        st["t"] = st["tt"] = st["et"] = now
+        scorer = self.scorer
+        names = scorer.tier_names
+        prev = min(max(kept("ti", int, 0), 0), len(names) - 1)
+        ts = _decision_time(ev, now)
+        note = {"reset_id": ev.reset_id, "author": ev.author, "reason": ev.reason}
+        out: list[dict] = [{
+            "type": "risk_change", "entity_id": st["id"], "ts": ts, "seq": st["n"], "score": 0.0,
+            "previous_score": min(max(float(kept("es", (int, float), 0.0)), 0.0), 100.0), "tier": names[0],
+            "tier_since": datetime.fromtimestamp(now, tz=timezone.utc), "reasons": [],
+            "cause_event_id": ev.reset_id, "config_version": self.version, "reset": note}]
+        if prev > 0:
+            out.append({"type": "spotcheck_change", "entity_id": st["id"], "ts": ts, "from_tier": names[prev],
+                        "to_tier": names[0], "from_ratio": scorer.ratios[prev], "to_ratio": scorer.ratios[0],
+                        "score": 0.0, "reasons": [], "cause_event_id": ev.reset_id, "config_version": self.version})
+        al = old.get("al")
+        for code in al if isinstance(al, list) else []:
+            spec = scorer.alerts.get(code) if isinstance(code, str) else None
+            if code == "tier" or spec is not None:
+                out.append(self._candidate(st, ev, code, "resolved", spec.severity if spec else "info", 0.0, 0.0,
+                                           [ev.reset_id]))
+        return st, out
 
     def _holder(self, state: dict, target: str) -> str | None:
         for name in ("complaints", "records"):

@@ -36,9 +36,9 @@ from .errors import FieldError, InvalidEvent, field_errors_from_pydantic
 
 __all__ = [
     "Entity", "Complaint", "SensorReading", "Violations", "Inspection", "Record",
-    "Objection", "ObjectionResolution", "Tick", "InputEvent", "parse_event",
+    "Objection", "ObjectionResolution", "StateReset", "Tick", "InputEvent", "parse_event",
     "validate_entity_id", "RiskChange", "SpotcheckChange", "AlertCandidate",
-    "Reason", "ObjectionEffect", "OBJECTION_EFFECTS", "OutputEvent", "output_reader", "INPUT_TYPES", "event_id",
+    "Reason", "ObjectionEffect", "OBJECTION_EFFECTS", "ResetNote", "OutputEvent", "output_reader", "INPUT_TYPES", "event_id",
     "too_far_ahead",
 ]
 
@@ -162,6 +162,22 @@ class ObjectionResolution(_Event):
     note: Annotated[str, Field(max_length=2000)] = ""
 
 
+class StateReset(_Event):
+    """An operator throws an entity's risk state away: the engine starts it again from nothing (its
+    register data and the offsets already applied stay), and says so in a risk change. For a state no
+    worker can read or apply events to (dead-lettered as ``state_unreadable`` or ``engine_error``),
+    whose events then go back with ``riskwatch deadletter --replay``. Read from ``rw.commands`` only;
+    ``POST /v1/entities/{id}/reset-state`` (ops) sends it and audits it."""
+
+    type: Literal["state_reset"] = "state_reset"
+    reset_id: Id
+    ts: AwareDatetime
+    author: Annotated[str, Field(min_length=1, max_length=200)]
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    after_seq: Annotated[int, Field(ge=0, description="the entity's last risk change (the view's ``seq``): "
+                                                      "the new state counts on from it")] = 0
+
+
 class Tick(_Event):
     """Event-time clock for one entity: re-evaluates time-based signals (silence, decay).
 
@@ -175,11 +191,11 @@ class Tick(_Event):
 
 
 InputEvent = Annotated[
-    Union[Entity, Complaint, SensorReading, Inspection, Record, Objection, ObjectionResolution, Tick],
+    Union[Entity, Complaint, SensorReading, Inspection, Record, Objection, ObjectionResolution, StateReset, Tick],
     Field(discriminator="type"),
 ]
 INPUT_TYPES = ("entity", "complaint", "sensor_reading", "inspection", "record", "objection",
-               "objection_resolution", "tick")
+               "objection_resolution", "state_reset", "tick")
 _TAGS = frozenset(INPUT_TYPES)
 _ADAPTER: TypeAdapter = TypeAdapter(InputEvent)
 _CONTEXTS = {s: {"entity_id_scheme": s} for s in ("uscc", "opaque")}
@@ -223,7 +239,7 @@ def too_far_ahead(ev, now: float, max_future_s: float) -> FieldError | None:
 
 
 _ID_FIELD = {"complaint": "complaint_id", "inspection": "inspection_id", "record": "record_id",
-             "objection": "objection_id", "objection_resolution": "objection_id"}
+             "objection": "objection_id", "objection_resolution": "objection_id", "state_reset": "reset_id"}
 
 
 def event_id(ev) -> str:
@@ -276,6 +292,14 @@ class ObjectionEffect(_Out):
     score_before: Score = Field(description="the entity's score just before (``score`` on the risk change: after)")
 
 
+class ResetNote(_Out):
+    """Who reset an entity's state, and why (on the risk change the reset makes)."""
+
+    reset_id: str
+    author: str
+    reason: str
+
+
 class RiskChange(_Out):
     type: Literal["risk_change"] = "risk_change"
     entity_id: str
@@ -291,6 +315,8 @@ class RiskChange(_Out):
     config_version: str
     objection: ObjectionEffect | None = Field(None, description="set when an objection or its resolution caused "
                                                                "this change (since 2026-12-05)")
+    reset: ResetNote | None = Field(None, description="set when an operator's state reset made this change "
+                                                      "(since 2026-12-06)")
 
 
 class SpotcheckChange(_Out):

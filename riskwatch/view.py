@@ -478,6 +478,8 @@ class ViewWriter:
         h = {"ts": _iso(o["ts"]), "score": o["score"], "tier": o["tier"], "cause": o["cause_event_id"]}
         if o.get("objection"):
             h["objection"] = o["objection"]["effect"]
+        if o.get("reset"):  # an operator's state reset: who and why
+            h["reset"] = {"author": o["reset"]["author"], "reason": o["reset"]["reason"]}
         return orjson.dumps(h)
 
     @staticmethod

@@ -4,16 +4,21 @@ a search by name (``q``) that finds entities with no risk state yet too."""
 from __future__ import annotations
 
 import base64
+import time
+import uuid
+from datetime import datetime, timezone
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .. import audit
 from ..alerts.store import AlertStore
 from ..events import validate_entity_id
 from ..times import iso, utc
 from ..view import NAMES, entity_key, history_key, name_form, name_keys, name_lookup, reindex_names
-from .context import Viewer, ctx_of, errors
+from .context import Ops, Viewer, ctx_of, errors
 from .objections import open_objections, with_effects
 
 router = APIRouter(prefix="/v1/entities", tags=["entities"])
@@ -71,6 +76,43 @@ async def get_history(request: Request, entity_id: str, _: Viewer,
     if not rows and not await r.exists(entity_key(entity_id)):
         raise HTTPException(404, detail=f"entity {entity_id} has no risk state")
     return {"entity_id": entity_id, "history": [_utc_ts(orjson.loads(x)) for x in rows]}
+
+
+class ResetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+
+    @field_validator("reason")
+    @classmethod
+    def _stripped(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("a reason is required (it goes on the risk change and the audit log)")
+        return v.strip()
+
+
+@router.post("/{entity_id}/reset-state", status_code=202, responses=errors(503))
+async def reset_state(request: Request, entity_id: str, body: ResetIn, who: Ops):
+    """Throw the entity's risk state away: the worker starts it again from nothing (register data
+    stays) and writes a risk change to 0 naming the reset, resolving the alerts the old state held
+    open. For a state the worker cannot read or apply events to; its dead-lettered events then go
+    back with ``riskwatch deadletter --reason state_unreadable --replay``. Audited."""
+    await _checked_id(request, entity_id)
+    ctx = ctx_of(request)
+    r = ctx.redis
+    # the new state's decisions come after the view's last one, in order and in time (an entity's clock
+    # can be ahead of this one), or the view would keep showing the old state
+    seq, at = await r.hmget(entity_key(entity_id), ["seq", "at"])
+    ts = max(time.time(), float(at) if at else 0.0)
+    rid = "reset-" + uuid.uuid4().hex[:12]
+    cmd = {"type": "state_reset", "reset_id": rid, "entity_id": entity_id,
+           "ts": datetime.fromtimestamp(ts, timezone.utc).isoformat(), "author": who.name, "reason": body.reason,
+           "after_seq": int(float(seq)) if seq else 0}
+    await ctx.send_command(cmd, entity_id=entity_id)
+    pipe = r.pipeline(transaction=True)
+    audit.record(pipe, who.name, "entity.reset_state", rid, {"entity_id": entity_id, "reason": body.reason})
+    await pipe.execute()
+    return {"reset_id": rid, "entity_id": entity_id, "status": "sent",
+            "detail": "the worker applies it with the entity's partition; the entity's history shows it then"}
 
 
 def _utc_ts(row: dict) -> dict:

@@ -66,8 +66,10 @@ def validate(items, scheme: str, max_future_s: float = 0.0,
         if err:
             bad.append((i, [FieldError("(line)", "json_invalid", err).as_dict()]))
             continue
-        if isinstance(raw, dict) and raw.get("type") in ("tick", "config_change"):
-            bad.append((i, [FieldError("type", "not_ingestible", f"{raw['type']} events are internal").as_dict()]))
+        if isinstance(raw, dict) and raw.get("type") in ("tick", "config_change", "state_reset"):
+            bad.append((i, [FieldError("type", "not_ingestible", f"{raw['type']} events are internal"
+                                       + (" (POST /v1/entities/{id}/reset-state)" if raw["type"] == "state_reset"
+                                          else "")).as_dict()]))
             continue
         try:
             ev = parse_event(raw, scheme)

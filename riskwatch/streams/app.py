@@ -59,7 +59,8 @@ class Worker:
         self.models = SharedModels()
         self.engine = Engine(self.config, self.models)  # type: ignore[arg-type]
         self.processor = BatchProcessor(self.engine, settings.partitions, self.apply_config,
-                                        max_future_s=settings.max_event_future_s)
+                                        max_future_s=settings.max_event_future_s,
+                                        commands_topic=settings.topic("commands"))
         self.metrics = metrics or WorkerMetrics()
         self.view = ViewWriter({t.name: t.ratio for t in self.config.tiers}, settings.history_len)
         self.redis = None

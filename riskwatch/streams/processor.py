@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..engine import Engine
-from ..errors import InvalidEvent, StateUnreadable
+from ..errors import FieldError, InvalidEvent, StateUnreadable
 from ..events import parse_event, too_far_ahead
 from ..view import inspection_fact
 from .codec import dead_letter, decode, partition_for
@@ -45,8 +45,9 @@ class BatchProcessor:
 
     def __init__(self, engine: Engine, partitions: int,
                  on_config: Callable[[dict], str | None] | None = None, max_future_s: float = 3600.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, commands_topic: str = "rw.commands") -> None:
         self.engine = engine
+        self.commands_topic = commands_topic  # the one topic a state_reset is taken from
         self.partitions = partitions
         self.on_config = on_config  # applies a config_change command; returns an error or None
         self.max_future_s = max_future_s  # event times further ahead of the clock are dead-lettered
@@ -74,6 +75,10 @@ class BatchProcessor:
             except InvalidEvent as exc:
                 res.dead.append((exc.errors[0].rule, dead_letter(raw, topic, partition, offset, exc.errors, i)))
                 continue
+            if ev.type == "state_reset" and topic != self.commands_topic:  # an operator's, through the API
+                res.dead.append(("wrong_topic", dead_letter(raw, topic, partition, offset, [FieldError(
+                    "type", "wrong_topic", f"state_reset is read from {self.commands_topic} only")], i)))
+                continue
             ahead = too_far_ahead(ev, now, self.max_future_s)
             if ahead is not None:
                 res.dead.append((ahead.rule, dead_letter(raw, topic, partition, offset, [ahead], i)))
@@ -91,11 +96,15 @@ class BatchProcessor:
             try:
                 state = load(eid)
             except StateUnreadable as exc:  # its events wait in the dead letters; the others go on
+                # up to an operator's reset, which starts the state again (StateReset)
+                k = next((i for i, ev in enumerate(evs) if ev.type == "state_reset"), len(evs))
                 err = f"state_unreadable: {exc}"
-                for i, ev in enumerate(evs):
+                for i, ev in enumerate(evs[:k]):
                     res.dead.append(("state_unreadable", dead_letter(ev.model_dump(mode="json"), topic, partition,
                                                                      offset, err, i)))
-                continue
+                if k == len(evs):
+                    continue
+                evs, state = evs[k:], None
             seen = state.get("o", {}).get(tp, -1) if state else -1
             if offset <= seen:
                 res.skipped += len(evs)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -16,10 +18,11 @@ from riskwatch.alerts.metrics import AlertMetrics
 from riskwatch.config import load_config
 from riskwatch.draw import draw, population_digest, seed_digest
 from riskwatch.simulate import Simulation
+from riskwatch.streams.codec import partition_for
 
 from .api_helpers import auth, client
-from .conftest import wait_for
-from .helpers import produce, read_batches, read_topic
+from .conftest import wait_for, worker_env
+from .helpers import produce, read_batches, read_topic, send_raw
 
 E = "91350100M000100Y43"  # a valid USCC
 
@@ -452,6 +455,56 @@ def test_revoked_complaints_lower_score_and_tier(stack):
         assert c.get("/v1/objections/nope", headers=auth("viewer")).status_code == 404
         audit = [e["action"] for e in c.get("/v1/audit", headers=ops).json()["entries"]]
         assert audit.count("objection.create") == 4 and audit.count("objection.resolve") == 4
+
+
+def test_ops_reset_an_entitys_state_and_its_history_says_who_and_why(stack):
+    """For a state the worker cannot read or apply events to (its events wait in the dead letters):
+    until 2026-12-06 nothing but a hand-written changelog record could replace it."""
+    s, workers = stack
+    produce(s, [{"type": "entity", "entity_id": E, "name": "Shop", "industry": "food", "region": "350100"}] +
+            [{"type": "complaint", "complaint_id": f"c{i}", "entity_id": E, "ts": _recent(30 - i), "category": f"k{i}",
+              "severity": 3} for i in range(3)])
+    workers.start()
+    with client(s) as c:
+        high = wait_for(lambda: (x := _entity_state(c, E)) and x["tier"] != "A" and x, 60, "tier above A",
+                        workers.logs)
+        # the state becomes one no worker can read: a new worker recovers it from the changelog
+        workers.stop_all()
+        send_raw(s.broker, s.state_changelog, [b"{not a state"], partition=partition_for(E.encode(), s.partitions),
+                 key=E.encode())
+        workers.start()
+        produce(s, [{"type": "complaint", "complaint_id": "c8", "entity_id": E, "ts": _recent(1), "category": "k8",
+                     "severity": 3}])
+        wait_for(lambda: any(orjson.loads(v)["reason"] == "state_unreadable"
+                             for _, _, v in read_topic(s.broker, s.topic("deadletter"))), 60, "c8 dead-lettered",
+                 workers.logs)
+        url = f"/v1/entities/{E}/reset-state"
+        for role in ("viewer", "inspector"):
+            assert c.post(url, json={"reason": "x"}, headers=auth(role)).status_code == 403
+        for body in ({"reason": "  "}, {}):
+            bad = c.post(url, json=body, headers=auth("ops"))
+            assert bad.status_code == 422 and "reason" in bad.text, bad.text
+        bad_id = c.post("/v1/entities/91350100M000100Y44/reset-state", json={"reason": "x"}, headers=auth("ops"))
+        assert bad_id.status_code == 422 and "entity_id" in bad_id.text
+        r = c.post(url, json={"reason": "state written by release 1.4.2"}, headers=auth("ops"))
+        assert r.status_code == 202 and r.json()["reset_id"].startswith("reset-"), r.text
+        st = wait_for(lambda: (x := _entity_state(c, E)) and x["score"] == 0 and x["tier"] == "A" and x, 60,
+                      "the reset applied", workers.logs)
+        assert st["reasons"] == [] and st["name"] == "Shop"  # register data stays
+        hist = c.get(f"/v1/entities/{E}/history", headers=auth("viewer")).json()["history"]
+        assert hist[0]["reset"] == {"author": "ops-user", "reason": "state written by release 1.4.2"}
+        assert hist[0]["cause"] == r.json()["reset_id"] and hist[1]["score"] == high["score"]
+        # its dead-lettered event goes back, and the new state's changes come after the old state's in the
+        # history: the reset counts on from the view's last change (the unreadable state's count is lost)
+        replayed = subprocess.run([sys.executable, "-m", "riskwatch.cli", "deadletter", "--reason", "state_unreadable",
+                                   "--replay"], env=worker_env(s), capture_output=True, text=True, timeout=120)
+        assert replayed.returncode == 0 and "replayed 1 events" in replayed.stdout, replayed
+        hist = wait_for(lambda: (h := c.get(f"/v1/entities/{E}/history", headers=auth("viewer")).json()["history"])
+                        and h[0]["cause"] == "c8" and h, 60, "the replayed event's change", workers.logs)
+        assert "reset" in hist[1] and hist[2]["score"] == high["score"]
+        audit = c.get("/v1/audit", headers=auth("ops")).json()["entries"]
+        assert [(e["action"], e["detail"]["entity_id"]) for e in audit if e["action"] == "entity.reset_state"] == \
+            [("entity.reset_state", E)]
 
 
 def test_draw_is_reproducible_from_the_published_seed(stack):

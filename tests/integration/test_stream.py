@@ -283,3 +283,23 @@ def test_a_stored_state_no_worker_wrote_dead_letters_that_entitys_events_only(st
     assert "changelog record" in workers.logs() and "passed over" in workers.logs()
     time.sleep(2)  # more tick scans: until 2026-12-06 the first one stopped the worker
     assert workers.procs[0][0].poll() is None and "left out of the tick scan" in workers.logs()
+
+    # an operator resets the state (POST /v1/entities/{id}/reset-state sends this command), then sends
+    # the entity's dead-lettered events back: they are applied to the new state, and none fails again
+    reset = {"type": "state_reset", "reset_id": "reset-it", "entity_id": victim, "author": "ops-it",
+             "reason": "a state no worker wrote", "ts": datetime.now().astimezone().isoformat()}
+    send_raw(s.broker, s.topic("commands"), [orjson.dumps(reset)], partition=p, key=victim.encode())
+    wait_for(lambda: any(o.get("reset") and o["entity_id"] == victim for o in read_batches(s.broker, s.topic(
+        "risk-changes"))), 30, "the reset's risk change", workers.logs)
+    replayed = subprocess.run([sys.executable, "-m", "riskwatch.cli", "deadletter", "--reason", "state_unreadable",
+                               "--replay"], env=worker_env(s), capture_output=True, text=True, timeout=120)
+    assert replayed.returncode == 0 and f"replayed {len(theirs)} events" in replayed.stdout, replayed
+
+    def victims_state() -> dict | None:
+        last = [v for _, k, v in read_topic(s.broker, s.state_changelog) if k == victim.encode()][-1]
+        st = orjson.loads(last)
+        return st if st.get("n", 0) >= 1 + len(theirs) else None
+    st = wait_for(victims_state, 60, "the replayed events applied to the new state", workers.logs)
+    assert st["o"].get(f"{s.topic('commands')}:{p}") is not None and st["m"] is not None
+    time.sleep(2)
+    assert len(read_topic(s.broker, s.topic("deadletter"))) == len(dead), "an event failed again"
