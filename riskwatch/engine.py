@@ -94,8 +94,8 @@ class Engine:
         at = now = ts.timestamp() if ts is not None else before
         if now < before:
             now = before  # late event: the entity's clock never runs backwards (detectors get ``at``)
-        elif state["n"] == 0:
-            state["tt"] = now
+        elif not state["tt"]:  # its first timed event: in its first tier since then (not since an
+            state["tt"] = now  # upsert without a time, which left 1970-01-01 there until 2026-12-06)
         state["t"] = now
         state["n"] += 1
         d = state["d"]

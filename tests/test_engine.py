@@ -45,6 +45,25 @@ def test_risk_changes_say_since_when_the_entity_is_in_its_tier(config):
         assert moved[entered] == o["tier"] and o["tier_since"] == entered, o
     assert risk[-1]["tier_since"] < risk[-1]["ts"]  # the fourth record raised the score, not the tier
 
+def test_an_entity_registered_without_a_time_is_in_its_first_tier_since_its_first_timed_event(config):
+    """A register export's upserts carry no time: until 2026-12-06 such an entity's risk changes said
+    it was in tier A since 1970-01-01 until its tier first changed."""
+    from datetime import datetime, timezone
+
+    eng = Engine(config)
+    st, _ = eng.process(None, parse_event({"type": "entity", "entity_id": E, "name": "Shop", "industry": "food",
+                                           "region": "350100"}))
+    st, out = eng.process(st, parse_event({"type": "complaint", "complaint_id": "c1", "entity_id": E,
+                                           "ts": "2026-03-01T09:00:00+00:00", "category": "k", "severity": 3}))
+    [rc] = [o for o in out if o["type"] == "risk_change"]
+    assert rc["tier"] == "A" and rc["tier_since"] == datetime(2026, 3, 1, 9, tzinfo=timezone.utc)
+    # a state kept before the fix (tier A "since 1970") takes the time of its next event
+    st["tt"] = 0.0
+    st, _ = eng.process(st, parse_event({"type": "complaint", "complaint_id": "c2", "entity_id": E,
+                                         "ts": "2026-03-02T09:00:00+00:00", "category": "k2"}))
+    assert st["tt"] == datetime(2026, 3, 2, 9, tzinfo=timezone.utc).timestamp()
+
+
 def test_records_raise_tier_and_name_reasons(config):
     eng = Engine(config)
     state, outs = run(eng, [ev("record", record_id="r1", kind="judicial_default", severity=3),
