@@ -37,6 +37,19 @@ def _processes_of(data_dir: Path) -> set[int]:
     return mine - {os.getpid()}
 
 
+def _left(pids) -> list[int]:
+    """Those of ``pids`` still running (not zombies). A process that exits while its stat is read is gone:
+    ``exists()`` then ``read_text()`` raised ProcessLookupError in that window (a CI run, 2026-12-06)."""
+    out = []
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z":
+                out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
 def test_up_demo_serves_scored_entities_and_ctrl_c_stops_everything(tmp_path):
     data_dir = tmp_path / "run"
     api_port = free_port(span=2)  # the ingest gateway takes the next port
@@ -71,8 +84,7 @@ def test_up_demo_serves_scored_entities_and_ctrl_c_stops_everything(tmp_path):
         out, _ = up.communicate(timeout=90)
     assert up.returncode == 0 and "stopped." in out, out
     time.sleep(0.5)
-    left = [pid for pid in children if Path(f"/proc/{pid}").exists()
-            and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"]
+    left = _left(children)
     assert not left, left
 
 
@@ -144,8 +156,7 @@ def test_a_closed_terminal_sighup_stops_everything_too(tmp_path):
             up.kill()
     assert up.returncode == 0 and "stopped." in out, out
     time.sleep(0.5)
-    left = [pid for pid in children if Path(f"/proc/{pid}").exists()
-            and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"]
+    left = _left(children)
     assert not left, left
 
 
@@ -163,13 +174,13 @@ def test_up_killed_with_sigkill_still_leaves_no_process_behind(tmp_path):
         up.wait(10)
 
         def left() -> list[int]:
-            return [pid for pid in children if Path(f"/proc/{pid}").exists()
-                    and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"]
+            return _left(children)
 
         deadline = time.monotonic() + 40  # the worker stops within RISKWATCH_STOP_TIMEOUT_S (20 s)
         while left() and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert not left(), [Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in left()]
+        still = left()
+        assert not still, [Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in still]
     finally:
         for pid in children:  # what the assertion found running must not outlive the test
             try:
@@ -238,8 +249,7 @@ def test_a_worker_that_dies_is_started_again_and_resumes(tmp_path):
             up.kill()
     assert up.returncode == 0, "".join(got)
     time.sleep(0.5)
-    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()
-                and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"]
+    assert not _left(children)
 
 
 def test_the_embedded_broker_dying_stops_everything_with_exit_status_1(tmp_path):
@@ -258,5 +268,4 @@ def test_the_embedded_broker_dying_stops_everything_with_exit_status_1(tmp_path)
     assert any("broker exited with -9; it holds everything in memory, so everything stops" in line
                for line in got), "".join(got)
     time.sleep(0.5)
-    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()
-                and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"]
+    assert not _left(children)
