@@ -275,19 +275,26 @@ class Engine:
         """An operator's :class:`~riskwatch.events.StateReset`: a fresh state in place of ``old`` (which
         may lack any key, or be None when the runtime could not read it). The register data ``m`` and
         the runtime's source offsets ``o`` stay; the event count goes on from the larger of the old
-        one and ``after_seq``, so the entity's history stays in order. Outputs: a risk change to 0
-        naming the reset, a spot-check change when the old tier is known and above the lowest, and a
-        resolution of each alert the old state held open (their conditions went with it).
+        one and ``after_seq``, so the entity's history stays in order. The tier stays (the old state's,
+        else the command's ``tier``: the view's), with its dwell starting again, so a reset does not by
+        itself lower an entity's scrutiny: a score that stays low brings it down after the
+        de-escalation dwell, as any. With ``keep_tier`` false the entity goes to the lowest tier.
+        Outputs: a risk change to score 0 naming the reset, a spot-check change when the tier moved, and
+        a resolution of each signal alert the old state held open (their evidence went with it).
 
         >>> from riskwatch.config import Config
         >>> from riskwatch.events import parse_event
         >>> eng, eid = Engine(Config()), "91350100M000100Y43"
         >>> st, _ = eng.process(None, parse_event({"type": "record", "record_id": "r1", "entity_id": eid,
         ...     "ts": "2026-03-01T09:00:00+08:00", "kind": "judicial_default", "severity": 3}))
-        >>> st, out = eng.process(st, parse_event({"type": "state_reset", "reset_id": "rs-1", "entity_id": eid,
-        ...     "ts": "2026-03-02T09:00:00+08:00", "author": "ops-li", "reason": "state written by a bad release"}))
-        >>> [(o["type"], o.get("status") or o.get("to_tier") or o["tier"]) for o in out], st["sc"], st["n"]
-        ([('risk_change', 'A'), ('spotcheck_change', 'A'), ('alert_candidate', 'resolved')], 0.0, 2)
+        >>> reset = {"type": "state_reset", "reset_id": "rs-1", "entity_id": eid, "ts": "2026-03-02T09:00:00+08:00",
+        ...          "author": "ops-li", "reason": "state written by a bad release"}
+        >>> st2, out = eng.process(dict(st, al=list(st["al"])), parse_event(reset))
+        >>> [(o["type"], o.get("status") or o["tier"]) for o in out], st2["sc"], eng.tier_of(st2), st2["n"]
+        ([('risk_change', 'B'), ('alert_candidate', 'resolved')], 0.0, 'B', 2)
+        >>> st3, out = eng.process(st, parse_event(dict(reset, keep_tier=False)))
+        >>> [(o["type"], o.get("status") or o.get("to_tier") or o["tier"]) for o in out], eng.tier_of(st3)
+        ([('risk_change', 'A'), ('spotcheck_change', 'A'), ('alert_candidate', 'resolved')], 'A')
         """
         old = old if isinstance(old, dict) else {}
 
@@ -306,20 +313,28 @@ class Engine:
         st["t"] = st["tt"] = st["et"] = now
         scorer = self.scorer
         names = scorer.tier_names
-        prev = min(max(kept("ti", int, 0), 0), len(names) - 1)
+        if "ti" in old:
+            prev = min(max(kept("ti", int, 0), 0), len(names) - 1)
+        else:  # unreadable: the view's
+            prev = names.index(ev.tier) if ev.tier in names else 0
+        tier = st["ti"] = prev if ev.keep_tier else 0
+        al = old.get("al") if isinstance(old.get("al"), list) else ["tier"] if "ti" not in old else []
+        if tier > 0 and "tier" in al and names[tier] in self.tier_alerts:
+            st["al"] = ["tier"]  # its tier alert stays open with the tier, and resolves when the tier falls
         ts = _decision_time(ev, now)
         note = {"reset_id": ev.reset_id, "author": ev.author, "reason": ev.reason}
         out: list[dict] = [{
             "type": "risk_change", "entity_id": st["id"], "ts": ts, "seq": st["n"], "score": 0.0,
-            "previous_score": min(max(float(kept("es", (int, float), 0.0)), 0.0), 100.0), "tier": names[0],
+            "previous_score": min(max(float(kept("es", (int, float), 0.0)), 0.0), 100.0), "tier": names[tier],
             "tier_since": datetime.fromtimestamp(now, tz=timezone.utc), "reasons": [],
             "cause_event_id": ev.reset_id, "config_version": self.version, "reset": note}]
-        if prev > 0:
+        if tier != prev:
             out.append({"type": "spotcheck_change", "entity_id": st["id"], "ts": ts, "from_tier": names[prev],
-                        "to_tier": names[0], "from_ratio": scorer.ratios[prev], "to_ratio": scorer.ratios[0],
+                        "to_tier": names[tier], "from_ratio": scorer.ratios[prev], "to_ratio": scorer.ratios[tier],
                         "score": 0.0, "reasons": [], "cause_event_id": ev.reset_id, "config_version": self.version})
-        al = old.get("al")
-        for code in al if isinstance(al, list) else []:
+        for code in al:
+            if code in st["al"]:
+                continue
             spec = scorer.alerts.get(code) if isinstance(code, str) else None
             if code == "tier" or spec is not None:
                 out.append(self._candidate(st, ev, code, "resolved", spec.severity if spec else "info", 0.0, 0.0,

@@ -164,7 +164,8 @@ class ObjectionResolution(_Event):
 
 class StateReset(_Event):
     """An operator throws an entity's risk state away: the engine starts it again from nothing (its
-    register data and the offsets already applied stay), and says so in a risk change. For a state no
+    register data, the offsets already applied and, unless ``keep_tier`` is false, its tier stay), and
+    says so in a risk change. For a state no
     worker can read or apply events to (dead-lettered as ``state_unreadable`` or ``engine_error``),
     whose events then go back with ``riskwatch deadletter --replay``. Read from ``rw.commands`` only;
     ``POST /v1/entities/{id}/reset-state`` (ops) sends it and audits it."""
@@ -176,6 +177,10 @@ class StateReset(_Event):
     reason: Annotated[str, Field(min_length=1, max_length=2000)]
     after_seq: Annotated[int, Field(ge=0, description="the entity's last risk change (the view's ``seq``): "
                                                       "the new state counts on from it")] = 0
+    keep_tier: bool = Field(True, description="the entity stays in its tier (and spot-check ratio) until the "
+                                              "de-escalation dwell passes from the reset; false: the lowest tier")
+    tier: Annotated[str, Field(min_length=1, max_length=32)] | None = Field(
+        None, description="the entity's tier as the view shows it: kept when the stored state cannot be read")
 
 
 class Tick(_Event):

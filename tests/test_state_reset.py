@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from riskwatch.config import Config
+from riskwatch.config import load_config
 from riskwatch.engine import Engine
 from riskwatch.errors import StateUnreadable
 from riskwatch.events import RiskChange, SpotcheckChange, parse_event
@@ -18,6 +18,7 @@ from riskwatch.simulate import Simulation
 from riskwatch.streams.codec import partition_for
 from riskwatch.streams.processor import BatchProcessor
 
+CFG = load_config()  # the shipped config: tiers C and D alert
 EID = "91350100M000100Y43"
 P = partition_for(EID.encode(), 4)
 
@@ -46,54 +47,86 @@ def _run(eng: Engine, state, raws: list[dict]):
     return state, outs
 
 
-def test_a_reset_starts_the_state_again_says_so_and_resolves_what_the_old_state_held_open():
-    eng = Engine(Config())
+def _scored():
+    eng = Engine(CFG)
     st, _ = _run(eng, None, _feed())
     st["o"] = {f"rw.complaints:{P}": 41}  # the runtime's source offsets
+    assert eng.tier_of(st) in ("C", "D") and "tier" in st["al"] and len(st["al"]) >= 2, st["al"]
+    return eng, st
+
+
+def test_a_reset_starts_the_state_again_keeps_the_tier_until_the_dwell_passes_and_says_so():
+    """A reset changes what the engine knows, not by itself how closely the entity is watched."""
+    eng, st = _scored()
     old_score, old_tier, old_n, old_open = st["es"], eng.tier_of(st), st["n"], list(st["al"])
-    assert old_tier != "A" and len(old_open) >= 2, (old_tier, old_open)
 
     st, out = eng.process(st, parse_event(_reset()))
-    rc, sc, *cands = out
+    rc, *cands = out
     RiskChange.model_validate(rc)
-    SpotcheckChange.model_validate(sc)
-    assert (rc["score"], rc["previous_score"], rc["tier"], rc["reasons"]) == (0.0, old_score, "A", [])
+    assert (rc["score"], rc["previous_score"], rc["tier"], rc["reasons"]) == (0.0, old_score, old_tier, [])
     assert rc["reset"] == {"reset_id": "reset-1", "author": "ops-li", "reason": "state written by release 1.4.2"}
     assert rc["seq"] == old_n + 1 and rc["cause_event_id"] == "reset-1"
-    assert rc["tier_since"] == rc["ts"] == datetime(2026, 3, 20, tzinfo=timezone.utc)
-    assert (sc["from_tier"], sc["to_tier"], sc["cause_event_id"]) == (old_tier, "A", "reset-1")
-    assert sorted(c["signal"] for c in cands) == sorted(old_open)
-    assert {(c["status"], c["event_ids"][0]) for c in cands} == {("resolved", "reset-1")}
-    # what stays: register data, offsets; what goes: every signal, detector state and open alert
+    assert rc["tier_since"] == rc["ts"] == datetime(2026, 3, 20, tzinfo=timezone.utc)  # the dwell starts again
+    # the signal alerts resolve (their evidence went with the state); the tier alert stays with the tier
+    assert sorted(c["signal"] for c in cands) == sorted(c for c in old_open if c != "tier")
+    assert {(c["type"], c["status"], c["event_ids"][0]) for c in cands} == {("alert_candidate", "resolved",
+                                                                              "reset-1")}
+    assert st["al"] == ["tier"] and eng.tier_of(st) == old_tier
+    # what stays: register data, offsets; what goes: every signal and detector state
     assert st["m"][:3] == ["food", "350100", "Fuzhou Harbour Foods"] and st["o"] == {f"rw.complaints:{P}": 41}
-    assert (st["g"], st["al"], st["sc"], st["ti"]) == ({}, [], 0.0, 0)
+    assert (st["g"], st["sc"]) == ({}, 0.0)
+    # with nothing new, the tier comes down when the de-escalation dwell has passed since the reset
+    due = eng.next_tick(st)
+    assert due == st["tt"] + eng.scorer.dwell_down
+    early, _ = eng.process(dict(st, al=list(st["al"])), parse_event(
+        {"type": "tick", "entity_id": EID, "ts": datetime.fromtimestamp(due - 3600, timezone.utc).isoformat()}))
+    assert eng.tier_of(early) == old_tier
+    st, out = eng.process(st, parse_event({"type": "tick", "entity_id": EID,
+                                           "ts": datetime.fromtimestamp(due, timezone.utc).isoformat()}))
+    sc = [o for o in out if o["type"] == "spotcheck_change"]
+    assert sc and sc[0]["from_tier"] == old_tier and eng.tier_of(st) != old_tier
+    assert [(o["signal"], o["status"]) for o in out if o["type"] == "alert_candidate"] == [("tier", "resolved")]
+
+
+def test_a_reset_without_keeping_the_tier_goes_to_the_lowest_and_resolves_every_alert():
+    eng, st = _scored()
+    old_tier, old_open = eng.tier_of(st), list(st["al"])
+    st, out = eng.process(st, parse_event({**_reset(), "keep_tier": False}))
+    rc, sc, *cands = out
+    SpotcheckChange.model_validate(sc)
+    assert rc["tier"] == "A" and (sc["from_tier"], sc["to_tier"], sc["cause_event_id"]) == (old_tier, "A", "reset-1")
+    assert sorted(c["signal"] for c in cands) == sorted(old_open) and st["al"] == [] and st["ti"] == 0
 
 
 def test_after_a_reset_the_state_is_a_new_entitys_but_for_register_data_offsets_count_and_clock():
     """So the entity is scored from then on as a new one in its peer group (what the population models
     learned from its past events stays: a reset takes nothing back from them)."""
-    eng = Engine(Config())
+    eng = Engine(CFG)
     st, _ = _run(eng, None, _feed())
     st["o"] = {f"rw.complaints:{P}": 41}
-    n, m = st["n"], st["m"]
+    n, m, ti = st["n"], st["m"], st["ti"]
     st, _ = eng.process(st, parse_event(_reset()))
     at = datetime(2026, 3, 20, tzinfo=timezone.utc).timestamp()
     assert st == {**eng.new_state(EID), "m": m, "o": {f"rw.complaints:{P}": 41}, "n": n + 1, "t": at, "tt": at,
-                  "et": at}
+                  "et": at, "ti": ti, "al": ["tier"]}
     st, out = _run(eng, st, [{"type": "complaint", "complaint_id": "d1", "entity_id": EID,
                               "ts": "2026-03-21T09:00:00+00:00", "category": "m1", "severity": 3}])
     assert [r["code"] for r in out[0]["reasons"]] == ["complaints.burst", "complaints.surprise_peer"]
     assert out[0]["previous_score"] == 0.0 and [r["event_ids"] for r in out[0]["reasons"]] == [["d1"], ["d1"]]
 
 
-@pytest.mark.parametrize("old", [None, {}, {"t": "x", "al": "tier", "ti": 99, "es": 1e9, "n": -3, "m": 7},
-                                 {"v": 1, "id": EID, "al": ["tier", "no.such_signal", 5], "ti": 3, "t": 1.8e9}],
+@pytest.mark.parametrize("old,tier", [(None, "C"), ({}, "C"), ({"t": "x", "al": "tier", "ti": 99, "es": 1e9, "n": -3,
+                                                                  "m": 7}, "D"),
+                                      ({"v": 1, "id": EID, "al": ["tier", "no.such_signal", 5], "ti": 2, "t": 1.8e9},
+                                       "C")],
                          ids=["none", "empty", "wrong-types", "odd-alerts"])
-def test_a_reset_never_fails_on_a_state_the_engine_cannot_read(old):
-    """What it is for: a state the worker could not read (None) or apply events to (engine_error)."""
-    eng = Engine(Config())
-    st, out = eng.process(old, parse_event(_reset(after_seq=17)))
+def test_a_reset_never_fails_on_a_state_the_engine_cannot_read(old, tier):
+    """What it is for: a state the worker could not read (None: the tier is the command's, the view's)
+    or apply events to (engine_error: the tier is its own when it has one)."""
+    eng = Engine(CFG)
+    st, out = eng.process(old, parse_event({**_reset(after_seq=17), "tier": "C"}))
     assert out[0]["type"] == "risk_change" and RiskChange.model_validate(out[0]).score == 0.0
+    assert out[0]["tier"] == tier
     assert st["n"] == 18 and st["id"] == EID
     for o in out[1:]:
         assert o["type"] in ("spotcheck_change", "alert_candidate")
@@ -115,7 +148,7 @@ def test_the_processor_takes_a_reset_for_an_unreadable_state_and_the_events_afte
         raise StateUnreadable(f"the stored state of {eid} is not JSON")
 
     before, after = _feed()[1], _feed()[2]
-    proc = BatchProcessor(Engine(Config()), 4, max_future_s=0)
+    proc = BatchProcessor(Engine(CFG), 4, max_future_s=0)
     res = proc.handle(_message([before, _reset(), after]), "rw.commands", P, 9, unreadable)
     assert [r for r, _ in res.dead] == ["state_unreadable"]  # before the reset: waits in the dead letters
     assert orjson.loads(orjson.loads(res.dead[0][1])["original"])["record_id"] == before["record_id"]
@@ -128,7 +161,7 @@ def test_the_processor_takes_a_reset_for_an_unreadable_state_and_the_events_afte
 
 
 def test_a_reset_on_any_topic_but_commands_is_dead_lettered_and_the_ingest_gateway_refuses_it():
-    proc = BatchProcessor(Engine(Config()), 4, max_future_s=0, commands_topic="acme.commands")
+    proc = BatchProcessor(Engine(CFG), 4, max_future_s=0, commands_topic="acme.commands")
     loaded = []
     res = proc.handle(_message([_reset()]), "acme.complaints", P, 3, lambda eid: loaded.append(eid))
     [(reason, record)] = res.dead
@@ -146,7 +179,7 @@ def test_replay_of_a_file_with_a_reset_is_deterministic():
                      "entity_id": target})
 
     def run():
-        eng, states, outs = Engine(Config()), {}, []
+        eng, states, outs = Engine(CFG), {}, []
         for raw in evs:
             ev = parse_event(raw)
             states[ev.entity_id], out = eng.process(states.get(ev.entity_id), ev)

@@ -81,6 +81,9 @@ async def get_history(request: Request, entity_id: str, _: Viewer,
 class ResetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    keep_tier: bool = Field(True, description="the entity keeps its tier and spot-check ratio until a low score "
+                                              "outlasts the de-escalation dwell from the reset; false: the "
+                                              "lowest tier at once")
 
     @field_validator("reason")
     @classmethod
@@ -93,23 +96,26 @@ class ResetIn(BaseModel):
 @router.post("/{entity_id}/reset-state", status_code=202, responses=errors(503))
 async def reset_state(request: Request, entity_id: str, body: ResetIn, who: Ops):
     """Throw the entity's risk state away: the worker starts it again from nothing (register data
-    stays) and writes a risk change to 0 naming the reset, resolving the alerts the old state held
-    open. For a state the worker cannot read or apply events to; its dead-lettered events then go
-    back with ``riskwatch deadletter --reason state_unreadable --replay``. Audited."""
+    stays; its tier too, unless ``keep_tier`` is false) and writes a risk change to 0 naming the reset,
+    resolving the signal alerts the old state held open. For a state the worker cannot read or apply
+    events to; its dead-lettered events then go back with ``riskwatch deadletter --reason
+    state_unreadable --replay``. Audited."""
     await _checked_id(request, entity_id)
     ctx = ctx_of(request)
     r = ctx.redis
     # the new state's decisions come after the view's last one, in order and in time (an entity's clock
     # can be ahead of this one), or the view would keep showing the old state
-    seq, at = await r.hmget(entity_key(entity_id), ["seq", "at"])
+    seq, at, tier = await r.hmget(entity_key(entity_id), ["seq", "at", "tier"])  # tier: kept if unreadable
     ts = max(time.time(), float(at) if at else 0.0)
     rid = "reset-" + uuid.uuid4().hex[:12]
     cmd = {"type": "state_reset", "reset_id": rid, "entity_id": entity_id,
            "ts": datetime.fromtimestamp(ts, timezone.utc).isoformat(), "author": who.name, "reason": body.reason,
-           "after_seq": int(float(seq)) if seq else 0}
+           "after_seq": int(float(seq)) if seq else 0, "keep_tier": body.keep_tier,
+           "tier": tier or None}
     await ctx.send_command(cmd, entity_id=entity_id)
     pipe = r.pipeline(transaction=True)
-    audit.record(pipe, who.name, "entity.reset_state", rid, {"entity_id": entity_id, "reason": body.reason})
+    audit.record(pipe, who.name, "entity.reset_state", rid, {"entity_id": entity_id, "reason": body.reason,
+                                                             "keep_tier": body.keep_tier})
     await pipe.execute()
     return {"reset_id": rid, "entity_id": entity_id, "status": "sent",
             "detail": "the worker applies it with the entity's partition; the entity's history shows it then"}

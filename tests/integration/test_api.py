@@ -488,8 +488,11 @@ def test_ops_reset_an_entitys_state_and_its_history_says_who_and_why(stack):
         assert bad_id.status_code == 422 and "entity_id" in bad_id.text
         r = c.post(url, json={"reason": "state written by release 1.4.2"}, headers=auth("ops"))
         assert r.status_code == 202 and r.json()["reset_id"].startswith("reset-"), r.text
-        st = wait_for(lambda: (x := _entity_state(c, E)) and x["score"] == 0 and x["tier"] == "A" and x, 60,
-                      "the reset applied", workers.logs)
+        # the tier and its spot-check ratio stay (the view's: the worker could not read the state), until a
+        # low score outlasts the de-escalation dwell from the reset: a reset does not by itself lower scrutiny
+        st = wait_for(lambda: (x := _entity_state(c, E)) and x["score"] == 0 and x, 60, "the reset applied",
+                      workers.logs)
+        assert (st["tier"], st["spotcheck_ratio"]) == (high["tier"], high["spotcheck_ratio"])
         assert st["reasons"] == [] and st["name"] == "Shop"  # register data stays
         hist = c.get(f"/v1/entities/{E}/history", headers=auth("viewer")).json()["history"]
         assert hist[0]["reset"] == {"author": "ops-user", "reason": "state written by release 1.4.2"}
@@ -502,9 +505,18 @@ def test_ops_reset_an_entitys_state_and_its_history_says_who_and_why(stack):
         hist = wait_for(lambda: (h := c.get(f"/v1/entities/{E}/history", headers=auth("viewer")).json()["history"])
                         and h[0]["cause"] == "c8" and h, 60, "the replayed event's change", workers.logs)
         assert "reset" in hist[1] and hist[2]["score"] == high["score"]
+        # ops may also take it to the lowest tier at once
+        r2 = c.post(url, json={"reason": "escalated by the faulty release", "keep_tier": False}, headers=auth("ops"))
+        assert r2.status_code == 202
+        st = wait_for(lambda: (x := _entity_state(c, E)) and x["tier"] == "A" and x, 60, "the second reset applied",
+                      workers.logs)
+        assert st["score"] == 0
+        changes = c.get("/v1/spotchecks/changes", headers=auth("viewer")).json()
+        assert any(x["cause"] == r2.json()["reset_id"] and (x["from_tier"], x["to_tier"]) == (high["tier"], "A")
+                   for x in changes["changes"]), changes
         audit = c.get("/v1/audit", headers=auth("ops")).json()["entries"]
-        assert [(e["action"], e["detail"]["entity_id"]) for e in audit if e["action"] == "entity.reset_state"] == \
-            [("entity.reset_state", E)]
+        assert [(e["action"], e["detail"]["entity_id"], e["detail"]["keep_tier"]) for e in audit
+                if e["action"] == "entity.reset_state"] == [("entity.reset_state", E, False), ("entity.reset_state", E, True)]
 
 
 def test_draw_is_reproducible_from_the_published_seed(stack):
