@@ -25,16 +25,28 @@ class _FailsOn(Engine):
         return super().process(state, ev)
 
 
+def _neighbour(p: int) -> str:
+    """Another entity on partition ``p``."""
+    import random
+
+    from riskwatch import uscc
+
+    rng = random.Random(1)
+    return next(e for e in (uscc.generate(rng) for _ in range(1000)) if e != EID and partition_for(e.encode(), 4) == p)
+
+
 def test_an_event_the_engine_fails_on_is_dead_lettered_once_and_not_counted_as_applied():
     p = partition_for(EID.encode(), 4)
     proc = BatchProcessor(_FailsOn(Config()), 4, max_future_s=0, clock=lambda: 0.0)
-    batch = [_complaint("c1", "2026-11-28T10:00:00+00:00"), _complaint("c-bug", "2026-11-28T10:30:00+00:00"),
+    batch = [{**_complaint("n1", "2026-11-28T09:00:00+00:00"), "entity_id": _neighbour(p)},
+             _complaint("c1", "2026-11-28T10:00:00+00:00"), _complaint("c-bug", "2026-11-28T10:30:00+00:00"),
              _complaint("c2", "2026-11-28T11:00:00+00:00")]
     res = proc.handle(orjson.dumps({"batch": batch}), "rw.complaints", p, 7, lambda eid: None)
-    assert res.applied == 2  # 3 until 2026-12-04: the dead-lettered one was also counted as processed
+    assert res.applied == 3  # the dead-lettered one was also counted as processed until 2026-12-04
     [(reason, record)] = res.dead
     dead = orjson.loads(record)
-    assert reason == "engine_error" and dead["index"] == 1
+    # its place in the message (until 2026-12-06: in its entity's events, 1 here)
+    assert reason == "engine_error" and dead["index"] == 2
     assert "ZeroDivisionError" in dead["errors"][0]["message"]
     assert res.states[EID]["n"] == 2 and res.states[EID]["o"] == {f"rw.complaints:{p}": 7}
 

@@ -62,7 +62,7 @@ class BatchProcessor:
             return res
         scheme = self.engine.config.entity_id_scheme
         now = self.clock()
-        by_entity: dict[str, list] = {}
+        by_entity: dict[str, list] = {}  # entity -> [(index in the message, event)]
         for i, raw in enumerate(raws):
             if isinstance(raw, dict) and raw.get("type") == "config_change" and self.on_config is not None:
                 err = self.on_config(raw)  # sent to every partition; the first copy seen applies it
@@ -87,7 +87,7 @@ class BatchProcessor:
             if partition_for(eid.encode(), self.partitions) != partition:
                 res.misrouted.append((eid, raw))
                 continue
-            by_entity.setdefault(eid, []).append(ev)
+            by_entity.setdefault(eid, []).append((i, ev))
         tp = f"{topic}:{partition}"
         engine = self.engine  # after any config change above
         process = engine.process
@@ -97,9 +97,9 @@ class BatchProcessor:
                 state = load(eid)
             except StateUnreadable as exc:  # its events wait in the dead letters; the others go on
                 # up to an operator's reset, which starts the state again (StateReset)
-                k = next((i for i, ev in enumerate(evs) if ev.type == "state_reset"), len(evs))
+                k = next((j for j, (_, ev) in enumerate(evs) if ev.type == "state_reset"), len(evs))
                 err = f"state_unreadable: {exc}"
-                for i, ev in enumerate(evs[:k]):
+                for i, ev in evs[:k]:
                     res.dead.append(("state_unreadable", dead_letter(ev.model_dump(mode="json"), topic, partition,
                                                                      offset, err, i)))
                 if k == len(evs):
@@ -110,7 +110,7 @@ class BatchProcessor:
                 res.skipped += len(evs)
                 continue
             failed = 0
-            for i, ev in enumerate(evs):
+            for i, ev in evs:
                 try:
                     state, outs = process(state, ev)
                 except Exception as exc:  # a bug must not stop the partition: dead-letter, go on
