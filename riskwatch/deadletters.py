@@ -64,6 +64,9 @@ def select(letters: list[DeadLetter], reasons: list[str] | None = None, topic: s
             and (t0 is None or (d.record.get("at") or 0) >= t0)]
 
 
+_STATE_REASONS = ("state_unreadable", "engine_error")
+
+
 def event_of(rec: dict) -> dict | None:
     """The original event of a dead letter, or None when it is not one (bad JSON, an envelope)."""
     raw = rec.get("original")
@@ -106,6 +109,15 @@ def render(letters: list[DeadLetter], shown: list[DeadLetter], limit: int, from_
             d.record.get("reason", "?") for d in shown).most_common()))
         lines.append("by source: " + ", ".join(f"{k} {v}" for k, v in Counter(
             str(d.record.get("topic", "?")) for d in shown).most_common()))
+        stuck = Counter((ev or {}).get("entity_id") for d in shown if d.record.get("reason") in _STATE_REASONS
+                        for ev in [event_of(d.record)])
+        stuck.pop(None, None)
+        if stuck:  # which entities' states to look at (and reset, when the state is at fault)
+            lines.append("by entity (state_unreadable, engine_error): " + ", ".join(
+                f"{k} {v}" for k, v in stuck.most_common(10)) + (f", and {len(stuck) - 10} more" if len(stuck) > 10
+                                                                 else ""))
+            lines.append("  a state the worker cannot read or apply events to: POST /v1/entities/<id>/reset-state, "
+                         "then --replay")
         lines.append(f"latest {min(limit, len(shown))}:")
         for d in shown[-limit:]:
             r = d.record

@@ -284,6 +284,10 @@ def test_a_stored_state_no_worker_wrote_dead_letters_that_entitys_events_only(st
     time.sleep(2)  # more tick scans: until 2026-12-06 the first one stopped the worker
     assert workers.procs[0][0].poll() is None and "left out of the tick scan" in workers.logs()
 
+    # the dead-letter listing says which entity's state to look at
+    listed = subprocess.run([sys.executable, "-m", "riskwatch.cli", "deadletter"], env=worker_env(s),
+                            capture_output=True, text=True, timeout=120)
+    assert f"by entity (state_unreadable, engine_error): {victim} {len(theirs)}\n" in listed.stdout, listed.stdout
     # an operator resets the state (POST /v1/entities/{id}/reset-state sends this command), then sends
     # the entity's dead-lettered events back: they are applied to the new state, and none fails again
     reset = {"type": "state_reset", "reset_id": "reset-it", "entity_id": victim, "author": "ops-it",
