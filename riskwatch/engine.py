@@ -273,14 +273,15 @@ class Engine:
 
     def _reset(self, old: dict | None, ev) -> tuple[dict, list[dict]]:
         """An operator's :class:`~riskwatch.events.StateReset`: a fresh state in place of ``old`` (which
-        may lack any key, or be None when the runtime could not read it). The register data ``m`` and
-        the runtime's source offsets ``o`` stay; the event count goes on from the larger of the old
-        one and ``after_seq``, so the entity's history stays in order. The tier stays (the old state's,
-        else the command's ``tier``: the view's), with its dwell starting again, so a reset does not by
-        itself lower an entity's scrutiny: a score that stays low brings it down after the
-        de-escalation dwell, as any. With ``keep_tier`` false the entity goes to the lowest tier.
-        Outputs: a risk change to score 0 naming the reset, a spot-check change when the tier moved, and
-        a resolution of each signal alert the old state held open (their evidence went with it).
+        may lack any key, or be None when the runtime could not read it). The register data ``m`` (else
+        the command's ``register``: the view's) and the runtime's source offsets ``o`` stay; the event
+        count goes on from the larger of the old one and ``after_seq``, so the entity's history stays in
+        order. The tier stays (the old state's, else the command's ``tier``: the view's), with its dwell
+        starting again, so a reset does not by itself lower an entity's scrutiny: a score that stays low
+        brings it down after the de-escalation dwell, as any. With ``keep_tier`` false the entity goes
+        to the lowest tier. Outputs: a risk change to score 0 naming the reset, a spot-check change when
+        the tier moved, and a resolution of each signal alert the old state held open (their evidence
+        went with it).
 
         >>> from riskwatch.config import Config
         >>> from riskwatch.events import parse_event
@@ -307,6 +308,10 @@ class Engine:
         m, o = old.get("m"), old.get("o")
         if isinstance(m, list) and len(m) >= 2:
             st["m"] = m
+        elif ev.register is not None:  # unreadable: the view's, so it stays counted once in its peer group
+            r = ev.register
+            st["m"] = [r.industry, r.region, r.name] if r.address is None else [r.industry, r.region, r.name,
+                                                                                 r.address]
         if isinstance(o, dict):
             st["o"] = o
         st["n"] = max(kept("n", int, 0), ev.after_seq) + 1

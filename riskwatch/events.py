@@ -36,10 +36,10 @@ from .errors import FieldError, InvalidEvent, field_errors_from_pydantic
 
 __all__ = [
     "Entity", "Complaint", "SensorReading", "Violations", "Inspection", "Record",
-    "Objection", "ObjectionResolution", "StateReset", "Tick", "InputEvent", "parse_event",
+    "Objection", "ObjectionResolution", "StateReset", "ResetRegister", "Tick", "InputEvent", "parse_event",
     "validate_entity_id", "RiskChange", "SpotcheckChange", "AlertCandidate",
-    "Reason", "ObjectionEffect", "OBJECTION_EFFECTS", "ResetNote", "OutputEvent", "output_reader", "INPUT_TYPES", "event_id",
-    "too_far_ahead",
+    "Reason", "ObjectionEffect", "OBJECTION_EFFECTS", "ResetNote", "OutputEvent", "output_reader", "INPUT_TYPES",
+    "event_id", "too_far_ahead",
 ]
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
@@ -162,6 +162,16 @@ class ObjectionResolution(_Event):
     note: Annotated[str, Field(max_length=2000)] = ""
 
 
+class ResetRegister(BaseModel):
+    """An entity's register data as the view holds it, for a reset of a state the worker cannot read."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    industry: Annotated[str, Field(min_length=1, max_length=64)]
+    region: Annotated[str, Field(pattern=r"^\d{6}$")]
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    address: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+
 class StateReset(_Event):
     """An operator throws an entity's risk state away: the engine starts it again from nothing (its
     register data, the offsets already applied and, unless ``keep_tier`` is false, its tier stay), and
@@ -181,6 +191,10 @@ class StateReset(_Event):
                                               "de-escalation dwell passes from the reset; false: the lowest tier")
     tier: Annotated[str, Field(min_length=1, max_length=32)] | None = Field(
         None, description="the entity's tier as the view shows it: kept when the stored state cannot be read")
+    register: ResetRegister | None = Field(
+        None, description="its register data as the view shows it: its peer group when the stored state cannot "
+                          "be read (else its complaints are not compared with its peers' until an upsert comes, "
+                          "and that upsert counts it in its peer group a second time)")
 
 
 class Tick(_Event):

@@ -11,7 +11,7 @@ import pytest
 
 from riskwatch.config import load_config
 from riskwatch.engine import Engine
-from riskwatch.errors import StateUnreadable
+from riskwatch.errors import InvalidEvent, StateUnreadable
 from riskwatch.events import RiskChange, SpotcheckChange, parse_event
 from riskwatch.ingest.plan import validate
 from riskwatch.simulate import Simulation
@@ -137,6 +137,23 @@ def test_a_reset_never_fails_on_a_state_the_engine_cannot_read(old, tier):
     st, _ = _run(eng, st, [{"type": "complaint", "complaint_id": "z1", "entity_id": EID,
                             "ts": "2027-02-01T00:00:00+00:00", "category": "hygiene"}])
     assert st["n"] == 19
+
+
+def test_a_reset_of_an_unreadable_state_takes_the_views_register_data_and_keeps_the_peer_group_count():
+    """Without it the new state had no peer group: its complaints were not compared with its peers' until an
+    upsert came, and that upsert counted the entity in its group a second time."""
+    eng = Engine(CFG)
+    upsert = _feed()[0]
+    st, _ = _run(eng, None, [upsert])
+    assert eng.models.peers.groups["food|350100"][2] == 1
+    register = {"industry": "food", "region": "350100", "name": "Fuzhou Harbour Foods"}
+    st, _ = eng.process(None, parse_event({**_reset(), "register": register}))  # the worker could not read it
+    assert st["m"] == ["food", "350100", "Fuzhou Harbour Foods"]
+    st, _ = _run(eng, st, [upsert])
+    assert eng.models.peers.groups["food|350100"][2] == 1
+    with pytest.raises(InvalidEvent) as exc:
+        parse_event({**_reset(), "register": {**register, "region": "35"}})
+    assert "register.region" in str(exc.value)
 
 
 def _message(raws: list[dict]) -> bytes:

@@ -105,13 +105,17 @@ async def reset_state(request: Request, entity_id: str, body: ResetIn, who: Ops)
     r = ctx.redis
     # the new state's decisions come after the view's last one, in order and in time (an entity's clock
     # can be ahead of this one), or the view would keep showing the old state
-    seq, at, tier = await r.hmget(entity_key(entity_id), ["seq", "at", "tier"])  # tier: kept if unreadable
+    # tier and register data: what the new state keeps when the worker cannot read the old one
+    seq, at, tier, industry, region, name, address = await r.hmget(
+        entity_key(entity_id), ["seq", "at", "tier", "industry", "region", "name", "address"])
     ts = max(time.time(), float(at) if at else 0.0)
     rid = "reset-" + uuid.uuid4().hex[:12]
     cmd = {"type": "state_reset", "reset_id": rid, "entity_id": entity_id,
            "ts": datetime.fromtimestamp(ts, timezone.utc).isoformat(), "author": who.name, "reason": body.reason,
            "after_seq": int(float(seq)) if seq else 0, "keep_tier": body.keep_tier,
-           "tier": tier or None}
+           "tier": tier or None,
+           "register": {"industry": industry, "region": region, "name": name, "address": address or None}
+           if industry and region and name else None}
     await ctx.send_command(cmd, entity_id=entity_id)
     pipe = r.pipeline(transaction=True)
     audit.record(pipe, who.name, "entity.reset_state", rid, {"entity_id": entity_id, "reason": body.reason,
