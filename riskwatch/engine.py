@@ -274,14 +274,14 @@ class Engine:
     def _reset(self, old: dict | None, ev) -> tuple[dict, list[dict]]:
         """An operator's :class:`~riskwatch.events.StateReset`: a fresh state in place of ``old`` (which
         may lack any key, or be None when the runtime could not read it). The register data ``m`` (else
-        the command's ``register``: the view's) and the runtime's source offsets ``o`` stay; the event
+        the command's ``register_data``: the view's) and the runtime's source offsets ``o`` stay; the event
         count goes on from the larger of the old one and ``after_seq``, so the entity's history stays in
         order. The tier stays (the old state's, else the command's ``tier``: the view's), with its dwell
         starting again, so a reset does not by itself lower an entity's scrutiny: a score that stays low
         brings it down after the de-escalation dwell, as any. With ``keep_tier`` false the entity goes
         to the lowest tier. Outputs: a risk change to score 0 naming the reset, a spot-check change when
         the tier moved, and a resolution of each signal alert the old state held open (their evidence
-        went with it).
+        went with it; for an unreadable state, the command's ``open_alerts``: the alert store's).
 
         >>> from riskwatch.config import Config
         >>> from riskwatch.events import parse_event
@@ -308,8 +308,8 @@ class Engine:
         m, o = old.get("m"), old.get("o")
         if isinstance(m, list) and len(m) >= 2:
             st["m"] = m
-        elif ev.register is not None:  # unreadable: the view's, so it stays counted once in its peer group
-            r = ev.register
+        elif ev.register_data is not None:  # unreadable: the view's, so it stays counted once in its peer group
+            r = ev.register_data
             st["m"] = [r.industry, r.region, r.name] if r.address is None else [r.industry, r.region, r.name,
                                                                                  r.address]
         if isinstance(o, dict):
@@ -323,7 +323,10 @@ class Engine:
         else:  # unreadable: the view's
             prev = names.index(ev.tier) if ev.tier in names else 0
         tier = st["ti"] = prev if ev.keep_tier else 0
-        al = old.get("al") if isinstance(old.get("al"), list) else ["tier"] if "ti" not in old else []
+        if "ti" in old:
+            al = old.get("al") if isinstance(old.get("al"), list) else []
+        else:  # unreadable: the alert store's (through the API), else only a tier alert can be known to be open
+            al = list(ev.open_alerts) if ev.open_alerts is not None else ["tier"]
         if tier > 0 and "tier" in al and names[tier] in self.tier_alerts:
             st["al"] = ["tier"]  # its tier alert stays open with the tier, and resolves when the tier falls
         ts = _decision_time(ev, now)

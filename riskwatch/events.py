@@ -191,7 +191,11 @@ class StateReset(_Event):
                                               "de-escalation dwell passes from the reset; false: the lowest tier")
     tier: Annotated[str, Field(min_length=1, max_length=32)] | None = Field(
         None, description="the entity's tier as the view shows it: kept when the stored state cannot be read")
-    register: ResetRegister | None = Field(
+    open_alerts: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        None, max_length=200, description="the signals of the entity's open alerts (``tier`` for the tier alert), "
+                                          "as the alert store holds them: resolved when the stored state cannot "
+                                          "be read (absent: only the tier alert's is known to be possible)")
+    register_data: ResetRegister | None = Field(
         None, description="its register data as the view shows it: its peer group when the stored state cannot "
                           "be read (else its complaints are not compared with its peers' until an upsert comes, "
                           "and that upsert counts it in its peer group a second time)")

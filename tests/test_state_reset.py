@@ -147,13 +147,23 @@ def test_a_reset_of_an_unreadable_state_takes_the_views_register_data_and_keeps_
     st, _ = _run(eng, None, [upsert])
     assert eng.models.peers.groups["food|350100"][2] == 1
     register = {"industry": "food", "region": "350100", "name": "Fuzhou Harbour Foods"}
-    st, _ = eng.process(None, parse_event({**_reset(), "register": register}))  # the worker could not read it
+    st, _ = eng.process(None, parse_event({**_reset(), "register_data": register}))  # the worker could not read it
     assert st["m"] == ["food", "350100", "Fuzhou Harbour Foods"]
     st, _ = _run(eng, st, [upsert])
     assert eng.models.peers.groups["food|350100"][2] == 1
     with pytest.raises(InvalidEvent) as exc:
-        parse_event({**_reset(), "register": {**register, "region": "35"}})
-    assert "register.region" in str(exc.value)
+        parse_event({**_reset(), "register_data": {**register, "region": "35"}})
+    assert "register_data.region" in str(exc.value)
+
+
+def test_a_reset_of_an_unreadable_state_resolves_the_signal_alerts_the_alert_store_holds_open():
+    eng = Engine(CFG)
+    st, out = eng.process(None, parse_event({**_reset(), "tier": "C", "open_alerts": ["complaints.burst", "tier"]}))
+    assert [(o["signal"], o["status"]) for o in out if o["type"] == "alert_candidate"] == [("complaints.burst",
+                                                                                           "resolved")]
+    assert st["al"] == ["tier"]  # kept with tier C, which alerts
+    _, out = eng.process(None, parse_event({**_reset(), "tier": "C", "open_alerts": ["tier"], "keep_tier": False}))
+    assert [(o["signal"], o["status"]) for o in out if o["type"] == "alert_candidate"] == [("tier", "resolved")]
 
 
 def _message(raws: list[dict]) -> bytes:

@@ -97,7 +97,7 @@ class ResetIn(BaseModel):
 async def reset_state(request: Request, entity_id: str, body: ResetIn, who: Ops):
     """Throw the entity's risk state away: the worker starts it again from nothing (register data
     stays; its tier too, unless ``keep_tier`` is false) and writes a risk change to 0 naming the reset,
-    resolving the signal alerts the old state held open. For a state the worker cannot read or apply
+    resolving its open signal alerts. For a state the worker cannot read or apply
     events to; its dead-lettered events then go back with ``riskwatch deadletter --reason
     state_unreadable --replay``. Audited."""
     await _checked_id(request, entity_id)
@@ -109,12 +109,14 @@ async def reset_state(request: Request, entity_id: str, body: ResetIn, who: Ops)
     seq, at, tier, industry, region, name, address = await r.hmget(
         entity_key(entity_id), ["seq", "at", "tier", "industry", "region", "name", "address"])
     ts = max(time.time(), float(at) if at else 0.0)
+    store = AlertStore(r)  # the signals of its open alerts: resolved even when the old state cannot be read
+    signals = sorted({a["signal"] for a in (await store.many(await store.open_ids(entity=entity_id))).values()})
     rid = "reset-" + uuid.uuid4().hex[:12]
     cmd = {"type": "state_reset", "reset_id": rid, "entity_id": entity_id,
            "ts": datetime.fromtimestamp(ts, timezone.utc).isoformat(), "author": who.name, "reason": body.reason,
            "after_seq": int(float(seq)) if seq else 0, "keep_tier": body.keep_tier,
-           "tier": tier or None,
-           "register": {"industry": industry, "region": region, "name": name, "address": address or None}
+           "tier": tier or None, "open_alerts": signals,
+           "register_data": {"industry": industry, "region": region, "name": name, "address": address or None}
            if industry and region and name else None}
     await ctx.send_command(cmd, entity_id=entity_id)
     pipe = r.pipeline(transaction=True)
