@@ -166,6 +166,19 @@ def test_a_reset_of_an_unreadable_state_resolves_the_signal_alerts_the_alert_sto
     assert [(o["signal"], o["status"]) for o in out if o["type"] == "alert_candidate"] == [("tier", "resolved")]
 
 
+def test_an_objection_open_across_a_reset_is_resolved_with_nothing_to_change():
+    eng, st = _scored()
+    st, _ = _run(eng, st, [{"type": "objection", "objection_id": "o1", "entity_id": EID,
+                            "ts": "2026-03-11T00:00:00+00:00", "target_id": "r2", "target_kind": "record"}])
+    st, _ = eng.process(st, parse_event(_reset()))
+    effects = []
+    for res in ("revoked", "upheld"):
+        st, out = _run(eng, st, [{"type": "objection_resolution", "objection_id": "o1", "entity_id": EID,
+                                  "ts": "2026-03-21T00:00:00+00:00", "target_id": "r2", "resolution": res}])
+        effects.append((out[0]["objection"]["effect"], out[0]["score"]))
+    assert effects == [("not_held", 0.0), ("kept", 0.0)]
+
+
 def _message(raws: list[dict]) -> bytes:
     return orjson.dumps({"batch": raws})
 
