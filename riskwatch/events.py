@@ -175,10 +175,10 @@ class ResetRegister(BaseModel):
 class StateReset(_Event):
     """An operator throws an entity's risk state away: the engine starts it again from nothing (its
     register data, the offsets already applied and, unless ``keep_tier`` is false, its tier stay), and
-    says so in a risk change. For a state no
-    worker can read or apply events to (dead-lettered as ``state_unreadable`` or ``engine_error``),
-    whose events then go back with ``riskwatch deadletter --replay``. Read from ``rw.commands`` only;
-    ``POST /v1/entities/{id}/reset-state`` (ops) sends it and audits it."""
+    says so in a risk change. For a state no worker can read or apply events to (dead-lettered as
+    ``state_unreadable`` or ``engine_error``), whose events then go back with ``riskwatch deadletter
+    --replay``. Read from ``rw.commands`` only; ``POST /v1/entities/{id}/reset-state`` (ops) sends it
+    and audits it."""
 
     type: Literal["state_reset"] = "state_reset"
     reset_id: Id

@@ -11,11 +11,11 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .. import audit
 from ..alerts.store import AlertStore
-from ..events import validate_entity_id
+from ..events import ResetRegister, validate_entity_id
 from ..times import iso, utc
 from ..view import NAMES, entity_key, history_key, name_form, name_keys, name_lookup, reindex_names
 from .context import Ops, Viewer, ctx_of, errors
@@ -103,21 +103,23 @@ async def reset_state(request: Request, entity_id: str, body: ResetIn, who: Ops)
     await _checked_id(request, entity_id)
     ctx = ctx_of(request)
     r = ctx.redis
-    # the new state's decisions come after the view's last one, in order and in time (an entity's clock
-    # can be ahead of this one), or the view would keep showing the old state
-    # tier and register data: what the new state keeps when the worker cannot read the old one
+    # What the view and the alert store know stands in for a state the worker cannot read: its tier,
+    # register data and open alerts. And the new state's decisions come after the view's last one, in
+    # order (seq) and in time (an entity's clock can be ahead of this one), or the view keeps the old.
     seq, at, tier, industry, region, name, address = await r.hmget(
         entity_key(entity_id), ["seq", "at", "tier", "industry", "region", "name", "address"])
     ts = max(time.time(), float(at) if at else 0.0)
-    store = AlertStore(r)  # the signals of its open alerts: resolved even when the old state cannot be read
+    store = AlertStore(r)
     signals = sorted({a["signal"] for a in (await store.many(await store.open_ids(entity=entity_id))).values()})
+    try:
+        register = ResetRegister(industry=industry, region=region, name=name, address=address or None).model_dump()
+    except ValidationError:  # no register data in the view (no upsert yet)
+        register = None
     rid = "reset-" + uuid.uuid4().hex[:12]
     cmd = {"type": "state_reset", "reset_id": rid, "entity_id": entity_id,
            "ts": datetime.fromtimestamp(ts, timezone.utc).isoformat(), "author": who.name, "reason": body.reason,
-           "after_seq": int(float(seq)) if seq else 0, "keep_tier": body.keep_tier,
-           "tier": tier or None, "open_alerts": signals,
-           "register_data": {"industry": industry, "region": region, "name": name, "address": address or None}
-           if industry and region and name else None}
+           "after_seq": int(float(seq)) if seq else 0, "keep_tier": body.keep_tier, "tier": tier or None,
+           "open_alerts": signals, "register_data": register}
     await ctx.send_command(cmd, entity_id=entity_id)
     pipe = r.pipeline(transaction=True)
     audit.record(pipe, who.name, "entity.reset_state", rid, {"entity_id": entity_id, "reason": body.reason,
