@@ -310,8 +310,7 @@ class Engine:
             st["m"] = m
         elif ev.register_data is not None:  # unreadable: the view's, so it stays counted once in its peer group
             r = ev.register_data
-            st["m"] = [r.industry, r.region, r.name] if r.address is None else [r.industry, r.region, r.name,
-                                                                                 r.address]
+            st["m"] = [r.industry, r.region, r.name] + ([r.address] if r.address is not None else [])
         if isinstance(o, dict):
             st["o"] = o
         st["n"] = max(kept("n", int, 0), ev.after_seq) + 1
@@ -320,26 +319,19 @@ class Engine:
         names = scorer.tier_names
         if "ti" in old:
             prev = min(max(kept("ti", int, 0), 0), len(names) - 1)
-        else:  # unreadable: the view's
-            prev = names.index(ev.tier) if ev.tier in names else 0
-        tier = st["ti"] = prev if ev.keep_tier else 0
-        if "ti" in old:
             al = old.get("al") if isinstance(old.get("al"), list) else []
-        else:  # unreadable: the alert store's (through the API), else only a tier alert can be known to be open
+        else:  # unreadable: the view's tier; the alert store's open alerts, else only a tier alert can be known
+            prev = names.index(ev.tier) if ev.tier in names else 0
             al = list(ev.open_alerts) if ev.open_alerts is not None else ["tier"]
+        tier = st["ti"] = prev if ev.keep_tier else 0
         if tier > 0 and "tier" in al and names[tier] in self.tier_alerts:
             st["al"] = ["tier"]  # its tier alert stays open with the tier, and resolves when the tier falls
         ts = _decision_time(ev, now)
-        note = {"reset_id": ev.reset_id, "author": ev.author, "reason": ev.reason}
-        out: list[dict] = [{
-            "type": "risk_change", "entity_id": st["id"], "ts": ts, "seq": st["n"], "score": 0.0,
-            "previous_score": min(max(float(kept("es", (int, float), 0.0)), 0.0), 100.0), "tier": names[tier],
-            "tier_since": datetime.fromtimestamp(now, tz=timezone.utc), "reasons": [],
-            "cause_event_id": ev.reset_id, "config_version": self.version, "reset": note}]
+        previous = min(max(float(kept("es", (int, float), 0.0)), 0.0), 100.0)
+        out = [self._risk_change(st, ts, 0.0, previous, tier, now, [], ev.reset_id)]
+        out[0]["reset"] = {"reset_id": ev.reset_id, "author": ev.author, "reason": ev.reason}
         if tier != prev:
-            out.append({"type": "spotcheck_change", "entity_id": st["id"], "ts": ts, "from_tier": names[prev],
-                        "to_tier": names[tier], "from_ratio": scorer.ratios[prev], "to_ratio": scorer.ratios[tier],
-                        "score": 0.0, "reasons": [], "cause_event_id": ev.reset_id, "config_version": self.version})
+            out.append(self._spotcheck_change(st, ts, prev, tier, 0.0, [], ev.reset_id))
         for code in al:
             if code in st["al"]:
                 continue
@@ -385,10 +377,7 @@ class Engine:
             reasons = scorer.reasons(parts, score)
             # since when the entity is in this tier: what a regulator asks after "who" and "why"
             since = now if tier != prev else state["tt"]
-            out.append({"type": "risk_change", "entity_id": state["id"], "ts": ts, "seq": state["n"],
-                        "score": score, "previous_score": state["es"], "tier": scorer.tier_names[tier],
-                        "tier_since": datetime.fromtimestamp(since, tz=timezone.utc),
-                        "reasons": reasons, "cause_event_id": _event_id(ev), "config_version": self.version})
+            out.append(self._risk_change(state, ts, score, state["es"], tier, since, reasons, _event_id(ev)))
             if objection is not None:
                 out[-1]["objection"] = objection
             state["es"] = score
@@ -398,11 +387,7 @@ class Engine:
                 ts = _decision_time(ev, now)
             state["ti"] = tier
             state["tt"] = now
-            out.append({"type": "spotcheck_change", "entity_id": state["id"], "ts": ts,
-                        "from_tier": scorer.tier_names[prev], "to_tier": scorer.tier_names[tier],
-                        "from_ratio": scorer.ratios[prev], "to_ratio": scorer.ratios[tier],
-                        "score": score, "reasons": reasons, "cause_event_id": _event_id(ev),
-                        "config_version": self.version})
+            out.append(self._spotcheck_change(state, ts, prev, tier, score, reasons, _event_id(ev)))
             self._tier_alert(state, ev, score, prev, tier, out)
         alerts = scorer.alerts
         if alerts:
@@ -411,6 +396,18 @@ class Engine:
                 if spec is not None:
                     self._signal_alert(state, ev, now, code, spec, score, out)
         return out
+
+    def _risk_change(self, state, ts, score, previous, tier, since, reasons, cause) -> dict:
+        return {"type": "risk_change", "entity_id": state["id"], "ts": ts, "seq": state["n"], "score": score,
+                "previous_score": previous, "tier": self.scorer.tier_names[tier],
+                "tier_since": datetime.fromtimestamp(since, tz=timezone.utc), "reasons": reasons,
+                "cause_event_id": cause, "config_version": self.version}
+
+    def _spotcheck_change(self, state, ts, prev, tier, score, reasons, cause) -> dict:
+        scorer = self.scorer
+        return {"type": "spotcheck_change", "entity_id": state["id"], "ts": ts, "from_tier": scorer.tier_names[prev],
+                "to_tier": scorer.tier_names[tier], "from_ratio": scorer.ratios[prev], "to_ratio": scorer.ratios[tier],
+                "score": score, "reasons": reasons, "cause_event_id": cause, "config_version": self.version}
 
     def _candidate(self, state, ev, code, status, severity, value, score, ids) -> dict:
         return {"type": "alert_candidate", "entity_id": state["id"], "ts": _decision_time(ev, state["t"]),
