@@ -45,6 +45,7 @@ def test_risk_changes_say_since_when_the_entity_is_in_its_tier(config):
         assert moved[entered] == o["tier"] and o["tier_since"] == entered, o
     assert risk[-1]["tier_since"] < risk[-1]["ts"]  # the fourth record raised the score, not the tier
 
+
 def test_an_entity_registered_without_a_time_is_in_its_first_tier_since_its_first_timed_event(config):
     """A register export's upserts carry no time: until 2026-12-06 such an entity's risk changes said
     it was in tier A since 1970-01-01 until its tier first changed."""

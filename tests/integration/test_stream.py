@@ -301,6 +301,8 @@ def test_a_stored_state_no_worker_wrote_dead_letters_that_entitys_events_only(st
 
     def victims_state() -> dict | None:
         last = [v for _, k, v in read_topic(s.broker, s.state_changelog) if k == victim.encode()][-1]
+        if last.startswith(b"{not"):  # the reset's state not on the changelog yet
+            return None
         st = orjson.loads(last)
         return st if st.get("n", 0) >= 1 + len(theirs) else None
     st = wait_for(victims_state, 60, "the replayed events applied to the new state", workers.logs)
