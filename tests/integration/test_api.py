@@ -495,7 +495,9 @@ def test_ops_reset_an_entitys_state_and_its_history_says_who_and_why(stack):
         assert (st["tier"], st["spotcheck_ratio"]) == (high["tier"], high["spotcheck_ratio"])
         assert st["reasons"] == [] and st["name"] == "Shop"
         # the new state has the view's register data: its peer group, counted once
-        last = [v for _, k, v in read_topic(s.broker, s.state_changelog) if k == E.encode()][-1]
+        last = wait_for(lambda: (v := [v for _, k, v in read_topic(s.broker, s.state_changelog)
+                                       if k == E.encode()][-1]) and v[:1] == b"{" and v != b"{not a state" and v,
+                        30, "the new state on the changelog", workers.logs)
         assert orjson.loads(last)["m"] == ["food", "350100", "Shop"]
         hist = c.get(f"/v1/entities/{E}/history", headers=auth("viewer")).json()["history"]
         assert hist[0]["reset"] == {"author": "ops-user", "reason": "state written by release 1.4.2"}
