@@ -8,7 +8,9 @@ Keys (prefix ``rw:``):
   address when its last upsert had one (since 2026-12-06);
 - ``rw:rank`` and ``rw:rank:region:{r}`` / ``rw:rank:industry:{i}`` /
   ``rw:rank:tier:{t}`` sorted sets of entity id by score ("riskiest");
-- ``rw:history:{id}`` sorted set of score/tier changes in decision order (``seq``), bounded;
+- ``rw:history:{id}`` sorted set of score/tier changes in decision order (:func:`history_rank`: time,
+  then ``seq``; by ``seq`` alone until 2026-12-06, which put a new state's changes below the old
+  state's: a recreated changelog, a state reset), bounded;
 - ``rw:spotchecks`` sorted set of spot-check (tier) changes by decision time, bounded;
 - ``rw:entities`` set of every entity id in the view, registered or scored (since 2026-12-04: a
   view written before holds those written since, until ``rebuild-view``);
@@ -36,8 +38,8 @@ import orjson
 
 __all__ = ["ENTITIES", "INSPECTIONS_KEPT", "NAMES", "NAMES_FORMAT", "NAMES_FORMAT_KEY", "NAME_KEY_CHARS",
            "OBJECTION_EFFECTS", "REINDEX_NAMES_LUA", "ROUND_LUA", "SPOTCHECKS", "ViewWriter", "entity_key",
-           "history_key", "inspection_fact", "inspections_key", "name_form", "name_keys", "name_lookup",
-           "reindex_names"]
+           "history_key", "history_rank", "inspection_fact", "inspections_key", "name_form", "name_keys",
+           "name_lookup", "reindex_names"]
 
 P = "rw:"
 SPOTCHECKS = f"{P}spotchecks"
@@ -317,6 +319,20 @@ def _epoch(ts) -> float:
     return ts.timestamp() if isinstance(ts, datetime) else datetime.fromisoformat(str(ts)).timestamp()
 
 
+def history_rank(o: dict) -> int:
+    """A risk change's place in its entity's history: its decision time in milliseconds, then its
+    event count (last three digits) for changes in the same millisecond. Exact in a double until
+    the year 2255. Time first: a state started again (a changelog recreated under a kept view, a
+    state reset) counts from 1 again, and by count alone its changes sorted below the old state's and
+    were the first trimmed.
+
+    >>> history_rank({"ts": "2026-03-01T09:00:00+08:00", "seq": 1}) > history_rank(
+    ...     {"ts": "2026-03-01T08:59:59.999+08:00", "seq": 412})
+    True
+    """
+    return int(_epoch(o["ts"]) * 1000.0) * 1000 + o["seq"] % 1000
+
+
 def _iso(ts) -> str:
     return ts if isinstance(ts, str) else ts.isoformat() if isinstance(ts, datetime) else str(ts)
 
@@ -406,7 +422,7 @@ class ViewWriter:
             if kind == "risk_change":
                 last[o["entity_id"]] = o
                 if history:
-                    hist.append([o["entity_id"], self._history_member(o).decode(), repr(o["seq"])])
+                    hist.append([o["entity_id"], self._history_member(o).decode(), repr(history_rank(o))])
                 if o.get("objection"):
                     effects.append([x.decode() for x in self._objection_effect(o)])
             elif kind == "spotcheck_change":
@@ -470,7 +486,7 @@ class ViewWriter:
 
     def _history(self, pipe, o: dict) -> None:
         hk = history_key(o["entity_id"])
-        pipe.zadd(hk, {self._history_member(o): o["seq"]})
+        pipe.zadd(hk, {self._history_member(o): history_rank(o)})
         pipe.zremrangebyrank(hk, 0, -self.history_len - 1)
 
     @staticmethod

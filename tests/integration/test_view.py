@@ -255,4 +255,7 @@ def test_an_older_decision_never_replaces_a_newer_one(services):
     assert r.zscore("rw:rank", eid) == 45.0 and r.zscore("rw:rank:tier:B", eid) == 45.0
     assert r.zscore("rw:rank:tier:A", eid) is None and r.zscore("rw:rank:tier:C", eid) is None
     assert r.zcard(f"rw:history:{eid}") == 3  # the rebuild's current-only write adds no history
+    # and the new deployment's change is the newest in the history (until 2026-12-06 it was ordered by
+    # seq alone: below the old deployment's, and the first trimmed)
+    assert [orjson.loads(m)["cause"] for m in r.zrevrange(f"rw:history:{eid}", 0, -1)] == ["c2", "c11", "c10"]
     r.flushdb()
