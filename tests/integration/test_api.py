@@ -486,6 +486,8 @@ def test_ops_reset_an_entitys_state_and_its_history_says_who_and_why(stack):
             assert bad.status_code == 422 and "reason" in bad.text, bad.text
         bad_id = c.post("/v1/entities/91350100M000100Y44/reset-state", json={"reason": "x"}, headers=auth("ops"))
         assert bad_id.status_code == 422 and "entity_id" in bad_id.text
+        view = sync_redis.Redis.from_url(s.redis_url)
+        seq_before = int(view.hget(f"rw:entity:{E}", "seq"))
         r = c.post(url, json={"reason": "state written by release 1.4.2"}, headers=auth("ops"))
         assert r.status_code == 202 and r.json()["reset_id"].startswith("reset-"), r.text
         # the tier and its spot-check ratio stay (the view's: the worker could not read the state), until a
@@ -494,6 +496,8 @@ def test_ops_reset_an_entitys_state_and_its_history_says_who_and_why(stack):
                       workers.logs)
         assert (st["tier"], st["spotcheck_ratio"]) == (high["tier"], high["spotcheck_ratio"])
         assert st["reasons"] == [] and st["name"] == "Shop"
+        # the entity's seq goes on from the view's (the unreadable state's count is lost): it only grows
+        assert int(view.hget(f"rw:entity:{E}", "seq")) == seq_before + 1
         # the new state has the view's register data: its peer group, counted once
         last = wait_for(lambda: (v := [v for _, k, v in read_topic(s.broker, s.state_changelog)
                                        if k == E.encode()][-1]) and v[:1] == b"{" and v != b"{not a state" and v,
@@ -503,7 +507,7 @@ def test_ops_reset_an_entitys_state_and_its_history_says_who_and_why(stack):
         assert hist[0]["reset"] == {"author": "ops-user", "reason": "state written by release 1.4.2"}
         assert hist[0]["cause"] == r.json()["reset_id"] and hist[1]["score"] == high["score"]
         # its dead-lettered event goes back, and the new state's changes come after the old state's in the
-        # history: the reset counts on from the view's last change (the unreadable state's count is lost)
+        # history
         replayed = subprocess.run([sys.executable, "-m", "riskwatch.cli", "deadletter", "--reason", "state_unreadable",
                                    "--replay"], env=worker_env(s), capture_output=True, text=True, timeout=120)
         assert replayed.returncode == 0 and "replayed 1 events" in replayed.stdout, replayed
