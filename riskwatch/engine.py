@@ -275,8 +275,8 @@ class Engine:
         """An operator's :class:`~riskwatch.events.StateReset`: a fresh state in place of ``old`` (which
         may lack any key, or be None when the runtime could not read it). The register data ``m`` (else
         the command's ``register_data``: the view's) and the runtime's source offsets ``o`` stay; the event
-        count goes on from the larger of the old one and ``after_seq``, so the entity's history stays in
-        order. The tier stays (the old state's, else the command's ``tier``: the view's), with its dwell
+        count goes on from the larger of the old one and ``after_seq``, so the entity's ``seq`` only
+        grows. The tier stays (the old state's, else the command's ``tier``: the view's), with its dwell
         starting again, so a reset does not by itself lower an entity's scrutiny: a score that stays low
         brings it down after the de-escalation dwell, as any. With ``keep_tier`` false the entity goes
         to the lowest tier. Outputs: a risk change to score 0 naming the reset, a spot-check change when
