@@ -356,8 +356,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        # until 2026-12-06 a bad RISKWATCH_* variable ended every command with a pydantic traceback
+        print(settings_errors(exc), file=sys.stderr)
+        return 2
+
+
+def settings_errors(exc) -> str:
+    """A :class:`~riskwatch.settings.Settings` validation error as one line per variable.
+
+    >>> from riskwatch.settings import Settings
+    >>> try:
+    ...     Settings(partitions=0)
+    ... except Exception as exc:
+    ...     print(settings_errors(exc))
+    riskwatch: invalid settings:
+      RISKWATCH_PARTITIONS: Input should be greater than or equal to 1 (got 0)
+    """
+    lines = ["riskwatch: invalid settings:"]
+    for e in exc.errors():
+        name = "RISKWATCH_" + "_".join(str(p) for p in e["loc"]).upper() if e["loc"] else ""
+        msg = e["msg"].removeprefix("Value error, ")
+        got = f" (got {e['input']!r})" if e["loc"] and not isinstance(e.get("input"), dict) else ""
+        lines.append(f"  {name + ': ' if name else ''}{msg}{got}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover

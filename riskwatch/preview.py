@@ -23,6 +23,8 @@ from .config import Config
 from .engine import Engine
 from .errors import InvalidEvent
 from .events import parse_event
+from .kafka_security import client_options
+from .settings import Settings
 
 __all__ = ["shadow", "recent_events"]
 
@@ -62,14 +64,14 @@ def shadow(raw_events: list[dict], current: Config, candidate: Config) -> dict:
     }
 
 
-async def recent_events(broker: str, topics: list[str], per_partition: int) -> list[dict]:
+async def recent_events(broker: Settings | str, topics: list[str], per_partition: int) -> list[dict]:
     """The last ``per_partition`` messages of each partition of ``topics`` (events unpacked)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from .streams.codec import decode
     from .streams.kafka import read_to_end
 
-    c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    c = AIOKafkaConsumer(**client_options(broker), enable_auto_commit=False)
     await c.start()
     try:
         await c._client.force_metadata_update()

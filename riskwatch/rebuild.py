@@ -46,7 +46,7 @@ from .view import NAMES_FORMAT, NAMES_FORMAT_KEY, ViewWriter, inspection_fact
 __all__ = ["rebuild_view"]
 
 
-async def _each(broker: str, topic: str, counts: dict | None = None):
+async def _each(broker: Settings | str, topic: str, counts: dict | None = None):
     """The events of a topic, batch envelopes unpacked; messages that are not JSON are skipped (an input
     topic holds whatever producers sent, and the workers dead-lettered those: until 2026-12-05 one
     such message in ``rw.entities`` stopped the rebuild with a JSONDecodeError), and counted in
@@ -77,7 +77,7 @@ def _output(raw, kind: str, counts: dict) -> dict | None:
     return raw
 
 
-async def _states(broker: str, changelog: str, counts: dict):
+async def _states(broker: Settings | str, changelog: str, counts: dict):
     """``(entity id, state)`` of every state record in the changelog, oldest first (the last one wins);
     one that is not a JSON object (not a worker's) is counted in ``refused``."""
     async for eid, raw in read_changelog(broker, changelog):
@@ -143,7 +143,7 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
 
     meta: dict[str, list] = {}
     register: dict[str, dict] = {}  # the last register data per entity, written once (its name keys too)
-    async for raw in _each(settings.broker, settings.topic("entities")):
+    async for raw in _each(settings, settings.topic("entities")):
         ev = _valid(raw, "entity", cfg.entity_id_scheme)  # what the workers applied, not what they dead-lettered
         if ev is not None:
             register[ev.entity_id] = {"entity_id": ev.entity_id, "name": ev.name, "industry": ev.industry,
@@ -152,7 +152,7 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
             counts["entities"] += 1
     # per entity only what the view needs (a state is ~1 KB; 1M of them would not fit in memory)
     fallback: dict[str, dict | None] = {}
-    async for eid, st in _states(settings.broker, settings.state_changelog, counts):
+    async for eid, st in _states(settings, settings.state_changelog, counts):
         m = st.get("m")
         if m:
             meta[eid] = m[:2]
@@ -170,7 +170,7 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
         pipe.set(NAMES_FORMAT_KEY, NAMES_FORMAT)
     # the producer may reorder an entity's output messages; its `seq` is the decision order
     latest: dict[str, dict] = {}
-    async for raw in _each(settings.broker, settings.topic("risk-changes"), counts):
+    async for raw in _each(settings, settings.topic("risk-changes"), counts):
         o = _output(raw, "risk_change", counts)
         if o is None:
             continue
@@ -190,7 +190,7 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
     for i in range(0, len(current), 1000):
         await view.queue_round(pipe, current[i:i + 1000], meta.get, history=False)
         await flush_some()
-    async for raw in _each(settings.broker, settings.topic("spotcheck-changes"), counts):
+    async for raw in _each(settings, settings.topic("spotcheck-changes"), counts):
         o = _output(raw, "spotcheck_change", counts)
         if o is None:
             continue
@@ -198,7 +198,7 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
         counts["spotcheck_changes"] += 1
         await flush_some()
     # inspection results for draw outcomes (kept, not flushed: older ones may be gone from the topic)
-    async for raw in _each(settings.broker, settings.topic("inspections")):
+    async for raw in _each(settings, settings.topic("inspections")):
         ev = _valid(raw, "inspection", cfg.entity_id_scheme)
         if ev is None:
             continue

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "INPUT_TOPICS", "OUTPUT_TOPICS"]
+__all__ = ["Settings", "INPUT_TOPICS", "OUTPUT_TOPICS", "redact_url"]
 
 INPUT_TOPICS = ("entities", "complaints", "sensor-readings", "inspections", "records", "commands")
 OUTPUT_TOPICS = {"risk_change": "risk-changes", "spotcheck_change": "spotcheck-changes",
@@ -24,6 +24,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RISKWATCH_", frozen=True, extra="ignore")
 
     broker: str = "127.0.0.1:9092"
+    # Kafka security (a production cluster; the embedded broker is plaintext on loopback): see kafka_security.py
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: Path | None = None      # CA of the brokers' certificates (unset: the system's CAs)
+    kafka_ssl_certfile: Path | None = None    # client certificate (PEM, may hold the key), for mutual TLS
+    kafka_ssl_keyfile: Path | None = None     # its key, when not in the certificate file
+    kafka_ssl_check_hostname: bool = True
     redis_url: str = "redis://127.0.0.1:6379/0"
     config_path: Path | None = None
     topic_prefix: str = "rw."
@@ -76,6 +85,37 @@ class Settings(BaseSettings):
     outbox_claim_seconds: Annotated[float, Field(gt=0)] = 30.0  # reclaim a dead deliverer's entries after
     alert_tick_seconds: Annotated[float, Field(gt=0)] = 0.5     # intake poll / cooldown / grouping clock
 
+    @model_validator(mode="after")
+    def _kafka_security(self):
+        """Kafka security settings that cannot work are refused at load, naming the variable, rather
+        than at a worker's first connection (which aiokafka reports as "Unable to bootstrap")."""
+        protocol = self.kafka_security_protocol
+        password = self.kafka_sasl_password.get_secret_value()
+        if protocol.startswith("SASL") and not (self.kafka_sasl_username and password):
+            raise ValueError(f"RISKWATCH_KAFKA_SECURITY_PROTOCOL={protocol} needs RISKWATCH_KAFKA_SASL_USERNAME "
+                             "and RISKWATCH_KAFKA_SASL_PASSWORD")
+        files = {"RISKWATCH_KAFKA_SSL_CAFILE": self.kafka_ssl_cafile, "RISKWATCH_KAFKA_SSL_CERTFILE":
+                 self.kafka_ssl_certfile, "RISKWATCH_KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile}
+        given = [name for name, f in files.items() if f is not None]
+        if not protocol.endswith("SSL"):
+            if given:
+                raise ValueError(f"{given[0]} is set but RISKWATCH_KAFKA_SECURITY_PROTOCOL is {protocol} "
+                                 "(SSL or SASL_SSL uses it)")
+            return self
+        for name in given:
+            if not files[name].is_file():
+                raise ValueError(f"{name}: no such file: {files[name]}")
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            raise ValueError("RISKWATCH_KAFKA_SSL_KEYFILE is set without RISKWATCH_KAFKA_SSL_CERTFILE")
+        from .kafka_security import ssl_context
+
+        try:
+            ssl_context(self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile,
+                        self.kafka_ssl_check_hostname)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ValueError(f"RISKWATCH_KAFKA_SSL_* files cannot be used: {exc}") from exc
+        return self
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
@@ -89,4 +129,22 @@ class Settings(BaseSettings):
         for k in ("api_token", "api_tokens"):
             if d.get(k):
                 d[k] = "***"
+        d["redis_url"] = redact_url(self.redis_url)
         return d
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password, if any, shown as ``***`` (a Redis URL printed or logged).
+
+    >>> redact_url("redis://:s3cret@10.0.0.5:6379/0"), redact_url("rediss://rw:s3cret@redis:6380/0")
+    ('redis://:***@10.0.0.5:6379/0', 'rediss://rw:***@redis:6380/0')
+    >>> redact_url("redis://127.0.0.1:6379/0")
+    'redis://127.0.0.1:6379/0'
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{parts.netloc.rsplit('@', 1)[1]}").geturl()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .api.auth import hash_token
 from .embedded import Service, die_with_parent, free_port, port_range, start_broker, start_redis
+from .settings import redact_url
 from .supervise import Child, supervise
 
 __all__ = ["up"]
@@ -229,7 +230,7 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
               f"http://127.0.0.1:{dispatcher_port}/metrics (dispatcher), http://127.0.0.1:{api_port}/metrics (API)")
         if demo and "RISKWATCH_DEMO_WEBHOOK_SECRET" not in os.environ:
             print(f"  webhooks  {data_dir / 'webhooks.jsonl'} (signed, verified by a demo receiver)")
-        print(f"  broker    {env['RISKWATCH_BROKER']}   redis {env['RISKWATCH_REDIS_URL']}")
+        print(f"  broker    {env['RISKWATCH_BROKER']}   redis {redact_url(env['RISKWATCH_REDIS_URL'])}")
         print("Ctrl-C stops everything; a process that exits is started again (see riskwatch/supervise.py).",
               flush=True)
         return supervise(children, services, lambda: stopping, lambda name: _log_tail(data_dir / f"{name}.log"))

@@ -18,6 +18,7 @@ import time
 import uuid
 
 from ..config import load_config
+from ..kafka_security import client_options
 from ..settings import Settings
 from ..streams.codec import encode_batch
 from ..streams.kafka import read_skipped
@@ -36,7 +37,7 @@ log = logging.getLogger("riskwatch.dispatcher")
 async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, tick_seconds: float) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=s.broker, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(**client_options(s), acks="all", linger_ms=5)
     await producer.start()
     alerts_topic = s.topic("alerts")
 
@@ -48,7 +49,7 @@ async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, ti
                                for eid, evs in by_entity.items()])
 
     intake.publish = publish
-    consumer = AIOKafkaConsumer(s.topic("alert-candidates"), bootstrap_servers=s.broker,
+    consumer = AIOKafkaConsumer(s.topic("alert-candidates"), **client_options(s),
                                 group_id=f"{s.app_id}-alerts", enable_auto_commit=False,
                                 auto_offset_reset="earliest", session_timeout_ms=int(s.session_timeout * 1000),
                                 heartbeat_interval_ms=1000,
@@ -66,7 +67,7 @@ async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, ti
                     if prev is None:
                         prev = await intake.applied_offset(msg.topic, msg.partition)
                     if prev is not None and msg.offset > prev + 1:  # offsets the consumer never delivered
-                        for rec in await read_skipped(s.broker, msg.topic, msg.partition,
+                        for rec in await read_skipped(s, msg.topic, msg.partition,
                                                       range(prev + 1, msg.offset), gaps, refetched,
                                                       "the alert intake", s.repair_gaps):
                             await intake.apply_message(rec.topic, rec.partition, rec.offset, rec.value)

@@ -18,6 +18,7 @@ from fastapi.responses import RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import audit
+from ..kafka_security import client_options
 from ..settings import Settings
 from ..times import iso_fields
 from . import alerts, board, config_api, entities, objections, spotchecks
@@ -43,7 +44,7 @@ async def _worker_lag(s: Settings) -> int:
 
     # a consumer of the worker's group that never subscribes: it only fetches the group's commits
     # (aiokafka's admin client fails to decode the embedded broker's group responses)
-    c = AIOKafkaConsumer(bootstrap_servers=s.broker, group_id=s.app_id, enable_auto_commit=False,
+    c = AIOKafkaConsumer(**client_options(s), group_id=s.app_id, enable_auto_commit=False,
                          request_timeout_ms=3000)
     await c.start()
     try:
@@ -58,6 +59,22 @@ async def _worker_lag(s: Settings) -> int:
         await c.stop()
 
 
+async def _broker_reachable(bootstrap: str):
+    """True when one of the bootstrap brokers (``host:port``, comma-separated) takes a TCP connection,
+    else what went wrong with the last. Until 2026-12-06 a list of several was read as one address, and a
+    cluster's API was never ready."""
+    problem = "no broker address"
+    for addr in filter(None, (a.strip() for a in bootstrap.split(","))):
+        try:
+            host, port = addr.rsplit(":", 1)
+            _, w = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), 2)
+            w.close()
+            return True
+        except Exception as exc:
+            problem = f"unreachable: {type(exc).__name__}"
+    return problem
+
+
 @health.get("/readyz", responses={503: {"description": "not ready: see checks"}})
 async def readyz(request: Request, response: Response):
     """Redis and the broker reachable, and the worker group's lag under ``RISKWATCH_API_READY_MAX_LAG``."""
@@ -67,13 +84,7 @@ async def readyz(request: Request, response: Response):
         checks["redis"] = bool(await ctx.redis.ping())
     except Exception as exc:  # report, do not raise: readiness is a status
         checks["redis"] = f"unreachable: {type(exc).__name__}"
-    try:
-        host, port = ctx.s.broker.rsplit(":", 1)
-        _, w = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 2)
-        w.close()
-        checks["broker"] = True
-    except Exception as exc:
-        checks["broker"] = f"unreachable: {type(exc).__name__}"
+    checks["broker"] = await _broker_reachable(ctx.s.broker)
     if checks["broker"] is True:
         try:
             lag = await asyncio.wait_for(_worker_lag(ctx.s), 8)

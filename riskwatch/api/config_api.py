@@ -186,7 +186,7 @@ async def preview_config(request: Request, body: PreviewIn, _: Ops):
     from aiokafka.errors import KafkaError
 
     try:
-        events = await asyncio.wait_for(recent_events(ctx.s.broker, topics, body.events_per_partition), 60)
+        events = await asyncio.wait_for(recent_events(ctx.s, topics, body.events_per_partition), 60)
     except (KafkaError, OSError, asyncio.TimeoutError) as exc:
         raise HTTPException(503, detail=f"could not read recent events: {type(exc).__name__}",
                             headers={"Retry-After": "5"}) from exc
@@ -207,7 +207,7 @@ async def config_impact(request: Request, body: ImpactIn, _: Ops):
 
     t0 = time.monotonic()
     try:
-        states = await asyncio.wait_for(latest_states(ctx.s.broker, ctx.s.state_changelog), 120)
+        states = await asyncio.wait_for(latest_states(ctx.s, ctx.s.state_changelog), 120)
     except (KafkaError, OSError, asyncio.TimeoutError) as exc:
         raise HTTPException(503, detail=f"could not read the entity states: {type(exc).__name__}",
                             headers={"Retry-After": "5"}) from exc

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel
 
 from ..config import CURRENT_CONFIG, Config, config_from_dict, load_config
+from ..kafka_security import client_options
 from ..settings import Settings
 from ..streams.codec import partition_for
 from .auth import Principal, RateLimiter, TokenRegistry, allows, hash_token
@@ -78,7 +79,7 @@ class ApiContext:
 
         async with self._lock:
             if self._producer is None:
-                p = AIOKafkaProducer(bootstrap_servers=self.s.broker, acks="all", request_timeout_ms=10_000)
+                p = AIOKafkaProducer(**client_options(self.s), acks="all", request_timeout_ms=10_000)
                 try:
                     await asyncio.wait_for(p.start(), 10)
                 except (KafkaError, OSError, asyncio.TimeoutError) as exc:

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..errors import InvalidEvent
 from ..events import parse_event, too_far_ahead
+from ..kafka_security import client_options
 from ..settings import Settings
 from ..streams.codec import dead_letter, partition_for
 
@@ -111,7 +112,7 @@ class MqttBridge:
 
         from ..streams.codec import decode
 
-        c = AIOKafkaConsumer(bootstrap_servers=self.s.broker, enable_auto_commit=False)
+        c = AIOKafkaConsumer(**client_options(self.s), enable_auto_commit=False)
         await c.start()
         try:
             topic = self.s.topic("entities")
@@ -141,7 +142,7 @@ class MqttBridge:
         self.client = self._client(loop)
         self.client.connect_async(self.s.mqtt_host, self.s.mqtt_port, keepalive=30)
         self.client.loop_start()
-        producer = AIOKafkaProducer(bootstrap_servers=self.s.broker, acks="all", linger_ms=5)
+        producer = AIOKafkaProducer(**client_options(self.s), acks="all", linger_ms=5)
         while not self.stop.is_set():
             try:
                 await producer.start()

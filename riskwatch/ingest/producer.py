@@ -15,6 +15,7 @@ import time
 import orjson
 
 from ..errors import Backpressure
+from ..kafka_security import client_options
 from ..settings import Settings
 
 __all__ = ["IngestProducer"]
@@ -38,7 +39,7 @@ class IngestProducer:
 
         async with self._lock:
             if self._p is None:
-                p = AIOKafkaProducer(bootstrap_servers=self.s.broker, acks="all", linger_ms=5,
+                p = AIOKafkaProducer(**client_options(self.s), acks="all", linger_ms=5,
                                      max_batch_size=1 << 20, max_request_size=8 << 20,
                                      request_timeout_ms=int(self.timeout * 1000))
                 try:

@@ -30,6 +30,7 @@ from .. import gc_policy
 from ..config import CURRENT_CONFIG, applied_command, config_from_dict, load_config
 from ..engine import Engine
 from ..errors import ConfigError
+from ..kafka_security import client_options, faust_credentials
 from ..metrics import WorkerMetrics
 from ..models import SnapshotError
 from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
@@ -135,6 +136,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
     app = faust.App(
         s.app_id,
         broker=f"kafka://{s.broker}",
+        broker_credentials=faust_credentials(s),  # TLS / SASL (kafka_security.py)
         store=s.store,
         datadir=str(s.data_dir / "worker"),
         topic_partitions=n,
@@ -161,7 +163,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
     training_name = s.topic("model-training")
     training = app.topic(training_name, partitions=1, **raw)
     changelog = app.topic(s.state_changelog, partitions=n, config=CHANGELOG_CONFIG, **raw)
-    store = StateStore(s.broker, s.state_changelog,
+    store = StateStore(s, s.state_changelog,
                        None if s.store.startswith("memory") else s.data_dir / "worker" / "state", n)
     models_topic = app.topic(s.topic("models"), partitions=1, **raw)
     m = w.metrics
@@ -281,7 +283,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         tp = TopicPartition(s.topic("models"), 0)
-        c = AIOKafkaConsumer(bootstrap_servers=s.broker, enable_auto_commit=False)
+        c = AIOKafkaConsumer(**client_options(s), enable_auto_commit=False)
         await c.start()
         try:
             c.assign([tp])
@@ -355,7 +357,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             handled.append(msg)
             prev = last_at.get(msg.tp, processed_at.get(msg.tp))
             if prev is not None and msg.offset > prev + 1:  # offsets the consumer never delivered
-                for rec in await read_skipped(s.broker, msg.topic, p, range(prev + 1, msg.offset),
+                for rec in await read_skipped(s, msg.topic, p, range(prev + 1, msg.offset),
                                               m.offset_gaps.labels(msg.topic), m.refetched.labels(msg.topic),
                                               "this worker", s.repair_gaps):
                     await apply_one(rec, p, done)
@@ -495,7 +497,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                       first, last, training_name)
             m.training_lost.inc(last - first + 1)
 
-        async for msg in read_range(s.broker, TopicPartition(training_name, 0), missing, gone, TRAINING_GAP_WAIT):
+        async for msg in read_range(s, TopicPartition(training_name, 0), missing, gone, TRAINING_GAP_WAIT):
             learn(msg.offset, msg.value)
             m.training_recovered.inc()
 

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from ..kafka_security import client_options
 from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
 from .codec import encode_batch, partition_for
 
@@ -53,7 +54,7 @@ async def ensure_topics(settings: Settings) -> None:
     want.update({settings.topic("deadletter"): 1, settings.topic("model-training"): 1, settings.topic("models"): 1})
     from .state_store import CHANGELOG_CONFIG
 
-    await create_topics(settings.broker, want, {settings.state_changelog: CHANGELOG_CONFIG})
+    await create_topics(settings, want, {settings.state_changelog: CHANGELOG_CONFIG})
     await check_partitions(settings)
 
 
@@ -63,7 +64,7 @@ async def check_partitions(settings: Settings) -> None:
     re-keys an event that arrives elsewhere: with the wrong count the re-keyed events came back to the
     same wrong partition forever (a worker set to 8 on 4-partition topics consumed 48,634 messages for
     5,468 events in 20 s and was still going, 2026-11-28)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         topics = await admin.describe_topics(_keyed_topics(settings))
@@ -84,11 +85,12 @@ async def check_partitions(settings: Settings) -> None:
             f"to topics that hold data moves entities away from their state, see README: Scaling out)")
 
 
-async def create_topics(broker: str, want: dict[str, int], configs: dict[str, dict[str, str]] | None = None) -> None:
+async def create_topics(broker: Settings | str, want: dict[str, int],
+                        configs: dict[str, dict[str, str]] | None = None) -> None:
     """Create the topics (name -> partitions) that do not exist yet, with ``configs`` (name -> topic
     configs); an existing topic whose configs differ is logged (the operator alters it, not us)."""
     configs = configs or {}
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+    admin = AIOKafkaAdminClient(**client_options(broker))
     await admin.start()
     try:
         have = set(await admin.list_topics())
@@ -130,7 +132,7 @@ class BatchProducer:
     def __init__(self, settings: Settings, batch_size: int = 500, linger_ms: int = 20) -> None:
         self.s = settings
         self.batch_size = batch_size
-        self.producer = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all", linger_ms=linger_ms,
+        self.producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=linger_ms,
                                          max_batch_size=1 << 20, max_request_size=8 << 20)
         self.pending: dict[tuple[str, int], list] = {}
         self.sent = 0
@@ -218,10 +220,10 @@ async def produce(settings: Settings, events: Iterable[dict], rate: float | None
         return i
 
 
-async def read_messages(broker: str, topic: str, start: int = 0):
+async def read_messages(broker: Settings | str, topic: str, start: int = 0):
     """Every message of ``topic`` from offset ``start`` (all partitions; 0: the beginning) up to its
     end as it was when the read began (see :func:`read_to_end`)."""
-    c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    c = AIOKafkaConsumer(**client_options(broker), enable_auto_commit=False)
     await c.start()
     try:
         await c._client.force_metadata_update()
@@ -273,7 +275,7 @@ async def read_to_end(c: AIOKafkaConsumer, tps: list[TopicPartition], wait_ms: i
                 asked_again.add(tp)
 
 
-async def read_range(broker: str, tp: TopicPartition, wanted: range, on_gone, gap_wait: float = 3.0,
+async def read_range(broker: Settings | str, tp: TopicPartition, wanted: range, on_gone, gap_wait: float = 3.0,
                      timeout: float = 60.0, fetch_wait_ms: int = 100):
     """The messages of offsets ``wanted`` of one partition, in order, each once. An offset not
     there is asked for again for ``gap_wait`` s, then reported as ``on_gone(first, last)`` and
@@ -285,7 +287,7 @@ async def read_range(broker: str, tp: TopicPartition, wanted: range, on_gone, ga
     producers, ``bench/broker_skips.py``). Its log start is not trusted either: once it said 1
     with offset 0 still to come. On Kafka an offset not there is below the log start (retention),
     and the consumer resets to the earliest that is."""
-    c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, auto_offset_reset="earliest",
+    c = AIOKafkaConsumer(**client_options(broker), enable_auto_commit=False, auto_offset_reset="earliest",
                          fetch_max_wait_ms=fetch_wait_ms)
     await c.start()
     try:
@@ -321,7 +323,7 @@ async def read_range(broker: str, tp: TopicPartition, wanted: range, on_gone, ga
 SKIPPED_WAIT = 1.0  # how long an offset a consumer skipped is asked for before it counts as a gap
 
 
-async def read_skipped(broker: str, topic: str, partition: int, missing: range, gaps, refetched,
+async def read_skipped(broker: Settings | str, topic: str, partition: int, missing: range, gaps, refetched,
                        reader: str, repair: bool = True) -> list:
     """The messages of ``missing`` (offsets a consumer passed over between two messages it got), read
     directly: for a consumer that must not skip one (``RISKWATCH_REPAIR_GAPS``; see :func:`read_range`

@@ -60,6 +60,8 @@ from pathlib import Path
 import orjson
 
 from ..errors import StateUnreadable
+from ..kafka_security import client_options
+from ..settings import Settings
 
 __all__ = ["StateStore", "CHANGELOG_CONFIG", "send_records", "decode_change", "latest_states", "read_changelog",
            "parse_state"]
@@ -99,7 +101,7 @@ def decode_change(value: bytes) -> tuple[dict[str, int], dict[str, dict]]:
     return obj.get("src") or {}, obj.get("states") or {}
 
 
-async def read_changelog(broker: str, changelog: str):
+async def read_changelog(broker: Settings | str, changelog: str):
     """``(entity id, serialised state or None for a tombstone)`` of every state record in the changelog,
     oldest first, to its end as it was when the read began: records keyed by entity id, and rounds of
     the earlier, unkeyed format. Not deduplicated: the head of a compacted topic still holds several
@@ -114,7 +116,7 @@ async def read_changelog(broker: str, changelog: str):
             yield msg.key.decode(), msg.value
 
 
-async def latest_states(broker: str, changelog: str) -> dict[str, bytes]:
+async def latest_states(broker: Settings | str, changelog: str) -> dict[str, bytes]:
     """The last state of every entity in the changelog, serialised."""
     out: dict[str, bytes] = {}
     async for eid, raw in read_changelog(broker, changelog):
@@ -227,7 +229,7 @@ class _Partition:
 class StateStore:
     """States of owned partitions; see the module docstring."""
 
-    def __init__(self, broker: str, changelog: str, directory: Path | None, partitions: int,
+    def __init__(self, broker: Settings | str, changelog: str, directory: Path | None, partitions: int,
                  live_max: int = 200_000) -> None:
         self.broker = broker
         self.changelog = changelog
@@ -314,7 +316,7 @@ class StateStore:
                         p, n, self.changelog)
         # earliest: a local store older than what the changelog still holds (deleted by a
         # retention policy, say) reads all that is there, not nothing
-        c = AIOKafkaConsumer(bootstrap_servers=self.broker, enable_auto_commit=False, auto_offset_reset="earliest",
+        c = AIOKafkaConsumer(**client_options(self.broker), enable_auto_commit=False, auto_offset_reset="earliest",
                              max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20)
         await c.start()
         n = 0
@@ -366,7 +368,7 @@ class StateStore:
         held = {tp: o for tp, o in held.items() if o >= 0}
         if not held:
             return []
-        c = AIOKafkaConsumer(bootstrap_servers=self.broker, enable_auto_commit=False, auto_offset_reset="none")
+        c = AIOKafkaConsumer(**client_options(self.broker), enable_auto_commit=False, auto_offset_reset="none")
         await c.start()
         foreign: list[int] = []
         try:

@@ -1,0 +1,114 @@
+"""Kafka security settings (``RISKWATCH_KAFKA_*``): what each protocol hands the aiokafka clients and the
+Faust app, and settings that cannot work refused at load with the variable named. A broker that requires
+mutual TLS, end to end: tests/integration/test_kafka_tls.py."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import faust
+import pytest
+from pydantic import ValidationError
+
+from riskwatch import cli
+from riskwatch.kafka_security import client_options, faust_credentials
+from riskwatch.settings import Settings
+
+trustme = pytest.importorskip("trustme", reason="trustme (a dev dependency) makes the test CA")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    client = ca.issue_cert("riskwatch-worker")
+    client.cert_chain_pems[0].write_to_path(str(d / "client.crt"))
+    client.private_key_pem.write_to_path(str(d / "client.key"))
+    (d / "notes.txt").write_text("not a certificate\n")
+    return d
+
+
+def test_plaintext_is_the_default_and_adds_nothing():
+    assert client_options(Settings(broker="k1:9092,k2:9092")) == {"bootstrap_servers": "k1:9092,k2:9092"}
+    assert faust_credentials(Settings()) is None
+
+
+def test_ssl_verifies_the_broker_against_the_ca_and_presents_the_client_certificate(pki):
+    s = Settings(broker="k1:9093", kafka_security_protocol="SSL", kafka_ssl_cafile=pki / "ca.pem",
+                 kafka_ssl_certfile=pki / "client.crt", kafka_ssl_keyfile=pki / "client.key")
+    opts = client_options(s)
+    assert opts["security_protocol"] == "SSL" and "sasl_mechanism" not in opts
+    ctx = opts["ssl_context"]
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    assert [c["subject"] for c in ctx.get_ca_certs()] and client_options(s)["ssl_context"] is ctx  # built once
+    creds = faust_credentials(s)
+    assert isinstance(creds, faust.SSLCredentials) and creds.context is ctx
+    relaxed = Settings(broker="k1:9093", kafka_security_protocol="SSL", kafka_ssl_cafile=pki / "ca.pem",
+                       kafka_ssl_check_hostname=False)
+    assert not client_options(relaxed)["ssl_context"].check_hostname
+
+
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
+def test_sasl_passes_mechanism_and_credentials_and_tls_only_with_ssl(protocol):
+    s = Settings(broker="k1:9094", kafka_security_protocol=protocol, kafka_sasl_mechanism="SCRAM-SHA-256",
+                 kafka_sasl_username="riskwatch", kafka_sasl_password="s3cret")
+    opts = client_options(s)
+    assert (opts["security_protocol"], opts["sasl_mechanism"], opts["sasl_plain_username"],
+            opts["sasl_plain_password"]) == (protocol, "SCRAM-SHA-256", "riskwatch", "s3cret")
+    assert ("ssl_context" in opts) == (protocol == "SASL_SSL")
+    creds = faust_credentials(s)
+    assert isinstance(creds, faust.SASLCredentials)
+    assert (creds.protocol.value, creds.mechanism.value, creds.username, creds.password) == \
+        (protocol, "SCRAM-SHA-256", "riskwatch", "s3cret")
+    assert "s3cret" not in str(s.masked()) and "s3cret" not in repr(s)
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"kafka_security_protocol": "SASL_SSL"}, "needs RISKWATCH_KAFKA_SASL_USERNAME and RISKWATCH_KAFKA_SASL_PASSWORD"),
+    ({"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_username": "rw"}, "RISKWATCH_KAFKA_SASL_PASSWORD"),
+    ({"kafka_ssl_cafile": "ca.pem"}, "RISKWATCH_KAFKA_SSL_CAFILE is set but RISKWATCH_KAFKA_SECURITY_PROTOCOL is "
+                                     "PLAINTEXT"),
+    ({"kafka_security_protocol": "SSL", "kafka_ssl_cafile": "missing.pem"}, "RISKWATCH_KAFKA_SSL_CAFILE: no such file"),
+    ({"kafka_security_protocol": "SSL", "kafka_ssl_keyfile": "client.key"},
+     "RISKWATCH_KAFKA_SSL_KEYFILE is set without RISKWATCH_KAFKA_SSL_CERTFILE"),
+    ({"kafka_security_protocol": "SSL", "kafka_ssl_cafile": "notes.txt"}, "files cannot be used"),
+    ({"kafka_security_protocol": "SSL", "kafka_ssl_certfile": "client.crt"}, "files cannot be used"),  # no key
+    ({"kafka_security_protocol": "TLS"}, "kafka_security_protocol"),
+    ({"kafka_security_protocol": "SASL_SSL", "kafka_sasl_mechanism": "GSSAPI", "kafka_sasl_username": "rw",
+      "kafka_sasl_password": "pw"}, "kafka_sasl_mechanism"),
+])
+def test_settings_that_cannot_work_are_refused_at_load_naming_the_variable(pki, kwargs, says):
+    kwargs = {k: pki / v if k.startswith("kafka_ssl_") else v for k, v in kwargs.items()}
+    with pytest.raises(ValidationError) as err:
+        Settings(**kwargs)
+    assert says in str(err.value)
+
+
+def test_the_cli_says_which_variable_is_wrong_and_exits_2_without_a_traceback(monkeypatch, capsys):
+    monkeypatch.setenv("RISKWATCH_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    assert cli.main(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("riskwatch: invalid settings:") and "RISKWATCH_KAFKA_SASL_USERNAME" in err
+    assert "Traceback" not in err
+    monkeypatch.delenv("RISKWATCH_KAFKA_SECURITY_PROTOCOL")
+    monkeypatch.setenv("RISKWATCH_PARTITIONS", "0")
+    assert cli.main(["create-topics"]) == 2
+    assert "RISKWATCH_PARTITIONS: Input should be greater than or equal to 1 (got '0')" in capsys.readouterr().err
+
+
+async def test_readiness_tries_each_broker_of_a_bootstrap_list():
+    from riskwatch.api.app import _broker_reachable
+    from riskwatch.embedded import free_port
+
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    up = server.sockets[0].getsockname()[1]
+    down = free_port()  # nothing listens there
+    try:
+        assert await _broker_reachable(f"127.0.0.1:{down}, 127.0.0.1:{up}") is True
+        assert await _broker_reachable(f"127.0.0.1:{down}") == "unreachable: ConnectionRefusedError"
+        assert await _broker_reachable("") == "no broker address"
+    finally:
+        server.close()
+        await server.wait_closed()
