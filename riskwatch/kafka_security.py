@@ -15,31 +15,18 @@ talking plaintext to a cluster that requires TLS (until 2026-12-06 none could co
 from __future__ import annotations
 
 import ssl
-from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .tls import client_context
 
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["client_options", "faust_credentials", "ssl_context"]
-
-
-@lru_cache(maxsize=8)
-def ssl_context(cafile: Path | None, certfile: Path | None, keyfile: Path | None,
-                check_hostname: bool) -> ssl.SSLContext:
-    """A client context that verifies the brokers' certificates against ``cafile`` (None: the system's
-    CAs) and, with ``certfile``, presents a client certificate (mutual TLS). Raises ``ssl.SSLError`` /
-    ``OSError`` for a file that is not what it should be: the settings call it at load."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cafile) if cafile else None)
-    ctx.check_hostname = check_hostname
-    if certfile is not None:
-        ctx.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
-    return ctx
+__all__ = ["client_options", "faust_credentials"]
 
 
 def _context(s: Settings) -> ssl.SSLContext:
-    return ssl_context(s.kafka_ssl_cafile, s.kafka_ssl_certfile, s.kafka_ssl_keyfile, s.kafka_ssl_check_hostname)
+    return client_context(s.kafka_ssl_cafile, s.kafka_ssl_certfile, s.kafka_ssl_keyfile, s.kafka_ssl_check_hostname)
 
 
 def client_options(where: Settings | str) -> dict:

@@ -107,10 +107,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name}: no such file: {files[name]}")
         if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
             raise ValueError("RISKWATCH_KAFKA_SSL_KEYFILE is set without RISKWATCH_KAFKA_SSL_CERTFILE")
-        from .kafka_security import ssl_context
+        from .tls import client_context
 
         try:
-            ssl_context(self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile,
+            client_context(self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile,
                         self.kafka_ssl_check_hostname)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise ValueError(f"RISKWATCH_KAFKA_SSL_* files cannot be used: {exc}") from exc

@@ -257,3 +257,32 @@ def test_webhook_payload_is_alertmanager_v4_shaped():
     al = p["alerts"][0]
     assert set(al) >= {"status", "labels", "annotations", "startsAt", "endsAt", "fingerprint", "riskwatch"}
     assert al["labels"]["region"] == "310000" and al["riskwatch"]["spotcheck_ratio"] == 0.15
+
+
+def test_a_receivers_tls_files_are_checked_when_the_config_loads(tmp_path):
+    """An internal CA and a client certificate for an https receiver: files that cannot be used are refused at
+    load, naming the receiver's field (delivery over TLS: tests/integration/test_alerts_delivery.py)."""
+    trustme = pytest.importorskip("trustme", reason="trustme (a dev dependency) makes the test CA")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    ca.issue_cert("dispatcher").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "client.pem"))
+    (tmp_path / "notes.txt").write_text("not a certificate\n")
+
+    def load(url: str, **tls) -> object:
+        fields = "".join(f", {k}: '{tmp_path / v}'" for k, v in tls.items())
+        return load_alerts_config_text(f"receivers: [{{name: a, url: '{url}', secrets: [k]{fields}}}]")
+
+    r = load("https://8.8.8.8/x", tls_ca_file="ca.pem", tls_cert_file="client.pem").receivers[0]
+    ctx = r.ssl_context()
+    assert ctx is not None and ctx.get_ca_certs() and r.ssl_context() is ctx  # built once
+    assert load("https://8.8.8.8/x").receivers[0].ssl_context() is None      # httpx's default verification
+    for url, tls, says in [
+        ("http://8.8.8.8/x", {"tls_ca_file": "ca.pem"}, "tls_ca_file is set but the receiver's URLs are not all https"),
+        ("https://8.8.8.8/x", {"tls_ca_file": "missing.pem"}, "tls_ca_file: no such file"),
+        ("https://8.8.8.8/x", {"tls_key_file": "client.pem"}, "tls_key_file is set without tls_cert_file"),
+        ("https://8.8.8.8/x", {"tls_ca_file": "notes.txt"}, "tls_ca_file cannot be used"),
+        ("https://8.8.8.8/x", {"tls_cert_file": "ca.pem"}, "tls_cert_file cannot be used"),  # a certificate, no key
+    ]:
+        with pytest.raises(ConfigError) as exc:
+            load(url, **tls)
+        assert [e.field for e in exc.value.errors] == ["receivers.0"] and says in str(exc.value), exc.value

@@ -112,6 +112,11 @@ class Receiver(_Strict):
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 12
     backoff_base: Duration = 1.0
     backoff_max: Duration = 300.0
+    # TLS to the receiver (https URLs): the CA that signed its certificate when that is an operator's own
+    # (default: httpx's bundle, certifi), and a client certificate for a receiver that requires one
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None   # PEM; may hold the key
+    tls_key_file: Path | None = None
 
     @field_validator("secrets", mode="before")
     @classmethod
@@ -134,6 +139,34 @@ class Receiver(_Strict):
         if self.url and not self.secrets:
             raise ValueError("a webhook receiver needs at least one secret (it signs every notification)")
         return self
+
+    @model_validator(mode="after")
+    def _tls(self):
+        files = {"tls_ca_file": self.tls_ca_file, "tls_cert_file": self.tls_cert_file,
+                 "tls_key_file": self.tls_key_file}
+        given = [k for k, v in files.items() if v is not None]
+        if not given:
+            return self
+        if not all(u.lower().startswith("https://") for u in (self.url, self.alertmanager_url) if u):
+            raise ValueError(f"{given[0]} is set but the receiver's URLs are not all https://")
+        for k in given:
+            if not files[k].is_file():
+                raise ValueError(f"{k}: no such file: {files[k]}")
+        if self.tls_key_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_key_file is set without tls_cert_file")
+        try:
+            self.ssl_context()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ValueError(f"{', '.join(given)} cannot be used: {exc}") from exc
+        return self
+
+    def ssl_context(self):
+        """The TLS context for this receiver's connections, or None for httpx's default verification."""
+        if self.tls_ca_file is None and self.tls_cert_file is None:
+            return None
+        from ..tls import client_context
+
+        return client_context(self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
 
 
 class AlertsConfig(_Strict):

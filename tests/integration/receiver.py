@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,10 +13,12 @@ __all__ = ["Receiver"]
 
 
 class Receiver:
-    """``plan``: status codes for the next requests (then ``default``); ``delay``: seconds per answer."""
+    """``plan``: status codes for the next requests (then ``default``); ``delay``: seconds per answer;
+    ``tls``: a server context, for an https receiver."""
 
-    def __init__(self, secret: str = "s3cret", port: int = 0) -> None:
+    def __init__(self, secret: str = "s3cret", port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self.secret = secret
+        self.tls = tls
         self.plan: list[int] = []
         self.default = 200
         self.delay = 0.0
@@ -26,7 +29,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/hook"
 
     def start(self) -> "Receiver":
         outer = self
@@ -53,6 +56,9 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        if self.tls:  # the handshake happens at the first read: a failed one ends that request's thread
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True,
+                                                      do_handshake_on_connect=False)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self

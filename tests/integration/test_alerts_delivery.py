@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -218,3 +219,46 @@ async def test_a_burst_of_notifications_is_delivered_without_losing_any(redis_ur
     d, ob = await _deliver_until(redis_url, _config(receiver.url), _empty, timeout=60)
     assert len(receiver.delivered()) == 500 and len(receiver.requests) == 500
     assert d.m.deliveries.labels("team", "ok")._value.get() == 500
+
+
+async def test_an_https_receiver_signed_by_an_own_ca_that_requires_a_client_certificate(redis_url, tmp_path):
+    """A ministry's receiver: its certificate signed by an internal CA, and it requires a client certificate.
+    Configured with ``tls_ca_file`` and ``tls_cert_file`` it gets the notification; without them the
+    dead letter says why (certificate verification; the handshake refused)."""
+    trustme = pytest.importorskip("trustme", reason="trustme (a dev dependency) makes the test CA")
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    ca.configure_trust(server)
+    server.verify_mode = ssl.CERT_REQUIRED
+    ca_file, client_file = tmp_path / "ca.pem", tmp_path / "dispatcher.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    ca.issue_cert("riskwatch-dispatcher").private_key_and_cert_chain_pem.write_to_path(str(client_file))
+    rcv = Receiver(tls=server).start()
+    assert rcv.url.startswith("https://")
+
+    async def dead(n):
+        async def check(ob):
+            return (await ob.depth()) == (0, n)
+        return check
+
+    try:
+        await _enqueue(redis_url, 1)
+        await _deliver_until(redis_url, _config(rcv.url, tls_ca_file=str(ca_file), tls_cert_file=str(client_file)),
+                             _empty)
+        assert list(rcv.delivered()) == ["n0000"] and rcv.verified(rcv.requests[0])
+        # httpx's own CA bundle does not know the internal CA
+        redis_sync.Redis.from_url(redis_url).flushall()
+        await _enqueue(redis_url, 1)
+        _, ob = await _deliver_until(redis_url, _config(rcv.url, max_attempts=2), await dead(1))
+        [rec] = await ob.dead()
+        assert "CERTIFICATE_VERIFY_FAILED" in rec["error"] and "after 2 attempts" in rec["error"], rec["error"]
+        # the CA, but no client certificate: the receiver refuses the handshake
+        await _enqueue(redis_url, 1)
+        _, ob = await _deliver_until(redis_url, _config(rcv.url, max_attempts=2, tls_ca_file=str(ca_file)),
+                                     await dead(2))
+        [_, rec] = await ob.dead()
+        assert rec["error"].startswith("connection error") and "after 2 attempts" in rec["error"], rec["error"]
+        assert list(rcv.delivered()) == ["n0000"]  # nothing else got through
+    finally:
+        rcv.stop()

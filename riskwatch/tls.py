@@ -1,0 +1,29 @@
+"""TLS client contexts, for connections riskwatch makes to servers that an operator's own CA may have
+signed, and that may require a client certificate: Kafka brokers (:mod:`riskwatch.kafka_security`)
+and webhook receivers (:class:`riskwatch.alerts.config.Receiver`).
+
+>>> client_context(None, None, None).verify_mode.name
+'CERT_REQUIRED'
+"""
+
+from __future__ import annotations
+
+import ssl
+from functools import lru_cache
+from pathlib import Path
+
+__all__ = ["client_context"]
+
+
+@lru_cache(maxsize=16)
+def client_context(cafile: Path | None, certfile: Path | None, keyfile: Path | None,
+                   check_hostname: bool = True) -> ssl.SSLContext:
+    """A client context that verifies the server's certificate against ``cafile`` (None: the system's
+    CAs) and, with ``certfile``, presents a client certificate (mutual TLS; ``keyfile`` when the key is
+    not in it). Raises ``ssl.SSLError`` / ``OSError`` for a file that is not what it should be: config
+    and settings call it when they load, so such a file is refused there, not at the first connection."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cafile) if cafile else None)
+    ctx.check_hostname = check_hostname
+    if certfile is not None:
+        ctx.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
+    return ctx
