@@ -142,7 +142,7 @@ def cmd_api(args) -> int:
 
     s = Settings()
     limit_repeats()  # the Kafka clients' errors while the broker is away
-    uvicorn.run(create_api(s), host=s.api_host, port=s.api_port, log_level="warning")
+    uvicorn.run(create_api(s), host=s.api_host, port=s.api_port, log_level="warning", **s.uvicorn_tls())
     return 0
 
 

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     api_rate_burst: Annotated[int, Field(ge=1)] = 100
     api_cors_origins: list[str] = Field(default_factory=list)  # empty: CORS off
     api_ready_max_lag: Annotated[int, Field(ge=0)] = 50_000     # /readyz fails when the worker lags more
+    https_certfile: Path | None = None  # the API and the ingest gateway serve https with it (PEM, chain first)
+    https_keyfile: Path | None = None   # its key, when not in the certificate file
     ingest_host: str = "127.0.0.1"
     ingest_port: Annotated[int, Field(ge=0, le=65535)] = 8001
     ingest_max_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
@@ -115,6 +117,31 @@ class Settings(BaseSettings):
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise ValueError(f"RISKWATCH_KAFKA_SSL_* files cannot be used: {exc}") from exc
         return self
+
+    @model_validator(mode="after")
+    def _https(self):
+        if self.https_certfile is None:
+            if self.https_keyfile is not None:
+                raise ValueError("RISKWATCH_HTTPS_KEYFILE is set without RISKWATCH_HTTPS_CERTFILE")
+            return self
+        for name, f in (("RISKWATCH_HTTPS_CERTFILE", self.https_certfile),
+                        ("RISKWATCH_HTTPS_KEYFILE", self.https_keyfile)):
+            if f is not None and not f.is_file():
+                raise ValueError(f"{name}: no such file: {f}")
+        from .tls import server_context
+
+        try:
+            server_context(self.https_certfile, self.https_keyfile)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"RISKWATCH_HTTPS_* files cannot be used: {exc}") from exc
+        return self
+
+    def uvicorn_tls(self) -> dict:
+        """``uvicorn.run`` options for https (none: plain http)."""
+        if self.https_certfile is None:
+            return {}
+        return {"ssl_certfile": str(self.https_certfile),
+                **({"ssl_keyfile": str(self.https_keyfile)} if self.https_keyfile else {})}
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

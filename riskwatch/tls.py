@@ -1,6 +1,7 @@
-"""TLS client contexts, for connections riskwatch makes to servers that an operator's own CA may have
+"""TLS contexts. Clients: connections riskwatch makes to servers that an operator's own CA may have
 signed, and that may require a client certificate: Kafka brokers (:mod:`riskwatch.kafka_security`)
-and webhook receivers (:class:`riskwatch.alerts.config.Receiver`).
+and webhook receivers (:class:`riskwatch.alerts.config.Receiver`). Servers: the API and the ingest
+gateway over https (``RISKWATCH_HTTPS_CERTFILE``).
 
 >>> client_context(None, None, None).verify_mode.name
 'CERT_REQUIRED'
@@ -12,7 +13,7 @@ import ssl
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["client_context"]
+__all__ = ["client_context", "server_context"]
 
 
 @lru_cache(maxsize=16)
@@ -26,4 +27,13 @@ def client_context(cafile: Path | None, certfile: Path | None, keyfile: Path | N
     ctx.check_hostname = check_hostname
     if certfile is not None:
         ctx.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
+    return ctx
+
+
+def server_context(certfile: Path, keyfile: Path | None) -> ssl.SSLContext:
+    """The context an https server (the API, the ingest gateway) would use: raises as
+    :func:`client_context` does for files that cannot be used. Settings call it when they load; uvicorn
+    is given the files."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
     return ctx

@@ -16,6 +16,7 @@ import asyncio
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -62,14 +63,14 @@ def _write_env_file(path: Path, env: dict, tokens: dict[str, str]) -> None:
     path.chmod(0o600)
 
 
-def _demo_alerts_config(data_dir: Path, port: int, api_port: int) -> Path:
+def _demo_alerts_config(data_dir: Path, port: int, api_url: str) -> Path:
     """The default rules with one receiver: the local demo webhook."""
     import yaml
 
     from .alerts.config import DEFAULT_ALERTS_PATH
 
     cfg = yaml.safe_load(DEFAULT_ALERTS_PATH.read_text())
-    cfg["external_url"] = f"http://127.0.0.1:{api_port}"
+    cfg["external_url"] = api_url
     cfg["receivers"] = [{"name": "demo-webhook", "url": f"http://127.0.0.1:{port}/hook", "secrets": [_DEMO_SECRET],
                          "group_by": ["rule", "region"], "group_wait": "5s", "group_interval": "30s",
                          "repeat_interval": "4h"}]
@@ -185,6 +186,8 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
             tokens = _role_tokens()
             env["RISKWATCH_API_TOKENS"] = ",".join(f"demo-{r}:{r}:{hash_token(t)}" for r, t in tokens.items())
         ingest_port = api_port + 1
+        scheme = "https" if env.get("RISKWATCH_HTTPS_CERTFILE") else "http"  # the API's and the gateway's
+        api = f"{scheme}://127.0.0.1:{api_port}"
         env["RISKWATCH_INGEST_PORT"] = str(ingest_port)
         _write_env_file(data_dir / "env", env, tokens)
         from .settings import Settings
@@ -197,7 +200,7 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
             return 2
         if demo and "RISKWATCH_ALERTS_PATH" not in env:
             hook_port = free_port()
-            env["RISKWATCH_ALERTS_PATH"] = str(_demo_alerts_config(data_dir, hook_port, api_port))
+            env["RISKWATCH_ALERTS_PATH"] = str(_demo_alerts_config(data_dir, hook_port, api))
             hook_env = dict(env, RISKWATCH_DEMO_WEBHOOK_SECRET=_DEMO_SECRET,
                             RISKWATCH_DEMO_WEBHOOK_OUT=str(data_dir / "webhooks.jsonl"))
             start("webhook", [str(hook_port)], hook_env, module="riskwatch.alerts.demo_receiver")
@@ -215,19 +218,19 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
                            "--events", str(int(rate * 86400)), "--seed", "7", "--max-delay", str(DEMO_MAX_DELAY),
                            "--quiet-per-hour", "0.5"],
                   env)
-        failed = _wait_http(f"http://127.0.0.1:{api_port}/healthz", 30, children, data_dir)
+        failed = _wait_http(f"{api}/healthz", 30, children, data_dir)
         if failed:
             print(f"riskwatch up: {failed}", file=sys.stderr)
             return 1
         print(f"riskwatch is up (data and logs in {data_dir})")
-        print(f"  board     http://127.0.0.1:{api_port}/board   (in a browser; sign in with a token below)")
-        print(f"  API       http://127.0.0.1:{api_port}/v1/entities   (docs: /docs, health: /healthz)")
+        print(f"  board     {api}/board   (in a browser; sign in with a token below)")
+        print(f"  API       {api}/v1/entities   (docs: /docs, health: /healthz)")
         for role, tok in tokens.items():
             print(f"  token     {role:<10} {tok}")
-        print(f"  ingest    http://127.0.0.1:{ingest_port}/v1/events   (POST; token role ingest or admin)")
+        print(f"  ingest    {scheme}://127.0.0.1:{ingest_port}/v1/events   (POST; token role ingest or admin)")
         print(f"  shell     . {data_dir / 'env'}   (RW_VIEWER, RW_INSPECTOR, RW_OPS, RW_ADMIN, RW_INGEST, RISKWATCH_*)")
         print(f"  metrics   http://127.0.0.1:{metrics_port}/metrics (worker), "
-              f"http://127.0.0.1:{dispatcher_port}/metrics (dispatcher), http://127.0.0.1:{api_port}/metrics (API)")
+              f"http://127.0.0.1:{dispatcher_port}/metrics (dispatcher), {api}/metrics (API)")
         if demo and "RISKWATCH_DEMO_WEBHOOK_SECRET" not in os.environ:
             print(f"  webhooks  {data_dir / 'webhooks.jsonl'} (signed, verified by a demo receiver)")
         print(f"  broker    {env['RISKWATCH_BROKER']}   redis {redact_url(env['RISKWATCH_REDIS_URL'])}")
@@ -243,6 +246,11 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         print("stopped.", flush=True)
 
 
+_ANY_CERT = ssl.create_default_context()  # our own child on loopback: that it answers is the check, not
+_ANY_CERT.check_hostname = False          # its certificate (https), which may name the host's public name
+_ANY_CERT.verify_mode = ssl.CERT_NONE
+
+
 def _wait_http(url: str, timeout: float, children: list[Child], data_dir: Path) -> str | None:
     """Wait for ``url`` to answer; None, or why it did not (with the log of a process that exited)."""
     deadline = time.monotonic() + timeout
@@ -252,7 +260,7 @@ def _wait_http(url: str, timeout: float, children: list[Child], data_dir: Path) 
             log = data_dir / f"{gone[0]}.log"
             return f"{gone[0]} exited with {gone[1]} while starting; the end of {log}:\n{_log_tail(log)}"
         try:
-            with urllib.request.urlopen(url, timeout=1):
+            with urllib.request.urlopen(url, timeout=1, context=_ANY_CERT):
                 return None
         except OSError:
             time.sleep(0.2)

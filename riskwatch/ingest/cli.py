@@ -21,7 +21,8 @@ def cmd_ingest(args) -> int:
 
     s = Settings()
     limit_repeats()  # the Kafka producer's errors while the broker is away
-    uvicorn.run(create_ingest_api(s), host=s.ingest_host, port=s.ingest_port, log_level="warning")
+    uvicorn.run(create_ingest_api(s), host=s.ingest_host, port=s.ingest_port, log_level="warning",
+                **s.uvicorn_tls())
     return 0
 
 

@@ -1,8 +1,9 @@
 """riskwatch on secured services: a Kafka cluster that requires TLS with client certificates (mutual
 TLS) and a Redis that requires a password. `riskwatch up --demo` pointed at them with
 ``RISKWATCH_KAFKA_*`` and a ``RISKWATCH_REDIS_URL`` holding the password runs the worker, the API, the
-ingest gateway, the alert dispatcher and the demo feed, end to end; a plaintext client and a TLS client
-without a certificate are refused by the broker, a client without the password by Redis. The broker is
+ingest gateway, the alert dispatcher and the demo feed, end to end, with the API and the gateway on https
+(``RISKWATCH_HTTPS_CERTFILE``); a plaintext client and a TLS client without a certificate are refused by
+the broker, a client without the password by Redis. The broker is
 the real embedded one behind a TLS front (``tls_proxy.py``); the certificates come from a throwaway CA
 (trustme)."""
 
@@ -35,7 +36,7 @@ trustme = pytest.importorskip("trustme", reason="trustme (a dev dependency) make
 
 @pytest.fixture
 def tls_broker(tmp_path):
-    """(bootstrap address, CA file, client certificate file, proxy) of a broker that requires mutual TLS."""
+    """(bootstrap address, CA, CA file, client certificate file, proxy) of a broker that requires mutual TLS."""
     ca = trustme.CA()
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server)
@@ -47,7 +48,7 @@ def tls_broker(tmp_path):
     port = free_port()
     broker = start_broker(tmp_path / "broker", advertised_port=port)
     proxy = TlsProxy(server, port, broker.port).start()
-    yield f"127.0.0.1:{port}", ca_file, client_file, proxy
+    yield f"127.0.0.1:{port}", ca, ca_file, client_file, proxy
     proxy.stop()
     broker.stop()
 
@@ -63,10 +64,10 @@ async def _connects(options: dict) -> bool:
         await p.stop()
 
 
-def _get(url: str, token: str | None = None) -> dict:
+def _get(url: str, token: str | None = None, tls: ssl.SSLContext | None = None) -> dict:
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10, context=tls) as r:
             return json.loads(r.read())
     except urllib.error.HTTPError as exc:  # /readyz answers 503 until ready
         return json.loads(exc.read())
@@ -82,7 +83,10 @@ def password_redis(tmp_path):
 
 
 def test_up_runs_every_process_over_mutual_tls_kafka_and_a_password_redis(tls_broker, password_redis, tmp_path):
-    bootstrap, ca_file, client_file, proxy = tls_broker
+    bootstrap, ca, ca_file, client_file, proxy = tls_broker
+    https_file = tmp_path / "api.pem"  # the API's and the gateway's certificate, from the same CA
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(https_file))
+    trust = ssl.create_default_context(cafile=str(ca_file))
     tls = Settings(broker=bootstrap, kafka_security_protocol="SSL", kafka_ssl_cafile=ca_file,
                    kafka_ssl_certfile=client_file)
     no_cert = Settings(broker=bootstrap, kafka_security_protocol="SSL", kafka_ssl_cafile=ca_file)
@@ -99,7 +103,8 @@ def test_up_runs_every_process_over_mutual_tls_kafka_and_a_password_redis(tls_br
     api_port = free_port(span=2)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RISKWATCH_")}
     env.update(RISKWATCH_BROKER=bootstrap, RISKWATCH_REDIS_URL=redis.url, RISKWATCH_KAFKA_SECURITY_PROTOCOL="SSL",
-               RISKWATCH_KAFKA_SSL_CAFILE=str(ca_file), RISKWATCH_KAFKA_SSL_CERTFILE=str(client_file))
+               RISKWATCH_KAFKA_SSL_CAFILE=str(ca_file), RISKWATCH_KAFKA_SSL_CERTFILE=str(client_file),
+               RISKWATCH_HTTPS_CERTFILE=str(https_file))
     before = proxy.sessions
     up = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "up", "--demo", "--data-dir", str(data_dir),
                            "--api-port", str(api_port)], env=env, stdout=subprocess.PIPE,
@@ -115,7 +120,8 @@ def test_up_runs_every_process_over_mutual_tls_kafka_and_a_password_redis(tls_br
         assert "rw-test-pw" not in text and f":***@127.0.0.1:{redis.port}" in text  # the banner hides it
         viewer = re.search(r"token\s+viewer\s+(\S+)", text).group(1)
         ingest = re.search(r"token\s+ingest\s+(\S+)", text).group(1)
-        api = f"http://127.0.0.1:{api_port}"
+        api = f"https://127.0.0.1:{api_port}"
+        assert f"API       {api}/v1/entities" in text and f"https://127.0.0.1:{api_port + 1}/v1/events" in text
 
         def logs() -> str:
             return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
@@ -123,7 +129,7 @@ def test_up_runs_every_process_over_mutual_tls_kafka_and_a_password_redis(tls_br
 
         # the demo feed -> the worker -> the view: scored entities
         wait_for(lambda: any(e.get("score") is not None for e in
-                             _get(f"{api}/v1/entities?limit=5", viewer).get("entities", [])), 90, "scored entities", logs)
+                             _get(f"{api}/v1/entities?limit=5", viewer, trust).get("entities", [])), 90, "scored entities", logs)
         # the ingest gateway's producer: one entity of our own, then its complaint, scored
         eid = "91350100M000100Y43"  # not one of the demo's
         events = [{"type": "entity", "entity_id": eid, "name": "TLS Test Bakery", "industry": "catering",
@@ -131,14 +137,27 @@ def test_up_runs_every_process_over_mutual_tls_kafka_and_a_password_redis(tls_br
                   {"type": "complaint", "complaint_id": "tls-c1", "entity_id": eid,
                    "ts": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()), "category": "food_safety",
                    "severity": 3}]
-        req = urllib.request.Request(f"http://127.0.0.1:{api_port + 1}/v1/events", data=json.dumps(events).encode(),
+        req = urllib.request.Request(f"https://127.0.0.1:{api_port + 1}/v1/events", data=json.dumps(events).encode(),
                                      headers={"Authorization": f"Bearer {ingest}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10, context=trust) as r:
             assert json.loads(r.read()) == {"accepted": 2, "rejected": []}  # acked by the broker, over TLS
-        wait_for(lambda: _get(f"{api}/v1/entities/{eid}", viewer).get("score", 0) > 0, 60,
+        wait_for(lambda: _get(f"{api}/v1/entities/{eid}", viewer, trust).get("score", 0) > 0, 60,
                  "the ingested complaint scored", logs)
         # the API's readiness reads the worker group's lag over TLS too
-        wait_for(lambda: _get(f"{api}/readyz").get("ready"), 60, "/readyz ready", logs)
+        wait_for(lambda: _get(f"{api}/readyz", tls=trust).get("ready"), 60, "/readyz ready", logs)
+        # the board's sign-in cookie is Secure on https
+        login = urllib.request.Request(f"{api}/board/login", data=f"token={viewer}".encode(),
+                                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *a, **kw):
+                return None
+
+        opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPSHandler(context=trust))
+        with pytest.raises(urllib.error.HTTPError) as seen:  # the 303 to /board, not followed
+            opener.open(login, timeout=10)
+        cookie = seen.value.headers["set-cookie"]
+        assert seen.value.code == 303 and "Secure" in cookie and "HttpOnly" in cookie, cookie
         # the dispatcher: alert candidates read over TLS, delivered to the demo webhook
         hooks = data_dir / "webhooks.jsonl"
         wait_for(lambda: hooks.exists() and hooks.read_text().strip(), 180, "a delivered webhook", logs)

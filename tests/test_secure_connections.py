@@ -1,6 +1,7 @@
-"""Kafka security settings (``RISKWATCH_KAFKA_*``): what each protocol hands the aiokafka clients and the
-Faust app, and settings that cannot work refused at load with the variable named. A broker that requires
-mutual TLS, end to end: tests/integration/test_kafka_tls.py."""
+"""Secure connections' settings: Kafka security (``RISKWATCH_KAFKA_*``: what each protocol hands the
+aiokafka clients and the Faust app) and https for the API and the ingest gateway
+(``RISKWATCH_HTTPS_*``); settings that cannot work refused at load with the variable named. End to end (a
+broker that requires mutual TLS, a Redis with a password, https): tests/integration/test_kafka_tls.py."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def pki(tmp_path_factory):
     d = tmp_path_factory.mktemp("pki")
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(d / "api.pem"))
     client = ca.issue_cert("riskwatch-worker")
     client.cert_chain_pems[0].write_to_path(str(d / "client.crt"))
     client.private_key_pem.write_to_path(str(d / "client.key"))
@@ -65,6 +67,13 @@ def test_sasl_passes_mechanism_and_credentials_and_tls_only_with_ssl(protocol):
     assert "s3cret" not in str(s.masked()) and "s3cret" not in repr(s)
 
 
+def test_https_for_the_api_and_the_gateway_hands_uvicorn_the_files(pki):
+    assert Settings().uvicorn_tls() == {}
+    assert Settings(https_certfile=pki / "api.pem").uvicorn_tls() == {"ssl_certfile": str(pki / "api.pem")}
+    s = Settings(https_certfile=pki / "client.crt", https_keyfile=pki / "client.key")
+    assert s.uvicorn_tls() == {"ssl_certfile": str(pki / "client.crt"), "ssl_keyfile": str(pki / "client.key")}
+
+
 @pytest.mark.parametrize("kwargs, says", [
     ({"kafka_security_protocol": "SASL_SSL"}, "needs RISKWATCH_KAFKA_SASL_USERNAME and RISKWATCH_KAFKA_SASL_PASSWORD"),
     ({"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_username": "rw"}, "RISKWATCH_KAFKA_SASL_PASSWORD"),
@@ -76,11 +85,15 @@ def test_sasl_passes_mechanism_and_credentials_and_tls_only_with_ssl(protocol):
     ({"kafka_security_protocol": "SSL", "kafka_ssl_cafile": "notes.txt"}, "files cannot be used"),
     ({"kafka_security_protocol": "SSL", "kafka_ssl_certfile": "client.crt"}, "files cannot be used"),  # no key
     ({"kafka_security_protocol": "TLS"}, "kafka_security_protocol"),
+    ({"https_certfile": "missing.pem"}, "RISKWATCH_HTTPS_CERTFILE: no such file"),
+    ({"https_keyfile": "client.key"}, "RISKWATCH_HTTPS_KEYFILE is set without RISKWATCH_HTTPS_CERTFILE"),
+    ({"https_certfile": "client.crt"}, "RISKWATCH_HTTPS_* files cannot be used"),  # no key
+    ({"https_certfile": "notes.txt"}, "RISKWATCH_HTTPS_* files cannot be used"),
     ({"kafka_security_protocol": "SASL_SSL", "kafka_sasl_mechanism": "GSSAPI", "kafka_sasl_username": "rw",
       "kafka_sasl_password": "pw"}, "kafka_sasl_mechanism"),
 ])
 def test_settings_that_cannot_work_are_refused_at_load_naming_the_variable(pki, kwargs, says):
-    kwargs = {k: pki / v if k.startswith("kafka_ssl_") else v for k, v in kwargs.items()}
+    kwargs = {k: pki / v if k.startswith(("kafka_ssl_", "https_")) else v for k, v in kwargs.items()}
     with pytest.raises(ValidationError) as err:
         Settings(**kwargs)
     assert says in str(err.value)
