@@ -104,36 +104,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"{given[0]} is set but RISKWATCH_KAFKA_SECURITY_PROTOCOL is {protocol} "
                                  "(SSL or SASL_SSL uses it)")
             return self
-        for name in given:
-            if not files[name].is_file():
-                raise ValueError(f"{name}: no such file: {files[name]}")
-        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
-            raise ValueError("RISKWATCH_KAFKA_SSL_KEYFILE is set without RISKWATCH_KAFKA_SSL_CERTFILE")
-        from .tls import client_context
+        from .tls import check_files, client_context
 
-        try:
-            client_context(self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile,
-                        self.kafka_ssl_check_hostname)
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            raise ValueError(f"RISKWATCH_KAFKA_SSL_* files cannot be used: {exc}") from exc
+        check_files(files, "RISKWATCH_KAFKA_SSL_CERTFILE", "RISKWATCH_KAFKA_SSL_KEYFILE",
+                    lambda: client_context(self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile,
+                                           self.kafka_ssl_check_hostname))
         return self
 
     @model_validator(mode="after")
     def _https(self):
-        if self.https_certfile is None:
-            if self.https_keyfile is not None:
-                raise ValueError("RISKWATCH_HTTPS_KEYFILE is set without RISKWATCH_HTTPS_CERTFILE")
-            return self
-        for name, f in (("RISKWATCH_HTTPS_CERTFILE", self.https_certfile),
-                        ("RISKWATCH_HTTPS_KEYFILE", self.https_keyfile)):
-            if f is not None and not f.is_file():
-                raise ValueError(f"{name}: no such file: {f}")
-        from .tls import server_context
+        from .tls import check_files, server_context
 
-        try:
-            server_context(self.https_certfile, self.https_keyfile)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"RISKWATCH_HTTPS_* files cannot be used: {exc}") from exc
+        files = {"RISKWATCH_HTTPS_CERTFILE": self.https_certfile, "RISKWATCH_HTTPS_KEYFILE": self.https_keyfile}
+        if any(files.values()):
+            check_files(files, "RISKWATCH_HTTPS_CERTFILE", "RISKWATCH_HTTPS_KEYFILE",
+                        lambda: server_context(self.https_certfile, self.https_keyfile))
         return self
 
     def uvicorn_tls(self) -> dict:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import ssl
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
-__all__ = ["client_context", "server_context"]
+__all__ = ["client_context", "server_context", "check_files"]
 
 
 @lru_cache(maxsize=16)
@@ -37,3 +38,25 @@ def server_context(certfile: Path, keyfile: Path | None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
     return ctx
+
+
+def check_files(files: dict[str, Path | None], cert: str, key: str, build: Callable[[], object]) -> None:
+    """Refuse TLS files that cannot work, with ``ValueError`` naming the setting (``files``: setting name ->
+    path or None; ``cert``, ``key``: the names of the certificate and its key among them): a file that
+    does not exist, a key without its certificate, or files ``build`` (the context they make) cannot use.
+
+    >>> check_files({"ca": Path("/nonexistent/ca.pem"), "cert": None, "key": None}, "cert", "key", object)
+    Traceback (most recent call last):
+    ...
+    ValueError: ca: no such file: /nonexistent/ca.pem
+    """
+    given = [name for name, f in files.items() if f is not None]
+    for name in given:
+        if not files[name].is_file():
+            raise ValueError(f"{name}: no such file: {files[name]}")
+    if files[key] is not None and files[cert] is None:
+        raise ValueError(f"{key} is set without {cert}")
+    try:
+        build()
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ValueError(f"{', '.join(given)} cannot be used: {exc}") from exc

@@ -82,13 +82,14 @@ def test_https_for_the_api_and_the_gateway_hands_uvicorn_the_files(pki):
     ({"kafka_security_protocol": "SSL", "kafka_ssl_cafile": "missing.pem"}, "RISKWATCH_KAFKA_SSL_CAFILE: no such file"),
     ({"kafka_security_protocol": "SSL", "kafka_ssl_keyfile": "client.key"},
      "RISKWATCH_KAFKA_SSL_KEYFILE is set without RISKWATCH_KAFKA_SSL_CERTFILE"),
-    ({"kafka_security_protocol": "SSL", "kafka_ssl_cafile": "notes.txt"}, "files cannot be used"),
-    ({"kafka_security_protocol": "SSL", "kafka_ssl_certfile": "client.crt"}, "files cannot be used"),  # no key
+    ({"kafka_security_protocol": "SSL", "kafka_ssl_cafile": "notes.txt"}, "RISKWATCH_KAFKA_SSL_CAFILE cannot be used"),
+    ({"kafka_security_protocol": "SSL", "kafka_ssl_certfile": "client.crt"},
+     "RISKWATCH_KAFKA_SSL_CERTFILE cannot be used"),  # a certificate without its key
     ({"kafka_security_protocol": "TLS"}, "kafka_security_protocol"),
     ({"https_certfile": "missing.pem"}, "RISKWATCH_HTTPS_CERTFILE: no such file"),
     ({"https_keyfile": "client.key"}, "RISKWATCH_HTTPS_KEYFILE is set without RISKWATCH_HTTPS_CERTFILE"),
-    ({"https_certfile": "client.crt"}, "RISKWATCH_HTTPS_* files cannot be used"),  # no key
-    ({"https_certfile": "notes.txt"}, "RISKWATCH_HTTPS_* files cannot be used"),
+    ({"https_certfile": "client.crt"}, "RISKWATCH_HTTPS_CERTFILE cannot be used"),  # no key
+    ({"https_certfile": "notes.txt"}, "RISKWATCH_HTTPS_CERTFILE cannot be used"),
     ({"kafka_security_protocol": "SASL_SSL", "kafka_sasl_mechanism": "GSSAPI", "kafka_sasl_username": "rw",
       "kafka_sasl_password": "pw"}, "kafka_sasl_mechanism"),
 ])

@@ -149,15 +149,9 @@ class Receiver(_Strict):
             return self
         if not all(u.lower().startswith("https://") for u in (self.url, self.alertmanager_url) if u):
             raise ValueError(f"{given[0]} is set but the receiver's URLs are not all https://")
-        for k in given:
-            if not files[k].is_file():
-                raise ValueError(f"{k}: no such file: {files[k]}")
-        if self.tls_key_file is not None and self.tls_cert_file is None:
-            raise ValueError("tls_key_file is set without tls_cert_file")
-        try:
-            self.ssl_context()
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            raise ValueError(f"{', '.join(given)} cannot be used: {exc}") from exc
+        from ..tls import check_files
+
+        check_files(files, "tls_cert_file", "tls_key_file", self.ssl_context)
         return self
 
     def ssl_context(self):

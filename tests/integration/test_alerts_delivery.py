@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import time
@@ -225,15 +224,9 @@ async def test_an_https_receiver_signed_by_an_own_ca_that_requires_a_client_cert
     """A ministry's receiver: its certificate signed by an internal CA, and it requires a client certificate.
     Configured with ``tls_ca_file`` and ``tls_cert_file`` it gets the notification; without them the
     dead letter says why (certificate verification; the handshake refused)."""
-    trustme = pytest.importorskip("trustme", reason="trustme (a dev dependency) makes the test CA")
-    ca = trustme.CA()
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server)
-    ca.configure_trust(server)
-    server.verify_mode = ssl.CERT_REQUIRED
-    ca_file, client_file = tmp_path / "ca.pem", tmp_path / "dispatcher.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    ca.issue_cert("riskwatch-dispatcher").private_key_and_cert_chain_pem.write_to_path(str(client_file))
+    from .pki import mutual_tls  # skips without trustme
+
+    _, server, ca_file, client_file = mutual_tls(tmp_path, "riskwatch-dispatcher")
     rcv = Receiver(tls=server).start()
     assert rcv.url.startswith("https://")
 

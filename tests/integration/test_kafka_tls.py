@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import ssl
-import subprocess
-import sys
 import time
 import urllib.request
 
@@ -29,22 +26,15 @@ from riskwatch.kafka_security import client_options
 from riskwatch.settings import Settings
 
 from .conftest import wait_for
+from .pki import mutual_tls
 from .tls_proxy import TlsProxy
-
-trustme = pytest.importorskip("trustme", reason="trustme (a dev dependency) makes the test CA")
+from .up_process import start_up
 
 
 @pytest.fixture
 def tls_broker(tmp_path):
     """(bootstrap address, CA, CA file, client certificate file, proxy) of a broker that requires mutual TLS."""
-    ca = trustme.CA()
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server)
-    ca.configure_trust(server)
-    server.verify_mode = ssl.CERT_REQUIRED
-    ca_file, client_file = tmp_path / "ca.pem", tmp_path / "client.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    ca.issue_cert("riskwatch-worker").private_key_and_cert_chain_pem.write_to_path(str(client_file))
+    ca, server, ca_file, client_file = mutual_tls(tmp_path, "riskwatch-worker")
     port = free_port()
     broker = start_broker(tmp_path / "broker", advertised_port=port)
     proxy = TlsProxy(server, port, broker.port).start()
@@ -101,21 +91,12 @@ def test_up_runs_every_process_over_mutual_tls_kafka_and_a_password_redis(tls_br
         redis_sync.Redis(port=redis.port).ping()  # no password: refused
     data_dir = tmp_path / "run"
     api_port = free_port(span=2)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RISKWATCH_")}
-    env.update(RISKWATCH_BROKER=bootstrap, RISKWATCH_REDIS_URL=redis.url, RISKWATCH_KAFKA_SECURITY_PROTOCOL="SSL",
+    env = dict(RISKWATCH_BROKER=bootstrap, RISKWATCH_REDIS_URL=redis.url, RISKWATCH_KAFKA_SECURITY_PROTOCOL="SSL",
                RISKWATCH_KAFKA_SSL_CAFILE=str(ca_file), RISKWATCH_KAFKA_SSL_CERTFILE=str(client_file),
                RISKWATCH_HTTPS_CERTFILE=str(https_file))
     before = proxy.sessions
-    up = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "up", "--demo", "--data-dir", str(data_dir),
-                           "--api-port", str(api_port)], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    up, text = start_up(data_dir, api_port, env)
     try:
-        banner = []
-        for line in up.stdout:
-            banner.append(line)
-            if "Ctrl-C stops everything" in line:
-                break
-        text = "".join(banner)
         assert "riskwatch is up" in text, text
         assert "rw-test-pw" not in text and f":***@127.0.0.1:{redis.port}" in text  # the banner hides it
         viewer = re.search(r"token\s+viewer\s+(\S+)", text).group(1)
@@ -125,7 +106,7 @@ def test_up_runs_every_process_over_mutual_tls_kafka_and_a_password_redis(tls_br
 
         def logs() -> str:
             return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
-                             for p in sorted(data_dir.glob("*.log"))) + f"\n--- up\n{''.join(banner)}"
+                             for p in sorted(data_dir.glob("*.log"))) + f"\n--- up\n{text}"
 
         # the demo feed -> the worker -> the view: scored entities
         wait_for(lambda: any(e.get("score") is not None for e in

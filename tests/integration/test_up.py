@@ -15,6 +15,8 @@ from pathlib import Path
 
 from riskwatch.embedded import free_port
 
+from .up_process import start_up
+
 
 def _get(url: str, token: str | None = None):
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
@@ -53,17 +55,8 @@ def _left(pids) -> list[int]:
 def test_up_demo_serves_scored_entities_and_ctrl_c_stops_everything(tmp_path):
     data_dir = tmp_path / "run"
     api_port = free_port(span=2)  # the ingest gateway takes the next port
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RISKWATCH_")}
-    up = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "up", "--demo", "--data-dir", str(data_dir),
-                           "--api-port", str(api_port)], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    up, text = start_up(data_dir, api_port)
     try:
-        banner = []
-        for line in up.stdout:
-            banner.append(line)
-            if "Ctrl-C stops everything" in line:
-                break
-        text = "".join(banner)
         assert "riskwatch is up" in text, text
         metrics_port = int(re.search(r"http://127\.0\.0\.1:(\d+)/metrics \(worker\)", text).group(1))
         token = re.search(r"token\s+viewer\s+(\S+)", text).group(1)
