@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     mqtt_client_id: str = "riskwatch-ingest"
     mqtt_device_map: Path | None = None                                # YAML device_id: entity_id
     mqtt_inflight: Annotated[int, Field(ge=1, le=65535)] = 200
+    mqtt_username: str = ""                   # a broker that requires a login (with mqtt_password)
+    mqtt_password: SecretStr = SecretStr("")
+    mqtt_tls: bool = False                    # TLS to the MQTT broker (port 8883 as a rule)
+    mqtt_ca_file: Path | None = None          # the CA of its certificate (unset: the system's CAs)
+    mqtt_cert_file: Path | None = None        # a client certificate (PEM, may hold the key), for mutual TLS
+    mqtt_key_file: Path | None = None
     history_len: Annotated[int, Field(ge=1, le=10_000)] = 100
     model_publish_seconds: Annotated[float, Field(gt=0)] = 5.0
     session_timeout: Annotated[float, Field(ge=6, le=60)] = 8.0
@@ -120,6 +126,29 @@ class Settings(BaseSettings):
             check_files(files, "RISKWATCH_HTTPS_CERTFILE", "RISKWATCH_HTTPS_KEYFILE",
                         lambda: server_context(self.https_certfile, self.https_keyfile))
         return self
+
+    @model_validator(mode="after")
+    def _mqtt_security(self):
+        if self.mqtt_password.get_secret_value() and not self.mqtt_username:
+            raise ValueError("RISKWATCH_MQTT_PASSWORD is set without RISKWATCH_MQTT_USERNAME")
+        files = {"RISKWATCH_MQTT_CA_FILE": self.mqtt_ca_file, "RISKWATCH_MQTT_CERT_FILE": self.mqtt_cert_file,
+                 "RISKWATCH_MQTT_KEY_FILE": self.mqtt_key_file}
+        given = [name for name, f in files.items() if f is not None]
+        if given and not self.mqtt_tls:
+            raise ValueError(f"{given[0]} is set but RISKWATCH_MQTT_TLS is off")
+        if self.mqtt_tls:
+            from .tls import check_files
+
+            check_files(files, "RISKWATCH_MQTT_CERT_FILE", "RISKWATCH_MQTT_KEY_FILE", self.mqtt_tls_context)
+        return self
+
+    def mqtt_tls_context(self):
+        """The MQTT bridge's TLS context (None: plain MQTT)."""
+        if not self.mqtt_tls:
+            return None
+        from .tls import client_context
+
+        return client_context(self.mqtt_ca_file, self.mqtt_cert_file, self.mqtt_key_file)
 
     def uvicorn_tls(self) -> dict:
         """``uvicorn.run`` options for https (none: plain http)."""

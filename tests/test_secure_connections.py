@@ -67,6 +67,14 @@ def test_sasl_passes_mechanism_and_credentials_and_tls_only_with_ssl(protocol):
     assert "s3cret" not in str(s.masked()) and "s3cret" not in repr(s)
 
 
+def test_the_mqtt_bridges_tls_context_verifies_the_broker(pki):
+    assert Settings().mqtt_tls_context() is None
+    ctx = Settings(mqtt_tls=True, mqtt_ca_file=pki / "ca.pem", mqtt_cert_file=pki / "client.crt",
+                   mqtt_key_file=pki / "client.key").mqtt_tls_context()
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname and ctx.get_ca_certs()
+    assert Settings(mqtt_tls=True).mqtt_tls_context().get_ca_certs() != ctx.get_ca_certs()  # the system's CAs
+
+
 def test_https_for_the_api_and_the_gateway_hands_uvicorn_the_files(pki):
     assert Settings().uvicorn_tls() == {}
     assert Settings(https_certfile=pki / "api.pem").uvicorn_tls() == {"ssl_certfile": str(pki / "api.pem")}
@@ -86,6 +94,10 @@ def test_https_for_the_api_and_the_gateway_hands_uvicorn_the_files(pki):
     ({"kafka_security_protocol": "SSL", "kafka_ssl_certfile": "client.crt"},
      "RISKWATCH_KAFKA_SSL_CERTFILE cannot be used"),  # a certificate without its key
     ({"kafka_security_protocol": "TLS"}, "kafka_security_protocol"),
+    ({"mqtt_password": "pw"}, "RISKWATCH_MQTT_PASSWORD is set without RISKWATCH_MQTT_USERNAME"),
+    ({"mqtt_ca_file": "ca.pem"}, "RISKWATCH_MQTT_CA_FILE is set but RISKWATCH_MQTT_TLS is off"),
+    ({"mqtt_tls": True, "mqtt_ca_file": "missing.pem"}, "RISKWATCH_MQTT_CA_FILE: no such file"),
+    ({"mqtt_tls": True, "mqtt_cert_file": "ca.pem"}, "RISKWATCH_MQTT_CERT_FILE cannot be used"),  # no key
     ({"https_certfile": "missing.pem"}, "RISKWATCH_HTTPS_CERTFILE: no such file"),
     ({"https_keyfile": "client.key"}, "RISKWATCH_HTTPS_KEYFILE is set without RISKWATCH_HTTPS_CERTFILE"),
     ({"https_certfile": "client.crt"}, "RISKWATCH_HTTPS_CERTFILE cannot be used"),  # no key
@@ -94,7 +106,7 @@ def test_https_for_the_api_and_the_gateway_hands_uvicorn_the_files(pki):
       "kafka_sasl_password": "pw"}, "kafka_sasl_mechanism"),
 ])
 def test_settings_that_cannot_work_are_refused_at_load_naming_the_variable(pki, kwargs, says):
-    kwargs = {k: pki / v if k.startswith(("kafka_ssl_", "https_")) else v for k, v in kwargs.items()}
+    kwargs = {k: pki / v if k.endswith("file") else v for k, v in kwargs.items()}
     with pytest.raises(ValidationError) as err:
         Settings(**kwargs)
     assert says in str(err.value)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -90,6 +91,11 @@ class MqttBridge:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.s.mqtt_client_id, clean_session=False,
                         manual_ack=True)
         c.max_inflight_messages_set(self.s.mqtt_inflight)
+        if self.s.mqtt_username:  # an IoT platform's broker requires a login, and TLS with it (since 2026-12-06)
+            c.username_pw_set(self.s.mqtt_username, self.s.mqtt_password.get_secret_value() or None)
+        tls = self.s.mqtt_tls_context()
+        if tls is not None:
+            c.tls_set_context(tls)
 
         def on_connect(client, userdata, flags, reason_code, properties):
             if reason_code.is_failure:
@@ -98,10 +104,17 @@ class MqttBridge:
             client.subscribe([(t, 1) for t in self.s.mqtt_topics])
             loop.call_soon_threadsafe(self.connected.set)
 
+        def on_connect_fail(client, userdata):
+            # paho calls this inside its ``except OSError`` and keeps the error to itself: without this, a
+            # certificate the bridge does not trust, or a broker that wants TLS, left no line in its log
+            log.error("MQTT connection to %s:%d failed: %s; retrying", self.s.mqtt_host, self.s.mqtt_port,
+                      sys.exc_info()[1] or "no reason given")
+
         def on_message(client, userdata, msg):
             loop.call_soon_threadsafe(self.queue.put_nowait, (msg.topic, msg.payload, msg.mid, msg.qos, time.time()))
 
         c.on_connect = on_connect
+        c.on_connect_fail = on_connect_fail
         c.on_message = on_message
         c.reconnect_delay_set(min_delay=1, max_delay=10)
         return c

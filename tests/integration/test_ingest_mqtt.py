@@ -143,3 +143,95 @@ def test_kafka_paused_holds_mqtt_acks_and_loses_nothing(stack, services, mqtt_br
     finally:
         os.killpg(bridge.pid, signal.SIGTERM)
         bridge.wait(15)
+
+
+@pytest.fixture
+def mqtt_tls_broker(tmp_path):
+    """(port, CA file, client certificate file) of a mosquitto that takes only TLS with a client certificate
+    and a login (user ``gateway``, password ``pw-7``)."""
+    from .pki import mutual_tls  # skips without trustme
+
+    ca, _, ca_file, client_file = mutual_tls(tmp_path, "riskwatch-bridge")
+    server = ca.issue_cert("127.0.0.1")
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.crt"))
+    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    subprocess.run([shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-b", "-c",
+                    str(tmp_path / "passwd"), "gateway", "pw-7"], check=True, capture_output=True)
+    port = free_port()
+    conf = tmp_path / "mosquitto-tls.conf"
+    conf.write_text(f"user root\nlistener {port} 127.0.0.1\nallow_anonymous false\npersistence false\n"
+                    f"password_file {tmp_path / 'passwd'}\ncafile {ca_file}\ncertfile {tmp_path / 'server.crt'}\n"
+                    f"keyfile {tmp_path / 'server.key'}\nrequire_certificate true\n")
+    log = tmp_path / "mosquitto-tls.log"
+    p = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    import socket
+
+    def up():
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return True
+        except OSError:
+            return p.poll() is not None and pytest.fail(f"mosquitto exited: {log.read_text()}")
+
+    wait_for(up, 15, "mosquitto", log.read_text)
+    yield port, ca_file, client_file
+    p.terminate()
+    p.wait(5)
+
+
+def test_the_bridge_logs_in_over_mutual_tls_and_a_wrong_password_or_ca_is_refused(stack, mqtt_tls_broker, tmp_path):
+    """An IoT platform's broker: TLS with a client certificate and a login. The bridge configured with
+    ``RISKWATCH_MQTT_TLS``, the CA, its certificate and the login forwards a gateway's readings; with a wrong
+    password the broker refuses it, without the CA it does not trust the broker, and its log says which."""
+    import paho.mqtt.client as mqtt
+
+    from riskwatch.tls import client_context
+
+    s, workers = stack
+    port, ca_file, client_file = mqtt_tls_broker
+    (tmp_path / "devices.yaml").write_text(f"fridge-7: {E}\n")
+    env = dict(workers.env, RISKWATCH_MQTT_PORT=str(port), RISKWATCH_MQTT_DEVICE_MAP=str(tmp_path / "devices.yaml"),
+               RISKWATCH_MQTT_CLIENT_ID=f"rw-tls-{port}", RISKWATCH_MQTT_TLS="1", RISKWATCH_MQTT_CA_FILE=str(ca_file),
+               RISKWATCH_MQTT_CERT_FILE=str(client_file), RISKWATCH_MQTT_USERNAME="gateway")
+
+    def bridge(log, **extra):
+        return subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "ingest-mqtt", "--loglevel", "info"],
+                                env={**env, "RISKWATCH_MQTT_PASSWORD": "pw-7", **extra}, stdout=log.open("wb"),
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    refused_log, untrusted_log = tmp_path / "bridge-refused.log", tmp_path / "bridge-ca.log"
+    ok_log = tmp_path / "bridge.log"
+    no_ca = {k: v for k, v in env.items() if k != "RISKWATCH_MQTT_CA_FILE"}
+    refused, ok = bridge(refused_log, RISKWATCH_MQTT_PASSWORD="wrong"), bridge(ok_log)
+    untrusted = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "ingest-mqtt"],  # the system's CAs
+                                 env=dict(no_ca, RISKWATCH_MQTT_PASSWORD="pw-7", RISKWATCH_MQTT_CLIENT_ID="rw-ca"),
+                                 stdout=untrusted_log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: "MQTT connect failed: Not authorized" in refused_log.read_text(), 30,
+                 "the broker to refuse the wrong password", refused_log.read_text)
+        wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in untrusted_log.read_text(), 30,
+                 "the bridge to say it does not trust the broker", untrusted_log.read_text)
+        time.sleep(2)  # the right one subscribes (its persistent session keeps anything published before)
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sensor-gw-tls")
+        pub.username_pw_set("gateway", "pw-7")
+        pub.tls_set_context(client_context(ca_file, client_file, None))
+        pub.connect("127.0.0.1", port)
+        pub.loop_start()
+        now = datetime.now(timezone.utc)
+        for i in range(5):
+            pub.publish("rw/fridge-7/sensor", orjson.dumps({"metric": "temperature", "value": 4.0,
+                                                            "ts": (now + timedelta(seconds=i)).isoformat()}),
+                        qos=1).wait_for_publish(10)
+        pub.loop_stop()
+        pub.disconnect()
+
+        def all_there():
+            got = [e for e in read_batches(s.broker, s.topic("sensor-readings")) if e["entity_id"] == E]
+            return len({e["ts"] for e in got}) == 5 and got
+
+        wait_for(all_there, 60, "the 5 readings on the topic", lambda: ok_log.read_text()[-3000:])
+        assert "pw-7" not in ok_log.read_text() + refused_log.read_text() + untrusted_log.read_text()
+    finally:
+        for b in (refused, ok, untrusted):
+            os.killpg(b.pid, signal.SIGTERM)
+            b.wait(15)
