@@ -7,10 +7,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "INPUT_TOPICS", "OUTPUT_TOPICS", "redact_url"]
@@ -21,7 +22,21 @@ OUTPUT_TOPICS = {"risk_change": "risk-changes", "spotcheck_change": "spotcheck-c
 
 
 class Settings(BaseSettings):
+    """Each setting from ``RISKWATCH_<NAME>`` in the environment, else from a file ``riskwatch_<name>`` in
+    ``RISKWATCH_SECRETS_DIR`` (Docker and Kubernetes secrets: a password in a file is not in every process's
+    environment, ``/proc/<pid>/environ``, nor in ``docker inspect``), else its default."""
+
     model_config = SettingsConfigDict(env_prefix="RISKWATCH_", frozen=True, extra="ignore")
+
+    def __init__(self, **values) -> None:
+        where = os.environ.get("RISKWATCH_SECRETS_DIR")
+        if where and "_secrets_dir" not in values:
+            if not Path(where).is_dir():  # pydantic-settings would only warn, and read nothing
+                raise ValidationError.from_exception_data("Settings", [
+                    {"type": "value_error", "loc": ("secrets_dir",), "input": where,
+                     "ctx": {"error": ValueError(f"no such directory: {where}")}}])
+            values["_secrets_dir"] = where
+        super().__init__(**values)
 
     broker: str = "127.0.0.1:9092"
     # Kafka security (a production cluster; the embedded broker is plaintext on loopback): see kafka_security.py

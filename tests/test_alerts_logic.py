@@ -217,6 +217,18 @@ def test_invalid_alert_config_names_the_field(text, field):
     assert any(e.field == field for e in exc.value.errors), exc.value.errors
 
 
+def test_a_receivers_secret_from_a_file(tmp_path):
+    (tmp_path / "hook").write_text("from-a-docker-secret\n")
+    (tmp_path / "empty").write_text("\n")
+    cfg = load_alerts_config_text("allow_private: [127.0.0.1]\n"
+                                  f"receivers: [{{name: a, url: 'http://127.0.0.1/x', secrets: ['file:{tmp_path / 'hook'}']}}]")
+    assert cfg.receivers[0].secrets[0].get_secret_value() == "from-a-docker-secret"
+    for name, says in (("missing", "cannot read secret file"), ("empty", "is empty")):
+        with pytest.raises(ConfigError) as exc:
+            load_alerts_config_text(f"receivers: [{{name: a, url: 'http://8.8.8.8/x', secrets: ['file:{tmp_path / name}']}}]")
+        assert [e.field for e in exc.value.errors] == ["receivers.0.secrets"] and says in str(exc.value)
+
+
 def test_secrets_never_show_in_repr_or_dump():
     cfg = load_alerts_config_text("allow_private: [127.0.0.1]\n"
                                   "receivers: [{name: a, url: 'http://127.0.0.1/x', secrets: [hunter2]}]")

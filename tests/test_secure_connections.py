@@ -138,3 +138,20 @@ async def test_readiness_tries_each_broker_of_a_bootstrap_list():
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_settings_come_from_a_secrets_dir_under_the_environment(tmp_path, monkeypatch):
+    """Docker and Kubernetes secrets: ``riskwatch_<name>`` files in ``RISKWATCH_SECRETS_DIR``; the environment wins."""
+    (tmp_path / "riskwatch_kafka_sasl_password").write_text("from-a-file\n")
+    (tmp_path / "riskwatch_redis_url").write_text("redis://:s3cret@redis:6379/0\n")
+    monkeypatch.setenv("RISKWATCH_SECRETS_DIR", str(tmp_path))
+    s = Settings()
+    assert s.kafka_sasl_password.get_secret_value() == "from-a-file" and s.redis_url == "redis://:s3cret@redis:6379/0"
+    assert s.masked()["redis_url"] == "redis://:***@redis:6379/0"
+    monkeypatch.setenv("RISKWATCH_KAFKA_SASL_PASSWORD", "from-the-environment")
+    assert Settings().kafka_sasl_password.get_secret_value() == "from-the-environment"
+    monkeypatch.setenv("RISKWATCH_SECRETS_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ValidationError) as err:
+        Settings()
+    assert "no such directory" in cli.settings_errors(err.value) and "RISKWATCH_SECRETS_DIR" in \
+        cli.settings_errors(err.value)

@@ -100,7 +100,7 @@ class Receiver(_Strict):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     url: str | None = None
-    secrets: list[SecretStr] = Field(default_factory=list)  # all sign (rotation); "env:NAME" reads NAME
+    secrets: list[SecretStr] = Field(default_factory=list)  # all sign (rotation); "env:NAME", "file:PATH" read there
     alertmanager_url: str | None = None
     match: dict[str, list[str]] = Field(default_factory=dict)  # label -> allowed values; empty: all
     group_by: list[str] = Field(default_factory=lambda: ["rule", "region"])
@@ -129,6 +129,14 @@ class Receiver(_Strict):
                 if not os.environ.get(name):
                     raise ValueError(f"environment variable {name} is not set")
                 raw = os.environ[name]
+            elif raw.startswith("file:"):  # a Docker or Kubernetes secret (since 2026-12-06)
+                path = Path(raw[5:])
+                try:
+                    raw = path.read_text().strip()
+                except OSError as exc:
+                    raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from exc
+                if not raw:
+                    raise ValueError(f"secret file {path} is empty")
             out.append(raw)
         return out
 
