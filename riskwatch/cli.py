@@ -237,6 +237,23 @@ def cmd_deadletter(args) -> int:
     return 0
 
 
+def cmd_check_settings(args) -> int:
+    import asyncio
+
+    from .settings import Settings
+
+    s = Settings()  # invalid: main() prints why, exit 2
+    print(orjson.dumps(s.masked(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+    if not args.connect:
+        return 0
+    from .preflight import reach
+
+    results = asyncio.run(reach(s, args.timeout))
+    for name, (ok, what) in results.items():
+        print(f"{name:<6} {'ok    ' if ok else 'FAILED'} {what}", file=sys.stderr)
+    return 0 if all(ok for ok, _ in results.values()) else 1
+
+
 def cmd_topics(args) -> int:
     import asyncio
 
@@ -338,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--limit", type=int, default=20, help="how many of the latest to show")
     dl.add_argument("--replay", action="store_true", help="send the selected events back to their input topics")
     dl.set_defaults(func=cmd_deadletter)
+
+    cs = sub.add_parser("check-settings", help="print the RISKWATCH_* settings in force (secrets masked); exit 2 "
+                        "when invalid; --connect: reach Kafka and Redis with them, exit 1 when one fails")
+    cs.add_argument("--connect", action="store_true", help="try Kafka (TLS, SASL) and Redis (password) as set")
+    cs.add_argument("--timeout", type=float, default=10.0, help="seconds for each connection")
+    cs.set_defaults(func=cmd_check_settings)
 
     t = sub.add_parser("create-topics", help="create the riskwatch topics on RISKWATCH_BROKER")
     t.set_defaults(func=cmd_topics)

@@ -26,7 +26,9 @@ class Settings(BaseSettings):
     ``RISKWATCH_SECRETS_DIR`` (Docker and Kubernetes secrets: a password in a file is not in every process's
     environment, ``/proc/<pid>/environ``, nor in ``docker inspect``), else its default."""
 
-    model_config = SettingsConfigDict(env_prefix="RISKWATCH_", frozen=True, extra="ignore")
+    # an empty variable (compose's `RISKWATCH_X:` with nothing after it) is unset: until 2026-12-06 an empty file
+    # setting was read as the current directory, "."
+    model_config = SettingsConfigDict(env_prefix="RISKWATCH_", frozen=True, extra="ignore", env_ignore_empty=True)
 
     def __init__(self, **values) -> None:
         where = os.environ.get("RISKWATCH_SECRETS_DIR")

@@ -6,6 +6,7 @@ broker that requires mutual TLS, a Redis with a password, https): tests/integrat
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 
 import faust
@@ -155,3 +156,24 @@ def test_settings_come_from_a_secrets_dir_under_the_environment(tmp_path, monkey
         Settings()
     assert "no such directory" in cli.settings_errors(err.value) and "RISKWATCH_SECRETS_DIR" in \
         cli.settings_errors(err.value)
+
+
+def test_an_empty_variable_is_unset(monkeypatch):
+    """compose's ``RISKWATCH_KAFKA_SSL_CERTFILE:`` with nothing after it: unset, not the current directory."""
+    monkeypatch.setenv("RISKWATCH_KAFKA_SSL_CERTFILE", "")
+    monkeypatch.setenv("RISKWATCH_TOPIC_PREFIX", "")
+    s = Settings()
+    assert s.kafka_ssl_certfile is None and s.topic_prefix == "rw."
+
+
+def test_check_settings_prints_the_settings_in_force_with_secrets_masked(monkeypatch, capsys):
+    monkeypatch.setenv("RISKWATCH_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("RISKWATCH_KAFKA_SASL_USERNAME", "riskwatch")
+    monkeypatch.setenv("RISKWATCH_KAFKA_SASL_PASSWORD", "s3cret-sasl")
+    monkeypatch.setenv("RISKWATCH_REDIS_URL", "redis://:s3cret-redis@10.0.0.5:6379/0")
+    monkeypatch.setenv("RISKWATCH_API_TOKENS", "ops:ops:" + "a" * 64)
+    assert cli.main(["check-settings"]) == 0
+    out = capsys.readouterr().out
+    shown = json.loads(out)
+    assert shown["kafka_sasl_username"] == "riskwatch" and shown["redis_url"] == "redis://:***@10.0.0.5:6379/0"
+    assert shown["api_tokens"] == "***" and "s3cret" not in out

@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import os
 import signal
 import ssl
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -149,3 +152,34 @@ def test_up_runs_every_process_over_mutual_tls_kafka_and_a_password_redis(tls_br
     assert up.returncode == 0 and "stopped." in out, out
     leaked = [p.name for p in data_dir.glob("*.log") if "rw-test-pw" in p.read_text(errors="replace")]
     assert not leaked, leaked
+
+
+def test_check_settings_connect_says_whether_kafka_and_redis_take_these_settings(tls_broker, password_redis):
+    """`riskwatch check-settings --connect`: a preflight before a deployment. With the CA, a client
+    certificate and the Redis password, both are reached (exit 0); without the client certificate and with a
+    wrong password, each is reported failed with why (exit 1); the password is never printed."""
+    bootstrap, _, ca_file, client_file, _ = tls_broker
+    redis = password_redis
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RISKWATCH_")}
+    env.update(RISKWATCH_BROKER=bootstrap, RISKWATCH_KAFKA_SECURITY_PROTOCOL="SSL",
+               RISKWATCH_KAFKA_SSL_CAFILE=str(ca_file), RISKWATCH_KAFKA_SSL_CERTFILE=str(client_file),
+               RISKWATCH_REDIS_URL=redis.url)
+
+    def check(**extra) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "riskwatch.cli", "check-settings", "--connect", "--timeout", "5"],
+                              env=dict(env, **extra), capture_output=True, text=True, timeout=60)
+
+    ok = check()
+    assert ok.returncode == 0, ok.stderr
+    shown = json.loads(ok.stdout)
+    assert shown["kafka_security_protocol"] == "SSL" and shown["redis_url"] == f"redis://:***@127.0.0.1:{redis.port}/0"
+    assert "kafka  ok" in ok.stderr and "redis  ok" in ok.stderr and "Redis 6" in ok.stderr, ok.stderr
+    bad = check(RISKWATCH_KAFKA_SSL_CERTFILE="", RISKWATCH_REDIS_URL=f"redis://:wrong@127.0.0.1:{redis.port}/0")
+    assert bad.returncode == 1, bad.stderr
+    lines = {line.split()[0]: line for line in bad.stderr.splitlines() if line.startswith(("kafka ", "redis "))}
+    assert "FAILED" in lines["kafka"] and "FAILED" in lines["redis"], bad.stderr
+    assert "invalid username-password pair" in lines["redis"] or "WRONGPASS" in lines["redis"], lines["redis"]
+    assert "rw-test-pw" not in ok.stdout + ok.stderr + bad.stdout + bad.stderr
+    untrusted = check(RISKWATCH_KAFKA_SSL_CAFILE="")  # the system's CAs do not know the broker's
+    assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in \
+        next(line for line in untrusted.stderr.splitlines() if line.startswith("kafka ")), untrusted.stderr

@@ -1,0 +1,73 @@
+"""``riskwatch check-settings``: the settings in force, secrets masked, and with ``--connect`` whether Kafka
+and Redis can be reached with them: a TLS handshake, a SASL login and a Redis password tried before a
+deployment rather than found out from a worker's retry loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .kafka_security import client_options
+from .settings import Settings, redact_url
+
+__all__ = ["reach"]
+
+
+async def _kafka(s: Settings, timeout: float) -> str | None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**client_options(s), request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+        topics = await asyncio.wait_for(admin.list_topics(), timeout)
+        mine = sorted(t for t in topics if t.startswith(s.topic_prefix))
+        return f"{len(mine)} riskwatch topics"
+    finally:
+        await admin.close()
+
+
+async def _redis(s: Settings, timeout: float) -> str | None:
+    import redis.asyncio as aioredis
+
+    r = aioredis.from_url(s.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        info = await r.info("server")
+        return f"Redis {info.get('redis_version', '?')}"
+    finally:
+        await r.aclose()
+
+
+class _Last(logging.Handler):
+    """The last error aiokafka logged: its "Unable to bootstrap" hides why (a certificate not trusted), which
+    only its log says."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = record.getMessage()
+
+
+async def reach(s: Settings, timeout: float = 10.0) -> dict[str, tuple[bool, str]]:
+    """``{"kafka": (ok, what), "redis": (ok, what)}``: what was found, or why it could not be reached."""
+    out = {}
+    last = _Last()
+    logging.getLogger("aiokafka").addHandler(last)
+    try:
+        for name, check, where in (("kafka", _kafka, s.broker), ("redis", _redis, redact_url(s.redis_url))):
+            last.message = ""
+            try:
+                out[name] = (True, f"{where}: {await check(s, timeout)}")
+            except Exception as exc:  # a report, not a crash: every kind of failure is the answer
+                reason = str(exc) or type(exc).__name__
+                cause = exc.__cause__ or exc.__context__
+                if cause is not None and str(cause) not in reason:
+                    reason += f" ({cause})"
+                if last.message:
+                    reason += f"; {last.message}"
+                kind = type(exc).__name__
+                out[name] = (False, f"{where}: {reason if reason.startswith(kind) else f'{kind}: {reason}'}")
+    finally:
+        logging.getLogger("aiokafka").removeHandler(last)
+    return out
