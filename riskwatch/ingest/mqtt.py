@@ -104,6 +104,11 @@ class MqttBridge:
             client.subscribe([(t, 1) for t in self.s.mqtt_topics])
             loop.call_soon_threadsafe(self.connected.set)
 
+        def on_subscribe(client, userdata, mid, reason_codes, properties):
+            log.info("MQTT connected to %s:%d%s, subscribed to %s (%s)", self.s.mqtt_host, self.s.mqtt_port,
+                     " over TLS" if self.s.mqtt_tls else "", ", ".join(self.s.mqtt_topics),
+                     ", ".join(str(rc) for rc in reason_codes))
+
         def on_connect_fail(client, userdata):
             # paho calls this inside its ``except OSError`` and keeps the error to itself: without this, a
             # certificate the bridge does not trust, or a broker that wants TLS, left no line in its log
@@ -115,6 +120,7 @@ class MqttBridge:
 
         c.on_connect = on_connect
         c.on_connect_fail = on_connect_fail
+        c.on_subscribe = on_subscribe
         c.on_message = on_message
         c.reconnect_delay_set(min_delay=1, max_delay=10)
         return c

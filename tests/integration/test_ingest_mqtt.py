@@ -211,7 +211,7 @@ def test_the_bridge_logs_in_over_mutual_tls_and_a_wrong_password_or_ca_is_refuse
                  "the broker to refuse the wrong password", refused_log.read_text)
         wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in untrusted_log.read_text(), 30,
                  "the bridge to say it does not trust the broker", untrusted_log.read_text)
-        time.sleep(2)  # the right one subscribes (its persistent session keeps anything published before)
+        wait_for(lambda: "MQTT connected to" in ok_log.read_text(), 30, "the bridge to subscribe", ok_log.read_text)
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sensor-gw-tls")
         pub.username_pw_set("gateway", "pw-7")
         pub.tls_set_context(client_context(ca_file, client_file, None))
