@@ -47,6 +47,12 @@ def mqtt_broker(tmp_path):
     p.wait(5)
 
 
+def _subscribed(log) -> None:
+    """Wait until the bridge's subscription is granted (until 2026-12-06 the tests slept 2 s for it)."""
+    wait_for(lambda: log.exists() and "MQTT connected to" in log.read_text(), 30, "the bridge to subscribe",
+             log.read_text)
+
+
 def test_mqtt_readings_reach_the_worker_and_raise_a_sensor_alert(stack, mqtt_broker, tmp_path):
     import paho.mqtt.client as mqtt
 
@@ -54,14 +60,14 @@ def test_mqtt_readings_reach_the_worker_and_raise_a_sensor_alert(stack, mqtt_bro
     (tmp_path / "devices.yaml").write_text(f"fridge-7: {E}\n")
     env = dict(workers.env, RISKWATCH_MQTT_PORT=str(mqtt_broker), RISKWATCH_MQTT_DEVICE_MAP=str(tmp_path / "devices.yaml"),
                RISKWATCH_MQTT_CLIENT_ID=f"rw-test-{mqtt_broker}")
-    bridge = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "ingest-mqtt"], env=env,
+    bridge = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "ingest-mqtt", "--loglevel", "info"], env=env,
                               stdout=(tmp_path / "bridge.log").open("wb"), stderr=subprocess.STDOUT,
                               start_new_session=True)
     produce(s, [{"type": "entity", "entity_id": E, "name": "Cold Store", "industry": "food", "region": "350100",
                  "attributes": {"devices": ["freezer-9"]}}])  # a device mapped by the entity event itself
     workers.start()
     try:
-        time.sleep(2)  # the bridge subscribes (its persistent session keeps anything published before)
+        _subscribed(tmp_path / "bridge.log")  # its persistent session then keeps what is published
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sensor-gw")
         pub.connect("127.0.0.1", mqtt_broker)
         pub.loop_start()
@@ -111,7 +117,7 @@ def test_kafka_paused_holds_mqtt_acks_and_loses_nothing(stack, services, mqtt_br
                               stdout=(tmp_path / "bridge.log").open("wb"), stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
-        time.sleep(2)
+        _subscribed(tmp_path / "bridge.log")
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sensor-gw-2")
         pub.connect("127.0.0.1", mqtt_broker)
         pub.loop_start()
@@ -211,7 +217,7 @@ def test_the_bridge_logs_in_over_mutual_tls_and_a_wrong_password_or_ca_is_refuse
                  "the broker to refuse the wrong password", refused_log.read_text)
         wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in untrusted_log.read_text(), 30,
                  "the bridge to say it does not trust the broker", untrusted_log.read_text)
-        wait_for(lambda: "MQTT connected to" in ok_log.read_text(), 30, "the bridge to subscribe", ok_log.read_text)
+        _subscribed(ok_log)
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sensor-gw-tls")
         pub.username_pw_set("gateway", "pw-7")
         pub.tls_set_context(client_context(ca_file, client_file, None))
