@@ -246,21 +246,21 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         print("stopped.", flush=True)
 
 
-_ANY_CERT = ssl.create_default_context()  # our own child on loopback: that it answers is the check, not
-_ANY_CERT.check_hostname = False          # its certificate (https), which may name the host's public name
-_ANY_CERT.verify_mode = ssl.CERT_NONE
-
-
 def _wait_http(url: str, timeout: float, children: list[Child], data_dir: Path) -> str | None:
     """Wait for ``url`` to answer; None, or why it did not (with the log of a process that exited)."""
     deadline = time.monotonic() + timeout
+    any_cert = None
+    if url.startswith("https:"):  # our own child on loopback: that it answers is the check, not its
+        any_cert = ssl.create_default_context()  # certificate, which may name the host's public name
+        any_cert.check_hostname = False
+        any_cert.verify_mode = ssl.CERT_NONE
     while time.monotonic() < deadline:
         gone = _exited(children)
         if gone:
             log = data_dir / f"{gone[0]}.log"
             return f"{gone[0]} exited with {gone[1]} while starting; the end of {log}:\n{_log_tail(log)}"
         try:
-            with urllib.request.urlopen(url, timeout=1, context=_ANY_CERT):
+            with urllib.request.urlopen(url, timeout=1, context=any_cert):
                 return None
         except OSError:
             time.sleep(0.2)
