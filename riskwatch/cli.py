@@ -248,7 +248,7 @@ def cmd_check_settings(args) -> int:
         return 0
     from .preflight import reach
 
-    results = asyncio.run(reach(s, args.timeout))
+    results = asyncio.run(reach(s, args.timeout, mqtt=args.mqtt))
     for name, (ok, what) in results.items():
         print(f"{name:<6} {'ok    ' if ok else 'FAILED'} {what}", file=sys.stderr)
     return 0 if all(ok for ok, _ in results.values()) else 1
@@ -359,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     cs = sub.add_parser("check-settings", help="print the RISKWATCH_* settings in force (secrets masked); exit 2 "
                         "when invalid; --connect: reach Kafka and Redis with them, exit 1 when one fails")
     cs.add_argument("--connect", action="store_true", help="try Kafka (TLS, SASL) and Redis (password) as set")
+    cs.add_argument("--mqtt", action="store_true", help="with --connect: log in to the bridge's MQTT broker too")
     cs.add_argument("--timeout", type=float, default=10.0, help="seconds for each connection")
     cs.set_defaults(func=cmd_check_settings)
 

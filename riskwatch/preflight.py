@@ -1,11 +1,12 @@
 """``riskwatch check-settings``: the settings in force, secrets masked, and with ``--connect`` whether Kafka
-and Redis can be reached with them: a TLS handshake, a SASL login and a Redis password tried before a
+and Redis (and with ``--mqtt`` the bridge's MQTT broker) can be reached with them: a TLS handshake, a SASL login and a Redis password tried before a
 deployment rather than found out from a worker's retry loop."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from .kafka_security import client_options
 from .settings import Settings, redact_url
@@ -37,6 +38,35 @@ async def _redis(s: Settings, timeout: float) -> str | None:
         await r.aclose()
 
 
+def _mqtt_blocking(s: Settings, timeout: float) -> str:
+    import paho.mqtt.client as mqtt
+
+    answer: list = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{s.mqtt_client_id}-check")
+    if s.mqtt_username:
+        c.username_pw_set(s.mqtt_username, s.mqtt_password.get_secret_value() or None)
+    tls = s.mqtt_tls_context()
+    if tls is not None:
+        c.tls_set_context(tls)
+    c.on_connect = lambda client, userdata, flags, reason_code, properties: answer.append(reason_code)
+    c.connect(s.mqtt_host, s.mqtt_port, keepalive=10)  # raises for a refused connection or a TLS failure
+    try:
+        deadline = time.monotonic() + timeout
+        while not answer and time.monotonic() < deadline:
+            c.loop(timeout=0.2)
+    finally:
+        c.disconnect()
+    if not answer:
+        raise TimeoutError(f"no answer to the login within {timeout:.0f}s")
+    if answer[0].is_failure:
+        raise PermissionError(f"refused: {answer[0]}")
+    return "logged in" + (" over TLS" if tls is not None else "")
+
+
+async def _mqtt(s: Settings, timeout: float) -> str:
+    return await asyncio.to_thread(_mqtt_blocking, s, timeout)
+
+
 class _Last(logging.Handler):
     """The last error aiokafka logged: its "Unable to bootstrap" hides why (a certificate not trusted), which
     only its log says."""
@@ -49,13 +79,17 @@ class _Last(logging.Handler):
         self.message = record.getMessage()
 
 
-async def reach(s: Settings, timeout: float = 10.0) -> dict[str, tuple[bool, str]]:
-    """``{"kafka": (ok, what), "redis": (ok, what)}``: what was found, or why it could not be reached."""
+async def reach(s: Settings, timeout: float = 10.0, mqtt: bool = False) -> dict[str, tuple[bool, str]]:
+    """``{"kafka": (ok, what), "redis": (ok, what)}`` and, with ``mqtt``, the MQTT broker of the bridge
+    (``"mqtt"``): what was found, or why it could not be reached."""
     out = {}
     last = _Last()
     logging.getLogger("aiokafka").addHandler(last)
     try:
-        for name, check, where in (("kafka", _kafka, s.broker), ("redis", _redis, redact_url(s.redis_url))):
+        checks = [("kafka", _kafka, s.broker), ("redis", _redis, redact_url(s.redis_url))]
+        if mqtt:
+            checks.append(("mqtt", _mqtt, f"{s.mqtt_host}:{s.mqtt_port}"))
+        for name, check, where in checks:
             last.message = ""
             try:
                 out[name] = (True, f"{where}: {await check(s, timeout)}")

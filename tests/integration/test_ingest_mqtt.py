@@ -241,3 +241,24 @@ def test_the_bridge_logs_in_over_mutual_tls_and_a_wrong_password_or_ca_is_refuse
         for b in (refused, ok, untrusted):
             os.killpg(b.pid, signal.SIGTERM)
             b.wait(15)
+
+
+def test_check_settings_connect_mqtt_logs_in_as_the_bridge_would(stack, mqtt_tls_broker):
+    """`riskwatch check-settings --connect --mqtt`: the bridge's login and TLS tried before it runs."""
+    port, ca_file, client_file = mqtt_tls_broker
+    env = dict(stack[1].env, RISKWATCH_MQTT_PORT=str(port), RISKWATCH_MQTT_TLS="1", RISKWATCH_MQTT_CA_FILE=str(ca_file),
+               RISKWATCH_MQTT_CERT_FILE=str(client_file), RISKWATCH_MQTT_USERNAME="gateway")
+
+    def check(password: str) -> dict[str, str]:
+        r = subprocess.run([sys.executable, "-m", "riskwatch.cli", "check-settings", "--connect", "--mqtt",
+                            "--timeout", "5"], env=dict(env, RISKWATCH_MQTT_PASSWORD=password),
+                           capture_output=True, text=True, timeout=60)
+        assert "pw-7" not in r.stdout + r.stderr
+        lines = {line.split()[0]: line for line in r.stderr.splitlines() if line.startswith(("kafka ", "redis ", "mqtt "))}
+        return {"rc": r.returncode, **lines}
+
+    good = check("pw-7")
+    assert good["rc"] == 0 and "ok" in good["mqtt"] and "logged in over TLS" in good["mqtt"], good
+    bad = check("wrong")
+    assert bad["rc"] == 1 and "FAILED" in bad["mqtt"] and "Not authorized" in bad["mqtt"], bad
+    assert "ok" in bad["kafka"] and "ok" in bad["redis"], bad  # only the failing one fails
