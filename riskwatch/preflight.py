@@ -1,6 +1,6 @@
 """``riskwatch check-settings``: the settings in force, secrets masked, and with ``--connect`` whether Kafka
-and Redis (and with ``--mqtt`` the bridge's MQTT broker) can be reached with them: a TLS handshake, a SASL login and a Redis password tried before a
-deployment rather than found out from a worker's retry loop."""
+and Redis (with ``--mqtt``, the bridge's MQTT broker too) can be reached with them: a TLS handshake, a SASL
+login and a password tried before a deployment rather than found out from a worker's retry loop."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .settings import Settings, redact_url
 __all__ = ["reach"]
 
 
-async def _kafka(s: Settings, timeout: float) -> str | None:
+async def _kafka(s: Settings, timeout: float) -> str:
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(**client_options(s), request_timeout_ms=int(timeout * 1000))
@@ -27,7 +27,7 @@ async def _kafka(s: Settings, timeout: float) -> str | None:
         await admin.close()
 
 
-async def _redis(s: Settings, timeout: float) -> str | None:
+async def _redis(s: Settings, timeout: float) -> str:
     import redis.asyncio as aioredis
 
     r = aioredis.from_url(s.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout)
@@ -42,12 +42,10 @@ def _mqtt_blocking(s: Settings, timeout: float) -> str:
     import paho.mqtt.client as mqtt
 
     answer: list = []
+    from .ingest.mqtt import secure
+
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{s.mqtt_client_id}-check")
-    if s.mqtt_username:
-        c.username_pw_set(s.mqtt_username, s.mqtt_password.get_secret_value() or None)
-    tls = s.mqtt_tls_context()
-    if tls is not None:
-        c.tls_set_context(tls)
+    secure(c, s)
     c.on_connect = lambda client, userdata, flags, reason_code, properties: answer.append(reason_code)
     c.connect(s.mqtt_host, s.mqtt_port, keepalive=10)  # raises for a refused connection or a TLS failure
     try:
@@ -60,7 +58,7 @@ def _mqtt_blocking(s: Settings, timeout: float) -> str:
         raise TimeoutError(f"no answer to the login within {timeout:.0f}s")
     if answer[0].is_failure:
         raise PermissionError(f"refused: {answer[0]}")
-    return "logged in" + (" over TLS" if tls is not None else "")
+    return "logged in" + (" over TLS" if s.mqtt_tls else "")
 
 
 async def _mqtt(s: Settings, timeout: float) -> str:

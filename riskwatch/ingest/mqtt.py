@@ -32,7 +32,7 @@ from ..kafka_security import client_options
 from ..settings import Settings
 from ..streams.codec import dead_letter, partition_for
 
-__all__ = ["MqttBridge", "to_event"]
+__all__ = ["MqttBridge", "to_event", "secure"]
 
 log = logging.getLogger("riskwatch.mqtt")
 
@@ -65,6 +65,16 @@ def _err(field, rule, msg):
     return FieldError(field, rule, msg)
 
 
+def secure(client, s: Settings) -> None:
+    """The bridge's login and TLS on a paho ``client`` (since 2026-12-06: an IoT platform's broker requires
+    a login, and TLS with it); ``riskwatch check-settings --mqtt`` uses it to try them."""
+    if s.mqtt_username:
+        client.username_pw_set(s.mqtt_username, s.mqtt_password.get_secret_value() or None)
+    tls = s.mqtt_tls_context()
+    if tls is not None:
+        client.tls_set_context(tls)
+
+
 class MqttBridge:
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         from ..config import applied_config
@@ -91,11 +101,7 @@ class MqttBridge:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.s.mqtt_client_id, clean_session=False,
                         manual_ack=True)
         c.max_inflight_messages_set(self.s.mqtt_inflight)
-        if self.s.mqtt_username:  # an IoT platform's broker requires a login, and TLS with it (since 2026-12-06)
-            c.username_pw_set(self.s.mqtt_username, self.s.mqtt_password.get_secret_value() or None)
-        tls = self.s.mqtt_tls_context()
-        if tls is not None:
-            c.tls_set_context(tls)
+        secure(c, self.s)
 
         def on_connect(client, userdata, flags, reason_code, properties):
             if reason_code.is_failure:
