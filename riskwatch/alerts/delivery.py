@@ -77,7 +77,7 @@ class Deliverer:
         self.config = config
         self.m = metrics
         self.rng = random.Random(seed)
-        self.clients: dict[int, httpx.AsyncClient] = {}  # by the receiver's TLS context (0: httpx's default)
+        self.clients: dict = {}  # by the receiver's TLS context (None: httpx's default verification)
         self.sem: dict[str, asyncio.Semaphore] = {}
         self.inflight: dict[str, asyncio.Task] = {}
         # bounded: every in-flight notification holds a Redis connection now and then
@@ -122,10 +122,9 @@ class Deliverer:
         """One client (connection pool) per TLS context: a receiver with its own CA or client certificate
         gets its own; the context is cached per set of files, so a reloaded config reuses it."""
         ctx = r.ssl_context()
-        key = id(ctx) if ctx is not None else 0
-        client = self.clients.get(key)
+        client = self.clients.get(ctx)
         if client is None:
-            client = self.clients[key] = httpx.AsyncClient(
+            client = self.clients[ctx] = httpx.AsyncClient(
                 follow_redirects=False, headers={"User-Agent": "riskwatch-dispatcher"},
                 **({"verify": ctx} if ctx is not None else {}))
         return client
