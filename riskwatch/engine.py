@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from math import log2
 
 from .detectors.base import IGNORED
+from .events import OPERATING, register_status
 from .events import event_id as _event_id
 from .models import PopulationModels
 
@@ -73,7 +74,8 @@ class Engine:
         score and ``et`` when (absent before the first risk change); ``ti``/``tt`` tier index and
         since when; ``t`` entity clock; ``al`` open alert codes; ``x`` disputed items
         {target: [detector, objection_id, item]}; ``n`` events; ``p`` detectors switched off
-        {name: since} (absent while none is)."""
+        {name: since} (absent while none is); ``rs`` register status [status, since] (absent while it
+        has only ever been operating: :func:`riskwatch.events.register_status`)."""
         return {"v": STATE_VERSION, "id": entity_id, "m": None,
                 "d": {n: det.new_state() for n, det in self.detectors.items()},
                 "g": {}, "sc": 0.0, "es": 0.0, "ti": 0, "tt": 0.0, "t": 0.0, "al": [], "x": {}, "n": 0}
@@ -130,8 +132,11 @@ class Engine:
         elif etype == "tick":
             check = self._evaluate_all(state, now)
         elif etype == "entity":
-            self._upsert(state, ev)
-            return state, []
+            if not self._upsert(state, ev, now):
+                return state, []
+            # open, suspended or closed: its time-dependent signals as they are now (a closed entity's
+            # devices are not silent, they are off), and the alerts they moved
+            check = self._evaluate_all(state, now)
         elif etype in ("objection", "objection_resolution"):
             check = []
             if self.refreshed:
@@ -213,19 +218,28 @@ class Engine:
                 # its series'): what a tick that changes nothing writes must not show in later reasons
                 g[code] = [v, now, old[2] if old is not None and old[0] == v else ids]
 
-    def _upsert(self, state: dict, ev) -> None:
+    def _upsert(self, state: dict, ev, now: float) -> bool:
         """Register data: ``m`` = [industry, region, name], and the address when the upsert has one
         (since 2026-12-06). Name and address are kept so that the state changelog alone can rebuild
         the view of an entity whose upsert has aged out of the input topic (states before 2026-11-28
-        hold [industry, region])."""
+        hold [industry, region]). The register status goes to ``rs`` (:func:`register_status`); only
+        an operating entity is counted in its peer group. Returns whether the status changed."""
         old = state["m"]
-        if not old or old[0] != ev.industry or old[1] != ev.region:  # a new peer group
-            peers = self.models.peers
-            if old:
-                peers.add_entity(f"{old[0]}|{old[1]}", -1)
-            peers.add_entity(f"{ev.industry}|{ev.region}", +1)
+        was, _since = register_status(state)
+        status = ev.status
+        counted_before = bool(old) and was == OPERATING
+        counted_now = status == OPERATING
+        moved = not old or old[0] != ev.industry or old[1] != ev.region  # a new peer group
+        if counted_before and (moved or not counted_now):
+            self.models.peers.add_entity(f"{old[0]}|{old[1]}", -1)
+        if counted_now and (moved or not counted_before):
+            self.models.peers.add_entity(f"{ev.industry}|{ev.region}", +1)
         state["m"] = [ev.industry, ev.region, ev.name] if ev.address is None else \
             [ev.industry, ev.region, ev.name, ev.address]
+        if status == was:
+            return False
+        state["rs"] = [status, now]  # an entity open again keeps when: its silence counts from then
+        return True
 
     def _objection(self, state: dict, ev, now: float) -> tuple[list[str], str]:
         """Apply an objection or its resolution; returns the signal codes it moved and its effect, which
@@ -305,12 +319,16 @@ class Engine:
 
         now = max(ev.ts.timestamp(), kept("t", (int, float), 0.0))
         st = self.new_state(ev.entity_id)
-        m, o = old.get("m"), old.get("o")
+        m, o, rs = old.get("m"), old.get("o"), old.get("rs")
         if isinstance(m, list) and len(m) >= 2:
             st["m"] = m
+            if isinstance(rs, list) and len(rs) == 2:
+                st["rs"] = rs
         elif ev.register_data is not None:  # unreadable: the view's, so it stays counted once in its peer group
             r = ev.register_data
             st["m"] = [r.industry, r.region, r.name] + ([r.address] if r.address is not None else [])
+            if r.status != OPERATING:  # and out of it, and not drawn, while not operating
+                st["rs"] = [r.status, r.status_since.timestamp() if r.status_since else now]
         if isinstance(o, dict):
             st["o"] = o
         st["n"] = max(kept("n", int, 0), ev.after_seq) + 1

@@ -39,7 +39,7 @@ __all__ = [
     "Objection", "ObjectionResolution", "StateReset", "ResetRegister", "Tick", "InputEvent", "parse_event",
     "validate_entity_id", "RiskChange", "SpotcheckChange", "AlertCandidate",
     "Reason", "ObjectionEffect", "OBJECTION_EFFECTS", "ResetNote", "OutputEvent", "output_reader", "INPUT_TYPES",
-    "event_id", "too_far_ahead",
+    "event_id", "too_far_ahead", "EntityStatus", "OPERATING", "register_status",
 ]
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
@@ -67,8 +67,25 @@ class _Event(BaseModel):
         return validate_entity_id(v, scheme)
 
 
+EntityStatus = Literal["operating", "suspended", "closed"]
+OPERATING = "operating"
+
+
+def register_status(state: dict | None) -> tuple[str, float]:
+    """An entity state's register status and since when (epoch seconds; 0.0: since it was first seen).
+    The state holds ``rs`` = [status, since] only once an upsert has said other than ``operating``; an
+    entity open again keeps ``["operating", since]``, from when its sensors' silence counts again.
+
+    >>> register_status({}), register_status({"rs": ["closed", 1.5e9]})
+    (('operating', 0.0), ('closed', 1500000000.0))
+    """
+    rs = state.get("rs") if state else None
+    return (rs[0], rs[1]) if rs else (OPERATING, 0.0)
+
+
 class Entity(_Event):
-    """Upsert of an entity's register data."""
+    """Upsert of an entity's register data: the whole record (a field left out is not kept from the last
+    upsert; no ``status`` is ``operating``)."""
 
     type: Literal["entity"] = "entity"
     name: Annotated[str, Field(min_length=1, max_length=200)]
@@ -76,6 +93,10 @@ class Entity(_Event):
     region: Annotated[str, Field(pattern=r"^\d{6}$", description="6-digit administrative division code")]
     address: Annotated[str, Field(min_length=1, max_length=200,
                                   description="where inspectors find it (the register's address)")] | None = None
+    status: EntityStatus = Field(
+        OPERATING, description="the register's status: operating (存续/在业), suspended (停业/歇业) or closed "
+                               "(注销/吊销): an entity not operating is left out of spot-check draws and of its peer "
+                               "group, and its devices' silence is not a signal")
     ts: AwareDatetime | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
 
@@ -170,6 +191,8 @@ class ResetRegister(BaseModel):
     region: Annotated[str, Field(pattern=r"^\d{6}$")]
     name: Annotated[str, Field(min_length=1, max_length=200)]
     address: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    status: EntityStatus = OPERATING
+    status_since: AwareDatetime | None = None
 
 
 class StateReset(_Event):

@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from .config import applied_config
 from .errors import InvalidEvent, StateUnreadable
-from .events import RiskChange, SpotcheckChange, output_reader, parse_event
+from .events import RiskChange, SpotcheckChange, output_reader, parse_event, register_status
 from .settings import Settings
 from .streams.codec import decode
 from .streams.kafka import read_messages
@@ -147,7 +147,8 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
         ev = _valid(raw, "entity", cfg.entity_id_scheme)  # what the workers applied, not what they dead-lettered
         if ev is not None:
             register[ev.entity_id] = {"entity_id": ev.entity_id, "name": ev.name, "industry": ev.industry,
-                                      "region": ev.region, "address": ev.address}
+                                      "region": ev.region, "address": ev.address, "status": ev.status,
+                                      "status_since": ev.ts}
             meta[ev.entity_id] = [ev.industry, ev.region]
             counts["entities"] += 1
     # per entity only what the view needs (a state is ~1 KB; 1M of them would not fit in memory)
@@ -157,8 +158,10 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
         if m:
             meta[eid] = m[:2]
             if len(m) > 2:  # the register data the worker last applied
+                status, since = register_status(st)
                 register[eid] = {"entity_id": eid, "industry": m[0], "region": m[1], "name": m[2],
-                                 "address": m[3] if len(m) > 3 else None}
+                                 "address": m[3] if len(m) > 3 else None, "status": status,
+                                 "status_since": since}
         fallback[eid] = _from_state(engine, eid, st)
     counts["states"] = len(fallback)
     # through the workers' round script: a renamed entity's old name keys leave the search index

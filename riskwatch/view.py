@@ -5,7 +5,8 @@ Keys (prefix ``rw:``):
 - ``rw:entity:{id}`` hash: score, tier, ratio, reasons (JSON), updated, cause,
   config_version, at and seq (decision time in epoch seconds and the entity's
   event count: an older decision never replaces a newer one), name, industry, region, and
-  address when its last upsert had one (since 2026-12-06);
+  address when its last upsert had one (since 2026-12-06), status and status_since while its register
+  status is not ``operating`` (``suspended`` or ``closed``; since 2026-12-06, twenty-third session);
 - ``rw:rank`` and ``rw:rank:region:{r}`` / ``rw:rank:industry:{i}`` /
   ``rw:rank:tier:{t}`` sorted sets of entity id by score ("riskiest");
 - ``rw:history:{id}`` sorted set of score/tier changes in decision order (:func:`history_rank`: time,
@@ -32,9 +33,11 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from datetime import datetime
+from datetime import datetime, timezone
 
 import orjson
+
+from .events import OPERATING
 
 __all__ = ["ENTITIES", "INSPECTIONS_KEPT", "NAMES", "NAMES_FORMAT", "NAMES_FORMAT_KEY", "NAME_KEY_CHARS",
            "OBJECTION_EFFECTS", "REINDEX_NAMES_LUA", "ROUND_LUA", "SPOTCHECKS", "ViewWriter", "entity_key",
@@ -59,7 +62,8 @@ INSPECTIONS_KEPT = 20  # per entity
 # One worker round in one call (see ViewWriter.outputs). Values arrive as strings, formatted as
 # redis-py formats them, so both paths store the same bytes. ARGV[1] is JSON:
 # e: [[id, name, industry, region, [name keys], the keys as JSON (as ViewWriter.entity stores them),
-#      address ("" when the upsert has none: the field is removed)]],
+#      address ("" when the upsert has none: the field is removed), register status ("" when operating:
+#      status and status_since are removed), status_since (ISO)]],
 # h: [[id, member, seq]], s: [[member, t]], o: [[field, effect]],
 # i: [[id, member, t]] (inspection results), ik (inspections kept per entity),
 # c: [[id, score, tier, ratio, reasons, updated, cause, config_version, industry, region, at, seq, tier_since]]
@@ -105,6 +109,11 @@ for _, e in ipairs(p.e) do
   else
     redis.call("HSET", key, "name", e[2], "industry", e[3], "region", e[4])
     redis.call("HDEL", key, "address")
+  end
+  if e[8] ~= "" then
+    redis.call("HSET", key, "status", e[8], "status_since", e[9])
+  else
+    redis.call("HDEL", key, "status", "status_since")
   end
   redis.call("SADD", P .. "entities", e[1])
   if old[4] ~= e[6] then  -- a new name (most upserts send the same one again: nothing to do)
@@ -333,6 +342,18 @@ def history_rank(o: dict) -> int:
     return int(_epoch(o["ts"]) * 1000.0) * 1000 + o["seq"] % 1000
 
 
+def _status_fields(ent: dict) -> tuple[str, str]:
+    """An entity's register status as the view keeps it: ("", "") while operating (the fields are
+    removed), else the status and since when (ISO, UTC)."""
+    status = ent.get("status") or OPERATING
+    if status == OPERATING:
+        return "", ""
+    since = ent.get("status_since") or 0.0
+    if isinstance(since, (int, float)):
+        since = datetime.fromtimestamp(since, timezone.utc)
+    return status, _iso(since)
+
+
 def _iso(ts) -> str:
     return ts if isinstance(ts, str) else ts.isoformat() if isinstance(ts, datetime) else str(ts)
 
@@ -355,6 +376,11 @@ class ViewWriter:
             fields["address"] = ent["address"]
         else:
             pipe.hdel(key, "address")
+        status, since = _status_fields(ent)
+        if status:
+            fields["status"], fields["status_since"] = status, since
+        else:
+            pipe.hdel(key, "status", "status_since")
         pipe.hset(key, mapping=fields)
         pipe.sadd(ENTITIES, ent["entity_id"])
         if keys:  # a fresh entry: the old name's keys of a renamed entity are removed by the round script only
@@ -438,7 +464,7 @@ class ViewWriter:
                         o["config_version"], meta[0], meta[1], repr(_epoch(o["ts"])), repr(o["seq"]),
                         _iso(o["tier_since"]) if o.get("tier_since") is not None else ""])
         ents = [[e["entity_id"], e["name"], e["industry"], e["region"], *_name_entry(e["name"]),
-                 e.get("address") or ""] for e in entities]
+                 e.get("address") or "", *_status_fields(e)] for e in entities]
         insp = [[f["entity_id"], _inspection_member(f).decode(), repr(f["t"])] for f in inspections]
         if not (cur or hist or spots or ents or effects or insp):
             return None

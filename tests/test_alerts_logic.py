@@ -257,6 +257,9 @@ def test_an_alert_says_where_the_entity_is():
     assert a["annotations"]["address"] == "上海市黄浦区淮海中路300号"  # Alertmanager's templates see it too
     p = webhook_payload("ops", "ops:{}", {"rule": "visit"}, [a], {"E1": meta}, "http://x")
     assert p["alerts"][0]["riskwatch"]["entity"]["address"] == "上海市黄浦区淮海中路300号"
+    assert p["alerts"][0]["riskwatch"]["entity"]["status"] == "operating"  # the view keeps no status then
+    p = webhook_payload("ops", "ops:{}", {"rule": "visit"}, [a], {"E1": dict(meta, status="closed")}, "http://x")
+    assert p["alerts"][0]["riskwatch"]["entity"]["status"] == "closed"  # a team is not sent to a locked door blind
     a, _ = apply_candidate(None, cand("E2", "firing"), rule, {"name": "Stall"}, 0, "s")  # no address known
     assert a["annotations"]["summary"] == "Stall, : burst" and "address" not in a["annotations"]
 

@@ -45,7 +45,7 @@ def _alert(a: dict, entity: dict, external_url: str) -> dict:
             "alert_id": a["id"], "dedup_key": a["key"], "state": a["status"], "rule": a["rule"],
             "signal": a["signal"], "severity": a["severity"], "count": a["count"],
             "entity": {"id": a["entity_id"], "name": entity.get("name"), "address": entity.get("address"),
-                       "region": entity.get("region"),
+                       "status": entity.get("status") or "operating", "region": entity.get("region"),
                        "industry": entity.get("industry"), "url": f"{external_url}/v1/entities/{a['entity_id']}"},
             "score": a.get("score"), "tier": a.get("tier"), "tier_change": a.get("tier_change"),
             "spotcheck_ratio": entity.get("ratio"), "reasons": entity.get("reasons", []),

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, quote, urlencode
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ..events import OBJECTION_EFFECTS
+from ..events import OBJECTION_EFFECTS, OPERATING
 from ..view import ENTITIES
 from .alerts import list_alerts
 from .auth import Principal, allows
@@ -257,7 +257,8 @@ async def overview(request: Request, tier: str | None = None, region: str | None
         f'<label>industry <input name="industry" value="{_e(industry)}" size="12"></label> '
         f'<label>least score <input name="min_score" value="{_e(min_score)}" size="4"></label> '
         '<button type="submit">filter</button> <a href="/board">clear</a></form>')
-    ent_rows = [[_entity_link(e["entity_id"]), e["name"], e["industry"], e["region"], e["score"], e["tier"],
+    ent_rows = [[_entity_link(e["entity_id"]),
+                 e["name"] if e["status"] == OPERATING else f"{e['name']} ({e['status']})", e["industry"], e["region"], e["score"], e["tier"],
                  _when(e["tier_since"]), f"{e['spotcheck_ratio']:.0%}" if e["spotcheck_ratio"] is not None else "",
                  _top_reason(e["reasons"]), _when(e["updated"])] for e in ranked["entities"]]
     alert_rows = [[a["severity"], a["status"], a["rule"], _entity_link(a["entity_id"]),
@@ -346,8 +347,9 @@ async def entity(request: Request, entity_id: str):
         hist = await get_history(request, entity_id, who, limit=50)
     except HTTPException as exc:
         return _problem(exc, who)
+    status = e["status"] if e["status_since"] is None else f"{e['status']} since {_when(e['status_since'])}"
     facts = [["entity id", e["entity_id"]], ["name", e["name"]], ["address", e["address"] or ""],
-             ["industry", e["industry"]], ["region", e["region"]],
+             ["register status", status], ["industry", e["industry"]], ["region", e["region"]],
              ["score", e["score"]], ["tier", e["tier"]], ["in tier since", _when(e["tier_since"])],
              ["spot-check ratio", f"{e['spotcheck_ratio']:.0%}" if e["spotcheck_ratio"] is not None else ""],
              ["updated", _when(e["updated"])], ["config version", e["config_version"]]]

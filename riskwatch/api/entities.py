@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .. import audit
 from ..alerts.store import AlertStore
-from ..events import ResetRegister, validate_entity_id
+from ..events import OPERATING, EntityStatus, ResetRegister, validate_entity_id
 from ..times import iso, utc
 from ..view import NAMES, entity_key, history_key, name_form, name_keys, name_lookup, reindex_names
 from .context import Ops, Viewer, ctx_of, errors
@@ -29,7 +29,8 @@ def _entity(h: dict, eid: str, cfg) -> dict:
     in force (the hash keeps the one at its last risk change)."""
     ratio = cfg.ratio_in_force(h.get("tier"), float(h["ratio"]) if "ratio" in h else None)
     out = {"entity_id": eid, "name": h.get("name"), "industry": h.get("industry"), "region": h.get("region"),
-           "address": h.get("address"),
+           "address": h.get("address"), "status": h.get("status") or OPERATING,
+           "status_since": utc(h.get("status_since")),
            "score": float(h["score"]) if "score" in h else None, "tier": h.get("tier"),
            "tier_since": utc(h.get("tier_since")),
            "spotcheck_ratio": ratio, "updated": utc(h.get("updated")), "config_version": h.get("config_version")}
@@ -106,13 +107,15 @@ async def reset_state(request: Request, entity_id: str, body: ResetIn, who: Ops)
     # What the view and the alert store know stands in for a state the worker cannot read: its tier,
     # register data and open alerts. And the new state's decisions come after the view's last one, in
     # order (seq) and in time (an entity's clock can be ahead of this one), or the view keeps the old.
-    seq, at, tier, industry, region, name, address = await r.hmget(
-        entity_key(entity_id), ["seq", "at", "tier", "industry", "region", "name", "address"])
+    seq, at, tier, industry, region, name, address, status, status_since = await r.hmget(
+        entity_key(entity_id), ["seq", "at", "tier", "industry", "region", "name", "address", "status",
+                                "status_since"])
     ts = max(time.time(), float(at) if at else 0.0)
     store = AlertStore(r)
     signals = sorted({a["signal"] for a in (await store.many(await store.open_ids(entity=entity_id))).values()})
     try:
-        register = ResetRegister(industry=industry, region=region, name=name, address=address or None).model_dump()
+        register = ResetRegister(industry=industry, region=region, name=name, address=address or None,
+                                 status=status or OPERATING, status_since=status_since or None).model_dump(mode="json")
     except ValidationError:  # no register data in the view (no upsert yet)
         register = None
     rid = "reset-" + uuid.uuid4().hex[:12]
@@ -151,6 +154,8 @@ def _offset(cursor: str | None) -> int:
                                           "type": "value_error"}]) from exc
 
 
+STATUS_HELP = ("the register status: operating, suspended or closed (those not operating are not drawn for "
+               "spot checks)")
 SEARCH_MAX = 1000  # entities a name search looks at; more: ``truncated``, a longer query narrows it
 Q_HELP = ("name search: the start of the name or of a word in it, any case (in Chinese and Japanese, any part "
           "of the name); finds entities with no risk state yet too")
@@ -162,7 +167,8 @@ async def list_entities(request: Request, _: Viewer, tier: str | None = None,
                         industry: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
                         min_score: Annotated[float, Query(ge=0, le=100)] = 0.0,
                         limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None,
-                        q: Annotated[str | None, Query(min_length=2, max_length=100, description=Q_HELP)] = None):
+                        q: Annotated[str | None, Query(min_length=2, max_length=100, description=Q_HELP)] = None,
+                        status: Annotated[EntityStatus | None, Query(description=STATUS_HELP)] = None):
     """Riskiest first (by score); filters combine; ``next_cursor`` pages on. With ``q``: the entities whose
     name matches, riskiest first, those with no risk state yet last (``matched``: how many in all)."""
     ctx = ctx_of(request)
@@ -173,7 +179,7 @@ async def list_entities(request: Request, _: Viewer, tier: str | None = None,
                                           "type": "enum"}])
     start = _offset(cursor)
     if q is not None:
-        return await _search(ctx, cfg, q, tier, region, industry, min_score, limit, start)
+        return await _search(ctx, cfg, q, tier, region, industry, min_score, limit, start, status)
     key = ("rw:rank:tier:" + tier if tier else "rw:rank:region:" + region if region
            else "rw:rank:industry:" + industry if industry else "rw:rank")
     r = ctx.redis
@@ -192,7 +198,7 @@ async def list_entities(request: Request, _: Viewer, tier: str | None = None,
                 continue
             e = _entity(h, eid, cfg)
             if (region and e["region"] != region) or (industry and e["industry"] != industry) or \
-                    (tier and e["tier"] != tier):
+                    (tier and e["tier"] != tier) or (status and e["status"] != status):
                 continue
             items.append(e)
             if len(items) == limit:
@@ -201,7 +207,8 @@ async def list_entities(request: Request, _: Viewer, tier: str | None = None,
     return {"count": len(items), "entities": items, "next_cursor": _cursor(pos) if more else None}
 
 
-async def _search(ctx, cfg, q: str, tier, region, industry, min_score: float, limit: int, start: int) -> dict:
+async def _search(ctx, cfg, q: str, tier, region, industry, min_score: float, limit: int, start: int,
+                  status: str | None) -> dict:
     """Entities whose name has a word starting with ``q``, or in Chinese or Japanese any place in a word
     (see :func:`riskwatch.view.name_keys`)."""
     form = name_form(q)
@@ -226,7 +233,8 @@ async def _search(ctx, cfg, q: str, tier, region, industry, min_score: float, li
             continue  # gone, renamed since, or matched on a cut key only
         e = _entity(h, eid, cfg)
         if (region and e["region"] != region) or (industry and e["industry"] != industry) or \
-                (tier and e["tier"] != tier) or (min_score and (e["score"] or 0.0) < min_score):
+                (tier and e["tier"] != tier) or (min_score and (e["score"] or 0.0) < min_score) or \
+                (status and e["status"] != status):
             continue
         rows.append(e)
     rows.sort(key=lambda e: (e["score"] is None, -(e["score"] or 0.0), e["name"] or "", e["entity_id"]))

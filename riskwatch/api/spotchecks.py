@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import audit
 from ..draw import draw, population_digest, seed_digest
-from ..events import InspectionKind
+from ..events import OPERATING, InspectionKind
 from ..spotcheck_outcomes import SPOT_CHECK_KINDS, outcomes
 from ..times import iso_fields, utc
 from ..view import SPOTCHECKS, entity_key, inspections_key
@@ -104,19 +104,26 @@ async def changes(request: Request, _: Viewer, since: str | None = None, until: 
     return {"count": len(out), "changes": out}
 
 
-async def _population(r, region: str | None) -> list[tuple[str, str, float]]:
+async def _population(r, region: str | None) -> tuple[list[tuple[str, str, float]], int]:
+    """The draw's frame: the view's entities (of ``region``) whose register status is operating, and how
+    many were left out as suspended or closed (a closed business cannot be inspected: until 2026-12-06
+    every entity ever registered stayed in the frame)."""
     pop = []
+    left_out = 0
     keys = [k async for k in r.scan_iter("rw:entity:*", count=1000)]
     for i in range(0, len(keys), 1000):
         pipe = r.pipeline(transaction=False)
         for k in keys[i:i + 1000]:
-            pipe.hmget(k, "tier", "ratio", "region")
-        for k, (tier, ratio, reg) in zip(keys[i:i + 1000], await pipe.execute()):
+            pipe.hmget(k, "tier", "ratio", "region", "status")
+        for k, (tier, ratio, reg, status) in zip(keys[i:i + 1000], await pipe.execute()):
             if region and reg != region:
+                continue
+            if status and status != OPERATING:
+                left_out += 1
                 continue
             eid = (k.decode() if isinstance(k, bytes) else k).removeprefix("rw:entity:")
             pop.append((eid, tier, float(ratio) if ratio is not None else None))
-    return pop
+    return pop, left_out
 
 
 @router.post("/draws", status_code=201, responses=errors(409))
@@ -125,15 +132,17 @@ async def commit_draw(request: Request, body: DrawIn, who: Ops):
     ctx = ctx_of(request)
     cfg, _ = await ctx.current_config()
     lowest = cfg.tiers[0]  # an entity never scored is in the lowest tier
+    frame, not_operating = await _population(ctx.redis, body.region)
     pop = [(e, t or lowest.name, cfg.ratio_in_force(t or lowest.name, r if r is not None else lowest.ratio))
-           for e, t, r in await _population(ctx.redis, body.region)]
+           for e, t, r in frame]
     if not pop:
-        raise HTTPException(409, detail="no entities to draw from (the view is empty)")
+        raise HTTPException(409, detail="no entities to draw from (the view has none operating"
+                                        + (f" in region {body.region})" if body.region else ")"))
     seed = secrets.token_hex(32)
     did = "draw-" + uuid.uuid4().hex[:12]
     rec = {"id": did, **body.model_dump(), "status": "committed", "committed_at": time.time(),
            "committed_by": who.name, "seed_sha256": seed_digest(seed), "population_sha256": population_digest(pop),
-           "population_size": len(pop), "config_version": cfg.version}
+           "population_size": len(pop), "not_operating": not_operating, "config_version": cfg.version}
     r = ctx.redis
     pipe = r.pipeline(transaction=True)
     pipe.hset(DRAWS, did, orjson.dumps(rec))

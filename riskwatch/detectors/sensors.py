@@ -26,6 +26,7 @@ from typing import Annotated
 from pydantic import Field
 
 from ..config import AlertSpec, SignalSpec
+from ..events import OPERATING
 from .anomaly import AnomalyParams, AnomalyScorer
 from .base import IGNORED, Detector, ParamsModel, Signals
 
@@ -121,6 +122,7 @@ class SensorDetector(Detector):
         breach = silence = 0.0
         b_ids: list[str] = []
         s_ids: list[str] = []
+        quiet_since = _quiet_since(entity)
         for key, s in st.items():
             metric = key.split("@", 1)[0]
             lim = self.limits.get(metric)
@@ -130,7 +132,7 @@ class SensorDetector(Detector):
             expected = lim.expected_interval_s if lim is not None and lim.expected_interval_s else None
             if expected is None and s[COUNT] >= 5:
                 expected = s[GAP]
-            if expected and now - s[LAST] > self.silence_factor * expected:
+            if expected and quiet_since is not None and now - max(s[LAST], quiet_since) > self.silence_factor * expected:
                 silence = 1.0
                 s_ids.append(key)
         return {"limit_breach": (breach, b_ids), "silence": (silence, s_ids)}
@@ -153,6 +155,7 @@ class SensorDetector(Detector):
         # deadline that passed after the cached signal was last evaluated (a complaint came first) is due now
         g = entity["g"]
         due = None
+        quiet_since = _quiet_since(entity)
         for key, s in st.items():
             lim = self.limits.get(key.split("@", 1)[0])
             if s[BREACH] >= 0 and lim is not None:
@@ -165,11 +168,21 @@ class SensorDetector(Detector):
             expected = lim.expected_interval_s if lim is not None and lim.expected_interval_s else None
             if expected is None and s[COUNT] >= 5:
                 expected = s[GAP]
-            if expected:
-                t = s[LAST] + self.silence_factor * expected
+            if expected and quiet_since is not None:
+                t = max(s[LAST], quiet_since) + self.silence_factor * expected
                 if t < now:
                     c = g.get("sensors.silence")
                     t = now if c is None or c[1] <= t else None
                 if t is not None and (due is None or t < due):
                     due = t
         return due
+
+
+def _quiet_since(entity: dict | None) -> float | None:
+    """From when a device's silence counts: 0.0 for an entity always operating, when it opened again
+    for one that was suspended or closed; None while it is not operating (its devices are off, and a
+    closed business's silent freezer is not a case for an inspector)."""
+    rs = entity.get("rs") if entity else None
+    if rs is None:
+        return 0.0
+    return rs[1] if rs[0] == OPERATING else None

@@ -19,7 +19,7 @@ from typing import Callable
 
 from ..engine import Engine
 from ..errors import FieldError, InvalidEvent, StateUnreadable
-from ..events import parse_event, too_far_ahead
+from ..events import parse_event, register_status, too_far_ahead
 from ..view import inspection_fact
 from .codec import dead_letter, decode, partition_for
 
@@ -129,8 +129,10 @@ class BatchProcessor:
                                 pass
                     res.outputs.extend(outs)
                 if ev.type == "entity":
+                    status, since = register_status(state)
                     res.entities.append({"entity_id": eid, "name": ev.name, "industry": ev.industry,
-                                         "region": ev.region, "address": ev.address})
+                                         "region": ev.region, "address": ev.address, "status": status,
+                                         "status_since": since})
                 elif ev.type == "inspection":  # what a draw's spot check found (GET .../outcomes)
                     res.inspections.append(inspection_fact(ev))
             if state is None:

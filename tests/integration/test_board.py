@@ -87,8 +87,9 @@ def _seed(s) -> str:
         if ev.type == "entity":
             meta[ev.entity_id] = {"entity_id": ev.entity_id, "name": ev.name, "industry": ev.industry,
                                   "region": ev.region}
-    hostile = max(states, key=lambda k: states[k]["es"])
+    hostile, closed = sorted((k for k in meta), key=lambda k: states[k]["es"])[-1:-3:-1]
     meta[hostile]["name"] = HOSTILE
+    meta[closed].update(status="closed", status_since=1.77e9)  # the register says so
 
     async def go():
         r = aioredis.from_url(s.redis_url)
@@ -107,12 +108,12 @@ def _seed(s) -> str:
         await r.aclose()
 
     asyncio.run(go())
-    return hostile
+    return hostile, closed
 
 
 def test_the_board_shows_what_the_api_holds_to_a_signed_in_viewer(stack):
     s, _ = stack
-    hostile = _seed(s)
+    hostile, closed = _seed(s)
     with client(s) as c:
         v = auth("viewer")
         # a browser at the API's address is sent to the board; not signed in, to the sign-in form
@@ -147,6 +148,10 @@ def test_the_board_shows_what_the_api_holds_to_a_signed_in_viewer(stack):
         assert all(e["tier_since"] for e in api) and all(row[6] for row in rows)
         # a name from a feed is text, never markup
         assert {row[0]: row[1] for row in rows}[hostile] == HOSTILE
+        assert {row[0]: row[1] for row in rows}[closed].endswith(" (closed)")
+        facts = dict(_tables(c.get(f"/board/entities/{closed}").text).tables[
+            c.get(f"/v1/entities/{closed}", headers=v).json()["name"]])
+        assert facts["register status"] == "closed since 2026-02-02 02:40:00Z"
         assert "<script>" not in page.text and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; Co" in page.text
         # open alerts and the latest tier changes, as the API lists them
         alerts = c.get("/v1/alerts", params={"limit": 50}, headers=v).json()["alerts"]

@@ -7,6 +7,7 @@ import codecs
 import csv
 import io
 import time
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import redis as sync_redis
@@ -28,15 +29,32 @@ def _inspection(eid: str, i: int, at: datetime, found: bool, kind: str = "routin
 def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
     s, workers = stack
     events = list(Simulation(n_entities=150, seed=4, days=20).events(n_events=3000))
-    produce(s, events)
+    # three businesses the register then says are closed or suspended (the upsert is the whole record)
+    register = {e["entity_id"]: e for e in events if e["type"] == "entity"}
+    complained = Counter(e["entity_id"] for e in events if e["type"] == "complaint" and e["entity_id"] in register)
+    gone = [dict(register[eid], status=st, ts=events[-1]["ts"])  # scored: in the riskiest list
+            for (eid, _n), st in zip(complained.most_common(3), ("closed", "closed", "suspended"))]
+    produce(s, events + gone)
     workers.start()
-    wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= len(events), 120,
-             f"{len(events)} events processed", workers.logs)
+    wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= len(events) + 3, 120,
+             f"{len(events) + 3} events processed", workers.logs)
     time.sleep(2)
     ops, viewer = auth("ops"), auth("viewer")
     with client(s) as c:
+        closed = c.get("/v1/entities", params={"status": "closed", "limit": 500}, headers=viewer).json()["entities"]
+        assert sorted(e["entity_id"] for e in closed) == sorted(e["entity_id"] for e in gone[:2])
+        one = c.get(f"/v1/entities/{gone[2]['entity_id']}", headers=viewer).json()
+        assert (one["status"], one["status_since"]) == ("suspended", datetime.fromisoformat(gone[2]["ts"]).astimezone(
+            timezone.utc).isoformat())
+        assert c.get("/v1/entities", params={"status": "gone"}, headers=viewer).json()["detail"][0]["loc"] == \
+            ["query", "status"]
         body = {"period": "2026-12", "capacity": 40, "control_share": 0.5, "inspectors": ["li", "wang"]}
         committed = c.post("/v1/spotchecks/draws", json=body, headers=ops).json()
+        # a business that is not operating cannot be inspected: not in the draw's frame
+        assert committed["not_operating"] == 3
+        frame = c.get(f"/v1/spotchecks/draws/{committed['id']}", params={"population": "true"},
+                      headers=viewer).json()["population"]
+        assert len(frame) == committed["population_size"] and not {p[0] for p in frame} & {e["entity_id"] for e in gone}
         assert c.get(f"/v1/spotchecks/draws/{committed['id']}/outcomes", headers=viewer).status_code == 409
         sel = c.post(f"/v1/spotchecks/draws/{committed['id']}/execute", headers=ops).json()["result"]["selected"]
         did = committed["id"]

@@ -55,6 +55,8 @@ def test_round_writes_equal_one_by_one_writes(services):
     meta = {eid: st["m"] for eid, st in states.items()}
     ents = [{"entity_id": eid, "name": f"n{eid[-4:]}", "industry": m[0], "region": m[1]}
             for eid, m in meta.items() if m]
+    for i, e in enumerate(ents[:9]):  # register statuses: the fields are there only while not operating
+        e["status"], e["status_since"] = ("operating", "suspended", "closed")[i % 3], 1.77e9 + i
     snaps = []
     for db in (5, 6, 7):
         r = redis.Redis.from_url(rs.url.rsplit("/", 1)[0] + f"/{db}")
@@ -76,6 +78,10 @@ def test_round_writes_equal_one_by_one_writes(services):
         snaps.append(_snapshot(r))
         r.flushdb()
     assert snaps[0] and snaps[0] == snaps[1] == snaps[2]
+    status = {e["entity_id"]: snaps[0][f"rw:entity:{e['entity_id']}".encode()].get(b"status") for e in ents}
+    assert [status[e["entity_id"]] for e in ents[:9]] == [None, b"suspended", b"closed"] * 3
+    assert snaps[0][f"rw:entity:{ents[2]['entity_id']}".encode()][b"status_since"] == b"2026-02-02T02:40:02+00:00"
+    assert not any(status[e["entity_id"]] for e in ents[9:])
     assert len(snaps[0][b"rw:objections:effects"]) == 24
     kept = [v for k, v in snaps[0].items() if k.startswith(b"rw:inspections:")]
     assert max(len(v) for v in kept) == INSPECTIONS_KEPT
@@ -111,6 +117,34 @@ def _empty_db(services, db: int):
     r = redis.Redis.from_url(url)
     r.flushdb()
     return url, r, ViewWriter({t.name: t.ratio for t in load_config().tiers})
+
+
+def test_an_entity_open_again_loses_its_closed_status_in_both_writers(services):
+    """The round script and ``ViewWriter.entity`` (``rebuild-view``) write a status only while an
+    entity is not operating, and remove it when it operates again."""
+    url, r, view = _empty_db(services, 8)
+    reg = {"entity_id": EID, "name": "Xiamen Foods", "industry": "catering", "region": "350203"}
+    closed = dict(reg, status="closed", status_since=1.77e9)
+
+    async def rounds() -> None:
+        import redis.asyncio as aioredis
+
+        ar = aioredis.from_url(url)
+        try:
+            await view.write_round(ar, [], lambda _: None, [closed])
+            assert r.hmget(f"rw:entity:{EID}", "status", "status_since") == [b"closed", b"2026-02-02T02:40:00+00:00"]
+            await view.write_round(ar, [], lambda _: None, [dict(reg, status="operating", status_since=1.78e9)])
+        finally:
+            await ar.aclose()
+
+    asyncio.run(rounds())
+    assert r.hmget(f"rw:entity:{EID}", "status", "status_since") == [None, None]
+    for ent, want in ((closed, b"closed"), (reg, None)):
+        pipe = r.pipeline(transaction=False)
+        view.entity(pipe, ent)
+        pipe.execute()
+        assert r.hget(f"rw:entity:{EID}", "status") == want
+    assert r.hget(f"rw:entity:{EID}", "status_since") is None
 
 
 def test_register_data_after_the_first_score_moves_the_entity_into_its_rankings(services):
