@@ -104,10 +104,11 @@ def cmd_simulate(args) -> int:
             mix = (1.0 - anyone - args.deteriorating_share, anyone)
         sim = Simulation(n_entities=args.entities, seed=args.seed, bad_share=args.bad_share,
                          days=args.events / args.rate / 86400, start=datetime.now(timezone.utc),
-                         id_scheme=args.entity_id_scheme, onset=(0.0005, 0.002), mix=mix)
+                         id_scheme=args.entity_id_scheme, onset=(0.0005, 0.002), mix=mix,
+                         closing_share=args.closing_share, closing=(0.0005, 0.003))
     else:
         sim = Simulation(n_entities=args.entities, seed=args.seed, bad_share=args.bad_share, days=args.days,
-                         id_scheme=args.entity_id_scheme)
+                         id_scheme=args.entity_id_scheme, closing_share=args.closing_share)
     if args.truth:
         with open(args.truth, "wb") as f:
             for row in sim.truth():
@@ -321,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the batch mix, 30%% of the feed at random entities and deteriorating ones)")
     s.add_argument("--deteriorating-share", type=float, default=0.005,
                    help="with --quiet-per-hour: share of the feed at deteriorating entities")
+    s.add_argument("--closing-share", type=float, default=0.0,
+                   help="share of the entities that do not deteriorate and close (an upsert with status closed, "
+                        "then nothing from them): in the first minutes with --live, else in 10-90%% of the span")
     s.add_argument("--no-register", action="store_true",
                    help="feed events only (the entities were registered by an earlier run, same seed)")
     s.add_argument("--batch", type=int, default=500, help="events per batch envelope")

@@ -70,10 +70,14 @@ class Simulation:
 
     def __init__(self, n_entities: int = 1000, seed: int = 0, bad_share: float = 0.05,
                  days: float = 60.0, start: datetime | None = None, id_scheme: str = "uscc",
-                 onset: tuple[float, float] = (0.3, 0.6), mix: tuple[float, float] | None = None) -> None:
+                 onset: tuple[float, float] = (0.3, 0.6), mix: tuple[float, float] | None = None,
+                 closing_share: float = 0.0, closing: tuple[float, float] = (0.1, 0.9)) -> None:
         """``mix``: (share of sensor readings, share of events that go to any entity) of the feed; the
         rest go to deteriorating entities once their onset passed (readings before). None: 70% readings,
-        and a quarter of the rest to deteriorating ones (the benchmarks' and tests' mix)."""
+        and a quarter of the rest to deteriorating ones (the benchmarks' and tests' mix).
+        ``closing_share`` of the entities that do not deteriorate close at a time in ``closing`` (shares
+        of the span): an upsert with status ``closed``, and no event of theirs after it (their devices
+        are off). Drawn from a generator of its own: with 0 the feed is what it was before."""
         self.mix = mix
         self.rng = rng = random.Random(seed)
         self.start = start or datetime(2026, 1, 1, tzinfo=TZ)
@@ -87,12 +91,19 @@ class Simulation:
             self.entities.append({"id": eid, "industry": rng.choice(INDUSTRIES), "region": region,
                                   "onset": at, "silent": bad and rng.random() < 0.3})
         self.bad = [e for e in self.entities if e["onset"] is not None]
+        crng = random.Random(f"closing:{seed}")
+        for e in self.entities:
+            e["closed"] = None
+            if e["onset"] is None and closing_share and crng.random() < closing_share:
+                e["closed"] = crng.uniform(*closing) * self.span
+        self.closing = sorted((e for e in self.entities if e["closed"] is not None), key=lambda e: e["closed"])
 
     def truth(self) -> list[dict]:
         """Ground truth: which entities deteriorate and from when."""
         return [{"entity_id": e["id"], "deteriorating": e["onset"] is not None,
                  "onset": self._ts(e["onset"]) if e["onset"] is not None else None,
-                 "silent": e["silent"]} for e in self.entities]
+                 "silent": e["silent"],
+                 "closed": self._ts(e["closed"]) if e["closed"] is not None else None} for e in self.entities]
 
     def _ts(self, t: float) -> str:
         return (self.start + timedelta(seconds=t)).isoformat()
@@ -101,9 +112,7 @@ class Simulation:
         """Entity upserts (unless ``register`` is false), then ``n_events`` feed events in event-time order."""
         rng = self.rng
         for e in self.entities if register else ():
-            yield {"type": "entity", "entity_id": e["id"], "name": business_name(e["id"], e["industry"], e["region"]),
-                   "industry": e["industry"], "region": e["region"],
-                   "address": business_address(e["id"], e["region"]), "ts": self._ts(0)}
+            yield self._register(e, 0.0)
         # a Poisson process over the span, generated lazily (no list of n_events times)
         rate = n_events / self.span
 
@@ -113,9 +122,11 @@ class Simulation:
                 t += rng.expovariate(rate)
                 yield t
         ents, bad = self.entities, self.bad
+        ents_by_id = {e["id"]: e for e in ents}
         act: list[dict] = []
         by_onset = sorted(bad, key=lambda b: b["onset"])
-        nxt = 0
+        nxt = closes = 0
+        closing = self.closing
         sensored = [e for e in ents if e["industry"] in ("cold_chain", "food_retail", "catering", "pharmacy")]
         rr = 0  # sensor readings go round-robin, so each device reports at a steady pace
         mix = self.mix
@@ -123,16 +134,21 @@ class Simulation:
             while nxt < len(by_onset) and by_onset[nxt]["onset"] <= t:
                 act.append(by_onset[nxt])
                 nxt += 1
+            while closes < len(closing) and closing[closes]["closed"] <= t:
+                yield self._register(closing[closes], closing[closes]["closed"], "closed")
+                closes += 1
             r = rng.random()
             if mix is not None:
                 event, turn = self._mixed(r, mix, t, k, act, ents, sensored, rr)
                 rr += turn
-                if event is not None:
+                if event is not None and not _closed(event, ents_by_id, t):
                     yield event
                 continue
             if r < 0.70 and sensored:
                 e = sensored[rr % len(sensored)]
                 rr += 1
+                if e["closed"] is not None and t >= e["closed"]:
+                    continue
                 if e["onset"] is not None and t >= e["onset"]:
                     if e["silent"]:
                         continue
@@ -143,7 +159,7 @@ class Simulation:
             pick_bad = act and rng.random() < 0.25
             e = rng.choice(act) if pick_bad else rng.choice(ents)
             deteriorating = e["onset"] is not None and t >= e["onset"]
-            if r < 0.70:
+            if r < 0.70 or (e["closed"] is not None and t >= e["closed"]):
                 continue
             elif r < 0.88:
                 yield self._complaint(e, t, deteriorating, k)
@@ -170,6 +186,14 @@ class Simulation:
         if u < 0.83:
             return self._inspection(e, t, bad, k), 0
         return self._record(e, t, bad, k), 0
+
+    def _register(self, e, t: float, status: str | None = None) -> dict:
+        out = {"type": "entity", "entity_id": e["id"], "name": business_name(e["id"], e["industry"], e["region"]),
+               "industry": e["industry"], "region": e["region"],
+               "address": business_address(e["id"], e["region"]), "ts": self._ts(t)}
+        if status is not None:
+            out["status"] = status
+        return out
 
     def _reading(self, e, t, bad, k) -> dict:
         v = self.rng.gauss(4.0, 0.8)
@@ -201,3 +225,8 @@ class Simulation:
             kind = rng.choice(("pledge_made", "pledge_kept", "penalty")) if rng.random() < 0.3 else "pledge_made"
         return {"type": "record", "record_id": f"R{k:09d}", "entity_id": e["id"], "ts": self._ts(t),
                 "kind": kind, "severity": rng.choice((1, 2, 3)) if bad else 1}
+
+
+def _closed(event: dict, ents_by_id: dict, t: float) -> bool:
+    closed = ents_by_id[event["entity_id"]]["closed"]
+    return closed is not None and t >= closed

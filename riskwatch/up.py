@@ -213,10 +213,11 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
             # the deteriorating 5% (onsets in the first 3 minutes) get 0.5% of the feed on top; readings
             # the rest. Until 2026-12-05 the demo fed every entity about 120 of them an hour (the batch
             # mix, 30% of 300 events/s over 2,000 entities): after 5 minutes 1,590 of 2,000 entities
-            # were in tier C or D, where a regulator expects a few percent
+            # were in tier C or D, where a regulator expects a few percent. 1% of the others close in the
+            # first minutes (their devices then go quiet: no silence, and out of the draws' frame)
             start("demo", ["simulate", "--kafka", "--live", "--rate", str(rate), "--entities", str(entities),
                            "--events", str(int(rate * 86400)), "--seed", "7", "--max-delay", str(DEMO_MAX_DELAY),
-                           "--quiet-per-hour", "0.5"],
+                           "--quiet-per-hour", "0.5", "--closing-share", "0.01"],
                   env)
         failed = _wait_http(f"{api}/healthz", 30, children, data_dir)
         if failed:

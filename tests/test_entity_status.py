@@ -132,3 +132,30 @@ def test_an_unknown_status_is_refused_with_the_field_named():
     with pytest.raises(InvalidEvent, match=r"status: Input should be 'operating', 'suspended' or 'closed'"):
         parse_event({"type": "entity", "entity_id": E, "name": "n", "industry": "food", "region": "350100",
                      "status": "bankrupt"})
+
+
+def test_the_simulator_closes_businesses_that_then_go_quiet_and_the_engine_raises_no_silence_for_them(config):
+    """``simulate --closing-share`` (the demo's 1%): a closing upsert, then nothing from the entity. After the
+    feed, a tick a day later finds every closed one without silence; open ones with devices are silent."""
+    from riskwatch.simulate import Simulation
+
+    sim = Simulation(n_entities=300, seed=11, days=10, closing_share=0.15)
+    raws = list(sim.events(n_events=20_000))
+    closed_at = {r["entity_id"]: r["ts"] for r in raws if r["type"] == "entity" and r.get("status") == "closed"}
+    assert len(closed_at) >= 20
+    assert {t["entity_id"] for t in sim.truth() if t["closed"]} == set(closed_at)
+    assert not [r for r in raws if r["entity_id"] in closed_at and r["type"] != "entity"
+                and r["ts"] >= closed_at[r["entity_id"]]]
+    eng = Engine(config)
+    states: dict = {}
+    for r in raws:
+        ev = parse_event(r)
+        states[ev.entity_id], _ = eng.process(states.get(ev.entity_id), ev)
+    end = datetime.fromisoformat(max(r["ts"] for r in raws)) + timedelta(days=1)
+    silent = {}
+    for eid, st in states.items():
+        st, _ = eng.process(st, parse_event({"type": "tick", "entity_id": eid, "ts": end.isoformat()}))
+        silent[eid] = st["g"].get("sensors.silence", [0.0])[0] > 0
+    with_devices = {r["entity_id"] for r in raws if r["type"] == "sensor_reading"}
+    assert with_devices & set(closed_at) and not any(silent[e] for e in closed_at)
+    assert all(silent[e] for e in with_devices - set(closed_at))  # the control: a day without readings is silence
