@@ -18,7 +18,7 @@ riskwatch.errors.InvalidEvent: invalid event: entity_id: check character is '4',
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
     AwareDatetime,
@@ -39,7 +39,7 @@ __all__ = [
     "Objection", "ObjectionResolution", "StateReset", "ResetRegister", "Tick", "InputEvent", "parse_event",
     "validate_entity_id", "RiskChange", "SpotcheckChange", "AlertCandidate",
     "Reason", "ObjectionEffect", "OBJECTION_EFFECTS", "ResetNote", "OutputEvent", "output_reader", "INPUT_TYPES",
-    "event_id", "too_far_ahead", "EntityStatus", "OPERATING", "register_status",
+    "event_id", "too_far_ahead", "EntityStatus", "OPERATING", "NOT_OPERATING", "register_status",
 ]
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
@@ -69,6 +69,7 @@ class _Event(BaseModel):
 
 EntityStatus = Literal["operating", "suspended", "closed"]
 OPERATING = "operating"
+NOT_OPERATING = tuple(s for s in get_args(EntityStatus) if s != OPERATING)
 
 
 def register_status(state: dict | None) -> tuple[str, float]:

@@ -13,6 +13,8 @@ Keys (prefix ``rw:``):
   then ``seq``; by ``seq`` alone until 2026-12-06, which put a new state's changes below the old
   state's: a recreated changelog, a state reset), bounded;
 - ``rw:spotchecks`` sorted set of spot-check (tier) changes by decision time, bounded;
+- ``rw:status:suspended`` and ``rw:status:closed`` sorted sets of entity id by since when, the entities
+  whose register status is not operating (``GET /v1/entities?status=closed``);
 - ``rw:entities`` set of every entity id in the view, registered or scored (since 2026-12-04: a
   view written before holds those written since, until ``rebuild-view``);
 - ``rw:inspections:{id}`` sorted set of an entity's latest inspection results by event time (bounded;
@@ -37,11 +39,11 @@ from datetime import datetime, timezone
 
 import orjson
 
-from .events import OPERATING
+from .events import NOT_OPERATING, OPERATING
 
 __all__ = ["ENTITIES", "INSPECTIONS_KEPT", "NAMES", "NAMES_FORMAT", "NAMES_FORMAT_KEY", "NAME_KEY_CHARS",
            "OBJECTION_EFFECTS", "REINDEX_NAMES_LUA", "ROUND_LUA", "SPOTCHECKS", "ViewWriter", "entity_key",
-           "history_key", "history_rank", "inspection_fact", "inspections_key", "name_form", "name_keys",
+           "history_key", "history_rank", "NOT_OPERATING", "status_key", "inspection_fact", "inspections_key", "name_form", "name_keys",
            "name_lookup", "reindex_names"]
 
 P = "rw:"
@@ -63,7 +65,8 @@ INSPECTIONS_KEPT = 20  # per entity
 # redis-py formats them, so both paths store the same bytes. ARGV[1] is JSON:
 # e: [[id, name, industry, region, [name keys], the keys as JSON (as ViewWriter.entity stores them),
 #      address ("" when the upsert has none: the field is removed), register status ("" when operating:
-#      status and status_since are removed), status_since (ISO)]],
+#      status and status_since are removed), status_since (ISO), status_since (epoch seconds, for
+#      rw:status:{status})]],
 # h: [[id, member, seq]], s: [[member, t]], o: [[field, effect]],
 # i: [[id, member, t]] (inspection results), ik (inspections kept per entity),
 # c: [[id, score, tier, ratio, reasons, updated, cause, config_version, industry, region, at, seq, tier_since]]
@@ -98,7 +101,7 @@ local function set_name_keys(key, id, old_nk, keys, nk)
   redis.call("HSET", key, "nk", nk)
 end
 """
-ROUND_LUA = _NAME_KEYS_LUA + """
+ROUND_LUA = _NAME_KEYS_LUA + "local NOT_OPERATING = {" + ", ".join(f'"{s}"' for s in NOT_OPERATING) + "}" + """
 local p = cjson.decode(ARGV[1])
 local P = "rw:"
 for _, e in ipairs(p.e) do
@@ -110,8 +113,14 @@ for _, e in ipairs(p.e) do
     redis.call("HSET", key, "name", e[2], "industry", e[3], "region", e[4])
     redis.call("HDEL", key, "address")
   end
+  for _, s in ipairs(NOT_OPERATING) do
+    if s ~= e[8] then
+      redis.call("ZREM", P .. "status:" .. s, e[1])
+    end
+  end
   if e[8] ~= "" then
     redis.call("HSET", key, "status", e[8], "status_since", e[9])
+    redis.call("ZADD", P .. "status:" .. e[8], e[10], e[1])
   else
     redis.call("HDEL", key, "status", "status_since")
   end
@@ -342,16 +351,23 @@ def history_rank(o: dict) -> int:
     return int(_epoch(o["ts"]) * 1000.0) * 1000 + o["seq"] % 1000
 
 
-def _status_fields(ent: dict) -> tuple[str, str]:
-    """An entity's register status as the view keeps it: ("", "") while operating (the fields are
-    removed), else the status and since when (ISO, UTC)."""
+def status_key(status: str) -> str:
+    """Sorted set of the entities in a register status other than operating, by since when."""
+    return f"{P}status:{status}"
+
+
+def _status_fields(ent: dict) -> tuple[str, str, str]:
+    """An entity's register status as the view keeps it: ("", "", "") while operating (the fields are
+    removed), else the status and since when (ISO, UTC; and epoch seconds as redis-py writes a float)."""
     status = ent.get("status") or OPERATING
     if status == OPERATING:
-        return "", ""
+        return "", "", ""
     since = ent.get("status_since") or 0.0
     if isinstance(since, (int, float)):
         since = datetime.fromtimestamp(since, timezone.utc)
-    return status, _iso(since)
+    elif isinstance(since, str):
+        since = datetime.fromisoformat(since)
+    return status, _iso(since), repr(since.timestamp())
 
 
 def _iso(ts) -> str:
@@ -376,9 +392,13 @@ class ViewWriter:
             fields["address"] = ent["address"]
         else:
             pipe.hdel(key, "address")
-        status, since = _status_fields(ent)
+        status, since, epoch = _status_fields(ent)
+        for other in NOT_OPERATING:
+            if other != status:
+                pipe.zrem(status_key(other), ent["entity_id"])
         if status:
             fields["status"], fields["status_since"] = status, since
+            pipe.zadd(status_key(status), {ent["entity_id"]: float(epoch)})
         else:
             pipe.hdel(key, "status", "status_since")
         pipe.hset(key, mapping=fields)

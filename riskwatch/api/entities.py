@@ -17,7 +17,7 @@ from .. import audit
 from ..alerts.store import AlertStore
 from ..events import OPERATING, EntityStatus, ResetRegister, validate_entity_id
 from ..times import iso, utc
-from ..view import NAMES, entity_key, history_key, name_form, name_keys, name_lookup, reindex_names
+from ..view import NAMES, entity_key, history_key, name_form, name_keys, name_lookup, reindex_names, status_key
 from .context import Ops, Viewer, ctx_of, errors
 from .objections import open_objections, with_effects
 
@@ -155,7 +155,7 @@ def _offset(cursor: str | None) -> int:
 
 
 STATUS_HELP = ("the register status: operating, suspended or closed (those not operating are not drawn for "
-               "spot checks)")
+               "spot checks; suspended or closed lists them scored or not, the latest to close first)")
 SEARCH_MAX = 1000  # entities a name search looks at; more: ``truncated``, a longer query narrows it
 Q_HELP = ("name search: the start of the name or of a word in it, any case (in Chinese and Japanese, any part "
           "of the name); finds entities with no risk state yet too")
@@ -170,7 +170,8 @@ async def list_entities(request: Request, _: Viewer, tier: str | None = None,
                         q: Annotated[str | None, Query(min_length=2, max_length=100, description=Q_HELP)] = None,
                         status: Annotated[EntityStatus | None, Query(description=STATUS_HELP)] = None):
     """Riskiest first (by score); filters combine; ``next_cursor`` pages on. With ``q``: the entities whose
-    name matches, riskiest first, those with no risk state yet last (``matched``: how many in all)."""
+    name matches, riskiest first, those with no risk state yet last (``matched``: how many in all). With
+    ``status=suspended`` or ``closed``: those entities, scored or not, the latest to close first."""
     ctx = ctx_of(request)
     cfg, _meta = await ctx.current_config()
     tiers = [t.name for t in cfg.tiers]
@@ -180,6 +181,8 @@ async def list_entities(request: Request, _: Viewer, tier: str | None = None,
     start = _offset(cursor)
     if q is not None:
         return await _search(ctx, cfg, q, tier, region, industry, min_score, limit, start, status)
+    if status is not None and status != OPERATING:
+        return await _not_operating(ctx, cfg, status, tier, region, industry, min_score, limit, start)
     key = ("rw:rank:tier:" + tier if tier else "rw:rank:region:" + region if region
            else "rw:rank:industry:" + industry if industry else "rw:rank")
     r = ctx.redis
@@ -204,6 +207,38 @@ async def list_entities(request: Request, _: Viewer, tier: str | None = None,
             if len(items) == limit:
                 break
     more = len(items) == limit and bool(await r.zrevrangebyscore(key, 100, min_score, start=pos, num=1))
+    return {"count": len(items), "entities": items, "next_cursor": _cursor(pos) if more else None}
+
+
+async def _not_operating(ctx, cfg, status: str, tier, region, industry, min_score: float, limit: int,
+                         start: int) -> dict:
+    """Entities the register says are suspended or closed (``rw:status:{status}``, by since when): most
+    have no risk state (a business that stopped trading has few events), so the riskiest list does not
+    hold them; a register holds many closed businesses, hence pages."""
+    r = ctx.redis
+    key = status_key(status)
+    items: list[dict] = []
+    pos = start
+    while len(items) < limit:
+        ids = await r.zrevrange(key, pos, pos + limit * 2 - 1)
+        if not ids:
+            break
+        pipe = r.pipeline(transaction=False)
+        for eid in ids:
+            pipe.hgetall(entity_key(eid))
+        for eid, h in zip(ids, await pipe.execute()):
+            pos += 1
+            if not h:
+                continue
+            e = _entity(h, eid, cfg)
+            if e["status"] != status or (region and e["region"] != region) or \
+                    (industry and e["industry"] != industry) or (tier and e["tier"] != tier) or \
+                    (min_score and (e["score"] or 0.0) < min_score):
+                continue
+            items.append(e)
+            if len(items) == limit:
+                break
+    more = len(items) == limit and pos < await r.zcard(key)
     return {"count": len(items), "entities": items, "next_cursor": _cursor(pos) if more else None}
 
 

@@ -7,7 +7,6 @@ import codecs
 import csv
 import io
 import time
-from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import redis as sync_redis
@@ -31,9 +30,7 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
     events = list(Simulation(n_entities=150, seed=4, days=20).events(n_events=3000))
     # three businesses the register then says are closed or suspended (the upsert is the whole record)
     register = {e["entity_id"]: e for e in events if e["type"] == "entity"}
-    complained = Counter(e["entity_id"] for e in events if e["type"] == "complaint" and e["entity_id"] in register)
-    gone = [dict(register[eid], status=st, ts=events[-1]["ts"])  # scored: in the riskiest list
-            for (eid, _n), st in zip(complained.most_common(3), ("closed", "closed", "suspended"))]
+    gone = [dict(e, status=st, ts=events[-1]["ts"]) for e, st in zip(register.values(), ("closed", "closed", "suspended"))]
     produce(s, events + gone)
     workers.start()
     wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= len(events) + 3, 120,
@@ -43,6 +40,11 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
     with client(s) as c:
         closed = c.get("/v1/entities", params={"status": "closed", "limit": 500}, headers=viewer).json()["entities"]
         assert sorted(e["entity_id"] for e in closed) == sorted(e["entity_id"] for e in gone[:2])
+        first = c.get("/v1/entities", params={"status": "closed", "limit": 1}, headers=viewer).json()
+        second = c.get("/v1/entities", params={"status": "closed", "limit": 1, "cursor": first["next_cursor"]},
+                       headers=viewer).json()
+        assert [e["entity_id"] for e in first["entities"] + second["entities"]] == [e["entity_id"] for e in closed]
+        assert second["next_cursor"] is None
         one = c.get(f"/v1/entities/{gone[2]['entity_id']}", headers=viewer).json()
         assert (one["status"], one["status_since"]) == ("suspended", datetime.fromisoformat(gone[2]["ts"]).astimezone(
             timezone.utc).isoformat())

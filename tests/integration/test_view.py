@@ -133,17 +133,22 @@ def test_an_entity_open_again_loses_its_closed_status_in_both_writers(services):
         try:
             await view.write_round(ar, [], lambda _: None, [closed])
             assert r.hmget(f"rw:entity:{EID}", "status", "status_since") == [b"closed", b"2026-02-02T02:40:00+00:00"]
+            assert r.zscore("rw:status:closed", EID) == 1.77e9  # the closed ones, by since when
+            await view.write_round(ar, [], lambda _: None, [dict(closed, status="suspended")])
+            assert r.zscore("rw:status:closed", EID) is None and r.zscore("rw:status:suspended", EID) == 1.77e9
             await view.write_round(ar, [], lambda _: None, [dict(reg, status="operating", status_since=1.78e9)])
         finally:
             await ar.aclose()
 
     asyncio.run(rounds())
     assert r.hmget(f"rw:entity:{EID}", "status", "status_since") == [None, None]
-    for ent, want in ((closed, b"closed"), (reg, None)):
+    assert not r.exists("rw:status:closed") and not r.exists("rw:status:suspended")
+    for ent, want in ((closed, b"closed"), (dict(closed, status="suspended"), b"suspended"), (reg, None)):
         pipe = r.pipeline(transaction=False)
         view.entity(pipe, ent)
         pipe.execute()
         assert r.hget(f"rw:entity:{EID}", "status") == want
+        assert [s for s in (b"closed", b"suspended") if r.zscore(b"rw:status:" + s, EID)] == ([want] if want else [])
     assert r.hget(f"rw:entity:{EID}", "status_since") is None
 
 
