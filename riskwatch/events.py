@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
     AwareDatetime,
+    BeforeValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -67,9 +68,29 @@ class _Event(BaseModel):
         return validate_entity_id(v, scheme)
 
 
-EntityStatus = Literal["operating", "suspended", "closed"]
 OPERATING = "operating"
-NOT_OPERATING = tuple(s for s in get_args(EntityStatus) if s != OPERATING)
+# A register export's status words (the SAMR register's 登记状态, as 国家企业信用信息公示系统 shows it):
+# checked in this order, so 吊销，未注销 (licence revoked, not deregistered) is closed, not operating
+_STATUS_WORDS = (("注销", "closed"), ("吊销", "closed"), ("撤销", "closed"), ("停业", "suspended"),
+                 ("歇业", "suspended"), ("存续", OPERATING), ("在业", OPERATING), ("在营", OPERATING),
+                 ("开业", OPERATING), ("在册", OPERATING))
+
+
+def _status_word(v: Any) -> Any:
+    """A register's own word for its status, as riskwatch's.
+
+    >>> [_status_word(w) for w in ("存续（在营、开业、在册）", "吊销，未注销", "歇业", "closed", "bankrupt")]
+    ['operating', 'closed', 'suspended', 'closed', 'bankrupt']
+    """
+    if isinstance(v, str) and not v.isascii():
+        for word, status in _STATUS_WORDS:
+            if word in v:
+                return status
+    return v
+
+
+EntityStatus = Annotated[Literal["operating", "suspended", "closed"], BeforeValidator(_status_word)]
+NOT_OPERATING = tuple(s for s in get_args(get_args(EntityStatus)[0]) if s != OPERATING)
 
 
 def register_status(state: dict | None) -> tuple[str, float]:
@@ -96,8 +117,9 @@ class Entity(_Event):
                                   description="where inspectors find it (the register's address)")] | None = None
     status: EntityStatus = Field(
         OPERATING, description="the register's status: operating (存续/在业), suspended (停业/歇业) or closed "
-                               "(注销/吊销): an entity not operating is left out of spot-check draws and of its peer "
-                               "group, and its devices' silence is not a signal")
+                               "(注销/吊销); the register's own words are read too (吊销，未注销 is closed). An entity "
+                               "not operating is left out of spot-check draws and of its peer group, and its "
+                               "devices' silence is not a signal")
     ts: AwareDatetime | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
 

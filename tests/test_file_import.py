@@ -23,6 +23,24 @@ def test_a_csv_from_excel_keeps_its_first_column():
     assert (line, err) == (2, None) and ev["entity_id"] == "E1" and ev["address"] == "上海市黄浦区淮海中路300号"
 
 
+def test_a_register_export_s_status_words_import_as_register_statuses():
+    """The SAMR register's 登记状态 column as its exports write it: 存续（在营、开业、在册）is operating,
+    吊销，未注销 (licence revoked, not yet deregistered) and 注销 closed, 停业 suspended; a word riskwatch
+    does not know is refused with the field named, the other rows go on."""
+    raw = ("统一社会信用代码,企业名称,登记状态\n"
+           "91350100M000100Y43,福州冷链有限公司,存续（在营、开业、在册）\n"
+           "91310104MA1FR0HK2M,上海饭店有限公司,吊销，未注销\n"
+           "91440300MA5F0XE54P,深圳药房经营部,注销\n"
+           "91110101MA01AAAA0U,北京茶馆,停业\n"
+           "91110101MA01AAAB9T,北京书店,破产\n").encode()
+    items = list(_items(text_of(io.BytesIO(raw)), "csv", {"entity_id": "统一社会信用代码", "name": "企业名称",
+                                                            "status": "登记状态"}, "entity",
+                        constants={"industry": "catering", "region": "350100"}))
+    ok, bad = validate(items, "opaque")
+    assert [ev.status for _, ev, _ in ok] == ["operating", "closed", "closed", "suspended"]
+    assert [(line, [e["field"] for e in err]) for line, err in bad] == [(6, ["status"])], bad
+
+
 def test_the_louisville_register_imports_with_addresses_from_a_file_without_a_header():
     """`businesses.csv` of the shared Louisville data (LIVES layout) has no header row: ``--columns`` names
     them. Every business becomes a valid entity upsert with its street address."""

@@ -132,7 +132,8 @@ class SensorDetector(Detector):
             expected = lim.expected_interval_s if lim is not None and lim.expected_interval_s else None
             if expected is None and s[COUNT] >= 5:
                 expected = s[GAP]
-            if expected and quiet_since is not None and now - max(s[LAST], quiet_since) > self.silence_factor * expected:
+            if expected and quiet_since is not None and \
+                    now - max(s[LAST], quiet_since) > self.silence_factor * expected:
                 silence = 1.0
                 s_ids.append(key)
         return {"limit_breach": (breach, b_ids), "silence": (silence, s_ids)}

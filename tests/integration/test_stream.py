@@ -88,8 +88,10 @@ def test_stream_decisions_deadletters_and_view(stack):
 
 
 def _processed(s, workers, seed: int, n_events: int, raw: list[tuple[str, bytes]] = ()) -> list[dict]:
-    """A simulated stream of 200 entities produced, a worker started, every event processed."""
-    events = list(Simulation(n_entities=200, seed=seed, bad_share=0.15, days=40).events(n_events=n_events))
+    """A simulated stream of 200 entities produced (of which some close), a worker started, every event
+    processed."""
+    events = list(Simulation(n_entities=200, seed=seed, bad_share=0.15, days=40,
+                             closing_share=0.1).events(n_events=n_events))
     produce(s, events, raw=raw)
     workers.start()
     wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= len(events), 120,
@@ -117,6 +119,8 @@ def test_rebuild_view_from_topics_matches(stack):
     inspections = {k: r.zrange(k, 0, -1, withscores=True) for k in r.scan_iter("rw:inspections:*")}
     assert len(inspections) > 100  # the worker keeps them for draw outcomes
     names = r.zrange("rw:names", 0, -1)  # the name search
+    closed = r.zrange("rw:status:closed", 0, -1, withscores=True)  # businesses the register says closed
+    assert len(closed) >= 5 and all(before[f"rw:entity:{e}"]["status"] == "closed" for e, _t in closed)
     assert len(names) >= len(held)
     assert held == {k.removeprefix("rw:entity:") for k in before}  # every entity hash, registered or scored
     r.flushall()
@@ -137,6 +141,7 @@ def test_rebuild_view_from_topics_matches(stack):
     assert r.smembers("rw:entities") == held
     assert {k: r.zrange(k, 0, -1, withscores=True) for k in r.scan_iter("rw:inspections:*")} == inspections
     assert r.zrange("rw:names", 0, -1) == names
+    assert r.zrange("rw:status:closed", 0, -1, withscores=True) == closed
 
 
 def test_rebuild_view_keeps_entities_whose_records_aged_out_of_the_topics(stack):
@@ -159,6 +164,7 @@ def test_rebuild_view_keeps_entities_whose_records_aged_out_of_the_topics(stack)
     scored = [h for h in before.values() if "score" in h]
     assert len(before) == 200 and len(scored) > 100
     assert all(h["address"] for h in before.values())  # the simulated register has addresses
+    assert sum(h.get("status") == "closed" for h in before.values()) >= 5  # and closures
     assert {h["ratio"] for h in scored} <= {str(t["ratio"]) for t in applied["tiers"]}
 
     out = subprocess.run([sys.executable, "-m", "riskwatch.cli", "rebuild-view"],
@@ -169,7 +175,7 @@ def test_rebuild_view_keeps_entities_whose_records_aged_out_of_the_topics(stack)
     assert set(after) == set(before), (len(after), len(before), out.stdout)
     for k, h in before.items():
         a = after[k]
-        for f in ("name", "address", "industry", "region", "score", "tier", "ratio"):
+        for f in ("name", "address", "industry", "region", "score", "tier", "ratio", "status", "status_since"):
             assert a.get(f) == h.get(f), (k, f, h, a)
         if "score" in h:
             assert datetime.fromisoformat(a["updated"]) == datetime.fromisoformat(h["updated"]), (k, h, a)
