@@ -83,7 +83,8 @@ def test_alert_rules_query_metrics_that_exist_and_prometheus_loads_them():
     rules = yaml.safe_load((ROOT / "deploy" / "prometheus-rules.yml").read_text())
     names = _metric_names()
     exprs = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
-    assert {"RiskwatchWorkerDown", "RiskwatchStalled", "RiskwatchFallingBehind", "RiskwatchEngineErrors"} <= set(exprs)
+    assert {"RiskwatchWorkerDown", "RiskwatchStalled", "RiskwatchFallingBehind", "RiskwatchEngineErrors",
+            "RiskwatchFeedQuiet"} <= set(exprs)
     for alert, expr in exprs.items():
         used = set(re.findall(r"riskwatch_[a-z_]+", expr))
         assert used <= names, (alert, used - names)
@@ -107,7 +108,7 @@ def test_alert_rules_pass_promtool_and_their_unit_tests():
     deploy = ROOT / "deploy"
     checked = subprocess.run([promtool, "check", "rules", "prometheus-rules.yml"], cwd=deploy,
                              capture_output=True, text=True, check=False)
-    assert checked.returncode == 0 and "14 rules found" in checked.stdout, checked.stdout + checked.stderr
+    assert checked.returncode == 0 and "15 rules found" in checked.stdout, checked.stdout + checked.stderr
     tested = subprocess.run([promtool, "test", "rules", "prometheus-rules.test.yml"], cwd=deploy,
                             capture_output=True, text=True, check=False)
     assert tested.returncode == 0, tested.stdout + tested.stderr
