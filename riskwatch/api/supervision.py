@@ -1,7 +1,8 @@
 """Supervision gauges on the API's ``/metrics``: what a regulator's dashboard watches.
 
 Read from the Redis view and the alert store at each scrape (one pipelined round trip of
-one ``ZCARD`` per tier, one ``SCARD`` per severity and one for the view's entities), so they
+one ``ZCARD`` per tier and per register status other than operating, one ``SCARD`` per severity
+and one for the view's entities), so they
 need no worker and no dispatcher to be up, and every API replica reports the same values (a
 dashboard takes ``max``). The tier gauges count entities with a risk decision; registered
 entities never scored are in none of them (the draws count them in the lowest tier), and in
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from ..view import ENTITIES
+from ..events import NOT_OPERATING
+from ..view import ENTITIES, status_key
 
 __all__ = ["SupervisionGauges", "SEVERITIES"]
 
@@ -27,6 +29,9 @@ class SupervisionGauges:
                             ["severity"], registry=registry)
         self.registered = Gauge("riskwatch_view_registered", "Entities in the view, registered or scored (those "
                                 "never scored are in the lowest tier for the draws)", registry=registry)
+        self.not_operating = Gauge("riskwatch_view_not_operating", "Entities the register says are not "
+                                   "operating, by status (suspended, closed): out of the draws", ["status"],
+                                   registry=registry)
         self.readable = Gauge("riskwatch_view_readable", "1 when this scrape read the view from Redis; 0 when "
                               "Redis did not answer (the gauges above are then the last values read)",
                               registry=registry)
@@ -39,6 +44,8 @@ class SupervisionGauges:
             pipe.zcard(f"rw:rank:tier:{t}")
         for s in SEVERITIES:
             pipe.scard(f"rw:alerts:open:severity:{s}")
+        for st in NOT_OPERATING:
+            pipe.zcard(status_key(st))
         pipe.scard(ENTITIES)
         try:
             counts = await pipe.execute()
@@ -50,5 +57,7 @@ class SupervisionGauges:
             self.entities.labels(t).set(n)
         for s, n in zip(SEVERITIES, counts[len(tiers):]):
             self.alerts.labels(s).set(n)
+        for st, n in zip(NOT_OPERATING, counts[len(tiers) + len(SEVERITIES):]):
+            self.not_operating.labels(st).set(n)
         self.registered.set(counts[-1])
         self.readable.set(1)

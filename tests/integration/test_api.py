@@ -53,7 +53,7 @@ def test_endpoints_happy_and_error_paths(stack):
     s, workers = stack
     # ending now: the alerts of a stream long over are not opened (Engine.alert_current)
     sim = Simulation(n_entities=80, seed=4, bad_share=0.3, days=20,
-                     start=datetime.now(timezone.utc) - timedelta(days=21))
+                     start=datetime.now(timezone.utc) - timedelta(days=21), closing_share=0.15)
     events = list(sim.events(n_events=5000))
     produce(s, events, batch_size=100)
     workers.start()
@@ -73,7 +73,7 @@ def test_endpoints_happy_and_error_paths(stack):
         # supervision gauges: entities per tier and open alerts per severity, as the API lists them
         gauges = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in c.get("/metrics").text.splitlines()
                   if line.startswith(("riskwatch_view_entities{", "riskwatch_view_open_alerts{", "riskwatch_view_readable",
-                                     "riskwatch_view_registered"))}
+                                     "riskwatch_view_registered", "riskwatch_view_not_operating{"))}
         assert gauges["riskwatch_view_readable"] == 1.0
         for tier in ("A", "B", "C", "D"):
             listed = c.get("/v1/entities", params={"tier": tier, "limit": 500}, headers=auth("viewer")).json()
@@ -86,6 +86,9 @@ def test_endpoints_happy_and_error_paths(stack):
         assert gauges["riskwatch_view_registered"] == held > 0  # registered or scored: every entity hash
         assert held >= sum(v for k, v in gauges.items() if k.startswith("riskwatch_view_entities"))
         assert sum(v for k, v in gauges.items() if k.startswith("riskwatch_view_open_alerts")) > 0
+        closed = c.get("/v1/entities", params={"status": "closed", "limit": 500}, headers=auth("viewer")).json()
+        assert gauges['riskwatch_view_not_operating{status="closed"}'] == closed["count"] > 0
+        assert gauges['riskwatch_view_not_operating{status="suspended"}'] == 0
 
         # auth: 401 without or with a bad token, 403 for a role that may not
         assert c.get("/v1/entities").status_code == 401
