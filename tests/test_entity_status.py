@@ -73,6 +73,24 @@ def test_a_closed_business_s_silent_device_resolves_its_silence_alert_and_raises
     assert eng.next_tick(st) is None or eng.next_tick(st) > (T0 + timedelta(minutes=6000)).timestamp()
 
 
+def test_a_breach_ends_with_the_closure_unless_the_device_goes_on_reporting(config):
+    """pm25 above 150 for an hour is a breach (critical alert). Its devices off, a closed business's
+    breach would have held for good (a step ended only by a reading): it ends with the closure. A device
+    that still reports after it shows a business trading though closed: its breach counts again."""
+    eng = Engine(config)
+    high = [parse_event({"type": "sensor_reading", "entity_id": E, "device_id": "pm1", "metric": "pm25",
+                         "value": 200.0, "ts": at(m)}) for m in range(0, 80, 10)]
+    st, outs = run(eng, [upsert(0)] + high)
+    assert alerts(outs) == [("sensors.limit_breach", "firing")]
+    st, outs = run(eng, [upsert(75, "closed")], st)
+    assert alerts(outs) == [("sensors.limit_breach", "resolved")]
+    st, outs = run(eng, [tick(200), tick(3000)], st)
+    assert alerts(outs) == [] and not st["g"]["sensors.limit_breach"][0]
+    st, outs = run(eng, [parse_event({"type": "sensor_reading", "entity_id": E, "device_id": "pm1", "metric": "pm25",
+                                      "value": 210.0, "ts": at(3010)})], st)
+    assert alerts(outs) == [("sensors.limit_breach", "firing")]
+
+
 def test_silence_counts_from_the_reopening_not_from_the_last_reading_before_the_closure(config):
     eng = Engine(config)
     st, _ = run(eng, [upsert(0)] + [reading(m) for m in range(0, 60, 10)] + [upsert(60, "suspended")])

@@ -122,11 +122,12 @@ class SensorDetector(Detector):
         breach = silence = 0.0
         b_ids: list[str] = []
         s_ids: list[str] = []
-        quiet_since = _quiet_since(entity)
+        quiet_since, off_since = _operation(entity)
         for key, s in st.items():
             metric = key.split("@", 1)[0]
             lim = self.limits.get(metric)
-            if s[BREACH] >= 0 and lim is not None and now - s[BREACH] >= lim.min_duration_s:
+            if s[BREACH] >= 0 and lim is not None and now - s[BREACH] >= lim.min_duration_s and \
+                    (off_since is None or s[LAST] >= off_since):
                 breach = 1.0
                 b_ids.append(key)
             expected = lim.expected_interval_s if lim is not None and lim.expected_interval_s else None
@@ -156,10 +157,10 @@ class SensorDetector(Detector):
         # deadline that passed after the cached signal was last evaluated (a complaint came first) is due now
         g = entity["g"]
         due = None
-        quiet_since = _quiet_since(entity)
+        quiet_since, off_since = _operation(entity)
         for key, s in st.items():
             lim = self.limits.get(key.split("@", 1)[0])
-            if s[BREACH] >= 0 and lim is not None:
+            if s[BREACH] >= 0 and lim is not None and (off_since is None or s[LAST] >= off_since):
                 t = s[BREACH] + lim.min_duration_s
                 if t <= now:
                     c = g.get("sensors.limit_breach")
@@ -179,11 +180,13 @@ class SensorDetector(Detector):
         return due
 
 
-def _quiet_since(entity: dict | None) -> float | None:
-    """From when a device's silence counts: 0.0 for an entity always operating, when it opened again
-    for one that was suspended or closed; None while it is not operating (its devices are off, and a
-    closed business's silent freezer is not a case for an inspector)."""
+def _operation(entity: dict | None) -> tuple[float | None, float | None]:
+    """(from when a device's silence counts, since when the entity is not operating). Operating: (0.0,
+    None), or (when it opened again, None) for one that was suspended or closed. Not operating: (None,
+    since when): no silence (its devices are off, and a closed business's silent freezer is not a case
+    for an inspector), and a breach holds only on a series that reported since (a closed business
+    whose freezer still reports is trading: its breach counts)."""
     rs = entity.get("rs") if entity else None
     if rs is None:
-        return 0.0
-    return rs[1] if rs[0] == OPERATING else None
+        return 0.0, None
+    return (rs[1], None) if rs[0] == OPERATING else (None, rs[1])
