@@ -286,27 +286,28 @@ async def outcomes_of(r, rec: dict, start: float, kinds: frozenset[str] = SPOT_C
 
 
 WORKLIST_COLUMNS = ("draw_id", "period", "inspector", "entity_id", "name", "address", "industry", "region",
-                    "checked_at", "inspection_id")
+                    "status", "checked_at", "inspection_id")
 
 
 async def worklist_of(r, rec: dict, inspector: str | None = None) -> list[dict]:
     """An executed draw's selection as inspectors work it: by inspector, region, address (a street's
     entities together; since 2026-12-06), industry and entity id,
-    with each entity's register data and its spot check if it had one (a routine inspection since the
-    draw). Blind: no stratum, tier, score or ratio (an inspector who knows a visit is the random control,
+    with each entity's register data (its register status as of the request: a business that closed
+    since the draw is not worth the drive; since 2026-12-06) and its spot check if it had one (a routine
+    inspection since the draw). Blind: no stratum, tier, score or ratio (an inspector who knows a visit is the random control,
     or a high-risk pick, may not look as hard; the comparison of the two strata rests on it)."""
     selected = [s for s in rec["result"]["selected"] if inspector is None or s["inspector"] == inspector]
     first, _ = await _first_checks(r, selected, rec["executed_at"], SPOT_CHECK_KINDS)
     pipe = r.pipeline(transaction=False)
     for s in selected:
-        pipe.hmget(entity_key(s["entity_id"]), "name", "address", "industry", "region")
+        pipe.hmget(entity_key(s["entity_id"]), "name", "address", "industry", "region", "status")
     rows = []
     for s, reg in zip(selected, await pipe.execute()):
-        name, address, industry, region = (v.decode() if isinstance(v, bytes) else v for v in reg)
+        name, address, industry, region, status = (v.decode() if isinstance(v, bytes) else v for v in reg)
         insp = first.get(s["entity_id"])
         rows.append({"draw_id": rec["id"], "period": rec["period"], "inspector": s["inspector"],
                      "entity_id": s["entity_id"], "name": name, "address": address, "industry": industry,
-                     "region": region,
+                     "region": region, "status": status or OPERATING,
                      "checked_at": insp["ts"] if insp else None,
                      "inspection_id": insp["inspection_id"] if insp else None})
     rows.sort(key=lambda x: (x["inspector"] or "", x["region"] or "", address_order(x["address"]),

@@ -102,7 +102,7 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
         assert work["count"] == len(mine) > 0 and {e["entity_id"] for e in work["entities"]} == {
             x["entity_id"] for x in mine}
         assert all(set(e) == {"draw_id", "period", "inspector", "entity_id", "name", "address", "industry",
-                              "region", "checked_at", "inspection_id"} for e in work["entities"])  # no stratum, tier
+                              "region", "status", "checked_at", "inspection_id"} for e in work["entities"])  # no stratum, tier
         names = {e["entity_id"]: (e["name"], e["address"]) for e in events if e["type"] == "entity"}
         assert all((e["name"], e["address"]) == names[e["entity_id"]] and e["region"] for e in work["entities"])
         routine = {x["entity_id"] for x in visited}
@@ -117,10 +117,13 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
         assert c.get(f"/v1/spotchecks/draws/{later['id']}/worklist", headers=viewer).status_code == 409
         assert c.get("/v1/spotchecks/draws/nope/worklist", headers=viewer).status_code == 404
         # a name that a spreadsheet would run as a formula is written as text
+        # and one that closed since the draw says so (not worth the drive)
+        gone_since = dict(register[sel[2]["entity_id"]], status="注销", ts=now.isoformat())
         produce(s, [{"type": "entity", "entity_id": sel[0]["entity_id"], "name": '=HYPERLINK("http://x","y")',
-                     "industry": "food", "region": "310104"}])
+                     "industry": "food", "region": "310104"}, gone_since])
         sheet = wait_for(lambda: (r := c.get(f"/v1/spotchecks/draws/{did}/worklist?format=csv", headers=viewer))
-                         and "HYPERLINK" in r.text and r, 60, "the renamed entity in the work list", workers.logs)
+                         and "HYPERLINK" in r.text and ",closed," in r.text and r, 60,
+                         "the renamed and the closed entity in the work list", workers.logs)
         assert sheet.headers["content-type"].startswith("text/csv")
         assert f'filename="{did}-all.csv"' in sheet.headers["content-disposition"]
         assert sheet.content.startswith(codecs.BOM_UTF8)  # Excel reads it as UTF-8, not the system code page
@@ -130,6 +133,8 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
         assert by_id[sel[0]["entity_id"]]["name"] == '\'=HYPERLINK("http://x","y")'
         assert by_id[sel[0]["entity_id"]]["address"] == ""  # its last upsert had none
         assert by_id[sel[1]["entity_id"]]["address"] == names[sel[1]["entity_id"]][1]
+        assert [r["entity_id"] for r in rows if r["status"] != "operating"] == [sel[2]["entity_id"]]
+        assert by_id[sel[2]["entity_id"]]["status"] == "closed"
         assert sum(1 for r in rows if r["checked_at"]) == len(routine)
         # the board shows what the checks found, as the API counts it
         assert c.post("/board/login", data={"token": "t-viewer"}, follow_redirects=False).status_code == 303
