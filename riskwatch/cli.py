@@ -272,13 +272,19 @@ def cmd_topics(args) -> int:
 def cmd_hash_token(args) -> int:
     import secrets
 
-    from .api.auth import hash_token
+    from .api.auth import TokenRegistry, hash_token
 
     token = sys.stdin.readline().strip() if not sys.stdin.isatty() else ""
+    entry = f"{args.name}:{args.role}:{hash_token(token or 'x')}" + (f":{args.regions}" if args.regions else "")
+    try:
+        TokenRegistry.parse(entry)  # the entry it prints is one the API takes
+    except ValueError as exc:
+        print(f"riskwatch hash-token: {str(exc).replace('RISKWATCH_API_TOKENS entry 1: ', '')}", file=sys.stderr)
+        return 2
     if not token:
         token = secrets.token_urlsafe(32)
         print(f"generated token (give it to {args.name}; it is not stored): {token}", file=sys.stderr)
-    print(f"{args.name}:{args.role}:{hash_token(token)}")
+    print(f"{args.name}:{args.role}:{hash_token(token)}" + (f":{args.regions}" if args.regions else ""))
     return 0
 
 
@@ -373,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     ht = sub.add_parser("hash-token", help="print name:role:sha256 for RISKWATCH_API_TOKENS (token from stdin)")
     ht.add_argument("name")
     ht.add_argument("role", choices=("viewer", "inspector", "ops", "admin", "ingest"))
+    ht.add_argument("--regions", default=None,
+                    help="limit the token to regions: '+'-separated region code prefixes (31, 3101, 310104)")
     ht.set_defaults(func=cmd_hash_token)
 
     from .alerts.cli import add_parsers as alert_parsers

@@ -58,7 +58,7 @@ def _summary(a: dict) -> dict:
 
 
 @router.get("/v1/alerts")
-async def list_alerts(request: Request, _: Viewer, region: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
+async def list_alerts(request: Request, who: Viewer, region: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
                       severity: Literal["info", "warning", "critical"] | None = None,
                       entity_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
                       rule: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]*$")] = None,
@@ -74,21 +74,27 @@ async def list_alerts(request: Request, _: Viewer, region: Annotated[str | None,
         alerts = list((await store.many(await store.open_ids(region=region, severity=severity, entity=entity_id,
                                                              rule=rule))).values())
     alerts = [a for a in alerts if (not region or a["labels"].get("region") == region)
-              and (not severity or a["severity"] == severity) and (not rule or a["rule"] == rule)]
+              and (not severity or a["severity"] == severity) and (not rule or a["rule"] == rule)
+              and who.sees(a["labels"].get("region"))]
     alerts.sort(key=lambda a: a["starts_at"], reverse=True)
     return {"count": len(alerts[:limit]), "alerts": [_summary(a) for a in alerts[:limit]]}
 
 
 @router.get("/v1/alerts/{alert_id}", responses=errors(404))
-async def get_alert(request: Request, alert_id: str, _: Viewer):
+async def get_alert(request: Request, alert_id: str, who: Viewer):
     a = await AlertStore(ctx_of(request).redis).get(alert_id)
-    if a is None:
+    if a is None or not who.sees(a["labels"].get("region")):  # outside a limited token's regions: unknown
         raise HTTPException(404, detail=f"no alert {alert_id}")
     return _summary(a)
 
 
 async def _act(request: Request, alert_id: str, action: str, who, note: str | None):
-    a, transition = await AlertStore(ctx_of(request).redis).act(alert_id, action, who.name, note)
+    store = AlertStore(ctx_of(request).redis)
+    if who.regions is not None:
+        a = await store.get(alert_id)
+        if a is None or not who.sees(a["labels"].get("region")):
+            raise HTTPException(404, detail=f"no alert {alert_id}")
+    a, transition = await store.act(alert_id, action, who.name, note)
     if a is None:
         raise HTTPException(404, detail=f"no alert {alert_id}")
     if transition is None:

@@ -4,7 +4,10 @@ Roles are ordered: ``viewer < inspector < ops < admin``; an endpoint names the
 least role it needs. ``ingest`` is separate (event producers: it grants
 nothing else). Tokens come from ``RISKWATCH_API_TOKENS``: comma-separated
 ``name:role:sha256hex`` entries (``riskwatch hash-token`` prints the hash), so
-no plaintext token is kept anywhere on the server.
+no plaintext token is kept anywhere on the server. A fourth field limits a viewer's,
+inspector's or ops token to regions: ``+``-separated prefixes of the 6-digit region code
+(``31``: a province, ``3101``: a city, ``310104``: a district): a district bureau's staff
+see their district's entities and alerts only (``riskwatch.api.context.SCOPED_ROUTES``).
 
 >>> reg = TokenRegistry.parse("alice:ops:" + hash_token("t-alice") + ",bob:viewer:" + hash_token("t-bob"))
 >>> reg.lookup("t-alice").role, reg.lookup("nope") is None
@@ -15,6 +18,13 @@ no plaintext token is kept anywhere on the server.
 Traceback (most recent call last):
 ...
 ValueError: RISKWATCH_API_TOKENS entry 1: role 'king' is not one of viewer, inspector, ops, admin, ingest
+>>> li = TokenRegistry.parse("li:inspector:" + hash_token("t-li") + ":310104+3102").lookup("t-li")
+>>> li.regions, li.sees("310104"), li.sees("310201"), li.sees("310105"), li.sees(None)
+(('310104', '3102'), True, True, False, False)
+>>> TokenRegistry.parse("x:admin:" + "0" * 64 + ":31")
+Traceback (most recent call last):
+...
+ValueError: RISKWATCH_API_TOKENS entry 1: only viewer, inspector and ops tokens can be limited to regions
 """
 
 from __future__ import annotations
@@ -40,11 +50,19 @@ def allows(role: str, needed: str) -> bool:
     return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
 
 
+SCOPABLE = ("viewer", "inspector", "ops")
+
+
 @dataclass(frozen=True)
 class Principal:
     name: str
     role: str
     token_hash: str
+    regions: tuple[str, ...] | None = None  # prefixes of the region codes it may see; None: every region
+
+    def sees(self, region: str | None) -> bool:
+        """Whether this principal may see an entity of ``region`` (one with no region: only unlimited ones)."""
+        return self.regions is None or (bool(region) and region.startswith(self.regions))
 
 
 class TokenRegistry:
@@ -56,14 +74,24 @@ class TokenRegistry:
         out = []
         for i, entry in enumerate([e.strip() for e in spec.split(",") if e.strip()], 1):
             parts = entry.split(":")
-            if len(parts) != 3:
-                raise ValueError(f"RISKWATCH_API_TOKENS entry {i}: use name:role:sha256hex")
-            name, role, h = parts
+            if len(parts) not in (3, 4):
+                raise ValueError(f"RISKWATCH_API_TOKENS entry {i}: use name:role:sha256hex[:regions]")
+            name, role, h = parts[:3]
+            regions = None
+            if len(parts) == 4:
+                regions = tuple(parts[3].split("+"))
+                if role not in SCOPABLE:
+                    raise ValueError(f"RISKWATCH_API_TOKENS entry {i}: only viewer, inspector and ops tokens can be "
+                                     "limited to regions")
+                bad = [r for r in regions if len(r) not in (2, 4, 6) or not r.isascii() or not r.isdigit()]
+                if bad:
+                    raise ValueError(f"RISKWATCH_API_TOKENS entry {i}: regions are '+'-separated prefixes of a "
+                                     f"region code, 2, 4 or 6 digits (31, 3101, 310104); not {bad[0]!r}")
             if role not in ALL_ROLES:
                 raise ValueError(f"RISKWATCH_API_TOKENS entry {i}: role {role!r} is not one of {', '.join(ALL_ROLES)}")
             if len(h) != 64 or any(c not in "0123456789abcdef" for c in h.lower()):
                 raise ValueError(f"RISKWATCH_API_TOKENS entry {i}: the hash must be 64 hex characters (SHA-256)")
-            out.append(Principal(name, role, h.lower()))
+            out.append(Principal(name, role, h.lower(), regions))
         return cls(out)
 
     def lookup(self, token: str) -> Principal | None:

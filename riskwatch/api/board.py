@@ -121,7 +121,7 @@ def _viewer(request: Request) -> Principal | None:
         return None
     ctx = ctx_of(request)
     p = ctx.tokens.lookup(token)
-    if p is None or not allows(p.role, "viewer"):
+    if p is None or not allows(p.role, "viewer") or p.regions is not None:  # its counts span every region
         ctx.denied.labels("bad_token" if p is None else "forbidden").inc()
         return None
     wait = ctx.limiter.take(p.token_hash)
@@ -180,10 +180,11 @@ async def login(request: Request):
     token = (form.get("token") or [""])[0].strip()
     ctx = ctx_of(request)
     p = ctx.tokens.lookup(token) if token else None
-    if p is None or not allows(p.role, "viewer"):
+    if p is None or not allows(p.role, "viewer") or p.regions is not None:
         ctx.denied.labels("bad_token" if p is None else "forbidden").inc()
         why = ("no token given" if not token else "not a valid token" if p is None
-               else f"role {p.role!r} may not read the board; it needs 'viewer' or higher")
+               else f"role {p.role!r} may not read the board; it needs 'viewer' or higher" if p.regions is None
+               else "the board shows every region; a token limited to regions reads the API")
         return _page("Sign in", _login_form(why), status=401)
     resp = RedirectResponse("/board", status_code=303, headers=_HEADERS)
     secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"

@@ -18,7 +18,7 @@ from ..alerts.store import AlertStore
 from ..events import OPERATING, EntityStatus, ResetRegister, validate_entity_id
 from ..times import iso, utc
 from ..view import NAMES, entity_key, history_key, name_form, name_keys, name_lookup, reindex_names, status_key
-from .context import Ops, Viewer, ctx_of, errors
+from .context import Ops, Viewer, ctx_of, errors, visible_entity
 from .objections import open_objections, with_effects
 
 router = APIRouter(prefix="/v1/entities", tags=["entities"])
@@ -48,12 +48,12 @@ async def _checked_id(request: Request, entity_id: str) -> str:
 
 
 @router.get("/{entity_id}", responses=errors(404))
-async def get_entity(request: Request, entity_id: str, _: Viewer):
+async def get_entity(request: Request, entity_id: str, who: Viewer):
     """Score, tier, spot-check ratio, reasons (with the event ids behind them), open alerts, disputed items."""
     await _checked_id(request, entity_id)
     r = ctx_of(request).redis
     h = await r.hgetall(entity_key(entity_id))
-    if not h:
+    if not h or not who.sees(h.get("region")):  # outside a limited token's regions: as if unknown
         raise HTTPException(404, detail=f"entity {entity_id} has no risk state")
     out = _entity(h, entity_id, (await ctx_of(request).current_config())[0])
     store = AlertStore(r)
@@ -68,11 +68,13 @@ async def get_entity(request: Request, entity_id: str, _: Viewer):
 
 
 @router.get("/{entity_id}/history", responses=errors(404))
-async def get_history(request: Request, entity_id: str, _: Viewer,
+async def get_history(request: Request, entity_id: str, who: Viewer,
                       limit: Annotated[int, Query(ge=1, le=1000)] = 100):
     """Score and tier over time, newest first."""
     await _checked_id(request, entity_id)
     r = ctx_of(request).redis
+    if not await visible_entity(r, who, entity_id):
+        raise HTTPException(404, detail=f"entity {entity_id} has no risk state")
     rows = await r.zrevrange(history_key(entity_id), 0, limit - 1)
     if not rows and not await r.exists(entity_key(entity_id)):
         raise HTTPException(404, detail=f"entity {entity_id} has no risk state")
@@ -162,7 +164,7 @@ Q_HELP = ("name search: the start of the name or of a word in it, any case (in C
 
 
 @router.get("")
-async def list_entities(request: Request, _: Viewer, tier: str | None = None,
+async def list_entities(request: Request, who: Viewer, tier: str | None = None,
                         region: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
                         industry: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
                         min_score: Annotated[float, Query(ge=0, le=100)] = 0.0,
@@ -180,9 +182,9 @@ async def list_entities(request: Request, _: Viewer, tier: str | None = None,
                                           "type": "enum"}])
     start = _offset(cursor)
     if q is not None:
-        return await _search(ctx, cfg, q, tier, region, industry, min_score, limit, start, status)
+        return await _search(ctx, cfg, q, tier, region, industry, min_score, limit, start, status, who)
     if status is not None and status != OPERATING:
-        return await _not_operating(ctx, cfg, status, tier, region, industry, min_score, limit, start)
+        return await _not_operating(ctx, cfg, status, tier, region, industry, min_score, limit, start, who)
     key = ("rw:rank:tier:" + tier if tier else "rw:rank:region:" + region if region
            else "rw:rank:industry:" + industry if industry else "rw:rank")
     r = ctx.redis
@@ -201,7 +203,7 @@ async def list_entities(request: Request, _: Viewer, tier: str | None = None,
                 continue
             e = _entity(h, eid, cfg)
             if (region and e["region"] != region) or (industry and e["industry"] != industry) or \
-                    (tier and e["tier"] != tier) or (status and e["status"] != status):
+                    (tier and e["tier"] != tier) or (status and e["status"] != status) or not who.sees(e["region"]):
                 continue
             items.append(e)
             if len(items) == limit:
@@ -211,7 +213,7 @@ async def list_entities(request: Request, _: Viewer, tier: str | None = None,
 
 
 async def _not_operating(ctx, cfg, status: str, tier, region, industry, min_score: float, limit: int,
-                         start: int) -> dict:
+                         start: int, who) -> dict:
     """Entities the register says are suspended or closed (``rw:status:{status}``, by since when): most
     have no risk state (a business that stopped trading has few events), so the riskiest list does not
     hold them; a register holds many closed businesses, hence pages."""
@@ -233,7 +235,7 @@ async def _not_operating(ctx, cfg, status: str, tier, region, industry, min_scor
             e = _entity(h, eid, cfg)
             if e["status"] != status or (region and e["region"] != region) or \
                     (industry and e["industry"] != industry) or (tier and e["tier"] != tier) or \
-                    (min_score and (e["score"] or 0.0) < min_score):
+                    (min_score and (e["score"] or 0.0) < min_score) or not who.sees(e["region"]):
                 continue
             items.append(e)
             if len(items) == limit:
@@ -243,7 +245,7 @@ async def _not_operating(ctx, cfg, status: str, tier, region, industry, min_scor
 
 
 async def _search(ctx, cfg, q: str, tier, region, industry, min_score: float, limit: int, start: int,
-                  status: str | None) -> dict:
+                  status: str | None, who) -> dict:
     """Entities whose name has a word starting with ``q``, or in Chinese or Japanese any place in a word
     (see :func:`riskwatch.view.name_keys`)."""
     form = name_form(q)
@@ -269,7 +271,7 @@ async def _search(ctx, cfg, q: str, tier, region, industry, min_score: float, li
         e = _entity(h, eid, cfg)
         if (region and e["region"] != region) or (industry and e["industry"] != industry) or \
                 (tier and e["tier"] != tier) or (min_score and (e["score"] or 0.0) < min_score) or \
-                (status and e["status"] != status):
+                (status and e["status"] != status) or not who.sees(e["region"]):
             continue
         rows.append(e)
     rows.sort(key=lambda e: (e["score"] is None, -(e["score"] or 0.0), e["name"] or "", e["entity_id"]))

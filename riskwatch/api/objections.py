@@ -25,7 +25,7 @@ from .. import audit
 from ..events import OBJECTION_EFFECTS, validate_entity_id
 from ..times import iso_fields
 from ..view import OBJECTION_EFFECTS as EFFECTS_KEY
-from .context import Inspector, Ops, Viewer, ctx_of, errors
+from .context import Inspector, Ops, Viewer, ctx_of, errors, visible_entity
 
 router = APIRouter(prefix="/v1/objections", tags=["objections"])
 KEY = "rw:objections"
@@ -90,6 +90,8 @@ async def create_objection(request: Request, body: ObjectionIn, who: Inspector):
         raise HTTPException(422, detail=[{"loc": ["body", "entity_id"], "msg": str(exc),
                                           "type": "value_error"}]) from exc
     r = ctx.redis
+    if not await visible_entity(r, who, body.entity_id):
+        raise HTTPException(404, detail=f"no entity {body.entity_id} in this token's regions")
     for o in await open_objections(r, body.entity_id):
         if o["target_id"] == body.target_id:
             raise HTTPException(409, detail=f"{body.target_id} already has an open objection ({o['objection_id']})")
@@ -110,7 +112,7 @@ async def create_objection(request: Request, body: ObjectionIn, who: Inspector):
 
 
 @router.get("")
-async def list_objections(request: Request, _: Viewer, entity_id: str | None = None,
+async def list_objections(request: Request, who: Viewer, entity_id: str | None = None,
                           status: Literal["open", "resolved"] | None = None,
                           limit: Annotated[int, Query(ge=1, le=500)] = 100):
     r = ctx_of(request).redis
@@ -120,7 +122,8 @@ async def list_objections(request: Request, _: Viewer, entity_id: str | None = N
         if not raw:
             continue
         o = orjson.loads(raw)
-        if (entity_id and o["entity_id"] != entity_id) or (status and o["status"] != status):
+        if (entity_id and o["entity_id"] != entity_id) or (status and o["status"] != status) or \
+                not await visible_entity(r, who, o["entity_id"]):
             continue
         out.append(iso_fields(o))
         if len(out) == limit:
@@ -129,11 +132,11 @@ async def list_objections(request: Request, _: Viewer, entity_id: str | None = N
 
 
 @router.get("/{objection_id}", responses=errors(404))
-async def get_objection(request: Request, objection_id: str, _: Viewer):
+async def get_objection(request: Request, objection_id: str, who: Viewer):
     """One objection, with what each of its steps did to the entity's score once the worker applied it."""
     r = ctx_of(request).redis
     raw = await r.hget(KEY, objection_id)
-    if not raw:
+    if not raw or not await visible_entity(r, who, orjson.loads(raw)["entity_id"]):
         raise HTTPException(404, detail=f"no objection {objection_id}")
     return (await with_effects(r, [iso_fields(orjson.loads(raw))]))[0]
 
@@ -144,7 +147,7 @@ async def resolve_objection(request: Request, objection_id: str, body: Resolutio
     ctx = ctx_of(request)
     r = ctx.redis
     raw = await r.hget(KEY, objection_id)
-    if not raw:
+    if not raw or not await visible_entity(r, who, orjson.loads(raw)["entity_id"]):
         raise HTTPException(404, detail=f"no objection {objection_id}")
     o = orjson.loads(raw)
     if o["status"] != "open":

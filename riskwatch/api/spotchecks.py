@@ -75,7 +75,7 @@ def _ts(v: str | None, name: str) -> float | None:
 
 
 @router.get("/changes")
-async def changes(request: Request, _: Viewer, since: str | None = None, until: str | None = None,
+async def changes(request: Request, who: Viewer, since: str | None = None, until: str | None = None,
                   region: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
                   to_tier: Annotated[str | None, Query(min_length=1, max_length=8)] = None,
                   limit: Annotated[int, Query(ge=1, le=5000)] = 500):
@@ -84,7 +84,7 @@ async def changes(request: Request, _: Viewer, since: str | None = None, until: 
     r = ctx_of(request).redis
     out: list[dict] = []
     pos = 0
-    page = limit if not (region or to_tier) else max(limit, 1000)
+    page = limit if not (region or to_tier or who.regions) else max(limit, 1000)
     # in pages, newest first: until 2026-12-05 every change in the range was read and parsed (up to
     # the 200,000 kept) to return the first ``limit``
     while len(out) < limit:
@@ -93,7 +93,8 @@ async def changes(request: Request, _: Viewer, since: str | None = None, until: 
         pos += len(rows)
         for raw in rows:
             c = orjson.loads(raw)
-            if (region and c.get("region") != region) or (to_tier and c["to_tier"] != to_tier):
+            if (region and c.get("region") != region) or (to_tier and c["to_tier"] != to_tier) or \
+                    not who.sees(c.get("region")):
                 continue
             c["ts"] = utc(c.get("ts"))
             out.append(c)
@@ -383,16 +384,17 @@ async def executed_draw(r, draw_id: str, inspector: str | None) -> dict:
 @router.get("/draws/{draw_id}/worklist", responses={
     **errors(404, 409), 200: {"content": {"application/json": {}, "text/csv": {"schema": {"type": "string"}}},
                               "description": "the work list (JSON, or CSV with format=csv)"}})
-async def draw_worklist(request: Request, draw_id: str, _: Viewer,
+async def draw_worklist(request: Request, draw_id: str, who: Viewer,
                         inspector: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
                         fmt: Annotated[Literal["json", "csv"], Query(alias="format")] = "json"):
     """What to hand to the inspectors: the draw's selected entities by inspector (``inspector=`` for one),
     region, industry and id, with name, address, industry and region from the register and, once checked, the
     routine inspection that was the spot check (``checked_at``). Blind: no stratum, tier or score.
-    ``format=csv`` answers a CSV file (cells that would start a spreadsheet formula get an apostrophe)."""
+    ``format=csv`` answers a CSV file (cells that would start a spreadsheet formula get an apostrophe).
+    A token limited to regions gets the entities of its regions only (a city's draw, a district's part)."""
     r = ctx_of(request).redis
     rec = await executed_draw(r, draw_id, inspector)
-    rows = await worklist_of(r, rec, inspector)
+    rows = [x for x in await worklist_of(r, rec, inspector) if who.sees(x["region"])]
     if fmt == "csv":
         return worklist_response(rows, draw_id, inspector)
     return {"draw_id": draw_id, "period": rec["period"], "inspector": inspector, "count": len(rows),
