@@ -43,8 +43,8 @@ from .events import NOT_OPERATING, OPERATING
 
 __all__ = ["ENTITIES", "INSPECTIONS_KEPT", "NAMES", "NAMES_FORMAT", "NAMES_FORMAT_KEY", "NAME_KEY_CHARS",
            "OBJECTION_EFFECTS", "REINDEX_NAMES_LUA", "ROUND_LUA", "SPOTCHECKS", "ViewWriter", "entity_key",
-           "history_key", "history_rank", "NOT_OPERATING", "status_key", "inspection_fact", "inspections_key", "name_form", "name_keys",
-           "name_lookup", "reindex_names"]
+           "history_key", "history_rank", "NOT_OPERATING", "status_key", "inspection_fact", "inspections_key",
+           "name_form", "name_keys", "name_lookup", "reindex_names"]
 
 P = "rw:"
 SPOTCHECKS = f"{P}spotchecks"

@@ -259,7 +259,8 @@ async def overview(request: Request, tier: str | None = None, region: str | None
         f'<label>least score <input name="min_score" value="{_e(min_score)}" size="4"></label> '
         '<button type="submit">filter</button> <a href="/board">clear</a></form>')
     ent_rows = [[_entity_link(e["entity_id"]),
-                 e["name"] if e["status"] == OPERATING else f"{e['name']} ({e['status']})", e["industry"], e["region"], e["score"], e["tier"],
+                 e["name"] if e["status"] == OPERATING else f"{e['name']} ({e['status']})", e["industry"],
+                 e["region"], e["score"], e["tier"],
                  _when(e["tier_since"]), f"{e['spotcheck_ratio']:.0%}" if e["spotcheck_ratio"] is not None else "",
                  _top_reason(e["reasons"]), _when(e["updated"])] for e in ranked["entities"]]
     alert_rows = [[a["severity"], a["status"], a["rule"], _entity_link(a["entity_id"]),

@@ -295,8 +295,9 @@ async def worklist_of(r, rec: dict, inspector: str | None = None) -> list[dict]:
     entities together; since 2026-12-06), industry and entity id,
     with each entity's register data (its register status as of the request: a business that closed
     since the draw is not worth the drive; since 2026-12-06) and its spot check if it had one (a routine
-    inspection since the draw). Blind: no stratum, tier, score or ratio (an inspector who knows a visit is the random control,
-    or a high-risk pick, may not look as hard; the comparison of the two strata rests on it)."""
+    inspection since the draw). Blind: no stratum, tier, score or ratio (an inspector who knows a visit is
+    the random control, or a high-risk pick, may not look as hard; the comparison of the two strata rests
+    on it)."""
     selected = [s for s in rec["result"]["selected"] if inspector is None or s["inspector"] == inspector]
     first, _ = await _first_checks(r, selected, rec["executed_at"], SPOT_CHECK_KINDS)
     pipe = r.pipeline(transaction=False)

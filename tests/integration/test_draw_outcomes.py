@@ -30,7 +30,8 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
     events = list(Simulation(n_entities=150, seed=4, days=20).events(n_events=3000))
     # three businesses the register then says are closed or suspended (the upsert is the whole record)
     register = {e["entity_id"]: e for e in events if e["type"] == "entity"}
-    gone = [dict(e, status=st, ts=events[-1]["ts"]) for e, st in zip(register.values(), ("closed", "closed", "suspended"))]
+    gone = [dict(e, status=st, ts=events[-1]["ts"])
+            for e, st in zip(register.values(), ("closed", "closed", "suspended"))]
     produce(s, events + gone)
     workers.start()
     wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= len(events) + 3, 120,
@@ -102,7 +103,8 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
         assert work["count"] == len(mine) > 0 and {e["entity_id"] for e in work["entities"]} == {
             x["entity_id"] for x in mine}
         assert all(set(e) == {"draw_id", "period", "inspector", "entity_id", "name", "address", "industry",
-                              "region", "status", "checked_at", "inspection_id"} for e in work["entities"])  # no stratum, tier
+                              "region", "status", "checked_at", "inspection_id"}
+                   for e in work["entities"])  # no stratum, tier
         names = {e["entity_id"]: (e["name"], e["address"]) for e in events if e["type"] == "entity"}
         assert all((e["name"], e["address"]) == names[e["entity_id"]] and e["region"] for e in work["entities"])
         routine = {x["entity_id"] for x in visited}
