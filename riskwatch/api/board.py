@@ -26,7 +26,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ..events import OBJECTION_EFFECTS, OPERATING
-from ..view import ENTITIES
+from ..view import ENTITIES, entity_key
 from .alerts import list_alerts
 from .auth import Principal, allows
 from .context import REDIS_OUTAGES, ctx_of
@@ -90,7 +90,8 @@ def _table(head: list[str], rows: list[list], empty: str) -> str:
 def _page(title: str, body: str, who: Principal | None = None, status: int = 200,
           refresh: bool = False) -> HTMLResponse:
     meta = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if refresh else ""
-    user = (f'<form method="post" action="/board/logout" class="who">{_e(who.name)} ({_e(who.role)}) '
+    scope = f", regions {'+'.join(who.regions)}" if who and who.regions else ""
+    user = (f'<form method="post" action="/board/logout" class="who">{_e(who.name)} ({_e(who.role)}{scope}) '
             f'<button type="submit">sign out</button></form>') if who else ""
     html = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)} - riskwatch</title>'
             f'<link rel="stylesheet" href="/board/board.css">{meta}</head><body>'
@@ -121,7 +122,7 @@ def _viewer(request: Request) -> Principal | None:
         return None
     ctx = ctx_of(request)
     p = ctx.tokens.lookup(token)
-    if p is None or not allows(p.role, "viewer") or p.regions is not None:  # its counts span every region
+    if p is None or not allows(p.role, "viewer"):
         ctx.denied.labels("bad_token" if p is None else "forbidden").inc()
         return None
     wait = ctx.limiter.take(p.token_hash)
@@ -180,11 +181,10 @@ async def login(request: Request):
     token = (form.get("token") or [""])[0].strip()
     ctx = ctx_of(request)
     p = ctx.tokens.lookup(token) if token else None
-    if p is None or not allows(p.role, "viewer") or p.regions is not None:
+    if p is None or not allows(p.role, "viewer"):
         ctx.denied.labels("bad_token" if p is None else "forbidden").inc()
         why = ("no token given" if not token else "not a valid token" if p is None
-               else f"role {p.role!r} may not read the board; it needs 'viewer' or higher" if p.regions is None
-               else "the board shows every region; a token limited to regions reads the API")
+               else f"role {p.role!r} may not read the board; it needs 'viewer' or higher")
         return _page("Sign in", _login_form(why), status=401)
     resp = RedirectResponse("/board", status_code=303, headers=_HEADERS)
     secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
@@ -240,15 +240,19 @@ async def overview(request: Request, tier: str | None = None, region: str | None
         crews = {d["id"]: d["inspectors"] for d in recs}
     except HTTPException as e:
         return _problem(e, who)
-    pipe = ctx.redis.pipeline(transaction=False)
-    for t in tiers:
-        pipe.zcard(f"rw:rank:tier:{t}")
-    pipe.scard(ENTITIES)
-    *counts, registered = await pipe.execute()
     ratios = {t.name: t.ratio for t in cfg.tiers}
+    if who.regions is None:
+        pipe = ctx.redis.pipeline(transaction=False)
+        for t in tiers:
+            pipe.zcard(f"rw:rank:tier:{t}")
+        pipe.scard(ENTITIES)
+        *counts, registered = await pipe.execute()
+    else:  # its regions' scored entities only; those not scored yet are not counted per region
+        counts, registered = await _tier_counts_in(ctx.redis, who, tiers), None
     tier_rows = [[_link("/board?" + urlencode({"tier": t}), t), n, f"{ratios[t]:.0%}"] for t, n in zip(tiers, counts)]
-    tier_rows.append(["not scored yet", max(0, registered - sum(counts)),
-                      f"{ratios[tiers[0]]:.0%} (drawn as tier {tiers[0]})"])
+    if registered is not None:
+        tier_rows.append(["not scored yet", max(0, registered - sum(counts)),
+                          f"{ratios[tiers[0]]:.0%} (drawn as tier {tiers[0]})"])
     options = "".join(f'<option value="{_e(t)}"{" selected" if t == tier else ""}>{_e(t)}</option>' for t in tiers)
     filters = (
         '<form method="get" action="/board" class="filters">'
@@ -269,8 +273,15 @@ async def overview(request: Request, tier: str | None = None, region: str | None
     change_rows = [[_when(c["ts"]), _entity_link(c.get("entity_id")), f"{c.get('from_tier')} -> {c.get('to_tier')}",
                     f"{c.get('from_ratio', 0):.0%} -> {c.get('to_ratio', 0):.0%}", c.get("score"),
                     _top_reason(c.get("reasons"))] for c in recent["changes"]]
-    draw_rows = [_draw_row(d, found.get(d["id"])) + [_worklists(d["id"], crews[d["id"]]) if d["id"] in found else ""]
-                 for d in draws]
+    if who.regions is None:
+        draw_rows = [_draw_row(d, found.get(d["id"])) + [_worklists(d["id"], crews[d["id"]]) if d["id"] in found
+                                                         else ""] for d in draws]
+        draw_head = ["draw", "period", "region", "status", "selected", "spot-checked (routine)", "hits: risk-weighted",
+                     "hits: control (random)", "lift", "work lists (CSV)"]
+    else:  # a draw's outcomes span its whole frame: a limited token gets its regions' part of the work lists
+        draw_rows = [[d["id"], d["period"], d.get("region") or "all", _worklists(d["id"], crews[d["id"]])]
+                     for d in draws if d["id"] in found]
+        draw_head = ["draw", "period", "region", f"work lists of {'+'.join(who.regions)} (CSV)"]
     shown = f" named &ldquo;{_e(q)}&rdquo;" if q else ""  # escaped: it is the visitor's input
     shown += " (filtered)" if tier or region or industry or min_score else ""
     body = (
@@ -287,9 +298,26 @@ async def overview(request: Request, tier: str | None = None, region: str | None
         + _table(["when", "entity", "tier", "spot-check ratio", "score", "top reason"], change_rows,
                  "no tier change yet") + "</section>"
         "<section><h2>Spot-check draws: what the checks found</h2>"
-        + _table(["draw", "period", "region", "status", "selected", "spot-checked (routine)", "hits: risk-weighted",
-                  "hits: control (random)", "lift", "work lists (CSV)"], draw_rows, "no draw yet") + "</section>")
+        + _table(draw_head, draw_rows, "no draw yet") + "</section>")
     return _page("Supervision", body, who, refresh=True)
+
+
+async def _tier_counts_in(r, who: Principal, tiers: list[str]) -> list[int]:
+    """Scored entities per tier in a limited principal's regions: its regions' rankings, each entity's tier
+    (one pipelined read per 1,000; the unlimited board reads one ZCARD per tier)."""
+    counts = dict.fromkeys(tiers, 0)
+    async for key in r.scan_iter("rw:rank:region:*", count=1000):
+        if not who.sees(key.rsplit(":", 1)[1]):
+            continue
+        ids = await r.zrange(key, 0, -1)
+        for i in range(0, len(ids), 1000):
+            pipe = r.pipeline(transaction=False)
+            for eid in ids[i:i + 1000]:
+                pipe.hget(entity_key(eid), "tier")
+            for t in await pipe.execute():
+                if t in counts:
+                    counts[t] += 1
+    return [counts[t] for t in tiers]
 
 
 def _hits(st: dict) -> str:
@@ -333,7 +361,8 @@ async def worklist(request: Request, draw_id: str, inspector: str | None = None)
         rec = await executed_draw(ctx.redis, draw_id, inspector)
     except HTTPException as e:
         return _problem(e, who)
-    resp = worklist_response(await worklist_of(ctx.redis, rec, inspector), draw_id, inspector)
+    rows = [x for x in await worklist_of(ctx.redis, rec, inspector) if who.sees(x["region"])]
+    resp = worklist_response(rows, draw_id, inspector)
     resp.headers.update({k: v for k, v in _HEADERS.items() if k != "Content-Security-Policy"})
     return resp
 

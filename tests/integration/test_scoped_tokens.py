@@ -2,7 +2,8 @@
 
 Against a real worker, Redis and the dispatcher's intake: every API route is called with a limited token.
 A route in ``SCOPED_ROUTES`` must not name an entity outside the token's regions in its answer; every other
-route must refuse the token (a route added later is closed to it until it keeps to the regions)."""
+route must refuse the token (a route added later is closed to it until it keeps to the regions). The board
+shows such a token its regions only."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .api_helpers import ROLES, api_settings, auth, client
 from .conftest import wait_for
 from .helpers import produce
 from .test_api import _intake_alerts
+from .test_board import _tables
 
 SCOPE = "11"  # Beijing: the simulated regions 110101 and 110105
 LIMITED = {"bj-viewer": "viewer", "bj-inspector": "inspector", "bj-ops": "ops"}
@@ -107,6 +109,16 @@ def test_a_token_limited_to_regions_sees_its_regions_only_and_may_not_use_routes
             url = re.sub(r"\{[a-z_]+\}", "x", path)
             r = c.request(method, url, json={}, headers={"Authorization": "Bearer t-bj-ops"})
             assert r.status_code == 403 and "limited to regions 11" in r.text, (method, path, r.status_code, r.text)
-        # the board counts every region: a limited token reads the API instead
-        r = c.post("/board/login", data={"token": "t-bj-viewer"})
-        assert r.status_code == 401 and "limited to regions" in r.text
+        # the board: its regions only. Entities per tier counts its regions' scored entities (the list above)
+        assert c.post("/board/login", data={"token": "t-bj-viewer"}, follow_redirects=False).status_code == 303
+        page = c.get("/board")
+        assert page.status_code == 200 and "regions 11" in page.text
+        assert not pattern.search(page.text), pattern.search(page.text).group()
+        per_tier = {row[0]: int(row[1]) for row in _tables(page.text).tables["Entities per tier"][1:]}
+        assert per_tier == {t: sum(1 for e in listed if e["tier"] == t) for t in per_tier} and sum(per_tier.values())
+        one = c.get(f"/board/entities/{scored_in[0]}")
+        assert one.status_code == 200 and not pattern.search(one.text)
+        assert c.get(f"/board/entities/{scored_out[0]}").status_code == 404
+        sheet = c.get(f"/board/draws/{draw['id']}/worklist.csv")
+        assert sheet.status_code == 200 and not pattern.search(sheet.text)
+        assert {x["entity_id"] for x in mine} <= set(re.findall(r"9\d{5}[0-9A-Z]{12}", sheet.text))
