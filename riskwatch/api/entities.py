@@ -191,7 +191,9 @@ async def list_entities(request: Request, who: Viewer, tier: str | None = None,
     items: list[dict] = []
     pos = start
     while len(items) < limit:  # filters beyond the index used are applied after it
-        ids = await r.zrevrangebyscore(key, 100, min_score, start=pos, num=limit * 2, withscores=True)
+        # a limited token filters its regions out of the index read: in larger steps
+        ids = await r.zrevrangebyscore(key, 100, min_score, start=pos, num=limit * 2 if who.regions is None
+                                       else max(limit * 2, 1000), withscores=True)
         if not ids:
             break
         pipe = r.pipeline(transaction=False)
@@ -222,7 +224,7 @@ async def _not_operating(ctx, cfg, status: str, tier, region, industry, min_scor
     items: list[dict] = []
     pos = start
     while len(items) < limit:
-        ids = await r.zrevrange(key, pos, pos + limit * 2 - 1)
+        ids = await r.zrevrange(key, pos, pos + (limit * 2 if who.regions is None else max(limit * 2, 1000)) - 1)
         if not ids:
             break
         pipe = r.pipeline(transaction=False)
