@@ -86,6 +86,15 @@ class Workers:
         return "\n".join((self.d / f"worker{i}.log").read_text(errors="replace")[-3000:]
                          for i in range(len(self.procs)))
 
+    def process(self, events: list[dict], batch_size: int = 200, timeout: float = 120) -> None:
+        """Produce ``events``, start a worker, and wait until it has applied them all."""
+        from .helpers import produce
+
+        produce(self.settings, events, batch_size=batch_size)
+        self.start()
+        wait_for(lambda: self.metric(0, "riskwatch_events_processed_total") >= len(events), timeout,
+                 f"{len(events)} events processed", self.logs)
+
 
 def worker_env(s: Settings, **extra: str) -> dict:
     """The environment of a worker process for settings ``s`` (``extra``: more RISKWATCH_* variables)."""

@@ -55,10 +55,7 @@ def test_endpoints_happy_and_error_paths(stack):
     sim = Simulation(n_entities=80, seed=4, bad_share=0.3, days=20,
                      start=datetime.now(timezone.utc) - timedelta(days=21), closing_share=0.15)
     events = list(sim.events(n_events=5000))
-    produce(s, events, batch_size=100)
-    workers.start()
-    wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= len(events), 120,
-             "events processed", workers.logs)
+    workers.process(events, batch_size=100)
     assert _intake_alerts(s) > 0
     with client(s) as c:
         # health without a token; readiness includes the worker's lag

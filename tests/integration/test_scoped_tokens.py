@@ -16,8 +16,6 @@ from riskwatch.api.context import SCOPED_ROUTES
 from riskwatch.simulate import Simulation
 
 from .api_helpers import ROLES, api_settings, auth, client
-from .conftest import wait_for
-from .helpers import produce
 from .test_api import _intake_alerts
 from .test_board import _tables
 
@@ -32,10 +30,7 @@ def test_a_token_limited_to_regions_sees_its_regions_only_and_may_not_use_routes
     sim = Simulation(n_entities=90, seed=8, bad_share=0.3, days=20,
                      start=datetime.now(timezone.utc) - timedelta(days=21))
     events = list(sim.events(n_events=5000))
-    produce(s, events, batch_size=100)
-    workers.start()
-    wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= len(events), 120,
-             "events processed", workers.logs)
+    workers.process(events, batch_size=100)
     assert _intake_alerts(s) > 0
     region = {e["entity_id"]: e["region"] for e in events if e["type"] == "entity"}
     inside = {e for e, r in region.items() if r.startswith(SCOPE)}
