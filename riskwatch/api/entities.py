@@ -182,49 +182,43 @@ async def list_entities(request: Request, who: Viewer, tier: str | None = None,
                                           "type": "enum"}])
     start = _offset(cursor)
     if q is not None:
-        return await _search(ctx, cfg, q, tier, region, industry, min_score, limit, start, status, who)
+        keep = _wanted(who, tier, region, industry, min_score, status)
+        return await _search(ctx, cfg, q, keep, limit, start)
+    r = ctx.redis
+    step = limit * 2 if who.regions is None else max(limit * 2, 1000)  # a limited token filters more out
     if status is not None and status != OPERATING:
-        return await _not_operating(ctx, cfg, status, tier, region, industry, min_score, limit, start, who)
+        # suspended or closed (rw:status:{status}, by since when): most have no risk state (a business that
+        # stopped trading has few events), so the riskiest list does not hold them; a register holds many
+        key = status_key(status)
+        items, pos = await _walk(r, cfg, lambda pos: r.zrevrange(key, pos, pos + step - 1),
+                                 _wanted(who, tier, region, industry, min_score, status), limit, start)
+        more = len(items) == limit and pos < await r.zcard(key)
+        return {"count": len(items), "entities": items, "next_cursor": _cursor(pos) if more else None}
     key = ("rw:rank:tier:" + tier if tier else "rw:rank:region:" + region if region
            else "rw:rank:industry:" + industry if industry else "rw:rank")
-    r = ctx.redis
-    items: list[dict] = []
-    pos = start
-    while len(items) < limit:  # filters beyond the index used are applied after it
-        # a limited token filters its regions out of the index read: in larger steps
-        ids = await r.zrevrangebyscore(key, 100, min_score, start=pos, num=limit * 2 if who.regions is None
-                                       else max(limit * 2, 1000), withscores=True)
-        if not ids:
-            break
-        pipe = r.pipeline(transaction=False)
-        for eid, _s in ids:
-            pipe.hgetall(entity_key(eid))
-        for (eid, _s), h in zip(ids, await pipe.execute()):
-            pos += 1
-            if not h:
-                continue
-            e = _entity(h, eid, cfg)
-            if (region and e["region"] != region) or (industry and e["industry"] != industry) or \
-                    (tier and e["tier"] != tier) or (status and e["status"] != status) or not who.sees(e["region"]):
-                continue
-            items.append(e)
-            if len(items) == limit:
-                break
+    # min_score is the index's range; the other filters beyond the index used are applied after it
+    items, pos = await _walk(r, cfg, lambda pos: r.zrevrangebyscore(key, 100, min_score, start=pos, num=step),
+                             _wanted(who, tier, region, industry, 0.0, status), limit, start)
     more = len(items) == limit and bool(await r.zrevrangebyscore(key, 100, min_score, start=pos, num=1))
     return {"count": len(items), "entities": items, "next_cursor": _cursor(pos) if more else None}
 
 
-async def _not_operating(ctx, cfg, status: str, tier, region, industry, min_score: float, limit: int,
-                         start: int, who) -> dict:
-    """Entities the register says are suspended or closed (``rw:status:{status}``, by since when): most
-    have no risk state (a business that stopped trading has few events), so the riskiest list does not
-    hold them; a register holds many closed businesses, hence pages."""
-    r = ctx.redis
-    key = status_key(status)
+def _wanted(who, tier, region, industry, min_score: float, status):
+    """The list filters, and a limited token's regions, as one test of an entity (as :func:`_entity` gives it)."""
+    def keep(e: dict) -> bool:
+        return not ((region and e["region"] != region) or (industry and e["industry"] != industry)
+                    or (tier and e["tier"] != tier) or (min_score and (e["score"] or 0.0) < min_score)
+                    or (status and e["status"] != status) or not who.sees(e["region"]))
+    return keep
+
+
+async def _walk(r, cfg, read, keep, limit: int, start: int) -> tuple[list[dict], int]:
+    """Entities of an index in its order from position ``start`` that ``keep`` takes, up to ``limit``, and
+    the position after the last one looked at (the next page's cursor). ``read(pos)``: the next ids."""
     items: list[dict] = []
     pos = start
     while len(items) < limit:
-        ids = await r.zrevrange(key, pos, pos + (limit * 2 if who.regions is None else max(limit * 2, 1000)) - 1)
+        ids = await read(pos)
         if not ids:
             break
         pipe = r.pipeline(transaction=False)
@@ -235,19 +229,14 @@ async def _not_operating(ctx, cfg, status: str, tier, region, industry, min_scor
             if not h:
                 continue
             e = _entity(h, eid, cfg)
-            if e["status"] != status or (region and e["region"] != region) or \
-                    (industry and e["industry"] != industry) or (tier and e["tier"] != tier) or \
-                    (min_score and (e["score"] or 0.0) < min_score) or not who.sees(e["region"]):
-                continue
-            items.append(e)
-            if len(items) == limit:
-                break
-    more = len(items) == limit and pos < await r.zcard(key)
-    return {"count": len(items), "entities": items, "next_cursor": _cursor(pos) if more else None}
+            if keep(e):
+                items.append(e)
+                if len(items) == limit:
+                    break
+    return items, pos
 
 
-async def _search(ctx, cfg, q: str, tier, region, industry, min_score: float, limit: int, start: int,
-                  status: str | None, who) -> dict:
+async def _search(ctx, cfg, q: str, keep, limit: int, start: int) -> dict:
     """Entities whose name has a word starting with ``q``, or in Chinese or Japanese any place in a word
     (see :func:`riskwatch.view.name_keys`)."""
     form = name_form(q)
@@ -271,11 +260,8 @@ async def _search(ctx, cfg, q: str, tier, region, industry, min_score: float, li
         if not h or not any(k.startswith(form) for k in name_keys(h.get("name") or "", cut=None)):
             continue  # gone, renamed since, or matched on a cut key only
         e = _entity(h, eid, cfg)
-        if (region and e["region"] != region) or (industry and e["industry"] != industry) or \
-                (tier and e["tier"] != tier) or (min_score and (e["score"] or 0.0) < min_score) or \
-                (status and e["status"] != status) or not who.sees(e["region"]):
-            continue
-        rows.append(e)
+        if keep(e):
+            rows.append(e)
     rows.sort(key=lambda e: (e["score"] is None, -(e["score"] or 0.0), e["name"] or "", e["entity_id"]))
     page = rows[start:start + limit]
     return {"count": len(page), "entities": page,
