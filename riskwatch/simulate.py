@@ -141,13 +141,13 @@ class Simulation:
             if mix is not None:
                 event, turn = self._mixed(r, mix, t, k, act, ents, sensored, rr)
                 rr += turn
-                if event is not None and not _closed(event, ents_by_id, t):
+                if event is not None and not _closed(ents_by_id[event["entity_id"]], t):
                     yield event
                 continue
             if r < 0.70 and sensored:
                 e = sensored[rr % len(sensored)]
                 rr += 1
-                if e["closed"] is not None and t >= e["closed"]:
+                if _closed(e, t):
                     continue
                 if e["onset"] is not None and t >= e["onset"]:
                     if e["silent"]:
@@ -159,7 +159,7 @@ class Simulation:
             pick_bad = act and rng.random() < 0.25
             e = rng.choice(act) if pick_bad else rng.choice(ents)
             deteriorating = e["onset"] is not None and t >= e["onset"]
-            if r < 0.70 or (e["closed"] is not None and t >= e["closed"]):
+            if r < 0.70 or _closed(e, t):
                 continue
             elif r < 0.88:
                 yield self._complaint(e, t, deteriorating, k)
@@ -227,6 +227,6 @@ class Simulation:
                 "kind": kind, "severity": rng.choice((1, 2, 3)) if bad else 1}
 
 
-def _closed(event: dict, ents_by_id: dict, t: float) -> bool:
-    closed = ents_by_id[event["entity_id"]]["closed"]
-    return closed is not None and t >= closed
+def _closed(e: dict, t: float) -> bool:
+    """Whether simulated entity ``e`` has closed by time ``t`` (it then sends nothing)."""
+    return e["closed"] is not None and t >= e["closed"]
