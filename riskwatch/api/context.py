@@ -16,6 +16,7 @@ from ..config import CURRENT_CONFIG, Config, config_from_dict, load_config
 from ..kafka_security import client_options
 from ..settings import Settings
 from ..streams.codec import partition_for
+from ..view import entity_key
 from .auth import Principal, RateLimiter, TokenRegistry, allows, hash_token
 from .supervision import SupervisionGauges
 
@@ -169,7 +170,7 @@ async def visible_entity(r, who: Principal, entity_id: str) -> bool:
     principal's regions. An entity with no register data has no region: only unlimited tokens see it."""
     if who.regions is None:
         return True
-    region = await r.hget(f"rw:entity:{entity_id}", "region")
+    region = await r.hget(entity_key(entity_id), "region")
     return who.sees(region.decode() if isinstance(region, bytes) else region)
 
 
