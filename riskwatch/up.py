@@ -48,10 +48,15 @@ def _spawn(name: str, args: list[str], env: dict, data_dir: Path, module: str = 
 _DEMO_SECRET = "demo-" + os.urandom(8).hex()
 
 
+# the demo's tokens: one per role, and an inspector limited to the demo's Beijing districts (110101, 110105)
+DEMO_TOKENS = {"viewer": ("viewer", None), "inspector": ("inspector", None), "ops": ("ops", None),
+               "admin": ("admin", None), "ingest": ("ingest", None), "district": ("inspector", "1101")}
+
+
 def _role_tokens() -> dict[str, str]:
     import secrets
 
-    return {r: secrets.token_urlsafe(24) for r in ("viewer", "inspector", "ops", "admin", "ingest")}
+    return {name: secrets.token_urlsafe(24) for name in DEMO_TOKENS}
 
 
 def _write_env_file(path: Path, env: dict, tokens: dict[str, str]) -> None:
@@ -184,7 +189,9 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         tokens = {}
         if "RISKWATCH_API_TOKENS" not in env:  # one fresh token per role, stored hashed by the API
             tokens = _role_tokens()
-            env["RISKWATCH_API_TOKENS"] = ",".join(f"demo-{r}:{r}:{hash_token(t)}" for r, t in tokens.items())
+            env["RISKWATCH_API_TOKENS"] = ",".join(
+                f"demo-{n}:{DEMO_TOKENS[n][0]}:{hash_token(t)}" + (f":{DEMO_TOKENS[n][1]}" if DEMO_TOKENS[n][1] else "")
+                for n, t in tokens.items())
         ingest_port = api_port + 1
         scheme = "https" if env.get("RISKWATCH_HTTPS_CERTFILE") else "http"  # the API's and the gateway's
         api = f"{scheme}://127.0.0.1:{api_port}"
@@ -226,10 +233,12 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         print(f"riskwatch is up (data and logs in {data_dir})")
         print(f"  board     {api}/board   (in a browser; sign in with a token below)")
         print(f"  API       {api}/v1/entities   (docs: /docs, health: /healthz)")
-        for role, tok in tokens.items():
-            print(f"  token     {role:<10} {tok}")
+        for name, tok in tokens.items():
+            role, regions = DEMO_TOKENS[name]
+            print(f"  token     {name:<10} {tok}" + (f"   ({role}, limited to regions {regions})" if regions else ""))
         print(f"  ingest    {scheme}://127.0.0.1:{ingest_port}/v1/events   (POST; token role ingest or admin)")
-        print(f"  shell     . {data_dir / 'env'}   (RW_VIEWER, RW_INSPECTOR, RW_OPS, RW_ADMIN, RW_INGEST, RISKWATCH_*)")
+        print(f"  shell     . {data_dir / 'env'}   "
+              "(RW_VIEWER, RW_INSPECTOR, RW_OPS, RW_ADMIN, RW_INGEST, RW_DISTRICT, RISKWATCH_*)")
         print(f"  metrics   http://127.0.0.1:{metrics_port}/metrics (worker), "
               f"http://127.0.0.1:{dispatcher_port}/metrics (dispatcher), {api}/metrics (API)")
         if demo and "RISKWATCH_DEMO_WEBHOOK_SECRET" not in os.environ:

@@ -10,8 +10,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from riskwatch.embedded import free_port
 
@@ -69,6 +72,15 @@ def test_up_demo_serves_scored_entities_and_ctrl_c_stops_everything(tmp_path):
             scored = [e for e in body["entities"] if e.get("score") is not None and e.get("tier")]
             time.sleep(1)
         assert scored, body
+        # the demo's district inspector sees the Beijing districts (1101) only, and no route that spans regions
+        district = re.search(r"token\s+district\s+(\S+)\s+\(inspector, limited to regions 1101\)", text).group(1)
+        every = json.loads(_get(f"http://127.0.0.1:{api_port}/v1/entities?limit=500", token))["entities"]
+        mine = json.loads(_get(f"http://127.0.0.1:{api_port}/v1/entities?limit=500", district))["entities"]
+        assert any(not e["region"].startswith("1101") for e in every)  # others' entities are scored too
+        assert all(e["region"].startswith("1101") for e in mine)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _get(f"http://127.0.0.1:{api_port}/v1/audit", district)
+        assert refused.value.code == 403
         processed = [float(line.split()[1]) for line in _get(f"http://127.0.0.1:{metrics_port}/metrics").splitlines()
                      if line.startswith("riskwatch_events_processed_total ")]
         assert processed and processed[0] > 0
