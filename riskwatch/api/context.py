@@ -151,7 +151,7 @@ def ctx_of(request: Request) -> ApiContext:
 
 #: What a token limited to regions may call: each of these keeps to the token's regions (entities, their
 #: history and alerts, tier changes, objections, a draw's work list) or holds no entity's data (the config
-#: in force). Every other route serves every region (draws, silences, config changes, audit, imports) and
+#: in force, the list of draws). Every other route serves every region (draws, silences, config changes, audit, imports) and
 #: answers such a token 403: a route is closed to it until it is added here, after it keeps to the regions
 #: (tests/integration/test_scoped_tokens.py calls every route with one).
 SCOPED_ROUTES = frozenset({
@@ -159,6 +159,7 @@ SCOPED_ROUTES = frozenset({
     ("GET", "/v1/alerts"), ("GET", "/v1/alerts/{alert_id}"), ("POST", "/v1/alerts/{alert_id}/ack"),
     ("POST", "/v1/alerts/{alert_id}/resolve"),
     ("GET", "/v1/spotchecks/changes"), ("GET", "/v1/spotchecks/draws/{draw_id}/worklist"),
+    ("GET", "/v1/spotchecks/draws"),  # the draws' commitments, no entity: which work lists there are
     ("GET", "/v1/objections"), ("POST", "/v1/objections"), ("GET", "/v1/objections/{objection_id}"),
     ("POST", "/v1/objections/{objection_id}/resolve"),
     ("GET", "/v1/config"),
