@@ -272,19 +272,19 @@ def cmd_topics(args) -> int:
 def cmd_hash_token(args) -> int:
     import secrets
 
-    from .api.auth import TokenRegistry, hash_token
+    from .api.auth import TokenRegistry, token_entry
 
-    token = sys.stdin.readline().strip() if not sys.stdin.isatty() else ""
-    entry = f"{args.name}:{args.role}:{hash_token(token or 'x')}" + (f":{args.regions}" if args.regions else "")
+    given = sys.stdin.readline().strip() if not sys.stdin.isatty() else ""
+    token = given or secrets.token_urlsafe(32)
+    entry = token_entry(args.name, args.role, token, args.regions)
     try:
         TokenRegistry.parse(entry)  # the entry it prints is one the API takes
     except ValueError as exc:
         print(f"riskwatch hash-token: {str(exc).replace('RISKWATCH_API_TOKENS entry 1: ', '')}", file=sys.stderr)
         return 2
-    if not token:
-        token = secrets.token_urlsafe(32)
+    if not given:
         print(f"generated token (give it to {args.name}; it is not stored): {token}", file=sys.stderr)
-    print(f"{args.name}:{args.role}:{hash_token(token)}" + (f":{args.regions}" if args.regions else ""))
+    print(entry)
     return 0
 
 

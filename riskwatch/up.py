@@ -23,7 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .api.auth import hash_token
+from .api.auth import token_entry
 from .embedded import Service, die_with_parent, free_port, port_range, start_broker, start_redis
 from .settings import redact_url
 from .supervise import Child, supervise
@@ -189,9 +189,8 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         tokens = {}
         if "RISKWATCH_API_TOKENS" not in env:  # one fresh token per role, stored hashed by the API
             tokens = _role_tokens()
-            env["RISKWATCH_API_TOKENS"] = ",".join(
-                f"demo-{n}:{DEMO_TOKENS[n][0]}:{hash_token(t)}" + (f":{DEMO_TOKENS[n][1]}" if DEMO_TOKENS[n][1] else "")
-                for n, t in tokens.items())
+            env["RISKWATCH_API_TOKENS"] = ",".join(token_entry(f"demo-{n}", DEMO_TOKENS[n][0], t, DEMO_TOKENS[n][1])
+                                                   for n, t in tokens.items())
         ingest_port = api_port + 1
         scheme = "https" if env.get("RISKWATCH_HTTPS_CERTFILE") else "http"  # the API's and the gateway's
         api = f"{scheme}://127.0.0.1:{api_port}"

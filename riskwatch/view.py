@@ -363,11 +363,9 @@ def _status_fields(ent: dict) -> tuple[str, str, str]:
     if status == OPERATING:
         return "", "", ""
     since = ent.get("status_since") or 0.0
-    if isinstance(since, (int, float)):
+    if isinstance(since, (int, float)):  # the worker's and the state's; rebuild-view's topic pass: a datetime
         since = datetime.fromtimestamp(since, timezone.utc)
-    elif isinstance(since, str):
-        since = datetime.fromisoformat(since)
-    return status, _iso(since), repr(since.timestamp())
+    return status, since.isoformat(), repr(since.timestamp())
 
 
 def _iso(ts) -> str:

@@ -34,7 +34,7 @@ import hmac
 import time
 from dataclasses import dataclass
 
-__all__ = ["ROLES", "Principal", "TokenRegistry", "RateLimiter", "hash_token", "allows"]
+__all__ = ["ROLES", "Principal", "TokenRegistry", "RateLimiter", "hash_token", "token_entry", "allows"]
 
 ROLES = ("viewer", "inspector", "ops", "admin")
 ALL_ROLES = ROLES + ("ingest",)
@@ -42,6 +42,11 @@ ALL_ROLES = ROLES + ("ingest",)
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_entry(name: str, role: str, token: str, regions: str | None = None) -> str:
+    """The ``RISKWATCH_API_TOKENS`` entry of a token (its hash, never the token)."""
+    return f"{name}:{role}:{hash_token(token)}" + (f":{regions}" if regions else "")
 
 
 def allows(role: str, needed: str) -> bool:

@@ -21,7 +21,8 @@ from .auth import Principal, RateLimiter, TokenRegistry, allows, hash_token
 from .supervision import SupervisionGauges
 
 __all__ = ["ApiContext", "need", "ctx_of", "count_requests", "field_errors", "errors", "AUTHED", "ErrorOut",
-           "redis_outage_is_503", "REDIS_OUTAGES", "SCOPED_ROUTES", "visible_entity"]
+           "redis_outage_is_503", "REDIS_OUTAGES", "SCOPED_ROUTES", "visible_entity",
+           "visible_entities"]
 
 #: Redis unreachable, loading its data after a restart, or a read-only replica after a failover
 REDIS_OUTAGES = (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError)
@@ -151,9 +152,9 @@ def ctx_of(request: Request) -> ApiContext:
 
 #: What a token limited to regions may call: each of these keeps to the token's regions (entities, their
 #: history and alerts, tier changes, objections, a draw's work list) or holds no entity's data (the config
-#: in force, the list of draws). Every other route serves every region (draws, silences, config changes, audit, imports) and
-#: answers such a token 403: a route is closed to it until it is added here, after it keeps to the regions
-#: (tests/integration/test_scoped_tokens.py calls every route with one).
+#: in force, the list of draws). Every other route serves every region (a draw, silences, config changes,
+#: audit, imports) and answers such a token 403: a route is closed to it until it is added here, after it
+#: keeps to the regions (tests/integration/test_scoped_tokens.py calls every route with one).
 SCOPED_ROUTES = frozenset({
     ("GET", "/v1/entities"), ("GET", "/v1/entities/{entity_id}"), ("GET", "/v1/entities/{entity_id}/history"),
     ("GET", "/v1/alerts"), ("GET", "/v1/alerts/{alert_id}"), ("POST", "/v1/alerts/{alert_id}/ack"),
@@ -169,10 +170,19 @@ SCOPED_ROUTES = frozenset({
 async def visible_entity(r, who: Principal, entity_id: str) -> bool:
     """Whether ``who`` may see the entity: its region (the view's, from its register data) is in the
     principal's regions. An entity with no register data has no region: only unlimited tokens see it."""
+    return entity_id in await visible_entities(r, who, {entity_id})
+
+
+async def visible_entities(r, who: Principal, entity_ids: set[str]) -> set[str]:
+    """Those of ``entity_ids`` that ``who`` may see (:func:`visible_entity`), in one pipelined read."""
     if who.regions is None:
-        return True
-    region = await r.hget(entity_key(entity_id), "region")
-    return who.sees(region.decode() if isinstance(region, bytes) else region)
+        return set(entity_ids)
+    ids = sorted(entity_ids)
+    pipe = r.pipeline(transaction=False)
+    for eid in ids:
+        pipe.hget(entity_key(eid), "region")
+    return {eid for eid, region in zip(ids, await pipe.execute())
+            if who.sees(region.decode() if isinstance(region, bytes) else region)}
 
 
 def need(role: str):

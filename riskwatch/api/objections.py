@@ -25,7 +25,7 @@ from .. import audit
 from ..events import OBJECTION_EFFECTS, validate_entity_id
 from ..times import iso_fields
 from ..view import OBJECTION_EFFECTS as EFFECTS_KEY
-from .context import Inspector, Ops, Viewer, ctx_of, errors, visible_entity
+from .context import Inspector, Ops, Viewer, ctx_of, errors, visible_entities, visible_entity
 
 router = APIRouter(prefix="/v1/objections", tags=["objections"])
 KEY = "rw:objections"
@@ -118,12 +118,11 @@ async def list_objections(request: Request, who: Viewer, entity_id: str | None =
     r = ctx_of(request).redis
     ids = await r.zrevrange(f"{KEY}:by-time", 0, -1)
     out = []
-    for raw in (await r.hmget(KEY, ids) if ids else []):
-        if not raw:
-            continue
-        o = orjson.loads(raw)
+    recs = [orjson.loads(raw) for raw in (await r.hmget(KEY, ids) if ids else []) if raw]
+    seen = await visible_entities(r, who, {o["entity_id"] for o in recs})
+    for o in recs:
         if (entity_id and o["entity_id"] != entity_id) or (status and o["status"] != status) or \
-                not await visible_entity(r, who, o["entity_id"]):
+                o["entity_id"] not in seen:
             continue
         out.append(iso_fields(o))
         if len(out) == limit:
