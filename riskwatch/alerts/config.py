@@ -102,6 +102,9 @@ class Receiver(_Strict):
     url: str | None = None
     secrets: list[SecretStr] = Field(default_factory=list)  # all sign (rotation); "env:NAME", "file:PATH" read there
     alertmanager_url: str | None = None
+    # how often open alerts are sent to the Alertmanager again (Prometheus' resend delay: 1m); each send is
+    # valid for 4 of these, so Alertmanager resolves them that long after riskwatch stops sending
+    alertmanager_resend: Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=3600)] = 60.0
     match: dict[str, list[str]] = Field(default_factory=dict)  # label -> allowed values; empty: all
     group_by: list[str] = Field(default_factory=lambda: ["rule", "region"])
     group_wait: Duration = 30.0

@@ -30,6 +30,7 @@ import httpx
 import orjson
 
 from .config import AlertsConfig, Receiver
+from .lifecycle import iso
 from .metrics import AlertMetrics
 from .outbox import Outbox
 from .safety import check_url
@@ -163,6 +164,13 @@ class Deliverer:
                 self.m.deliveries.labels(r.name, "ok").inc()
                 self.m.latency.labels(r.name).observe(max(0.0, time.time() - n["queued_at"]))
                 return
+            if n.get("resend") and (verdict == "fail" or attempt >= r.max_attempts
+                                    or time.time() >= n["queued_at"] + r.alertmanager_resend):
+                # a resend of open alerts: the next one (due by now) carries the same, so it is not kept
+                log.warning("resend %s to %s dropped: %s after %d attempts", n["id"], r.name, what, attempt)
+                await self.outbox.done(entry_id)
+                self.m.deliveries.labels(r.name, "dropped").inc()
+                return
             if verdict == "fail" or attempt >= r.max_attempts:
                 why = f"{what} (not retried)" if verdict == "fail" else f"{what} after {attempt} attempts"
                 log.warning("notification %s to %s dead-lettered: %s", n["id"], r.name, why)
@@ -187,6 +195,9 @@ class Deliverer:
         if problem:  # DNS may have changed since the config was loaded
             return 403, None, None
         body = n["body"].encode() if isinstance(n["body"], str) else orjson.dumps(n["body"])
+        if n.get("valid_for"):  # firing Alertmanager alerts: valid for that long from now, however late this is
+            ends = iso(time.time() + n["valid_for"])
+            body = orjson.dumps([a if "endsAt" in a else dict(a, endsAt=ends) for a in orjson.loads(body)])
         headers = {"Content-Type": "application/json", "Idempotency-Key": n["id"]}
         if n["kind"] == "webhook":
             headers[HEADER] = sign(body, [s.get_secret_value() for s in r.secrets])

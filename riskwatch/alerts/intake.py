@@ -8,7 +8,10 @@ notifications in the outbox, all in one Redis transaction with the message's
 offset, so a redelivered message is skipped. Alert changes are published as
 events (``rw.alerts``) before that transaction: at least once, deduplicable by
 ``(alert id, version)``. :meth:`tick` runs the clock: cooldowns, expiry,
-changes people made, and due groups.
+changes people made, due groups, and the open alerts sent again to each
+Alertmanager every ``alertmanager_resend`` (it resolves an alert not sent
+again within its ``endsAt``: each send is valid for 4 resends, as Prometheus
+sends them).
 
 One intake runs per deployment (it is the only writer of groups): the
 dispatcher that holds the intake lease (:mod:`riskwatch.alerts.lease`), whose
@@ -30,7 +33,7 @@ from ..streams.codec import decode
 from . import grouping
 from .config import AlertsConfig, Rule
 from .lease import Lease
-from .lifecycle import NOTIFY, apply_candidate, dedup_key, due_at, tick
+from .lifecycle import NOTIFY, OPEN, apply_candidate, dedup_key, due_at, tick
 from .metrics import AlertMetrics
 from .outbox import Outbox
 from .payload import alertmanager_alert, webhook_payload
@@ -40,6 +43,9 @@ from .store import AlertStore, alert_key
 __all__ = ["AlertIntake"]
 
 P = "rw:"
+RESEND_KEY = f"{P}alerts:am-resend"  # hash: Alertmanager receiver -> when its open alerts are next sent again
+_VALID_RESENDS = 4                   # a firing alert sent to an Alertmanager is valid for this many resends
+_RESEND_CHUNK = 500                  # alerts per request
 log = logging.getLogger("riskwatch.alerts")
 _CANDIDATE = output_reader(AlertCandidate)
 
@@ -53,6 +59,7 @@ class _Batch:
         self.groups: dict[str, dict | None] = {}
         self.notifications: list[dict] = []
         self.events: list[dict] = []
+        self.resent: dict[str, float] = {}           # Alertmanager receiver -> when its open alerts are next due
 
 
 class AlertIntake:
@@ -159,17 +166,23 @@ class AlertIntake:
         for r in targets:
             if r.alertmanager_url:
                 body = orjson.dumps([alertmanager_alert(a, self.cfg.external_url)]).decode()
-                self._notify(b, r.name, "alertmanager", f"am|{a['id']}|{a['version']}", body, now)
+                self._notify(b, r.name, "alertmanager", f"am|{a['id']}|{a['version']}", body, now,
+                             valid_for=_VALID_RESENDS * r.alertmanager_resend)
             if r.url:
                 gk = group_key(r.name, a["labels"], r.group_by)
                 g = b.groups[gk] if gk in b.groups else await self._group(gk)
                 b.groups[gk] = grouping.add(g, gk, r, {k: a["labels"].get(k, "") for k in r.group_by},
                                             a["id"], a["version"], now)
 
-    def _notify(self, b: _Batch, receiver: str, kind: str, ident: str, body: str, now: float) -> None:
+    def _notify(self, b: _Batch, receiver: str, kind: str, ident: str, body: str, now: float,
+                **extra) -> None:
+        """``extra``: ``valid_for`` (seconds: the deliverer gives firing Alertmanager alerts an ``endsAt`` that
+        far past the moment it sends them), ``resend`` (True: a resend, dropped rather than retried once the
+        next is due, never dead-lettered)."""
         nid = hashlib.sha256(ident.encode()).hexdigest()[:24]
-        b.notifications.append({"id": nid, "kind": kind, "receiver": receiver, "body": body, "queued_at": now})
-        self.m.notifications.labels(receiver, kind).inc()
+        b.notifications.append({"id": nid, "kind": kind, "receiver": receiver, "body": body, "queued_at": now,
+                                **extra})
+        self.m.notifications.labels(receiver, kind + ("_resend" if extra.get("resend") else "")).inc()
 
     async def _group(self, gk: str) -> dict | None:
         raw = await self.r.hget(f"{P}groups", gk)
@@ -206,6 +219,8 @@ class AlertIntake:
                     pipe.zadd(f"{P}groups:due", {gk: g["next_flush"]})
             for n in b.notifications:
                 Outbox.enqueue(pipe, n)
+            if b.resent:
+                pipe.hset(RESEND_KEY, mapping=b.resent)
             if extra is not None:
                 extra(pipe)
             await pipe.execute()
@@ -224,6 +239,7 @@ class AlertIntake:
             for a in (await self.store.many([i.decode() if isinstance(i, bytes) else i for i in notify_ids])).values():
                 await self._route(b, a, "resolved" if a["status"] not in ("firing", "acknowledged") else "fired")
             await self._due_groups(b, now)
+            await self._due_resends(b, now)
             try:
                 n = len(notify_ids)
                 await self._commit(b, extra=(lambda pipe, n=n: pipe.ltrim(f"{P}alerts:notify", n, -1)) if n else None)
@@ -289,3 +305,29 @@ class AlertIntake:
                                                     self.cfg.external_url)).decode()
                 ident = f"wh|{gk}|" + ",".join(f"{a['id']}:{a['version']}" for a in alerts) + f"|{now}"
                 self._notify(b, r.name, "webhook", ident, body, now)
+
+    async def _due_resends(self, b: _Batch, now: float) -> None:
+        """Every open alert again to each Alertmanager receiver whose resend is due, ``_RESEND_CHUNK`` a request.
+
+        Alertmanager keeps an alert active until its ``endsAt`` (or, without one, its ``resolve_timeout``,
+        5 minutes by default) and expects its sources to send active alerts again; until 2026-12-06 riskwatch
+        sent each change once, and Alertmanager resolved every alert 5 minutes after its last change."""
+        ams = [r for r in self.cfg.receivers if r.alertmanager_url]
+        if not ams:
+            return
+        nexts = await self.r.hmget(RESEND_KEY, [r.name for r in ams])
+        due = [r for r, t in zip(ams, nexts) if t is None or float(t) <= now]
+        if not due:
+            return
+        alerts = await self.store.many(await self.store.open_ids())
+        for a in b.alerts.values():  # changed in this batch: the new version
+            if a[1]["id"] in alerts or a[1]["status"] in OPEN:
+                alerts[a[1]["id"]] = a[1]
+        alerts = [a for a in alerts.values() if a["status"] in OPEN]
+        for r in due:
+            mine = [alertmanager_alert(a, self.cfg.external_url) for a in alerts if receivers_for(a["labels"], [r])]
+            for i in range(0, len(mine), _RESEND_CHUNK):
+                self._notify(b, r.name, "alertmanager", f"amr|{r.name}|{now}|{i}",
+                             orjson.dumps(mine[i:i + _RESEND_CHUNK]).decode(), now,
+                             valid_for=_VALID_RESENDS * r.alertmanager_resend, resend=True)
+            b.resent[r.name] = now + r.alertmanager_resend

@@ -30,7 +30,7 @@ class AlertMetrics:
         self.notifications = Counter("riskwatch_notifications_queued_total", "Notifications put in the outbox",
                                      ["receiver", "kind"], registry=r)
         self.deliveries = Counter("riskwatch_deliveries_total", "Delivery attempts by receiver and result "
-                                  "(ok, retry, failed, dead)", ["receiver", "result"], registry=r)
+                                  "(ok, retry, dead; dropped: an Alertmanager resend superseded by the next)", ["receiver", "result"], registry=r)
         self.retries = Counter("riskwatch_delivery_retries_total", "Retries scheduled, by receiver", ["receiver"],
                                registry=r)
         self.latency = Histogram("riskwatch_delivery_seconds", "Outbox enqueue to receiver's 2xx, by receiver",

@@ -255,3 +255,47 @@ async def test_an_https_receiver_signed_by_an_own_ca_that_requires_a_client_cert
         assert list(rcv.delivered()) == ["n0000"]  # nothing else got through
     finally:
         rcv.stop()
+
+
+def _am_config(url: str, **kw) -> AlertsConfig:
+    rcv = {"name": "am", "alertmanager_url": url.rsplit("/hook", 1)[0], "backoff_base": 0.05, "backoff_max": 0.2,
+           "max_attempts": 100, "timeout": 2, **kw}
+    return AlertsConfig.model_validate({"allow_private": ["127.0.0.1"], "receivers": [rcv]})
+
+
+async def _enqueue_am(url: str, nid: str, alerts: list[dict], **extra) -> None:
+    r = aioredis.from_url(url)
+    pipe = r.pipeline(transaction=True)
+    Outbox.enqueue(pipe, {"id": nid, "kind": "alertmanager", "receiver": "am", "body": orjson.dumps(alerts).decode(),
+                          "queued_at": time.time(), **extra})
+    await pipe.execute()
+    await r.aclose()
+
+
+async def test_alertmanager_alerts_are_valid_from_when_they_are_sent_and_a_failed_resend_is_dropped(redis_url,
+                                                                                                    receiver):
+    from datetime import datetime
+
+    firing = {"labels": {"alertname": "x", "entity": "E1"}, "startsAt": "2026-12-06T00:00:00Z"}
+    resolved = {"labels": {"alertname": "x", "entity": "E2"}, "startsAt": "2026-12-06T00:00:00Z",
+                "endsAt": "2026-12-06T00:05:00Z"}
+    # a change, delivered 3 attempts late: its firing alert is valid for 8 s from the 2xx, not from the queueing
+    receiver.plan = [503, 503]
+    await _enqueue_am(redis_url, "change", [firing, resolved], valid_for=8.0)
+    await _deliver_until(redis_url, _am_config(receiver.url, alertmanager_resend="2s"), _empty)
+    last = receiver.requests[-1]
+    assert last["path"] == "/api/v2/alerts" and last["status"] == 200
+    sent = orjson.loads(last["body"])
+    ends = datetime.fromisoformat(sent[0]["endsAt"].replace("Z", "+00:00")).timestamp()
+    assert last["at"] + 6 < ends <= last["at"] + 8.5
+    assert sent[1]["endsAt"] == "2026-12-06T00:05:00Z"   # a resolved alert keeps its end
+    # a resend to an Alertmanager that answers 503: dropped once the next resend is due (2 s), not dead-lettered
+    receiver.requests.clear()
+    receiver.default = 503
+    await _enqueue_am(redis_url, "resend", [firing], valid_for=8.0, resend=True)
+    t0 = time.time()
+    d, ob = await _deliver_until(redis_url, _am_config(receiver.url, alertmanager_resend="2s"), _empty)
+    assert 2.0 <= time.time() - t0 < 10 and len(receiver.requests) >= 2
+    assert (await ob.depth()) == (0, 0)
+    assert d.m.deliveries.labels("am", "dropped")._value.get() == 1
+    assert d.m.deliveries.labels("am", "dead")._value.get() == 0
