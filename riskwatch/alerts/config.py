@@ -92,6 +92,9 @@ class Rule(_Strict):
     cooldown: Duration = 900.0                # cleared this long before resolving
     expire_after: Duration = 30 * 86400.0     # open without any candidate this long -> expired
     auto_resolve: bool = True                 # a cleared candidate resolves; False: only people do
+    # still firing (nobody acknowledged it) this long after it fired -> label escalated="true", notified again;
+    # receivers route on it (match: {escalated: ["true"]})
+    escalate_after: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] | None = None
     labels: dict[str, str] = Field(default_factory=dict)
 
 

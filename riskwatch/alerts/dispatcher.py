@@ -55,6 +55,7 @@ async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, ti
                                 heartbeat_interval_ms=1000,
                                 fetch_max_wait_ms=100)  # the broker's 500 ms default is felt in alert latency
     await consumer.start()
+    await intake.reschedule()  # the rules may have changed since the open alerts' due times were set
     candidates = s.topic("alert-candidates")
     gaps, refetched = intake.m.offset_gaps.labels(candidates), intake.m.refetched.labels(candidates)
     applied: dict = {}  # partition -> offset of the last message applied (or known applied)

@@ -306,6 +306,20 @@ class AlertIntake:
                 ident = f"wh|{gk}|" + ",".join(f"{a['id']}:{a['version']}" for a in alerts) + f"|{now}"
                 self._notify(b, r.name, "webhook", ident, body, now)
 
+    async def reschedule(self) -> int:
+        """Every open alert's next tick under the rules in force (a new ``escalate_after``, a shorter expiry:
+        an alert with no candidate since would wait for its old due time). Run when the intake starts."""
+        ids = await self.store.open_ids()
+        rules = {r.name: r for r in self.cfg.rules}
+        due = {}
+        for aid, a in (await self.store.many(ids)).items():
+            t = due_at(a, rules[a["rule"]]) if a["rule"] in rules else None
+            if t is not None:
+                due[aid] = t
+        if due:
+            await self.r.zadd(f"{P}alerts:due", due)
+        return len(due)
+
     async def _due_resends(self, b: _Batch, now: float) -> None:
         """Every open alert again to each Alertmanager receiver whose resend is due, ``_RESEND_CHUNK`` a request.
 

@@ -9,6 +9,10 @@ resolved`` (or ``expired``), one open alert per dedup key.
   condition that flaps inside the cooldown therefore notifies once.
 - An open alert that sees no candidate for ``expire_after`` is ``expired``.
 - People ``acknowledge`` and ``resolve`` (with a note).
+- An alert still ``firing`` (nobody acknowledged it, its condition holds) the
+  rule's ``escalate_after`` after it fired is ``unacknowledged``: it gets the
+  label ``escalated="true"`` (once), which receivers route on, e.g. to a
+  city bureau when a district team has not answered.
 
 Transitions in :data:`NOTIFY` produce a notification; the others only update.
 
@@ -28,6 +32,17 @@ Transitions in :data:`NOTIFY` produce a notification; the others only update.
 >>> a, t = apply_candidate(a, dict(cand, status="resolved"), rule, {}, now=1300.0, source="p0@4")
 >>> tick(a, rule, now=1800.0)[1], tick(a, rule, now=1900.0)[1]
 (None, 'resolved')
+>>> urgent = Rule(name="breach", signals=["limit"], summary="s", escalate_after=1800)
+>>> b, _ = apply_candidate(None, cand, urgent, {}, now=1000.0, source="p0@5")
+>>> due_at(b, urgent), tick(b, urgent, now=2799.0)[1]
+(2800.0, None)
+>>> b, t = tick(b, urgent, now=2800.0)
+>>> t, b["labels"]["escalated"], b["escalated_at"], due_at(b, urgent) > 2800.0
+('unacknowledged', 'true', 2800.0, True)
+>>> c, _ = apply_candidate(None, cand, urgent, {}, now=1000.0, source="p0@6")
+>>> c, _ = acknowledge(c, "li", now=1500.0)          # someone is on it: no escalation
+>>> due_at(c, urgent), tick(c, urgent, now=9000.0)[1]
+(2593000.0, None)
 """
 
 from __future__ import annotations
@@ -40,10 +55,10 @@ from .. import times
 from .config import Rule
 
 __all__ = ["apply_candidate", "tick", "acknowledge", "resolve_manually", "NOTIFY", "OPEN", "due_at",
-           "fingerprint", "iso"]
+           "escalates_at", "fingerprint", "iso"]
 
 OPEN = ("firing", "acknowledged")
-NOTIFY = frozenset({"fired", "escalated", "resolved", "expired"})
+NOTIFY = frozenset({"fired", "escalated", "unacknowledged", "resolved", "expired"})
 _SEV = {"info": 0, "warning": 1, "critical": 2}
 
 
@@ -138,6 +153,15 @@ def _close(a: dict, now: float, status: str, by: str | None, note: str | None = 
                 version=a["version"] + 1)
 
 
+def escalates_at(alert: dict, rule: Rule) -> float | None:
+    """When this alert escalates if nobody acknowledges it (``None``: it does not): firing, its condition
+    not cleared, not escalated before, and the rule has ``escalate_after``."""
+    if (rule.escalate_after is None or alert["status"] != "firing" or alert.get("escalated_at") is not None
+            or alert["clear_since"] is not None):
+        return None
+    return alert["starts_at"] + rule.escalate_after
+
+
 def due_at(alert: dict, rule: Rule) -> float | None:
     """When :func:`tick` may next change this alert (``None``: never)."""
     if alert["status"] not in OPEN:
@@ -145,17 +169,24 @@ def due_at(alert: dict, rule: Rule) -> float | None:
     t = alert["last_seen"] + rule.expire_after
     if alert["clear_since"] is not None:
         t = min(t, alert["clear_since"] + rule.cooldown)
-    return t
+    e = escalates_at(alert, rule)
+    return t if e is None else min(t, e)
 
 
 def tick(alert: dict, rule: Rule, now: float) -> tuple[dict, str | None]:
-    """Time passes: finish a cooldown (``resolved``) or expire a stale alert."""
+    """Time passes: finish a cooldown (``resolved``), expire a stale alert, or escalate one nobody
+    acknowledged (``unacknowledged``)."""
     if alert["status"] not in OPEN:
         return alert, None
     if alert["clear_since"] is not None and now >= alert["clear_since"] + rule.cooldown:
         return _close(alert, now, "resolved", None), "resolved"
     if now >= alert["last_seen"] + rule.expire_after:
         return _close(alert, now, "expired", None), "expired"
+    e = escalates_at(alert, rule)
+    if e is not None and now >= e:
+        labels = dict(alert["labels"], escalated="true")
+        return dict(alert, labels=labels, fingerprint=fingerprint(labels), escalated_at=now, updated_at=now,
+                    version=alert["version"] + 1), "unacknowledged"
     return alert, None
 
 

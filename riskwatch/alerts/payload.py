@@ -49,7 +49,9 @@ def _alert(a: dict, entity: dict, external_url: str) -> dict:
                        "industry": entity.get("industry"), "url": f"{external_url}/v1/entities/{a['entity_id']}"},
             "score": a.get("score"), "tier": a.get("tier"), "tier_change": a.get("tier_change"),
             "spotcheck_ratio": entity.get("ratio"), "reasons": entity.get("reasons", []),
-            "event_ids": a.get("event_ids", []), "acknowledged": a.get("ack"), "resolved_by": a.get("resolved_by"),
+            "event_ids": a.get("event_ids", []), "acknowledged": a.get("ack"),
+            "escalated_at": iso(a["escalated_at"]) if a.get("escalated_at") else None,
+            "resolved_by": a.get("resolved_by"),
         },
     }
 

@@ -54,7 +54,8 @@ class RedeliverIn(BaseModel):
 def _summary(a: dict) -> dict:
     return iso_fields({k: a.get(k) for k in ("id", "key", "rule", "entity_id", "signal", "status", "severity",
                                              "labels", "annotations", "starts_at", "ends_at", "last_seen", "count",
-                                             "score", "tier", "event_ids", "ack", "resolved_by", "note", "version")})
+                                             "score", "tier", "event_ids", "ack", "escalated_at", "resolved_by", "note",
+                                             "version")})
 
 
 @router.get("/v1/alerts")
@@ -62,7 +63,10 @@ async def list_alerts(request: Request, who: Viewer, region: Annotated[str | Non
                       severity: Literal["info", "warning", "critical"] | None = None,
                       entity_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
                       rule: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]*$")] = None,
-                      state: Literal["open", "all"] = "open", limit: Annotated[int, Query(ge=1, le=1000)] = 100):
+                      state: Literal["open", "all"] = "open", limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                      escalated: Annotated[bool | None, Query(description="true: only alerts escalated because "
+                                                              "nobody acknowledged them in their rule's "
+                                                              "escalate_after; false: only the others")] = None):
     """Open alerts (``state=all`` with ``entity_id``: the entity's history too), newest first."""
     store = AlertStore(ctx_of(request).redis)
     if state == "all":
@@ -75,7 +79,8 @@ async def list_alerts(request: Request, who: Viewer, region: Annotated[str | Non
                                                              rule=rule))).values())
     alerts = [a for a in alerts if (not region or a["labels"].get("region") == region)
               and (not severity or a["severity"] == severity) and (not rule or a["rule"] == rule)
-              and who.sees(a["labels"].get("region"))]
+              and who.sees(a["labels"].get("region"))
+              and (escalated is None or escalated == (a.get("escalated_at") is not None))]
     alerts.sort(key=lambda a: a["starts_at"], reverse=True)
     return {"count": len(alerts[:limit]), "alerts": [_summary(a) for a in alerts[:limit]]}
 

@@ -231,7 +231,7 @@ async def overview(request: Request, tier: str | None = None, region: str | None
         ranked = await list_entities(request, who, tier=tier, region=region, industry=industry, min_score=least,
                                      limit=50, cursor=None, q=q)
         alerts = await list_alerts(request, who, region=region, severity=None, entity_id=None, rule=None,
-                                   state="open", limit=50)
+                                   state="open", limit=50, escalated=None)
         recent = await changes(request, who, since=None, until=None, region=region, to_tier=None, limit=20)
         # each draw read once (its summary and its outcomes come from the same record)
         recs = await latest_draws(ctx.redis, 5)
@@ -267,7 +267,8 @@ async def overview(request: Request, tier: str | None = None, region: str | None
                  e["region"], e["score"], e["tier"],
                  _when(e["tier_since"]), f"{e['spotcheck_ratio']:.0%}" if e["spotcheck_ratio"] is not None else "",
                  _top_reason(e["reasons"]), _when(e["updated"])] for e in ranked["entities"]]
-    alert_rows = [[a["severity"], a["status"], a["rule"], _entity_link(a["entity_id"]),
+    alert_rows = [[a["severity"], a["status"] + (" (escalated)" if a.get("escalated_at") else ""), a["rule"],
+                   _entity_link(a["entity_id"]),
                    (a.get("annotations") or {}).get("summary"), _when(a["starts_at"]), a["count"]]
                   for a in alerts["alerts"]]
     change_rows = [[_when(c["ts"]), _entity_link(c.get("entity_id")), f"{c.get('from_tier')} -> {c.get('to_tier')}",

@@ -240,3 +240,67 @@ def test_a_candidate_no_worker_wrote_is_refused_and_the_intake_goes_on(alerting)
     assert "#2 passed over: score: Input should be a valid number" in log and "passed over: json_invalid" in log
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         assert "riskwatch_alert_candidates_refused_total 4.0" in resp.read().decode().splitlines()
+
+
+def test_an_alert_nobody_acknowledges_escalates_to_the_city(alerting, tmp_path):
+    """escalate_after: an alert still firing that long after it fired gets escalated="true", which a city
+    receiver matches; an acknowledged one does not. A rule given escalate_after later applies to alerts
+    already open when the dispatcher starts."""
+    s, workers, team, d, path = alerting
+    city = Receiver(secret="city-secret").start()
+    try:
+        cfg = yaml.safe_load(path.read_text())
+        cfg["receivers"].append({"name": "city", "url": city.url, "secrets": ["city-secret"], "group_by": ["rule"],
+                                 "match": {"escalated": ["true"]}, "group_wait": "0.2s", "group_interval": "0.5s",
+                                 "backoff_base": 0.05})
+        path.write_text(yaml.safe_dump(cfg))
+        r = redis_sync.Redis.from_url(s.redis_url)
+        for e in ("E3", "E4", "E5"):
+            r.hset(f"rw:entity:{e}", mapping={"name": f"Shop {e}", "region": "310104", "industry": "food"})
+        topic = s.topic("alert-candidates")
+        d.start()
+        _send(s, topic, [[_cand("E3", "firing"), _cand("E4", "firing")]])
+        wait_for(lambda: r.zcard("rw:alerts:open") == 2, 30, "two open alerts", d.log)
+        ids = {e: r.smembers(f"rw:alerts:open:entity:{e}").pop().decode() for e in ("E3", "E4")}
+
+        async def ack():
+            import redis.asyncio as aioredis
+
+            from riskwatch.alerts.store import AlertStore
+
+            ar = aioredis.from_url(s.redis_url)
+            try:
+                return (await AlertStore(ar).act(ids["E3"], "ack", "inspector-li", "on my way"))[1]
+            finally:
+                await ar.aclose()
+
+        assert asyncio.run(ack()) == "acknowledged"
+        time.sleep(1.5)
+        d.stop()
+        assert city.requests == []  # no rule escalates yet
+
+        # ops give the rule escalate_after 1s: the open, unacknowledged E4 escalates when the dispatcher starts
+        for rule in cfg["rules"]:
+            if rule["name"] == "complaint_burst":
+                rule["escalate_after"] = "1s"
+        path.write_text(yaml.safe_dump(cfg))
+        d = Dispatcher(d.env, tmp_path).start()
+        wait_for(lambda: _notifications(city), 30, "E4's escalation at the city", d.log)
+        # and a new alert nobody acknowledges escalates 1 s after it fired
+        _send(s, topic, [[_cand("E5", "firing")]])
+        wait_for(lambda: any(a["labels"]["entity"] == "E5" for n in _notifications(city) for a in n["alerts"]),
+                 30, "E5's escalation at the city", d.log)
+        seen = [a for n in _notifications(city) for a in n["alerts"]]
+        assert {a["labels"]["entity"] for a in seen} == {"E4", "E5"}   # never the acknowledged E3
+        assert all(a["labels"]["escalated"] == "true" and a["riskwatch"]["escalated_at"] for a in seen)
+        assert all(city.verified(x) for x in city.requests)
+        e5 = orjson.loads(r.get(f"rw:alert:{r.smembers('rw:alerts:open:entity:E5').pop().decode()}"))
+        assert 1.0 <= e5["escalated_at"] - e5["starts_at"] < 3.0, e5
+        # the team (matching every alert) hears of the escalation too: a reminder that it is still open
+        wait_for(lambda: any(a["labels"].get("escalated") == "true" and a["labels"]["entity"] == "E5"
+                             for n in _notifications(team) for a in n["alerts"]), 30, "the team's reminder", d.log)
+        changes = read_batches(s.broker, s.topic("alerts"))
+        assert sorted(c["alert"]["entity_id"] for c in changes if c["transition"] == "unacknowledged") == ["E4", "E5"]
+    finally:
+        d.stop()
+        city.stop()

@@ -128,6 +128,17 @@ def test_endpoints_happy_and_error_paths(stack):
         assert all(x["severity"] == "critical" for x in crit)
         assert c.get("/v1/alerts", params={"severity": "loud"}, headers=v).status_code == 422
         assert c.get("/v1/alerts", params={"state": "all"}, headers=v).status_code == 422
+        # one escalated (as the dispatcher's clock marks an alert nobody acknowledged): ?escalated= filters
+        rs = sync_redis.Redis.from_url(s.redis_url)
+        esc = orjson.loads(rs.get(f"rw:alert:{alerts[-1]['id']}"))
+        rs.set(f"rw:alert:{esc['id']}", orjson.dumps(dict(esc, escalated_at=time.time(),
+                                                          labels=dict(esc["labels"], escalated="true"))))
+        only = c.get("/v1/alerts", params={"escalated": "true"}, headers=v).json()["alerts"]
+        assert [x["id"] for x in only] == [esc["id"]] and _utc(only[0]["escalated_at"])
+        rest = c.get("/v1/alerts", params={"escalated": "false", "limit": 1000}, headers=v).json()["alerts"]
+        every = c.get("/v1/alerts", params={"limit": 1000}, headers=v).json()["alerts"]
+        assert esc["id"] not in {x["id"] for x in rest} and len(rest) == len(every) - 1
+        assert c.get("/v1/alerts", params={"escalated": "maybe"}, headers=v).status_code == 422
         assert c.post(f"/v1/alerts/{a['id']}/ack", json={}, headers=v).status_code == 403
         ins = auth("inspector")
         acked = c.post(f"/v1/alerts/{a['id']}/ack", json={"note": "on my way"}, headers=ins).json()
