@@ -147,7 +147,7 @@ class AlertIntake:
         if transition is None:
             return
         self._record(b, key, old, new, transition, rule)
-        await self._route(b, new, transition)
+        await self._route(b, new, transition, old)
 
     def _record(self, b: _Batch, key: str, old: dict | None, new: dict, transition: str, rule: Rule) -> None:
         first_old = b.alerts[key][0] if key in b.alerts else old
@@ -156,16 +156,23 @@ class AlertIntake:
                          "version": new["version"], "alert": new})
         self.m.transitions.labels(new["rule"], new["severity"], transition).inc()
 
-    async def _route(self, b: _Batch, a: dict, transition: str) -> None:
+    async def _route(self, b: _Batch, a: dict, transition: str, old: dict | None = None) -> None:
         if transition not in NOTIFY:
             return
         targets = receivers_for(a["labels"], self.cfg.receivers)
         if not targets:
             self.m.unrouted.labels(a["rule"]).inc()
         now = time.time()
+        # an escalation changes the label set, which is an alert's identity in Alertmanager: the old one ends
+        before = (old if old is not None and old["id"] == a["id"] and old["labels"] != a["labels"]
+                  and old["status"] in OPEN else None)
         for r in targets:
             if r.alertmanager_url:
-                body = orjson.dumps([alertmanager_alert(a, self.cfg.external_url)]).decode()
+                sent = [alertmanager_alert(a, self.cfg.external_url)]
+                if before is not None and receivers_for(before["labels"], [r]):
+                    sent.append(alertmanager_alert(dict(before, status="resolved", ends_at=now),
+                                                   self.cfg.external_url))
+                body = orjson.dumps(sent).decode()
                 self._notify(b, r.name, "alertmanager", f"am|{a['id']}|{a['version']}", body, now,
                              valid_for=_VALID_RESENDS * r.alertmanager_resend)
             if r.url:
@@ -269,7 +276,7 @@ class AlertIntake:
                 b.alerts[a["key"]] = (a, a, due_at(a, rule))
                 continue
             self._record(b, a["key"], a, new, transition, rule)
-            await self._route(b, new, transition)
+            await self._route(b, new, transition, a)
 
     async def _due_groups(self, b: _Batch, now: float) -> None:
         keys = [k.decode() if isinstance(k, bytes) else k

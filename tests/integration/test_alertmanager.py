@@ -82,7 +82,7 @@ def test_alerts_pushed_to_alertmanager_show_and_forward(stack, alertmanager, tmp
     am_url, hook = alertmanager
     cfg = {"allow_private": ["127.0.0.1"], "external_url": "http://riskwatch.test",
            "rules": [{"name": "complaint_burst", "signals": ["complaints.burst"], "summary": "burst at {entity_id}",
-                      "cooldown": 0}],
+                      "cooldown": 0, "escalate_after": "2s"}],
            "receivers": [{"name": "am", "alertmanager_url": am_url, "backoff_base": 0.05,
                           "alertmanager_resend": "1s", "match": {"region": ["440300"]}}]}
     path = tmp_path / "alerts.yaml"
@@ -121,6 +121,9 @@ def test_alerts_pushed_to_alertmanager_show_and_forward(stack, alertmanager, tmp
             assert [a["labels"]["entity"] for a in _active(am_url)] == ["E9"], d.log()
             time.sleep(0.5)
         assert not any(orjson.loads(r["body"])["status"] == "resolved" for r in hook.requests)
+        # nobody acknowledged it within 2 s: escalated, a new label set there, and the one before it ended
+        # (without that, both were active until the old one's endsAt)
+        assert _active(am_url)[0]["labels"]["escalated"] == "true"
         [a] = _am_alerts(am_url)
         ends = datetime.fromisoformat(a["endsAt"].replace("Z", "+00:00")).timestamp()
         assert time.time() < ends <= time.time() + 4 * 1.0 + 2  # valid for 4 resends, as Prometheus does
