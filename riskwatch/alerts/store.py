@@ -8,7 +8,8 @@ Keys (prefix ``rw:``):
 - ``rw:alerts:history:{entity}`` the entity's alert ids, newest first, bounded;
 - ``rw:alerts:due`` (zset id → when) alerts whose cooldown or expiry is pending;
 - ``rw:alerts:offsets`` last applied candidate offset per topic-partition (redelivery is skipped);
-- ``rw:alerts:notify`` alert ids changed by people (API/CLI) for the dispatcher to route;
+- ``rw:alerts:notify`` alert ids changed by people (API/CLI) for the dispatcher to route: resolved, or
+  acknowledged after they escalated;
 - ``rw:groups`` (hash) and ``rw:groups:due`` (zset) notification groups;
 - ``rw:silences`` (hash id → JSON); ``rw:audit`` (stream, append-only).
 """
@@ -145,7 +146,8 @@ class AlertStore:
                     pipe.multi()
                     self.save(pipe, old, new)
                     self.audit(pipe, actor, f"alert.{action}", aid, {"note": note, "key": new["key"]})
-                    if transition == "resolved":
+                    # resolved, or acknowledged after it escalated (whoever it escalated to learns it is taken)
+                    if transition == "resolved" or new.get("escalated_at") is not None:
                         pipe.rpush(f"{P}alerts:notify", aid)
                     await pipe.execute()
                     return new, transition

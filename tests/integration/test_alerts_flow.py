@@ -263,18 +263,18 @@ def test_an_alert_nobody_acknowledges_escalates_to_the_city(alerting, tmp_path):
         wait_for(lambda: r.zcard("rw:alerts:open") == 2, 30, "two open alerts", d.log)
         ids = {e: r.smembers(f"rw:alerts:open:entity:{e}").pop().decode() for e in ("E3", "E4")}
 
-        async def ack():
+        async def ack(entity: str):
             import redis.asyncio as aioredis
 
             from riskwatch.alerts.store import AlertStore
 
             ar = aioredis.from_url(s.redis_url)
             try:
-                return (await AlertStore(ar).act(ids["E3"], "ack", "inspector-li", "on my way"))[1]
+                return (await AlertStore(ar).act(ids[entity], "ack", "inspector-li", "on my way"))[1]
             finally:
                 await ar.aclose()
 
-        assert asyncio.run(ack()) == "acknowledged"
+        assert asyncio.run(ack("E3")) == "acknowledged"
         time.sleep(1.5)
         d.stop()
         assert city.requests == []  # no rule escalates yet
@@ -301,6 +301,13 @@ def test_an_alert_nobody_acknowledges_escalates_to_the_city(alerting, tmp_path):
                              for n in _notifications(team) for a in n["alerts"]), 30, "the team's reminder", d.log)
         changes = read_batches(s.broker, s.topic("alerts"))
         assert sorted(c["alert"]["entity_id"] for c in changes if c["transition"] == "unacknowledged") == ["E4", "E5"]
+        # someone takes E4 at last: the city hears that it is acknowledged, and by whom
+        assert asyncio.run(ack("E4")) == "acknowledged"
+        wait_for(lambda: any(a["labels"]["entity"] == "E4" and a["riskwatch"]["acknowledged"]
+                             for n in _notifications(city) for a in n["alerts"]), 30, "E4's acknowledgement", d.log)
+        [taken] = [a for n in _notifications(city) for a in n["alerts"]
+                   if a["labels"]["entity"] == "E4" and a["riskwatch"]["acknowledged"]]
+        assert taken["riskwatch"]["acknowledged"]["by"] == "inspector-li" and taken["riskwatch"]["state"] == "acknowledged"
     finally:
         d.stop()
         city.stop()
