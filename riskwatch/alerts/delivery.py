@@ -86,9 +86,10 @@ class Deliverer:
         self.stopping = asyncio.Event()
 
     def _sem(self, r: Receiver) -> asyncio.Semaphore:
-        if r.name not in self.sem:
-            self.sem[r.name] = asyncio.Semaphore(r.concurrency)
-        return self.sem[r.name]
+        key = f"{r.name}/{r.concurrency}"  # a reloaded config may change a receiver's concurrency
+        if key not in self.sem:
+            self.sem[key] = asyncio.Semaphore(r.concurrency)
+        return self.sem[key]
 
     async def run(self) -> None:
         await self.outbox.ensure_group()

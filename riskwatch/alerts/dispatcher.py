@@ -1,5 +1,11 @@
 """``riskwatch dispatcher``: alert intake (candidates topic → alerts → outbox) and delivery.
 
+SIGHUP reloads the alerts config (rules and receivers) without a restart,
+as Alertmanager does: a file that fails validation is refused, logged with
+every bad field, and the running config stays in force; a valid one is used
+by the deliverer at once and by the intake from its next unit of work, which
+computes every open alert's due time again under the new rules.
+
 ``--role all`` (default) runs a deliverer and, while it holds the intake
 lease (:mod:`riskwatch.alerts.lease`), the intake and its clock: run two or
 more for a standby that takes the intake over within
@@ -18,6 +24,7 @@ import time
 import uuid
 
 from ..config import load_config
+from ..errors import ConfigError
 from ..kafka_security import client_options
 from ..settings import Settings
 from ..streams.codec import encode_batch
@@ -61,6 +68,9 @@ async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, ti
     applied: dict = {}  # partition -> offset of the last message applied (or known applied)
     try:
         while not stop.is_set():
+            if intake.next_config is not None:  # a reload (SIGHUP), taken between units of work
+                intake.use(intake.next_config)
+                await intake.reschedule()
             batches = await consumer.getmany(timeout_ms=int(tick_seconds * 1000), max_records=500)
             for tp, msgs in batches.items():
                 for msg in msgs:
@@ -169,6 +179,27 @@ async def run_dispatcher(s: Settings, role: str = "all", alerts_config: AlertsCo
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    intake: AlertIntake | None = None
+
+    def reload() -> None:
+        try:
+            new = load_alerts_config(s.alerts_path)
+        except Exception as exc:  # ConfigError names every bad field; anything else (a file gone) too
+            m.reloads.labels("refused").inc()
+            m.reload_ok.set(0)
+            why = "; ".join(str(e) for e in exc.errors) if isinstance(exc, ConfigError) else str(exc)
+            log.error("alerts config %s refused; version %s stays in force: %s", s.alerts_path or "(default)",
+                      deliverer.config.version, why)
+            return
+        m.reloads.labels("applied").inc()
+        m.reload_ok.set(1)
+        deliverer.config = new
+        if intake is not None:
+            intake.next_config = new
+        log.info("alerts config reloaded: version %s, %d rules, %d receivers", new.version, len(new.rules),
+                 len(new.receivers))
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     # two dispatchers under one name would deliver each other's pending notifications again
     token = f"{consumer}-{uuid.uuid4().hex[:8]}"  # this run: the same name may run again after a kill
     name = Lease(r, f"rw:dispatchers:{consumer}", token, s.intake_lease_seconds)

@@ -67,11 +67,17 @@ class AlertIntake:
                  publish: Callable[[list[dict]], Awaitable[None]] | None = None, lease: Lease | None = None) -> None:
         self.r = redis
         self.lease = lease  # commits only while it holds this (see lease.py); None: unchecked
-        self.cfg = config
         self.tiers = {t: i for i, t in enumerate(tier_order)}
         self.m = metrics
         self.publish = publish
-        self.store = AlertStore(redis, config.history_per_entity)
+        self.next_config: AlertsConfig | None = None  # a reload to take before the next unit of work
+        self.use(config)
+
+    def use(self, config: AlertsConfig) -> None:
+        """Rules and receivers from now on (between units of work: a reload)."""
+        self.cfg = config
+        self.store = AlertStore(self.r, config.history_per_entity)
+        self.next_config = None
 
     # ------------------------------------------------------------ candidates
     async def apply_message(self, topic: str, partition: int, offset: int, value: bytes | None) -> int:

@@ -49,4 +49,11 @@ class AlertMetrics:
         self.refetched = Counter("riskwatch_input_offsets_refetched_total",
                                  "Messages of the alert candidates topic its consumer skipped and the intake read "
                                  "directly (RISKWATCH_REPAIR_GAPS)", ["topic"], registry=r)
+        self.reloads = Counter("riskwatch_alerts_config_reloads_total",
+                               "Alerts config reloads on SIGHUP: applied, or refused (invalid; the running config "
+                               "stays in force)", ["result"], registry=r)
+        self.reload_ok = Gauge("riskwatch_alerts_config_last_reload_successful",
+                               "0 while the alerts config file holds a change the dispatcher refused at its last "
+                               "reload (the running config is the one before), else 1", registry=r)
+        self.reload_ok.set(1)
         self.dead_size = Gauge("riskwatch_outbox_dead", "Notifications in the dead-letter list", registry=r)

@@ -311,3 +311,46 @@ def test_an_alert_nobody_acknowledges_escalates_to_the_city(alerting, tmp_path):
     finally:
         d.stop()
         city.stop()
+
+
+def test_sighup_reloads_the_alerts_config_and_an_invalid_one_is_refused(alerting):
+    """Ops change routing while the dispatcher runs: SIGHUP. A file that fails validation changes nothing."""
+    s, workers, team, d, path = alerting
+    city = Receiver(secret="city-secret").start()
+    try:
+        cfg = yaml.safe_load(path.read_text())
+        r = redis_sync.Redis.from_url(s.redis_url)
+        for e in ("E6", "E7"):
+            r.hset(f"rw:entity:{e}", mapping={"name": f"Shop {e}", "region": "310104", "industry": "food"})
+        topic = s.topic("alert-candidates")
+        d.start()
+        _send(s, topic, [[_cand("E6", "firing")]])
+        wait_for(lambda: _notifications(team), 30, "E6's notification", d.log)
+
+        # an invalid file: refused, named, and the running config goes on (E7 reaches the team)
+        bad = dict(cfg, rules=cfg["rules"] + [{"name": "oops", "signals": ["complaints.burst"],
+                                               "summary": "{no_such_field}"}])
+        path.write_text(yaml.safe_dump(bad))
+        os.kill(d.p.pid, signal.SIGHUP)
+        wait_for(lambda: "refused" in d.log(), 30, "the refusal in the log", d.log)
+        assert "rules.7.summary" in d.log() and "alerts-2026-12-06.1 stays in force" in d.log(), d.log()
+        _send(s, topic, [[_cand("E7", "firing")]])
+        wait_for(lambda: any(a["labels"]["entity"] == "E7" for n in _notifications(team) for a in n["alerts"]),
+                 30, "E7's notification under the running config", d.log)
+        assert d.p.poll() is None
+
+        # a valid one: a city receiver for escalations, and complaint bursts escalate after 1 s
+        for rule in cfg["rules"]:
+            if rule["name"] == "complaint_burst":
+                rule["escalate_after"] = "1s"
+        cfg["version"] = "alerts-test.2"
+        cfg["receivers"].append({"name": "city", "url": city.url, "secrets": ["city-secret"], "group_by": ["rule"],
+                                 "match": {"escalated": ["true"]}, "group_wait": "0.2s", "group_interval": "0.5s",
+                                 "backoff_base": 0.05})
+        path.write_text(yaml.safe_dump(cfg))
+        os.kill(d.p.pid, signal.SIGHUP)
+        wait_for(lambda: {a["labels"]["entity"] for n in _notifications(city) for a in n["alerts"]} == {"E6", "E7"},
+                 30, "both open alerts escalated to the city, without a restart", d.log)
+        assert "alerts config reloaded: version alerts-test.2" in d.log() and d.p.poll() is None
+    finally:
+        city.stop()
