@@ -347,9 +347,8 @@ class AlertIntake:
         if not due:
             return
         alerts = await self.store.many(await self.store.open_ids())
-        for a in b.alerts.values():  # changed in this batch: the new version
-            if a[1]["id"] in alerts or a[1]["status"] in OPEN:
-                alerts[a[1]["id"]] = a[1]
+        for _, new, _ in b.alerts.values():  # changed in this unit of work: as it will be stored
+            alerts[new["id"]] = new
         alerts = [a for a in alerts.values() if a["status"] in OPEN]
         for r in due:
             mine = [alertmanager_alert(a, self.cfg.external_url) for a in alerts if receivers_for(a["labels"], [r])]
