@@ -69,7 +69,8 @@ def _write_env_file(path: Path, env: dict, tokens: dict[str, str]) -> None:
 
 
 def _demo_alerts_config(data_dir: Path, port: int, api_url: str) -> Path:
-    """The default rules with one receiver: the local demo webhook."""
+    """The default rules with the local demo webhook as two receivers: a team that gets every alert, and a
+    city bureau that gets only those nobody acknowledged in their rule's ``escalate_after``."""
     import yaml
 
     from .alerts.config import DEFAULT_ALERTS_PATH
@@ -78,7 +79,10 @@ def _demo_alerts_config(data_dir: Path, port: int, api_url: str) -> Path:
     cfg["external_url"] = api_url
     cfg["receivers"] = [{"name": "demo-webhook", "url": f"http://127.0.0.1:{port}/hook", "secrets": [_DEMO_SECRET],
                          "group_by": ["rule", "region"], "group_wait": "5s", "group_interval": "30s",
-                         "repeat_interval": "4h"}]
+                         "repeat_interval": "4h"},
+                        {"name": "demo-city-bureau", "url": f"http://127.0.0.1:{port}/hook", "secrets": [_DEMO_SECRET],
+                         "match": {"escalated": ["true"]}, "group_by": ["rule", "region"], "group_wait": "5s",
+                         "group_interval": "30s", "repeat_interval": "4h"}]
     path = data_dir / "alerts.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     path.chmod(0o600)  # it holds the demo secret
