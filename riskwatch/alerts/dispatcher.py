@@ -193,6 +193,10 @@ async def run_dispatcher(s: Settings, role: str = "all", alerts_config: AlertsCo
             return
         m.reloads.labels("applied").inc()
         m.reload_ok.set(1)
+        from .cli import unknown_signals
+
+        for u in unknown_signals(new):  # not fatal, as at start: the engine config may change at run time
+            log.warning("%s", u)
         deliverer.config = new
         if intake is not None:
             intake.next_config = new

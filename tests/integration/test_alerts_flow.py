@@ -343,6 +343,7 @@ def test_sighup_reloads_the_alerts_config_and_an_invalid_one_is_refused(alerting
         for rule in cfg["rules"]:
             if rule["name"] == "complaint_burst":
                 rule["escalate_after"] = "1s"
+        cfg["rules"].append({"name": "typo", "signals": ["complaints.brust"], "summary": "never raised"})
         cfg["version"] = "alerts-test.2"
         cfg["receivers"].append({"name": "city", "url": city.url, "secrets": ["city-secret"], "group_by": ["rule"],
                                  "match": {"escalated": ["true"]}, "group_wait": "0.2s", "group_interval": "0.5s",
@@ -352,5 +353,6 @@ def test_sighup_reloads_the_alerts_config_and_an_invalid_one_is_refused(alerting
         wait_for(lambda: {a["labels"]["entity"] for n in _notifications(city) for a in n["alerts"]} == {"E6", "E7"},
                  30, "both open alerts escalated to the city, without a restart", d.log)
         assert "alerts config reloaded: version alerts-test.2" in d.log() and d.p.poll() is None
+        assert "rules.7.signals: 'complaints.brust' is not an alerting engine signal" in d.log()  # warned, as at start
     finally:
         city.stop()
