@@ -210,6 +210,9 @@ def test_routing_and_group_keys():
     ("rules: [{name: r, signals: [], summary: s}]", "rules.0.signals"),
     ("rules: [{name: r, signals: [x], summary: s}, {name: r, signals: [y], summary: s}]", "(root)"),
     ("rulez: []", "rulez"),
+    ("rules: [{name: r, signals: [x], summary: s, escalate_after: [2h, 30m]}]", "rules.0.escalate_after"),
+    ("rules: [{name: r, signals: [x], summary: s, escalate_after: 0s}]", "rules.0.escalate_after.0"),
+    ("rules: [{name: r, signals: [x], summary: s, escalate_after: []}]", "rules.0.escalate_after"),
 ])
 def test_invalid_alert_config_names_the_field(text, field):
     with pytest.raises(ConfigError) as exc:

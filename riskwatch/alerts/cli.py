@@ -148,14 +148,15 @@ def alert_lines(alerts: list[dict], limit: int | None = None) -> list[str]:
     ...      "count": 2, "starts_at": 0.0, "annotations": {"summary": "Shop raised to tier D"}}
     >>> alert_lines([a, dict(a, id="a2", starts_at=60.0)], limit=1)
     ['a2  1970-01-01T00:01:00Z  firing       critical tier_raised     E1  x2  Shop raised to tier D', '(1 of 2 shown)']
-    >>> alert_lines([dict(a, escalated_at=1800.0)])[0]  # nobody acknowledged it in its rule's escalate_after
-    'a1  1970-01-01T00:00:00Z  firing       critical tier_raised     E1  x2  Shop raised to tier D  [escalated 1970-01-01T00:30:00Z]'
+    >>> alert_lines([dict(a, escalated_at=1800.0, escalation=2)])[0]  # nobody acknowledged it (escalate_after)
+    'a1  1970-01-01T00:00:00Z  firing       critical tier_raised     E1  x2  Shop raised to tier D  [escalation 2 at 1970-01-01T00:30:00Z]'
     """
     rows = sorted(alerts, key=lambda a: a["starts_at"], reverse=True)
     shown = rows[:limit] if limit else rows
     lines = [f"{a['id']}  {iso_seconds(a['starts_at'])}  {a['status']:<12} {a['severity']:<8} "
              f"{a['rule']:<15} {a['entity_id']}  x{a['count']}  {a['annotations']['summary']}"
-             + (f"  [escalated {iso_seconds(a['escalated_at'])}]" if a.get("escalated_at") else "") for a in shown]
+             + (f"  [escalation {a.get('escalation') or 1} at {iso_seconds(a['escalated_at'])}]"
+                if a.get("escalated_at") else "") for a in shown]
     if len(shown) < len(rows):
         lines.append(f"({len(shown)} of {len(rows)} shown)")
     return lines

@@ -92,10 +92,21 @@ class Rule(_Strict):
     cooldown: Duration = 900.0                # cleared this long before resolving
     expire_after: Duration = 30 * 86400.0     # open without any candidate this long -> expired
     auto_resolve: bool = True                 # a cleared candidate resolves; False: only people do
-    # still firing (nobody acknowledged it) this long after it fired -> label escalated="true", notified again;
-    # receivers route on it (match: {escalated: ["true"]})
-    escalate_after: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] | None = None
+    # still firing (nobody acknowledged it) this long after it fired -> labels escalated="true" and
+    # escalation="1", notified again; a list escalates again at each later time (escalation="2", ...): a
+    # district team, then the city (match: {escalation: ["1"]}), then the province (match: {escalation: ["2"]})
+    escalate_after: Annotated[list[Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]],
+                              BeforeValidator(lambda v: v if isinstance(v, list) else [v]),
+                              Field(min_length=1, max_length=5)] | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+
+
+    @field_validator("escalate_after")
+    @classmethod
+    def _ascending(cls, v):
+        if v is not None and any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError("escalate_after: each level must come later than the one before")
+        return v
 
 
 class Receiver(_Strict):

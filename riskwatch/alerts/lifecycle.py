@@ -11,8 +11,10 @@ resolved`` (or ``expired``), one open alert per dedup key.
 - People ``acknowledge`` and ``resolve`` (with a note).
 - An alert still ``firing`` (nobody acknowledged it, its condition holds) the
   rule's ``escalate_after`` after it fired is ``unacknowledged``: it gets the
-  label ``escalated="true"`` (once), which receivers route on, e.g. to a
-  city bureau when a district team has not answered.
+  labels ``escalated="true"`` and ``escalation="1"``, which receivers route
+  on, e.g. to a city bureau when a district team has not answered; each
+  later time of the list escalates it again (``escalation="2"``: the
+  province).
 
 Transitions in :data:`NOTIFY` produce a notification; the others only update.
 
@@ -37,8 +39,16 @@ Transitions in :data:`NOTIFY` produce a notification; the others only update.
 >>> due_at(b, urgent), tick(b, urgent, now=2799.0)[1]
 (2800.0, None)
 >>> b, t = tick(b, urgent, now=2800.0)
->>> t, b["labels"]["escalated"], b["escalated_at"], due_at(b, urgent) > 2800.0
-('unacknowledged', 'true', 2800.0, True)
+>>> t, b["labels"]["escalated"], b["labels"]["escalation"], b["escalated_at"], due_at(b, urgent) > 2800.0
+('unacknowledged', 'true', '1', 2800.0, True)
+>>> chain = Rule(name="breach", signals=["limit"], summary="s", escalate_after=["30m", "2h"])
+>>> d, _ = apply_candidate(None, cand, chain, {}, now=1000.0, source="p0@7")
+>>> d, t1 = tick(d, chain, now=2800.0)
+>>> due_at(d, chain), tick(d, chain, now=8199.0)[1]
+(8200.0, None)
+>>> d, t2 = tick(d, chain, now=8200.0)
+>>> t1, t2, d["labels"]["escalation"], d["escalation"], d["escalated_at"], due_at(d, chain)
+('unacknowledged', 'unacknowledged', '2', 2, 8200.0, 2593000.0)
 >>> c, _ = apply_candidate(None, cand, urgent, {}, now=1000.0, source="p0@6")
 >>> c, _ = acknowledge(c, "li", now=1500.0)          # someone is on it: no escalation
 >>> due_at(c, urgent), tick(c, urgent, now=9000.0)[1]
@@ -153,13 +163,18 @@ def _close(a: dict, now: float, status: str, by: str | None, note: str | None = 
                 version=a["version"] + 1)
 
 
+def _level(alert: dict) -> int:
+    """How many times the alert escalated (an escalated alert stored before levels existed: 1)."""
+    return alert.get("escalation") or (1 if alert.get("escalated_at") is not None else 0)
+
+
 def escalates_at(alert: dict, rule: Rule) -> float | None:
-    """When this alert escalates if nobody acknowledges it (``None``: it does not): firing, its condition
-    not cleared, not escalated before, and the rule has ``escalate_after``."""
-    if (rule.escalate_after is None or alert["status"] != "firing" or alert.get("escalated_at") is not None
-            or alert["clear_since"] is not None):
+    """When this alert escalates next if nobody acknowledges it (``None``: it does not): firing, its
+    condition not cleared, and a level of the rule's ``escalate_after`` it has not reached."""
+    if rule.escalate_after is None or alert["status"] != "firing" or alert["clear_since"] is not None:
         return None
-    return alert["starts_at"] + rule.escalate_after
+    level = _level(alert)
+    return alert["starts_at"] + rule.escalate_after[level] if level < len(rule.escalate_after) else None
 
 
 def due_at(alert: dict, rule: Rule) -> float | None:
@@ -184,9 +199,10 @@ def tick(alert: dict, rule: Rule, now: float) -> tuple[dict, str | None]:
         return _close(alert, now, "expired", None), "expired"
     e = escalates_at(alert, rule)
     if e is not None and now >= e:
-        labels = dict(alert["labels"], escalated="true")
-        return dict(alert, labels=labels, fingerprint=fingerprint(labels), escalated_at=now, updated_at=now,
-                    version=alert["version"] + 1), "unacknowledged"
+        level = _level(alert) + 1
+        labels = dict(alert["labels"], escalated="true", escalation=str(level))
+        return dict(alert, labels=labels, fingerprint=fingerprint(labels), escalated_at=now, escalation=level,
+                    updated_at=now, version=alert["version"] + 1), "unacknowledged"
     return alert, None
 
 

@@ -267,7 +267,8 @@ async def overview(request: Request, tier: str | None = None, region: str | None
                  e["region"], e["score"], e["tier"],
                  _when(e["tier_since"]), f"{e['spotcheck_ratio']:.0%}" if e["spotcheck_ratio"] is not None else "",
                  _top_reason(e["reasons"]), _when(e["updated"])] for e in ranked["entities"]]
-    alert_rows = [[a["severity"], a["status"] + (" (escalated)" if a.get("escalated_at") else ""), a["rule"],
+    alert_rows = [[a["severity"], a["status"] + (f" (escalated, level {a.get('escalation') or 1})"
+                                                 if a.get("escalated_at") else ""), a["rule"],
                    _entity_link(a["entity_id"]),
                    (a.get("annotations") or {}).get("summary"), _when(a["starts_at"]), a["count"]]
                   for a in alerts["alerts"]]

@@ -244,15 +244,20 @@ def test_a_candidate_no_worker_wrote_is_refused_and_the_intake_goes_on(alerting)
 
 def test_an_alert_nobody_acknowledges_escalates_to_the_city(alerting, tmp_path):
     """escalate_after: an alert still firing that long after it fired gets escalated="true", which a city
-    receiver matches; an acknowledged one does not. A rule given escalate_after later applies to alerts
-    already open when the dispatcher starts."""
+    receiver matches, and escalation="2" at the list's next time, which a province receiver matches; an
+    acknowledged one does not. A rule given escalate_after later applies to alerts already open when the
+    dispatcher starts."""
     s, workers, team, d, path = alerting
     city = Receiver(secret="city-secret").start()
+    province = Receiver(secret="province-secret").start()
     try:
         cfg = yaml.safe_load(path.read_text())
         cfg["receivers"].append({"name": "city", "url": city.url, "secrets": ["city-secret"], "group_by": ["rule"],
                                  "match": {"escalated": ["true"]}, "group_wait": "0.2s", "group_interval": "0.5s",
                                  "backoff_base": 0.05})
+        cfg["receivers"].append({"name": "province", "url": province.url, "secrets": ["province-secret"],
+                                 "group_by": ["rule"], "match": {"escalation": ["2"]}, "group_wait": "0.2s",
+                                 "group_interval": "0.5s", "backoff_base": 0.05})
         path.write_text(yaml.safe_dump(cfg))
         r = redis_sync.Redis.from_url(s.redis_url)
         for e in ("E3", "E4", "E5"):
@@ -277,12 +282,13 @@ def test_an_alert_nobody_acknowledges_escalates_to_the_city(alerting, tmp_path):
         assert asyncio.run(ack("E3")) == "acknowledged"
         time.sleep(1.5)
         d.stop()
-        assert city.requests == []  # no rule escalates yet
+        assert city.requests == [] and province.requests == []  # no rule escalates yet
 
-        # ops give the rule escalate_after 1s: the open, unacknowledged E4 escalates when the dispatcher starts
+        # ops give the rule escalate_after [1s, 4s]: the open, unacknowledged E4 escalates when the dispatcher
+        # starts
         for rule in cfg["rules"]:
             if rule["name"] == "complaint_burst":
-                rule["escalate_after"] = "1s"
+                rule["escalate_after"] = ["1s", "4s"]
         path.write_text(yaml.safe_dump(cfg))
         d = Dispatcher(d.env, tmp_path).start()
         wait_for(lambda: _notifications(city), 30, "E4's escalation at the city", d.log)
@@ -294,13 +300,19 @@ def test_an_alert_nobody_acknowledges_escalates_to_the_city(alerting, tmp_path):
         assert {a["labels"]["entity"] for a in seen} == {"E4", "E5"}   # never the acknowledged E3
         assert all(a["labels"]["escalated"] == "true" and a["riskwatch"]["escalated_at"] for a in seen)
         assert all(city.verified(x) for x in city.requests)
-        e5 = orjson.loads(r.get(f"rw:alert:{r.smembers('rw:alerts:open:entity:E5').pop().decode()}"))
-        assert 1.0 <= e5["escalated_at"] - e5["starts_at"] < 3.0, e5
         # the team (matching every alert) hears of the escalation too: a reminder that it is still open
         wait_for(lambda: any(a["labels"].get("escalated") == "true" and a["labels"]["entity"] == "E5"
                              for n in _notifications(team) for a in n["alerts"]), 30, "the team's reminder", d.log)
+        # nobody answers E5 for 4 s: the province hears of it, at level 2
+        wait_for(lambda: any(a["labels"]["entity"] == "E5" for n in _notifications(province) for a in n["alerts"]),
+                 30, "E5's second escalation at the province", d.log)
+        assert all(a["labels"]["escalation"] == "2" and a["riskwatch"]["escalation"] == 2
+                   for n in _notifications(province) for a in n["alerts"])
         changes = read_batches(s.broker, s.topic("alerts"))
-        assert sorted(c["alert"]["entity_id"] for c in changes if c["transition"] == "unacknowledged") == ["E4", "E5"]
+        levels = [(c["alert"]["escalation"], c["alert"]["escalated_at"] - c["alert"]["starts_at"])
+                  for c in changes if c["transition"] == "unacknowledged" and c["alert"]["entity_id"] == "E5"]
+        assert [lv for lv, _ in levels] == [1, 2] and 1.0 <= levels[0][1] < 3.0 and 4.0 <= levels[1][1] < 6.0, levels
+        assert {c["alert"]["entity_id"] for c in changes if c["transition"] == "unacknowledged"} == {"E4", "E5"}
         # someone takes E4 at last: the city hears that it is acknowledged, and by whom
         assert asyncio.run(ack("E4")) == "acknowledged"
         wait_for(lambda: any(a["labels"]["entity"] == "E4" and a["riskwatch"]["acknowledged"]
@@ -308,9 +320,11 @@ def test_an_alert_nobody_acknowledges_escalates_to_the_city(alerting, tmp_path):
         [taken] = [a for n in _notifications(city) for a in n["alerts"]
                    if a["labels"]["entity"] == "E4" and a["riskwatch"]["acknowledged"]]
         assert taken["riskwatch"]["acknowledged"]["by"] == "inspector-li" and taken["riskwatch"]["state"] == "acknowledged"
+        assert not any(a["labels"]["entity"] == "E3" for n in _notifications(province) for a in n["alerts"])
     finally:
         d.stop()
         city.stop()
+        province.stop()
 
 
 def test_sighup_reloads_the_alerts_config_and_an_invalid_one_is_refused(alerting):
