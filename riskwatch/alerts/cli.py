@@ -10,6 +10,7 @@ import time
 import orjson
 
 from ..times import iso_seconds
+from .lifecycle import escalation_level
 
 __all__ = ["add_parsers", "alert_lines"]
 
@@ -155,7 +156,7 @@ def alert_lines(alerts: list[dict], limit: int | None = None) -> list[str]:
     shown = rows[:limit] if limit else rows
     lines = [f"{a['id']}  {iso_seconds(a['starts_at'])}  {a['status']:<12} {a['severity']:<8} "
              f"{a['rule']:<15} {a['entity_id']}  x{a['count']}  {a['annotations']['summary']}"
-             + (f"  [escalation {a.get('escalation') or 1} at {iso_seconds(a['escalated_at'])}]"
+             + (f"  [escalation {escalation_level(a)} at {iso_seconds(a['escalated_at'])}]"
                 if a.get("escalated_at") else "") for a in shown]
     if len(shown) < len(rows):
         lines.append(f"({len(shown)} of {len(rows)} shown)")

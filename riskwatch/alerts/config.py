@@ -105,7 +105,7 @@ class Rule(_Strict):
     @classmethod
     def _ascending(cls, v):
         if v is not None and any(b <= a for a, b in zip(v, v[1:])):
-            raise ValueError("escalate_after: each level must come later than the one before")
+            raise ValueError("each level must come later than the one before")
         return v
 
 

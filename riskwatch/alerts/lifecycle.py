@@ -65,7 +65,7 @@ from .. import times
 from .config import Rule
 
 __all__ = ["apply_candidate", "tick", "acknowledge", "resolve_manually", "NOTIFY", "OPEN", "due_at",
-           "escalates_at", "fingerprint", "iso"]
+           "escalates_at", "escalation_level", "fingerprint", "iso"]
 
 OPEN = ("firing", "acknowledged")
 NOTIFY = frozenset({"fired", "escalated", "unacknowledged", "resolved", "expired"})
@@ -163,7 +163,7 @@ def _close(a: dict, now: float, status: str, by: str | None, note: str | None = 
                 version=a["version"] + 1)
 
 
-def _level(alert: dict) -> int:
+def escalation_level(alert: dict) -> int:
     """How many times the alert escalated (an escalated alert stored before levels existed: 1)."""
     return alert.get("escalation") or (1 if alert.get("escalated_at") is not None else 0)
 
@@ -173,7 +173,7 @@ def escalates_at(alert: dict, rule: Rule) -> float | None:
     condition not cleared, and a level of the rule's ``escalate_after`` it has not reached."""
     if rule.escalate_after is None or alert["status"] != "firing" or alert["clear_since"] is not None:
         return None
-    level = _level(alert)
+    level = escalation_level(alert)
     return alert["starts_at"] + rule.escalate_after[level] if level < len(rule.escalate_after) else None
 
 
@@ -199,7 +199,7 @@ def tick(alert: dict, rule: Rule, now: float) -> tuple[dict, str | None]:
         return _close(alert, now, "expired", None), "expired"
     e = escalates_at(alert, rule)
     if e is not None and now >= e:
-        level = _level(alert) + 1
+        level = escalation_level(alert) + 1
         labels = dict(alert["labels"], escalated="true", escalation=str(level))
         return dict(alert, labels=labels, fingerprint=fingerprint(labels), escalated_at=now, escalation=level,
                     updated_at=now, version=alert["version"] + 1), "unacknowledged"

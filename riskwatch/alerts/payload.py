@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from .lifecycle import OPEN, iso
+from .lifecycle import OPEN, escalation_level, iso
 
 __all__ = ["webhook_payload", "alertmanager_alert", "ZERO_TIME"]
 
@@ -51,7 +51,7 @@ def _alert(a: dict, entity: dict, external_url: str) -> dict:
             "spotcheck_ratio": entity.get("ratio"), "reasons": entity.get("reasons", []),
             "event_ids": a.get("event_ids", []), "acknowledged": a.get("ack"),
             "escalated_at": iso(a["escalated_at"]) if a.get("escalated_at") else None,
-            "escalation": a.get("escalation") or (1 if a.get("escalated_at") else 0),
+            "escalation": escalation_level(a),
             "resolved_by": a.get("resolved_by"),
         },
     }

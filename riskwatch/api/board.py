@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, quote, urlencode
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from ..alerts.lifecycle import escalation_level
 from ..events import OBJECTION_EFFECTS, OPERATING
 from ..view import ENTITIES, entity_key
 from .alerts import list_alerts
@@ -267,7 +268,7 @@ async def overview(request: Request, tier: str | None = None, region: str | None
                  e["region"], e["score"], e["tier"],
                  _when(e["tier_since"]), f"{e['spotcheck_ratio']:.0%}" if e["spotcheck_ratio"] is not None else "",
                  _top_reason(e["reasons"]), _when(e["updated"])] for e in ranked["entities"]]
-    alert_rows = [[a["severity"], a["status"] + (f" (escalated, level {a.get('escalation') or 1})"
+    alert_rows = [[a["severity"], a["status"] + (f" (escalated, level {escalation_level(a)})"
                                                  if a.get("escalated_at") else ""), a["rule"],
                    _entity_link(a["entity_id"]),
                    (a.get("annotations") or {}).get("summary"), _when(a["starts_at"]), a["count"]]

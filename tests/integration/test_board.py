@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime
 from html.parser import HTMLParser
 
@@ -105,6 +106,7 @@ def _seed(s) -> str:
         cands = [o for o in outs if o["type"] == "alert_candidate"]
         for i in range(0, len(cands), 50):
             await intake.apply_message("cands", 0, i, orjson.dumps({"batch": cands[i:i + 50]}))
+        await intake.tick(now=time.time() + 9 * 3600)  # nobody acknowledged them: breaches and failures escalate
         await r.aclose()
 
     asyncio.run(go())
@@ -156,6 +158,9 @@ def test_the_board_shows_what_the_api_holds_to_a_signed_in_viewer(stack):
         # open alerts and the latest tier changes, as the API lists them
         alerts = c.get("/v1/alerts", params={"limit": 50}, headers=v).json()["alerts"]
         assert alerts and [row[2] for row in t.tables["Open alerts"][1:]] == [a["rule"] for a in alerts]
+        assert [row[1] for row in t.tables["Open alerts"][1:]] == [
+            a["status"] + (f" (escalated, level {a['escalation']})" if a.get("escalated_at") else "") for a in alerts]
+        assert any(a.get("escalated_at") for a in alerts)
         latest = c.get("/v1/spotchecks/changes", params={"limit": 20}, headers=v).json()["changes"]
         assert latest and [row[1] for row in t.tables["Latest tier changes"][1:]] == [x["entity_id"] for x in latest]
         # which the API reads in pages now (it read and parsed every change kept, up to 200,000, for any limit)
