@@ -75,9 +75,22 @@ def webhook_payload(receiver: str, group_key: str, group_labels: dict, alerts: l
 
 
 def alertmanager_alert(a: dict, external_url: str) -> dict:
-    """One alert for ``POST /api/v2/alerts``: a resolved alert carries its ``endsAt``; a firing
-    one gets none, so Alertmanager resolves it only after its resolve_timeout without updates."""
-    body = {"labels": a["labels"], "annotations": a["annotations"], "startsAt": iso(a["starts_at"]),
+    """One alert for ``POST /api/v2/alerts``: a resolved alert carries its ``endsAt``; a firing one gets
+    its ``endsAt`` from the deliverer (``valid_for``). Alertmanager has no acknowledgement: an acknowledged
+    alert says who took it in its annotations (which, unlike labels, are not its identity there).
+
+    >>> a = {"id": "a1", "status": "acknowledged", "labels": {"alertname": "x"}, "annotations": {"summary": "s"},
+    ...      "starts_at": 0.0, "ack": {"by": "li", "at": 60.0, "note": "on my way"}}
+    >>> alertmanager_alert(a, "http://api")["annotations"]
+    {'summary': 's', 'acknowledged_by': 'li', 'acknowledged_at': '1970-01-01T00:01:00Z', 'acknowledged_note': 'on my way'}
+    """
+    notes = a["annotations"]
+    ack = a.get("ack")
+    if ack:
+        notes = dict(notes, acknowledged_by=ack["by"], acknowledged_at=iso(ack["at"]))
+        if ack.get("note"):
+            notes["acknowledged_note"] = ack["note"]
+    body = {"labels": a["labels"], "annotations": notes, "startsAt": iso(a["starts_at"]),
             "generatorURL": f"{external_url}/v1/alerts/{a['id']}"}
     if a["status"] not in OPEN:
         body["endsAt"] = iso(a["ends_at"] or a["updated_at"])

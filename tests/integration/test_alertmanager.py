@@ -120,6 +120,9 @@ def test_alerts_pushed_to_alertmanager_show_and_forward(stack, alertmanager, tmp
         while time.time() - t0 < 2 * RESOLVE_TIMEOUT:
             assert [a["labels"]["entity"] for a in _active(am_url)] == ["E9"], d.log()
             time.sleep(0.5)
+        # and who took it shows there, from the next resend (annotations are not an alert's identity)
+        [a] = _active(am_url)
+        assert a["annotations"]["acknowledged_by"] == "inspector-li", a["annotations"]
         assert not any(orjson.loads(r["body"])["status"] == "resolved" for r in hook.requests)
         # nobody acknowledged it within 2 s: escalated, a new label set there, and the one before it ended
         # (without that, both were active until the old one's endsAt)
