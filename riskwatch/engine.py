@@ -23,7 +23,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from math import log2
 
-from .detectors.base import IGNORED
+from .detectors.base import IGNORED, Detector
 from .events import OPERATING, register_status
 from .events import event_id as _event_id
 from .models import PopulationModels
@@ -52,8 +52,11 @@ class Engine:
         self.scorer = Scorer(config)
         self.routes = {}
         self.codes = {}
+        self.details = {}  # code -> (detector name, detector, signal): detectors that add to their alerts
         for name, det in self.detectors.items():
             self.codes[name] = {s: f"{name}.{s}" for s in det.default_signals}
+            if type(det).alert_detail is not Detector.alert_detail:
+                self.details.update({code: (name, det, s) for s, code in self.codes[name].items()})
             for etype in det.handles:
                 self.routes[etype] = (name, det)
         self.names = frozenset(self.detectors)
@@ -440,6 +443,11 @@ class Engine:
         if code not in open_ and v >= spec.at:
             open_.append(code)
             out.append(self._candidate(state, ev, code, "firing", spec.severity, v, score, cached[2]))
+            d = self.details.get(code)
+            ds = state["d"].get(d[0]) if d else None
+            detail = d[1].alert_detail(d[2], ds, now, state, self.models) if ds else None
+            if detail:
+                out[-1]["detail"] = detail
         elif code in open_ and v < spec.clear:
             open_.remove(code)
             out.append(self._candidate(state, ev, code, "resolved", spec.severity, v, score, cached[2]))

@@ -418,6 +418,10 @@ class AlertCandidate(_Out):
     current: bool | None = Field(None, description=(
         "firing candidates from a worker: whether the condition still holds at the worker's clock; false for "
         "one from old events (a backfill), for which the dispatcher opens no alert; absent from replay"))
+    detail: dict | None = Field(None, description=(
+        "firing candidates of some signals: what the alert shows beyond the entity's own events, e.g. "
+        "complaints.peer_surge's peer_group {industry, region, window_hours, entities_with_complaints, expected, "
+        "entities}"))
 
 
 OutputEvent = Annotated[Union[RiskChange, SpotcheckChange, AlertCandidate], Field(discriminator="type")]

@@ -1,6 +1,8 @@
 """Population-level models shared by all entities (not per-entity state).
 
-- :class:`PeerRates` — decayed complaint rates per peer group (industry x region);
+- :class:`PeerRates` — decayed complaint rates per peer group (industry x region), and which of
+  a group's entities had a complaint in the last days (:meth:`PeerRates.surge`: a complaint surge
+  spread over a group, one complaint per entity, that no entity's own signals show);
 - :class:`InspectionModel` — an online logistic model (river's, written out) of
   P(critical or major violation at the next inspection).
 
@@ -30,6 +32,8 @@ __all__ = ["PeerRates", "InspectionModel", "PopulationModels", "SnapshotError", 
            "snapshot_error"]
 
 LN2 = math.log(2.0)
+RECENT_S = 3 * 86400.0  # how long a group remembers which entities had a complaint (a surge window's bound)
+RECENT_MAX = 256  # entities remembered per group (the newest)
 
 
 class PeerRates:
@@ -45,6 +49,9 @@ class PeerRates:
     def __init__(self, half_life_s: float = 180 * 86400.0) -> None:
         self.half_life_s = half_life_s
         self.groups: dict[str, list[float]] = {}  # key -> [decayed sum, ts, n_entities]
+        # key -> [first complaint ts, latest complaint ts, {entity_id: its latest complaint ts}]: the
+        # entities with a complaint in the RECENT_S before the latest (at most RECENT_MAX, newest kept)
+        self.recent: dict[str, list] = {}
         self.version = 0
 
     def _g(self, key: str) -> list[float]:
@@ -58,7 +65,7 @@ class PeerRates:
         g[2] = max(0.0, g[2] + delta)
         self.version += 1
 
-    def add_complaint(self, key: str, weight: float, ts: float) -> None:
+    def add_complaint(self, key: str, weight: float, ts: float, entity: str | None = None) -> None:
         g = self._g(key)
         if ts >= g[1]:
             g[0] = g[0] * 2.0 ** (-(ts - g[1]) / self.half_life_s) + weight
@@ -66,9 +73,26 @@ class PeerRates:
         else:
             g[0] += weight * 2.0 ** (-(g[1] - ts) / self.half_life_s)
         self.version += 1
+        if entity is not None:
+            self._remember(key, entity, ts)
+
+    def _remember(self, key: str, entity: str, ts: float) -> None:
+        recent = self.__dict__.setdefault("recent", {})  # a pickled PeerRates (before 2026-12-06) has none
+        r = recent.get(key)
+        if r is None:
+            r = recent[key] = [ts, ts, {}]
+        r[0], r[1] = min(r[0], ts), max(r[1], ts)
+        seen = r[2]
+        if ts > seen.get(entity, -math.inf):
+            seen[entity] = ts
+        horizon = r[1] - RECENT_S
+        if len(seen) > RECENT_MAX or any(t < horizon for t in seen.values()):
+            kept = sorted(((t, e) for e, t in seen.items() if t >= horizon), reverse=True)[:RECENT_MAX]
+            r[2] = {e: t for t, e in sorted(kept)}
 
     def to_dict(self) -> dict:
-        return {"half_life_s": self.half_life_s, "groups": self.groups, "version": self.version}
+        return {"half_life_s": self.half_life_s, "groups": self.groups, "recent": getattr(self, "recent", {}),
+                "version": self.version}
 
     def rate(self, key: str, now: float) -> float:
         """Complaints per entity per second (0 when the group has no entities)."""
@@ -77,6 +101,46 @@ class PeerRates:
             return 0.0
         s = g[0] * 2.0 ** (-max(0.0, now - g[1]) / self.half_life_s)
         return s * LN2 / self.half_life_s / g[2]
+
+    def surge(self, key: str, now: float, window_s: float, warmup_s: float, floor: float,
+              entity: str | None = None) -> tuple[int, float, list[str]]:
+        """How many of the group's entities had a complaint in the ``window_s`` up to ``now`` (with
+        ``entity``, which just had one, counted even if the snapshot in use does not hold it yet),
+        how many would be expected from the group's long-run rate, and those entities, newest first.
+
+        The expected number is ``n (1 - exp(-rate * window))`` over the group's ``n`` entities, with
+        the long-run rate per entity (never under ``floor`` per second) corrected for a history
+        shorter than its half-life: a decayed sum over ``age`` seconds of a steady rate holds only
+        ``1 - 2^(-age/half-life)`` of what the rate gives (30 days of a 180-day half-life: 11%), so
+        an uncorrected rate would find a surge in every young group. Before ``warmup_s`` of the
+        group's history, or with no entities known, nothing is expected: (observed, 0.0, ids).
+
+        >>> p = PeerRates(half_life_s=180 * 86400.0)
+        >>> for i in range(200):
+        ...     p.add_entity("food|110105")
+        >>> DAY = 86400.0
+        >>> for d in range(0, 360, 3):  # a complaint every 3 days in the group: 0.6 a year per entity
+        ...     p.add_complaint("food|110105", 1.0, d * DAY, f"E{d}")
+        >>> obs, exp_, ids = p.surge("food|110105", 360 * DAY, DAY, 30 * DAY, 0.0)
+        >>> obs, round(exp_, 2), ids  # the last 24 hours: no complaint; 0.33 entities expected
+        (0, 0.33, [])
+        >>> for i in range(6):  # six entities, one complaint each, within 3 hours
+        ...     p.add_complaint("food|110105", 1.0, 360 * DAY + i * 1800, f"S{i}")
+        >>> obs, exp_, ids = p.surge("food|110105", 360 * DAY + 3 * 3600, DAY, 30 * DAY, 0.0, "S6")
+        >>> obs, round(exp_, 2), ids[:3]
+        (7, 0.36, ['S5', 'S4', 'S3'])
+        """
+        r = getattr(self, "recent", {}).get(key)
+        start = now - window_s
+        ids = [e for e, t in sorted(r[2].items(), key=lambda x: -x[1]) if t >= start] if r else []
+        obs = len(ids) + (1 if entity is not None and entity not in ids else 0)
+        g = self.groups.get(key)
+        if not g or g[2] <= 0 or not r or now - r[0] < warmup_s:
+            return obs, 0.0, ids
+        age = now - r[0]
+        s = g[0] * 2.0 ** (-max(0.0, now - g[1]) / self.half_life_s)
+        rate = s * LN2 / self.half_life_s / g[2] / (1.0 - 2.0 ** (-age / self.half_life_s))
+        return obs, g[2] * -math.expm1(-max(rate, floor) * window_s), ids
 
 
 class InspectionModel:
@@ -201,6 +265,7 @@ class PopulationModels:
         p, i = form.peers, form.inspection
         m.peers = PeerRates(p.half_life_s)
         m.peers.groups = {k: list(v) for k, v in p.groups.items()}
+        m.peers.recent = {k: [v[0], v[1], dict(v[2])] for k, v in p.recent.items()}
         m.peers.version = p.version
         m.inspection = InspectionModel(i.learning_rate, i.l2)
         m.inspection.stats = {k: list(v) for k, v in i.stats.items()}
@@ -227,6 +292,7 @@ class _PeersForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
     half_life_s: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     groups: dict[str, tuple[Finite, Finite, Annotated[float, Field(ge=0, allow_inf_nan=False)]]]
+    recent: dict[str, tuple[Finite, Finite, dict[str, Finite]]] = {}  # none in snapshots before 2026-12-06
     version: Annotated[int, Field(ge=0)]
 
 

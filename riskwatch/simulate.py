@@ -71,13 +71,18 @@ class Simulation:
     def __init__(self, n_entities: int = 1000, seed: int = 0, bad_share: float = 0.05,
                  days: float = 60.0, start: datetime | None = None, id_scheme: str = "uscc",
                  onset: tuple[float, float] = (0.3, 0.6), mix: tuple[float, float] | None = None,
-                 closing_share: float = 0.0, closing: tuple[float, float] = (0.1, 0.9)) -> None:
+                 closing_share: float = 0.0, closing: tuple[float, float] = (0.1, 0.9),
+                 outbreaks: int = 0, outbreak_at: tuple[float, float] = (0.7, 0.9)) -> None:
         """``mix``: (share of sensor readings, share of events that go to any entity) of the feed; the
         rest go to deteriorating entities once their onset passed (readings before). None: 70% readings,
         and a quarter of the rest to deteriorating ones (the benchmarks' and tests' mix).
         ``closing_share`` of the entities that do not deteriorate close at a time in ``closing`` (shares
         of the span): an upsert with status ``closed``, and no event of theirs after it (their devices
-        are off). Drawn from a generator of its own: with 0 the feed is what it was before."""
+        are off). Drawn from a generator of its own: with 0 the feed is what it was before.
+        ``outbreaks`` peer groups (industry x region, of 10 entities or more) have an outbreak at a time
+        in ``outbreak_at``: 40% of the group (at least 8, at most 40) get one food-safety complaint
+        each within 4 hours, as a shared supplier's problem gives; no entity bursts. Its own generator
+        too."""
         self.mix = mix
         self.rng = rng = random.Random(seed)
         self.start = start or datetime(2026, 1, 1, tzinfo=TZ)
@@ -97,13 +102,34 @@ class Simulation:
             if e["onset"] is None and closing_share and crng.random() < closing_share:
                 e["closed"] = crng.uniform(*closing) * self.span
         self.closing = sorted((e for e in self.entities if e["closed"] is not None), key=lambda e: e["closed"])
+        self.outbreak = self._outbreaks(seed, outbreaks, outbreak_at)
+
+    def _outbreaks(self, seed: int, n: int, at: tuple[float, float]) -> list[tuple[float, dict]]:
+        """The outbreaks' complaints: (time, entity), in time order; each entity's ``outbreak`` time."""
+        for e in self.entities:
+            e["outbreak"] = None
+        orng = random.Random(f"outbreak:{seed}")
+        groups: dict[tuple[str, str], list[dict]] = {}
+        for e in self.entities:
+            groups.setdefault((e["industry"], e["region"]), []).append(e)
+        big = sorted(k for k, v in groups.items() if len(v) >= 10)
+        out = []
+        for key in orng.sample(big, min(n, len(big))):
+            t0 = orng.uniform(*at) * self.span
+            members = [e for e in groups[key] if not _closed(e, t0 + 4 * 3600)]
+            for e in orng.sample(members, min(len(members), 40, max(8, round(0.4 * len(members))))):
+                e["outbreak"] = t0 + orng.uniform(0, 4 * 3600)
+                out.append((e["outbreak"], e))
+        return sorted(out, key=lambda x: x[0])
 
     def truth(self) -> list[dict]:
         """Ground truth: which entities deteriorate and from when."""
         return [{"entity_id": e["id"], "deteriorating": e["onset"] is not None,
                  "onset": self._ts(e["onset"]) if e["onset"] is not None else None,
                  "silent": e["silent"],
-                 "closed": self._ts(e["closed"]) if e["closed"] is not None else None} for e in self.entities]
+                 "closed": self._ts(e["closed"]) if e["closed"] is not None else None,
+                 "outbreak": self._ts(e["outbreak"]) if e["outbreak"] is not None else None}
+                for e in self.entities]
 
     def _ts(self, t: float) -> str:
         return (self.start + timedelta(seconds=t)).isoformat()
@@ -130,7 +156,11 @@ class Simulation:
         sensored = [e for e in ents if e["industry"] in ("cold_chain", "food_retail", "catering", "pharmacy")]
         rr = 0  # sensor readings go round-robin, so each device reports at a steady pace
         mix = self.mix
+        outbreak, ob = self.outbreak, 0
         for k, t in enumerate(times()):
+            while ob < len(outbreak) and outbreak[ob][0] <= t:
+                yield self._outbreak_complaint(outbreak[ob][1], outbreak[ob][0], ob)
+                ob += 1
             while nxt < len(by_onset) and by_onset[nxt]["onset"] <= t:
                 act.append(by_onset[nxt])
                 nxt += 1
@@ -207,6 +237,10 @@ class Simulation:
         return {"type": "complaint", "complaint_id": f"C{k:09d}", "entity_id": e["id"], "ts": self._ts(t),
                 "category": "food_safety" if bad and rng.random() < 0.7 else rng.choice(CATEGORIES),
                 "severity": rng.choice((2, 3)) if bad else 1}
+
+    def _outbreak_complaint(self, e, t, j) -> dict:
+        return {"type": "complaint", "complaint_id": f"O{j:09d}", "entity_id": e["id"], "ts": self._ts(t),
+                "category": "food_safety", "severity": 2}
 
     def _inspection(self, e, t, bad, k) -> dict:
         rng = self.rng

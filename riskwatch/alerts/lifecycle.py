@@ -119,7 +119,7 @@ def _open(cand: dict, rule: Rule, meta: dict, now: float, source: str) -> dict:
             "starts_at": now, "ends_at": None, "last_seen": now, "updated_at": now, "count": 1,
             "clear_since": None, "value": cand.get("value"), "score": cand.get("score"), "tier": cand.get("tier"),
             "event_ids": list(cand.get("event_ids", []))[-10:], "event_ts": str(cand.get("ts", "")),
-            "ack": None, "resolved_by": None, "note": None, "version": 1}
+            "ack": None, "resolved_by": None, "note": None, "version": 1, "detail": cand.get("detail")}
 
 
 def dedup_key(cand: dict, rule: Rule, meta: dict) -> str:
@@ -140,6 +140,8 @@ def apply_candidate(alert: dict | None, cand: dict, rule: Rule, meta: dict, now:
         a.update(count=a["count"] + 1, last_seen=now, updated_at=now, clear_since=None, value=cand.get("value"),
                  score=cand.get("score"), tier=cand.get("tier"), version=a["version"] + 1,
                  event_ids=(a["event_ids"] + [e for e in cand.get("event_ids", []) if e not in a["event_ids"]])[-10:])
+        if cand.get("detail"):
+            a["detail"] = cand["detail"]
         sev = rule.severity or cand.get("severity") or a["severity"]
         if _SEV.get(sev, 0) > _SEV.get(a["severity"], 0):
             a["severity"] = sev

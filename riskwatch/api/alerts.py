@@ -55,7 +55,7 @@ def _summary(a: dict) -> dict:
     return iso_fields({k: a.get(k) for k in ("id", "key", "rule", "entity_id", "signal", "status", "severity",
                                              "labels", "annotations", "starts_at", "ends_at", "last_seen", "count",
                                              "score", "tier", "event_ids", "ack", "escalated_at", "escalation",
-                                             "resolved_by", "note", "version")})
+                                             "resolved_by", "note", "version", "detail")})
 
 
 @router.get("/v1/alerts")

@@ -106,6 +106,11 @@ class Detector(ABC):
         one a late decision: when unsure, answer early."""
         return now if self.wants_tick(state) else None
 
+    def alert_detail(self, signal: str, state: Any, now: float, entity: dict, models: Any) -> dict | None:
+        """What an alert of ``signal`` firing now should show beyond the entity's own events (a peer
+        group's surge: the group's other entities); None for nothing. Read once per firing candidate."""
+        return None
+
     def half_lives(self, state: Any) -> dict[str, float]:
         """Signals whose value at a tick can fall faster than their configured half-life:
         {signal: half-life in s}. Read by :meth:`Engine.next_tick`."""

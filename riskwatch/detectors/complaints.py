@@ -1,4 +1,6 @@
-"""Complaint signals: rate surprise (own baseline, peer group), bursts, damped floods.
+"""Complaint signals: rate surprise (own baseline, peer group), bursts, damped floods, and a surge
+spread over the peer group (``peer_surge``: many of its entities with a complaint in a day, one each,
+as a shared supplier's outbreak gives, which no entity's own signals show).
 
 Counts are exponentially decayed sums over event time, so a complaint's
 contribution at any later time is exact and can be subtracted again when the
@@ -27,6 +29,7 @@ from pydantic import Field
 
 from ..config import AlertSpec, SignalSpec
 from .base import IGNORED, Detector, ParamsModel, Signals, clamp01, decay
+from ..models import RECENT_S
 from .seen import remember, remembers
 
 __all__ = ["ComplaintDetector"]
@@ -50,6 +53,9 @@ class ComplaintParams(ParamsModel):
     z_high: float = 5.0
     retain: Annotated[int, Field(ge=1, le=16)] = 5
     remember_ids: Annotated[int, Field(ge=0, le=16)] = 8  # older ids, as fingerprints (seen.py)
+    surge_window_hours: Annotated[float, Field(gt=0, le=RECENT_S / 3600)] = 24.0
+    surge_min_entities: Annotated[int, Field(ge=2)] = 5
+    surge_warmup_days: Annotated[float, Field(ge=0)] = 30.0
 
 
 class ComplaintDetector(Detector):
@@ -63,6 +69,8 @@ class ComplaintDetector(Detector):
         "surprise_peer": SignalSpec(weight=20, half_life_days=14),
         "burst": SignalSpec(weight=25, half_life_days=3,
                             alert=AlertSpec(at=0.75, clear_at=0.2, severity="warning")),
+        "peer_surge": SignalSpec(weight=10, half_life_days=2,
+                                 alert=AlertSpec(at=0.5, clear_at=0.2, severity="warning")),
     }
 
     def _prepare(self) -> None:
@@ -72,6 +80,8 @@ class ComplaintDetector(Detector):
         self._win = self.duplicate_window_hours * 3600.0
         self._floor = self.floor_per_year / (365.0 * DAY)
         self._zspan = max(1e-9, self.z_high - self.z_low)
+        self._sw = self.surge_window_hours * 3600.0
+        self._swarm = self.surge_warmup_days * DAY
 
     def new_state(self) -> dict:
         # s/l/b: short, long and burst decayed sums at time t; f: first seen;
@@ -131,7 +141,7 @@ class ComplaintDetector(Detector):
         self._trim(st)
         meta = entity.get("m")
         if meta:
-            models.peers.add_complaint(f"{meta[0]}|{meta[1]}", w, ts)
+            models.peers.add_complaint(f"{meta[0]}|{meta[1]}", w, ts, entity.get("id"))
         return self.evaluate(st, now, entity, models)
 
     def evaluate(self, st, now, entity, models) -> Signals:
@@ -152,7 +162,38 @@ class ComplaintDetector(Detector):
             if prate > 0:
                 peer = self._z(obs, max(self._floor, prate) * window)
         burst = clamp01((st["b"] * decay(self._hb, dt) - 1.0) / (self.burst_count - 1.0))
-        return {"surprise_own": (own, ids), "surprise_peer": (peer, ids), "burst": (burst, ids)}
+        return {"surprise_own": (own, ids), "surprise_peer": (peer, ids), "burst": (burst, ids),
+                "peer_surge": self._surge(st, now, entity, models)}
+
+    def _surge(self, st: dict, now: float, entity: dict, models) -> tuple[float, list]:
+        """The peer group's surge, for an entity that is part of it (a complaint in the window): the
+        Poisson z of the group's entities with a complaint in the window against the expected number
+        (:meth:`PeerRates.surge`), mapped as the rate surprises; 0 under ``surge_min_entities``."""
+        meta = entity.get("m")
+        start = now - self._sw
+        mine = [x[0] for x in st["r"] if x[1] >= start][:3]
+        if not meta or not mine:
+            return 0.0, []
+        obs, expected, _ids = models.peers.surge(f"{meta[0]}|{meta[1]}", now, self._sw, self._swarm, self._floor,
+                                                 entity.get("id"))
+        if obs < self.surge_min_entities or expected <= 0.0:
+            return 0.0, mine
+        return self._z(obs, expected), mine
+
+    def alert_detail(self, signal, st, now, entity, models) -> dict | None:
+        """A peer surge's alert names the group, how many of its entities had complaints in the window
+        against how many were expected, and which (newest first, at most 50): those whose complaints
+        came before the surge showed have no alert of their own."""
+        meta = entity.get("m")
+        if signal != "peer_surge" or not meta:
+            return None
+        obs, expected, ids = models.peers.surge(f"{meta[0]}|{meta[1]}", now, self._sw, self._swarm, self._floor,
+                                                entity.get("id"))
+        if entity.get("id") not in ids:
+            ids = [entity.get("id")] + ids
+        return {"peer_group": {"industry": meta[0], "region": meta[1], "window_hours": self.surge_window_hours,
+                               "entities_with_complaints": obs, "expected": round(expected, 2),
+                               "entities": ids[:50]}}
 
     def _z(self, obs: float, expected: float) -> float:
         z = 2.0 * (math.sqrt(obs) - math.sqrt(expected))
