@@ -108,7 +108,8 @@ def cmd_simulate(args) -> int:
                          closing_share=args.closing_share, closing=(0.0005, 0.003))
     else:
         sim = Simulation(n_entities=args.entities, seed=args.seed, bad_share=args.bad_share, days=args.days,
-                         id_scheme=args.entity_id_scheme, closing_share=args.closing_share)
+                         id_scheme=args.entity_id_scheme, closing_share=args.closing_share,
+                         outbreaks=args.outbreaks)
     if args.truth:
         with open(args.truth, "wb") as f:
             for row in sim.truth():
@@ -331,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--closing-share", type=float, default=0.0,
                    help="share of the entities that do not deteriorate and close (an upsert with status closed, "
                         "then nothing from them): in the first minutes with --live, else in 10-90%% of the span")
+    s.add_argument("--outbreaks", type=int, default=0,
+                   help="peer groups (industry x region, 10 entities or more) with an outbreak in 70-90%% of the "
+                        "span: 40%% of the group (8-40 entities) get one complaint each within 4 hours (the "
+                        "truth's 'outbreak'); not with --live, whose groups have no 30 days of history")
     s.add_argument("--no-register", action="store_true",
                    help="feed events only (the entities were registered by an earlier run, same seed)")
     s.add_argument("--batch", type=int, default=500, help="events per batch envelope")

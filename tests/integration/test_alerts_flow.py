@@ -371,3 +371,60 @@ def test_sighup_reloads_the_alerts_config_and_an_invalid_one_is_refused(alerting
         assert "rules.7.signals: 'complaints.brust' is not an alerting engine signal" in d.log()  # warned, as at start
     finally:
         city.stop()
+
+
+def test_an_outbreak_over_two_workers_reaches_the_team_as_one_group_naming_every_entity(alerting):
+    """A complaint surge over one peer group (complaints.peer_surge): its entities fall on both workers'
+    partitions and only the trainer sees all their complaints; the team's receiver groups by industry and
+    region, so the group's alerts come in one notification group, each alert naming the group's entities
+    (the first ones complained before the surge showed: no alert of their own). The logic, replayed:
+    tests/test_peer_surge.py."""
+    s, workers, team, d, path = alerting
+    cfg = yaml.safe_load(path.read_text())
+    cfg["receivers"][0]["group_by"] = ["rule", "industry", "region"]
+    path.write_text(yaml.safe_dump(cfg))
+    start = datetime.now(timezone.utc) - timedelta(days=60)  # the outbreak 14 hours ago: still current
+    sim = Simulation(n_entities=600, seed=2, bad_share=0.0, days=60, start=start, outbreaks=1,
+                     outbreak_at=(0.99, 0.99))
+    now = datetime.now(timezone.utc).isoformat()
+    events = [e for e in sim.events(n_events=8000) if e["ts"] <= now]  # a Poisson feed can overrun its span
+    outbreak = {e["id"] for e in sim.entities if e["outbreak"]}
+    [(industry, region)] = {(e["industry"], e["region"]) for e in sim.entities if e["outbreak"]}
+    members = {e["id"] for e in sim.entities if (e["industry"], e["region"]) == (industry, region)}
+    surge = [i for i, e in enumerate(events) if e.get("complaint_id", "").startswith("O")]
+    env = {"RISKWATCH_MODEL_PUBLISH_SECONDS": "0.5"}
+    a, b = workers.start(env), workers.start(env)
+    d.start()
+
+    def processed():
+        return sum(workers.metric(i, "riskwatch_events_processed_total") for i in (a, b))
+
+    produce(s, events[:surge[0]])  # 59 days of the group's history: its long-run rate
+    wait_for(lambda: processed() >= surge[0], 120, f"{surge[0]} events processed", workers.logs)
+    assert min(workers.metric(i, "riskwatch_events_processed_total") for i in (a, b)) > 0  # both have some
+    for i in range(surge[0], surge[-1] + 1):  # the outbreak's hours as they happen: each complaint after
+        produce(s, events[i:i + 1], batch_size=1)  # the trainer published the ones before it
+        time.sleep(1.2)
+    produce(s, events[surge[-1] + 1:])
+    wait_for(lambda: processed() >= len(events), 120, f"{len(events)} events processed",
+             lambda: f"{processed()} processed; dead letters: {read_batches(s.broker, s.topic('deadletter'))[:3]}")
+
+    fired = [c for c in read_batches(s.broker, s.topic("alert-candidates"))
+             if c["signal"] == "complaints.peer_surge" and c["status"] == "firing"]
+    assert fired and {c["entity_id"] for c in fired} <= members, fired  # nobody outside the group
+    assert outbreak <= set().union(*(c["detail"]["peer_group"]["entities"] for c in fired))
+
+    def surge_notes():
+        return [n for n in _notifications(team) if n["groupLabels"].get("rule") == "peer_group_surge"]
+    wait_for(lambda: any(len(n["alerts"]) == len({c["entity_id"] for c in fired}) for n in surge_notes()), 30,
+             "a notification with all the surge's alerts", d.log)
+    notes = surge_notes()
+    assert all(n["groupLabels"] == {"rule": "peer_group_surge", "industry": industry, "region": region}
+               for n in notes)
+    alerts = [a for n in notes for a in n["alerts"]]
+    assert {a["labels"]["entity"] for a in alerts} == {c["entity_id"] for c in fired}
+    named = set().union(*(a["riskwatch"]["detail"]["peer_group"]["entities"] for a in alerts))
+    assert outbreak <= named, outbreak - named
+    # one group: each later notification (an alert joined) carries all of the group's alerts so far
+    assert len({n["groupKey"] for n in notes}) == 1
+    assert max(len(n["alerts"]) for n in notes) == len({c["entity_id"] for c in fired})

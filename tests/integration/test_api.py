@@ -131,10 +131,13 @@ def test_endpoints_happy_and_error_paths(stack):
         # one escalated (as the dispatcher's clock marks an alert nobody acknowledged): ?escalated= filters
         rs = sync_redis.Redis.from_url(s.redis_url)
         esc = orjson.loads(rs.get(f"rw:alert:{alerts[-1]['id']}"))
-        rs.set(f"rw:alert:{esc['id']}", orjson.dumps(dict(esc, escalated_at=time.time(),
+        group = {"peer_group": {"industry": "catering", "region": "440305", "window_hours": 24.0,
+                                "entities_with_complaints": 6, "expected": 0.51, "entities": [esc["entity_id"]]}}
+        rs.set(f"rw:alert:{esc['id']}", orjson.dumps(dict(esc, escalated_at=time.time(), detail=group,
                                                           labels=dict(esc["labels"], escalated="true"))))
         only = c.get("/v1/alerts", params={"escalated": "true"}, headers=v).json()["alerts"]
         assert [x["id"] for x in only] == [esc["id"]] and _utc(only[0]["escalated_at"])
+        assert only[0]["detail"] == group  # a peer surge's group and its entities (most alerts: null)
         rest = c.get("/v1/alerts", params={"escalated": "false", "limit": 1000}, headers=v).json()["alerts"]
         every = c.get("/v1/alerts", params={"limit": 1000}, headers=v).json()["alerts"]
         assert esc["id"] not in {x["id"] for x in rest} and len(rest) == len(every) - 1

@@ -1,0 +1,118 @@
+"""A complaint surge spread over one peer group (industry x region): ``complaints.peer_surge``.
+
+Replayed through the engine over simulated populations with a staged outbreak (the simulator's ground
+truth says which entities had one); no service involved (the same through the broker and two workers:
+tests/integration/test_stream.py)."""
+
+import io
+
+import orjson
+
+from riskwatch.config import load_config
+from riskwatch.engine import Engine
+from riskwatch.replay import Replay
+from riskwatch.models import PopulationModels
+from riskwatch.simulate import Simulation
+from riskwatch.streams.shared_models import SharedModels, Trainer, apply_update, parse_training
+
+SURGE = "complaints.peer_surge"
+
+
+def _replay(sim: Simulation, n_events: int, extra=()):
+    """``riskwatch replay`` over the simulated feed (ticks included): outputs and entity states."""
+    out = io.BytesIO()
+    r = Replay(Engine(load_config()), out=out)
+    r.run(orjson.dumps(e) for e in [*sim.events(n_events=n_events), *extra])
+    return [orjson.loads(x) for x in out.getvalue().splitlines()], r.states
+
+
+def _fired(outs):
+    return [o for o in outs if o["type"] == "alert_candidate" and o["signal"] == SURGE and o["status"] == "firing"]
+
+
+def _group_of(sim: Simulation, eid: str) -> tuple[str, str]:
+    e = next(e for e in sim.entities if e["id"] == eid)
+    return e["industry"], e["region"]
+
+
+def test_an_outbreak_alerts_and_its_alerts_name_every_entity_in_it():
+    sim = Simulation(n_entities=600, seed=2, bad_share=0.0, days=60, outbreaks=1)
+    outbreak = {e["id"] for e in sim.entities if e["outbreak"]}
+    assert len(outbreak) == 8
+    [group] = {_group_of(sim, e) for e in outbreak}
+    outs, states = _replay(sim, 8000)
+    fired = _fired(outs)
+    assert fired, "no peer_surge alert for the outbreak"
+    assert {_group_of(sim, o["entity_id"]) for o in fired} == {group}  # nobody outside the group
+    listed = set()
+    for o in fired:
+        g = o["detail"]["peer_group"]
+        assert (g["industry"], g["region"]) == group and g["window_hours"] == 24
+        assert g["entities_with_complaints"] >= 5 and g["expected"] < g["entities_with_complaints"] / 4
+        assert o["entity_id"] in g["entities"]
+        listed |= set(g["entities"])
+    # the first ones complained before the surge showed: no alert of their own, but named in the others'
+    assert outbreak - {o["entity_id"] for o in fired}
+    assert outbreak <= listed
+    # the signal counts in the score, with the entity's own complaint behind it
+    e = fired[0]["entity_id"]
+    assert states[e]["g"][SURGE][0] >= 0.5 and fired[0]["event_ids"]
+
+
+def test_the_alert_resolves_as_the_surge_decays():
+    sim = Simulation(n_entities=600, seed=2, bad_share=0.0, days=60, outbreaks=1, outbreak_at=(0.6, 0.6))
+    outs, _ = _replay(sim, 8000)
+    fired = {o["entity_id"] for o in _fired(outs)}
+    resolved = {o["entity_id"] for o in outs if o["type"] == "alert_candidate" and o["signal"] == SURGE
+                and o["status"] == "resolved"}
+    assert fired and fired == resolved  # 24 days of feed after it: every one cleared (2-day half-life)
+
+
+def test_one_entity_s_burst_is_not_a_group_surge():
+    sim = Simulation(n_entities=600, seed=2, bad_share=0.0, days=60)
+    eid = sim.entities[0]["id"]
+    end = sim.start.timestamp() + 60 * 86400
+    burst = [{"type": "complaint", "complaint_id": f"B{i}", "entity_id": eid, "category": "food_safety",
+              "severity": 2, "ts": _iso(end + 600 * i)} for i in range(12)]
+    outs, _ = _replay(sim, 8000, burst)
+    mine = [o for o in outs if o["type"] == "alert_candidate" and o["entity_id"] == eid]
+    assert ("complaints.burst", "firing") in [(o["signal"], o["status"]) for o in mine]
+    assert not _fired(outs)
+
+
+def test_a_young_group_has_no_surge_yet():
+    """Before 30 days of a group's history its long-run rate is not known: an outbreak in the first
+    week alerts no one (the complaints still count for each entity's own signals)."""
+    sim = Simulation(n_entities=600, seed=2, bad_share=0.0, days=60, outbreaks=1, outbreak_at=(0.1, 0.1))
+    outs, _ = _replay(sim, 8000)
+    assert any(e["outbreak"] for e in sim.entities) and not _fired(outs)
+
+
+def _iso(t: float) -> str:
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat()
+
+
+def test_workers_send_the_entity_to_the_trainer_and_snapshots_carry_the_group_s_entities():
+    shared = SharedModels()
+    shared.peers.add_complaint("food|110105", 1.0, 1000.0, "E1")
+    shared.peers.add_complaint("food|110105", 1.0, 1100.0)  # an update from a worker before 2026-12-06
+    t = Trainer()
+    raw = ('{"from": [["rw.complaints:0", 5, %s]]}' % __import__("json").dumps(shared.drain())).encode()
+    assert t.apply(0, parse_training(raw)) == 1
+    snap = Trainer.decode(t.publish())
+    assert snap.models.peers.recent["food|110105"][2] == {"E1": 1000.0}
+    # a snapshot from before 2026-12-06 has no "recent": read, and nothing is remembered
+    old = PopulationModels().to_dict()
+    del old["peers"]["recent"]
+    assert PopulationModels.from_dict(old).peers.surge("food|110105", 0.0, 86400, 0, 0.0) == (0, 0.0, [])
+
+
+def test_a_group_remembers_its_newest_entities_within_three_days_only():
+    m = PopulationModels()
+    for i in range(300):
+        apply_update(m, ["peer_complaint", "food|110105", 1.0, float(i), f"E{i}"])
+    r = m.peers.recent["food|110105"]
+    assert len(r[2]) == 256 and "E299" in r[2] and "E0" not in r[2]
+    apply_update(m, ["peer_complaint", "food|110105", 1.0, 4 * 86400.0, "late"])
+    assert list(m.peers.recent["food|110105"][2]) == ["late"]
