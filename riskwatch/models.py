@@ -32,8 +32,9 @@ __all__ = ["PeerRates", "InspectionModel", "PopulationModels", "SnapshotError", 
            "snapshot_error"]
 
 LN2 = math.log(2.0)
-RECENT_S = 3 * 86400.0  # how long a group remembers which entities had a complaint (a surge window's bound)
+RECENT_S = 86400.0  # how long a group remembers which entities had a complaint (a surge window's bound)
 RECENT_MAX = 256  # entities remembered per group (the newest)
+RECENT_TOTAL = 8000  # and in all (about 300 kB of a snapshot's JSON)
 
 
 class PeerRates:
@@ -49,9 +50,11 @@ class PeerRates:
     def __init__(self, half_life_s: float = 180 * 86400.0) -> None:
         self.half_life_s = half_life_s
         self.groups: dict[str, list[float]] = {}  # key -> [decayed sum, ts, n_entities]
-        # key -> [first complaint ts, latest complaint ts, {entity_id: its latest complaint ts}]: the
-        # entities with a complaint in the RECENT_S before the latest (at most RECENT_MAX, newest kept)
+        # key -> [first complaint ts, latest complaint ts, {entity_id: its latest complaint ts (s)}]: the
+        # entities with a complaint in the RECENT_S before the latest, at most RECENT_MAX a group (the
+        # newest) and RECENT_TOTAL in all (a snapshot is one Kafka message: Kafka refuses one over 1 MB)
         self.recent: dict[str, list] = {}
+        self._held = 0  # entities held in ``recent`` (not in snapshots: counted when read)
         self.version = 0
 
     def _g(self, key: str) -> list[float]:
@@ -74,21 +77,49 @@ class PeerRates:
             g[0] += weight * 2.0 ** (-(g[1] - ts) / self.half_life_s)
         self.version += 1
         if entity is not None:
-            self._remember(key, entity, ts)
+            self._remember(key, entity, float(int(ts)))
 
     def _remember(self, key: str, entity: str, ts: float) -> None:
-        recent = self.__dict__.setdefault("recent", {})  # a pickled PeerRates (before 2026-12-06) has none
-        r = recent.get(key)
+        if "recent" not in self.__dict__:  # a pickled PeerRates (before 2026-12-06) has none
+            self.recent, self._held = {}, 0
+        r = self.recent.get(key)
         if r is None:
-            r = recent[key] = [ts, ts, {}]
-        r[0], r[1] = min(r[0], ts), max(r[1], ts)
+            r = self.recent[key] = [ts, ts, {}]
+        r[0] = min(r[0], ts)
         seen = r[2]
-        if ts > seen.get(entity, -math.inf):
-            seen[entity] = ts
-        horizon = r[1] - RECENT_S
-        if len(seen) > RECENT_MAX or any(t < horizon for t in seen.values()):
-            kept = sorted(((t, e) for e, t in seen.items() if t >= horizon), reverse=True)[:RECENT_MAX]
-            r[2] = {e: t for t, e in sorted(kept)}
+        old = seen.get(entity)
+        if old is None:
+            if ts < r[1] - RECENT_S:
+                return  # too late to count
+            self._held += 1
+        elif ts <= old:
+            return
+        else:
+            del seen[entity]  # to the end: the dict stays oldest first (but for late complaints)
+        seen[entity] = ts
+        if ts > r[1]:
+            r[1] = ts
+        # pruned when over its bound, or when its latest moved an eighth of RECENT_S past its oldest's
+        # horizon (not at each complaint: the trainer applies every worker's)
+        if len(seen) > RECENT_MAX or (len(seen) > 1 and next(iter(seen.values())) < r[1] - RECENT_S * 1.125):
+            self._prune(r, r[1] - RECENT_S, RECENT_MAX)
+        if self._held > RECENT_TOTAL:
+            self._prune_all()
+
+    def _prune(self, r: list, horizon: float, keep: int) -> None:
+        """Keep the group's newest ``keep`` at or after ``horizon``, oldest first (the dict's order)."""
+        seen = r[2]
+        kept = sorted(((t, e) for e, t in seen.items() if t >= horizon))[-keep:] if keep else []
+        self._held -= len(seen) - len(kept)
+        r[2] = {e: t for t, e in kept}
+
+    def _prune_all(self) -> None:
+        """Over RECENT_TOTAL in all: keep the newest nine tenths of it, whichever groups they are in."""
+        every = sorted(t for r in self.recent.values() for t in r[2].values())
+        horizon = every[len(every) - RECENT_TOTAL * 9 // 10]
+        for r in self.recent.values():
+            if r[2]:
+                self._prune(r, horizon, RECENT_MAX)
 
     def to_dict(self) -> dict:
         return {"half_life_s": self.half_life_s, "groups": self.groups, "recent": getattr(self, "recent", {}),
@@ -102,18 +133,16 @@ class PeerRates:
         s = g[0] * 2.0 ** (-max(0.0, now - g[1]) / self.half_life_s)
         return s * LN2 / self.half_life_s / g[2]
 
-    def surge(self, key: str, now: float, window_s: float, warmup_s: float, floor: float,
-              entity: str | None = None) -> tuple[int, float, list[str]]:
-        """How many of the group's entities had a complaint in the ``window_s`` up to ``now`` (with
-        ``entity``, which just had one, counted even if the snapshot in use does not hold it yet),
-        how many would be expected from the group's long-run rate, and those entities, newest first.
-
-        The expected number is ``n (1 - exp(-rate * window))`` over the group's ``n`` entities, with
-        the long-run rate per entity (never under ``floor`` per second) corrected for a history
-        shorter than its half-life: a decayed sum over ``age`` seconds of a steady rate holds only
-        ``1 - 2^(-age/half-life)`` of what the rate gives (30 days of a 180-day half-life: 11%), so
-        an uncorrected rate would find a surge in every young group. Before ``warmup_s`` of the
-        group's history, or with no entities known, nothing is expected: (observed, 0.0, ids).
+    # a surge over a group: how many of its entities had a complaint in a window, against how many
+    # its long-run rate expects (doctest of :meth:`expected`)
+    def expected(self, key: str, now: float, window_s: float, warmup_s: float, floor: float) -> float:
+        """How many of the group's entities would have a complaint in ``window_s``: ``n (1 -
+        exp(-rate * window))`` over its ``n`` entities, with the long-run rate per entity (never under
+        ``floor`` per second) corrected for a history shorter than its half-life: a decayed sum over
+        ``age`` seconds of a steady rate holds only ``1 - 2^(-age/half-life)`` of what the rate gives
+        (30 days of a 180-day half-life: 11%), so an uncorrected rate would find a surge in every young
+        group. 0.0 (nothing to judge by) before ``warmup_s`` of the group's history, or with no
+        entities known.
 
         >>> p = PeerRates(half_life_s=180 * 86400.0)
         >>> for i in range(200):
@@ -121,26 +150,51 @@ class PeerRates:
         >>> DAY = 86400.0
         >>> for d in range(0, 360, 3):  # a complaint every 3 days in the group: 0.6 a year per entity
         ...     p.add_complaint("food|110105", 1.0, d * DAY, f"E{d}")
-        >>> obs, exp_, ids = p.surge("food|110105", 360 * DAY, DAY, 30 * DAY, 0.0)
-        >>> obs, round(exp_, 2), ids  # the last 24 hours: no complaint; 0.33 entities expected
-        (0, 0.33, [])
+        >>> now = 360 * DAY
+        >>> p.complainers("food|110105", now, DAY), round(p.expected("food|110105", now, DAY, 30 * DAY, 0.0), 2)
+        (0, 0.33)
         >>> for i in range(6):  # six entities, one complaint each, within 3 hours
-        ...     p.add_complaint("food|110105", 1.0, 360 * DAY + i * 1800, f"S{i}")
-        >>> obs, exp_, ids = p.surge("food|110105", 360 * DAY + 3 * 3600, DAY, 30 * DAY, 0.0, "S6")
-        >>> obs, round(exp_, 2), ids[:3]
-        (7, 0.36, ['S5', 'S4', 'S3'])
+        ...     p.add_complaint("food|110105", 1.0, now + i * 1800, f"S{i}")
+        >>> now += 3 * 3600
+        >>> p.complainers("food|110105", now, DAY, "S6"), round(p.expected("food|110105", now, DAY, 30 * DAY, 0), 2)
+        (7, 0.36)
+        >>> p.entities("food|110105", now, DAY)[:3]
+        ['S5', 'S4', 'S3']
+        >>> p.complainers("food|110105", now, DAY, "S6", at_least=9)  # 6 held + S6: cannot reach 9, not counted
+        7
         """
         r = getattr(self, "recent", {}).get(key)
-        start = now - window_s
-        ids = [e for e, t in sorted(r[2].items(), key=lambda x: -x[1]) if t >= start] if r else []
-        obs = len(ids) + (1 if entity is not None and entity not in ids else 0)
         g = self.groups.get(key)
         if not g or g[2] <= 0 or not r or now - r[0] < warmup_s:
-            return obs, 0.0, ids
+            return 0.0
         age = now - r[0]
         s = g[0] * 2.0 ** (-max(0.0, now - g[1]) / self.half_life_s)
         rate = s * LN2 / self.half_life_s / g[2] / (1.0 - 2.0 ** (-age / self.half_life_s))
-        return obs, g[2] * -math.expm1(-max(rate, floor) * window_s), ids
+        return g[2] * -math.expm1(-max(rate, floor) * window_s)
+
+    def complainers(self, key: str, now: float, window_s: float, entity: str | None = None,
+                    at_least: float = 0) -> int:
+        """How many of the group's entities had a complaint in the ``window_s`` up to ``now`` (``entity``,
+        which just had one, counted even if the snapshot in use does not hold it yet); a bound under
+        ``at_least`` when the group holds too few to reach it (not counted: a complaint's cost)."""
+        r = getattr(self, "recent", {}).get(key)
+        seen = r[2] if r else {}
+        if len(seen) + 1 < at_least:
+            return len(seen) + 1
+        start = now - window_s
+        n = 0
+        for t in seen.values():
+            if t >= start:
+                n += 1
+        if entity is not None and (entity not in seen or seen[entity] < start):
+            n += 1
+        return n
+
+    def entities(self, key: str, now: float, window_s: float) -> list[str]:
+        """The group's entities with a complaint in the ``window_s`` up to ``now``, newest first."""
+        r = getattr(self, "recent", {}).get(key)
+        start = now - window_s
+        return [e for t, e in sorted(((t, e) for e, t in r[2].items() if t >= start), reverse=True)] if r else []
 
 
 class InspectionModel:
@@ -265,7 +319,8 @@ class PopulationModels:
         p, i = form.peers, form.inspection
         m.peers = PeerRates(p.half_life_s)
         m.peers.groups = {k: list(v) for k, v in p.groups.items()}
-        m.peers.recent = {k: [v[0], v[1], dict(v[2])] for k, v in p.recent.items()}
+        m.peers.recent = {k: [v[0], v[1], dict(sorted(v[2].items(), key=lambda x: x[1]))] for k, v in p.recent.items()}
+        m.peers._held = sum(len(v[2]) for v in m.peers.recent.values())
         m.peers.version = p.version
         m.inspection = InspectionModel(i.learning_rate, i.l2)
         m.inspection.stats = {k: list(v) for k, v in i.stats.items()}

@@ -105,7 +105,8 @@ def test_workers_send_the_entity_to_the_trainer_and_snapshots_carry_the_group_s_
     # a snapshot from before 2026-12-06 has no "recent": read, and nothing is remembered
     old = PopulationModels().to_dict()
     del old["peers"]["recent"]
-    assert PopulationModels.from_dict(old).peers.surge("food|110105", 0.0, 86400, 0, 0.0) == (0, 0.0, [])
+    m = PopulationModels.from_dict(old)
+    assert m.peers.complainers("food|110105", 0.0, 86400) == 0 and m.peers.entities("food|110105", 0.0, 86400) == []
 
 
 def test_a_group_remembers_its_newest_entities_within_three_days_only():
@@ -116,3 +117,20 @@ def test_a_group_remembers_its_newest_entities_within_three_days_only():
     assert len(r[2]) == 256 and "E299" in r[2] and "E0" not in r[2]
     apply_update(m, ["peer_complaint", "food|110105", 1.0, 4 * 86400.0, "late"])
     assert list(m.peers.recent["food|110105"][2]) == ["late"]
+
+
+def test_the_remembered_entities_of_all_groups_stay_bounded_so_a_snapshot_fits_a_kafka_message():
+    """Kafka refuses a message over 1 MB by default; a snapshot is one. 60 groups of 256 complainers
+    (15,360) are cut to the newest 8,000 or fewer, whichever groups they are in; the snapshot read
+    back counts them again."""
+    t = Trainer()
+    for i in range(60 * 256):
+        apply_update(t.models, ["peer_complaint", f"food|{110100 + i % 60}", 1.0, 1000.0 + i,
+                                f"9111010{i:011d}"])
+    held = sum(len(r[2]) for r in t.models.peers.recent.values())
+    assert 7000 <= held <= 8000 and t.models.peers._held == held
+    newest = max(t for r in t.models.peers.recent.values() for t in r[2].values())
+    assert newest == 1000.0 + 60 * 256 - 1  # the newest kept
+    raw = t.encode()
+    assert len(raw) < 500_000, len(raw)
+    assert Trainer.decode(raw).models.peers._held == held

@@ -53,7 +53,7 @@ class ComplaintParams(ParamsModel):
     z_high: float = 5.0
     retain: Annotated[int, Field(ge=1, le=16)] = 5
     remember_ids: Annotated[int, Field(ge=0, le=16)] = 8  # older ids, as fingerprints (seen.py)
-    surge_window_hours: Annotated[float, Field(gt=0, le=RECENT_S / 3600)] = 24.0
+    surge_window_hours: Annotated[float, Field(gt=0, le=RECENT_S / 3600)] = 24.0  # at most 24 (models.RECENT_S)
     surge_min_entities: Annotated[int, Field(ge=2)] = 5
     surge_warmup_days: Annotated[float, Field(ge=0)] = 30.0
 
@@ -168,15 +168,20 @@ class ComplaintDetector(Detector):
     def _surge(self, st: dict, now: float, entity: dict, models) -> tuple[float, list]:
         """The peer group's surge, for an entity that is part of it (a complaint in the window): the
         Poisson z of the group's entities with a complaint in the window against the expected number
-        (:meth:`PeerRates.surge`), mapped as the rate surprises; 0 under ``surge_min_entities``."""
+        (:meth:`PeerRates.expected`), mapped as the rate surprises; 0 under ``surge_min_entities``.
+        Entities are counted only where the count can reach that z (a large group: rarely)."""
         meta = entity.get("m")
         start = now - self._sw
         mine = [x[0] for x in st["r"] if x[1] >= start][:3]
         if not meta or not mine:
             return 0.0, []
-        obs, expected, _ids = models.peers.surge(f"{meta[0]}|{meta[1]}", now, self._sw, self._swarm, self._floor,
-                                                 entity.get("id"))
-        if obs < self.surge_min_entities or expected <= 0.0:
+        key = f"{meta[0]}|{meta[1]}"
+        expected = models.peers.expected(key, now, self._sw, self._swarm, self._floor)
+        if expected <= 0.0:
+            return 0.0, mine
+        need = max(self.surge_min_entities, (math.sqrt(expected) + self.z_low / 2.0) ** 2)
+        obs = models.peers.complainers(key, now, self._sw, entity.get("id"), need)
+        if obs < need:
             return 0.0, mine
         return self._z(obs, expected), mine
 
@@ -187,12 +192,14 @@ class ComplaintDetector(Detector):
         meta = entity.get("m")
         if signal != "peer_surge" or not meta:
             return None
-        obs, expected, ids = models.peers.surge(f"{meta[0]}|{meta[1]}", now, self._sw, self._swarm, self._floor,
-                                                entity.get("id"))
-        if entity.get("id") not in ids:
-            ids = [entity.get("id")] + ids
+        key, eid = f"{meta[0]}|{meta[1]}", entity.get("id")
+        ids = models.peers.entities(key, now, self._sw)
+        if eid not in ids:
+            ids = [eid] + ids
         return {"peer_group": {"industry": meta[0], "region": meta[1], "window_hours": self.surge_window_hours,
-                               "entities_with_complaints": obs, "expected": round(expected, 2),
+                               "entities_with_complaints": models.peers.complainers(key, now, self._sw, eid),
+                               "expected": round(models.peers.expected(key, now, self._sw, self._swarm,
+                                                                       self._floor), 2),
                                "entities": ids[:50]}}
 
     def _z(self, obs: float, expected: float) -> float:

@@ -56,9 +56,15 @@ class _Peers:
     def rate(self, key: str, now: float) -> float:
         return self._o.current.peers.rate(key, now)
 
-    def surge(self, key: str, now: float, window_s: float, warmup_s: float, floor: float,
-              entity: str | None = None) -> tuple[int, float, list[str]]:
-        return self._o.current.peers.surge(key, now, window_s, warmup_s, floor, entity)
+    def expected(self, key: str, now: float, window_s: float, warmup_s: float, floor: float) -> float:
+        return self._o.current.peers.expected(key, now, window_s, warmup_s, floor)
+
+    def complainers(self, key: str, now: float, window_s: float, entity: str | None = None,
+                    at_least: float = 0) -> int:
+        return self._o.current.peers.complainers(key, now, window_s, entity, at_least)
+
+    def entities(self, key: str, now: float, window_s: float) -> list[str]:
+        return self._o.current.peers.entities(key, now, window_s)
 
 
 class _Inspection:
