@@ -201,6 +201,17 @@ async def logout():
     return resp
 
 
+def _alert_summary(a: dict) -> str:
+    """The alert's summary; a peer group's surge says how many of the group had complaints (the API and
+    the webhooks name them)."""
+    text = (a.get("annotations") or {}).get("summary") or ""
+    pg = (a.get("detail") or {}).get("peer_group")
+    if isinstance(pg, dict):
+        text += (f" ({pg.get('entities_with_complaints')} of the group with complaints in "
+                 f"{pg.get('window_hours', 24):g} h, {pg.get('expected')} expected)")
+    return text
+
+
 def _top_reason(reasons: list[dict] | None) -> str:
     return reasons[0]["code"] if reasons else ""
 
@@ -271,7 +282,7 @@ async def overview(request: Request, tier: str | None = None, region: str | None
     alert_rows = [[a["severity"], a["status"] + (f" (escalated, level {escalation_level(a)})"
                                                  if a.get("escalated_at") else ""), a["rule"],
                    _entity_link(a["entity_id"]),
-                   (a.get("annotations") or {}).get("summary"), _when(a["starts_at"]), a["count"]]
+                   _alert_summary(a), _when(a["starts_at"]), a["count"]]
                   for a in alerts["alerts"]]
     change_rows = [[_when(c["ts"]), _entity_link(c.get("entity_id")), f"{c.get('from_tier')} -> {c.get('to_tier')}",
                     f"{c.get('from_ratio', 0):.0%} -> {c.get('to_ratio', 0):.0%}", c.get("score"),

@@ -110,6 +110,13 @@ def _seed(s) -> str:
         await r.aclose()
 
     asyncio.run(go())
+    # one alert as a peer group's surge gives it (tests/test_peer_surge.py makes real ones)
+    rs = sync_redis.Redis.from_url(s.redis_url)
+    aid = sorted(rs.zrange("rw:alerts:open", 0, -1))[0].decode()
+    a = orjson.loads(rs.get(f"rw:alert:{aid}"))
+    rs.set(f"rw:alert:{aid}", orjson.dumps(dict(a, detail={"peer_group": {
+        "industry": "catering", "region": "440305", "window_hours": 24.0, "entities_with_complaints": 9,
+        "expected": 0.51, "entities": [a["entity_id"]]}})))
     return hostile, closed
 
 
@@ -161,6 +168,10 @@ def test_the_board_shows_what_the_api_holds_to_a_signed_in_viewer(stack):
         assert [row[1] for row in t.tables["Open alerts"][1:]] == [
             a["status"] + (f" (escalated, level {a['escalation']})" if a.get("escalated_at") else "") for a in alerts]
         assert any(a.get("escalated_at") for a in alerts)
+        summaries = [row[4] for row in t.tables["Open alerts"][1:]]
+        assert [x for x in summaries if x.endswith("(9 of the group with complaints in 24 h, 0.51 expected)")] \
+            == [a["annotations"]["summary"] + " (9 of the group with complaints in 24 h, 0.51 expected)"
+                for a in alerts if a.get("detail")]
         latest = c.get("/v1/spotchecks/changes", params={"limit": 20}, headers=v).json()["changes"]
         assert latest and [row[1] for row in t.tables["Latest tier changes"][1:]] == [x["entity_id"] for x in latest]
         # which the API reads in pages now (it read and parsed every change kept, up to 200,000, for any limit)
