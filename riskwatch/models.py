@@ -99,10 +99,10 @@ class PeerRates:
         seen[entity] = ts
         if ts > r[1]:
             r[1] = ts
-        # pruned when over its bound, or when its latest moved an eighth of RECENT_S past its oldest's
-        # horizon (not at each complaint: the trainer applies every worker's)
-        if len(seen) > RECENT_MAX or (len(seen) > 1 and next(iter(seen.values())) < r[1] - RECENT_S * 1.125):
-            self._prune(r, r[1] - RECENT_S, RECENT_MAX)
+        # pruned when over its bound (to 7/8 of it), or when its oldest is two RECENT_S behind its latest
+        # (counts read the time of each): not at each complaint (the trainer applies every worker's)
+        if len(seen) > RECENT_MAX or (len(seen) > 1 and next(iter(seen.values())) < r[1] - 2 * RECENT_S):
+            self._prune(r, r[1] - RECENT_S, RECENT_MAX * 7 // 8)
         if self._held > RECENT_TOTAL:
             self._prune_all()
 
