@@ -28,8 +28,8 @@ from typing import Annotated
 from pydantic import Field
 
 from ..config import AlertSpec, SignalSpec
-from .base import IGNORED, Detector, ParamsModel, Signals, clamp01, decay
 from ..models import RECENT_S
+from .base import IGNORED, Detector, ParamsModel, Signals, clamp01, decay
 from .seen import remember, remembers
 
 __all__ = ["ComplaintDetector"]
