@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
+from collections import OrderedDict
 from math import exp
 from typing import Annotated
 
@@ -32,7 +33,8 @@ __all__ = ["PeerRates", "InspectionModel", "PopulationModels", "SnapshotError", 
            "snapshot_error"]
 
 LN2 = math.log(2.0)
-RECENT_S = 86400.0  # how long a group remembers which entities had a complaint (a surge window's bound)
+RECENT_S = 25 * 3600.0  # how long a group remembers which entities had a complaint (a surge window's
+# bound, 24 h, and an hour for an entity whose clock is behind its group's latest complaint)
 RECENT_MAX = 256  # entities remembered per group (the newest)
 RECENT_TOTAL = 8000  # and in all (about 300 kB of a snapshot's JSON)
 
@@ -80,11 +82,13 @@ class PeerRates:
             self._remember(key, entity, float(int(ts)))
 
     def _remember(self, key: str, entity: str, ts: float) -> None:
+        """Each group's entities in the order of their latest complaint's time (oldest first), so that
+        pruning pops from the front and a count of the window skips only what is before it."""
         if "recent" not in self.__dict__:  # a pickled PeerRates (before 2026-12-06) has none
             self.recent, self._held = {}, 0
         r = self.recent.get(key)
         if r is None:
-            r = self.recent[key] = [ts, ts, {}]
+            r = self.recent[key] = [ts, ts, OrderedDict()]
         r[0] = min(r[0], ts)
         seen = r[2]
         old = seen.get(entity)
@@ -95,31 +99,28 @@ class PeerRates:
         elif ts <= old:
             return
         else:
-            del seen[entity]  # to the end: the dict stays oldest first (but for late complaints)
+            del seen[entity]
         seen[entity] = ts
-        if ts > r[1]:
+        if ts >= r[1]:
             r[1] = ts
-        # pruned when over its bound (to 7/8 of it), or when its oldest is two RECENT_S behind its latest
-        # (counts read the time of each): not at each complaint (the trainer applies every worker's)
-        if len(seen) > RECENT_MAX or (len(seen) > 1 and next(iter(seen.values())) < r[1] - 2 * RECENT_S):
-            self._prune(r, r[1] - RECENT_S, RECENT_MAX * 7 // 8)
+        else:  # a late complaint: back to time order (rare in a live feed)
+            seen = r[2] = OrderedDict(sorted(seen.items(), key=lambda x: x[1]))
+        horizon = r[1] - RECENT_S
+        while seen and (len(seen) > RECENT_MAX or next(iter(seen.values())) < horizon):
+            seen.popitem(last=False)
+            self._held -= 1
         if self._held > RECENT_TOTAL:
             self._prune_all()
-
-    def _prune(self, r: list, horizon: float, keep: int) -> None:
-        """Keep the group's newest ``keep`` at or after ``horizon``, oldest first (the dict's order)."""
-        seen = r[2]
-        kept = sorted(((t, e) for e, t in seen.items() if t >= horizon))[-keep:] if keep else []
-        self._held -= len(seen) - len(kept)
-        r[2] = {e: t for t, e in kept}
 
     def _prune_all(self) -> None:
         """Over RECENT_TOTAL in all: keep the newest nine tenths of it, whichever groups they are in."""
         every = sorted(t for r in self.recent.values() for t in r[2].values())
         horizon = every[len(every) - RECENT_TOTAL * 9 // 10]
         for r in self.recent.values():
-            if r[2]:
-                self._prune(r, horizon, RECENT_MAX)
+            seen = r[2]
+            while seen and next(iter(seen.values())) < horizon:
+                seen.popitem(last=False)
+                self._held -= 1
 
     def to_dict(self) -> dict:
         return {"half_life_s": self.half_life_s, "groups": self.groups, "recent": getattr(self, "recent", {}),
@@ -160,8 +161,6 @@ class PeerRates:
         (7, 0.36)
         >>> p.entities("food|110105", now, DAY)[:3]
         ['S5', 'S4', 'S3']
-        >>> p.complainers("food|110105", now, DAY, "S6", at_least=9)  # 6 held + S6: cannot reach 9, not counted
-        7
         """
         r = getattr(self, "recent", {}).get(key)
         g = self.groups.get(key)
@@ -172,29 +171,33 @@ class PeerRates:
         rate = s * LN2 / self.half_life_s / g[2] / (1.0 - 2.0 ** (-age / self.half_life_s))
         return g[2] * -math.expm1(-max(rate, floor) * window_s)
 
-    def complainers(self, key: str, now: float, window_s: float, entity: str | None = None,
-                    at_least: float = 0) -> int:
+    def complainers(self, key: str, now: float, window_s: float, entity: str | None = None) -> int:
         """How many of the group's entities had a complaint in the ``window_s`` up to ``now`` (``entity``,
-        which just had one, counted even if the snapshot in use does not hold it yet); a bound under
-        ``at_least`` when the group holds too few to reach it (not counted: a complaint's cost)."""
+        which just had one, counted even if the snapshot in use does not hold it yet)."""
         r = getattr(self, "recent", {}).get(key)
         seen = r[2] if r else {}
-        if len(seen) + 1 < at_least:
-            return len(seen) + 1
         start = now - window_s
-        n = 0
-        for t in seen.values():
+        n = len(seen)
+        for t in seen.values():  # oldest first: only those before the window are looked at
             if t >= start:
+                break
+            n -= 1
+        if entity is not None:
+            t = seen.get(entity)
+            if t is None or t < start:
                 n += 1
-        if entity is not None and (entity not in seen or seen[entity] < start):
-            n += 1
         return n
 
     def entities(self, key: str, now: float, window_s: float) -> list[str]:
         """The group's entities with a complaint in the ``window_s`` up to ``now``, newest first."""
         r = getattr(self, "recent", {}).get(key)
         start = now - window_s
-        return [e for t, e in sorted(((t, e) for e, t in r[2].items() if t >= start), reverse=True)] if r else []
+        out = []
+        for e, t in reversed(r[2].items()) if r else ():
+            if t < start:
+                break
+            out.append(e)
+        return out
 
 
 class InspectionModel:
@@ -319,7 +322,8 @@ class PopulationModels:
         p, i = form.peers, form.inspection
         m.peers = PeerRates(p.half_life_s)
         m.peers.groups = {k: list(v) for k, v in p.groups.items()}
-        m.peers.recent = {k: [v[0], v[1], dict(sorted(v[2].items(), key=lambda x: x[1]))] for k, v in p.recent.items()}
+        m.peers.recent = {k: [v[0], v[1], OrderedDict(sorted(v[2].items(), key=lambda x: x[1]))]
+                          for k, v in p.recent.items()}
         m.peers._held = sum(len(v[2]) for v in m.peers.recent.values())
         m.peers.version = p.version
         m.inspection = InspectionModel(i.learning_rate, i.l2)

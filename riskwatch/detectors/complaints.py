@@ -53,7 +53,7 @@ class ComplaintParams(ParamsModel):
     z_high: float = 5.0
     retain: Annotated[int, Field(ge=1, le=16)] = 5
     remember_ids: Annotated[int, Field(ge=0, le=16)] = 8  # older ids, as fingerprints (seen.py)
-    surge_window_hours: Annotated[float, Field(gt=0, le=RECENT_S / 3600)] = 24.0  # at most 24 (models.RECENT_S)
+    surge_window_hours: Annotated[float, Field(gt=0, le=RECENT_S / 3600 - 1)] = 24.0  # at most 24 (models.RECENT_S)
     surge_min_entities: Annotated[int, Field(ge=2)] = 5
     surge_warmup_days: Annotated[float, Field(ge=0)] = 30.0
 
@@ -157,33 +157,29 @@ class ComplaintDetector(Detector):
             rate = max(self._floor, max(0.0, long_ - obs) * LN2 / self._hl)
             own = self._z(obs, rate * window)
         meta = entity.get("m")
+        key = None
         if meta:
-            prate = models.peers.rate(f"{meta[0]}|{meta[1]}", now)
+            key = f"{meta[0]}|{meta[1]}"
+            prate = models.peers.rate(key, now)
             if prate > 0:
                 peer = self._z(obs, max(self._floor, prate) * window)
         burst = clamp01((st["b"] * decay(self._hb, dt) - 1.0) / (self.burst_count - 1.0))
         return {"surprise_own": (own, ids), "surprise_peer": (peer, ids), "burst": (burst, ids),
-                "peer_surge": self._surge(st, now, entity, models)}
+                "peer_surge": (self._surge(st, now, key, entity, models), ids)}
 
-    def _surge(self, st: dict, now: float, entity: dict, models) -> tuple[float, list]:
-        """The peer group's surge, for an entity that is part of it (a complaint in the window): the
-        Poisson z of the group's entities with a complaint in the window against the expected number
-        (:meth:`PeerRates.expected`), mapped as the rate surprises; 0 under ``surge_min_entities``.
-        Entities are counted only where the count can reach that z (a large group: rarely)."""
-        meta = entity.get("m")
-        start = now - self._sw
-        mine = [x[0] for x in st["r"] if x[1] >= start][:3]
-        if not meta or not mine:
-            return 0.0, []
-        key = f"{meta[0]}|{meta[1]}"
+    def _surge(self, st: dict, now: float, key: str | None, entity: dict, models) -> float:
+        """The peer group's surge, for an entity that is part of it (its newest complaint in the
+        window): the Poisson z of the group's entities with a complaint in the window against the
+        expected number (:meth:`PeerRates.expected`), mapped as the rate surprises; 0 under
+        ``surge_min_entities``."""
+        r = st["r"]
+        if key is None or not r or r[0][1] < now - self._sw:
+            return 0.0
         expected = models.peers.expected(key, now, self._sw, self._swarm, self._floor)
         if expected <= 0.0:
-            return 0.0, mine
-        need = max(self.surge_min_entities, (math.sqrt(expected) + self.z_low / 2.0) ** 2)
-        obs = models.peers.complainers(key, now, self._sw, entity.get("id"), need)
-        if obs < need:
-            return 0.0, mine
-        return self._z(obs, expected), mine
+            return 0.0
+        obs = models.peers.complainers(key, now, self._sw, entity.get("id"))
+        return self._z(obs, expected) if obs >= self.surge_min_entities else 0.0
 
     def alert_detail(self, signal, st, now, entity, models) -> dict | None:
         """A peer surge's alert names the group, how many of its entities had complaints in the window

@@ -59,9 +59,8 @@ class _Peers:
     def expected(self, key: str, now: float, window_s: float, warmup_s: float, floor: float) -> float:
         return self._o.current.peers.expected(key, now, window_s, warmup_s, floor)
 
-    def complainers(self, key: str, now: float, window_s: float, entity: str | None = None,
-                    at_least: float = 0) -> int:
-        return self._o.current.peers.complainers(key, now, window_s, entity, at_least)
+    def complainers(self, key: str, now: float, window_s: float, entity: str | None = None) -> int:
+        return self._o.current.peers.complainers(key, now, window_s, entity)
 
     def entities(self, key: str, now: float, window_s: float) -> list[str]:
         return self._o.current.peers.entities(key, now, window_s)
