@@ -1,6 +1,7 @@
 """``complaints.peer_surge`` on simulated populations: outbreaks found, entities named, false alerts.
 
     python bench/peer_surge.py [--entities 2000] [--events 100000] [--days 90] [--seeds 1,2,3]
+    python bench/peer_surge.py --cost [--entities 100000 --events 300000]
 
 Each seed is replayed (``riskwatch replay``'s loop, ticks included) twice: with two staged outbreaks
 (``Simulation(outbreaks=2)``: 40% of a peer group, at least 8, one complaint each within 4 hours) and
@@ -10,13 +11,21 @@ had a complaint in the surge's window: part of it, though not staged), and false
 groups with no outbreak), with the group-days the run covers (the false alert rate's denominator).
 Quality figures, not speed: the simulator's complaint rate (tens a year per entity) is far above a real
 register's, which makes a surge harder to see (more expected).
+
+``--cost``: what the surge's work costs the engine, in one process over the same events, alternating
+(3 rounds, CPU time): the engine as it is against the engine with the surge switched off (the detector's
+``_surge`` answering 0 and the peer model remembering no entity, by monkeypatch). On a shared machine
+whose speed drifts between processes this is steadier than ``bench/engine_ab.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import io
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -51,13 +60,46 @@ def run(entities: int, events: int, days: float, seed: int, outbreaks: int) -> d
             "group_days": round(len(INDUSTRIES) * len(REGIONS) * days)}
 
 
+def cost(entities: int, events: int) -> None:
+    from riskwatch.detectors.complaints import ComplaintDetector
+    from riskwatch.events import parse_event
+    from riskwatch.models import PeerRates
+
+    sim = Simulation(n_entities=entities, seed=42, bad_share=0.05, days=90)
+    evs = [parse_event(e) for e in sim.events(n_events=events)]
+    surge, remember = ComplaintDetector._surge, PeerRates._remember
+
+    def run(on: bool) -> float:
+        ComplaintDetector._surge = surge if on else (lambda self, st, now, key, entity, models: 0.0)
+        PeerRates._remember = remember if on else (lambda self, key, entity, ts: None)
+        eng, states = Engine(load_config()), {}
+        gc.collect()
+        t0 = time.process_time()
+        for ev in evs:
+            states[ev.entity_id], _ = eng.process(states.get(ev.entity_id), ev)
+        return len(evs) / (time.process_time() - t0)
+
+    res: dict[bool, list[float]] = {True: [], False: []}
+    for r in range(3):
+        for on in (False, True):
+            res[on].append(run(on))
+            print(f"round {r + 1}  surge {'on ' if on else 'off'}  {res[on][-1]:,.0f} events/s", flush=True)
+    on, off = statistics.median(res[True]), statistics.median(res[False])
+    print(f"{len(evs):,} events on {entities:,} entities: surge on {on:,.0f}, off {off:,.0f} events/s "
+          f"(medians of 3): {on / off:.2f}x")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--entities", type=int, default=2000)
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--days", type=float, default=90.0)
     ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--cost", action="store_true", help="the surge's cost to the engine (see the module's doc)")
     a = ap.parse_args()
+    if a.cost:
+        cost(a.entities, a.events)
+        return 0
     print(f"{a.entities} entities, {a.events} events over {a.days:g} days, "
           f"{len(INDUSTRIES) * len(REGIONS)} peer groups")
     cols = ("seed", "outbreaks", "staged", "alerted", "named", "group_alerted", "false", "false_groups", "group_days")
