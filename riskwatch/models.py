@@ -52,9 +52,10 @@ class PeerRates:
     def __init__(self, half_life_s: float = 180 * 86400.0) -> None:
         self.half_life_s = half_life_s
         self.groups: dict[str, list[float]] = {}  # key -> [decayed sum, ts, n_entities]
-        # key -> [first complaint ts, latest complaint ts, {entity_id: its latest complaint ts (s)}]: the
-        # entities with a complaint in the RECENT_S before the latest, at most RECENT_MAX a group (the
-        # newest) and RECENT_TOTAL in all (a snapshot is one Kafka message: Kafka refuses one over 1 MB)
+        # key -> [first complaint ts, latest complaint ts, OrderedDict {entity_id: its latest complaint ts
+        # (whole seconds)}, oldest first]: the entities with a complaint in the RECENT_S before the latest,
+        # at most RECENT_MAX a group (the newest) and RECENT_TOTAL in all (a snapshot is one Kafka message:
+        # Kafka refuses one over 1 MB)
         self.recent: dict[str, list] = {}
         self._held = 0  # entities held in ``recent`` (not in snapshots: counted when read)
         self.version = 0
@@ -134,8 +135,8 @@ class PeerRates:
         s = g[0] * 2.0 ** (-max(0.0, now - g[1]) / self.half_life_s)
         return s * LN2 / self.half_life_s / g[2]
 
-    # a surge over a group: how many of its entities had a complaint in a window, against how many
-    # its long-run rate expects (doctest of :meth:`expected`)
+    # a surge over a group: how many of its entities had a complaint in a window (complainers), against
+    # how many its long-run rate expects (expected); the doctest of expected shows both
     def expected(self, key: str, now: float, window_s: float, warmup_s: float, floor: float) -> float:
         """How many of the group's entities would have a complaint in ``window_s``: ``n (1 -
         exp(-rate * window))`` over its ``n`` entities, with the long-run rate per entity (never under
