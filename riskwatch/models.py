@@ -1,8 +1,9 @@
 """Population-level models shared by all entities (not per-entity state).
 
 - :class:`PeerRates` — decayed complaint rates per peer group (industry x region), and which of
-  a group's entities had a complaint in the last days (:meth:`PeerRates.surge`: a complaint surge
-  spread over a group, one complaint per entity, that no entity's own signals show);
+  a group's entities had a complaint in the last day (:meth:`PeerRates.complainers` against
+  :meth:`PeerRates.expected`: a complaint surge spread over a group, one complaint per entity, that
+  no entity's own signals show);
 - :class:`InspectionModel` — an online logistic model (river's, written out) of
   P(critical or major violation at the next inspection).
 
