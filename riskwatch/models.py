@@ -73,15 +73,45 @@ class PeerRates:
         self.version += 1
 
     def add_complaint(self, key: str, weight: float, ts: float, entity: str | None = None) -> None:
+        """A complaint of ``weight`` at ``ts``; a negative weight takes one back (revoked, corrected, or
+        disputed and excluded while it is): its decayed weight leaves the group's sum, and ``entity``
+        leaves the group's recent complainers if that complaint was its latest there. The entity's
+        latest remaining complaint is then sent as one of weight 0 (:meth:`ComplaintDetector.retract`).
+        A trainer from before 2026-12-07 reads a negative weight too: the sum is corrected, the
+        complainers are not.
+
+        >>> p = PeerRates(half_life_s=86400.0)
+        >>> p.add_entity("food|110105")
+        >>> p.add_complaint("food|110105", 1.0, 0.0, "E1"); p.add_complaint("food|110105", 2.0, 3600.0, "E1")
+        >>> p.add_complaint("food|110105", -2.0, 3600.0, "E1")  # the second is revoked
+        >>> q = PeerRates(half_life_s=86400.0)  # as if only the first had come
+        >>> q.add_entity("food|110105"); q.add_complaint("food|110105", 1.0, 0.0, "E1")
+        >>> round(p.rate("food|110105", 3600.0) / q.rate("food|110105", 3600.0), 9)
+        1.0
+        >>> p.complainers("food|110105", 3600.0, 86400.0)  # E1's latest there was the one revoked
+        0
+        >>> p.add_complaint("food|110105", 0.0, 0.0, "E1")  # its latest remaining complaint
+        >>> p.complainers("food|110105", 3600.0, 86400.0)
+        1
+        """
         g = self._g(key)
         if ts >= g[1]:
-            g[0] = g[0] * 2.0 ** (-(ts - g[1]) / self.half_life_s) + weight
+            g[0] = max(0.0, g[0] * 2.0 ** (-(ts - g[1]) / self.half_life_s) + weight)
             g[1] = ts
         else:
-            g[0] += weight * 2.0 ** (-(g[1] - ts) / self.half_life_s)
+            g[0] = max(0.0, g[0] + weight * 2.0 ** (-(g[1] - ts) / self.half_life_s))
         self.version += 1
         if entity is not None:
-            self._remember(key, entity, float(int(ts)))
+            if weight < 0.0:
+                self._forget(key, entity, float(int(ts)))
+            else:
+                self._remember(key, entity, float(int(ts)))
+
+    def _forget(self, key: str, entity: str, ts: float) -> None:
+        seen = self.recent.get(key, (None, None, {}))[2] if "recent" in self.__dict__ else {}
+        if seen.get(entity) == ts:
+            del seen[entity]
+            self._held -= 1
 
     def _remember(self, key: str, entity: str, ts: float) -> None:
         """Each group's entities in the order of their latest complaint's time (oldest first), so that

@@ -10,6 +10,7 @@ import orjson
 
 from riskwatch.config import load_config
 from riskwatch.engine import Engine
+from riskwatch.events import parse_event
 from riskwatch.replay import Replay
 from riskwatch.models import PopulationModels
 from riskwatch.simulate import Simulation
@@ -134,3 +135,87 @@ def test_the_remembered_entities_of_all_groups_stay_bounded_so_a_snapshot_fits_a
     raw = t.encode()
     assert len(raw) < 500_000, len(raw)
     assert Trainer.decode(raw).models.peers._held == held
+
+
+def _with_revocations(events, ids):
+    """The feed with each complaint in ``ids`` revoked right after it arrived."""
+    for e in events:
+        yield e
+        if e["type"] == "complaint" and e["complaint_id"] in ids:
+            yield {"type": "objection_resolution", "objection_id": f"X{e['complaint_id']}", "ts": e["ts"],
+                   "entity_id": e["entity_id"],
+                   "target_id": e["complaint_id"], "resolution": "revoked"}
+
+
+def test_revoked_complaints_leave_the_group_so_an_outbreak_of_revoked_complaints_alerts_no_one():
+    """Until 2026-12-07 a revoked complaint still counted among its group's complainers for 24 hours
+    (and in the group's rate): revoking the outbreak's complaints as they came still raised the surge
+    over the entities whose complaints were left."""
+    sim = Simulation(n_entities=600, seed=2, bad_share=0.0, days=60, outbreaks=1)
+    events = list(sim.events(n_events=8000))
+    outbreak = [e for e in events if e["type"] == "complaint" and e["complaint_id"].startswith("O")]
+    assert len(outbreak) == 8
+    events = events[:events.index(outbreak[-1]) + 1]  # up to the outbreak's last complaint
+    revoked = {e["complaint_id"] for e in outbreak[:-3]}  # five of eight: three left, under surge_min_entities
+    runs = {}
+    for name, ids in (("kept", set()), ("revoked", revoked)):
+        out = io.BytesIO()
+        r = Replay(Engine(load_config()), out=out)
+        r.run(orjson.dumps(e) for e in _with_revocations(events, ids))
+        runs[name] = [orjson.loads(x) for x in out.getvalue().splitlines()], r.engine.models.peers
+    assert _fired(runs["kept"][0]) and not _fired(runs["revoked"][0])
+    industry, region = _group_of(sim, outbreak[0]["entity_id"])
+    left = runs["revoked"][1].entities(f"{industry}|{region}", _ts(outbreak[-1]["ts"]), 86400.0)
+    assert {e["entity_id"] for e in outbreak[-3:]} <= set(left)
+    # a revoked one's entity stays only by a complaint of its own kept in the window
+    end = _ts(outbreak[-1]["ts"])
+    kept = {e["entity_id"] for e in events if e["type"] == "complaint" and e["complaint_id"] not in revoked
+            and end - 86400.0 <= _ts(e["ts"])}
+    stayed = {e["entity_id"] for e in outbreak[:-3]} & set(left)
+    assert stayed <= kept and len(stayed) < 5 - 3, stayed
+
+
+def _ts(iso: str) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def test_a_disputed_complaint_leaves_the_group_while_disputed_and_comes_back_when_upheld():
+    eid, key, T0 = "91350100M000100Y43", "food|350100", 1_780_000_000.0
+    eng = Engine(load_config())
+    st, _ = eng.process(None, parse_event({"type": "entity", "entity_id": eid, "name": "Fuzhou Cold Store",
+                                           "industry": "food", "region": "350100", "ts": _iso(T0)}))
+    peers = eng.models.peers
+
+    def step(ev):
+        nonlocal st
+        st, _ = eng.process(st, parse_event(ev))
+        return peers.entities(key, T0 + 7200.0, 86400.0), round(peers.rate(key, T0 + 7200.0) * 86400 * 365, 3)
+
+    c = {"type": "complaint", "entity_id": eid, "category": "food_safety", "severity": 1}
+    step(dict(c, complaint_id="C1", ts=_iso(T0)))
+    held = step(dict(c, complaint_id="C2", ts=_iso(T0 + 3600)))
+    assert held[0] == [eid]
+    dispute = {"objection_id": "J1", "ts": _iso(T0 + 7200), "target_id": "C2", "entity_id": eid}
+    # C2 out: C1 (the older) keeps the entity in the group's window
+    during = step(dict(dispute, type="objection", target_kind="complaint"))
+    assert during[0] == [eid] and 0 < during[1] < held[1]
+    assert peers.recent[key][2][eid] == T0
+    upheld = step(dict(dispute, type="objection_resolution", resolution="upheld"))
+    assert upheld == held and peers.recent[key][2][eid] == T0 + 3600
+    gone = step(dict(dispute, objection_id="J2", type="objection_resolution", resolution="revoked"))
+    assert gone[0] == [eid] and gone[1] == during[1]
+
+
+def test_a_worker_s_retraction_reaches_the_trainer_in_the_update_form_every_trainer_reads():
+    """A retraction is a ``peer_complaint`` of negative weight, then one of weight 0 for the entity's
+    latest complaint left: a trainer from before 2026-12-07 reads both (its rate is corrected)."""
+    shared = SharedModels()
+    shared.peers.add_complaint("food|110105", 1.0, 1000.0, "E1")
+    shared.peers.add_complaint("food|110105", 1.0, 2000.0, "E1")
+    shared.peers.add_complaint("food|110105", -1.0, 2000.0, "E1")
+    shared.peers.add_complaint("food|110105", 0.0, 1000.0, "E1")
+    t = Trainer()
+    raw = ('{"from": [["rw.complaints:0", 5, %s]]}' % __import__("json").dumps(shared.drain())).encode()
+    assert t.apply(0, parse_training(raw)) == 1
+    assert Trainer.decode(t.publish()).models.peers.recent["food|110105"][2] == {"E1": 1000.0}

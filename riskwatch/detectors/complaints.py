@@ -217,11 +217,21 @@ class ComplaintDetector(Detector):
         return any(x[0] == item_id for x in st["r"])
 
     def retract(self, st, item_id, now, entity, models):
+        """Take a held complaint back, here and from its peer group: until 2026-12-07 a revoked complaint
+        still counted in its group's rate (``surprise_peer`` of every entity in the group) and, for 24
+        hours, among the group's complainers (``peer_surge``)."""
         for i, item in enumerate(st["r"]):
             if item[0] == item_id:
                 del st["r"][i]
                 self._add(st, -item[2], item[1])
                 self._forget(st, item)  # revoked, or disputed: sent again, it is not counted
+                meta = entity.get("m")
+                if meta:
+                    key, eid = f"{meta[0]}|{meta[1]}", entity.get("id")
+                    models.peers.add_complaint(key, -item[2], item[1], eid)
+                    r = st["r"]
+                    if r and item[1] >= r[0][1]:  # it was the newest: the group keeps the entity's latest left
+                        models.peers.add_complaint(key, 0.0, r[0][1], eid)
                 return item, self.evaluate(st, now, entity, models)
         return None, {}
 
@@ -230,4 +240,7 @@ class ComplaintDetector(Detector):
         st["r"].insert(0, item)
         st["r"].sort(key=lambda x: -x[1])
         self._trim(st)
+        meta = entity.get("m")
+        if meta:
+            models.peers.add_complaint(f"{meta[0]}|{meta[1]}", item[2], item[1], entity.get("id"))
         return self.evaluate(st, now, entity, models)
