@@ -159,11 +159,29 @@ class PeerRates:
                 "version": self.version}
 
     def rate(self, key: str, now: float) -> float:
-        """Complaints per entity per second (0 when the group has no entities)."""
+        """Complaints per entity per second (0 when the group has no entities), corrected for a history
+        shorter than the half-life: a decayed sum over ``age`` seconds of a steady rate holds only ``1 -
+        2^(-age/half-life)`` of what the rate gives (30 days of 180: 11%), so until 2026-12-07 a young
+        group's peers looked up to nine times quieter than they were, and every complaint in it was a
+        surprise against them (``surprise_peer``). ``age`` runs from the group's first complaint with
+        an entity (none before 2026-12-06: no correction), at least a day; early on this estimate is
+        k / (n age), a little above the true rate (the first complaint starts the clock).
+
+        >>> p = PeerRates(half_life_s=180 * 86400.0)
+        >>> for i in range(100):
+        ...     p.add_entity("food|110105")
+        >>> for d in range(30):  # a complaint a day in the group: 3.65 a year per entity (uncorrected: 0.40)
+        ...     p.add_complaint("food|110105", 1.0, d * 86400.0, f"E{d}")
+        >>> round(p.rate("food|110105", 30 * 86400.0) * 365 * 86400, 2)
+        3.64
+        """
         g = self.groups.get(key)
         if not g or g[2] <= 0:
             return 0.0
         s = g[0] * 2.0 ** (-max(0.0, now - g[1]) / self.half_life_s)
+        r = self.recent.get(key) if "recent" in self.__dict__ else None
+        if r is not None:
+            s /= 1.0 - 2.0 ** (-max(86400.0, now - r[0]) / self.half_life_s)
         return s * LN2 / self.half_life_s / g[2]
 
     # a surge over a group: how many of its entities had a complaint in a window (complainers), against
@@ -198,10 +216,7 @@ class PeerRates:
         g = self.groups.get(key)
         if not g or g[2] <= 0 or not r or now - r[0] < warmup_s:
             return 0.0
-        age = now - r[0]
-        s = g[0] * 2.0 ** (-max(0.0, now - g[1]) / self.half_life_s)
-        rate = s * LN2 / self.half_life_s / g[2] / (1.0 - 2.0 ** (-age / self.half_life_s))
-        return g[2] * -math.expm1(-max(rate, floor) * window_s)
+        return g[2] * -math.expm1(-max(self.rate(key, now), floor) * window_s)
 
     def complainers(self, key: str, now: float, window_s: float, entity: str | None = None) -> int:
         """How many of the group's entities had a complaint in the ``window_s`` up to ``now`` (``entity``,
