@@ -53,8 +53,9 @@ class PeerRates:
     def __init__(self, half_life_s: float = 180 * 86400.0) -> None:
         self.half_life_s = half_life_s
         self.groups: dict[str, list[float]] = {}  # key -> [decayed sum, ts, n_entities]
-        # key -> [first complaint ts, latest complaint ts, OrderedDict {entity_id: its latest complaint ts
-        # (whole seconds)}, oldest first]: the entities with a complaint in the RECENT_S before the latest,
+        # key -> [first complaint ts (the group's history starts there: rate, expected; 20 half-lives
+        # earlier for a group whose rate predates this memory), latest complaint ts, OrderedDict
+        # {entity_id: its latest complaint ts (whole seconds)}, oldest first]: the entities with a complaint in the RECENT_S before the latest,
         # at most RECENT_MAX a group (the newest) and RECENT_TOTAL in all (a snapshot is one Kafka message:
         # Kafka refuses one over 1 MB)
         self.recent: dict[str, list] = {}
@@ -95,6 +96,7 @@ class PeerRates:
         1
         """
         g = self._g(key)
+        known = g[0] != 0.0 or g[1] != 0.0  # complaints before this one
         if ts >= g[1]:
             g[0] = max(0.0, g[0] * 2.0 ** (-(ts - g[1]) / self.half_life_s) + weight)
             g[1] = ts
@@ -104,6 +106,11 @@ class PeerRates:
         if entity is not None:
             if weight < 0.0:
                 self._forget(key, entity, float(int(ts)))
+            elif known and key not in getattr(self, "recent", {}):
+                # a group whose rate predates the memory of its complainers (a trainer or snapshot from
+                # before 2026-12-06): its history is long, not starting now, or its rate would be read
+                # hundreds of times too high (rate's correction for a young group)
+                self._remember(key, entity, float(int(ts)), start=min(ts, g[1]) - 20 * self.half_life_s)
             else:
                 self._remember(key, entity, float(int(ts)))
 
@@ -113,14 +120,14 @@ class PeerRates:
             del seen[entity]
             self._held -= 1
 
-    def _remember(self, key: str, entity: str, ts: float) -> None:
+    def _remember(self, key: str, entity: str, ts: float, start: float | None = None) -> None:
         """Each group's entities in the order of their latest complaint's time (oldest first), so that
         pruning pops from the front and a count of the window skips only what is before it."""
         if "recent" not in self.__dict__:  # a pickled PeerRates (before 2026-12-06) has none
             self.recent, self._held = {}, 0
         r = self.recent.get(key)
         if r is None:
-            r = self.recent[key] = [ts, ts, OrderedDict()]
+            r = self.recent[key] = [ts if start is None else float(int(start)), ts, OrderedDict()]
         r[0] = min(r[0], ts)
         seen = r[2]
         old = seen.get(entity)

@@ -219,3 +219,23 @@ def test_a_worker_s_retraction_reaches_the_trainer_in_the_update_form_every_trai
     raw = ('{"from": [["rw.complaints:0", 5, %s]]}' % __import__("json").dumps(shared.drain())).encode()
     assert t.apply(0, parse_training(raw)) == 1
     assert Trainer.decode(t.publish()).models.peers.recent["food|110105"][2] == {"E1": 1000.0}
+
+
+def test_a_group_older_than_the_memory_of_its_complainers_is_not_read_as_young():
+    """A trainer upgraded from before 2026-12-06 has groups with a long decayed history and no first
+    complaint time: the first complaint with an entity must not start the group's history, or the
+    young-group correction would read its rate hundreds of times too high (and no complaint in it
+    would be a surprise against its peers)."""
+    old = PopulationModels()
+    for i in range(50):
+        old.peers.add_entity("food|110105")
+    for d in range(0, 720, 2):  # two years, a complaint every two days, from workers without the entity
+        old.peers.add_complaint("food|110105", 1.0, d * 86400.0)
+    snap = old.to_dict()
+    del snap["peers"]["recent"]
+    m = PopulationModels.from_dict(snap)
+    now = 720 * 86400.0
+    before = m.peers.rate("food|110105", now)
+    m.peers.add_complaint("food|110105", 1.0, now, "E1")
+    assert 1.0 <= m.peers.rate("food|110105", now) / before < 1.05
+    assert m.peers.expected("food|110105", now, 86400.0, 30 * 86400.0, 0.0) > 0  # no warm-up to wait for
