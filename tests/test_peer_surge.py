@@ -239,3 +239,27 @@ def test_a_group_older_than_the_memory_of_its_complainers_is_not_read_as_young()
     m.peers.add_complaint("food|110105", 1.0, now, "E1")
     assert 1.0 <= m.peers.rate("food|110105", now) / before < 1.05
     assert m.peers.expected("food|110105", now, 86400.0, 30 * 86400.0, 0.0) > 0  # no warm-up to wait for
+
+
+def test_complaints_before_the_entity_s_register_data_count_in_its_group_once_it_arrives():
+    """A feed's topics are not ordered with each other: a worker can apply an entity's complaints before
+    its register upsert (which names the group). Until 2026-12-07 those complaints never reached the
+    group; an integration run under load lost the first half of a group's history so (its surge then
+    had no 30 days of history to judge by, and nobody was alerted)."""
+    eid, T0 = "91350100M000100Y43", 1_780_000_000.0
+    upsert = {"type": "entity", "entity_id": eid, "name": "Fuzhou Cold Store", "industry": "food",
+              "region": "350100", "ts": _iso(T0)}
+    complaints = [{"type": "complaint", "complaint_id": f"C{d}", "entity_id": eid, "category": f"c{d % 3}",
+                   "severity": 1 + d % 3, "ts": _iso(T0 + d * 86400.0)} for d in range(0, 40, 4)]
+    peers = {}
+    for order, evs in (("register first", [upsert, *complaints]), ("complaints first", [*complaints, upsert])):
+        eng = Engine(load_config())
+        st = None
+        for ev in evs:
+            st, _ = eng.process(st, parse_event(ev))
+        peers[order] = eng.models.peers
+    key, now = "food|350100", T0 + 40 * 86400.0
+    a, b = peers["register first"], peers["complaints first"]
+    assert abs(b.rate(key, now) / a.rate(key, now) - 1) < 1e-9
+    assert b.recent[key][0] == a.recent[key][0] == T0  # the group's history starts at the first complaint
+    assert b.entities(key, T0 + 36 * 86400.0, 86400.0) == a.entities(key, T0 + 36 * 86400.0, 86400.0) == [eid]

@@ -198,6 +198,20 @@ class ComplaintDetector(Detector):
                                                                        self._floor), 2),
                                "entities": ids[:50]}}
 
+    def registered(self, st, now, entity, models) -> None:
+        """Complaints that came before the entity's register data count in its peer group now: until
+        2026-12-07 they never did (the group's rate and complainers missed them for good). The entity
+        joins the group's complainers at its first and its newest complaint, and its long decayed sum
+        (half-life ``long_half_life_days``) joins the group's at the entity's clock: exact when that
+        half-life is the peer model's (180 days both by default), close otherwise."""
+        if st["f"] is None or not st["r"]:
+            return
+        meta, eid = entity["m"], entity.get("id")
+        key = f"{meta[0]}|{meta[1]}"
+        models.peers.add_complaint(key, 0.0, st["f"], eid)  # the group's history starts no later
+        models.peers.add_complaint(key, 0.0, st["r"][0][1], eid)
+        models.peers.add_complaint(key, st["l"], st["t"])
+
     def _z(self, obs: float, expected: float) -> float:
         z = 2.0 * (math.sqrt(obs) - math.sqrt(expected))
         return clamp01((z - self.z_low) / self._zspan)

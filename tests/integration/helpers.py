@@ -27,15 +27,22 @@ async def _read_messages(broker: str, topic: str) -> list:
             return []
         c.assign(tps)
         await c.seek_to_beginning(*tps)
-        # read until quiet: Tansu reports the first offset of the last record batch as the end
+        # Tansu reports the first offset of the last record batch as the end: read past every end reported
+        # now, then until quiet (1.5 s without a message) for what is still being written. Until 2026-12-07
+        # quiet alone ended it, so first fetches slower than 1.5 s (a loaded machine) could read nothing
+        ends = await c.end_offsets(tps)
+        deadline = asyncio.get_running_loop().time() + 60
         out = []
         idle = 0
-        while idle < 3:
+        while True:
             batch = await c.getmany(timeout_ms=500)
             idle = 0 if batch else idle + 1
             for tp, msgs in batch.items():
                 out += msgs
-        return out
+            if idle >= 3 and all([await c.position(tp) >= ends[tp] for tp in tps]):
+                return out
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{topic}: not read to the end offsets {ends} in 60 s")
     finally:
         await c.stop()
 
