@@ -239,11 +239,11 @@ class Engine:
             self.models.peers.add_entity(f"{ev.industry}|{ev.region}", +1)
         state["m"] = [ev.industry, ev.region, ev.name] if ev.address is None else \
             [ev.industry, ev.region, ev.name, ev.address]
-        if not old and state["n"] > 1:  # events before the register data: now in the group (Detector.registered)
+        if moved and state["n"] > 1:  # events before: now in this group (Detector.registered)
             for name, det in self.detectors.items():
                 ds = state["d"].get(name)
                 if ds:
-                    det.registered(ds, now, state, self.models)
+                    det.registered(ds, now, state, self.models, old)
         if status == was:
             return False
         state["rs"] = [status, now]  # an entity open again keeps when: its silence counts from then

@@ -263,3 +263,32 @@ def test_complaints_before_the_entity_s_register_data_count_in_its_group_once_it
     assert abs(b.rate(key, now) / a.rate(key, now) - 1) < 1e-9
     assert b.recent[key][0] == a.recent[key][0] == T0  # the group's history starts at the first complaint
     assert b.entities(key, T0 + 36 * 86400.0, 86400.0) == a.entities(key, T0 + 36 * 86400.0, 86400.0) == [eid]
+
+
+def test_an_entity_that_changes_group_takes_its_complaints_to_the_new_one():
+    """Its entity count moves to the new group at the upsert; until 2026-12-07 its complaints stayed in the
+    old group's rate and complainers (read per entity there: too high), and the new group's too low."""
+    eid, T0 = "91350100M000100Y43", 1_780_000_000.0
+    other = "91350100MA0000001L"  # keeps each group's entity count above 0 when ours leaves it
+
+    def upsert(e, region, t):
+        return {"type": "entity", "entity_id": e, "name": f"Shop {e[-4:]}", "industry": "food", "region": region,
+                "ts": _iso(t)}
+
+    complaints = [{"type": "complaint", "complaint_id": f"C{d}", "entity_id": eid, "category": f"c{d % 3}",
+                   "severity": 1 + d % 3, "ts": _iso(T0 + d * 86400.0)} for d in range(0, 40, 4)]
+    runs = {}
+    for name, first in (("moved", "350100"), ("there from the start", "350200")):
+        eng = Engine(load_config())
+        states = {}
+        for ev in [upsert(other, "350100", T0), upsert(other.replace("MA", "MB"), "350200", T0),
+                   upsert(eid, first, T0), *complaints, upsert(eid, "350200", T0 + 37 * 86400.0)]:
+            ev = parse_event(ev, "opaque")
+            states[ev.entity_id], _ = eng.process(states.get(ev.entity_id), ev)
+        runs[name] = eng.models.peers
+    now = T0 + 40 * 86400.0
+    moved, direct = runs["moved"], runs["there from the start"]
+    day = T0 + 36.5 * 86400.0  # the last complaint's day
+    assert moved.rate("food|350100", now) < 1e-12 and moved.entities("food|350100", day, 86400.0) == []
+    assert abs(moved.rate("food|350200", now) / direct.rate("food|350200", now) - 1) < 1e-9
+    assert moved.entities("food|350200", day, 86400.0) == direct.entities("food|350200", day, 86400.0) == [eid]

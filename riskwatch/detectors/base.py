@@ -111,11 +111,12 @@ class Detector(ABC):
         group's surge: the group's other entities); None for nothing. Read once per firing candidate."""
         return None
 
-    def registered(self, state: Any, now: float, entity: dict, models: Any) -> None:
-        """The entity's first register data (its peer group) arrived after events of its own: a feed's
-        topics are not ordered with each other, so a complaint can come before its entity's upsert.
-        Give the population models now what those events would have given them had the group been
-        known. By default nothing."""
+    def registered(self, state: Any, now: float, entity: dict, models: Any, before: list | None = None) -> None:
+        """The entity's register data named its peer group (``entity["m"]``) after events of its own: for
+        the first time (a feed's topics are not ordered with each other, so a complaint can come before
+        its entity's upsert), or a new one (``before``: the old register data; an industry or region
+        changed). Give the population models what those events would have given them had this group
+        been known, and take it from the old one. By default nothing."""
 
     def half_lives(self, state: Any) -> dict[str, float]:
         """Signals whose value at a tick can fall faster than their configured half-life:

@@ -198,15 +198,19 @@ class ComplaintDetector(Detector):
                                                                        self._floor), 2),
                                "entities": ids[:50]}}
 
-    def registered(self, st, now, entity, models) -> None:
-        """Complaints that came before the entity's register data count in its peer group now: until
-        2026-12-07 they never did (the group's rate and complainers missed them for good). The entity
-        joins the group's complainers at its first and its newest complaint, and its long decayed sum
-        (half-life ``long_half_life_days``) joins the group's at the entity's clock: exact when that
-        half-life is the peer model's (180 days both by default), close otherwise."""
+    def registered(self, st, now, entity, models, before=None) -> None:
+        """Complaints that came before the entity's register data count in its peer group now, and those
+        of an entity that changed group count in the new one instead of the old: until 2026-12-07 the
+        first never reached a group, and the second stayed in the old one (whose entity count the
+        entity had left). The entity joins the group's complainers at its first and its newest
+        complaint, and its long decayed sum (half-life ``long_half_life_days``) joins the group's at the
+        entity's clock: exact when that half-life is the peer model's (180 days both by default), close
+        otherwise; from the old group both leave the same way."""
         if st["f"] is None or not st["r"]:
             return
         meta, eid = entity["m"], entity.get("id")
+        if before:
+            models.peers.add_complaint(f"{before[0]}|{before[1]}", -st["l"], st["t"], eid)
         key = f"{meta[0]}|{meta[1]}"
         models.peers.add_complaint(key, 0.0, st["f"], eid)  # the group's history starts no later
         models.peers.add_complaint(key, 0.0, st["r"][0][1], eid)
