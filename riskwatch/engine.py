@@ -26,7 +26,7 @@ from math import log2
 from .detectors.base import IGNORED, Detector
 from .events import OPERATING, register_status
 from .events import event_id as _event_id
-from .models import PopulationModels
+from .models import PopulationModels, peer_key
 
 __all__ = ["Engine", "process", "STATE_VERSION"]
 
@@ -234,9 +234,9 @@ class Engine:
         counted_now = status == OPERATING
         moved = not old or old[0] != ev.industry or old[1] != ev.region  # a new peer group
         if counted_before and (moved or not counted_now):
-            self.models.peers.add_entity(f"{old[0]}|{old[1]}", -1)
+            self.models.peers.add_entity(peer_key(old[0], old[1]), -1)
         if counted_now and (moved or not counted_before):
-            self.models.peers.add_entity(f"{ev.industry}|{ev.region}", +1)
+            self.models.peers.add_entity(peer_key(ev.industry, ev.region), +1)
         state["m"] = [ev.industry, ev.region, ev.name] if ev.address is None else \
             [ev.industry, ev.region, ev.name, ev.address]
         if moved and state["n"] > 1:  # events before: now in this group (Detector.registered)

@@ -31,13 +31,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import RiskwatchError
 
 __all__ = ["PeerRates", "InspectionModel", "PopulationModels", "SnapshotError", "Finite", "legacy_unpickle",
-           "snapshot_error"]
+           "peer_key", "snapshot_error"]
 
 LN2 = math.log(2.0)
 RECENT_S = 25 * 3600.0  # how long a group remembers which entities had a complaint (a surge window's
 # bound, 24 h, and an hour for an entity whose clock is behind its group's latest complaint)
 RECENT_MAX = 256  # entities remembered per group (the newest)
 RECENT_TOTAL = 8000  # and in all (about 300 kB of a snapshot's JSON)
+
+
+def peer_key(industry: str, region: str) -> str:
+    """A peer group's key in :class:`PeerRates`: industry x region."""
+    return f"{industry}|{region}"
 
 
 class PeerRates:

@@ -28,7 +28,7 @@ from typing import Annotated
 from pydantic import Field
 
 from ..config import AlertSpec, SignalSpec
-from ..models import RECENT_S
+from ..models import RECENT_S, peer_key
 from .base import IGNORED, Detector, ParamsModel, Signals, clamp01, decay
 from .seen import remember, remembers
 
@@ -141,7 +141,7 @@ class ComplaintDetector(Detector):
         self._trim(st)
         meta = entity.get("m")
         if meta:
-            models.peers.add_complaint(f"{meta[0]}|{meta[1]}", w, ts, entity.get("id"))
+            models.peers.add_complaint(peer_key(meta[0], meta[1]), w, ts, entity.get("id"))
         return self.evaluate(st, now, entity, models)
 
     def evaluate(self, st, now, entity, models) -> Signals:
@@ -159,7 +159,7 @@ class ComplaintDetector(Detector):
         meta = entity.get("m")
         key = None
         if meta:
-            key = f"{meta[0]}|{meta[1]}"
+            key = peer_key(meta[0], meta[1])
             prate = models.peers.rate(key, now)
             if prate > 0:
                 peer = self._z(obs, max(self._floor, prate) * window)
@@ -188,7 +188,7 @@ class ComplaintDetector(Detector):
         meta = entity.get("m")
         if signal != "peer_surge" or not meta:
             return None
-        key, eid = f"{meta[0]}|{meta[1]}", entity.get("id")
+        key, eid = peer_key(meta[0], meta[1]), entity.get("id")
         ids = models.peers.entities(key, now, self._sw)
         if eid not in ids:
             ids = [eid] + ids
@@ -210,8 +210,8 @@ class ComplaintDetector(Detector):
             return
         meta, eid = entity["m"], entity.get("id")
         if before:
-            models.peers.add_complaint(f"{before[0]}|{before[1]}", -st["l"], st["t"], eid)
-        key = f"{meta[0]}|{meta[1]}"
+            models.peers.add_complaint(peer_key(before[0], before[1]), -st["l"], st["t"], eid)
+        key = peer_key(meta[0], meta[1])
         models.peers.add_complaint(key, 0.0, st["f"], eid)  # the group's history starts no later
         models.peers.add_complaint(key, 0.0, st["r"][0][1], eid)
         models.peers.add_complaint(key, st["l"], st["t"])
@@ -245,7 +245,7 @@ class ComplaintDetector(Detector):
                 self._forget(st, item)  # revoked, or disputed: sent again, it is not counted
                 meta = entity.get("m")
                 if meta:
-                    key, eid = f"{meta[0]}|{meta[1]}", entity.get("id")
+                    key, eid = peer_key(meta[0], meta[1]), entity.get("id")
                     models.peers.add_complaint(key, -item[2], item[1], eid)
                     r = st["r"]
                     if r and item[1] >= r[0][1]:  # it was the newest: the group keeps the entity's latest left
@@ -260,5 +260,5 @@ class ComplaintDetector(Detector):
         self._trim(st)
         meta = entity.get("m")
         if meta:
-            models.peers.add_complaint(f"{meta[0]}|{meta[1]}", item[2], item[1], entity.get("id"))
+            models.peers.add_complaint(peer_key(meta[0], meta[1]), item[2], item[1], entity.get("id"))
         return self.evaluate(st, now, entity, models)
