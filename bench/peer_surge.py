@@ -70,8 +70,8 @@ def cost(entities: int, events: int) -> None:
     surge, remember = ComplaintDetector._surge, PeerRates._remember
 
     def run(on: bool) -> float:
-        ComplaintDetector._surge = surge if on else (lambda self, st, now, key, entity, models: 0.0)
-        PeerRates._remember = remember if on else (lambda self, key, entity, ts: None)
+        ComplaintDetector._surge = surge if on else (lambda self, st, now, key, prate, entity, models: 0.0)
+        PeerRates._remember = remember if on else (lambda self, key, entity, ts, start=None: None)
         eng, states = Engine(load_config()), {}
         gc.collect()
         t0 = time.process_time()

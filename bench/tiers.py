@@ -37,8 +37,9 @@ def run(seed: int, n_entities: int, n_events: int, days: int) -> dict:
             if o["type"] == "spotcheck_change" and o["to_tier"] in ("C", "D") and eid not in first_up:
                 first_up[eid] = ev.ts.timestamp()
     found = [first_up[e] - onset[e] for e in onset if e in first_up and first_up[e] >= onset[e]]
+    early = sum(e in onset and first_up[e] < onset[e] for e in first_up)
     return {"good": n_entities - len(onset), "good_up": sum(e not in onset for e in first_up),
-            "bad": len(onset), "found": len(found), "early": sum(e in onset and first_up[e] < onset[e] for e in first_up),
+            "bad": len(onset), "found": len(found), "early": early,
             "delay_days": statistics.median(found) / 86400 if found else float("nan")}
 
 

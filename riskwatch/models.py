@@ -60,12 +60,20 @@ class PeerRates:
         self.groups: dict[str, list[float]] = {}  # key -> [decayed sum, ts, n_entities]
         # key -> [first complaint ts (the group's history starts there: rate, expected; 20 half-lives
         # earlier for a group whose rate predates this memory), latest complaint ts, OrderedDict
-        # {entity_id: its latest complaint ts (whole seconds)}, oldest first]: the entities with a complaint in the RECENT_S before the latest,
-        # at most RECENT_MAX a group (the newest) and RECENT_TOTAL in all (a snapshot is one Kafka message:
-        # Kafka refuses one over 1 MB)
+        # {entity_id: its latest complaint ts (whole seconds)}, oldest first]: the entities with a
+        # complaint in the RECENT_S before the latest, at most RECENT_MAX a group (the newest) and
+        # RECENT_TOTAL in all (a snapshot is one Kafka message: Kafka refuses one over 1 MB)
         self.recent: dict[str, list] = {}
         self._held = 0  # entities held in ``recent`` (not in snapshots: counted when read)
         self.version = 0
+
+    def __setstate__(self, state: dict) -> None:
+        """A pickled PeerRates (snapshots before 2026-12-06, :func:`legacy_unpickle`) may have no memory
+        of complainers: it gets an empty one here, once, rather than a check at every use."""
+        self.__dict__.update(state)
+        self.recent = {k: [r[0], r[1], OrderedDict(sorted(r[2].items(), key=lambda x: x[1]))]
+                       for k, r in state.get("recent", {}).items()}
+        self._held = sum(len(r[2]) for r in self.recent.values())
 
     def _g(self, key: str) -> list[float]:
         g = self.groups.get(key)
@@ -111,7 +119,7 @@ class PeerRates:
         if entity is not None:
             if weight < 0.0:
                 self._forget(key, entity, float(int(ts)))
-            elif known and key not in getattr(self, "recent", {}):
+            elif known and key not in self.recent:
                 # a group whose rate predates the memory of its complainers (a trainer or snapshot from
                 # before 2026-12-06): its history is long, not starting now, or its rate would be read
                 # hundreds of times too high (rate's correction for a young group)
@@ -120,7 +128,7 @@ class PeerRates:
                 self._remember(key, entity, float(int(ts)))
 
     def _forget(self, key: str, entity: str, ts: float) -> None:
-        seen = self.recent.get(key, (None, None, {}))[2] if "recent" in self.__dict__ else {}
+        seen = self.recent.get(key, (None, None, {}))[2]
         if seen.get(entity) == ts:
             del seen[entity]
             self._held -= 1
@@ -128,8 +136,6 @@ class PeerRates:
     def _remember(self, key: str, entity: str, ts: float, start: float | None = None) -> None:
         """Each group's entities in the order of their latest complaint's time (oldest first), so that
         pruning pops from the front and a count of the window skips only what is before it."""
-        if "recent" not in self.__dict__:  # a pickled PeerRates (before 2026-12-06) has none
-            self.recent, self._held = {}, 0
         r = self.recent.get(key)
         if r is None:
             r = self.recent[key] = [ts if start is None else float(int(start)), ts, OrderedDict()]
@@ -167,7 +173,7 @@ class PeerRates:
                 self._held -= 1
 
     def to_dict(self) -> dict:
-        return {"half_life_s": self.half_life_s, "groups": self.groups, "recent": getattr(self, "recent", {}),
+        return {"half_life_s": self.half_life_s, "groups": self.groups, "recent": self.recent,
                 "version": self.version}
 
     def rate(self, key: str, now: float) -> float:
@@ -191,14 +197,15 @@ class PeerRates:
         if not g or g[2] <= 0:
             return 0.0
         s = g[0] * 2.0 ** (-max(0.0, now - g[1]) / self.half_life_s)
-        r = self.recent.get(key) if "recent" in self.__dict__ else None
+        r = self.recent.get(key)
         if r is not None:
             s /= 1.0 - 2.0 ** (-max(86400.0, now - r[0]) / self.half_life_s)
         return s * LN2 / self.half_life_s / g[2]
 
     # a surge over a group: how many of its entities had a complaint in a window (complainers), against
     # how many its long-run rate expects (expected); the doctest of expected shows both
-    def expected(self, key: str, now: float, window_s: float, warmup_s: float, floor: float) -> float:
+    def expected(self, key: str, now: float, window_s: float, warmup_s: float, floor: float,
+                 rate: float | None = None) -> float:
         """How many of the group's entities would have a complaint in ``window_s``: ``n (1 -
         exp(-rate * window))`` over its ``n`` entities, with the long-run rate per entity (never under
         ``floor`` per second) corrected for a history shorter than its half-life: a decayed sum over
@@ -224,16 +231,18 @@ class PeerRates:
         >>> p.entities("food|110105", now, DAY)[:3]
         ['S5', 'S4', 'S3']
         """
-        r = getattr(self, "recent", {}).get(key)
+        r = self.recent.get(key)
         g = self.groups.get(key)
         if not g or g[2] <= 0 or not r or now - r[0] < warmup_s:
             return 0.0
-        return g[2] * -math.expm1(-max(self.rate(key, now), floor) * window_s)
+        if rate is None:  # the caller's :meth:`rate` at ``now``, if it has it (a complaint's evaluation does)
+            rate = self.rate(key, now)
+        return g[2] * -math.expm1(-max(rate, floor) * window_s)
 
     def complainers(self, key: str, now: float, window_s: float, entity: str | None = None) -> int:
         """How many of the group's entities had a complaint in the ``window_s`` up to ``now`` (``entity``,
         which just had one, counted even if the snapshot in use does not hold it yet)."""
-        r = getattr(self, "recent", {}).get(key)
+        r = self.recent.get(key)
         seen = r[2] if r else {}
         start = now - window_s
         n = len(seen)
@@ -249,7 +258,7 @@ class PeerRates:
 
     def entities(self, key: str, now: float, window_s: float) -> list[str]:
         """The group's entities with a complaint in the ``window_s`` up to ``now``, newest first."""
-        r = getattr(self, "recent", {}).get(key)
+        r = self.recent.get(key)
         start = now - window_s
         out = []
         for e, t in reversed(r[2].items()) if r else ():

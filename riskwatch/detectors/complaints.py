@@ -157,7 +157,7 @@ class ComplaintDetector(Detector):
             rate = max(self._floor, max(0.0, long_ - obs) * LN2 / self._hl)
             own = self._z(obs, rate * window)
         meta = entity.get("m")
-        key = None
+        key, prate = None, 0.0
         if meta:
             key = peer_key(meta[0], meta[1])
             prate = models.peers.rate(key, now)
@@ -165,9 +165,9 @@ class ComplaintDetector(Detector):
                 peer = self._z(obs, max(self._floor, prate) * window)
         burst = clamp01((st["b"] * decay(self._hb, dt) - 1.0) / (self.burst_count - 1.0))
         return {"surprise_own": (own, ids), "surprise_peer": (peer, ids), "burst": (burst, ids),
-                "peer_surge": (self._surge(st, now, key, entity, models), ids)}
+                "peer_surge": (self._surge(st, now, key, prate, entity, models), ids)}
 
-    def _surge(self, st: dict, now: float, key: str | None, entity: dict, models) -> float:
+    def _surge(self, st: dict, now: float, key: str | None, prate: float, entity: dict, models) -> float:
         """The peer group's surge, for an entity that is part of it (its newest complaint in the
         window): the Poisson z of the group's entities with a complaint in the window against the
         expected number (:meth:`PeerRates.expected`), mapped as the rate surprises; 0 under
@@ -175,7 +175,7 @@ class ComplaintDetector(Detector):
         r = st["r"]
         if key is None or not r or r[0][1] < now - self._sw:
             return 0.0
-        expected = models.peers.expected(key, now, self._sw, self._swarm, self._floor)
+        expected = models.peers.expected(key, now, self._sw, self._swarm, self._floor, prate)
         if expected <= 0.0:
             return 0.0
         obs = models.peers.complainers(key, now, self._sw, entity.get("id"))

@@ -56,8 +56,9 @@ class _Peers:
     def rate(self, key: str, now: float) -> float:
         return self._o.current.peers.rate(key, now)
 
-    def expected(self, key: str, now: float, window_s: float, warmup_s: float, floor: float) -> float:
-        return self._o.current.peers.expected(key, now, window_s, warmup_s, floor)
+    def expected(self, key: str, now: float, window_s: float, warmup_s: float, floor: float,
+                 rate: float | None = None) -> float:
+        return self._o.current.peers.expected(key, now, window_s, warmup_s, floor, rate)
 
     def complainers(self, key: str, now: float, window_s: float, entity: str | None = None) -> int:
         return self._o.current.peers.complainers(key, now, window_s, entity)
