@@ -71,8 +71,12 @@ class PeerRates:
         """A pickled PeerRates (snapshots before 2026-12-06, :func:`legacy_unpickle`) may have no memory
         of complainers: it gets an empty one here, once, rather than a check at every use."""
         self.__dict__.update(state)
+        self._set_recent(state.get("recent", {}))
+
+    def _set_recent(self, recent: dict) -> None:
+        """The memory of complainers as a snapshot or a pickle holds it, each group's in time order."""
         self.recent = {k: [r[0], r[1], OrderedDict(sorted(r[2].items(), key=lambda x: x[1]))]
-                       for k, r in state.get("recent", {}).items()}
+                       for k, r in recent.items()}
         self._held = sum(len(r[2]) for r in self.recent.values())
 
     def _g(self, key: str) -> list[float]:
@@ -390,9 +394,7 @@ class PopulationModels:
         p, i = form.peers, form.inspection
         m.peers = PeerRates(p.half_life_s)
         m.peers.groups = {k: list(v) for k, v in p.groups.items()}
-        m.peers.recent = {k: [v[0], v[1], OrderedDict(sorted(v[2].items(), key=lambda x: x[1]))]
-                          for k, v in p.recent.items()}
-        m.peers._held = sum(len(v[2]) for v in m.peers.recent.values())
+        m.peers._set_recent(p.recent)
         m.peers.version = p.version
         m.inspection = InspectionModel(i.learning_rate, i.l2)
         m.inspection.stats = {k: list(v) for k, v in i.stats.items()}
