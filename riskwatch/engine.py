@@ -61,6 +61,11 @@ class Engine:
                 self.routes[etype] = (name, det)
         self.names = frozenset(self.detectors)
         self.timed = [(n, det) for n, det in self.detectors.items() if det.time_dependent]
+        # looked at again at ticks without being time-dependent (a peer surge that grew since the
+        # entity's complaint): their deadlines (next_change) count for next_tick too
+        self.rechecked = [(n, det) for n, det in self.detectors.items()
+                          if type(det).recheck is not Detector.recheck]
+        self.deadlines = self.timed + [x for x in self.rechecked if x not in self.timed]
         # refreshed before each decision: time-dependent detectors whose signals drift between events
         # (a record's decay), not those that change only at deadlines (sensors' silence: a tick is due)
         self.refreshed = [(n, det) for n, det in self.timed if det.drifts]
@@ -204,8 +209,16 @@ class Engine:
             state.pop("p", None)
 
     def _evaluate_all(self, state: dict, now: float) -> list[str]:
-        self._reevaluate(state, state["g"], now, time_dependent_only=True)
-        return list(state["g"])
+        """At a tick or an upsert: time-dependent signals as they are at ``now``, and what rechecks find."""
+        g = state["g"]
+        self._reevaluate(state, g, now, time_dependent_only=True)
+        for name, det in self.rechecked:
+            ds = state["d"].get(name)
+            if ds:
+                codes = self.codes[name]
+                for s, (v, ids) in det.recheck(ds, now, state, self.models).items():
+                    g[codes[s]] = [v, now, ids]
+        return list(g)
 
     def _reevaluate(self, state: dict, g: dict, now: float, time_dependent_only: bool) -> None:
         """Write every detector's signals at ``now`` into the signal cache ``g``."""
@@ -531,7 +544,7 @@ class Engine:
         due = None
         faster: dict[str, float] = {}  # signals that can fall faster than configured: their half-life
         d = state["d"]
-        for name, det in self.timed:
+        for name, det in self.deadlines:
             ds = d.get(name)
             if not ds:
                 continue

@@ -98,13 +98,20 @@ class Detector(ABC):
         return bool(state)
 
     def next_change(self, state: Any, now: float, entity: dict) -> float | None:
-        """For a time-dependent detector: the earliest event time at which :meth:`evaluate` can give
+        """For a time-dependent detector, or one with :meth:`recheck`: the earliest event time at which :meth:`evaluate` can give
         signals other than those in the entity's signal cache (``entity["g"]``, stamped when last
         evaluated) decayed by their half-lives: a deadline (silence, a breach's minimum duration, an
         expiry), or ``now`` for one passed since the cache was stamped, or when it cannot tell; None
         when time alone changes nothing. An early answer costs a tick that changes nothing, a late
         one a late decision: when unsure, answer early."""
         return now if self.wants_tick(state) else None
+
+    def recheck(self, state: Any, now: float, entity: dict, models: Any) -> Signals:
+        """For a detector that is not time-dependent but reads shared models that move without the entity
+        (a peer group's surge): the signals a tick at ``now`` changes (may be none), when
+        :meth:`next_change` says; it may note in ``state`` that it looked. Not called by read-only
+        evaluations. A detector that defines it is asked :meth:`next_change` for its ticks."""
+        return {}
 
     def alert_detail(self, signal: str, state: Any, now: float, entity: dict, models: Any) -> dict | None:
         """What an alert of ``signal`` firing now should show beyond the entity's own events (a peer

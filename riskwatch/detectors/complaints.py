@@ -56,6 +56,9 @@ class ComplaintParams(ParamsModel):
     surge_window_hours: Annotated[float, Field(gt=0, le=RECENT_S / 3600 - 1)] = 24.0  # at most 24 (models.RECENT_S)
     surge_min_entities: Annotated[int, Field(ge=2)] = 5
     surge_warmup_days: Annotated[float, Field(ge=0)] = 30.0
+    # while its newest complaint is in the window, the surge is looked at again (a tick) this many minutes
+    # after it, then at twice, 4 and 8 times that...: 0 = only at the entity's own complaints (until 2026-12-07)
+    surge_recheck_minutes: Annotated[float, Field(ge=0, le=1440)] = 60.0
 
 
 class ComplaintDetector(Detector):
@@ -82,11 +85,13 @@ class ComplaintDetector(Detector):
         self._zspan = max(1e-9, self.z_high - self.z_low)
         self._sw = self.surge_window_hours * 3600.0
         self._swarm = self.surge_warmup_days * DAY
+        self._step = self.surge_recheck_minutes * 60.0
 
     def new_state(self) -> dict:
         # s/l/b: short, long and burst decayed sums at time t; f: first seen;
         # r: retained [id, ts, weight, category crc, text crc] (newest first); h (once one has left r):
-        # fingerprints of the newest ``remember_ids`` that left it, to recognise one sent again
+        # fingerprints of the newest ``remember_ids`` that left it, to recognise one sent again;
+        # k (after a recheck): how many times the surge was looked at again since the newest complaint
         return {"s": 0.0, "l": 0.0, "b": 0.0, "t": 0.0, "f": None, "r": []}
 
     def _add(self, st: dict, w: float, ts: float) -> None:
@@ -134,11 +139,13 @@ class ComplaintDetector(Detector):
             st["f"] = ts
         self._add(st, w, ts)
         r = st["r"]
+        before = r[0][1] if r else None
         i = 0
         while i < len(r) and r[i][1] > ts:  # newest first: a late one goes to its place in time
             i += 1
         r.insert(i, [ev.complaint_id, ts, round(w, 4), cat, txt])
         self._trim(st)
+        self._newest_changed(st, before)
         meta = entity.get("m")
         if meta:
             models.peers.add_complaint(peer_key(meta[0], meta[1]), w, ts, entity.get("id"))
@@ -181,10 +188,55 @@ class ComplaintDetector(Detector):
         obs = models.peers.complainers(key, now, self._sw, entity.get("id"))
         return self._z(obs, expected) if obs >= self.surge_min_entities else 0.0
 
+    def next_change(self, st, now, entity) -> float | None:
+        """The next look at the peer surge while the entity's newest complaint is in the surge window:
+        ``surge_recheck_minutes`` after it, then 2, 4, 8... times that (``now`` if one passed unlooked at).
+        The first entities of an outbreak complain before their group shows a surge; until 2026-12-07
+        their ``peer_surge`` was valued at their own complaints only, so they got no signal and no alert
+        of their own (later ones named them). Times from the complaint's, not from the ticks', so that
+        ticking an entity more often changes nothing."""
+        nxt = self._next_look(st, entity)
+        if nxt is None:
+            return None
+        return nxt if nxt > now else now
+
+    def recheck(self, st, now, entity, models) -> Signals:
+        """At a tick, once a look of :meth:`next_change` is due: ``peer_surge`` as the group is now, if above
+        the value held (a surge that grew since the entity's complaint); else nothing. The entity's other
+        complaint signals keep the values of its complaints, decaying from there (the detector is not
+        ``time_dependent``). One look per tick: looks that passed unlooked at (a feed caught up with, a worker
+        that was down) come one tick after another, so a model snapshot that lags the feed at the first
+        is caught up with by the later ones."""
+        nxt = self._next_look(st, entity)
+        if nxt is None or now < nxt:
+            return {}
+        st["k"] = st.get("k", 0) + 1
+        meta = entity["m"]
+        key = peer_key(meta[0], meta[1])
+        surge = self._surge(st, now, key, models.peers.rate(key, now), entity, models)
+        held = entity["g"].get(f"{self.name}.peer_surge")
+        if surge <= (held[0] if held is not None else 0.0):
+            return {}
+        return {"peer_surge": (surge, [x[0] for x in st["r"][:3]])}
+
+    def _next_look(self, st: dict, entity: dict) -> float | None:
+        step, r = self._step, st["r"]
+        if not step or not r or not entity.get("m"):
+            return None
+        t = r[0][1] + step * (1 << st.get("k", 0))
+        return t if t <= r[0][1] + self._sw else None
+
+    @staticmethod
+    def _newest_changed(st: dict, before: float | None) -> None:
+        """The looks again count from the newest complaint: a new newest one starts them again."""
+        r = st["r"]
+        if "k" in st and (not r or r[0][1] != before):
+            del st["k"]
+
     def alert_detail(self, signal, st, now, entity, models) -> dict | None:
         """A peer surge's alert names the group, how many of its entities had complaints in the window
         against how many were expected, and which (newest first, at most 50): those whose complaints
-        came before the surge showed have no alert of their own."""
+        came before the surge showed get an alert of their own only at a later look (:meth:`recheck`)."""
         meta = entity.get("m")
         if signal != "peer_surge" or not meta:
             return None
@@ -240,7 +292,9 @@ class ComplaintDetector(Detector):
         hours, among the group's complainers (``peer_surge``)."""
         for i, item in enumerate(st["r"]):
             if item[0] == item_id:
+                before = st["r"][0][1]
                 del st["r"][i]
+                self._newest_changed(st, before)
                 self._add(st, -item[2], item[1])
                 self._forget(st, item)  # revoked, or disputed: sent again, it is not counted
                 meta = entity.get("m")
@@ -255,9 +309,11 @@ class ComplaintDetector(Detector):
 
     def restore(self, st, item, now, entity, models) -> Signals:
         self._add(st, item[2], item[1])
+        before = st["r"][0][1] if st["r"] else None
         st["r"].insert(0, item)
         st["r"].sort(key=lambda x: -x[1])
         self._trim(st)
+        self._newest_changed(st, before)
         meta = entity.get("m")
         if meta:
             models.peers.add_complaint(peer_key(meta[0], meta[1]), item[2], item[1], entity.get("id"))

@@ -94,3 +94,49 @@ def test_readings_that_trail_the_ticks_are_all_counted(stack):
     assert {t["entity_id"] for t in ticks} == set(ids), len(ticks)
     counts = {eid: st["d"]["sensors"]["temperature@d1"][4] for eid, st in changelog_states(s.broker, s.app_id).items()}
     assert counts == dict.fromkeys(ids, per_round * rounds), sorted(Counter(counts.values()).items())
+
+
+def test_ticks_give_the_first_entities_of_an_outbreak_an_alert_of_their_own(stack, tmp_path):
+    """A complaint surge over one peer group: the first entities complained before their group showed a
+    surge, so at their own complaints ``complaints.peer_surge`` was low. The worker's ticks look at the
+    surge again (each ``surge_recheck_minutes``, 1 here, while their complaint is in the window), with
+    the group as the trainer has seen it since: every entity of the outbreak gets an alert of its own,
+    some at a tick. All the feed is produced at once, so a worker also judges the later ones against a
+    snapshot that lags the outbreak; the recheck covers that too. With ticks off (the alerts-flow test)
+    only the later ones alert. Replayed: tests/test_peer_surge.py."""
+    import yaml
+
+    from riskwatch.config import DEFAULT_PATH
+
+    from .helpers import read_batches
+
+    s, workers = stack
+    cfg = yaml.safe_load(DEFAULT_PATH.read_text())
+    cfg["detectors"]["complaints"]["params"]["surge_recheck_minutes"] = 1
+    path = tmp_path / "riskwatch.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    start = datetime.now(UTC).timestamp() - 60 * 86400  # the outbreak about 14 hours ago: still in its window
+    sim = Simulation(n_entities=600, seed=2, bad_share=0.0, days=60, start=datetime.fromtimestamp(start, UTC),
+                     outbreaks=1, outbreak_at=(0.99, 0.99))
+    now = datetime.now(UTC).isoformat()
+    events = [e for e in sim.events(n_events=8000) if e["ts"] <= now]  # a Poisson feed can overrun its span
+    outbreak = {e["id"] for e in sim.entities if e["outbreak"]}
+    assert len(outbreak) >= 5
+    own = {(e["entity_id"], datetime.fromisoformat(e["ts"]).timestamp()) for e in events if e["type"] == "complaint"}
+    w = workers.start({"RISKWATCH_TICK_SECONDS": "1", "RISKWATCH_CONFIG_PATH": str(path),
+                       "RISKWATCH_MODEL_PUBLISH_SECONDS": "0.5"})
+    produce(s, events, batch_size=500)
+    wait_for(lambda: workers.metric(w, "riskwatch_events_processed_total") >= len(events), 120,
+             f"{len(events)} events processed", workers.logs)
+
+    def fired():
+        return [c for c in read_batches(s.broker, s.topic("alert-candidates"))
+                if c["signal"] == "complaints.peer_surge" and c["status"] == "firing"]
+
+    got = wait_for(lambda: (f := fired()) and outbreak <= {c["entity_id"] for c in f} and f, 150,
+                   "a peer_surge alert for every entity of the outbreak",
+                   lambda: f"{sorted({c['entity_id'][-4:] for c in fired()})} of "
+                           f"{sorted(e[-4:] for e in outbreak)}\n{workers.logs()}")
+    at_ticks = [c for c in got if (c["entity_id"], datetime.fromisoformat(c["ts"]).timestamp()) not in own]
+    assert at_ticks, "every alert came at the entity's own complaint: no recheck was needed or made"
+    assert all(c["event_ids"] and c["entity_id"] in c["detail"]["peer_group"]["entities"] for c in at_ticks)
