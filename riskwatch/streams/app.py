@@ -560,8 +560,8 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
 
     async def tick_entities():
         """Wall-clock ticks for entities due one (Engine.next_tick: a silence or breach deadline, an
-        expiry, a decaying score or alert about to cross a threshold); until 2026-12-04 every entity
-        with a sensor or a record got one each interval."""
+        expiry, a decaying score or alert about to cross a threshold, a look again at a peer surge);
+        until 2026-12-04 every entity with a sensor or a record got one each interval."""
         now = time.time()
         iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now))
         next_tick = w.engine.next_tick
