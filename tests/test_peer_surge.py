@@ -304,3 +304,46 @@ def test_an_entity_that_changes_group_takes_its_complaints_to_the_new_one():
     assert moved.rate("food|350100", now) < 1e-12 and moved.entities("food|350100", day, 86400.0) == []
     assert abs(moved.rate("food|350200", now) / direct.rate("food|350200", now) - 1) < 1e-9
     assert moved.entities("food|350200", day, 86400.0) == direct.entities("food|350200", day, 86400.0) == [eid]
+
+
+def test_the_surge_is_looked_at_again_1_2_4_8_16_hours_after_a_complaint_and_a_backfill_gets_one_tick():
+    """The looks (ticks) that give an outbreak's first entities their own signal: timed from the newest
+    complaint, one per tick, none after the 24-hour window; a new complaint starts them again; a
+    complaint a year old (a backfill, ticked at the worker's clock) gets the one tick and no more."""
+    from riskwatch.events import Tick
+
+    eid = Simulation(n_entities=1, seed=4).entities[0]["id"]
+    eng = Engine(load_config())
+    det = eng.detectors["complaints"]
+    t0 = datetime(2026, 3, 1, 12, 0).timestamp()
+
+    def at(t):
+        return datetime.fromtimestamp(t).astimezone().isoformat()
+
+    def complaint(i, t):
+        return parse_event({"type": "complaint", "complaint_id": f"c{i}", "entity_id": eid, "ts": at(t),
+                            "category": "hygiene"})
+
+    st, _ = eng.process(None, parse_event({"type": "entity", "entity_id": eid, "name": "n", "industry": "food",
+                                           "region": "110105"}))
+    st, _ = eng.process(st, complaint(1, t0))
+
+    def looks(st):
+        out = []
+        while (t := det.next_change(st["d"]["complaints"], st["t"], st)) is not None:
+            out.append(round((t - t0) / 3600, 2))
+            st, _ = eng.process(st, Tick(entity_id=eid, ts=at(t)))
+        return out, st
+
+    seen, st = looks(st)
+    assert seen == [1, 2, 4, 8, 16]
+    st, _ = eng.process(st, complaint(2, t0 + 20 * 3600))  # a new newest complaint: looks from it
+    seen, st = looks(st)
+    assert seen == [21, 22, 24, 28, 36]
+    # ticks more often than the looks change nothing: a tick between two looks does not look
+    st, _ = eng.process(st, complaint(3, t0 + 48 * 3600))
+    st, _ = eng.process(st, Tick(entity_id=eid, ts=at(t0 + 48.5 * 3600)))
+    assert det.next_change(st["d"]["complaints"], st["t"], st) == t0 + 49 * 3600
+    # a backfill: the worker's first tick comes a year later, and no look is due after it
+    st, _ = eng.process(st, Tick(entity_id=eid, ts=at(t0 + 365 * 86400)))
+    assert det.next_change(st["d"]["complaints"], st["t"], st) is None

@@ -195,7 +195,7 @@ class ComplaintDetector(Detector):
         their ``peer_surge`` was valued at their own complaints only, so they got no signal and no alert
         of their own (later ones named them). Times from the complaint's, not from the ticks', so that
         ticking an entity more often changes nothing."""
-        nxt = self._next_look(st, entity)
+        nxt = self._next_look(st, entity, now)
         if nxt is None:
             return None
         return nxt if nxt > now else now
@@ -207,7 +207,7 @@ class ComplaintDetector(Detector):
         ``time_dependent``). One look per tick: looks that passed unlooked at (a feed caught up with, a worker
         that was down) come one tick after another, so a model snapshot that lags the feed at the first
         is caught up with by the later ones."""
-        nxt = self._next_look(st, entity)
+        nxt = self._next_look(st, entity, now)
         if nxt is None or now < nxt:
             return {}
         st["k"] = st.get("k", 0) + 1
@@ -219,12 +219,15 @@ class ComplaintDetector(Detector):
             return {}
         return {"peer_surge": (surge, [x[0] for x in st["r"][:3]])}
 
-    def _next_look(self, st: dict, entity: dict) -> float | None:
+    def _next_look(self, st: dict, entity: dict, now: float) -> float | None:
+        """None once the looks or the window are over at ``now`` (the entity's clock, or a tick's time: a
+        backfill's complaints, a year old at the worker's first tick, get that one tick and no more)."""
         step, r = self._step, st["r"]
         if not step or not r or not entity.get("m"):
             return None
+        end = r[0][1] + self._sw
         t = r[0][1] + step * (1 << st.get("k", 0))
-        return t if t <= r[0][1] + self._sw else None
+        return t if t <= end and now <= end else None
 
     @staticmethod
     def _newest_changed(st: dict, before: float | None) -> None:
