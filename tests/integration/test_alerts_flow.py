@@ -378,8 +378,8 @@ def test_an_outbreak_over_two_workers_reaches_the_team_as_one_group_naming_every
     """A complaint surge over one peer group (complaints.peer_surge): its entities fall on both workers'
     partitions and only the trainer sees all their complaints; the team's receiver groups by industry and
     region, so the group's alerts come in one notification group, each alert naming the group's entities
-    (the first ones complained before the surge showed: no alert of their own). The logic, replayed:
-    tests/test_peer_surge.py."""
+    (the first ones complained before the surge showed, and with ticks off here they get no alert of their
+    own: with ticks, tests/integration/test_ticks.py). The logic, replayed: tests/test_peer_surge.py."""
     s, workers, team, d, path = alerting
     cfg = yaml.safe_load(path.read_text())
     cfg["receivers"][0]["group_by"] = ["rule", "industry", "region"]
