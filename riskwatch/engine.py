@@ -531,10 +531,10 @@ class Engine:
         look again at a peer surge), an open signal alert decaying to its clear level, the score
         falling ``min_delta`` below the last one emitted or under its tier's down threshold, a tier
         change held back by its dwell. Never later than the first such time; often earlier (a tick
-        there changes nothing, and the next is asked for). Replay and the worker's timer tick an entity only once it is due:
-        before 2026-12-04 every entity with a sensor, a record, an open alert, a tier above the
-        lowest or a decaying signal got one each interval, 24.6M ticks for 318k events in a 60-day
-        replay of 20,000 entities (49,295 since).
+        there changes nothing, and the next is asked for). Replay and the worker's timer tick an entity
+        only once it is due: before 2026-12-04 every entity with a sensor, a record, an open alert, a
+        tier above the lowest or a decaying signal got one each interval, 24.6M ticks for 318k events
+        in a 60-day replay of 20,000 entities (49,295 since).
         """
         t = state["t"]
         scorer = self.scorer

@@ -102,8 +102,8 @@ class Detector(ABC):
         :meth:`evaluate` (or :meth:`recheck`) can give signals other than those in the entity's signal
         cache (``entity["g"]``, stamped when last evaluated) decayed by their half-lives: a deadline
         (silence, a breach's minimum duration, an expiry, a look again), or ``now`` for one passed since
-        the cache was stamped, or when it cannot tell; None when time alone changes nothing. An early answer costs a tick that changes nothing, a late
-        one a late decision: when unsure, answer early."""
+        the cache was stamped, or when it cannot tell; None when time alone changes nothing. An early
+        answer costs a tick that changes nothing, a late one a late decision: when unsure, answer early."""
         return now if self.wants_tick(state) else None
 
     def recheck(self, state: Any, now: float, entity: dict, models: Any) -> Signals:
