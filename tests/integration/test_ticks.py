@@ -99,11 +99,13 @@ def test_readings_that_trail_the_ticks_are_all_counted(stack):
 def test_ticks_give_the_first_entities_of_an_outbreak_an_alert_of_their_own(stack, tmp_path):
     """A complaint surge over one peer group: the first entities complained before their group showed a
     surge, so at their own complaints ``complaints.peer_surge`` was low. The worker's ticks look at the
-    surge again (each ``surge_recheck_minutes``, 1 here, while their complaint is in the window), with
-    the group as the trainer has seen it since: every entity of the outbreak gets an alert of its own,
-    some at a tick. All the feed is produced at once, so a worker also judges the later ones against a
-    snapshot that lags the outbreak; the recheck covers that too. With ticks off (the alerts-flow test)
-    only the later ones alert. Replayed: tests/test_peer_surge.py."""
+    surge again (``surge_recheck_minutes`` after the complaint, 1 here, then 2, 4, 8... minutes, while it
+    is in the window), with the group as the trainer has seen it since: every entity of the outbreak
+    gets an alert of its own, some at a tick. All the feed is produced at once, so a worker also judges
+    the later ones against a snapshot that lags the outbreak. The outbreak was 14 hours ago, so the
+    looks that passed come one per tick (2 s apart here: about 20 s for the snapshot to catch up).
+    With ticks off (the alerts-flow test) only the later ones alert; with ``surge_recheck_minutes: 0``
+    here, none did (checked). Replayed: tests/test_peer_surge.py."""
     import yaml
 
     from riskwatch.config import DEFAULT_PATH
@@ -123,7 +125,7 @@ def test_ticks_give_the_first_entities_of_an_outbreak_an_alert_of_their_own(stac
     outbreak = {e["id"] for e in sim.entities if e["outbreak"]}
     assert len(outbreak) >= 5
     own = {(e["entity_id"], datetime.fromisoformat(e["ts"]).timestamp()) for e in events if e["type"] == "complaint"}
-    w = workers.start({"RISKWATCH_TICK_SECONDS": "1", "RISKWATCH_CONFIG_PATH": str(path),
+    w = workers.start({"RISKWATCH_TICK_SECONDS": "2", "RISKWATCH_CONFIG_PATH": str(path),
                        "RISKWATCH_MODEL_PUBLISH_SECONDS": "0.5"})
     produce(s, events, batch_size=500)
     wait_for(lambda: workers.metric(w, "riskwatch_events_processed_total") >= len(events), 120,
