@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from datetime import datetime
 from pathlib import Path
 
 
@@ -36,8 +35,7 @@ def run(seed: int, n_entities: int, n_events: int, days: int, tick: float = 0.0)
         for o in outs:
             eid = o["entity_id"]
             if o["type"] == "spotcheck_change" and o["to_tier"] in ("C", "D") and eid not in first_up:
-                ts = o["ts"]
-                first_up[eid] = ts.timestamp() if hasattr(ts, "timestamp") else datetime.fromisoformat(ts).timestamp()
+                first_up[eid] = o["ts"].timestamp()  # the decision's time (a tick's, or the event's)
 
     if tick:  # `riskwatch replay`'s loop: ticks where due (silence, decay, a peer surge's looks again)
         import orjson
