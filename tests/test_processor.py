@@ -78,3 +78,101 @@ def test_a_failing_currency_check_leaves_the_candidate_unmarked_and_the_event_ap
     res = proc.handle(orjson.dumps({"batch": batch}), "rw.complaints", p, 1, lambda eid: None)
     [cand] = [o for o in res.outputs if o["type"] == "alert_candidate"]
     assert "current" not in cand and res.applied == 6 and not res.dead
+
+
+class _FailsAfterUpdating(Engine):
+    """An engine with a bug that one event hits after it has updated the state (its clock, its count,
+    its detector's state, its signals) and queued its model updates."""
+
+    def process(self, state, ev):
+        state, outs = super().process(state, ev)
+        if getattr(ev, "complaint_id", None) == "c-bug":
+            raise ZeroDivisionError("division by zero")
+        return state, outs
+
+
+def _stored(states: dict) -> dict:
+    return {eid: orjson.dumps(st) for eid, st in states.items()}
+
+
+def test_an_event_the_engine_fails_on_after_updating_the_state_leaves_nothing_in_it():
+    """The state stored is the one the message gives without that event, and so are the model updates
+    sent with it. Until 2026-12-07 the state kept what the event had done before the engine failed:
+    here its clock (10:30), its count and its complaint."""
+    from riskwatch.streams.shared_models import SharedModels
+
+    p = partition_for(EID.encode(), 4)
+    other = _neighbour(p)
+    first = [{"type": "entity", "entity_id": e, "name": f"shop {e}", "industry": "catering", "region": "350102"}
+             for e in (EID, other)]
+    first += [_complaint("c0", "2026-11-28T08:00:00+00:00"), {**_complaint("n0", "2026-11-28T08:00:00+00:00"),
+                                                               "entity_id": other}]
+    batch = [{**_complaint("n1", "2026-11-28T09:00:00+00:00"), "entity_id": other},
+             _complaint("c1", "2026-11-28T10:00:00+00:00"), _complaint("c-bug", "2026-11-28T10:30:00+00:00"),
+             {**_complaint("n2", "2026-11-28T10:40:00+00:00"), "entity_id": other},
+             _complaint("c2", "2026-11-28T11:00:00+00:00")]
+    results = []
+    for engine, message in ((_FailsAfterUpdating(Config(), SharedModels()), batch),
+                            (Engine(Config(), SharedModels()), [e for e in batch if e["complaint_id"] != "c-bug"])):
+        proc = BatchProcessor(engine, 4, max_future_s=0, clock=lambda: 1.8e9)
+        before = proc.handle(orjson.dumps({"batch": first}), "rw.complaints", p, 6, lambda eid: None).states
+        engine.models.drain()
+        stored = _stored(before)
+        live = {eid: orjson.loads(b) for eid, b in stored.items()}  # updated in place, as the worker's
+        res = proc.handle(orjson.dumps({"batch": message}), "rw.complaints", p, 7, live.get,
+                          lambda eid: orjson.loads(stored[eid]) if eid in stored else None)
+        results.append((res, engine.models.drain()))
+    (bad, bad_updates), (good, good_updates) = results
+    assert [r for r, _ in bad.dead] == ["engine_error"] and bad.not_applied == {EID: [2]}
+    assert bad.states == good.states and bad.applied == good.applied == 4
+    assert bad_updates == good_updates and any(u[0] == "peer_complaint" for u in bad_updates)
+    assert bad.states[EID]["n"] == 4  # its upsert, c0, c1, c2
+    # without ``restore`` the half-update stays (what every caller got until 2026-12-07)
+    engine = _FailsAfterUpdating(Config(), SharedModels())
+    proc = BatchProcessor(engine, 4, max_future_s=0, clock=lambda: 1.8e9)
+    live = {eid: orjson.loads(b) for eid, b in _stored(
+        proc.handle(orjson.dumps({"batch": first}), "rw.complaints", p, 6, lambda eid: None).states).items()}
+    res = proc.handle(orjson.dumps({"batch": batch}), "rw.complaints", p, 7, live.get)
+    assert res.states[EID]["n"] == 5 and res.states[other] == good.states[other]
+
+
+def test_a_state_is_built_again_over_the_earlier_messages_of_a_round():
+    """The worker's ``restore``: the state staged before the round, with the round's earlier messages
+    applied again (the events that failed in them passed over, their model updates not queued twice),
+    gives the state this message started from."""
+    from riskwatch.streams.shared_models import SharedModels
+
+    p = partition_for(EID.encode(), 4)
+    register = {"type": "entity", "entity_id": EID, "name": "a shop", "industry": "catering", "region": "350102"}
+    messages = [[register, _complaint("c1", "2026-11-28T10:00:00+00:00"),
+                 _complaint("c-bug", "2026-11-28T10:10:00+00:00")],
+                [_complaint("c2", "2026-11-28T10:20:00+00:00")],
+                [_complaint("c3", "2026-11-28T10:30:00+00:00"), _complaint("c-bug", "2026-11-28T10:40:00+00:00"),
+                 _complaint("c4", "2026-11-28T10:50:00+00:00")]]
+    finals = []
+    for engine, msgs in ((_FailsAfterUpdating(Config(), SharedModels()), messages),
+                         (Engine(Config(), SharedModels()),
+                          [[e for e in m if e.get("complaint_id") != "c-bug"] for m in messages])):
+        proc = BatchProcessor(engine, 4, max_future_s=0, clock=lambda: 1.8e9)
+        live: dict = {}
+        done = []  # (value, offset, result) of the round's messages so far
+        updates = []
+
+        def restore(eid):  # as the worker's: nothing staged before the round
+            st = None
+            for value, off, prev in done:
+                if eid in prev.states:
+                    st = proc.apply_again(st, eid, value, "rw.complaints", p, off, prev.not_applied.get(eid, ()))
+            return st
+
+        for off, msg in enumerate(msgs, 10):
+            value = orjson.dumps({"batch": msg})
+            res = proc.handle(value, "rw.complaints", p, off, live.get, restore)
+            live.update(res.states)
+            done.append((value, off, res))
+            updates.append(engine.models.drain())
+        finals.append((live[EID], updates, [r.not_applied for _, _, r in done]))
+    (bad, bad_updates, not_applied), (good, good_updates, _) = finals
+    assert not_applied == [{EID: [2]}, {}, {EID: [1]}]
+    assert bad == good and bad["n"] == 5
+    assert bad_updates == good_updates and all(any(u[0] == "peer_complaint" for u in us) for us in bad_updates)

@@ -29,7 +29,7 @@ import orjson
 from .. import gc_policy
 from ..config import CURRENT_CONFIG, applied_command, config_from_dict, load_config
 from ..engine import Engine
-from ..errors import ConfigError
+from ..errors import ConfigError, StateUnreadable
 from ..kafka_security import client_options, faust_credentials
 from ..metrics import WorkerMetrics
 from ..models import SnapshotError
@@ -372,15 +372,39 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         if last is not None:
             m.resume_gaps.inc()
             log.warning("%s resumes at offset %d but the recovered states end at %d", src, msg.offset, last)
+        earlier = [(prev_msg, prev) for prev_msg, prev in done if prev_msg.partition == p]
+
+        def restore(eid: str) -> dict | None:
+            """The state before this message: as staged before the round, with the round's earlier
+            messages applied again (a state is updated in place: the one ``store.get`` gives may hold
+            half of an event the engine failed on)."""
+            try:
+                st = store.stored(p, eid)
+            except StateUnreadable:  # an earlier message of the round reset it: applied again, its
+                st = None            # reset starts the state again (the events before it were passed over)
+            for prev_msg, prev in earlier:
+                if eid in prev.states:
+                    st = w.processor.apply_again(st, eid, prev_msg.value, prev_msg.topic, p, prev_msg.offset,
+                                                 prev.not_applied.get(eid, ()))
+            return st
+
         try:
-            res = w.processor.handle(msg.value, msg.topic, p, msg.offset, lambda k, p=p: store.get(p, k))
+            res = w.processor.handle(msg.value, msg.topic, p, msg.offset, lambda k: store.get(p, k), restore)
         except Exception as exc:  # never let the agent die quietly (faust #175, #416)
-            w.models.drain()  # its model updates go with its states
-            store.forget_live(p)  # states it may have half-updated are reread ...
-            for prev_msg, prev in done:  # ... but what this round applied before it stands
-                if prev_msg.partition == p:
-                    store.keep(p, prev.states)
             log.exception("message %s[%d]@%d failed", msg.topic, p, msg.offset)
+            w.models.drain()  # its model updates go with its states
+            # states it may have half-updated are read again, with what this round applied before it
+            # (until 2026-12-07 this round's states were kept as the failed message left them)
+            try:
+                rebuilt = {eid: restore(eid) for _, prev in earlier for eid in prev.states}
+            except Exception:
+                log.exception("the states of %s[%d] before offset %d not built again", msg.topic, p, msg.offset)
+                rebuilt = {}
+            for _, prev in earlier:
+                prev.states.update((eid, rebuilt[eid]) for eid in prev.states if rebuilt.get(eid) is not None)
+            store.forget_live(p)
+            for _, prev in earlier:
+                store.keep(p, prev.states)
             await send_dead(msg, exc)
             return
         store.keep(p, res.states)  # new states too: the round's next message must see them

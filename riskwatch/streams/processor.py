@@ -9,11 +9,21 @@ per entity with the state loaded once and stored once per message.
 Redelivery is idempotent: each entity state remembers the last applied
 offset per source topic-partition (``state["o"]``) and skips what is at or
 below it, so a message seen again after a crash or rebalance counts once.
+
+An event the engine fails on (a bug) is dead-lettered, and its entity's state
+is built again without it: from the state before the message (``restore``),
+with the message's events before it applied again. The engine updates a
+state in place, so until 2026-12-07 a failure left what the event had done
+before it failed (its clock, its count, half a detector's update) in the
+state that was stored. Nothing is copied before each event: the rebuild
+costs only when an event fails.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -24,6 +34,8 @@ from ..view import inspection_fact
 from .codec import dead_letter, decode, partition_for
 
 __all__ = ["BatchProcessor", "BatchResult"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,6 +50,9 @@ class BatchResult:
     skipped: int = 0
     ignored: dict[str, int] = field(default_factory=dict)  # by detector: events it did not apply
     updates: list = field(default_factory=list)  # population model updates (the worker fills it in)
+    # entity -> places in the message of its events not applied (the engine failed on them, or its
+    # stored state was unreadable): a state built again from an earlier one passes over them
+    not_applied: dict[str, list[int]] = field(default_factory=dict)
 
 
 class BatchProcessor:
@@ -52,23 +67,23 @@ class BatchProcessor:
         self.on_config = on_config  # applies a config_change command; returns an error or None
         self.max_future_s = max_future_s  # event times further ahead of the clock are dead-lettered
         self.clock = clock
+        self.bugs_logged: set[tuple] = set()  # (exception type, where raised): traceback logged once each
 
-    def handle(self, value: bytes | None, topic: str, partition: int, offset: int,
-               load: Callable[[str], dict | None]) -> BatchResult:
-        res = BatchResult()
-        raws, err = decode(value)
-        if err:
-            res.dead.append((err.split(":", 1)[0], dead_letter(value or b"", topic, partition, offset, err)))
-            return res
+    def _sort(self, raws: list, topic: str, partition: int, offset: int, res: BatchResult,
+              apply_config: bool) -> dict[str, list]:
+        """A message's valid events by entity, as [(place in the message, event)]; the rest into ``res``
+        (dead letters, events of another partition's entities). Config changes are applied only if
+        ``apply_config`` (not when a message is read again to rebuild a state)."""
         scheme = self.engine.config.entity_id_scheme
         now = self.clock()
-        by_entity: dict[str, list] = {}  # entity -> [(index in the message, event)]
+        by_entity: dict[str, list] = {}
         for i, raw in enumerate(raws):
             if isinstance(raw, dict) and raw.get("type") == "config_change" and self.on_config is not None:
-                err = self.on_config(raw)  # sent to every partition; the first copy seen applies it
-                if err:
-                    res.dead.append(("config_invalid", dead_letter(raw, topic, partition, offset, err, i)))
-                scheme = self.engine.config.entity_id_scheme
+                if apply_config:
+                    err = self.on_config(raw)  # sent to every partition; the first copy seen applies it
+                    if err:
+                        res.dead.append(("config_invalid", dead_letter(raw, topic, partition, offset, err, i)))
+                    scheme = self.engine.config.entity_id_scheme
                 continue
             try:
                 ev = parse_event(raw, scheme)
@@ -88,11 +103,29 @@ class BatchProcessor:
                 res.misrouted.append((eid, raw))
                 continue
             by_entity.setdefault(eid, []).append((i, ev))
+        return by_entity
+
+    def handle(self, value: bytes | None, topic: str, partition: int, offset: int,
+               load: Callable[[str], dict | None],
+               restore: Callable[[str], dict | None] | None = None) -> BatchResult:
+        """``load`` gives an entity's current state (it may be updated in place); ``restore``, its state
+        as it was before this message, to build it again after an event the engine fails on. Without
+        ``restore`` (or with models that cannot take back their updates: see :meth:`_undoable`), a
+        failed event's half-update stays in the state."""
+        res = BatchResult()
+        raws, err = decode(value)
+        if err:
+            res.dead.append((err.split(":", 1)[0], dead_letter(value or b"", topic, partition, offset, err)))
+            return res
+        by_entity = self._sort(raws, topic, partition, offset, res, apply_config=True)
+        now = self.clock()
         tp = f"{topic}:{partition}"
         engine = self.engine  # after any config change above
         process = engine.process
         ignored_before = dict(engine.ignored)
+        undo = self._undoable(restore)
         for eid, evs in by_entity.items():
+            reset = False  # its stored state is unreadable: a reset in this message starts it again
             try:
                 state = load(eid)
             except StateUnreadable as exc:  # its events wait in the dead letters; the others go on
@@ -102,22 +135,28 @@ class BatchProcessor:
                 for i, ev in evs[:k]:
                     res.dead.append(("state_unreadable", dead_letter(ev.model_dump(mode="json"), topic, partition,
                                                                      offset, err, i)))
+                res.not_applied[eid] = [i for i, _ in evs[:k]]
                 if k == len(evs):
                     continue
-                evs, state = evs[k:], None
+                evs, state, reset = evs[k:], None, True
             seen = state.get("o", {}).get(tp, -1) if state else -1
             if offset <= seen:
                 res.skipped += len(evs)
                 continue
-            failed = 0
-            for i, ev in evs:
+            failed: list[int] = []
+            mark = undo.mark() if undo is not None else 0
+            for j, (i, ev) in enumerate(evs):
                 try:
                     state, outs = process(state, ev)
                 except Exception as exc:  # a bug must not stop the partition: dead-letter, go on
                     err = f"engine_error: {type(exc).__name__}: {exc}"
                     res.dead.append(("engine_error", dead_letter(ev.model_dump(mode="json"), topic, partition,
                                                                  offset, err, i)))
-                    failed += 1
+                    failed.append(i)
+                    if undo is not None:  # built again without it (its half-update is in ``state``)
+                        undo.rollback(mark)
+                        state = self._apply(None if reset else restore(eid), evs[:j], failed)
+                    self._log_bug(exc, eid, f"{tp}@{offset} #{i}", undo is not None)
                     continue
                 if outs:
                     for o in outs:
@@ -135,13 +174,69 @@ class BatchProcessor:
                                          "status_since": since})
                 elif ev.type == "inspection":  # what a draw's spot check found (GET .../outcomes)
                     res.inspections.append(inspection_fact(ev))
+            if failed:
+                res.not_applied.setdefault(eid, []).extend(failed)
             if state is None:
                 continue
             state.setdefault("o", {})[tp] = offset
             res.states[eid] = state
-            res.applied += len(evs) - failed  # dead-lettered ones were counted twice until 2026-12-04
+            res.applied += len(evs) - len(failed)  # dead-lettered ones were counted twice until 2026-12-04
         if engine.ignored != ignored_before:
             res.ignored = {k: n - ignored_before.get(k, 0) for k, n in engine.ignored.items()
                            if n != ignored_before.get(k, 0)}
         return res
 
+    def _log_bug(self, exc: Exception, eid: str, where: str, rebuilt: bool) -> None:
+        """The traceback, once per exception type and place raised (a bug every event hits would
+        flood the log; each is counted in the dead-letter metric)."""
+        tb = traceback.extract_tb(exc.__traceback__)
+        key = (type(exc).__name__, tb[-1].filename, tb[-1].lineno) if tb else (type(exc).__name__,)
+        first = key not in self.bugs_logged
+        self.bugs_logged.add(key)
+        log.error("engine error on %s's event at %s, dead-lettered; %s", eid, where,
+                  "its state built again without it" if rebuilt else "its state may hold part of it",
+                  exc_info=exc if first else None)
+
+    def _undoable(self, restore):
+        """The engine's models if a failed event's state can be built again: ``restore`` given, and
+        models that queue their updates and can take them back (a worker's
+        :class:`~riskwatch.streams.shared_models.SharedModels`: ``mark``, ``rollback``). Models that
+        learn in place cannot, and applying events again would teach them twice."""
+        models = self.engine.models
+        return models if restore is not None and hasattr(models, "rollback") else None
+
+    def _apply(self, state: dict | None, evs: list, skip: list[int]) -> dict | None:
+        """Events applied again to build a state (their outputs were taken the first time). The
+        engine is deterministic in event time, so this gives the state they gave, without the events
+        at the places in ``skip``. What it counts in ``engine.ignored`` is taken back."""
+        engine = self.engine
+        ignored = dict(engine.ignored)
+        try:
+            for i, ev in evs:
+                if i not in skip:
+                    state = engine.process(state, ev)[0]
+        finally:
+            engine.ignored.clear()
+            engine.ignored.update(ignored)
+        return state
+
+    def apply_again(self, state: dict | None, eid: str, value: bytes | None, topic: str, partition: int,
+                    offset: int, not_applied: list[int] = ()) -> dict | None:
+        """An earlier message's events of ``eid`` applied again to ``state`` (the worker rebuilds a state
+        from the one stored before a round of messages, after an event the engine failed on in a later
+        message of that round). The models' updates it makes are taken back (they go with that message):
+        the worker's models only. Config changes in it are not applied again."""
+        raws, err = decode(value)
+        if err:
+            return state
+        evs = self._sort(raws, topic, partition, offset, BatchResult(), apply_config=False).get(eid)
+        tp = f"{topic}:{partition}"
+        if not evs or offset <= (state.get("o", {}).get(tp, -1) if state else -1):
+            return state
+        models = self.engine.models
+        mark = models.mark()
+        state = self._apply(state, evs, list(not_applied))
+        models.rollback(mark)
+        if state is not None:
+            state.setdefault("o", {})[tp] = offset
+        return state

@@ -92,6 +92,15 @@ class SharedModels:
         out, self.pending = self.pending, []
         return out
 
+    def mark(self) -> int:
+        """Where the queued updates stand now, for :meth:`rollback`."""
+        return len(self.pending)
+
+    def rollback(self, mark: int) -> None:
+        """Take back the updates queued since ``mark`` (an event the engine failed on: its state is
+        built again, and the events applied again queue theirs again)."""
+        del self.pending[mark:]
+
     def install(self, raw: bytes) -> bool:
         """Use a published snapshot if it is newer than the one in use."""
         version, models = decode_snapshot(raw)

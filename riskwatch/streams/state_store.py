@@ -434,6 +434,13 @@ class StateStore:
         st = part.live[eid] = parse_state(eid, raw)
         return st
 
+    def stored(self, p: int, eid: str) -> dict | None:
+        """The state as last staged (before this round of messages), read again: not the one
+        :meth:`get` gives, which the round may have updated in place."""
+        part = self.parts[p]
+        raw = part.pending.get(eid) or part.local.get(eid.encode())
+        return None if raw is None else parse_state(eid, raw)
+
     def keep(self, p: int, states: dict[str, dict]) -> None:
         """Make states just computed (not yet staged) what :meth:`get` returns."""
         self.parts[p].live.update(states)
