@@ -2,11 +2,17 @@
 
     git worktree add /tmp/before <commit>
     python bench/engine_ab.py /tmp/before .
+    python bench/engine_ab.py /tmp/before . --worker   # the worker's handling, BatchProcessor.handle
 
 Each round runs every checkout once in its own process over the same
 simulated events (200k on 20k entities by default, the GC policy the worker
 uses) and prints events/s; the summary is the median per checkout and their
 ratio. Each checkout runs with its own code and its own config/riskwatch.yaml.
+
+``--worker``: each checkout's ``BatchProcessor.handle`` instead, the worker's handling of a message
+without Faust (decoding, validation, the engine, dead letters, outputs), over the same events in
+batch envelopes of 500 per partition (4 partitions), with the worker's models (queued updates,
+drained after each message) and a dict as the state store.
 
 ``--in-process``: when the checkouts differ in ``riskwatch/engine.py`` only (checked: any other
 file of the package that differs is refused), one process loads each checkout's engine module
@@ -48,6 +54,42 @@ t = time.perf_counter()
 for ev in events:
     st, _ = process(get(ev.entity_id), ev)
     states[ev.entity_id] = st
+print(len(events) / (time.perf_counter() - t))
+"""
+
+
+CHILD_WORKER = r"""
+import gc, inspect, sys, time
+root = sys.argv[1]
+sys.path.insert(0, root)
+import orjson
+from riskwatch.config import load_config
+from riskwatch.engine import Engine
+from riskwatch.gc_policy import apply
+from riskwatch.simulate import Simulation
+from riskwatch.streams.codec import partition_for
+from riskwatch.streams.processor import BatchProcessor
+from riskwatch.streams.shared_models import SharedModels
+
+sim = Simulation(n_entities=int(sys.argv[3]), seed=42, bad_share=0.05, days=90)
+events = list(sim.events(n_events=int(sys.argv[2])))
+parts = [[] for _ in range(4)]
+for e in events:
+    parts[partition_for(e["entity_id"].encode(), 4)].append(e)
+msgs = [(p, orjson.dumps({"batch": es[i:i + 500]})) for p, es in enumerate(parts) for i in range(0, len(es), 500)]
+apply()
+gc.collect()
+gc.freeze()
+proc = BatchProcessor(Engine(load_config(root + "/config/riskwatch.yaml"), SharedModels()), 4, max_future_s=1e12)
+stores = [{} for _ in range(4)]
+restore = "restore" in inspect.signature(proc.handle).parameters  # since 2026-12-07
+t = time.perf_counter()
+for off, (p, value) in enumerate(msgs):
+    st = stores[p]
+    res = proc.handle(value, "rw.bench", p, off, st.get, st.get) if restore else proc.handle(value, "rw.bench", p, off,
+                                                                                            st.get)
+    st.update(res.states)
+    proc.engine.models.drain()
 print(len(events) / (time.perf_counter() - t))
 """
 
@@ -125,16 +167,21 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--entities", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--worker", action="store_true",
+                    help="time BatchProcessor.handle (the worker's handling of a message without Faust)")
     ap.add_argument("--in-process", action="store_true",
                     help="one process, each checkout's engine.py in alternation (they may differ in it only)")
     a = ap.parse_args()
+    if a.in_process and a.worker:
+        ap.error("--worker runs each checkout in its own process: not with --in-process")
     if a.in_process:
         in_process(a.checkouts, a.events, a.entities, a.rounds)
         return
     rates: dict[Path, list[float]] = {c: [] for c in a.checkouts}
     for r in range(a.rounds):
-        for c in a.checkouts:
-            out = subprocess.run([sys.executable, "-c", CHILD, str(c.resolve()), str(a.events), str(a.entities)],
+        for c in (a.checkouts if r % 2 == 0 else a.checkouts[::-1]):  # neither goes first every round
+            out = subprocess.run([sys.executable, "-c", CHILD_WORKER if a.worker else CHILD, str(c.resolve()),
+                                  str(a.events), str(a.entities)],
                                  capture_output=True, text=True, check=True)
             rates[c].append(float(out.stdout.strip().splitlines()[-1]))
             print(f"round {r + 1}  {c}: {rates[c][-1]:,.0f} events/s", flush=True)

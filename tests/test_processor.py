@@ -176,3 +176,20 @@ def test_a_state_is_built_again_over_the_earlier_messages_of_a_round():
     assert not_applied == [{EID: [2]}, {}, {EID: [1]}]
     assert bad == good and bad["n"] == 5
     assert bad_updates == good_updates and all(any(u[0] == "peer_complaint" for u in us) for us in bad_updates)
+
+
+def test_a_bug_every_event_hits_logs_its_traceback_once_and_then_fewer_lines(caplog):
+    """A line per failed event for the first 100 of a kind, then one per 1,000; the traceback once."""
+    class _FailsAll(Engine):
+        def process(self, state, ev):
+            raise ZeroDivisionError("division by zero")
+
+    p = partition_for(EID.encode(), 4)
+    proc = BatchProcessor(_FailsAll(Config()), 4, max_future_s=0, clock=lambda: 1.8e9)
+    batch = [_complaint(f"c{i}", f"2026-11-28T10:00:{i % 60:02d}+00:00") for i in range(1000)]
+    with caplog.at_level("ERROR", logger="riskwatch.streams.processor"):
+        res = proc.handle(orjson.dumps({"batch": batch}), "rw.complaints", p, 1, lambda eid: None)
+    assert len(res.dead) == 1000
+    lines = [r for r in caplog.records if "engine error on" in r.getMessage()]
+    assert len(lines) == 101 and sum(1 for r in lines if r.exc_info) == 1
+    assert "(1000 so far from ZeroDivisionError at" in lines[-1].getMessage()

@@ -67,7 +67,7 @@ class BatchProcessor:
         self.on_config = on_config  # applies a config_change command; returns an error or None
         self.max_future_s = max_future_s  # event times further ahead of the clock are dead-lettered
         self.clock = clock
-        self.bugs_logged: set[tuple] = set()  # (exception type, where raised): traceback logged once each
+        self.bugs_logged: dict[tuple, int] = {}  # (exception type, where raised) -> events it failed
 
     def _sort(self, raws: list, topic: str, partition: int, offset: int, res: BatchResult,
               apply_config: bool) -> dict[str, list]:
@@ -187,15 +187,17 @@ class BatchProcessor:
         return res
 
     def _log_bug(self, exc: Exception, eid: str, where: str, rebuilt: bool) -> None:
-        """The traceback, once per exception type and place raised (a bug every event hits would
-        flood the log; each is counted in the dead-letter metric)."""
+        """A line per failed event, with the traceback the first time per exception type and place
+        raised; past the first 100 of a kind, a line per 1,000 (a bug every event hits would flood the
+        log: the dead-letter topic and its metric hold each one)."""
         tb = traceback.extract_tb(exc.__traceback__)
         key = (type(exc).__name__, tb[-1].filename, tb[-1].lineno) if tb else (type(exc).__name__,)
-        first = key not in self.bugs_logged
-        self.bugs_logged.add(key)
-        log.error("engine error on %s's event at %s, dead-lettered; %s", eid, where,
-                  "its state built again without it" if rebuilt else "its state may hold part of it",
-                  exc_info=exc if first else None)
+        n = self.bugs_logged[key] = self.bugs_logged.get(key, 0) + 1
+        if n <= 100 or n % 1000 == 0:
+            log.error("engine error on %s's event at %s, dead-lettered; %s%s", eid, where,
+                      "its state built again without it" if rebuilt else "its state may hold part of it",
+                      f" ({n} so far from {key[0]} at {key[1]}:{key[2]})" if n > 100 and len(key) == 3 else "",
+                      exc_info=exc if n == 1 else None)
 
     def _undoable(self, restore):
         """The engine's models if a failed event's state can be built again: ``restore`` given, and
