@@ -42,6 +42,7 @@ from .streams.codec import decode
 from .streams.kafka import read_messages
 from .streams.state_store import parse_state, read_changelog
 from .view import NAMES_FORMAT, NAMES_FORMAT_KEY, ViewWriter, inspection_fact
+from .view_regions import REGIONS_FORMAT, REGIONS_FORMAT_KEY
 
 __all__ = ["rebuild_view"]
 
@@ -117,7 +118,8 @@ def _from_state(engine, eid: str, st: dict) -> dict | None:
             "reasons": engine.scorer.reasons(parts, score), "cause_event_id": "", "config_version": ""}
 
 
-VIEW_PATTERNS = ("rw:entity:*", "rw:entities", "rw:names", "rw:rank", "rw:rank:*", "rw:history:*", "rw:spotchecks")
+VIEW_PATTERNS = ("rw:entity:*", "rw:entities", "rw:names", "rw:rank", "rw:rank:*", "rw:history:*", "rw:spotchecks",
+                 "rw:registered:*")
 
 
 async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]:
@@ -169,8 +171,9 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
     for i in range(0, len(ents), 1000):
         await view.queue_round(pipe, [], meta.get, history=False, entities=ents[i:i + 1000])
         await flush_some()
-    if flush:  # every name written by this release's name_keys
+    if flush:  # every name written by this release's name_keys, every entity in its region's set
         pipe.set(NAMES_FORMAT_KEY, NAMES_FORMAT)
+        pipe.set(REGIONS_FORMAT_KEY, REGIONS_FORMAT)
     # the producer may reorder an entity's output messages; its `seq` is the decision order
     latest: dict[str, dict] = {}
     async for raw in _each(settings, settings.topic("risk-changes"), counts):

@@ -23,6 +23,8 @@ Keys (prefix ``rw:``):
   name search can start in each entity's name (:func:`name_keys`; the entity hash's ``nk`` field keeps
   its keys, so a rename removes the old ones; since 2026-12-05: ``GET /v1/entities?q=``), and
   ``rw:names:format``, the :func:`name_keys` it was written by (:func:`reindex_names`);
+- ``rw:registered:region:{r}`` and ``rw:registered:regions``: registered entities per region
+  (:mod:`riskwatch.view_regions`; since 2026-12-07);
 - ``rw:objections:effects`` hash ``{objection id}:{step}`` -> what an objection and its resolution did
   (the risk change they forced: effect, score before and after, tier, time; since 2026-12-05).
 
@@ -125,6 +127,11 @@ for _, e in ipairs(p.e) do
     redis.call("HDEL", key, "status", "status_since")
   end
   redis.call("SADD", P .. "entities", e[1])
+  if old[2] and old[2] ~= e[4] then  -- registered per region (view_regions.py)
+    redis.call("SREM", P .. "registered:region:" .. old[2], e[1])
+  end
+  redis.call("SADD", P .. "registered:region:" .. e[4], e[1])
+  redis.call("SADD", P .. "registered:regions", e[4])
   if old[4] ~= e[6] then  -- a new name (most upserts send the same one again: nothing to do)
     set_name_keys(key, e[1], old[4], e[5], e[6])
   end
@@ -401,6 +408,8 @@ class ViewWriter:
             pipe.hdel(key, "status", "status_since")
         pipe.hset(key, mapping=fields)
         pipe.sadd(ENTITIES, ent["entity_id"])
+        pipe.sadd(f"{P}registered:region:{ent['region']}", ent["entity_id"])  # a move: see ROUND_LUA
+        pipe.sadd(f"{P}registered:regions", ent["region"])
         if keys:  # a fresh entry: the old name's keys of a renamed entity are removed by the round script only
             pipe.zadd(NAMES, {f"{k}\0{ent['entity_id']}": 0 for k in keys})
 

@@ -28,6 +28,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from ..alerts.lifecycle import escalation_level
 from ..events import OBJECTION_EFFECTS, OPERATING
 from ..view import ENTITIES, entity_key
+from ..view_regions import index_regions, registered_in
 from .alerts import list_alerts
 from .auth import Principal, allows
 from .context import REDIS_OUTAGES, ctx_of
@@ -259,12 +260,15 @@ async def overview(request: Request, tier: str | None = None, region: str | None
             pipe.zcard(f"rw:rank:tier:{t}")
         pipe.scard(ENTITIES)
         *counts, registered = await pipe.execute()
-    else:  # its regions' scored entities only; those not scored yet are not counted per region
-        counts, registered = await _tier_counts_in(ctx.redis, who, tiers), None
+    else:  # its regions' entities (registered ones per region since 2026-12-07)
+        counts = await _tier_counts_in(ctx.redis, who, tiers)
+        if not ctx.regions_indexed:  # a view written by an older release: indexed once per process
+            await index_regions(ctx.redis)
+            ctx.regions_indexed = True
+        registered = await registered_in(ctx.redis, who.sees)
     tier_rows = [[_link("/board?" + urlencode({"tier": t}), t), n, f"{ratios[t]:.0%}"] for t, n in zip(tiers, counts)]
-    if registered is not None:
-        tier_rows.append(["not scored yet", max(0, registered - sum(counts)),
-                          f"{ratios[tiers[0]]:.0%} (drawn as tier {tiers[0]})"])
+    tier_rows.append(["not scored yet", max(0, registered - sum(counts)),
+                      f"{ratios[tiers[0]]:.0%} (drawn as tier {tiers[0]})"])
     options = "".join(f'<option value="{_e(t)}"{" selected" if t == tier else ""}>{_e(t)}</option>' for t in tiers)
     filters = (
         '<form method="get" action="/board" class="filters">'

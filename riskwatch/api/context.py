@@ -32,6 +32,7 @@ class ApiContext:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
         self.names_current = False  # rw:names checked against view.NAMES_FORMAT (entities.py)
+        self.regions_indexed = False  # rw:registered:* checked against view_regions.REGIONS_FORMAT (board.py)
         spec = settings.api_tokens
         if settings.api_token:  # a single plaintext admin token from the environment (development)
             spec = ",".join(x for x in (spec, f"env-admin:admin:{hash_token(settings.api_token)}") if x)

@@ -3,16 +3,18 @@
 Against a real worker, Redis and the dispatcher's intake: every API route is called with a limited token.
 A route in ``SCOPED_ROUTES`` must not name an entity outside the token's regions in its answer; every other
 route must refuse the token (a route added later is closed to it until it keeps to the regions). The board
-shows such a token its regions only."""
+shows such a token its regions only, with their registered entities not scored yet."""
 
 from __future__ import annotations
 
+import random
 import re
 from datetime import datetime, timedelta, timezone
 
 from riskwatch.api.app import create_api
 from riskwatch.api.auth import hash_token
 from riskwatch.api.context import SCOPED_ROUTES
+from riskwatch import uscc
 from riskwatch.simulate import Simulation
 
 from .api_helpers import ROLES, api_settings, auth, client
@@ -30,9 +32,15 @@ def test_a_token_limited_to_regions_sees_its_regions_only_and_may_not_use_routes
     sim = Simulation(n_entities=90, seed=8, bad_share=0.3, days=20,
                      start=datetime.now(timezone.utc) - timedelta(days=21))
     events = list(sim.events(n_events=5000))
-    workers.process(events, batch_size=100)
+    # registered in Beijing and never scored: three that stay, one that moves to Shanghai
+    rng = random.Random(3)
+    quiet = [uscc.generate(rng) for _ in range(4)]
+    extra = [{"type": "entity", "entity_id": e, "name": f"北京静安{i}号店", "industry": "catering", "region": "110105"}
+             for i, e in enumerate(quiet)]
+    extra.append({**extra[-1], "region": "310104"})
+    workers.process(events + extra, batch_size=100)
     assert _intake_alerts(s) > 0
-    region = {e["entity_id"]: e["region"] for e in events if e["type"] == "entity"}
+    region = {e["entity_id"]: e["region"] for e in events + extra if e["type"] == "entity"}  # the last upsert's
     inside = {e for e, r in region.items() if r.startswith(SCOPE)}
     outside = set(region) - inside
     assert inside and outside
@@ -110,6 +118,10 @@ def test_a_token_limited_to_regions_sees_its_regions_only_and_may_not_use_routes
         assert page.status_code == 200 and "regions 11" in page.text
         assert not pattern.search(page.text), pattern.search(page.text).group()
         per_tier = {row[0]: int(row[1]) for row in _tables(page.text).tables["Entities per tier"][1:]}
+        # and its regions' registered entities not scored yet: the three quiet ones (the one that moved
+        # out is not counted); until 2026-12-07 a limited board had no such row
+        assert set(quiet[:3]) <= inside and quiet[3] in outside
+        assert per_tier.pop("not scored yet") == len(inside) - len(scored_in) >= 3
         assert per_tier == {t: sum(1 for e in listed if e["tier"] == t) for t in per_tier} and sum(per_tier.values())
         one = c.get(f"/board/entities/{scored_in[0]}")
         assert one.status_code == 200 and not pattern.search(one.text)

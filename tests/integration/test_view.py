@@ -298,3 +298,39 @@ def test_an_older_decision_never_replaces_a_newer_one(services):
     # seq alone: below the old deployment's, and the first trimmed)
     assert [orjson.loads(m)["cause"] for m in r.zrevrange(f"rw:history:{eid}", 0, -1)] == ["c2", "c11", "c10"]
     r.flushdb()
+
+
+def test_registered_entities_per_region_follow_moves_and_an_older_view_is_indexed_once(services):
+    """``rw:registered:region:{r}`` (what a board limited to regions counts as not scored yet): a
+    register upsert through a round puts the entity in its region's set and takes it out of the one it
+    left. A view written before 2026-12-07 has no such sets: ``index_regions`` (run by the API before
+    a limited board's first count) fills them in from ``rw:entities`` once."""
+    from riskwatch.view_regions import REGIONS_FORMAT_KEY, index_regions, registered_in
+
+    url, r, view = _empty_db(services, 9)
+    other = "913502037JH4BXKFLA"
+    regs = [{"entity_id": EID, "name": "a shop", "industry": "catering", "region": "110101"},
+            {"entity_id": other, "name": "b shop", "industry": "catering", "region": "110105"}]
+
+    async def run() -> tuple:
+        import redis.asyncio as aioredis
+
+        ar = aioredis.from_url(url)
+        try:
+            await view.write_round(ar, [], lambda _: None, regs)
+            beijing = await registered_in(ar, lambda x: x.startswith("11"))
+            await view.write_round(ar, [], lambda _: None, [dict(regs[0], region="310104")])  # moves out
+            after = (await registered_in(ar, lambda x: x.startswith("11")),
+                     await registered_in(ar, lambda x: x.startswith("31")))
+            # as an older release left it: no per-region sets, no format mark
+            r.delete(*r.keys("rw:registered:*"))
+            none = await registered_in(ar, lambda x: True)
+            first = await index_regions(ar, batch=1)
+            again = await index_regions(ar)
+            return beijing, after, none, first, again, await registered_in(ar, lambda x: x.startswith("11"))
+        finally:
+            await ar.aclose()
+
+    assert asyncio.run(run()) == (2, (1, 1), 0, 2, None, 1)
+    assert r.smembers("rw:registered:region:310104") == {EID.encode()} and r.get(REGIONS_FORMAT_KEY) == b"1"
+    r.flushdb()
