@@ -2,25 +2,33 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+RUNTIME := $(VENV)/.runtime
 STAMP  := $(VENV)/.installed
 API_PORT ?= 8000
 
 .PHONY: run test install bench clean demo-replay
 
-$(STAMP): pyproject.toml
+# `make run` installs what riskwatch runs on; `make test` adds the test tools. --no-compile: Python
+# compiles a module when it is first imported instead of pip compiling every file of every package
+# (a fresh `make run` spent 43 s in pip with it, 27 s without, on 2026-12-07).
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-compile -e .
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
+	$(PY) -m pip install --quiet --no-compile -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
 # Broker, Redis, worker, API and a live simulated feed; Ctrl-C stops all of it.
-run: $(STAMP)
+run: $(RUNTIME)
 	$(PY) -m riskwatch.cli up --demo --api-port $(API_PORT)
 
 # The offline path: simulate, replay through the engine, summarise against the hidden truth.
-demo-replay: $(STAMP)
+demo-replay: $(RUNTIME)
 	mkdir -p .data
 	$(PY) -m riskwatch.cli simulate --entities 2000 --events 100000 --seed 7 --out .data/demo.jsonl --truth .data/demo-truth.jsonl
 	$(PY) -m riskwatch.cli replay .data/demo.jsonl --out .data/demo-outputs.jsonl --snapshot-at 2026-03-01T00:00:00+08:00 --snapshot-out .data/demo-snapshot.csv
