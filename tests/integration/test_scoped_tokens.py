@@ -11,10 +11,10 @@ import random
 import re
 from datetime import datetime, timedelta, timezone
 
+from riskwatch import uscc
 from riskwatch.api.app import create_api
 from riskwatch.api.auth import hash_token
 from riskwatch.api.context import SCOPED_ROUTES
-from riskwatch import uscc
 from riskwatch.simulate import Simulation
 
 from .api_helpers import ROLES, api_settings, auth, client
