@@ -6,8 +6,9 @@ Keys (written by the workers' round script, :data:`riskwatch.view.ROUND_LUA`, at
 - ``rw:registered:region:{r}`` set of the entity ids whose register data names region ``r`` (an entity
   that moves leaves its old region's set);
 - ``rw:registered:regions`` set of the region codes that have had such a set;
-- ``rw:registered:format``: set once the sets hold every entity of ``rw:entities``
-  (:func:`index_regions` fills them in for a view written before 2026-12-07).
+- ``rw:registered:format``: set once the sets hold every entity of ``rw:entities`` that has register
+  data (:func:`index_regions` fills them in for a view written before 2026-12-07; ``rebuild-view``
+  writes them whole).
 """
 
 from __future__ import annotations
