@@ -349,6 +349,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         ``handled`` gets every message processed or dead-lettered here (not those left to a new owner)."""
         done: list = []
         last_at: dict = {}
+        read_again: dict = {}  # messages of this round read again to rebuild a state (apply_one)
         for msg in msgs:
             p = msg.partition
             if p not in owned:
@@ -360,12 +361,12 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                 for rec in await read_skipped(s, msg.topic, p, range(prev + 1, msg.offset),
                                               m.offset_gaps.labels(msg.topic), m.refetched.labels(msg.topic),
                                               "this worker", s.repair_gaps):
-                    await apply_one(rec, p, done)
+                    await apply_one(rec, p, done, read_again)
             last_at[msg.tp] = msg.offset
-            await apply_one(msg, p, done)
+            await apply_one(msg, p, done, read_again)
         return done
 
-    async def apply_one(msg, p: int, done: list) -> None:
+    async def apply_one(msg, p: int, done: list, read_again: dict) -> None:
         await store.ready(p)
         src = f"{msg.topic}:{p}"
         last = store.resumes(p, src, msg.offset)
@@ -385,7 +386,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             for prev_msg, prev in earlier:
                 if eid in prev.states:
                     st = w.processor.apply_again(st, eid, prev_msg.value, prev_msg.topic, p, prev_msg.offset,
-                                                 prev.not_applied.get(eid, ()))
+                                                 prev.not_applied.get(eid, ()), read_again)
             return st
 
         try:

@@ -190,8 +190,10 @@ class BatchProcessor:
         """A line per failed event, with the traceback the first time per exception type and place
         raised; past the first 100 of a kind, a line per 1,000 (a bug every event hits would flood the
         log: the dead-letter topic and its metric hold each one)."""
-        tb = traceback.extract_tb(exc.__traceback__)
-        key = (type(exc).__name__, tb[-1].filename, tb[-1].lineno) if tb else (type(exc).__name__,)
+        last = None
+        for frame, lineno in traceback.walk_tb(exc.__traceback__):  # not extract_tb: it reads the source
+            last = frame.f_code.co_filename, lineno
+        key = (type(exc).__name__, *last) if last else (type(exc).__name__,)
         n = self.bugs_logged[key] = self.bugs_logged.get(key, 0) + 1
         if n <= 100 or n % 1000 == 0:
             log.error("engine error on %s's event at %s, dead-lettered; %s%s", eid, where,
@@ -207,12 +209,13 @@ class BatchProcessor:
         models = self.engine.models
         return models if restore is not None and hasattr(models, "rollback") else None
 
-    def _apply(self, state: dict | None, evs: list, skip: list[int]) -> dict | None:
+    def _apply(self, state: dict | None, evs: list, skip) -> dict | None:
         """Events applied again to build a state (their outputs were taken the first time). The
         engine is deterministic in event time, so this gives the state they gave, without the events
         at the places in ``skip``. What it counts in ``engine.ignored`` is taken back."""
         engine = self.engine
         ignored = dict(engine.ignored)
+        skip = set(skip)
         try:
             for i, ev in evs:
                 if i not in skip:
@@ -223,21 +226,27 @@ class BatchProcessor:
         return state
 
     def apply_again(self, state: dict | None, eid: str, value: bytes | None, topic: str, partition: int,
-                    offset: int, not_applied: list[int] = ()) -> dict | None:
+                    offset: int, not_applied: list[int] = (), read: dict | None = None) -> dict | None:
         """An earlier message's events of ``eid`` applied again to ``state`` (the worker rebuilds a state
         from the one stored before a round of messages, after an event the engine failed on in a later
         message of that round). The models' updates it makes are taken back (they go with that message):
-        the worker's models only. Config changes in it are not applied again."""
-        raws, err = decode(value)
-        if err:
-            return state
-        evs = self._sort(raws, topic, partition, offset, BatchResult(), apply_config=False).get(eid)
+        the worker's models only. Config changes in it are not applied again. ``read``: the messages
+        already read again, by (topic, partition, offset): each is decoded and validated once however
+        many of its entities are rebuilt (a bug that every event hits rebuilds every entity)."""
+        key = (topic, partition, offset)
+        by_entity = read.get(key) if read is not None else None
+        if by_entity is None:
+            raws, err = decode(value)
+            by_entity = {} if err else self._sort(raws, topic, partition, offset, BatchResult(), apply_config=False)
+            if read is not None:
+                read[key] = by_entity
+        evs = by_entity.get(eid)
         tp = f"{topic}:{partition}"
         if not evs or offset <= (state.get("o", {}).get(tp, -1) if state else -1):
             return state
         models = self.engine.models
         mark = models.mark()
-        state = self._apply(state, evs, list(not_applied))
+        state = self._apply(state, evs, not_applied)
         models.rollback(mark)
         if state is not None:
             state.setdefault("o", {})[tp] = offset
