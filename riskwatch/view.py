@@ -42,6 +42,7 @@ from datetime import datetime, timezone
 import orjson
 
 from .events import NOT_OPERATING, OPERATING
+from .view_regions import REGIONS, registered_key
 
 __all__ = ["ENTITIES", "INSPECTIONS_KEPT", "NAMES", "NAMES_FORMAT", "NAMES_FORMAT_KEY", "NAME_KEY_CHARS",
            "OBJECTION_EFFECTS", "REINDEX_NAMES_LUA", "ROUND_LUA", "SPOTCHECKS", "ViewWriter", "entity_key",
@@ -408,8 +409,8 @@ class ViewWriter:
             pipe.hdel(key, "status", "status_since")
         pipe.hset(key, mapping=fields)
         pipe.sadd(ENTITIES, ent["entity_id"])
-        pipe.sadd(f"{P}registered:region:{ent['region']}", ent["entity_id"])  # a move: see ROUND_LUA
-        pipe.sadd(f"{P}registered:regions", ent["region"])
+        pipe.sadd(registered_key(ent["region"]), ent["entity_id"])  # a move: see ROUND_LUA
+        pipe.sadd(REGIONS, ent["region"])
         if keys:  # a fresh entry: the old name's keys of a renamed entity are removed by the round script only
             pipe.zadd(NAMES, {f"{k}\0{ent['entity_id']}": 0 for k in keys})
 

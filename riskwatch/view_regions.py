@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-__all__ = ["REGIONS", "REGIONS_FORMAT", "REGIONS_FORMAT_KEY", "index_regions", "registered_in", "registered_key"]
+import orjson
+
+__all__ = ["REGIONS", "REGIONS_FORMAT", "REGIONS_FORMAT_KEY", "index_regions", "registered_in", "registered_key",
+           "regions_in"]
 
 REGIONS = "rw:registered:regions"
 REGIONS_FORMAT = "1"
@@ -50,8 +53,6 @@ async def index_regions(r, batch: int = 500) -> int | None:
     """Fill in the per-region sets from ``rw:entities`` for a view written before they existed; returns
     how many entities it indexed, None when the sets were complete. Idempotent; API replicas may run it
     at once."""
-    import orjson
-
     if await r.get(REGIONS_FORMAT_KEY) in (REGIONS_FORMAT, REGIONS_FORMAT.encode()):
         return None
     script = r.register_script(INDEX_REGIONS_LUA)
@@ -66,10 +67,16 @@ async def index_regions(r, batch: int = 500) -> int | None:
     return n
 
 
-async def registered_in(r, sees: Callable[[str], bool]) -> int:
-    """Registered entities in the regions ``sees`` accepts (a limited principal's ``sees``)."""
+async def regions_in(r, sees: Callable[[str], bool]) -> list[str]:
+    """The region codes with registered entities that ``sees`` accepts (a limited principal's ``sees``):
+    a read of ``rw:registered:regions``, not a scan of the keyspace."""
     regions = [x.decode() if isinstance(x, bytes) else x for x in await r.smembers(REGIONS)]
-    mine = sorted(x for x in regions if sees(x))
+    return sorted(x for x in regions if sees(x))
+
+
+async def registered_in(r, sees: Callable[[str], bool]) -> int:
+    """Registered entities in the regions ``sees`` accepts."""
+    mine = await regions_in(r, sees)
     if not mine:
         return 0
     pipe = r.pipeline(transaction=False)

@@ -28,7 +28,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from ..alerts.lifecycle import escalation_level
 from ..events import OBJECTION_EFFECTS, OPERATING
 from ..view import ENTITIES, entity_key
-from ..view_regions import index_regions, registered_in
+from ..view_regions import index_regions, regions_in, registered_in
 from .alerts import list_alerts
 from .auth import Principal, allows
 from .context import REDIS_OUTAGES, ctx_of
@@ -261,10 +261,10 @@ async def overview(request: Request, tier: str | None = None, region: str | None
         pipe.scard(ENTITIES)
         *counts, registered = await pipe.execute()
     else:  # its regions' entities (registered ones per region since 2026-12-07)
-        counts = await _tier_counts_in(ctx.redis, who, tiers)
         if not ctx.regions_indexed:  # a view written by an older release: indexed once per process
             await index_regions(ctx.redis)
             ctx.regions_indexed = True
+        counts = await _tier_counts_in(ctx.redis, who, tiers)
         registered = await registered_in(ctx.redis, who.sees)
     tier_rows = [[_link("/board?" + urlencode({"tier": t}), t), n, f"{ratios[t]:.0%}"] for t, n in zip(tiers, counts)]
     tier_rows.append(["not scored yet", max(0, registered - sum(counts)),
@@ -322,12 +322,12 @@ async def overview(request: Request, tier: str | None = None, region: str | None
 
 async def _tier_counts_in(r, who: Principal, tiers: list[str]) -> list[int]:
     """Scored entities per tier in a limited principal's regions: its regions' rankings, each entity's tier
-    (one pipelined read per 1,000; the unlimited board reads one ZCARD per tier)."""
+    (one pipelined read per 1,000; the unlimited board reads one ZCARD per tier). Its regions come from
+    ``rw:registered:regions`` (a scored entity's region is its register data's); until 2026-12-07 each
+    page view scanned the whole keyspace for ranking keys."""
     counts = dict.fromkeys(tiers, 0)
-    async for key in r.scan_iter("rw:rank:region:*", count=1000):
-        if not who.sees(key.rsplit(":", 1)[1]):
-            continue
-        ids = await r.zrange(key, 0, -1)
+    for region in await regions_in(r, who.sees):
+        ids = await r.zrange(f"rw:rank:region:{region}", 0, -1)
         for i in range(0, len(ids), 1000):
             pipe = r.pipeline(transaction=False)
             for eid in ids[i:i + 1000]:
