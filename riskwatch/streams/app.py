@@ -373,7 +373,8 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         if last is not None:
             m.resume_gaps.inc()
             log.warning("%s resumes at offset %d but the recovered states end at %d", src, msg.offset, last)
-        earlier = [(prev_msg, prev) for prev_msg, prev in done if prev_msg.partition == p]
+        def earlier() -> list:  # only on a failure: not per message
+            return [(prev_msg, prev) for prev_msg, prev in done if prev_msg.partition == p]
 
         def restore(eid: str) -> dict | None:
             """The state before this message: as staged before the round, with the round's earlier
@@ -383,7 +384,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                 st = store.stored(p, eid)
             except StateUnreadable:  # an earlier message of the round reset it: applied again, its
                 st = None            # reset starts the state again (the events before it were passed over)
-            for prev_msg, prev in earlier:
+            for prev_msg, prev in earlier():
                 if eid in prev.states:
                     st = w.processor.apply_again(st, eid, prev_msg.value, prev_msg.topic, p, prev_msg.offset,
                                                  prev.not_applied.get(eid, ()), read_again)
@@ -396,15 +397,16 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             w.models.drain()  # its model updates go with its states
             # states it may have half-updated are read again, with what this round applied before it
             # (until 2026-12-07 this round's states were kept as the failed message left them)
+            before = earlier()
             try:
-                rebuilt = {eid: restore(eid) for _, prev in earlier for eid in prev.states}
+                rebuilt = {eid: restore(eid) for _, prev in before for eid in prev.states}
             except Exception:
                 log.exception("the states of %s[%d] before offset %d not built again", msg.topic, p, msg.offset)
                 rebuilt = {}
-            for _, prev in earlier:
+            for _, prev in before:
                 prev.states.update((eid, rebuilt[eid]) for eid in prev.states if rebuilt.get(eid) is not None)
             store.forget_live(p)
-            for _, prev in earlier:
+            for _, prev in before:
                 store.keep(p, prev.states)
             await send_dead(msg, exc)
             return
