@@ -471,6 +471,7 @@ def latency(a, redis_url: str, d: Path, offered: float, prefix2: str, procs: lis
     time.sleep(a.latency_warmup)
     t_warm = time.time()
     h0 = histogram(port2, "riskwatch_event_to_output_seconds")
+    w0 = histogram(port2, "riskwatch_input_wait_seconds")
     share = CpuShare(pids)
     feed.wait()
     cpu = str(share)
@@ -488,13 +489,16 @@ def latency(a, redis_url: str, d: Path, offered: float, prefix2: str, procs: lis
     watcher.stop()
     h = histogram(port2, "riskwatch_event_to_output_seconds")
     steady = [(le, c - c0) for (le, c), (_, c0) in zip(h, h0)]
+    waits = [(le, c - c0) for (le, c), (_, c0) in zip(histogram(port2, "riskwatch_input_wait_seconds"), w0)]
     rw = histogram(port2, "riskwatch_round_seconds")
     rn = histogram(port2, "riskwatch_round_messages")
     processed = metric(port2, "riskwatch_events_processed_total") - a.entities
     print(f"latency at {offered:,.0f} events/s offered for {a.latency_seconds:.0f}s (the producer took "
           f"{sent_for:.0f}s incl. start-up), {processed:,.0f} events, {h[-1][1]:,.0f} outputs: event->output "
           f"after the first {a.latency_warmup:.0f}s p50 {quantile(steady, .5) * 1000:.0f} ms, "
-          f"p99 {quantile(steady, .99) * 1000:.0f} ms ({steady[-1][1]:,.0f} outputs); whole feed "
+          f"p99 {quantile(steady, .99) * 1000:.0f} ms ({steady[-1][1]:,.0f} outputs; of the input messages, "
+          f"send -> the worker's round start p50 {quantile(waits, .5) * 1000:.0f} ms, "
+          f"p99 {quantile(waits, .99) * 1000:.0f} ms); whole feed "
           f"p50 {quantile(h, .5) * 1000:.0f} ms, p99 {quantile(h, .99) * 1000:.0f} ms "
           f"(producer batching up to {a.max_delay * 1000:.0f} ms included; histogram buckets interpolated); "
           f"worker rounds: {rw[-1][1]:,.0f}, messages per round p50 {quantile(rn, .5):.0f}, "

@@ -32,6 +32,12 @@ class WorkerMetrics:
                              "Event time to output production (wall clock), per output",
                              buckets=(.005, .01, .02, .03, .04, .05, .075, .1, .15, .2, .3, .5, 1, 2.5, 5, 10,
                                       30, 60), registry=r)
+        self.input_wait = Histogram("riskwatch_input_wait_seconds",
+                                    "Input message's Kafka timestamp (its producer's send, or the broker's append "
+                                    "with LogAppendTime) to the start of the worker round that applies it: the "
+                                    "broker, the fetch and the worker's queue; per message",
+                                    buckets=(.005, .01, .02, .03, .04, .05, .075, .1, .15, .2, .3, .5, 1, 2.5, 5,
+                                             10, 30, 60), registry=r)
         self.entity_states = Gauge("riskwatch_entity_states", "Entity states held, per owned partition (the "
                                    "state table's size)", ["partition"], registry=r)
         self.not_owned = Counter("riskwatch_messages_not_owned_total",

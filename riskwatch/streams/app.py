@@ -483,6 +483,10 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         async for events in stream.take_events(s.take_max, within=s.take_within):
             msgs = [e.message for e in events]
             t0 = time.perf_counter()
+            now = time.time()
+            for msg in msgs:  # Faust gives the Kafka timestamp in seconds (none: -0.001)
+                if msg.timestamp and msg.timestamp > 0:
+                    m.input_wait.observe(max(0.0, now - msg.timestamp))
             handled: list = []
             async with round_lock:
                 done = await apply(msgs, handled)

@@ -36,12 +36,20 @@ def test_stream_decisions_deadletters_and_view(stack):
     s, workers = stack
     sim = Simulation(n_entities=200, seed=3, bad_share=0.15, days=40)
     events = list(sim.events(n_events=12000))
+    t_produce = time.time()
     produce(s, [v for kind, v, _ in MALFORMED if kind == "event"] + events,
             raw=[(s.topic("complaints"), v) for kind, v, _ in MALFORMED if kind == "raw"])
     workers.start()
     expected = len(events) + len(MALFORMED)
     wait_for(lambda: workers.metric(0, "riskwatch_events_consumed_total") >= expected, 120,
              f"{expected} events consumed", workers.logs)
+
+    # each message waited, before its round, from its send until the worker was up (a process start,
+    # Faust's and a group join: seconds); its Kafka timestamp is in seconds (a unit slip would put them
+    # all past the last bucket)
+    waited, n = (workers.metric(0, f"riskwatch_input_wait_seconds_{k}") for k in ("sum", "count"))
+    assert n >= 2 and time.time() - t_produce > waited / n > 0.5, (waited, n)
+    assert workers.metric(0, 'riskwatch_input_wait_seconds_bucket{le="60.0"}') == n
 
     # every malformed event is dead-lettered with its reason; good ones around them are processed
     dead = [orjson.loads(v) for _, _, v in read_topic(s.broker, s.topic("deadletter"))]
