@@ -1,8 +1,8 @@
 """Offline replay: the engine over a file of recorded events, no broker.
 
-Reads JSON lines in order, validates each line with the event schemas
-(invalid lines are reported with their line numbers and skipped), runs the
-very same :class:`~riskwatch.engine.Engine` as the stream workers, and writes
+Reads JSON lines (or CSV rows, mapped as ``riskwatch import`` maps them) in
+order, validates each line with the event schemas (invalid lines are reported
+with their line numbers and skipped), runs the very same :class:`~riskwatch.engine.Engine` as the stream workers, and writes
 outputs, a per-event trace and entity snapshots at given event times.
 """
 
@@ -82,16 +82,26 @@ class Replay:
             self.snap.write("entity_id,at,score,tier\n")
 
     def run(self, lines: Iterable[bytes]) -> ReplaySummary:
+        """JSON lines, numbered from 1."""
+        return self.run_items((n, line, None) for n, line in enumerate(lines, 1))
+
+    def run_items(self, items: Iterable[tuple[int, bytes | dict | str, str | list | None]]) -> ReplaySummary:
+        """(line number, JSON line or event read from CSV, what was wrong reading it) of each line, as
+        :meth:`riskwatch.ingest.file_import.FileReading.items` gives them."""
         s = self.summary
         freezer = self.freezer
-        for n, line in enumerate(lines, 1):
+        for n, raw, err in items:
             if freezer is not None:
                 freezer.tick()
             s.lines = n
-            if not line.strip():
+            if err is None and not isinstance(raw, dict) and not raw.strip():
+                continue
+            if err is not None:  # not JSON, or a CSV cell that is no time
+                s.invalid.append((n, err if isinstance(err, str) else
+                                  "; ".join(f"{e['field']}: {e['message']} [{e['rule']}]" for e in err)))
                 continue
             try:
-                ev = parse_event(line, self.scheme)
+                ev = parse_event(raw, self.scheme)
             except InvalidEvent as exc:
                 s.invalid.append((n, "; ".join(str(e) for e in exc.errors)))
                 continue

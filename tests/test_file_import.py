@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 import io
 
-from riskwatch.ingest.file_import import _items, text_of
+from riskwatch.ingest.file_import import FileReading, text_of
 from riskwatch.ingest.plan import validate
 
 from .conftest import shared_path
@@ -18,8 +18,8 @@ def test_a_csv_from_excel_keeps_its_first_column():
     column's name, and a mapping to that column found nothing (every row rejected: entity_id missing)."""
     raw = codecs.BOM_UTF8 + "id,name,address\nE1,上海星巴克咖啡有限公司,上海市黄浦区淮海中路300号\n".encode()
     f = text_of(io.BytesIO(raw))  # as import_file opens it
-    [(line, ev, err)] = list(_items(f, "csv", REGISTER, "entity", constants={"industry": "catering",
-                                                                             "region": "310101"}))
+    [(line, ev, err)] = list(FileReading("csv", REGISTER, "entity", constants={"industry": "catering",
+                                                                               "region": "310101"}).items(f))
     assert (line, err) == (2, None) and ev["entity_id"] == "E1" and ev["address"] == "上海市黄浦区淮海中路300号"
 
 
@@ -33,9 +33,9 @@ def test_a_register_export_s_status_words_import_as_register_statuses():
            "91440300MA5F0XE54P,深圳药房经营部,注销\n"
            "91110101MA01AAAA0U,北京茶馆,停业\n"
            "91110101MA01AAAB9T,北京书店,破产\n").encode()
-    items = list(_items(text_of(io.BytesIO(raw)), "csv", {"entity_id": "统一社会信用代码", "name": "企业名称",
-                                                            "status": "登记状态"}, "entity",
-                        constants={"industry": "catering", "region": "350100"}))
+    items = list(FileReading("csv", {"entity_id": "统一社会信用代码", "name": "企业名称", "status": "登记状态"},
+                             "entity", constants={"industry": "catering", "region": "350100"})
+                 .items(text_of(io.BytesIO(raw))))
     ok, bad = validate(items, "opaque")
     assert [ev.status for _, ev, _ in ok] == ["operating", "closed", "closed", "suspended"]
     assert [(line, [e["field"] for e in err]) for line, err in bad] == [(6, ["status"])], bad
@@ -47,8 +47,8 @@ def test_the_louisville_register_imports_with_addresses_from_a_file_without_a_he
     path = shared_path("data/inspections/louisville_inspections/businesses.csv")
     columns = ["id", "name", "address", "city", "state", "postal_code", "latitude", "longitude", "phone"]
     with path.open(encoding="utf-8-sig", newline="") as f:
-        items = list(_items(f, "csv", REGISTER, "entity", constants={"industry": "restaurant", "region": "000000"},
-                            columns=columns))
+        items = list(FileReading("csv", REGISTER, "entity", constants={"industry": "restaurant", "region": "000000"},
+                                 columns=columns).items(f))
     ok, bad = validate(items, "opaque")
     assert len(items) == 2370 and items[0][0] == 1  # line numbers count from the first line: no header
     assert bad == [], bad[:3]

@@ -41,6 +41,51 @@ def test_replay_names_three_bad_lines_and_processes_the_rest(tmp_path, capsys):
     assert out.stat().st_size > 0
 
 
+def test_replay_reads_a_csv_export_as_import_reads_it(tmp_path, capsys):
+    """A CSV export (a `type` column, dotted columns for nested fields, local times without an offset in
+    the exporter's format) replays to the very outputs of the same events as JSON lines (until 2026-12-07
+    replay read JSON lines only); rows it cannot read are named by their line numbers."""
+    from zoneinfo import ZoneInfo
+
+    events = [orjson.loads(x) for x in _lines(n_entities=40, n_events=1100)]
+    fmt, zone = "%d/%m/%Y %H:%M:%S.%f", ZoneInfo("Asia/Shanghai")
+
+    def row(ev: dict) -> dict:
+        r = {k: v for k, v in ev.items() if k != "violations"}
+        r.update({f"violations.{k}": v for k, v in ev.get("violations", {}).items()})
+        r["ts"] = datetime.fromisoformat(ev["ts"]).astimezone(zone).strftime(fmt)
+        return r
+
+    rows = [row(ev) for ev in events]
+    complaint = next(r for r in rows if r["type"] == "complaint")
+    bad = {300: {**complaint, "complaint_id": "c-when", "ts": "2026-01-03"},           # not the export's format
+           600: {**complaint, "complaint_id": "c-uscc", "entity_id": "91350100M000100Y44"},  # check character
+           900: {k: v for k, v in complaint.items() if k != "category"}}                # a field missing
+    for i in sorted(bad):  # each at its index in the file's rows
+        rows.insert(i, bad[i])
+    columns = sorted({k for r in rows for k in r})
+    src = tmp_path / "export.csv"
+    with src.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp_path / "from_csv.jsonl"
+    assert main(["replay", str(src), "--out", str(out), "--ts-format", fmt, "--tz", "Asia/Shanghai",
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"events processed: {len(events)}" in err and "invalid lines: 3" in err, err
+    for i, why in ((300, "ts: '2026-01-03' does not match --ts-format"), (600, "entity_id"), (900, "category")):
+        assert why in err.split(f"line {i + 2}: ")[1].splitlines()[0]  # line 1 is the header
+
+    expected, _ = _replay([orjson.dumps(ev) for ev in events])
+    assert out.read_bytes() == expected and expected
+
+    # the CSV options are refused for JSON lines, before anything is read
+    (tmp_path / "e.jsonl").write_bytes(b"\n".join(orjson.dumps(ev) for ev in events))
+    assert main(["replay", str(tmp_path / "e.jsonl"), "--map", "entity_id=biz"]) == 2
+    assert "apply to CSV files" in capsys.readouterr().err
+
+
 def _replay(lines, config=None, **kw):
     buf = io.BytesIO()
     rp = Replay(Engine(config or load_config()), out=buf, **kw)

@@ -56,7 +56,8 @@ def cmd_import(args) -> int:
     from ..settings import Settings
     from ..times import iso_seconds
     from . import imports
-    from .file_import import TimeReader, import_file, parse_zone
+    from .csv_args import reading
+    from .file_import import import_file
 
     path = Path(args.file)
     if not path.is_file():
@@ -76,44 +77,15 @@ def cmd_import(args) -> int:
               f"and records older than each entity's newest would count twice. --again sends it anyway",
               file=sys.stderr)
         return 2
-    fmt = args.format or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
-    mapping = {}
-    for m in args.map or []:
-        field, sep, col = m.partition("=")
-        if not sep or not field or not col:
-            print(f"--map {m!r}: use field=column", file=sys.stderr)
-            return 2
-        mapping[field] = col
-    constants = {}
-    for m in args.set or []:
-        field, sep, value = m.partition("=")
-        if not sep or not field:
-            print(f"--set {m!r}: use field=value", file=sys.stderr)
-            return 2
-        constants[field] = value
-    columns = None
-    if args.columns:
-        columns = [c.strip() for c in args.columns.split(",")]
-        if not all(columns) or len(set(columns)) != len(columns):
-            print(f"--columns {args.columns!r}: give each column a name, once (name,address,...)", file=sys.stderr)
-            return 2
-    times = None
-    if args.ts_format or args.tz or constants or columns:
-        if fmt != "csv":
-            print("--ts-format, --tz, --set and --columns apply to CSV files (JSON lines carry ISO-8601 times "
-                  "and every field)", file=sys.stderr)
-            return 2
-        try:
-            zone = parse_zone(args.tz) if args.tz else None
-        except ValueError as exc:
-            print(exc, file=sys.stderr)
-            return 2
-        times = TimeReader(args.ts_format, zone) if args.ts_format or zone else None
+    try:
+        how = reading(args, path.name)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     rejects = open(args.rejects, "w", encoding="utf-8") if args.rejects else None
     try:
         progress = sys.stderr.isatty() if args.progress is None else args.progress
-        ok, bad = asyncio.run(import_file(settings, path, fmt, mapping, args.type, rejects, progress,
-                                          times=times, constants=constants, columns=columns))
+        ok, bad = asyncio.run(import_file(settings, path, how, rejects, progress))
     finally:
         if rejects:
             rejects.close()
@@ -128,6 +100,8 @@ def cmd_import(args) -> int:
 
 
 def add_parsers(sub) -> None:
+    from .csv_args import add_file_arguments
+
     i = sub.add_parser("ingest", help="HTTP ingest gateway: POST /v1/events (RISKWATCH_INGEST_HOST/PORT)")
     i.set_defaults(func=cmd_ingest)
 
@@ -140,18 +114,7 @@ def add_parsers(sub) -> None:
     f.add_argument("file")
     f.add_argument("--topic-from-type", action="store_true", default=True,
                    help="each event to the topic of its type (the only mode; accepted for clarity)")
-    f.add_argument("--format", choices=("jsonl", "csv"), default=None, help="default: from the file suffix")
-    f.add_argument("--type", default=None, help="event type of every CSV row (else a 'type' column)")
-    f.add_argument("--map", action="append", help="CSV: field=column (dotted fields nest)")
-    f.add_argument("--set", action="append", help="CSV: field=value, the same on every row (e.g. kind=routine)")
-    f.add_argument("--columns", default=None,
-                   help="CSV without a header row: its column names, in order (id,name,address,...)")
-    f.add_argument("--ts-format", default=None,
-                   help="CSV: strptime format of the time fields (ts, expires_at), e.g. '%%m/%%d/%%Y'; "
-                        "default ISO-8601")
-    f.add_argument("--tz", default=None,
-                   help="CSV: zone of times without a UTC offset (Asia/Shanghai, America/New_York, +08:00); "
-                        "without it such times are rejected")
+    add_file_arguments(f)
     f.add_argument("--rejects", default=None, help="write rejected lines and their errors here (JSON lines)")
     f.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     f.add_argument("--again", action="store_true",

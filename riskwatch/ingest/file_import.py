@@ -37,6 +37,7 @@ import csv
 import io
 import re
 import sys
+import dataclasses
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import IO, Iterator
@@ -49,7 +50,7 @@ from ..settings import Settings
 from .plan import group, validate
 from .producer import IngestProducer
 
-__all__ = ["TimeReader", "import_file", "parse_zone", "row_to_event", "text_of"]
+__all__ = ["FileReading", "TimeReader", "import_file", "parse_zone", "row_to_event", "text_of"]
 
 TIME_FIELDS = ("ts", "expires_at")
 _OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
@@ -130,38 +131,48 @@ def text_of(raw: IO[bytes]) -> IO[str]:
     return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
 
 
-def _items(f: IO[str], fmt: str, mapping: dict[str, str], etype: str | None, times: TimeReader | None = None,
-           constants: dict | None = None,
-           columns: list[str] | None = None) -> Iterator[tuple[int, object, str | list | None]]:
-    """(line number, event or line, errors) of each line. ``columns``: a CSV file's column names when it
-    has no header row (``--columns``).
+@dataclasses.dataclass
+class FileReading:
+    """How a file's lines become events: ``fmt`` "jsonl" or "csv"; for CSV, ``mapping`` (field -> column;
+    empty: the columns are the fields), ``etype`` (every row's type, else a ``type`` column), ``constants``
+    (field -> value on every row), ``columns`` (the column names of a file without a header row) and
+    ``times`` (see :class:`TimeReader`). Built from the command line by
+    :func:`riskwatch.ingest.csv_args.reading`."""
 
-    >>> rows = io.StringIO("E1,Shop,1 Main St\\nE2,Stall,\\n")
-    >>> [ev for _, ev, _ in _items(rows, "csv", {"entity_id": "id", "name": "n", "address": "a"}, "entity",
-    ...                            columns=["id", "n", "a"])]
-    [{'type': 'entity', 'entity_id': 'E1', 'name': 'Shop', 'address': '1 Main St'}, {'type': 'entity', 'entity_id': 'E2', 'name': 'Stall'}]
-    """
-    if fmt == "csv":
-        first = 1 if columns else 2  # line 1 is the header, unless the columns are given
-        for i, row in enumerate(csv.DictReader(f, fieldnames=columns), start=first):
-            ev = row_to_event(row, mapping, etype, constants)
-            errors = times.convert(ev) if times is not None else []
-            yield i, ev, [e.as_dict() for e in errors] or None
-        return
-    for i, line in enumerate(f, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield i, orjson.loads(line), None
-        except orjson.JSONDecodeError as exc:
-            yield i, line.rstrip("\r\n"), f"line is not valid JSON: {exc}"  # the text, for --rejects
+    fmt: str = "jsonl"
+    mapping: dict[str, str] = dataclasses.field(default_factory=dict)
+    etype: str | None = None
+    constants: dict[str, str] = dataclasses.field(default_factory=dict)
+    columns: list[str] | None = None
+    times: TimeReader | None = None
+
+    def items(self, f: IO[str]) -> Iterator[tuple[int, object, str | list | None]]:
+        """(line number, event or line, errors) of each line of ``f``.
+
+        >>> rows = io.StringIO("E1,Shop,1 Main St\\nE2,Stall,\\n")
+        >>> r = FileReading("csv", {"entity_id": "id", "name": "n", "address": "a"}, "entity", columns=["id", "n", "a"])
+        >>> [ev for _, ev, _ in r.items(rows)]
+        [{'type': 'entity', 'entity_id': 'E1', 'name': 'Shop', 'address': '1 Main St'}, {'type': 'entity', 'entity_id': 'E2', 'name': 'Stall'}]
+        """
+        if self.fmt == "csv":
+            first = 1 if self.columns else 2  # line 1 is the header, unless the columns are given
+            for i, row in enumerate(csv.DictReader(f, fieldnames=self.columns), start=first):
+                ev = row_to_event(row, self.mapping, self.etype, self.constants)
+                errors = self.times.convert(ev) if self.times is not None else []
+                yield i, ev, [e.as_dict() for e in errors] or None
+            return
+        for i, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield i, orjson.loads(line), None
+            except orjson.JSONDecodeError as exc:
+                yield i, line.rstrip("\r\n"), f"line is not valid JSON: {exc}"  # the text, for --rejects
 
 
-async def import_file(settings: Settings, path: Path, fmt: str, mapping: dict[str, str], etype: str | None,
-                      rejects: IO[str] | None, progress: bool, chunk: int = 5000, times: TimeReader | None = None,
-                      constants: dict | None = None, columns: list[str] | None = None) -> tuple[int, int]:
-    """(accepted, rejected). Sends ``chunk`` lines at a time and waits for the broker's acks. ``times``,
-    ``constants`` and ``columns``: CSV only (see the module)."""
+async def import_file(settings: Settings, path: Path, reading: FileReading, rejects: IO[str] | None,
+                      progress: bool, chunk: int = 5000) -> tuple[int, int]:
+    """(accepted, rejected). Sends ``chunk`` lines at a time and waits for the broker's acks."""
     from ..config import applied_config
 
     scheme = applied_config(settings).entity_id_scheme
@@ -183,7 +194,7 @@ async def import_file(settings: Settings, path: Path, fmt: str, mapping: dict[st
             nonlocal accepted, rejected
             ok, bad = validate(buf, scheme, settings.max_event_future_s)
             raws = {i: raw for i, raw, _err in buf}
-            if fmt == "csv":  # CSV cells are strings: send the validated, typed event
+            if reading.fmt == "csv":  # CSV cells are strings: send the validated, typed event
                 ok = [(i, ev, ev.model_dump(mode="json", exclude_unset=True)) for i, ev, _raw in ok]
             for i, errs in bad:
                 rejected += 1
@@ -205,7 +216,7 @@ async def import_file(settings: Settings, path: Path, fmt: str, mapping: dict[st
             accepted += len(ok)
             buf.clear()
 
-        for item in _items(f, fmt, mapping, etype, times, constants, columns):
+        for item in reading.items(f):
             buf.append(item)
             if len(buf) >= chunk:
                 await flush()
