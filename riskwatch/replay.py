@@ -2,8 +2,9 @@
 
 Reads JSON lines (or CSV rows, mapped as ``riskwatch import`` maps them) in
 order, validates each line with the event schemas (invalid lines are reported
-with their line numbers and skipped), runs the very same :class:`~riskwatch.engine.Engine` as the stream workers, and writes
-outputs, a per-event trace and entity snapshots at given event times.
+with their line numbers and skipped), runs the very same
+:class:`~riskwatch.engine.Engine` as the stream workers, and writes outputs, a
+per-event trace and entity snapshots at given event times.
 """
 
 from __future__ import annotations
@@ -94,11 +95,11 @@ class Replay:
             if freezer is not None:
                 freezer.tick()
             s.lines = n
-            if err is None and not isinstance(raw, dict) and not raw.strip():
-                continue
             if err is not None:  # not JSON, or a CSV cell that is no time
                 s.invalid.append((n, err if isinstance(err, str) else
                                   "; ".join(f"{e['field']}: {e['message']} [{e['rule']}]" for e in err)))
+                continue
+            if not isinstance(raw, dict) and not raw.strip():
                 continue
             try:
                 ev = parse_event(raw, self.scheme)
