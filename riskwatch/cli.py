@@ -63,7 +63,7 @@ def _progress_items(items, raw, size, enabled: bool):
 
 def cmd_replay(args) -> int:
     from .engine import Engine
-    from .ingest.csv_args import reading
+    from .ingest.reading import from_args, text_of
     from .replay import Replay, open_lines, parse_times
 
     cfg = _load_config(args.config)
@@ -87,7 +87,7 @@ def cmd_replay(args) -> int:
         print("--snapshot-at needs --snapshot-out FILE.csv", file=sys.stderr)
         return 2
     try:
-        how = reading(args, args.events)
+        how = from_args(args, args.events)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -104,8 +104,6 @@ def cmd_replay(args) -> int:
                 snapshots=opened(args.snapshot_out, "w"), snapshot_at=snap_at, tick_seconds=args.tick)
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     if how.fmt == "csv":  # rows mapped as `riskwatch import` maps them
-        from .ingest.file_import import text_of  # its imports take 0.4 s: not for JSON lines
-
         summary = rp.run_items(_progress_items(how.items(text_of(lines)), lines, size, show))
     else:  # JSON lines as bytes: validated straight from JSON
         summary = rp.run(_progress(lines, size, show))
@@ -316,7 +314,7 @@ def cmd_hash_token(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .ingest.csv_args import add_file_arguments
+    from .ingest.reading import add_file_arguments
 
     p = argparse.ArgumentParser(prog="riskwatch", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -88,7 +88,7 @@ class Replay:
 
     def run_items(self, items: Iterable[tuple[int, bytes | dict | str, str | list | None]]) -> ReplaySummary:
         """(line number, JSON line or event read from CSV, what was wrong reading it) of each line, as
-        :meth:`riskwatch.ingest.file_import.FileReading.items` gives them."""
+        :meth:`riskwatch.ingest.reading.FileReading.items` gives them."""
         s = self.summary
         freezer = self.freezer
         for n, raw, err in items:

@@ -1,11 +1,11 @@
-"""Reading import files (riskwatch.ingest.file_import): no broker needed to read and validate them."""
+"""Reading import files (riskwatch.ingest.reading): no broker needed to read and validate them."""
 
 from __future__ import annotations
 
 import codecs
 import io
 
-from riskwatch.ingest.file_import import FileReading, text_of
+from riskwatch.ingest.reading import FileReading, text_of
 from riskwatch.ingest.plan import validate
 
 from .conftest import shared_path

@@ -56,7 +56,7 @@ def cmd_import(args) -> int:
     from ..settings import Settings
     from ..times import iso_seconds
     from . import imports
-    from .csv_args import reading
+    from .reading import from_args
     from .file_import import import_file
 
     path = Path(args.file)
@@ -78,7 +78,7 @@ def cmd_import(args) -> int:
               file=sys.stderr)
         return 2
     try:
-        how = reading(args, path.name)
+        how = from_args(args, path.name)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -100,7 +100,7 @@ def cmd_import(args) -> int:
 
 
 def add_parsers(sub) -> None:
-    from .csv_args import add_file_arguments
+    from .reading import add_file_arguments
 
     i = sub.add_parser("ingest", help="HTTP ingest gateway: POST /v1/events (RISKWATCH_INGEST_HOST/PORT)")
     i.set_defaults(func=cmd_ingest)
