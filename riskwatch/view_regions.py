@@ -17,8 +17,8 @@ from typing import Callable
 
 import orjson
 
-__all__ = ["REGIONS", "REGIONS_FORMAT", "REGIONS_FORMAT_KEY", "index_regions", "registered_in", "registered_key",
-           "regions_in"]
+__all__ = ["REGIONS", "REGIONS_FORMAT", "REGIONS_FORMAT_KEY", "index_regions", "registered_count", "registered_in",
+           "registered_key", "regions_in"]
 
 REGIONS = "rw:registered:regions"
 REGIONS_FORMAT = "1"
@@ -76,10 +76,14 @@ async def regions_in(r, sees: Callable[[str], bool]) -> list[str]:
 
 async def registered_in(r, sees: Callable[[str], bool]) -> int:
     """Registered entities in the regions ``sees`` accepts."""
-    mine = await regions_in(r, sees)
-    if not mine:
+    return await registered_count(r, await regions_in(r, sees))
+
+
+async def registered_count(r, regions: list[str]) -> int:
+    """Registered entities in ``regions`` (as :func:`regions_in` gives them)."""
+    if not regions:
         return 0
     pipe = r.pipeline(transaction=False)
-    for x in mine:
+    for x in regions:
         pipe.scard(registered_key(x))
     return sum(await pipe.execute())

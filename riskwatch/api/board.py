@@ -28,7 +28,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from ..alerts.lifecycle import escalation_level
 from ..events import OBJECTION_EFFECTS, OPERATING
 from ..view import ENTITIES, entity_key
-from ..view_regions import index_regions, regions_in, registered_in
+from ..view_regions import index_regions, regions_in, registered_count
 from .alerts import list_alerts
 from .auth import Principal, allows
 from .context import REDIS_OUTAGES, ctx_of
@@ -264,8 +264,9 @@ async def overview(request: Request, tier: str | None = None, region: str | None
         if not ctx.regions_indexed:  # a view written by an older release: indexed once per process
             await index_regions(ctx.redis)
             ctx.regions_indexed = True
-        counts = await _tier_counts_in(ctx.redis, who, tiers)
-        registered = await registered_in(ctx.redis, who.sees)
+        mine = await regions_in(ctx.redis, who.sees)  # read once for both counts
+        counts = await _tier_counts_in(ctx.redis, mine, tiers)
+        registered = await registered_count(ctx.redis, mine)
     tier_rows = [[_link("/board?" + urlencode({"tier": t}), t), n, f"{ratios[t]:.0%}"] for t, n in zip(tiers, counts)]
     tier_rows.append(["not scored yet", max(0, registered - sum(counts)),
                       f"{ratios[tiers[0]]:.0%} (drawn as tier {tiers[0]})"])
@@ -320,13 +321,13 @@ async def overview(request: Request, tier: str | None = None, region: str | None
     return _page("Supervision", body, who, refresh=True)
 
 
-async def _tier_counts_in(r, who: Principal, tiers: list[str]) -> list[int]:
-    """Scored entities per tier in a limited principal's regions: its regions' rankings, each entity's tier
-    (one pipelined read per 1,000; the unlimited board reads one ZCARD per tier). Its regions come from
+async def _tier_counts_in(r, regions: list[str], tiers: list[str]) -> list[int]:
+    """Scored entities per tier in a limited principal's regions: their rankings, each entity's tier
+    (one pipelined read per 1,000; the unlimited board reads one ZCARD per tier). The regions come from
     ``rw:registered:regions`` (a scored entity's region is its register data's); until 2026-12-07 each
     page view scanned the whole keyspace for ranking keys."""
     counts = dict.fromkeys(tiers, 0)
-    for region in await regions_in(r, who.sees):
+    for region in regions:
         ids = await r.zrange(f"rw:rank:region:{region}", 0, -1)
         for i in range(0, len(ids), 1000):
             pipe = r.pipeline(transaction=False)
