@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import orjson
 
 from riskwatch.config import Config
@@ -193,3 +195,55 @@ def test_a_bug_every_event_hits_logs_its_traceback_once_and_then_fewer_lines(cap
     lines = [r for r in caplog.records if "engine error on" in r.getMessage()]
     assert len(lines) == 101 and sum(1 for r in lines if r.exc_info) == 1
     assert "(1000 so far from ZeroDivisionError at" in lines[-1].getMessage()
+
+
+def test_a_state_built_again_applies_each_earlier_message_under_the_config_it_ran_under():
+    """A config change between two messages of a round, then an event the engine fails on: the state
+    built again applies the first message under the config it ran under. Until 2026-12-07 it applied
+    it under the config in force at the failure (here a complaint half-life of 2 days, not 7), so
+    the stored state differed from the one the same messages give without the failing event."""
+    from riskwatch.config import config_from_dict, load_config
+    from riskwatch.streams.shared_models import SharedModels
+
+    base = load_config().model_dump(mode="json")
+    changed = copy.deepcopy(base)
+    changed["version"] = "shorter-memory"
+    changed["detectors"]["complaints"]["params"]["short_half_life_days"] = 2
+    p = partition_for(EID.encode(), 4)
+    register = {"type": "entity", "entity_id": EID, "name": "a shop", "industry": "catering", "region": "350102"}
+    first = [register] + [_complaint(f"c{i}", f"2026-11-2{i}T10:00:00+00:00") for i in range(1, 5)]
+    change = [{"type": "config_change", "seq": 1, "config": changed}]
+    last = [_complaint("c5", "2026-11-25T10:00:00+00:00"), _complaint("c-bug", "2026-11-25T11:00:00+00:00"),
+            _complaint("c6", "2026-11-25T12:00:00+00:00")]
+    finals = []
+    for kind, msgs in ((_FailsAfterUpdating, [first, change, last]),
+                       (Engine, [first, change, [e for e in last if e["complaint_id"] != "c-bug"]])):
+        models = SharedModels()
+        proc = BatchProcessor(kind(config_from_dict(base), models), 4, max_future_s=0, clock=lambda: 1.8e9,
+                              commands_topic="rw.commands")
+
+        def on_config(cmd, proc=proc, kind=kind, models=models):  # as the worker's: a new engine
+            proc.engine = kind(config_from_dict(cmd["config"]), models)
+
+        proc.on_config = on_config
+        live: dict = {}
+        done = []
+
+        def restore(eid, proc=proc, done=done):  # as the worker's: nothing staged before the round
+            st = None
+            for value, topic, off, prev in done:
+                if eid in prev.states:
+                    st = proc.apply_again(st, eid, value, topic, p, off, prev.not_applied.get(eid, ()),
+                                          engine=prev.engine)
+            return st
+
+        for off, (topic, msg) in enumerate(zip(("rw.complaints", "rw.commands", "rw.complaints"), msgs), 10):
+            value = orjson.dumps({"batch": msg})
+            res = proc.handle(value, topic, p, off, live.get, restore)
+            live.update(res.states)
+            done.append((value, topic, off, res))
+        assert proc.engine.version == "shorter-memory"
+        finals.append(live[EID])
+    bad, good = finals
+    assert bad["n"] == good["n"] == 7
+    assert bad == good

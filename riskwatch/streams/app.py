@@ -387,7 +387,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             for prev_msg, prev in earlier():
                 if eid in prev.states:
                     st = w.processor.apply_again(st, eid, prev_msg.value, prev_msg.topic, p, prev_msg.offset,
-                                                 prev.not_applied.get(eid, ()), read_again)
+                                                 prev.not_applied.get(eid, ()), read_again, prev.engine)
             return st
 
         try:

@@ -53,6 +53,9 @@ class BatchResult:
     # entity -> places in the message of its events not applied (the engine failed on them, or its
     # stored state was unreadable): a state built again from an earlier one passes over them
     not_applied: dict[str, list[int]] = field(default_factory=dict)
+    # the engine (its config) the message's events ran under: a state built again applies them under
+    # it, not under a config a later message of the round changed to (until 2026-12-07 it did)
+    engine: Engine | None = None
 
 
 class BatchProcessor:
@@ -70,11 +73,12 @@ class BatchProcessor:
         self.bugs_logged: dict[tuple, int] = {}  # (exception type, where raised) -> events it failed
 
     def _sort(self, raws: list, topic: str, partition: int, offset: int, res: BatchResult,
-              apply_config: bool) -> dict[str, list]:
+              apply_config: bool, engine: Engine | None = None) -> dict[str, list]:
         """A message's valid events by entity, as [(place in the message, event)]; the rest into ``res``
         (dead letters, events of another partition's entities). Config changes are applied only if
-        ``apply_config`` (not when a message is read again to rebuild a state)."""
-        scheme = self.engine.config.entity_id_scheme
+        ``apply_config`` (not when a message is read again to rebuild a state, under ``engine``'s
+        entity id scheme)."""
+        scheme = (engine or self.engine).config.entity_id_scheme
         now = self.clock()
         by_entity: dict[str, list] = {}
         for i, raw in enumerate(raws):
@@ -120,7 +124,7 @@ class BatchProcessor:
         by_entity = self._sort(raws, topic, partition, offset, res, apply_config=True)
         now = self.clock()
         tp = f"{topic}:{partition}"
-        engine = self.engine  # after any config change above
+        engine = res.engine = self.engine  # after any config change above
         process = engine.process
         ignored_before = dict(engine.ignored)
         undo = self._undoable(restore)
@@ -209,11 +213,12 @@ class BatchProcessor:
         models = self.engine.models
         return models if restore is not None and hasattr(models, "rollback") else None
 
-    def _apply(self, state: dict | None, evs: list, skip) -> dict | None:
-        """Events applied again to build a state (their outputs were taken the first time). The
-        engine is deterministic in event time, so this gives the state they gave, without the events
-        at the places in ``skip``. What it counts in ``engine.ignored`` is taken back."""
-        engine = self.engine
+    def _apply(self, state: dict | None, evs: list, skip, engine: Engine | None = None) -> dict | None:
+        """Events applied again to build a state (their outputs were taken the first time) by
+        ``engine`` (by default the current one). The engine is deterministic in event time, so this
+        gives the state they gave, without the events at the places in ``skip``. What it counts in
+        ``engine.ignored`` is taken back."""
+        engine = engine or self.engine
         ignored = dict(engine.ignored)
         skip = set(skip)
         try:
@@ -226,18 +231,22 @@ class BatchProcessor:
         return state
 
     def apply_again(self, state: dict | None, eid: str, value: bytes | None, topic: str, partition: int,
-                    offset: int, not_applied: list[int] = (), read: dict | None = None) -> dict | None:
+                    offset: int, not_applied: list[int] = (), read: dict | None = None,
+                    engine: Engine | None = None) -> dict | None:
         """An earlier message's events of ``eid`` applied again to ``state`` (the worker rebuilds a state
         from the one stored before a round of messages, after an event the engine failed on in a later
         message of that round). The models' updates it makes are taken back (they go with that message):
         the worker's models only. Config changes in it are not applied again. ``read``: the messages
         already read again, by (topic, partition, offset): each is decoded and validated once however
-        many of its entities are rebuilt (a bug that every event hits rebuilds every entity)."""
+        many of its entities are rebuilt (a bug that every event hits rebuilds every entity). ``engine``:
+        the one the message ran under (:attr:`BatchResult.engine`), when a config change since
+        replaced it; the current one if None."""
         key = (topic, partition, offset)
         by_entity = read.get(key) if read is not None else None
         if by_entity is None:
             raws, err = decode(value)
-            by_entity = {} if err else self._sort(raws, topic, partition, offset, BatchResult(), apply_config=False)
+            by_entity = {} if err else self._sort(raws, topic, partition, offset, BatchResult(), apply_config=False,
+                                                  engine=engine)
             if read is not None:
                 read[key] = by_entity
         evs = by_entity.get(eid)
@@ -246,7 +255,7 @@ class BatchProcessor:
             return state
         models = self.engine.models
         mark = models.mark()
-        state = self._apply(state, evs, not_applied)
+        state = self._apply(state, evs, not_applied, engine)
         models.rollback(mark)
         if state is not None:
             state.setdefault("o", {})[tp] = offset
