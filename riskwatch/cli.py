@@ -10,7 +10,7 @@ import sys
 
 import orjson
 
-from .errors import ConfigError
+from .errors import ConfigError, EngineFailed
 
 __all__ = ["main"]
 
@@ -103,10 +103,21 @@ def cmd_replay(args) -> int:
     rp = Replay(Engine(cfg), out=out, trace=opened(args.trace_out, "wb"), gc_freeze_every=20_000,
                 snapshots=opened(args.snapshot_out, "w"), snapshot_at=snap_at, tick_seconds=args.tick)
     show = args.progress if args.progress is not None else sys.stderr.isatty()
-    if how.fmt == "csv":  # rows mapped as `riskwatch import` maps them
-        summary = rp.run_items(_progress_items(how.items(text_of(lines)), lines, size, show))
-    else:  # JSON lines as bytes: validated straight from JSON
-        summary = rp.run(_progress(lines, size, show))
+    try:
+        if how.fmt == "csv":  # rows mapped as `riskwatch import` maps them
+            summary = rp.run_items(_progress_items(how.items(text_of(lines)), lines, size, show))
+        else:  # JSON lines as bytes: validated straight from JSON
+            summary = rp.run(_progress(lines, size, show))
+    except EngineFailed as exc:  # a bug: stop where it is, with what was written up to there
+        import traceback
+
+        for f in files:
+            f.close()
+        traceback.print_exception(exc.__cause__, file=sys.stderr)
+        print(rp.summary.render(), file=sys.stderr)
+        print(f"replay stopped: the engine failed at {exc}. That is a bug in riskwatch: please report it "
+              "with this event. The outputs before it are written; no snapshot after it.", file=sys.stderr)
+        return 1
     for f in files:
         f.close()
     print(summary.render(), file=sys.stderr)

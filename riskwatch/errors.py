@@ -5,6 +5,8 @@
     RiskwatchError
     ├── InvalidEvent          an input event failed validation (field errors attached)
     ├── ConfigError           a config file or change failed validation
+    ├── StateUnreadable       a stored entity state is not one a worker writes
+    ├── EngineFailed          the engine raised on an event or a tick (a bug): where, and the cause
     └── Backpressure          a sink cannot take more now; retry after ``retry_after`` seconds
 
 Library code raises these; boundaries (CLI, stream agents, API) translate them
@@ -14,7 +16,7 @@ libraries are wrapped with ``raise ... from exc``.
 
 from __future__ import annotations
 
-__all__ = ["RiskwatchError", "InvalidEvent", "ConfigError", "Backpressure", "FieldError",
+__all__ = ["RiskwatchError", "InvalidEvent", "ConfigError", "EngineFailed", "Backpressure", "FieldError",
            "field_errors_from_pydantic", "field_error_from_dict"]
 
 from dataclasses import dataclass
@@ -62,6 +64,16 @@ class ConfigError(_FieldErrors):
 class StateUnreadable(RiskwatchError):
     """An entity's stored state is not what a worker writes (not a JSON object): its events are
     dead-lettered (reason ``state_unreadable``), the other entities' go on."""
+
+
+class EngineFailed(RiskwatchError):
+    """The engine raised on an event or a tick: a bug. ``where`` names the input (a replay's line, the
+    event's id and entity); the engine's exception is ``__cause__``. ``riskwatch replay`` stops on it
+    (exit status 1); the worker dead-letters the event instead (reason ``engine_error``) and goes on."""
+
+    def __init__(self, where: str, exc: BaseException) -> None:
+        super().__init__(f"{where}: {type(exc).__name__}: {exc}")
+        self.where = where
 
 
 class Backpressure(RiskwatchError):

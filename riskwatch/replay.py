@@ -20,8 +20,8 @@ import orjson
 
 from . import gc_policy
 from .engine import Engine
-from .errors import InvalidEvent
-from .events import Tick, parse_event
+from .errors import EngineFailed, InvalidEvent
+from .events import Tick, event_id, parse_event
 
 __all__ = ["Replay", "ReplaySummary", "parse_times"]
 
@@ -146,7 +146,12 @@ class Replay:
         for _, eid in sorted(now):
             st = states[eid]
             self.summary.ticks += 1
-            self._emit(eng.process(st, Tick.model_construct(entity_id=eid, ts=ts))[1])
+            try:
+                outs = eng.process(st, Tick.model_construct(entity_id=eid, ts=ts))[1]
+            except Exception as exc:
+                raise EngineFailed(f"a tick of {eid} at {ts.isoformat()}, after line {self.summary.lines}",
+                                   exc) from exc
+            self._emit(outs)
             self._schedule(eid, st)
 
     def _schedule(self, eid: str, st: dict) -> None:
@@ -159,7 +164,10 @@ class Replay:
 
     def _apply(self, ev, n: int) -> None:
         eid = ev.entity_id
-        st, outs = self.engine.process(self.states.get(eid), ev)
+        try:
+            st, outs = self.engine.process(self.states.get(eid), ev)
+        except Exception as exc:
+            raise EngineFailed(f"line {n}, {ev.type} {event_id(ev)} of {eid}", exc) from exc
         self.states[eid] = st
         if eid not in self.order:
             self.order[eid] = len(self.order)

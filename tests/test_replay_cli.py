@@ -237,3 +237,36 @@ def test_a_kept_pledge_that_decays_faster_than_the_broken_one_is_ticked_as_its_s
              and o["ts"] > at(1)]
     assert rises, "the score rose with time alone"
     _against_reference(lines, 3600.0, config)
+
+
+def test_an_engine_error_stops_the_replay_naming_its_line_and_event(tmp_path, capsys, monkeypatch):
+    """A bug in the engine stops the replay with exit status 1, naming the line, the event and its
+    entity, with the outputs of the lines before it written. Until 2026-12-07 it ended in a bare
+    traceback that named neither the line nor the event."""
+    lines = _lines(n_entities=40, n_events=400)
+    victim = orjson.loads(lines[250])
+    assert victim["type"] != "entity"
+    process = Engine.process
+
+    def buggy(self, state, ev):
+        if ev.type == victim["type"] and ev.entity_id == victim["entity_id"] and \
+                ev.ts == datetime.fromisoformat(victim["ts"]):
+            raise ZeroDivisionError("division by zero")
+        return process(self, state, ev)
+
+    monkeypatch.setattr(Engine, "process", buggy)
+    src = tmp_path / "events.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["replay", str(src), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"replay stopped: the engine failed at line 251, {victim['type']} ")
+    assert f"of {victim['entity_id']}: ZeroDivisionError: division by zero" in last
+    assert "Traceback" in err and "events processed: 250" in err
+    written = out.read_bytes().splitlines()
+    monkeypatch.setattr(Engine, "process", process)
+    src.write_bytes(b"\n".join(lines[:250]) + b"\n")
+    whole = tmp_path / "whole.jsonl"
+    assert main(["replay", str(src), "--out", str(whole), "--no-progress"]) == 0
+    assert written and written == whole.read_bytes().splitlines()
