@@ -138,6 +138,31 @@ def test_an_event_the_engine_fails_on_after_updating_the_state_leaves_nothing_in
     assert res.states[EID]["n"] == 5 and res.states[other] == good.states[other]
 
 
+def _round(proc: BatchProcessor, p: int, messages) -> tuple[dict, list, list]:
+    """Messages ((topic, events) each) handled as one round of the worker's, with its ``restore``:
+    nothing staged before the round, and the round's earlier messages applied again, each under the
+    engine it ran under. Returns the states, each message's result and the model updates it queued."""
+    live: dict = {}
+    done = []  # (value, topic, offset, result) of the round's messages so far
+    updates = []
+
+    def restore(eid):
+        st = None
+        for value, topic, off, prev in done:
+            if eid in prev.states:
+                st = proc.apply_again(st, eid, value, topic, p, off, prev.not_applied.get(eid, ()),
+                                      engine=prev.engine)
+        return st
+
+    for off, (topic, msg) in enumerate(messages, 10):
+        value = orjson.dumps({"batch": msg})
+        res = proc.handle(value, topic, p, off, live.get, restore)
+        live.update(res.states)
+        done.append((value, topic, off, res))
+        updates.append(proc.engine.models.drain())
+    return live, [res for *_, res in done], updates
+
+
 def test_a_state_is_built_again_over_the_earlier_messages_of_a_round():
     """The worker's ``restore``: the state staged before the round, with the round's earlier messages
     applied again (the events that failed in them passed over, their model updates not queued twice),
@@ -156,24 +181,8 @@ def test_a_state_is_built_again_over_the_earlier_messages_of_a_round():
                          (Engine(Config(), SharedModels()),
                           [[e for e in m if e.get("complaint_id") != "c-bug"] for m in messages])):
         proc = BatchProcessor(engine, 4, max_future_s=0, clock=lambda: 1.8e9)
-        live: dict = {}
-        done = []  # (value, offset, result) of the round's messages so far
-        updates = []
-
-        def restore(eid):  # as the worker's: nothing staged before the round
-            st = None
-            for value, off, prev in done:
-                if eid in prev.states:
-                    st = proc.apply_again(st, eid, value, "rw.complaints", p, off, prev.not_applied.get(eid, ()))
-            return st
-
-        for off, msg in enumerate(msgs, 10):
-            value = orjson.dumps({"batch": msg})
-            res = proc.handle(value, "rw.complaints", p, off, live.get, restore)
-            live.update(res.states)
-            done.append((value, off, res))
-            updates.append(engine.models.drain())
-        finals.append((live[EID], updates, [r.not_applied for _, _, r in done]))
+        live, results, updates = _round(proc, p, [("rw.complaints", m) for m in msgs])
+        finals.append((live[EID], updates, [r.not_applied for r in results]))
     (bad, bad_updates, not_applied), (good, good_updates, _) = finals
     assert not_applied == [{EID: [2]}, {}, {EID: [1]}]
     assert bad == good and bad["n"] == 5
@@ -226,22 +235,7 @@ def test_a_state_built_again_applies_each_earlier_message_under_the_config_it_ra
             proc.engine = kind(config_from_dict(cmd["config"]), models)
 
         proc.on_config = on_config
-        live: dict = {}
-        done = []
-
-        def restore(eid, proc=proc, done=done):  # as the worker's: nothing staged before the round
-            st = None
-            for value, topic, off, prev in done:
-                if eid in prev.states:
-                    st = proc.apply_again(st, eid, value, topic, p, off, prev.not_applied.get(eid, ()),
-                                          engine=prev.engine)
-            return st
-
-        for off, (topic, msg) in enumerate(zip(("rw.complaints", "rw.commands", "rw.complaints"), msgs), 10):
-            value = orjson.dumps({"batch": msg})
-            res = proc.handle(value, topic, p, off, live.get, restore)
-            live.update(res.states)
-            done.append((value, topic, off, res))
+        live, _, _ = _round(proc, p, zip(("rw.complaints", "rw.commands", "rw.complaints"), msgs))
         assert proc.engine.version == "shorter-memory"
         finals.append(live[EID])
     bad, good = finals
