@@ -111,15 +111,14 @@ def cmd_replay(args) -> int:
     except EngineFailed as exc:  # a bug: stop where it is, with what was written up to there
         import traceback
 
-        for f in files:
-            f.close()
         traceback.print_exception(exc.__cause__, file=sys.stderr)
         print(rp.summary.render(), file=sys.stderr)
         print(f"replay stopped: the engine failed at {exc}. That is a bug in riskwatch: please report it "
               "with this event. The outputs before it are written; no snapshot after it.", file=sys.stderr)
         return 1
-    for f in files:
-        f.close()
+    finally:
+        for f in files:
+            f.close()
     print(summary.render(), file=sys.stderr)
     return 0
 

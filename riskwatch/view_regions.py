@@ -17,7 +17,7 @@ from typing import Callable
 
 import orjson
 
-__all__ = ["REGIONS", "REGIONS_FORMAT", "REGIONS_FORMAT_KEY", "index_regions", "registered_count", "registered_in",
+__all__ = ["REGIONS", "REGIONS_FORMAT", "REGIONS_FORMAT_KEY", "index_regions", "registered_count",
            "registered_key", "regions_in"]
 
 REGIONS = "rw:registered:regions"
@@ -72,11 +72,6 @@ async def regions_in(r, sees: Callable[[str], bool]) -> list[str]:
     a read of ``rw:registered:regions``, not a scan of the keyspace."""
     regions = [x.decode() if isinstance(x, bytes) else x for x in await r.smembers(REGIONS)]
     return sorted(x for x in regions if sees(x))
-
-
-async def registered_in(r, sees: Callable[[str], bool]) -> int:
-    """Registered entities in the regions ``sees`` accepts."""
-    return await registered_count(r, await regions_in(r, sees))
 
 
 async def registered_count(r, regions: list[str]) -> int:

@@ -56,8 +56,8 @@ def cmd_import(args) -> int:
     from ..settings import Settings
     from ..times import iso_seconds
     from . import imports
-    from .reading import from_args
     from .file_import import import_file
+    from .reading import from_args
 
     path = Path(args.file)
     if not path.is_file():

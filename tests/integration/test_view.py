@@ -305,7 +305,7 @@ def test_registered_entities_per_region_follow_moves_and_an_older_view_is_indexe
     register upsert through a round puts the entity in its region's set and takes it out of the one it
     left. A view written before 2026-12-07 has no such sets: ``index_regions`` (run by the API before
     a limited board's first count) fills them in from ``rw:entities`` once."""
-    from riskwatch.view_regions import REGIONS_FORMAT_KEY, index_regions, registered_in
+    from riskwatch.view_regions import REGIONS_FORMAT_KEY, index_regions, regions_in, registered_count
 
     url, r, view = _empty_db(services, 9)
     other = "913502037JH4BXKFLA"
@@ -314,6 +314,9 @@ def test_registered_entities_per_region_follow_moves_and_an_older_view_is_indexe
 
     async def run() -> tuple:
         import redis.asyncio as aioredis
+
+        async def registered_in(r, sees) -> int:  # a limited board's registered count
+            return await registered_count(r, await regions_in(r, sees))
 
         ar = aioredis.from_url(url)
         try:
