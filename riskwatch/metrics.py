@@ -59,6 +59,8 @@ class WorkerMetrics:
                                     "Redis view writes retried (Redis unreachable)", registry=r)
         self.config_seq = Gauge("riskwatch_config_change", "Sequence number of the config change in force "
                                 "(0: the file)", registry=r)
+        self.ticks = Counter("riskwatch_ticks_sent_total",
+                             "Wall-clock ticks sent to entities due one (RISKWATCH_TICK_SECONDS)", registry=r)
         self.redecide_ticks = Counter("riskwatch_redecide_ticks_total",
                                       "Ticks sent at entities' own clocks to re-decide them under a newly "
                                       "applied config", registry=r)

@@ -564,15 +564,17 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         if raw is not None:
             await models_topic.send(value=raw)
 
-    async def send_ticks(ts_of, redecide: bool = False) -> int:
-        """A tick to every held entity for which ``ts_of(state)`` gives a time (ISO), else none.
+    async def send_ticks(ts_of, redecide: bool = False) -> dict[int, tuple[int, int]]:
+        """A tick to every held entity for which ``ts_of(state)`` gives a time (ISO), else none; per
+        partition, how many states were read and how many ticks sent.
 
         In envelopes of at most OUTPUTS_PER_MESSAGE ticks: one envelope per partition was 2.05 MB at
         100k entities, over Kafka's default 1 MB message limit. The scan reads every state (4 us each:
         0.4 s at 100k), so it lets rounds run every TICK_SCAN_SLICE states."""
-        sent = 0
+        counts = {}
         for p in list(store.owned()):
             ticks: list[dict] = []
+            sent = i = 0
             for i, (eid, st) in enumerate(store.items(p), 1):
                 ts = ts_of(st)
                 if ts is not None:
@@ -587,7 +589,8 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             if ticks:
                 await commands.send(value=encode_batch(ticks), partition=p)
                 sent += len(ticks)
-        return sent
+            counts[p] = (i, sent)
+        return counts
 
     async def tick_entities():
         """Wall-clock ticks for entities due one (Engine.next_tick: a silence or breach deadline, an
@@ -601,7 +604,12 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             t = next_tick(st)
             return iso if t is not None and t <= now else None
 
-        await send_ticks(due)
+        counts = await send_ticks(due)
+        n = sum(sent for _, sent in counts.values())
+        m.ticks.inc(n)
+        if n:
+            log.info("ticks at %s: %d entities due one (partition: ticks/states read %s)", iso, n,
+                     ", ".join(f"{p}: {sent}/{read}" for p, (read, sent) in sorted(counts.items())))
 
     @app.timer(interval=1.0)
     async def redecide_entities():
@@ -622,7 +630,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             t = st.get("t")
             return datetime.fromtimestamp(t, tz=UTC).isoformat() if t else None
 
-        n = await send_ticks(at_own_clock, redecide=True)
+        n = sum(sent for _, sent in (await send_ticks(at_own_clock, redecide=True)).values())
         m.redecide_ticks.inc(n)
         log.info("config %s: %d entities to re-decide (ticks at their own clocks)", version, n)
 
