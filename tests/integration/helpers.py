@@ -59,6 +59,23 @@ def last_offsets(broker: str, topic: str) -> dict[int, int]:
     return out
 
 
+def uncommitted(settings, ends: dict[str, dict[int, int]]) -> dict[str, int]:
+    """Messages the worker group has not committed yet, per ``topic[partition]``, of ``ends`` (topic ->
+    partition -> last offset, from :func:`last_offsets`). A worker counts an event as processed before
+    its round's states are stored and its offsets committed: one stopped then has not finished, and
+    the next owner processes those messages again."""
+    async def read() -> dict:
+        c = AIOKafkaConsumer(bootstrap_servers=settings.broker, group_id=settings.app_id, enable_auto_commit=False)
+        await c.start()
+        try:
+            return {(t, p): await c.committed(TopicPartition(t, p)) for t, last in ends.items() for p in last}
+        finally:
+            await c.stop()
+
+    done = asyncio.run(read())
+    return {f"{t}[{p}]": left for (t, p), off in done.items() if (left := ends[t][p] + 1 - (off or 0)) > 0}
+
+
 def read_batches(broker: str, topic: str) -> list[dict]:
     """Events of an output topic (batch envelopes unpacked)."""
     out = []

@@ -40,7 +40,7 @@ async def _write_changes(broker: str, topic: str, store: StateStore, p: int, n: 
         if one_batch:  # exactly one record batch
             batch = prod.create_batch()
             for key, value in together:
-                batch.append(key=key, value=value, timestamp=None)
+                assert batch.append(key=key, value=value, timestamp=None) is not None, "the batch is full"
             await (await prod.send_batch(batch, topic, partition=p))
         await prod.flush()
     finally:
