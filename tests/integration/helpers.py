@@ -59,21 +59,46 @@ def last_offsets(broker: str, topic: str) -> dict[int, int]:
     return out
 
 
+def high_watermarks(broker: str, topics) -> dict[str, dict[int, int]]:
+    """Each partition's end (the offset after its last message) as fetch responses give it: exact on the
+    embedded broker, whose listed end offsets stop at the first record of a partition's last batch."""
+    async def read() -> dict:
+        c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+        await c.start()
+        try:
+            await c._client.force_metadata_update()
+            tps = [TopicPartition(t, p) for t in topics for p in sorted(c.partitions_for_topic(t) or ())]
+            c.assign(tps)
+            listed = await c.end_offsets(tps)
+            for tp in tps:
+                c.seek(tp, max(0, listed[tp] - 1))  # a fetch brings the high watermark, and little else
+            deadline = asyncio.get_running_loop().time() + 30
+            while any(c.highwater(tp) is None for tp in tps):
+                assert asyncio.get_running_loop().time() < deadline, "no fetch response in 30 s"
+                await c.getmany(timeout_ms=200)
+            out: dict[str, dict[int, int]] = {}
+            for tp in tps:
+                out.setdefault(tp.topic, {})[tp.partition] = c.highwater(tp)
+            return out
+        finally:
+            await c.stop()
+
+    return asyncio.run(read())
+
+
 def uncommitted(settings, ends: dict[str, dict[int, int]]) -> dict[str, int]:
-    """Messages the worker group has not committed yet, per ``topic[partition]``, of ``ends`` (topic ->
-    partition -> last offset, from :func:`last_offsets`). A worker counts an event as processed before
-    its round's states are stored and its offsets committed: one stopped then has not finished, and
-    the next owner processes those messages again."""
+    """Messages of ``ends`` (topic -> partition -> end, from :func:`high_watermarks`) the worker group
+    has not committed yet, per ``topic[partition]``."""
     async def read() -> dict:
         c = AIOKafkaConsumer(bootstrap_servers=settings.broker, group_id=settings.app_id, enable_auto_commit=False)
         await c.start()
         try:
-            return {(t, p): await c.committed(TopicPartition(t, p)) for t, last in ends.items() for p in last}
+            return {(t, p): await c.committed(TopicPartition(t, p)) for t, parts in ends.items() for p in parts}
         finally:
             await c.stop()
 
     done = asyncio.run(read())
-    return {f"{t}[{p}]": left for (t, p), off in done.items() if (left := ends[t][p] + 1 - (off or 0)) > 0}
+    return {f"{t}[{p}]": left for (t, p), off in done.items() if (left := ends[t][p] - (off or 0)) > 0}
 
 
 def read_batches(broker: str, topic: str) -> list[dict]:

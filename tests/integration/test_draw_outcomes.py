@@ -6,7 +6,6 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import time
 from datetime import datetime, timedelta, timezone
 
 import redis as sync_redis
@@ -36,7 +35,7 @@ def test_outcomes_count_what_each_stratum_found_after_the_draw(stack):
     workers.start()
     wait_for(lambda: workers.metric(0, "riskwatch_events_processed_total") >= len(events) + 3, 120,
              f"{len(events) + 3} events processed", workers.logs)
-    time.sleep(2)
+    workers.wait_committed()  # the last round's view write (until 2026-12-07 a sleep of 2 s)
     ops, viewer = auth("ops"), auth("viewer")
     with client(s) as c:
         closed = c.get("/v1/entities", params={"status": "closed", "limit": 500}, headers=viewer).json()["entities"]

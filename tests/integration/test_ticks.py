@@ -12,11 +12,10 @@ import orjson
 from riskwatch import uscc
 from riskwatch.config import load_config
 from riskwatch.engine import Engine
-from riskwatch.settings import INPUT_TOPICS
 from riskwatch.simulate import Simulation
 
 from .conftest import wait_for
-from .helpers import changelog_states, last_offsets, produce, read_topic, uncommitted
+from .helpers import changelog_states, produce, read_topic
 
 
 def test_ticks_reach_every_entity_in_envelopes_of_at_most_1000(stack):
@@ -38,9 +37,7 @@ def test_ticks_reach_every_entity_in_envelopes_of_at_most_1000(stack):
     # while its ticks ran: the first tick round then found 1,765 of 2,030 states on a partition, or a
     # few hundred due, and the due entities went out over two rounds of under 1,000 each (failed at
     # 85bab5c and 4160917; reproduced with the worker's tick log, 2026-12-07)
-    ends = {s.topic(t): last_offsets(s.broker, s.topic(t)) for t in INPUT_TOPICS}
-    wait_for(lambda: not uncommitted(s, ends), 60, "the worker to commit the stream",
-             lambda: f"{uncommitted(s, ends)}\n{workers.logs()}")
+    workers.wait_committed()
     assert workers.stop(first) == 0
     workers.start({"RISKWATCH_TICK_SECONDS": "3"}, data_of=first)
 
@@ -104,7 +101,7 @@ def test_readings_that_trail_the_ticks_are_all_counted(stack):
     total = len(ids) * per_round * rounds
     wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") >= total, 60,
              f"{total} readings processed", workers.logs)
-    time.sleep(1.5)  # the last states reach the changelog
+    workers.wait_committed(["sensor-readings"])  # their states stored (until 2026-12-07 a sleep of 1.5 s)
     workers.stop_all()  # (topics read back "until quiet" never are while ticks run every 0.5 s)
     ticks = [t for _, _, v in read_topic(s.broker, s.topic("commands")) for t in orjson.loads(v)["batch"]]
     # the scenario happened: ticks ran ahead of the feed (each entity's is due once it has learnt its
