@@ -180,11 +180,13 @@ def test_scale_out_and_a_rolling_restart_count_every_event_once(stack):
     sim = Simulation(n_entities=400, seed=17, bad_share=0.1, days=30)
     events = list(sim.events(n_events=40000))
     rocks = {"RISKWATCH_STORE": "rocksdb://"}
-    restarted = threading.Event()
+    joined, restarted = threading.Event(), threading.Event()
 
     def feed():  # a live feed in small envelopes: messages in flight at every rebalance
         for i in range(0, len(events), 500):
-            if i >= 3 * len(events) // 4:
+            if i >= len(events) // 2:  # the second half once the second worker holds partitions: on a
+                joined.wait(180)       # loaded machine it joined after the first had done 3/4 of the
+            if i >= 3 * len(events) // 4:  # stream, and had nothing left to take over (ci195, 7e34a8d)
                 restarted.wait(180)
             produce(s, events[i:i + 500], batch_size=20)
             time.sleep(0.25)
@@ -196,8 +198,11 @@ def test_scale_out_and_a_rolling_restart_count_every_event_once(stack):
         wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") > 3000, 90, "the first worker busy",
                  workers.logs)
         b = workers.start(rocks)
-        wait_for(lambda: workers.metric(b, "riskwatch_events_processed_total") > 1000, 90,
+        wait_for(lambda: "recovered:" in (s.data_dir / f"worker{b}.log").read_text(errors="replace"), 90,
                  "the second worker to take partitions over", workers.logs)
+        joined.set()
+        wait_for(lambda: workers.metric(b, "riskwatch_events_processed_total") > 1000, 90,
+                 "the second worker to process its partitions", workers.logs)
         assert workers.stop(a) == 0, workers.logs()
         wait_for(lambda: len(_state_partitions(workers, b)) == s.partitions, 60,
                  "the second worker to take every partition", workers.logs)
@@ -205,6 +210,7 @@ def test_scale_out_and_a_rolling_restart_count_every_event_once(stack):
         wait_for(lambda: "recovered:" in (s.data_dir / f"worker{c}.log").read_text(errors="replace"), 90,
                  "the restarted worker to take partitions back", workers.logs)
     finally:
+        joined.set()
         restarted.set()
     feeder.join()
 
