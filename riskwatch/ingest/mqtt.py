@@ -92,6 +92,7 @@ class MqttBridge:
         self.m_retries = Counter("riskwatch_mqtt_kafka_retries_total", "Kafka sends retried", registry=r)
         self.queue: asyncio.Queue = asyncio.Queue()
         self.connected = asyncio.Event()
+        self.entities_read = asyncio.Event()  # the entities topic read to its end once (see run)
         self.stop = asyncio.Event()
         self.client = None
 
@@ -132,7 +133,19 @@ class MqttBridge:
         return c
 
     async def follow_entities(self) -> None:
-        """Read every partition of the entities topic (outside any group) and keep devices -> entity."""
+        """Keep devices -> entity from the entities topic, read again from the start after a failure."""
+        while not self.stop.is_set():
+            try:
+                await self._follow_entities()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Kafka away: until 2026-12-07 the follower died here, for good
+                log.warning("reading the entities topic failed (%s); retrying", exc)
+                await asyncio.sleep(2)
+
+    async def _follow_entities(self) -> None:
+        """Read every partition of the entities topic (outside any group) and keep devices -> entity;
+        set ``entities_read`` once a fetch found every partition read to its high watermark."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         from ..streams.codec import decode
@@ -156,14 +169,31 @@ class MqttBridge:
                                 devices = (ev.get("attributes") or {}).get("devices") or []
                                 for d in devices if isinstance(devices, list) else []:
                                     self.from_entities[str(d)] = ev.get("entity_id")
+                if not self.entities_read.is_set() and all([  # the high watermark: see streams.kafka
+                        (hw := c.highwater(tp)) is not None and await c.position(tp) >= hw for tp in tps]):
+                    self.entities_read.set()
+                    log.info("entities topic %s read: %d devices mapped by entity events", topic,
+                             len(self.from_entities))
         finally:
             await c.stop()
+
+    async def _entities_read(self) -> None:
+        """Until the entities topic has been read once (or a stop)."""
+        waits = [asyncio.ensure_future(self.entities_read.wait()), asyncio.ensure_future(self.stop.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     async def run(self) -> None:
         from aiokafka import AIOKafkaProducer
 
         loop = asyncio.get_running_loop()
         follower = asyncio.create_task(self.follow_entities())
+        # a persistent session hands over what it queued as soon as it connects: until 2026-12-07 the
+        # bridge took it before it knew the devices entity events map, and dead-lettered their readings
+        await self._entities_read()
         self.client = self._client(loop)
         self.client.connect_async(self.s.mqtt_host, self.s.mqtt_port, keepalive=30)
         self.client.loop_start()

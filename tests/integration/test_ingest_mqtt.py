@@ -151,6 +151,56 @@ def test_kafka_paused_holds_mqtt_acks_and_loses_nothing(stack, services, mqtt_br
         bridge.wait(15)
 
 
+def test_readings_queued_while_the_bridge_was_away_find_devices_that_entity_events_map(stack, mqtt_broker, tmp_path):
+    """A bridge that starts again gets what its persistent MQTT session queued meanwhile at once. Until
+    2026-12-07 it took those readings before it had read the entities topic, so a device that only an
+    entity event maps (``attributes.devices``) was unknown, and its queued readings were dead-lettered
+    (no entity id)."""
+    import paho.mqtt.client as mqtt
+
+    s, workers = stack
+    env = dict(workers.env, RISKWATCH_MQTT_PORT=str(mqtt_broker), RISKWATCH_MQTT_CLIENT_ID=f"rw-again-{mqtt_broker}")
+
+    def start(tag: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "ingest-mqtt", "--loglevel", "info"],
+                                env=env, stdout=(tmp_path / f"{tag}.log").open("wb"), stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    bridge = start("first")
+    try:
+        _subscribed(tmp_path / "first.log")  # its session (and subscription) now lives in the MQTT broker
+    finally:
+        os.killpg(bridge.pid, signal.SIGTERM)
+        bridge.wait(15)
+    produce(s, [{"type": "entity", "entity_id": E, "name": "Cold Store", "industry": "food", "region": "350100",
+                 "attributes": {"devices": ["freezer-9"]}}])
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sensor-gw-3")
+    pub.connect("127.0.0.1", mqtt_broker)
+    pub.loop_start()
+    now = datetime.now(timezone.utc)
+    for i in range(20):  # queued for the bridge's session while it is away
+        pub.publish("rw/freezer-9/sensor", orjson.dumps({"metric": "temperature", "value": -20.0,
+                                                          "ts": (now + timedelta(seconds=i)).isoformat()}),
+                    qos=1).wait_for_publish(10)
+    pub.loop_stop()
+    pub.disconnect()
+    bridge = start("again")
+    try:
+        def forwarded():
+            got = [e for e in read_batches(s.broker, s.topic("sensor-readings")) if e.get("device_id") == "freezer-9"]
+            dead = [orjson.loads(v) for _, _, v in read_topic(s.broker, s.topic("deadletter"))]
+            return (got, dead) if len(got) + len(dead) >= 20 else None
+
+        got, dead = wait_for(forwarded, 60, "the queued readings forwarded",
+                             lambda: (tmp_path / "again.log").read_text())
+        assert not dead, dead[:2]
+        assert len({e["ts"] for e in got}) == 20 and {e["entity_id"] for e in got} == {E}
+        assert "devices mapped by entity events" in (tmp_path / "again.log").read_text()
+    finally:
+        os.killpg(bridge.pid, signal.SIGTERM)
+        bridge.wait(15)
+
+
 @pytest.fixture
 def mqtt_tls_broker(tmp_path):
     """(port, CA file, client certificate file) of a mosquitto that takes only TLS with a client certificate
