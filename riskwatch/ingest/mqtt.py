@@ -169,7 +169,8 @@ class MqttBridge:
                                 devices = (ev.get("attributes") or {}).get("devices") or []
                                 for d in devices if isinstance(devices, list) else []:
                                     self.from_entities[str(d)] = ev.get("entity_id")
-                if not self.entities_read.is_set() and all([  # the high watermark: see streams.kafka
+                # a fetch's high watermark is exact, on the embedded broker too (its listed end offsets are not)
+                if not self.entities_read.is_set() and all([
                         (hw := c.highwater(tp)) is not None and await c.position(tp) >= hw for tp in tps]):
                     self.entities_read.set()
                     log.info("entities topic %s read: %d devices mapped by entity events", topic,
