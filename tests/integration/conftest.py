@@ -82,9 +82,12 @@ class Workers:
                 except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
 
+    def log(self, i: int) -> str:
+        """Worker ``i``'s whole log so far."""
+        return (self.d / f"worker{i}.log").read_text(errors="replace")
+
     def logs(self) -> str:
-        return "\n".join((self.d / f"worker{i}.log").read_text(errors="replace")[-3000:]
-                         for i in range(len(self.procs)))
+        return "\n".join(self.log(i)[-3000:] for i in range(len(self.procs)))
 
     def wait_committed(self, topics=None, timeout: float = 60) -> None:
         """Until the group has committed every message the input ``topics`` (default: all) hold now.

@@ -53,10 +53,7 @@ def read_topic(broker: str, topic: str) -> list[tuple[int, bytes | None, bytes]]
 
 def last_offsets(broker: str, topic: str) -> dict[int, int]:
     """The offset of the last message of each partition that has one."""
-    out: dict[int, int] = {}
-    for m in asyncio.run(_read_messages(broker, topic)):
-        out[m.partition] = max(out.get(m.partition, -1), m.offset)
-    return out
+    return {p: end - 1 for p, end in high_watermarks(broker, [topic]).get(topic, {}).items() if end > 0}
 
 
 def high_watermarks(broker: str, topics) -> dict[str, dict[int, int]]:

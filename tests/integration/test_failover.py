@@ -198,7 +198,7 @@ def test_scale_out_and_a_rolling_restart_count_every_event_once(stack):
         wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") > 3000, 90, "the first worker busy",
                  workers.logs)
         b = workers.start(rocks)
-        wait_for(lambda: "recovered:" in (s.data_dir / f"worker{b}.log").read_text(errors="replace"), 90,
+        wait_for(lambda: "recovered:" in workers.log(b), 90,
                  "the second worker to take partitions over", workers.logs)
         joined.set()
         wait_for(lambda: workers.metric(b, "riskwatch_events_processed_total") > 1000, 90,
@@ -207,7 +207,7 @@ def test_scale_out_and_a_rolling_restart_count_every_event_once(stack):
         wait_for(lambda: len(_state_partitions(workers, b)) == s.partitions, 60,
                  "the second worker to take every partition", workers.logs)
         c = workers.start(rocks, data_of=a)
-        wait_for(lambda: "recovered:" in (s.data_dir / f"worker{c}.log").read_text(errors="replace"), 90,
+        wait_for(lambda: "recovered:" in workers.log(c), 90,
                  "the restarted worker to take partitions back", workers.logs)
     finally:
         joined.set()
@@ -331,7 +331,7 @@ def test_a_standby_worker_that_takes_over_runs_the_config_applied_meanwhile(serv
         standby = workers.start()
 
         def assignments(i: int) -> int:
-            return (workers.d / f"worker{i}.log").read_text(errors="replace").count("Executing _on_partitions_assigned")
+            return workers.log(i).count("Executing _on_partitions_assigned")
 
         # the standby joined the group (and got nothing: one partition), and the first worker rebalanced for it
         wait_for(lambda: assignments(standby) >= 1 and assignments(active) >= 2, 90, "the standby in the group",

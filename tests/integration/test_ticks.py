@@ -76,7 +76,7 @@ def _story(workers) -> str:
     """What a worker's log says of its group, its recovery and its tick rounds."""
     keep = ("Joined group", "Revoking", "newly assigned", "recovered", "ticks at", "resumes at", "ERROR", "WARNING")
     return "\n".join(line for i in range(len(workers.procs))
-                     for line in (workers.d / f"worker{i}.log").read_text(errors="replace").splitlines()
+                     for line in workers.log(i).splitlines()
                      if any(k in line for k in keep))
 
 

@@ -106,7 +106,7 @@ def test_a_second_worker_on_the_same_data_directory_refuses_to_start(stack):
         code = p.wait(60)
     except subprocess.TimeoutExpired:
         raise AssertionError("the second worker kept running on a data directory in use\n" + workers.logs())
-    log = (s.data_dir / f"worker{b}.log").read_text()
+    log = workers.log(b)
     assert code == 2, log
     assert "is in use by a worker, pid" in log and "each worker needs its own RISKWATCH_DATA_DIR" in log
     assert workers.procs[a][0].poll() is None  # the first one is unaffected
@@ -123,7 +123,7 @@ def test_a_worker_and_create_topics_refuse_topics_with_another_partition_count(s
         code = workers.procs[a][0].wait(60)
     except subprocess.TimeoutExpired:
         raise AssertionError("the worker ran on topics with another partition count\n" + workers.logs())
-    log = (s.data_dir / f"worker{a}.log").read_text()
+    log = workers.log(a)
     assert code == 2, log
     assert "RISKWATCH_PARTITIONS is 8 but topics have other partition counts" in log
     assert f"{s.state_changelog} (4)" in log and "and 9 more" in log  # 12 keyed topics, 3 named
@@ -181,7 +181,7 @@ def test_a_worker_started_while_redis_is_away_waits_and_then_runs_the_applied_co
         a = workers.start()
         # the worker starts while Redis is away (a sleep of 4 s was too short once, with three test
         # processes: the worker had not asked Redis yet when it came up)
-        wait_for(lambda: "Redis does not answer" in (tmp_path / f"worker{a}.log").read_text(), 60,
+        wait_for(lambda: "Redis does not answer" in workers.log(a), 60,
                  "the worker to find Redis away", workers.logs)
         redis = start_redis(tmp_path / "redis", port=port)
         from riskwatch.config import default_config
