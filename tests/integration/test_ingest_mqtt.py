@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import orjson
 import pytest
@@ -53,6 +54,12 @@ def _subscribed(log) -> None:
              log.read_text)
 
 
+def _bridge(env: dict, log: Path) -> subprocess.Popen:
+    """``riskwatch ingest-mqtt`` at info level, its output to ``log``."""
+    return subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "ingest-mqtt", "--loglevel", "info"], env=env,
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def test_mqtt_readings_reach_the_worker_and_raise_a_sensor_alert(stack, mqtt_broker, tmp_path):
     import paho.mqtt.client as mqtt
 
@@ -60,9 +67,7 @@ def test_mqtt_readings_reach_the_worker_and_raise_a_sensor_alert(stack, mqtt_bro
     (tmp_path / "devices.yaml").write_text(f"fridge-7: {E}\n")
     env = dict(workers.env, RISKWATCH_MQTT_PORT=str(mqtt_broker), RISKWATCH_MQTT_DEVICE_MAP=str(tmp_path / "devices.yaml"),
                RISKWATCH_MQTT_CLIENT_ID=f"rw-test-{mqtt_broker}")
-    bridge = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "ingest-mqtt", "--loglevel", "info"], env=env,
-                              stdout=(tmp_path / "bridge.log").open("wb"), stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    bridge = _bridge(env, tmp_path / "bridge.log")
     produce(s, [{"type": "entity", "entity_id": E, "name": "Cold Store", "industry": "food", "region": "350100",
                  "attributes": {"devices": ["freezer-9"]}}])  # a device mapped by the entity event itself
     workers.start()
@@ -113,9 +118,7 @@ def test_kafka_paused_holds_mqtt_acks_and_loses_nothing(stack, services, mqtt_br
     (tmp_path / "devices.yaml").write_text(f"fridge-7: {E}\n")
     env = dict(workers.env, RISKWATCH_MQTT_PORT=str(mqtt_broker), RISKWATCH_MQTT_DEVICE_MAP=str(tmp_path / "devices.yaml"),
                RISKWATCH_MQTT_CLIENT_ID=f"rw-pause-{mqtt_broker}")
-    bridge = subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "ingest-mqtt", "--loglevel", "info"], env=env,
-                              stdout=(tmp_path / "bridge.log").open("wb"), stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    bridge = _bridge(env, tmp_path / "bridge.log")
     try:
         _subscribed(tmp_path / "bridge.log")
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sensor-gw-2")
@@ -161,12 +164,7 @@ def test_readings_queued_while_the_bridge_was_away_find_devices_that_entity_even
     s, workers = stack
     env = dict(workers.env, RISKWATCH_MQTT_PORT=str(mqtt_broker), RISKWATCH_MQTT_CLIENT_ID=f"rw-again-{mqtt_broker}")
 
-    def start(tag: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "ingest-mqtt", "--loglevel", "info"],
-                                env=env, stdout=(tmp_path / f"{tag}.log").open("wb"), stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-    bridge = start("first")
+    bridge = _bridge(env, tmp_path / "first.log")
     try:
         _subscribed(tmp_path / "first.log")  # its session (and subscription) now lives in the MQTT broker
     finally:
@@ -184,7 +182,7 @@ def test_readings_queued_while_the_bridge_was_away_find_devices_that_entity_even
                     qos=1).wait_for_publish(10)
     pub.loop_stop()
     pub.disconnect()
-    bridge = start("again")
+    bridge = _bridge(env, tmp_path / "again.log")
     try:
         def forwarded():
             got = [e for e in read_batches(s.broker, s.topic("sensor-readings")) if e.get("device_id") == "freezer-9"]
@@ -251,9 +249,7 @@ def test_the_bridge_logs_in_over_mutual_tls_and_a_wrong_password_or_ca_is_refuse
                RISKWATCH_MQTT_CERT_FILE=str(client_file), RISKWATCH_MQTT_USERNAME="gateway")
 
     def bridge(log, **extra):
-        return subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "ingest-mqtt", "--loglevel", "info"],
-                                env={**env, "RISKWATCH_MQTT_PASSWORD": "pw-7", **extra}, stdout=log.open("wb"),
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return _bridge({**env, "RISKWATCH_MQTT_PASSWORD": "pw-7", **extra}, log)
 
     refused_log, untrusted_log = tmp_path / "bridge-refused.log", tmp_path / "bridge-ca.log"
     ok_log = tmp_path / "bridge.log"
