@@ -10,6 +10,7 @@ import sys
 
 import orjson
 
+from . import __version__
 from .errors import ConfigError, EngineFailed
 
 __all__ = ["main"]
@@ -327,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .ingest.reading import add_file_arguments
 
     p = argparse.ArgumentParser(prog="riskwatch", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"riskwatch {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     c = sub.add_parser("check-config", help="validate a config file; exit 2 when invalid")

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
 
-__all__ = ["WorkerMetrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from . import __version__
+
+__all__ = ["WorkerMetrics", "build_info"]
+
+
+def build_info(registry: CollectorRegistry) -> None:
+    """``riskwatch_build_info{version, python}`` (value 1) on ``registry``: every riskwatch process has
+    it, so a dashboard shows which version each one runs (during a rolling deploy: both).
+
+    >>> r = CollectorRegistry(); build_info(r)
+    >>> r.get_sample_value("riskwatch_build_info", {"version": __version__, "python": platform.python_version()})
+    1.0
+    """
+    Info("riskwatch_build", "The riskwatch version this process runs, and its Python", registry=registry).info(
+        {"version": __version__, "python": platform.python_version()})
 
 
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
+        build_info(r)
         self.consumed = Counter("riskwatch_events_consumed_total", "Input events read, by topic", ["topic"], registry=r)
         self.processed = Counter("riskwatch_events_processed_total", "Events applied to entity state", registry=r)
         self.skipped = Counter("riskwatch_events_redelivered_total",

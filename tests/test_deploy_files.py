@@ -73,7 +73,7 @@ def _metric_names() -> set[str]:
     SupervisionGauges(api)
     for registry in (WorkerMetrics().registry, AlertMetrics().registry, api):
         for metric in registry.collect():
-            names |= {metric.name + suffix for suffix in ("", "_total", "_bucket", "_count", "_sum")}
+            names |= {metric.name + suffix for suffix in ("", "_total", "_bucket", "_count", "_sum", "_info")}
     return names
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ..metrics import build_info
+
 __all__ = ["AlertMetrics"]
 
 
 class AlertMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
+        build_info(r)
         self.candidates = Counter("riskwatch_alert_candidates_total", "Alert candidates read, by signal and status",
                                   ["signal", "status"], registry=r)
         self.stale = Counter("riskwatch_alert_candidates_stale_total",

@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .. import audit
+from .. import __version__, audit
 from ..kafka_security import client_options
 from ..settings import Settings
 from ..times import iso_fields
@@ -139,7 +139,7 @@ def create_api(settings: Settings | None = None) -> FastAPI:
         yield
         await ctx.close()
 
-    app = FastAPI(title="riskwatch", version="0.2.0", lifespan=lifespan,
+    app = FastAPI(title="riskwatch", version=__version__, lifespan=lifespan,
                   description=__doc__.split("\n\n", 1)[1].replace("\n", " "))
     app.state.ctx = ctx
     if s.api_cors_origins:

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from ..config import CURRENT_CONFIG, Config, config_from_dict, load_config
 from ..kafka_security import client_options
+from ..metrics import build_info
 from ..settings import Settings
 from ..streams.codec import partition_for
 from ..view import entity_key
@@ -39,6 +40,7 @@ class ApiContext:
         self.tokens = TokenRegistry.parse(spec)
         self.limiter = RateLimiter(settings.api_rate_per_minute, settings.api_rate_burst)
         self.registry = CollectorRegistry()
+        build_info(self.registry)
         self.requests = Counter("riskwatch_api_requests_total", "API requests by route and status",
                                 ["route", "status"], registry=self.registry)
         self.denied = Counter("riskwatch_api_denied_total", "Requests refused by auth or rate limit, by reason",

@@ -24,6 +24,7 @@ import orjson
 from fastapi import FastAPI, Header, HTTPException, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
+from .. import __version__
 from ..api.auth import Principal, RateLimiter
 from ..api.context import ApiContext, count_requests, errors, need, redis_outage_is_503
 from ..errors import Backpressure
@@ -62,7 +63,7 @@ def create_ingest_api(settings: Settings | None = None) -> FastAPI:
         await producer.close()
         await ctx.close()
 
-    app = FastAPI(title="riskwatch ingest", version="0.2.0", lifespan=lifespan,
+    app = FastAPI(title="riskwatch ingest", version=__version__, lifespan=lifespan,
                   description=__doc__.split("\n\n", 1)[1].replace("\n", " "))
     app.state.ctx = ctx
 

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from ..errors import InvalidEvent
 from ..events import parse_event, too_far_ahead
 from ..kafka_security import client_options
+from ..metrics import build_info
 from ..settings import Settings
 from ..streams.codec import dead_letter, partition_for
 
@@ -85,6 +86,7 @@ class MqttBridge:
             if settings.mqtt_device_map else {}
         self.from_entities: dict[str, str] = {}  # device -> entity, from entity events' attributes.devices
         r = self.registry = registry or CollectorRegistry()
+        build_info(r)
         self.m_received = Counter("riskwatch_mqtt_messages_total", "MQTT messages, by result (produced, invalid)",
                                   ["result"], registry=r)
         self.m_pending = Gauge("riskwatch_mqtt_unacked", "Messages received, not yet acked (waiting for Kafka)",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import riskwatch
 from riskwatch.embedded import free_port
 
 from .up_process import start_up
@@ -89,6 +90,13 @@ def test_up_demo_serves_scored_entities_and_ctrl_c_stops_everything(tmp_path):
         processed = [float(line.split()[1]) for line in _get(f"http://127.0.0.1:{metrics_port}/metrics").splitlines()
                      if line.startswith("riskwatch_events_processed_total ")]
         assert processed and processed[0] > 0
+        # each process says which version it runs (a rolling deploy shows both)
+        urls = re.findall(r"(http://127\.0\.0\.1:\d+/metrics) \((\w+)\)", text)
+        assert [name for _, name in urls] == ["worker", "dispatcher", "API"], text
+        info = f'version="{riskwatch.__version__}"'
+        for url, name in urls:
+            built = [line for line in _get(url).splitlines() if line.startswith("riskwatch_build_info{")]
+            assert len(built) == 1 and info in built[0] and built[0].endswith(" 1.0"), (name, built)
     finally:
         up.send_signal(signal.SIGINT)
         out, _ = up.communicate(timeout=90)
