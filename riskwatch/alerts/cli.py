@@ -106,33 +106,56 @@ def cmd_redeliver(args) -> int:
         print("give a notification id or --all", file=sys.stderr)
         return 2
     n = asyncio.run(_with_redis(lambda r: Outbox(r, "cli").redeliver(None if args.all else args.id)))
+    if not n and args.id:
+        print(f"no dead-lettered notification {args.id} (riskwatch alerts dead lists them)", file=sys.stderr)
+        return 1
     print(f"re-queued {n} notification(s)")
     return 0 if n else 1
+
+
+def parse_matcher(text: str) -> dict | None:
+    """``--match`` as a matcher: the label name, then the first operator (``=``, ``!=``, ``=~``, ``!~``),
+    then the value, which may hold operators itself. None when there is no operator or no name.
+    Until 2026-12-07 the operators were tried in turn, so ``summary=a=~b`` became ``summary=a`` ``=~ b``.
+
+    >>> parse_matcher("summary=a=~b"), parse_matcher("region!~^11")
+    ({'name': 'summary', 'op': '=', 'value': 'a=~b'}, {'name': 'region', 'op': '!~', 'value': '^11'})
+    >>> parse_matcher("region"), parse_matcher("=1101"), parse_matcher("region!1101")
+    (None, None, None)
+    """
+    at = min((i for i in (text.find("="), text.find("!")) if i >= 0), default=-1)
+    if at <= 0:
+        return None
+    op = text[at:at + 2] if text[at:at + 2] in ("!=", "=~", "!~") else text[at]
+    if op == "!":
+        return None
+    return {"name": text[:at], "op": op, "value": text[at + len(op):]}
 
 
 def cmd_silence(args) -> int:
     from pydantic import ValidationError
 
+    from ..errors import field_errors_from_pydantic
     from .config import parse_duration
     from .routing import SilenceSpec
     from .store import AlertStore
 
     matchers = []
     for m in args.match:
-        for op in ("!=", "=~", "!~", "="):
-            if op in m:
-                name, value = m.split(op, 1)
-                matchers.append({"name": name, "op": op, "value": value})
-                break
-        else:
+        matcher = parse_matcher(m)
+        if matcher is None:
             print(f"--match {m!r}: use label=value (or != =~ !~)", file=sys.stderr)
             return 2
+        matchers.append(matcher)
     now = time.time()
     try:
         spec = SilenceSpec(matchers=matchers, starts_at=now, ends_at=now + parse_duration(args.duration),
                            author=args.author, reason=args.reason)
-    except (ValidationError, ValueError) as exc:
-        print(f"invalid silence: {exc}", file=sys.stderr)
+    except ValidationError as exc:  # each field and rule, as check-config and the API name them
+        print("invalid silence:\n  " + "\n  ".join(map(str, field_errors_from_pydantic(exc))), file=sys.stderr)
+        return 2
+    except ValueError as exc:  # the duration
+        print(f"invalid silence: --for: {exc}", file=sys.stderr)
         return 2
     rec = asyncio.run(_with_redis(lambda r: AlertStore(r).add_silence(spec)))
     from ..times import iso_fields
@@ -170,8 +193,10 @@ def cmd_alerts_list(args) -> int:
         st = AlertStore(r)
         return list((await st.many(await st.open_ids(region=args.region, severity=args.severity))).values())
 
-    for line in alert_lines(asyncio.run(_with_redis(go)), args.limit):
+    alerts = asyncio.run(_with_redis(go))
+    for line in alert_lines(alerts, args.limit):
         print(line)
+    print(f"{len(alerts)} open alert(s)", file=sys.stderr)  # as `alerts dead` counts (an empty list said nothing)
     return 0
 
 
