@@ -1,12 +1,14 @@
 import csv
 import heapq
 import io
+import re
 import subprocess
 import sys
 
 from datetime import datetime, timezone
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,6 +86,31 @@ def test_replay_reads_a_csv_export_as_import_reads_it(tmp_path, capsys):
     (tmp_path / "e.jsonl").write_bytes(b"\n".join(orjson.dumps(ev) for ev in events))
     assert main(["replay", str(tmp_path / "e.jsonl"), "--map", "entity_id=biz"]) == 2
     assert "apply to CSV files" in capsys.readouterr().err
+
+
+def test_replay_shows_its_progress_in_bytes_read_for_json_lines_and_csv(tmp_path, capsys):
+    """The progress bar (on by default on a terminal, ``--progress`` to force it) reaches the file's
+    size for JSON lines and for CSV, where rows are read ahead of the engine (until 2026-12-07 no test
+    drew it)."""
+    events = [orjson.loads(x) for x in _lines(n_entities=20, n_events=2500)]
+    src = tmp_path / "e.jsonl"
+    src.write_bytes(b"\n".join(orjson.dumps(ev) for ev in events) + b"\n")
+    complaints = [ev for ev in events if ev["type"] == "complaint"]
+    columns = sorted({k for ev in complaints for k in ev})
+    csv_src = tmp_path / "c.csv"
+    with csv_src.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(complaints)
+    for path, n in ((src, len(events)), (csv_src, len(complaints))):
+        assert main(["replay", str(path), "--out", str(tmp_path / "o.jsonl"), "--progress"]) == 0
+        err = capsys.readouterr().err
+        bar = err.split("\r")[-1].splitlines()[0]  # the bar as it was last drawn
+        done, total = re.search(r"\| (\S+)/(\S+) \[", bar).groups()
+        assert bar.startswith("replay: 100%") and done == total, (path.name, bar)
+        assert float(total.rstrip("kM")) * (1e3 if total.endswith("k") else 1e6 if total.endswith("M") else 1) \
+            == pytest.approx(path.stat().st_size, rel=0.01), (path.name, bar)
+        assert f"events processed: {n}" in err
 
 
 def _replay(lines, config=None, **kw):
