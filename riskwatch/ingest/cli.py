@@ -56,12 +56,18 @@ def cmd_import(args) -> int:
     from ..settings import Settings
     from ..times import iso_seconds
     from . import imports
-    from .file_import import import_file
+    from .file_import import ImportProgress, import_file
     from .reading import from_args
 
     path = Path(args.file)
     if not path.is_file():
         print(f"cannot read {path}", file=sys.stderr)
+        return 2
+    if args.from_line < 1:
+        print(f"--from-line {args.from_line}: lines are numbered from 1", file=sys.stderr)
+        return 2
+    if not args.give_up_after > 0:
+        print(f"--give-up-after {args.give_up_after}: give the seconds, above 0", file=sys.stderr)
         return 2
     settings = Settings()
     sha256 = imports.digest(path)
@@ -71,11 +77,17 @@ def cmd_import(args) -> int:
         before = None
         print(f"warning: Redis does not answer ({exc}): cannot check whether this file was imported before; "
               f"importing it", file=sys.stderr)
-    if before is not None and not args.again:
-        print(f"{path} was imported before: {iso_seconds(before['at'])} by {before['actor']}, {before['accepted']} "
-              f"events (file {before['file']}, sha256 {sha256[:12]}...). Sent again, complaints, inspections "
-              f"and records older than each entity's newest would count twice. --again sends it anyway",
-              file=sys.stderr)
+    resumed = before is not None and before.get("next_line") is not None and before["next_line"] == args.from_line
+    if before is not None and not args.again and not resumed:
+        if before.get("next_line") is not None:
+            print(f"{path} was imported up to line {before['next_line'] - 1}: {iso_seconds(before['at'])} by "
+                  f"{before['actor']}, {before['accepted']} events, then it stopped. --from-line "
+                  f"{before['next_line']} sends the rest (--again sends from --from-line anyway)", file=sys.stderr)
+        else:
+            print(f"{path} was imported before: {iso_seconds(before['at'])} by {before['actor']}, "
+                  f"{before['accepted']} events (file {before['file']}, sha256 {sha256[:12]}...). Sent again, "
+                  f"complaints, inspections and records older than each entity's newest would count twice. "
+                  f"--again sends it anyway", file=sys.stderr)
         return 2
     try:
         how = from_args(args, path.name)
@@ -83,19 +95,39 @@ def cmd_import(args) -> int:
         print(exc, file=sys.stderr)
         return 2
     rejects = open(args.rejects, "w", encoding="utf-8") if args.rejects else None
+    done = ImportProgress()
+    earlier_ok, earlier_bad = (before["accepted"], before["rejected"]) if resumed else (0, 0)
+    stopped: str | None = None
     try:
         progress = sys.stderr.isatty() if args.progress is None else args.progress
-        ok, bad = asyncio.run(import_file(settings, path, how, rejects, progress))
+        asyncio.run(import_file(settings, path, how, rejects, progress, from_line=args.from_line, done=done,
+                                give_up_after=args.give_up_after))
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    except Exception as exc:  # the broker did not take a chunk after five attempts (or a bug): say where
+        stopped = f"{type(exc).__name__}: {exc}"
     finally:
         if rejects:
             rejects.close()
-    print(f"imported {ok} events, rejected {bad}")
-    if ok:
+    ok, bad = earlier_ok + done.accepted, earlier_bad + done.rejected
+    if stopped is not None:
+        print(f"riskwatch import: stopped at line {done.next_line} ({stopped}). Every line before it is in: "
+              f"{ok} events imported, {bad} rejected. Send the rest with the same options and "
+              f"--from-line {done.next_line}"
+              + (f"; lines {done.next_line}-{done.upto} were being sent and may be partly in (sent again, an "
+                 f"entity recognises them among its newest items)" if done.upto else ""), file=sys.stderr)
+    else:
+        print(f"imported {ok} events, rejected {bad}")
+    if ok or stopped is not None:
         try:
-            imports.record(settings, sha256, path, ok, bad, before is not None)
+            imports.record(settings, sha256, path, ok, bad, before is not None and not resumed,
+                           next_line=done.next_line if stopped is not None else None,
+                           from_line=before.get("from_line", 1) if resumed else args.from_line)
         except (rex.RedisError, OSError) as exc:
             print(f"warning: Redis does not answer ({exc}): this import is not on record, and a second "
                   f"import of the file will not be refused", file=sys.stderr)
+    if stopped is not None:
+        return 130 if stopped == "interrupted" else 1
     return 0 if ok or not bad else 2
 
 
@@ -119,5 +151,10 @@ def add_parsers(sub) -> None:
     f.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     f.add_argument("--again", action="store_true",
                    help="import a file whose exact bytes were imported before (refused otherwise)")
+    f.add_argument("--from-line", type=int, default=1, metavar="N",
+                   help="send from line N on: the rest of an import that stopped there (it says N)")
+    f.add_argument("--give-up-after", type=float, default=120.0, metavar="S",
+                   help="seconds a chunk of lines may wait for the broker, tries again included, before the "
+                        "import stops and says the line to go on from (default 120)")
     f.set_defaults(func=cmd_import)
 

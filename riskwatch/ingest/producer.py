@@ -33,6 +33,11 @@ class IngestProducer:
         self._p = None
         self._lock = asyncio.Lock()
 
+    @property
+    def started(self) -> bool:
+        """Whether a connection to the broker was made: before that, nothing can have been sent."""
+        return self._p is not None
+
     async def _producer(self):
         from aiokafka import AIOKafkaProducer
         from aiokafka.errors import KafkaError

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import threading
+from collections import Counter
 
 import orjson
 
@@ -89,6 +92,111 @@ def test_import_jsonl_and_csv(stack, tmp_path):
     assert all(e["type"] == "inspection" for e in insp)
     assert _run(env, str(tmp_path / "missing.csv")).returncode == 2
     assert os.path.exists(tmp_path / "insp.csv")
+
+
+class _Cut:
+    """A plain TCP front for a broker that advertises it, which drops every connection (and takes no new
+    one) once clients have sent it ``after`` bytes: the broker gone in the middle of an import."""
+
+    def __init__(self, port: int, target: int, after: int) -> None:
+        self.port, self.target, self.after, self.sent = port, target, after, 0
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.writers: list = []
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._session, "127.0.0.1", port), self.loop).result(10)
+
+    def cut(self) -> None:
+        self.server.close()
+        for w in self.writers:
+            w.transport.abort()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.cut)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    async def _session(self, cr, cw) -> None:
+        try:
+            br, bw = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            cw.close()
+            return
+        self.writers += [cw, bw]
+
+        async def pump(r, w, counted: bool) -> None:
+            try:
+                while data := await r.read(65536):
+                    if counted:
+                        self.sent += len(data)
+                        if self.sent > self.after:
+                            self.cut()
+                            return
+                    w.write(data)
+                    await w.drain()
+            except OSError:
+                pass
+            finally:
+                w.transport.abort()
+
+        await asyncio.gather(pump(cr, bw, True), pump(br, cw, False))
+
+
+def test_an_import_the_broker_stops_taking_says_its_line_and_sends_the_rest_from_it(stack, tmp_path):
+    """The broker goes away in the second chunk of 5,000 lines: the import says where it stopped
+    (exit 1), keeps that line on record, refuses the file again without ``--from-line`` that line, and
+    with it sends the rest. Until 2026-12-07 it ended with a traceback and no line, and importing the file
+    again sent its first part twice."""
+    from riskwatch.embedded import free_port, start_broker
+    from riskwatch.ingest import imports
+    from riskwatch.settings import Settings
+    from riskwatch.streams.kafka import ensure_topics
+
+    s, _ = stack
+    evs = list(Simulation(n_entities=300, seed=5, bad_share=0.0, days=10).events(n_events=20000))
+    lines = [orjson.dumps(e) for e in evs]
+    src = tmp_path / "backfill.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    first, two = sum(map(len, lines[:5000])), sum(map(len, lines[:10000]))
+    front_port = free_port()
+    broker = start_broker(tmp_path / "broker", advertised_port=front_port)
+    front = _Cut(front_port, broker.port, after=(first + two) // 2)  # in the second chunk
+    try:
+        url = f"127.0.0.1:{front_port}"
+        own = Settings(broker=url, redis_url=s.redis_url, topic_prefix=s.topic_prefix, partitions=s.partitions)
+        asyncio.run(ensure_topics(own))
+        front.sent = 0  # the import's bytes only
+        env = dict(os.environ, RISKWATCH_BROKER=url, RISKWATCH_REDIS_URL=s.redis_url,
+                   RISKWATCH_TOPIC_PREFIX=s.topic_prefix, RISKWATCH_PARTITIONS=str(s.partitions))
+        out = _run(env, str(src), "--give-up-after", "4")
+        assert out.returncode == 1, out.stderr[-2000:]
+        said = out.stderr.splitlines()[-1]
+        assert said.startswith("riskwatch import: stopped at line 5001 (") and "--from-line 5001" in said, said
+        assert "5000 events imported, 0 rejected" in said and "lines 5001-10000 were being sent" in said, said
+        assert imports.earlier(own, imports.digest(src))["next_line"] == 5001
+
+        front.stop()
+        front = _Cut(front_port, broker.port, after=1 << 40)
+        again = _run(env, str(src))
+        assert again.returncode == 2 and "imported up to line 5000" in again.stderr, again.stderr
+        assert "--from-line 5001 sends the rest" in again.stderr
+        rest = _run(env, str(src), "--from-line", "5001")
+        assert rest.returncode == 0 and f"imported {len(evs)} events, rejected 0" in rest.stdout, rest.stderr[-2000:]
+        kept = imports.earlier(own, imports.digest(src))
+        assert (kept["next_line"], kept["from_line"], kept["accepted"]) == (None, 1, len(evs))
+
+        line_of = {orjson.dumps(e, option=orjson.OPT_SORT_KEYS): n for n, e in enumerate(evs, 1)}
+        topics = ("entities", "complaints", "sensor-readings", "inspections", "records")
+        landed = Counter(orjson.dumps(e, option=orjson.OPT_SORT_KEYS)
+                         for t in topics for e in read_batches(url, s.topic(t)))
+        assert set(landed) == set(line_of)  # every line in
+        twice = sorted(line_of[k] for k, n in landed.items() if n > 1)
+        assert all(5001 <= n <= 10000 for n in twice), twice[:5] + twice[-5:]  # only the chunk cut short
+        print(f"lines of the cut chunk that were in before the cut, sent again: {len(twice)}")
+    finally:
+        front.stop()
+        broker.stop()
 
 
 def test_import_validates_with_the_config_applied_through_the_api(stack, tmp_path):
