@@ -168,6 +168,27 @@ def test_check_config_exit_codes(tmp_path):
     assert r.returncode == 0 and "ok: version" in r.stdout
 
 
+@pytest.mark.parametrize("command", ["check-config", "check-alerts"])
+@pytest.mark.parametrize("text, said", [
+    ('version: "x"\ntiers: [\n  - a: 1\n', "line 3: expected the node content, but found '-' [yaml]"),
+    ("- 1\n- 2\n", "(root): "),
+    (None, "No such file or directory"),
+])
+def test_a_file_that_is_no_config_is_named_with_its_line(tmp_path, capsys, command, text, said):
+    """YAML that does not parse names its line, a list is not a mapping, a missing file is not
+    readable: each exit 2 with one line (no test read these branches until 2026-12-07)."""
+    path = tmp_path / "c.yaml"
+    if text is not None:
+        path.write_text(text)
+    try:
+        rc = main([command, str(path)])
+    except SystemExit as exc:  # check-config leaves through SystemExit(2), as every command loading a config
+        rc = exc.code
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err, err
+
+
 class _TickingEveryEntity(Replay):
     """The reference: every entity ticked at every tick time (before 2026-11-28, near enough)."""
 
