@@ -33,7 +33,7 @@ from .config import AlertsConfig, Receiver
 from .lifecycle import iso
 from .metrics import AlertMetrics
 from .outbox import Outbox
-from .safety import check_url
+from .safety import check_url, unresolved
 from .signing import HEADER, sign
 
 __all__ = ["Deliverer", "classify", "backoff", "parse_retry_after"]
@@ -41,9 +41,17 @@ __all__ = ["Deliverer", "classify", "backoff", "parse_retry_after"]
 log = logging.getLogger("riskwatch.delivery")
 
 
+REFUSED = "refused: "  # a URL the safety check refused at delivery time: not sent, not retried
+
+
 def classify(status: int | None, error: str | None) -> str:
+    """``ok``, ``retry`` or ``fail`` for a delivery's HTTP status, or its error when no response came.
+
+    >>> classify(None, "timeout"), classify(None, "refused: 10.0.0.5 is not a public address"), classify(503, None)
+    ('retry', 'fail', 'retry')
+    """
     if status is None:
-        return "retry" if error else "fail"
+        return "retry" if error and not error.startswith(REFUSED) else "fail"
     if 200 <= status < 300:
         return "ok"
     if status >= 500 or status in (408, 429):
@@ -193,8 +201,10 @@ class Deliverer:
     async def _post(self, r: Receiver, n: dict) -> tuple[int | None, str | None, float | None]:
         url = r.alertmanager_url.rstrip("/") + "/api/v2/alerts" if n["kind"] == "alertmanager" else r.url
         problem = check_url(url, self.config.allow_private)
-        if problem:  # DNS may have changed since the config was loaded
-            return 403, None, None
+        if problem:  # DNS may have changed since the config was loaded. Until 2026-12-07 this was "HTTP 403"
+            # in the dead letter, as if the receiver had answered, and a name that did not resolve for a
+            # moment dead-lettered the notification at once: that one is tried again now
+            return None, problem if unresolved(problem) else f"{REFUSED}{problem}", None
         body = n["body"].encode() if isinstance(n["body"], str) else orjson.dumps(n["body"])
         if n.get("valid_for"):  # firing Alertmanager alerts: valid for that long from now, however late this is
             ends = iso(time.time() + n["valid_for"])

@@ -34,7 +34,7 @@ import socket
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-__all__ = ["check_url"]
+__all__ = ["check_url", "unresolved"]
 
 
 def _blocked(ip: ipaddress._BaseAddress) -> bool:
@@ -51,6 +51,15 @@ def _networks(allow: tuple[str, ...]):
         except ValueError:
             hosts.add(a.lower())
     return nets, hosts
+
+
+def unresolved(problem: str) -> bool:
+    """Whether ``problem`` (from :func:`check_url`) is a name that did not resolve: perhaps for a moment.
+
+    >>> unresolved(check_url("http://example.invalid/x", [])), unresolved(check_url("http://10.0.0.5/x", []))
+    (True, False)
+    """
+    return problem.startswith("host ") and " does not resolve: " in problem
 
 
 def check_url(url: str, allow_private: list[str] | tuple[str, ...]) -> str | None:

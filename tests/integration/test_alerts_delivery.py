@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from riskwatch.alerts.config import AlertsConfig
 from riskwatch.alerts.delivery import Deliverer
 from riskwatch.alerts.metrics import AlertMetrics
-from riskwatch.alerts.outbox import Outbox
+from riskwatch.alerts.outbox import DEAD, Outbox
 from riskwatch.alerts.signing import verify
 from riskwatch.embedded import free_port
 
@@ -152,6 +152,33 @@ async def test_gives_up_after_max_attempts(redis_url, receiver):
     assert len(receiver.requests) == 3
     [rec] = await ob.dead()
     assert rec["attempts"] == 3 and "503 after 3 attempts" in rec["error"]
+
+
+async def test_a_url_refused_at_delivery_time_says_so_and_a_name_that_does_not_resolve_is_tried_again(
+        redis_url, receiver):
+    """The URL is checked again before each request (DNS can change). Refused, the dead letter says why,
+    not "HTTP 403" as until 2026-12-07 (no request was made); a name that does not resolve is tried
+    again (until then it was dead-lettered at once)."""
+    async def dead_one(ob):
+        return (await ob.depth()) == (0, 1)
+
+    loaded = _config(receiver.url, max_attempts=3)
+    now_private = loaded.model_copy(update={"allow_private": []})  # as if the name now gave a private address
+    await _enqueue(redis_url, 1)
+    _, ob = await _deliver_until(redis_url, now_private, dead_one)
+    [rec] = await ob.dead()
+    assert rec["error"].startswith("refused: 127.0.0.1 is not a public address") and "(not retried)" in \
+        rec["error"] and rec["attempts"] == 1, rec
+    assert receiver.requests == []
+
+    await ob.r.delete(DEAD)
+    gone = loaded.model_copy(update={"receivers": [loaded.receivers[0].model_copy(
+        update={"url": "http://riskwatch-receiver.invalid/hook"})]})
+    await _enqueue(redis_url, 1)
+    _, ob = await _deliver_until(redis_url, gone, dead_one)
+    [rec] = await ob.dead()
+    assert rec["error"].startswith("host riskwatch-receiver.invalid does not resolve") and \
+        rec["error"].endswith("after 3 attempts") and rec["attempts"] == 3, rec
 
 
 def test_sigkill_mid_delivery_then_restart_delivers_pending(redis_url, receiver, tmp_path):
