@@ -104,7 +104,7 @@ def cmd_import(args) -> int:
                                 give_up_after=args.give_up_after))
     except KeyboardInterrupt:
         stopped = "interrupted"
-    except Exception as exc:  # the broker did not take a chunk after five attempts (or a bug): say where
+    except Exception as exc:  # the broker did not take a chunk within --give-up-after (or a bug): say where
         stopped = f"{type(exc).__name__}: {exc}"
     finally:
         if rejects:
