@@ -24,6 +24,15 @@ def _lines(n_entities=60, n_events=1000, seed=1):
                                                 days=20).events(n_events=n_events)]
 
 
+def _write_csv(path, rows: list[dict]):
+    """``rows`` as a CSV file with a header of every key, sorted; returns ``path``."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
 def test_replay_names_three_bad_lines_and_processes_the_rest(tmp_path, capsys):
     good = _lines(n_entities=40, n_events=1100)[:1000]  # 40 entity upserts + feed events
     assert len(good) == 1000
@@ -65,12 +74,7 @@ def test_replay_reads_a_csv_export_as_import_reads_it(tmp_path, capsys):
            900: {k: v for k, v in complaint.items() if k != "category"}}                # a field missing
     for i in sorted(bad):  # each at its index in the file's rows
         rows.insert(i, bad[i])
-    columns = sorted({k for r in rows for k in r})
-    src = tmp_path / "export.csv"
-    with src.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        w.writeheader()
-        w.writerows(rows)
+    src = _write_csv(tmp_path / "export.csv", rows)
     out = tmp_path / "from_csv.jsonl"
     assert main(["replay", str(src), "--out", str(out), "--ts-format", fmt, "--tz", "Asia/Shanghai",
                  "--no-progress"]) == 0
@@ -96,12 +100,7 @@ def test_replay_shows_its_progress_in_bytes_read_for_json_lines_and_csv(tmp_path
     src = tmp_path / "e.jsonl"
     src.write_bytes(b"\n".join(orjson.dumps(ev) for ev in events) + b"\n")
     complaints = [ev for ev in events if ev["type"] == "complaint"]
-    columns = sorted({k for ev in complaints for k in ev})
-    csv_src = tmp_path / "c.csv"
-    with csv_src.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        w.writeheader()
-        w.writerows(complaints)
+    csv_src = _write_csv(tmp_path / "c.csv", complaints)
     for path, n in ((src, len(events)), (csv_src, len(complaints))):
         assert main(["replay", str(path), "--out", str(tmp_path / "o.jsonl"), "--progress"]) == 0
         err = capsys.readouterr().err
