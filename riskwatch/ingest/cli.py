@@ -69,6 +69,9 @@ def cmd_import(args) -> int:
     if not args.give_up_after > 0:
         print(f"--give-up-after {args.give_up_after}: give the seconds, above 0", file=sys.stderr)
         return 2
+    from ..logs import limit_repeats
+
+    limit_repeats()  # aiokafka's line per failed connect while the broker is away: one per 10 s, counted
     settings = Settings()
     sha256 = imports.digest(path)
     try:
