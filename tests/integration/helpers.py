@@ -1,8 +1,10 @@
-"""Reading topics back and writing raw messages in integration tests (plain aiokafka)."""
+"""Reading topics back and writing raw messages in integration tests (plain aiokafka), and a TCP front
+that can drop a broker's connections."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -139,3 +141,65 @@ def send_raw(broker: str, topic: str, values: list[bytes], partition: int = 0, k
             await p.stop()
 
     asyncio.run(send())
+
+
+class TcpFront:
+    """A plain TCP front for a broker that advertises it (``start_broker(..., advertised_port=port)``), so
+    that every client connection goes through it. :meth:`cut` drops every connection and takes no new
+    one, as a broker that goes away does; it cuts itself once clients have sent it ``after`` bytes."""
+
+    def __init__(self, port: int, target: int, after: int = 1 << 62) -> None:
+        self.port, self.target, self.after, self.sent = port, target, after, 0
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.writers: list = []
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._session, "127.0.0.1", port), self.loop).result(10)
+
+    def cut(self) -> None:
+        """Call on the front's loop (see :meth:`stop`, which does)."""
+        self.server.close()
+        for w in self.writers:
+            w.transport.abort()
+
+    def stop(self) -> None:
+        """Drop every connection (the sockets closed: clients see them end, as when a broker restarts)
+        and free the port."""
+        async def close() -> None:
+            self.cut()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.sleep(0.05)  # the aborted transports' closing callbacks
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    async def _session(self, cr, cw) -> None:
+        try:
+            br, bw = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            cw.close()
+            return
+        self.writers += [cw, bw]
+
+        async def pump(r, w, counted: bool) -> None:
+            try:
+                while data := await r.read(65536):
+                    if counted:
+                        self.sent += len(data)
+                        if self.sent > self.after:
+                            self.cut()
+                            return
+                    w.write(data)
+                    await w.drain()
+            except OSError:
+                pass
+            finally:
+                w.transport.abort()
+
+        await asyncio.gather(pump(cr, bw, True), pump(br, cw, False))

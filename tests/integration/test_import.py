@@ -6,14 +6,13 @@ import asyncio
 import os
 import subprocess
 import sys
-import threading
 from collections import Counter
 
 import orjson
 
 from riskwatch.simulate import Simulation
 
-from .helpers import read_batches
+from .helpers import TcpFront, read_batches
 
 E = "91350100M000100Y43"
 
@@ -94,55 +93,6 @@ def test_import_jsonl_and_csv(stack, tmp_path):
     assert os.path.exists(tmp_path / "insp.csv")
 
 
-class _Cut:
-    """A plain TCP front for a broker that advertises it, which drops every connection (and takes no new
-    one) once clients have sent it ``after`` bytes: the broker gone in the middle of an import."""
-
-    def __init__(self, port: int, target: int, after: int) -> None:
-        self.port, self.target, self.after, self.sent = port, target, after, 0
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.writers: list = []
-        self.server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._session, "127.0.0.1", port), self.loop).result(10)
-
-    def cut(self) -> None:
-        self.server.close()
-        for w in self.writers:
-            w.transport.abort()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.cut)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-    async def _session(self, cr, cw) -> None:
-        try:
-            br, bw = await asyncio.open_connection("127.0.0.1", self.target)
-        except OSError:
-            cw.close()
-            return
-        self.writers += [cw, bw]
-
-        async def pump(r, w, counted: bool) -> None:
-            try:
-                while data := await r.read(65536):
-                    if counted:
-                        self.sent += len(data)
-                        if self.sent > self.after:
-                            self.cut()
-                            return
-                    w.write(data)
-                    await w.drain()
-            except OSError:
-                pass
-            finally:
-                w.transport.abort()
-
-        await asyncio.gather(pump(cr, bw, True), pump(br, cw, False))
-
-
 def test_an_import_the_broker_stops_taking_says_its_line_and_sends_the_rest_from_it(stack, tmp_path):
     """The broker goes away in the second chunk of 5,000 lines: the import says where it stopped
     (exit 1), keeps that line on record, refuses the file again without ``--from-line`` that line, and
@@ -161,7 +111,7 @@ def test_an_import_the_broker_stops_taking_says_its_line_and_sends_the_rest_from
     first, two = sum(map(len, lines[:5000])), sum(map(len, lines[:10000]))
     front_port = free_port()
     broker = start_broker(tmp_path / "broker", advertised_port=front_port)
-    front = _Cut(front_port, broker.port, after=(first + two) // 2)  # in the second chunk
+    front = TcpFront(front_port, broker.port, after=(first + two) // 2)  # in the second chunk
     try:
         url = f"127.0.0.1:{front_port}"
         own = Settings(broker=url, redis_url=s.redis_url, topic_prefix=s.topic_prefix, partitions=s.partitions)
@@ -177,7 +127,7 @@ def test_an_import_the_broker_stops_taking_says_its_line_and_sends_the_rest_from
         assert imports.earlier(own, imports.digest(src))["next_line"] == 5001
 
         front.stop()
-        front = _Cut(front_port, broker.port, after=1 << 40)
+        front = TcpFront(front_port, broker.port, after=1 << 40)
         again = _run(env, str(src))
         assert again.returncode == 2 and "imported up to line 5000" in again.stderr, again.stderr
         assert "--from-line 5001 sends the rest" in again.stderr

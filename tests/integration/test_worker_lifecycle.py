@@ -96,6 +96,55 @@ def test_a_worker_whose_broker_is_gone_exits_after_the_stop_timeout_with_its_sto
         broker.stop()
 
 
+def test_a_worker_rides_out_its_broker_dropping_every_connection_for_a_while(services, tmp_path):
+    """A broker restart as Kafka's rolling restarts do it (the data kept, every connection dropped, none
+    taken for some seconds) in the middle of a stream: the worker keeps running and, once the broker is
+    back, counts every event once, those sent while it was away included."""
+    from collections import Counter
+
+    from riskwatch.embedded import free_port
+
+    from .helpers import TcpFront
+
+    _, redis = services
+    port = free_port()
+    broker = start_broker(tmp_path / "broker", advertised_port=port)
+    front = TcpFront(port, broker.port)
+    try:
+        s = Settings(broker=f"127.0.0.1:{port}", redis_url=redis.url, topic_prefix="blip.", app_id="rw-blip",
+                     partitions=4, data_dir=tmp_path, tick_seconds=0)
+        asyncio.run(ensure_topics(s))
+        workers = Workers(s, worker_env(s, **ROCKS), tmp_path)
+        events = list(Simulation(n_entities=300, seed=31, bad_share=0.1, days=20).events(n_events=16000))
+        half = len(events) // 2
+        a = workers.start()
+        produce(s, events[:half], batch_size=50)
+        wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") >= half // 2, 90,
+                 "the worker busy", workers.logs)
+        front.stop()  # the broker goes away
+        time.sleep(8)
+        assert workers.procs[a][0].poll() is None, workers.logs()
+        front = TcpFront(port, broker.port)  # and comes back
+        produce(s, events[half:], batch_size=50)
+        per_entity = Counter(e["entity_id"] for e in events)
+
+        def counted() -> int:
+            return sum(x["n"] for x in changelog_states(s.broker, s.app_id).values())
+
+        wait_for(lambda: counted() >= len(events), 180, "every event counted after the broker came back",
+                 lambda: f"counted {counted()} of {len(events)}\n{workers.logs()[-4000:]}")
+        workers.wait_committed()
+        by_entity = {eid: st["n"] for eid, st in changelog_states(s.broker, s.app_id).items()}
+        assert by_entity == dict(per_entity), {e: (by_entity.get(e), n) for e, n in per_entity.items()
+                                               if by_entity.get(e) != n}
+        assert workers.procs[a][0].poll() is None and workers.metric(a, "riskwatch_resume_gaps_total") == 0
+        print(f"redelivered and skipped: {workers.metric(a, 'riskwatch_events_redelivered_total'):.0f}")
+    finally:
+        workers.stop_all()
+        front.stop()
+        broker.stop()
+
+
 def test_a_second_worker_on_the_same_data_directory_refuses_to_start(stack):
     s, workers = stack
     a = workers.start(ROCKS)
