@@ -1,5 +1,5 @@
 """Reading topics back and writing raw messages in integration tests (plain aiokafka), and a TCP front
-that can drop a broker's connections."""
+for a broker: it can drop the broker's connections, or add the TLS the embedded broker lacks."""
 
 from __future__ import annotations
 
@@ -144,18 +144,23 @@ def send_raw(broker: str, topic: str, values: list[bytes], partition: int = 0, k
 
 
 class TcpFront:
-    """A plain TCP front for a broker that advertises it (``start_broker(..., advertised_port=port)``), so
-    that every client connection goes through it. :meth:`cut` drops every connection and takes no new
-    one, as a broker that goes away does; it cuts itself once clients have sent it ``after`` bytes."""
+    """A TCP front for a broker that advertises it (``start_broker(..., advertised_port=port)``), so that
+    every client connection goes through it. :meth:`cut` drops every connection and takes no new one, as
+    a broker that goes away does; it cuts itself once clients have sent it ``after`` bytes.
 
-    def __init__(self, port: int, target: int, after: int = 1 << 62) -> None:
-        self.port, self.target, self.after, self.sent = port, target, after, 0
+    With ``ssl`` (a server context) it terminates TLS, which the embedded broker does not speak (Tansu
+    0.6's ``--cert`` gave no TLS listener here): a context that requires client certificates makes it
+    the mutual-TLS broker production runs. ``sessions`` counts connections accepted (TLS: handshake
+    done, client certificate included)."""
+
+    def __init__(self, port: int, target: int, after: int = 1 << 62, ssl=None) -> None:
+        self.port, self.target, self.after, self.sent, self.sessions = port, target, after, 0, 0
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="tcp-front")
         self.thread.start()
         self.writers: list = []
         self.server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._session, "127.0.0.1", port), self.loop).result(10)
+            asyncio.start_server(self._session, "127.0.0.1", port, ssl=ssl), self.loop).result(10)
 
     def cut(self) -> None:
         """Call on the front's loop (see :meth:`stop`, which does)."""
@@ -180,6 +185,7 @@ class TcpFront:
         self.loop.close()
 
     async def _session(self, cr, cw) -> None:
+        self.sessions += 1
         try:
             br, bw = await asyncio.open_connection("127.0.0.1", self.target)
         except OSError:

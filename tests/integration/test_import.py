@@ -127,7 +127,7 @@ def test_an_import_the_broker_stops_taking_says_its_line_and_sends_the_rest_from
         assert imports.earlier(own, imports.digest(src))["next_line"] == 5001
 
         front.stop()
-        front = TcpFront(front_port, broker.port, after=1 << 40)
+        front = TcpFront(front_port, broker.port)
         again = _run(env, str(src))
         assert again.returncode == 2 and "imported up to line 5000" in again.stderr, again.stderr
         assert "--from-line 5001 sends the rest" in again.stderr

@@ -4,7 +4,7 @@ TLS) and a Redis that requires a password. `riskwatch up --demo` pointed at them
 ingest gateway, the alert dispatcher and the demo feed, end to end, with the API and the gateway on https
 (``RISKWATCH_HTTPS_CERTFILE``); a plaintext client and a TLS client without a certificate are refused by
 the broker, a client without the password by Redis. The broker is
-the real embedded one behind a TLS front (``tls_proxy.py``); the certificates come from a throwaway CA
+the real embedded one behind a TLS front (``helpers.TcpFront``); the certificates come from a throwaway CA
 (trustme)."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from riskwatch.settings import Settings
 
 from .conftest import wait_for
 from .pki import mutual_tls
-from .tls_proxy import TlsProxy
+from .helpers import TcpFront
 from .up_process import start_up
 
 
@@ -40,7 +40,7 @@ def tls_broker(tmp_path):
     ca, server, ca_file, client_file = mutual_tls(tmp_path, "riskwatch-worker")
     port = free_port()
     broker = start_broker(tmp_path / "broker", advertised_port=port)
-    proxy = TlsProxy(server, port, broker.port).start()
+    proxy = TcpFront(port, broker.port, ssl=server)
     yield f"127.0.0.1:{port}", ca, ca_file, client_file, proxy
     proxy.stop()
     broker.stop()
