@@ -80,7 +80,7 @@ def cmd_import(args) -> int:
         before = None
         print(f"warning: Redis does not answer ({exc}): cannot check whether this file was imported before; "
               f"importing it", file=sys.stderr)
-    resumed = before is not None and before.get("next_line") is not None and before["next_line"] == args.from_line
+    resumed = before is not None and before.get("next_line") == args.from_line  # the rest of a stopped import
     if before is not None and not args.again and not resumed:
         if before.get("next_line") is not None:
             print(f"{path} was imported up to line {before['next_line'] - 1}: {iso_seconds(before['at'])} by "
