@@ -34,6 +34,16 @@ def services(tmp_path_factory):
     redis.stop()
 
 
+@pytest.fixture
+def redis_url(services):
+    """The test process's Redis, emptied (tests that need Redis alone, no broker topics)."""
+    import redis as redis_sync
+
+    url = services[1].url
+    redis_sync.Redis.from_url(url).flushall()
+    return url
+
+
 class Workers:
     def __init__(self, settings: Settings, env: dict, d: Path) -> None:
         self.settings, self.env, self.d = settings, env, d

@@ -12,20 +12,11 @@ import sys
 from pathlib import Path
 
 import orjson
-import pytest
-import redis as redis_sync
 import yaml
 
 from riskwatch.alerts.outbox import Outbox
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def redis_url(services):
-    _, redis = services
-    redis_sync.Redis.from_url(redis.url).flushall()
-    return redis.url
 
 
 def _cli(*args: str, redis_url: str | None = None) -> subprocess.CompletedProcess:
@@ -36,19 +27,24 @@ def _cli(*args: str, redis_url: str | None = None) -> subprocess.CompletedProces
                           timeout=60)
 
 
-def _silences(url: str) -> list[dict]:
-    from riskwatch.alerts.store import AlertStore
-
+def _with_redis(url: str, fn):
+    """``fn(client)`` on an asyncio Redis client of ``url``, run to its end."""
     async def go():
         import redis.asyncio as aioredis
 
         r = aioredis.from_url(url)
         try:
-            return await AlertStore(r).silences()
+            return await fn(r)
         finally:
             await r.aclose()
 
     return asyncio.run(go())
+
+
+def _silences(url: str) -> list[dict]:
+    from riskwatch.alerts.store import AlertStore
+
+    return _with_redis(url, lambda r: AlertStore(r).silences())
 
 
 def test_a_silence_from_the_cli_is_stored_and_a_wrong_one_names_each_field(redis_url):
@@ -79,21 +75,13 @@ def test_a_silence_from_the_cli_is_stored_and_a_wrong_one_names_each_field(redis
 def test_dead_lettered_notifications_are_listed_and_redelivered_by_id(redis_url):
     notification = {"id": "n-7", "receiver": "city-team", "kind": "alert", "idempotency_key": "k-7"}
 
-    async def dead_letter_one_and_depth(put: bool):
-        import redis.asyncio as aioredis
+    async def queued(r):
+        ob = Outbox(r, "test")
+        await ob.ensure_group()
+        return await ob.depth(), [n for _, n in await ob.read(block_ms=10)]
 
-        r = aioredis.from_url(redis_url)
-        try:
-            ob = Outbox(r, "test")
-            if put:
-                await ob.dead_letter("0-1", notification, "HTTPStatusError 500 after 8 attempts", 8)
-                return None
-            await ob.ensure_group()
-            return await ob.depth(), [n for _, n in await ob.read(block_ms=10)]
-        finally:
-            await r.aclose()
-
-    asyncio.run(dead_letter_one_and_depth(True))
+    _with_redis(redis_url, lambda r: Outbox(r, "test").dead_letter(
+        "0-1", notification, "HTTPStatusError 500 after 8 attempts", 8))
     r = _cli("alerts", "list", redis_url=redis_url)
     assert r.returncode == 0 and r.stdout == "" and "0 open alert(s)" in r.stderr, r
     r = _cli("alerts", "dead", redis_url=redis_url)
@@ -107,9 +95,9 @@ def test_dead_lettered_notifications_are_listed_and_redelivered_by_id(redis_url)
     assert r.returncode == 2 and "give a notification id or --all" in r.stderr
     r = _cli("alerts", "redeliver", "n-7", redis_url=redis_url)
     assert r.returncode == 0 and "re-queued 1 notification(s)" in r.stdout, r
-    depth, queued = asyncio.run(dead_letter_one_and_depth(False))
+    depth, back = _with_redis(redis_url, queued)
     assert depth == (1, 0)
-    assert queued == [notification]  # the same notification, so the same idempotency key for the receiver
+    assert back == [notification]  # the same notification, so the same idempotency key for the receiver
 
 
 def test_check_alerts_names_each_wrong_field_and_signals_the_engine_never_raises(tmp_path):

@@ -31,13 +31,6 @@ def _config(url: str, **kw) -> AlertsConfig:
 
 
 @pytest.fixture
-def redis_url(services):
-    url = services[1].url
-    redis_sync.Redis.from_url(url).flushall()
-    return url
-
-
-@pytest.fixture
 def receiver():
     r = Receiver().start()
     yield r
