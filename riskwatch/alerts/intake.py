@@ -33,7 +33,7 @@ from ..streams.codec import decode
 from . import grouping
 from .config import AlertsConfig, Rule
 from .lease import Lease
-from .lifecycle import NOTIFY, OPEN, apply_candidate, dedup_key, due_at, tick
+from .lifecycle import NOTIFY, OPEN, apply_candidate, dedup_key, due_at, retire, tick
 from .metrics import AlertMetrics
 from .outbox import Outbox
 from .payload import alertmanager_alert, webhook_payload
@@ -155,9 +155,11 @@ class AlertIntake:
         self._record(b, key, old, new, transition, rule)
         await self._route(b, new, transition, old)
 
-    def _record(self, b: _Batch, key: str, old: dict | None, new: dict, transition: str, rule: Rule) -> None:
+    def _record(self, b: _Batch, key: str, old: dict | None, new: dict, transition: str,
+                rule: Rule | None) -> None:
+        """``rule``: ``None`` for an alert closed because its rule is gone (it is never due again)."""
         first_old = b.alerts[key][0] if key in b.alerts else old
-        b.alerts[key] = (first_old, new, due_at(new, rule))
+        b.alerts[key] = (first_old, new, None if rule is None else due_at(new, rule))
         b.events.append({"type": "alert_change", "transition": transition, "alert_id": new["id"],
                          "version": new["version"], "alert": new})
         self.m.transitions.labels(new["rule"], new["severity"], transition).inc()
@@ -270,11 +272,16 @@ class AlertIntake:
             raw = await self.r.get(alert_key(aid))
             b.read[aid] = raw
             a = orjson.loads(raw) if raw else None
-            if a is None or a["rule"] not in rules:
-                if a is not None:
+            if a is None:
+                await self.r.zrem(f"{P}alerts:due", aid)
+                continue
+            if a["rule"] not in rules:  # removed from the config (since 2026-12-07: until then open for good)
+                new, transition = retire(a, now, f"rule {a['rule']!r} is not in alerts config {self.cfg.version}")
+                if transition is None:
                     b.alerts[a["key"]] = (a, a, None)
-                else:
-                    await self.r.zrem(f"{P}alerts:due", aid)
+                    continue
+                self._record(b, a["key"], a, new, transition, None)
+                await self._route(b, new, transition, a)
                 continue
             rule = rules[a["rule"]]
             new, transition = tick(a, rule, now)
@@ -321,14 +328,23 @@ class AlertIntake:
 
     async def reschedule(self) -> int:
         """Every open alert's next tick under the rules in force (a new ``escalate_after``, a shorter expiry:
-        an alert with no candidate since would wait for its old due time). Run when the intake starts."""
+        an alert with no candidate since would wait for its old due time). Run when the intake starts and
+        after each reload. An open alert whose rule is gone is due now: the next tick resolves it."""
         ids = await self.store.open_ids()
         rules = {r.name: r for r in self.cfg.rules}
-        due = {}
+        due, gone = {}, {}
+        now = time.time()
         for aid, a in (await self.store.many(ids)).items():
-            t = due_at(a, rules[a["rule"]]) if a["rule"] in rules else None
+            if a["rule"] not in rules:
+                due[aid] = now
+                gone[a["rule"]] = gone.get(a["rule"], 0) + 1
+                continue
+            t = due_at(a, rules[a["rule"]])
             if t is not None:
                 due[aid] = t
+        if gone:
+            log.warning("rules no longer in alerts config %s: their open alerts resolve now (%s)",
+                        self.cfg.version, ", ".join(f"{r}: {n}" for r, n in sorted(gone.items())))
         if due:
             await self.r.zadd(f"{P}alerts:due", due)
         return len(due)

@@ -64,7 +64,7 @@ import orjson
 from .. import times
 from .config import Rule
 
-__all__ = ["apply_candidate", "tick", "acknowledge", "resolve_manually", "NOTIFY", "OPEN", "due_at",
+__all__ = ["apply_candidate", "tick", "acknowledge", "resolve_manually", "retire", "NOTIFY", "OPEN", "due_at",
            "escalates_at", "escalation_level", "fingerprint", "iso"]
 
 OPEN = ("firing", "acknowledged")
@@ -219,3 +219,20 @@ def resolve_manually(alert: dict, actor: str, now: float, note: str | None = Non
     if alert["status"] not in OPEN:
         return alert, None
     return _close(alert, now, "resolved", actor, note), "resolved"
+
+
+def retire(alert: dict, now: float, note: str) -> tuple[dict, str | None]:
+    """Resolve an open alert whose rule is no longer in the config: nothing would ever tick it again
+    (cooldown, expiry, escalation) or match a candidate to it, so it would stay open for good.
+    ``resolved_by`` is ``config``; ``note`` says which rule and which config.
+
+    >>> a = {"status": "acknowledged", "version": 3}
+    >>> b, t = retire(a, 50.0, "rule 'old' is not in alerts config alerts-2")
+    >>> t, b["status"], b["resolved_by"], b["ends_at"], b["version"]
+    ('resolved', 'resolved', 'config', 50.0, 4)
+    >>> retire(b, 60.0, "again")[1] is None
+    True
+    """
+    if alert["status"] not in OPEN:
+        return alert, None
+    return _close(alert, now, "resolved", "config", note), "resolved"

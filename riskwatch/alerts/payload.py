@@ -52,7 +52,7 @@ def _alert(a: dict, entity: dict, external_url: str) -> dict:
             "event_ids": a.get("event_ids", []), "acknowledged": a.get("ack"),
             "escalated_at": iso(a["escalated_at"]) if a.get("escalated_at") else None,
             "escalation": escalation_level(a),
-            "resolved_by": a.get("resolved_by"), "detail": a.get("detail"),
+            "resolved_by": a.get("resolved_by"), "resolved_note": a.get("note"), "detail": a.get("detail"),
         },
     }
 

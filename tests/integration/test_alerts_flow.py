@@ -370,6 +370,23 @@ def test_sighup_reloads_the_alerts_config_and_an_invalid_one_is_refused(alerting
         assert "alerts config reloaded: version alerts-test.2" in d.log() and d.p.poll() is None
         typo = len(cfg["rules"]) - 1
         assert f"rules.{typo}.signals: 'complaints.brust' is not an alerting engine signal" in d.log()  # as at start
+
+        # the rule taken out: its open alerts resolve, and their receivers hear it (until 2026-12-07 they
+        # stayed open for good: nothing ticked them any more)
+        cfg["rules"] = [rule for rule in cfg["rules"] if rule["name"] != "complaint_burst"]
+        cfg["version"] = "alerts-test.3"
+        path.write_text(yaml.safe_dump(cfg))
+        os.kill(d.p.pid, signal.SIGHUP)
+
+        def resolved() -> dict:
+            return {a["labels"]["entity"]: a for n in _notifications(team) for a in n["alerts"]
+                    if a["status"] == "resolved"}
+        wait_for(lambda: set(resolved()) == {"E6", "E7"}, 30, "both alerts resolved with their rule", d.log)
+        for a in resolved().values():
+            assert a["riskwatch"]["resolved_by"] == "config", a
+            assert a["riskwatch"]["resolved_note"] == "rule 'complaint_burst' is not in alerts config alerts-test.3"
+        assert r.zcard("rw:alerts:open") == 0 and r.zcard("rw:alerts:due") == 0
+        assert "their open alerts resolve now (complaint_burst: 2)" in d.log(), d.log()
     finally:
         city.stop()
 
