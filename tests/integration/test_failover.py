@@ -361,3 +361,51 @@ def test_a_standby_worker_that_takes_over_runs_the_config_applied_meanwhile(serv
     finally:
         workers.stop_all()
         r.delete(CURRENT_CONFIG)
+
+
+def test_events_sent_to_any_partition_reach_their_entitys_worker_and_count_once(stack):
+    """Producers may key events as they like (a device id, none at all): a worker re-keys an event
+    that is not its entity's partition's to ``rekey``, and that partition's owner applies it. Two
+    workers, so most re-keyed events change worker. Envelopes here mix entities and go to a partition
+    chosen at random: about 3 in 4 events are on the wrong one. Until 2026-12-07 no test sent an event
+    to a partition other than its entity's."""
+    import random
+
+    from aiokafka import AIOKafkaProducer
+
+    from riskwatch.streams.codec import partition_for
+    from riskwatch.streams.kafka import topic_for
+
+    s, workers = stack
+    events = list(Simulation(n_entities=300, seed=21, bad_share=0.15, days=30).events(n_events=12000))
+    rng = random.Random(5)
+    messages, wrong = [], 0
+    by_topic: dict[str, list] = {}
+    for ev in events:
+        by_topic.setdefault(topic_for(ev, s), []).append(ev)
+    for topic, evs in by_topic.items():
+        for i in range(0, len(evs), 40):
+            part = rng.randrange(s.partitions)
+            chunk = evs[i:i + 40]
+            wrong += sum(partition_for(e["entity_id"].encode(), s.partitions) != part for e in chunk)
+            messages.append((topic, part, orjson.dumps({"batch": chunk})))
+
+    async def send() -> None:
+        p = AIOKafkaProducer(bootstrap_servers=s.broker, acks="all", linger_ms=5)
+        await p.start()
+        try:
+            await asyncio.gather(*[p.send_and_wait(t, v, partition=part) for t, part, v in messages])
+        finally:
+            await p.stop()
+
+    a, b = workers.start(), workers.start()
+    asyncio.run(send())
+    assert 0.6 * len(events) < wrong < 0.9 * len(events), wrong
+    _counted_once(s, workers, events, "every event applied by its entity's worker",
+                  lambda: f"re-keyed {[workers.metric(i, 'riskwatch_rekeyed_total') for i in (a, b)]} of {wrong}")
+    rekeyed = sum(workers.metric(i, "riskwatch_rekeyed_total") for i in (a, b))
+    assert rekeyed >= wrong, (rekeyed, wrong)  # more only if a round was redelivered
+    rekey_topic = read_topic(s.broker, s.topic("rekey"))
+    assert len(rekey_topic) == rekeyed
+    assert all(partition_for(k, s.partitions) == p for p, k, _ in rekey_topic)  # keyed to the owner
+    assert sum(workers.metric(i, "riskwatch_deadlettered_total") for i in (a, b)) == 0
