@@ -279,13 +279,30 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
 
     @app.task
     async def follow_models():
-        """Every worker reads every published snapshot (no consumer group) and uses the newest."""
+        """Every worker reads every published snapshot (no consumer group) and uses the newest. The
+        broker away (at start, or later) is waited out: until 2026-12-07 a broker that did not answer
+        when this started crashed the worker (``Unable to bootstrap``), which then exited."""
+        delay = 1.0
+        while True:
+            t0 = time.monotonic()
+            try:
+                await read_snapshots()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # KafkaConnectionError, KafkaTimeoutError, OSError
+                delay = 1.0 if time.monotonic() - t0 > 60 else delay  # it had been reading: a new outage
+                log.warning("reading model snapshots from %s failed (%s); again in %.0fs",
+                            s.topic("models"), exc if str(exc) else type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def read_snapshots() -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         tp = TopicPartition(s.topic("models"), 0)
         c = AIOKafkaConsumer(**client_options(s), enable_auto_commit=False)
-        await c.start()
         try:
+            await c.start()
             c.assign([tp])
             end = (await c.end_offsets([tp]))[tp]
             if end > 0:

@@ -327,6 +327,8 @@ class StateStore:
                 start[p] = self._part(p).offset + 1
                 c.seek(tp, start[p])
             ends = await c.end_offsets(list(tps))
+            log.info("state partitions %s recovering: changelog offsets %s to about %s", partitions, start,
+                     {tps[tp]: o for tp, o in ends.items()})
             # read to the reported end, then on until the broker stays quiet: the embedded
             # broker under-reports end offsets (by up to a record batch, measured)
             behind = {tp for tp in tps if ends[tp] > start[tps[tp]]}

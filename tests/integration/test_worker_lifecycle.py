@@ -145,6 +145,64 @@ def test_a_worker_rides_out_its_broker_dropping_every_connection_for_a_while(ser
         broker.stop()
 
 
+def test_a_worker_whose_broker_goes_away_while_it_recovers_its_states_recovers_them_all(services, tmp_path):
+    """A worker that takes over partitions reads their states back from the changelog before it
+    processes anything. The broker drops every connection for 6 s in the middle of that read: the
+    recovery goes on once it is back (or starts again), and every event is counted once."""
+    from collections import Counter
+
+    from riskwatch.embedded import free_port
+
+    from .helpers import TcpFront
+
+    _, redis = services
+    port = free_port()
+    broker = start_broker(tmp_path / "broker", advertised_port=port)
+    front = TcpFront(port, broker.port)
+    try:
+        s = Settings(broker=f"127.0.0.1:{port}", redis_url=redis.url, topic_prefix="rec.", app_id="rw-rec",
+                     partitions=4, data_dir=tmp_path, tick_seconds=0, store="memory://")
+        asyncio.run(ensure_topics(s))
+        workers = Workers(s, worker_env(s), tmp_path)
+        events = list(Simulation(n_entities=2000, seed=37, bad_share=0.1, days=20).events(n_events=40000))
+        half = len(events) * 3 // 4
+        a = workers.start()
+        produce(s, events[:half], batch_size=10)  # many small rounds: a long changelog to read back
+        wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") >= half, 180,
+                 "the first worker to process the first part", workers.logs)
+        workers.wait_committed()
+        assert workers.stop(a) == 0
+        b = workers.start()  # memory store: it reads every state back from the changelog
+        deadline = time.monotonic() + 90
+        while "recovering:" not in workers.log(b):
+            assert time.monotonic() < deadline, workers.logs()
+            time.sleep(0.02)
+        front.stop()  # the broker goes away in the middle of the recovery
+        cut_during = "recovered:" not in workers.log(b)
+        time.sleep(6)
+        front = TcpFront(port, broker.port)  # and comes back
+        assert cut_during, "the recovery was over before the cut: make the changelog longer\n" + workers.log(b)
+        produce(s, events[half:], batch_size=50)
+        per_entity = Counter(e["entity_id"] for e in events)
+
+        def counted() -> int:
+            return sum(x["n"] for x in changelog_states(s.broker, s.app_id).values())
+
+        wait_for(lambda: counted() >= len(events), 180, "every event counted after the broker came back",
+                 lambda: f"counted {counted()} of {len(events)}\n{workers.log(b)[-4000:]}")
+        workers.wait_committed()
+        by_entity = {eid: st["n"] for eid, st in changelog_states(s.broker, s.app_id).items()}
+        assert by_entity == dict(per_entity), {e: (by_entity.get(e), n) for e, n in per_entity.items()
+                                               if by_entity.get(e) != n}
+        assert workers.metric(b, "riskwatch_entity_states") == len(per_entity)
+        assert workers.procs[b][0].poll() is None and workers.metric(b, "riskwatch_resume_gaps_total") == 0
+        print([line for line in workers.log(b).splitlines() if "recover" in line])
+    finally:
+        workers.stop_all()
+        front.stop()
+        broker.stop()
+
+
 def test_a_second_worker_on_the_same_data_directory_refuses_to_start(stack):
     s, workers = stack
     a = workers.start(ROCKS)
