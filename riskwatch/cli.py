@@ -195,7 +195,6 @@ def cmd_worker(args) -> int:
     import asyncio
     import logging
 
-    from aiokafka.errors import KafkaError
     from prometheus_client import start_http_server
 
     from . import datadir
@@ -203,7 +202,7 @@ def cmd_worker(args) -> int:
     from .logs import limit_repeats
     from .settings import Settings
     from .streams.app import create_app
-    from .streams.kafka import PartitionMismatch, ensure_topics
+    from .streams.kafka import PartitionMismatch, ensure_topics, until_reachable
     from .streams.stopping import Worker, run
 
     s = Settings()
@@ -218,13 +217,14 @@ def cmd_worker(args) -> int:
     asyncio.set_event_loop(loop)
     try:
         # before anything asks for them: a broker that creates topics on first use (Kafka's default)
-        # made the state changelog with the delete policy, not compaction
-        loop.run_until_complete(ensure_topics(s))
+        # made the state changelog with the delete policy, not compaction. No broker yet: wait for it
+        # (Faust does not: it exited with "Unable to bootstrap", and so did the worker until 2026-12-07)
+        loop.run_until_complete(until_reachable(lambda: ensure_topics(s), "riskwatch worker"))
     except PartitionMismatch as exc:
         print(f"riskwatch worker: {exc}", file=sys.stderr)
         return 2
-    except (KafkaError, OSError) as exc:  # no broker yet: Faust keeps trying; the checks are skipped
-        logging.getLogger("riskwatch.worker").warning("could not create or check the topics: %s", exc)
+    except KeyboardInterrupt:
+        return 130
     app = create_app(s)
     logging.getLogger("riskwatch.worker").info("event loop: %s", loop_name)
     if s.worker_metrics_port:

@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..kafka_security import client_options
 from ..settings import Settings
 from ..streams.codec import encode_batch
-from ..streams.kafka import read_skipped
+from ..streams.kafka import read_skipped, started, until_reachable
 from .config import AlertsConfig, load_alerts_config
 from .delivery import Deliverer
 from .intake import AlertIntake
@@ -44,8 +44,11 @@ log = logging.getLogger("riskwatch.dispatcher")
 async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, tick_seconds: float) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    producer = AIOKafkaProducer(**client_options(s), acks="all", linger_ms=5)
-    await producer.start()
+    producer = await until_reachable(lambda: started(lambda: AIOKafkaProducer(**client_options(s), acks="all",
+                                                                            linger_ms=5)),
+                                     "the alert intake", stop)
+    if producer is None:
+        return
     alerts_topic = s.topic("alerts")
 
     async def publish(events: list[dict]) -> None:
@@ -56,12 +59,14 @@ async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, ti
                                for eid, evs in by_entity.items()])
 
     intake.publish = publish
-    consumer = AIOKafkaConsumer(s.topic("alert-candidates"), **client_options(s),
-                                group_id=f"{s.app_id}-alerts", enable_auto_commit=False,
-                                auto_offset_reset="earliest", session_timeout_ms=int(s.session_timeout * 1000),
-                                heartbeat_interval_ms=1000,
-                                fetch_max_wait_ms=100)  # the broker's 500 ms default is felt in alert latency
-    await consumer.start()
+    consumer = await until_reachable(lambda: started(lambda: AIOKafkaConsumer(
+        s.topic("alert-candidates"), **client_options(s), group_id=f"{s.app_id}-alerts", enable_auto_commit=False,
+        auto_offset_reset="earliest", session_timeout_ms=int(s.session_timeout * 1000), heartbeat_interval_ms=1000,
+        fetch_max_wait_ms=100)),  # the broker's 500 ms default is felt in alert latency
+        "the alert intake", stop)
+    if consumer is None:
+        await producer.stop()
+        return
     await intake.reschedule()  # the rules may have changed since the open alerts' due times were set
     candidates = s.topic("alert-candidates")
     gaps, refetched = intake.m.offset_gaps.labels(candidates), intake.m.refetched.labels(candidates)

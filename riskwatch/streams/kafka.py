@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Iterable
+from typing import Awaitable, Callable, Iterable, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -21,7 +21,7 @@ from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
 from .codec import encode_batch, partition_for
 
 __all__ = ["BatchProducer", "PartitionMismatch", "check_partitions", "create_topics", "ensure_topics", "read_messages",
-           "read_range", "read_skipped", "read_to_end", "topic_for"]
+           "read_range", "read_skipped", "read_to_end", "started", "topic_for", "until_reachable"]
 
 log = logging.getLogger("riskwatch.kafka")
 
@@ -34,6 +34,60 @@ def topic_for(event: dict, settings: Settings) -> str:
     """The input topic of an event by its type (unknown types go to ``commands``)."""
     t = event.get("type") if isinstance(event, dict) else None
     return settings.topic(_TOPIC_OF_TYPE.get(t, "commands"))
+
+
+T = TypeVar("T")
+_SAY_EVERY = 30.0  # seconds between the lines of one wait for the broker
+
+
+async def until_reachable(attempt: Callable[[], Awaitable[T]], what: str, stop: asyncio.Event | None = None,
+                          retry_every: float = 2.0) -> T | None:
+    """``attempt()``, again every ``retry_every`` s for as long as the broker does not answer
+    (``KafkaError``, ``OSError``); ``None`` once ``stop`` is set. The first failure is logged, then one
+    line every 30 s with the count, then the wait's length once the broker answers. Other errors
+    (a :class:`PartitionMismatch`) are raised.
+
+    Until 2026-12-07 a worker or a dispatcher started while the broker did not answer (a broker
+    restarting, a compose stack starting in another order) exited at once with status 1."""
+    from aiokafka.errors import KafkaError
+
+    first = said = None
+    n = 0
+    while True:
+        try:
+            out = await attempt()
+        except (KafkaError, OSError) as exc:
+            n += 1
+            now = time.monotonic()
+            first = now if first is None else first
+            if said is None or now - said >= _SAY_EVERY:
+                log.warning("%s: the broker does not answer (%s); trying again every %.0f s (attempt %d)",
+                            what, exc, retry_every, n)
+                said = now
+        else:
+            if first is not None:
+                log.info("%s: the broker answers (after %.0f s, %d attempts)", what, time.monotonic() - first, n + 1)
+            return out
+        if stop is None:
+            await asyncio.sleep(retry_every)
+            continue
+        try:
+            await asyncio.wait_for(stop.wait(), retry_every)
+            return None
+        except TimeoutError:
+            pass
+
+
+async def started(make: Callable[[], T]) -> T:
+    """A client from ``make()``, started; stopped again when its start fails (aiokafka logs an
+    unclosed client otherwise)."""
+    client = make()
+    try:
+        await client.start()  # type: ignore[attr-defined]
+    except BaseException:
+        await client.stop()  # type: ignore[attr-defined]
+        raise
+    return client
 
 
 class PartitionMismatch(RuntimeError):

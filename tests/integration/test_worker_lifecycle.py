@@ -203,6 +203,37 @@ def test_a_worker_whose_broker_goes_away_while_it_recovers_its_states_recovers_t
         broker.stop()
 
 
+def test_a_worker_started_before_its_broker_waits_for_it(services, tmp_path):
+    """A compose stack or a host starting in another order: until 2026-12-07 the worker exited at
+    once (status 1, Faust's ``Unable to bootstrap``)."""
+    from riskwatch.embedded import free_port
+
+    from .helpers import TcpFront
+
+    _, redis = services
+    port = free_port()
+    broker = start_broker(tmp_path / "broker", advertised_port=port)
+    front = None
+    s = Settings(broker=f"127.0.0.1:{port}", redis_url=redis.url, topic_prefix="late.", app_id="rw-late",
+                 partitions=4, data_dir=tmp_path, tick_seconds=0, store="memory://")
+    workers = Workers(s, worker_env(s), tmp_path)
+    try:
+        a = workers.start()  # nothing answers on the broker's port yet
+        time.sleep(6)
+        assert workers.procs[a][0].poll() is None, workers.log(a)
+        assert "the broker does not answer" in workers.log(a), workers.log(a)
+        front = TcpFront(port, broker.port)
+        events = list(Simulation(n_entities=100, seed=41, days=10).events(n_events=2000))
+        produce(s, events)
+        wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") >= len(events), 90,
+                 "the events processed once the broker answered", workers.logs)
+    finally:
+        workers.stop_all()
+        if front is not None:
+            front.stop()
+        broker.stop()
+
+
 def test_a_second_worker_on_the_same_data_directory_refuses_to_start(stack):
     s, workers = stack
     a = workers.start(ROCKS)
