@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..kafka_security import client_options
 from ..settings import Settings
 from ..streams.codec import encode_batch
-from ..streams.kafka import read_skipped, started, until_reachable
+from ..streams.kafka import read_skipped, started
 from .config import AlertsConfig, load_alerts_config
 from .delivery import Deliverer
 from .intake import AlertIntake
@@ -41,14 +41,19 @@ __all__ = ["run_dispatcher"]
 log = logging.getLogger("riskwatch.dispatcher")
 
 
+def _away() -> tuple[type[BaseException], ...]:
+    """What Redis or the broker not answering raises: the intake starts again once they answer."""
+    import redis.exceptions as rex
+    from aiokafka.errors import KafkaError
+
+    return rex.ConnectionError, rex.TimeoutError, OSError, KafkaError
+
+
 async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, tick_seconds: float) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    producer = await until_reachable(lambda: started(lambda: AIOKafkaProducer(**client_options(s), acks="all",
-                                                                            linger_ms=5)),
-                                     "the alert intake", stop)
-    if producer is None:
-        return
+    # no broker: raised, and _lead gives the lease up (a standby that reaches one may take it) and tries again
+    producer = await started(lambda: AIOKafkaProducer(**client_options(s), acks="all", linger_ms=5))
     alerts_topic = s.topic("alerts")
 
     async def publish(events: list[dict]) -> None:
@@ -59,14 +64,14 @@ async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, ti
                                for eid, evs in by_entity.items()])
 
     intake.publish = publish
-    consumer = await until_reachable(lambda: started(lambda: AIOKafkaConsumer(
-        s.topic("alert-candidates"), **client_options(s), group_id=f"{s.app_id}-alerts", enable_auto_commit=False,
-        auto_offset_reset="earliest", session_timeout_ms=int(s.session_timeout * 1000), heartbeat_interval_ms=1000,
-        fetch_max_wait_ms=100)),  # the broker's 500 ms default is felt in alert latency
-        "the alert intake", stop)
-    if consumer is None:
+    try:
+        consumer = await started(lambda: AIOKafkaConsumer(
+            s.topic("alert-candidates"), **client_options(s), group_id=f"{s.app_id}-alerts",
+            enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=int(s.session_timeout * 1000),
+            heartbeat_interval_ms=1000, fetch_max_wait_ms=100))  # the broker's 500 ms default is felt in alert latency
+    except BaseException:
         await producer.stop()
-        return
+        raise
     await intake.reschedule()  # the rules may have changed since the open alerts' due times were set
     candidates = s.topic("alert-candidates")
     gaps, refetched = intake.m.offset_gaps.labels(candidates), intake.m.refetched.labels(candidates)
@@ -99,53 +104,83 @@ async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, ti
 
 
 async def _lead(s: Settings, intake: AlertIntake, lease: Lease, stop: asyncio.Event, m: AlertMetrics) -> None:
-    """Run the intake while this dispatcher holds the lease; wait for it otherwise."""
-    waiting_logged = False
+    """Run the intake while this dispatcher holds the lease; stand by otherwise. Redis or the broker not
+    answering stops the intake (the lease is given up), and it is taken up again once they answer:
+    until 2026-12-07 it ended the dispatcher, its deliverer with it."""
+    standing_by = False
+    delay = 1.0
     while not stop.is_set():
-        if not await lease.acquire():
-            if not waiting_logged:
+        t0 = time.monotonic()
+        try:
+            if await lease.acquire():
+                standing_by = False
+                await _hold(s, intake, lease, stop, m)
+                delay = 1.0
+                continue
+            if not standing_by:
                 log.info("intake lease held by %s: this dispatcher delivers and stands by for the intake",
                          await lease.holder())
-                waiting_logged = True
-            try:
-                await asyncio.wait_for(stop.wait(), lease.renew_every)
-            except TimeoutError:
-                pass
-            continue
-        waiting_logged = False
-        m.intake_leader.set(1)
-        m.intake_takeovers.inc()
-        log.info("intake lease taken (%s): this dispatcher runs the intake", lease.token)
-        run = asyncio.create_task(_intake_loop(s, intake, stop, s.alert_tick_seconds), name="intake-loop")
-        failed = False
+                standing_by = True
+            wait = lease.renew_every
+        except _away() as exc:
+            delay = 1.0 if time.monotonic() - t0 > 60 else delay  # it had run a while: a new outage
+            log.warning("intake stopped: %s (%s); taken up again once it answers (next try in %.0f s)",
+                        "Redis does not answer" if type(exc).__module__.startswith("redis") else "Kafka does not answer",
+                        exc, delay)
+            wait, delay = delay, min(delay * 2, 30.0)
         try:
-            while not run.done():
-                await asyncio.wait([run], timeout=lease.renew_every)
-                if not run.done() and not await lease.renew():
-                    log.warning("intake lease lost (expired or taken over): stopping the intake")
-                    run.cancel()
-            await asyncio.gather(run, return_exceptions=True)
-            exc = None if run.cancelled() else run.exception()
-            if isinstance(exc, LeaseLost):
-                log.warning("intake stopped: %s", exc)
-            elif exc is not None:
-                failed = True
-                raise exc
-        finally:
-            m.intake_leader.set(0)
-            if not run.done():
+            await asyncio.wait_for(stop.wait(), wait)
+        except TimeoutError:
+            pass
+
+
+async def _hold(s: Settings, intake: AlertIntake, lease: Lease, stop: asyncio.Event, m: AlertMetrics) -> None:
+    """Run the intake while the lease is this dispatcher's."""
+    m.intake_leader.set(1)
+    m.intake_takeovers.inc()
+    log.info("intake lease taken (%s): this dispatcher runs the intake", lease.token)
+    run = asyncio.create_task(_intake_loop(s, intake, stop, s.alert_tick_seconds), name="intake-loop")
+    failed = False
+    try:
+        while not run.done():
+            await asyncio.wait([run], timeout=lease.renew_every)
+            if not run.done() and not await lease.renew():
+                log.warning("intake lease lost (expired or taken over): stopping the intake")
                 run.cancel()
-                await asyncio.gather(run, return_exceptions=True)
-            if stop.is_set() or failed:  # a stop, or an intake that failed: a standby need not wait
-                await lease.release()
+        await asyncio.gather(run, return_exceptions=True)
+        exc = None if run.cancelled() else run.exception()
+        if isinstance(exc, LeaseLost):
+            log.warning("intake stopped: %s", exc)
+        elif exc is not None:
+            failed = True
+            raise exc
+    finally:
+        m.intake_leader.set(0)
+        if not run.done():
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+        if stop.is_set() or failed:  # a stop, or an intake that failed: a standby need not wait
+            await lease.release()
 
 
 async def _claim_name(lease: Lease, stop: asyncio.Event) -> bool:
     """Take this dispatcher's name (its outbox consumer). A previous run of the same name that was killed
     holds it until its lease expires: wait that long. False if another live dispatcher holds it."""
     deadline = time.monotonic() + lease.ttl_ms / 1000 + 1
-    said = False
-    while not await lease.acquire():
+    said = away = False
+    while True:
+        try:
+            if await lease.acquire():
+                return True
+        except _away() as exc:  # Redis not up yet: wait for it (the deadline is for a holder, not for Redis)
+            if not away:
+                log.warning("Redis does not answer (%s): waiting for it", exc)
+                away = True
+            deadline = time.monotonic() + lease.ttl_ms / 1000 + 1
+            if stop.is_set():
+                return False
+            await asyncio.sleep(1.0)
+            continue
         if stop.is_set() or time.monotonic() > deadline:
             return False
         if not said:
@@ -153,17 +188,24 @@ async def _claim_name(lease: Lease, stop: asyncio.Event) -> bool:
                      deadline - time.monotonic())
             said = True
         await asyncio.sleep(0.5)
-    return True
 
 
 async def _keep_name(lease: Lease, stop: asyncio.Event) -> None:
+    """Renew the name's lease. Redis away is waited out; a name found free again after it (a Redis
+    restarted without its data, or an outage past the lease) is taken again; a name another
+    dispatcher has taken meanwhile ends this one."""
     while True:
         try:
             await asyncio.wait_for(stop.wait(), lease.renew_every)
             return
         except TimeoutError:
             pass
-        if not await lease.renew():
+        try:
+            held = await lease.renew() or await lease.acquire()
+        except _away() as exc:
+            log.warning("could not renew %s: Redis does not answer (%s)", lease.key, exc)
+            continue
+        if not held:
             raise RuntimeError(f"{lease.key} is held by another dispatcher: two are running under one name")
 
 
@@ -213,6 +255,9 @@ async def run_dispatcher(s: Settings, role: str = "all", alerts_config: AlertsCo
     token = f"{consumer}-{uuid.uuid4().hex[:8]}"  # this run: the same name may run again after a kill
     name = Lease(r, f"rw:dispatchers:{consumer}", token, s.intake_lease_seconds)
     if not await _claim_name(name, stop):
+        if stop.is_set():  # stopped while it waited
+            await r.aclose()
+            return
         log.error("another dispatcher named %s is running: give each its own RISKWATCH_DISPATCHER_NAME "
                   "(a dispatcher resumes its pending deliveries by name)", consumer)
         await r.aclose()

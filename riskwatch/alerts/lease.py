@@ -8,7 +8,9 @@ Now every ``--role all`` dispatcher competes for this lease; the holder runs
 the intake and renews it every third of its time to live, the others deliver
 and wait. A holder that dies (SIGKILL, a lost host) leaves the lease to
 expire, and a waiting dispatcher takes the intake over; one that stops
-cleanly, or whose intake fails (and which then exits), gives it up at once.
+cleanly, or whose intake fails, gives it up at once (and takes the intake up again later when
+Redis or the broker not answering was the failure: another dispatcher that reaches them may take it
+first).
 
 The lease also *fences* the intake: its commits watch the lease key and
 check that it still names this holder (:meth:`AlertIntake._commit`), so a
