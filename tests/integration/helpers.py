@@ -115,6 +115,28 @@ def changelog_states(broker: str, app_id: str) -> dict[str, dict]:
             if k and k[:1] != b"\x00"}
 
 
+def counted_once(s, workers, events, what: str, detail=lambda: "", settle=None, timeout: float = 120) -> None:
+    """Wait until the state changelog counts as many events as were sent, let what is in flight settle
+    (``settle``; default 3 s: anything still in flight would overshoot), then require each entity's
+    count to be its number of events."""
+    import time
+    from collections import Counter
+
+    per_entity = Counter(e["entity_id"] for e in events)
+
+    def counted() -> int:
+        return sum(x["n"] for x in changelog_states(s.broker, s.app_id).values())
+
+    from .conftest import wait_for
+
+    wait_for(lambda: counted() >= len(events), timeout, what,
+             lambda: f"counted {counted()} of {len(events)} events; {detail()}\n" + workers.logs()[-4000:])
+    (settle or (lambda: time.sleep(3)))()
+    by_entity = {eid: st["n"] for eid, st in changelog_states(s.broker, s.app_id).items()}
+    assert by_entity == dict(per_entity), {e: (by_entity.get(e), n) for e, n in per_entity.items()
+                                           if by_entity.get(e) != n}
+
+
 async def _produce(settings, events, batch_size: int, raw: list[tuple[str, bytes]]) -> int:
     async with BatchProducer(settings, batch_size=batch_size) as bp:
         for topic, value in raw:

@@ -20,6 +20,22 @@ from .receiver import Receiver
 from .test_alerts_flow import Dispatcher, _cand, _notifications, _send
 
 
+def _dispatcher(s: Settings, rcv: Receiver, tmp_path, **env: str) -> Dispatcher:
+    """A dispatcher process with the default rules and one webhook receiver, ``rcv``, grouping by entity."""
+    cfg = yaml.safe_load(DEFAULT_ALERTS_PATH.read_text())
+    cfg["receivers"] = [{"name": "team", "url": rcv.url, "secrets": ["team-secret"], "group_by": ["entity"],
+                         "group_wait": "0.2s", "group_interval": "0.5s", "backoff_base": 0.05}]
+    path = tmp_path / "alerts.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return Dispatcher(dict(worker_env(s), RISKWATCH_ALERTS_PATH=str(path), RISKWATCH_ALERT_TICK_SECONDS="0.2",
+                           **env), tmp_path).start()
+
+
+def _entities(rcv: Receiver) -> set:
+    """The entities of the alerts the receiver has been told of."""
+    return {a["labels"]["entity"] for n in _notifications(rcv) for a in n["alerts"]}
+
+
 def test_the_dispatcher_waits_for_its_broker_and_rides_out_its_going_away(redis_url, tmp_path):
     """Until 2026-12-07 a dispatcher started before its broker answered exited at once (status 1,
     ``Unable to bootstrap``), its webhook deliveries with it."""
@@ -31,31 +47,21 @@ def test_the_dispatcher_waits_for_its_broker_and_rides_out_its_going_away(redis_
     try:
         s = Settings(broker=f"127.0.0.1:{port}", redis_url=redis_url, topic_prefix="dab.", app_id="rw-dab",
                      partitions=4, data_dir=tmp_path, tick_seconds=0)
-        cfg = yaml.safe_load(DEFAULT_ALERTS_PATH.read_text())
-        cfg["receivers"] = [{"name": "team", "url": rcv.url, "secrets": ["team-secret"], "group_by": ["entity"],
-                             "group_wait": "0.2s", "group_interval": "0.5s", "backoff_base": 0.05}]
-        path = tmp_path / "alerts.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        env = dict(worker_env(s), RISKWATCH_ALERTS_PATH=str(path), RISKWATCH_ALERT_TICK_SECONDS="0.2")
-        d = Dispatcher(env, tmp_path).start()  # the front is not there: the broker does not answer
+        d = _dispatcher(s, rcv, tmp_path)  # the front is not there: the broker does not answer
         time.sleep(6)
         assert d.p.poll() is None, d.log()
         assert "intake stopped: Kafka does not answer" in d.log(), d.log()
         front = TcpFront(port, broker.port)
         asyncio.run(ensure_topics(s))
         topic = s.topic("alert-candidates")
-
-        def entities() -> set:
-            return {a["labels"]["entity"] for n in _notifications(rcv) for a in n["alerts"]}
-
         _send(s, topic, [[_cand("E1", "firing")]])
-        wait_for(lambda: "E1" in entities(), 60, "E1's alert before the broker goes away", d.log)
+        wait_for(lambda: "E1" in _entities(rcv), 60, "E1's alert before the broker goes away", d.log)
         front.stop()
         time.sleep(8)
         assert d.p.poll() is None, d.log()
         front = TcpFront(port, broker.port)
         _send(s, topic, [[_cand("E2", "firing")]])
-        wait_for(lambda: "E2" in entities(), 90, "E2's alert after the broker came back", d.log)
+        wait_for(lambda: "E2" in _entities(rcv), 90, "E2's alert after the broker came back", d.log)
         assert d.p.poll() is None, d.log()
     finally:
         if d is not None:
@@ -79,31 +85,20 @@ def test_the_dispatcher_waits_for_redis_and_rides_out_its_restart(services, tmp_
         s = Settings(broker=broker.url, redis_url=f"redis://127.0.0.1:{port}/0", topic_prefix="drr.",
                      app_id="rw-drr", partitions=4, data_dir=tmp_path, tick_seconds=0)
         asyncio.run(ensure_topics(s))
-        cfg = yaml.safe_load(DEFAULT_ALERTS_PATH.read_text())
-        cfg["receivers"] = [{"name": "team", "url": rcv.url, "secrets": ["team-secret"], "group_by": ["entity"],
-                             "group_wait": "0.2s", "group_interval": "0.5s", "backoff_base": 0.05}]
-        path = tmp_path / "alerts.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        env = dict(worker_env(s), RISKWATCH_ALERTS_PATH=str(path), RISKWATCH_ALERT_TICK_SECONDS="0.2",
-                   RISKWATCH_INTAKE_LEASE_SECONDS="3")
-        d = Dispatcher(env, tmp_path).start()  # nothing on Redis's port yet
+        d = _dispatcher(s, rcv, tmp_path, RISKWATCH_INTAKE_LEASE_SECONDS="3")  # nothing on Redis's port yet
         time.sleep(5)
         assert d.p.poll() is None, d.log()
         assert "Redis does not answer" in d.log(), d.log()
         redis = start_redis(tmp_path / "redis", port=port)
         topic = s.topic("alert-candidates")
-
-        def entities() -> set:
-            return {a["labels"]["entity"] for n in _notifications(rcv) for a in n["alerts"]}
-
         _send(s, topic, [[_cand("E1", "firing")]])
-        wait_for(lambda: "E1" in entities(), 60, "E1's alert once Redis answered", d.log)
+        wait_for(lambda: "E1" in _entities(rcv), 60, "E1's alert once Redis answered", d.log)
         redis.stop()
         time.sleep(5)
         assert d.p.poll() is None, d.log()
         redis = start_redis(tmp_path / "redis", port=port)
         _send(s, topic, [[_cand("E2", "firing")]])
-        wait_for(lambda: "E2" in entities(), 90, "E2's alert after Redis restarted", d.log)
+        wait_for(lambda: "E2" in _entities(rcv), 90, "E2's alert after Redis restarted", d.log)
         assert d.p.poll() is None, d.log()
         assert "intake stopped: Redis does not answer" in d.log(), d.log()
     finally:

@@ -10,7 +10,6 @@ import asyncio
 import threading
 import time
 import uuid
-from collections import Counter
 
 import orjson
 import redis as redis_sync
@@ -26,29 +25,13 @@ from riskwatch.streams.kafka import ensure_topics
 from riskwatch.streams.shared_models import decode_snapshot
 
 from .conftest import Workers, wait_for, worker_env
-from .helpers import changelog_states, produce, read_batches, read_topic
+from .helpers import counted_once, produce, read_batches, read_topic
 
 
 def _state_partitions(workers, i: int) -> set[str]:
     """The partitions whose entity states worker ``i`` holds (its ``riskwatch_entity_states`` samples)."""
     return {line.split('partition="', 1)[1].split('"', 1)[0] for line in workers.metrics_text(i).splitlines()
             if line.startswith("riskwatch_entity_states{")}
-
-
-def _counted_once(s, workers, events, what: str, detail=lambda: "") -> None:
-    """Wait until the state changelog counts as many events as were sent, then (3 s later: anything
-    still in flight would overshoot) require each entity's count to be its number of events."""
-    per_entity = Counter(e["entity_id"] for e in events)
-
-    def counted() -> int:
-        return sum(x["n"] for x in changelog_states(s.broker, s.app_id).values())
-
-    wait_for(lambda: counted() >= len(events), 120, what,
-             lambda: f"counted {counted()} of {len(events)} events; {detail()}\n" + workers.logs()[-4000:])
-    time.sleep(3)
-    by_entity = {eid: st["n"] for eid, st in changelog_states(s.broker, s.app_id).items()}
-    assert by_entity == dict(per_entity), {e: (by_entity.get(e), n) for e, n in per_entity.items()
-                                           if by_entity.get(e) != n}
 
 
 def test_each_partition_is_one_workers_for_every_input_topic(stack):
@@ -86,7 +69,7 @@ def test_sigkill_one_of_two_workers_counts_every_event_once(stack):
     survivor = b if victim == a else a
 
     t0 = time.monotonic()
-    _counted_once(s, workers, events, "the survivor to finish the stream",
+    counted_once(s, workers, events, "the survivor to finish the stream",
                   lambda: f"survivor consumed {workers.metric(survivor, 'riskwatch_events_consumed_total'):.0f}, "
                           f"processed {workers.metric(survivor, 'riskwatch_events_processed_total'):.0f}, skipped "
                           f"{workers.metric(survivor, 'riskwatch_events_redelivered_total'):.0f}")
@@ -112,7 +95,7 @@ def test_sigkill_then_restart_on_the_same_local_store_counts_every_event_once(st
         "the killed worker had a local RocksDB store"
     b = workers.start(rocks, data_of=a)
 
-    _counted_once(s, workers, events, "the restarted worker to finish the stream",
+    counted_once(s, workers, events, "the restarted worker to finish the stream",
                   lambda: f"processed {workers.metric(b, 'riskwatch_events_processed_total'):.0f}")
     assert workers.metric(b, "riskwatch_resume_gaps_total") == 0
     recovered = [line for line in (s.data_dir / "worker1.log").read_text(errors="replace").splitlines()
@@ -136,7 +119,7 @@ def test_sigterm_in_the_middle_of_a_backlog_then_restart_counts_every_event_once
     assert workers.stop(a) == 0, workers.logs()
     b = workers.start(rocks, data_of=a)
 
-    _counted_once(s, workers, events, "the restarted worker to finish the backlog",
+    counted_once(s, workers, events, "the restarted worker to finish the backlog",
                   lambda: f"resume gaps {workers.metric(b, 'riskwatch_resume_gaps_total'):.0f}")
     assert workers.metric(b, "riskwatch_resume_gaps_total") == 0
 
@@ -164,7 +147,7 @@ def test_a_worker_stopped_while_it_recovers_leaves_its_first_round_to_the_next(s
     workers.stop(b)
     c = workers.start()
 
-    _counted_once(s, workers, events, "the third worker to finish",
+    counted_once(s, workers, events, "the third worker to finish",
                   lambda: f"resume gaps {workers.metric(c, 'riskwatch_resume_gaps_total'):.0f}")
     assert workers.metric(c, "riskwatch_resume_gaps_total") == 0
     print("the second worker was stopped", "while recovering" if recovering else "after its recovery")
@@ -214,7 +197,7 @@ def test_scale_out_and_a_rolling_restart_count_every_event_once(stack):
         restarted.set()
     feeder.join()
 
-    _counted_once(s, workers, events, "the stream finished")
+    counted_once(s, workers, events, "the stream finished")
     held_b, held_c = _state_partitions(workers, b), _state_partitions(workers, c)
     assert held_b and held_c and not held_b & held_c, (held_b, held_c)
     assert held_b | held_c == {str(p) for p in range(s.partitions)}
@@ -293,7 +276,7 @@ def test_sigkill_of_the_trainer_learns_every_model_update_once(stack):
     killed.set()
     feeder.join()
 
-    _counted_once(s, workers, events, "the survivor to finish the stream")
+    counted_once(s, workers, events, "the survivor to finish the stream")
     assert workers.metric(survivor, "riskwatch_model_trainer") == 1
 
     def all_learned():
@@ -401,7 +384,7 @@ def test_events_sent_to_any_partition_reach_their_entitys_worker_and_count_once(
     a, b = workers.start(), workers.start()
     asyncio.run(send())
     assert 0.6 * len(events) < wrong < 0.9 * len(events), wrong
-    _counted_once(s, workers, events, "every event applied by its entity's worker",
+    counted_once(s, workers, events, "every event applied by its entity's worker",
                   lambda: f"re-keyed {[workers.metric(i, 'riskwatch_rekeyed_total') for i in (a, b)]} of {wrong}")
     rekeyed = sum(workers.metric(i, "riskwatch_rekeyed_total") for i in (a, b))
     assert rekeyed >= wrong, (rekeyed, wrong)  # more only if a round was redelivered

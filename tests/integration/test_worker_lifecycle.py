@@ -22,7 +22,7 @@ from riskwatch.streams.kafka import ensure_topics
 from riskwatch.streams.stopping import EXIT_STOP_TIMEOUT
 
 from .conftest import Workers, wait_for, worker_env
-from .helpers import changelog_states, last_offsets, produce
+from .helpers import changelog_states, counted_once, last_offsets, produce
 
 ROCKS = {"RISKWATCH_STORE": "rocksdb://"}
 
@@ -100,8 +100,6 @@ def test_a_worker_rides_out_its_broker_dropping_every_connection_for_a_while(ser
     """A broker restart as Kafka's rolling restarts do it (the data kept, every connection dropped, none
     taken for some seconds) in the middle of a stream: the worker keeps running and, once the broker is
     back, counts every event once, those sent while it was away included."""
-    from collections import Counter
-
     from riskwatch.embedded import free_port
 
     from .helpers import TcpFront
@@ -126,17 +124,8 @@ def test_a_worker_rides_out_its_broker_dropping_every_connection_for_a_while(ser
         assert workers.procs[a][0].poll() is None, workers.logs()
         front = TcpFront(port, broker.port)  # and comes back
         produce(s, events[half:], batch_size=50)
-        per_entity = Counter(e["entity_id"] for e in events)
-
-        def counted() -> int:
-            return sum(x["n"] for x in changelog_states(s.broker, s.app_id).values())
-
-        wait_for(lambda: counted() >= len(events), 180, "every event counted after the broker came back",
-                 lambda: f"counted {counted()} of {len(events)}\n{workers.logs()[-4000:]}")
-        workers.wait_committed()
-        by_entity = {eid: st["n"] for eid, st in changelog_states(s.broker, s.app_id).items()}
-        assert by_entity == dict(per_entity), {e: (by_entity.get(e), n) for e, n in per_entity.items()
-                                               if by_entity.get(e) != n}
+        counted_once(s, workers, events, "every event counted after the broker came back",
+                     settle=workers.wait_committed, timeout=180)
         assert workers.procs[a][0].poll() is None and workers.metric(a, "riskwatch_resume_gaps_total") == 0
         print(f"redelivered and skipped: {workers.metric(a, 'riskwatch_events_redelivered_total'):.0f}")
     finally:
@@ -149,8 +138,6 @@ def test_a_worker_whose_broker_goes_away_while_it_recovers_its_states_recovers_t
     """A worker that takes over partitions reads their states back from the changelog before it
     processes anything. The broker drops every connection for 6 s in the middle of that read: the
     recovery goes on once it is back (or starts again), and every event is counted once."""
-    from collections import Counter
-
     from riskwatch.embedded import free_port
 
     from .helpers import TcpFront
@@ -183,18 +170,9 @@ def test_a_worker_whose_broker_goes_away_while_it_recovers_its_states_recovers_t
         front = TcpFront(port, broker.port)  # and comes back
         assert cut_during, "the recovery was over before the cut: make the changelog longer\n" + workers.log(b)
         produce(s, events[half:], batch_size=50)
-        per_entity = Counter(e["entity_id"] for e in events)
-
-        def counted() -> int:
-            return sum(x["n"] for x in changelog_states(s.broker, s.app_id).values())
-
-        wait_for(lambda: counted() >= len(events), 180, "every event counted after the broker came back",
-                 lambda: f"counted {counted()} of {len(events)}\n{workers.log(b)[-4000:]}")
-        workers.wait_committed()
-        by_entity = {eid: st["n"] for eid, st in changelog_states(s.broker, s.app_id).items()}
-        assert by_entity == dict(per_entity), {e: (by_entity.get(e), n) for e, n in per_entity.items()
-                                               if by_entity.get(e) != n}
-        assert workers.metric(b, "riskwatch_entity_states") == len(per_entity)
+        counted_once(s, workers, events, "every event counted after the broker came back",
+                     settle=workers.wait_committed, timeout=180)
+        assert workers.metric(b, "riskwatch_entity_states") == len({e["entity_id"] for e in events})
         assert workers.procs[b][0].poll() is None and workers.metric(b, "riskwatch_resume_gaps_total") == 0
         print([line for line in workers.log(b).splitlines() if "recover" in line])
     finally:
