@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from typing import Awaitable, Callable
 
-__all__ = ["use_event_loop"]
+__all__ = ["keep_running", "use_event_loop"]
 
 log = logging.getLogger("riskwatch")
 
@@ -36,3 +38,37 @@ def use_event_loop(name: str = "uvloop") -> str:
             return "uvloop"
     asyncio.set_event_loop_policy(None)
     return "asyncio"
+
+
+async def keep_running(run: Callable[[], Awaitable[None]], what: str, transient: Callable[[BaseException], bool],
+                       first: float = 1.0, cap: float = 30.0, stopped: Callable[[], bool] = lambda: False,
+                       logger: logging.Logger = log) -> None:
+    """Run ``run()`` until it returns (or ``stopped()``); an error ``transient`` says will pass (Redis or
+    the broker not answering) is logged and ``run()`` started again after ``first`` s, doubling up to
+    ``cap``, and from ``first`` again after a run that lasted a minute (a new outage). Other errors
+    are raised.
+
+    >>> calls = []
+    >>> async def flaky():
+    ...     calls.append(1)
+    ...     if len(calls) < 3:
+    ...         raise ConnectionError("down")
+    >>> asyncio.run(keep_running(flaky, "test", lambda e: isinstance(e, ConnectionError), first=0.01))
+    >>> len(calls)
+    3
+    """
+    delay = first
+    while not stopped():
+        t0 = time.monotonic()
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            delay = first if time.monotonic() - t0 > 60 else delay
+            logger.warning("%s failed (%s); again in %.1f s", what, exc if str(exc) else type(exc).__name__, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, cap)

@@ -29,6 +29,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 import orjson
 
+from ..aio import keep_running
 from .config import AlertsConfig, Receiver
 from .lifecycle import iso
 from .metrics import AlertMetrics
@@ -100,26 +101,17 @@ class Deliverer:
         return self.sem[key]
 
     async def run(self) -> None:
-        """Deliver until stopped. Redis away (a restart, a failover) is waited out with backoff: until
+        """Deliver until stopped. Redis away (a restart, a failover) is waited out with backoff, and a
+        Redis restarted without its data gets the outbox's consumer group again (``NOGROUP``): until
         2026-12-07 the first error ended the deliverer, and the dispatcher with it."""
         import redis.exceptions as rex
 
-        delay = 0.5
-        while not self.stopping.is_set():
-            t0 = time.monotonic()
-            try:
-                await self._run()
-            except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
-                delay = 0.5 if time.monotonic() - t0 > 30 else delay
-                log.warning("deliverer: Redis does not answer (%s); again in %.1f s", exc, delay)
-            except rex.ResponseError as exc:  # a Redis restarted without its data: no consumer group
-                if "NOGROUP" not in str(exc):
-                    raise
-                log.warning("deliverer: the outbox's consumer group is gone (%s); making it again", exc)
-            else:
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        def transient(exc: BaseException) -> bool:
+            return (isinstance(exc, (rex.ConnectionError, rex.TimeoutError, OSError))
+                    or isinstance(exc, rex.ResponseError) and "NOGROUP" in str(exc))
+
+        await keep_running(self._run, "deliverer: reading the outbox", transient, first=0.5, cap=5.0,
+                           stopped=self.stopping.is_set, logger=log)
 
     async def _run(self) -> None:
         await self.outbox.ensure_group()

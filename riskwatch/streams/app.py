@@ -27,6 +27,7 @@ import faust
 import orjson
 
 from .. import gc_policy
+from ..aio import keep_running
 from ..config import CURRENT_CONFIG, applied_command, config_from_dict, load_config
 from ..engine import Engine
 from ..errors import ConfigError, StateUnreadable
@@ -282,19 +283,8 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         """Every worker reads every published snapshot (no consumer group) and uses the newest. The
         broker away (at start, or later) is waited out: until 2026-12-07 a broker that did not answer
         when this started crashed the worker (``Unable to bootstrap``), which then exited."""
-        delay = 1.0
-        while True:
-            t0 = time.monotonic()
-            try:
-                await read_snapshots()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # KafkaConnectionError, KafkaTimeoutError, OSError
-                delay = 1.0 if time.monotonic() - t0 > 60 else delay  # it had been reading: a new outage
-                log.warning("reading model snapshots from %s failed (%s); again in %.0fs",
-                            s.topic("models"), exc if str(exc) else type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        await keep_running(read_snapshots, f"reading model snapshots from {s.topic('models')}",
+                           lambda exc: True, logger=log)  # KafkaConnectionError, KafkaTimeoutError, OSError
 
     async def read_snapshots() -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition

@@ -40,15 +40,14 @@ T = TypeVar("T")
 _SAY_EVERY = 30.0  # seconds between the lines of one wait for the broker
 
 
-async def until_reachable(attempt: Callable[[], Awaitable[T]], what: str, stop: asyncio.Event | None = None,
-                          retry_every: float = 2.0) -> T | None:
+async def until_reachable(attempt: Callable[[], Awaitable[T]], what: str, retry_every: float = 2.0) -> T:
     """``attempt()``, again every ``retry_every`` s for as long as the broker does not answer
-    (``KafkaError``, ``OSError``); ``None`` once ``stop`` is set. The first failure is logged, then one
-    line every 30 s with the count, then the wait's length once the broker answers. Other errors
-    (a :class:`PartitionMismatch`) are raised.
+    (``KafkaError``, ``OSError``). The first failure is logged, then one line every 30 s with the
+    count, then the wait's length once the broker answers. Other errors (a :class:`PartitionMismatch`)
+    are raised.
 
-    Until 2026-12-07 a worker or a dispatcher started while the broker did not answer (a broker
-    restarting, a compose stack starting in another order) exited at once with status 1."""
+    Until 2026-12-07 a worker started while the broker did not answer (a broker restarting, a compose
+    stack starting in another order) exited at once with status 1."""
     from aiokafka.errors import KafkaError
 
     first = said = None
@@ -68,14 +67,7 @@ async def until_reachable(attempt: Callable[[], Awaitable[T]], what: str, stop: 
             if first is not None:
                 log.info("%s: the broker answers (after %.0f s, %d attempts)", what, time.monotonic() - first, n + 1)
             return out
-        if stop is None:
-            await asyncio.sleep(retry_every)
-            continue
-        try:
-            await asyncio.wait_for(stop.wait(), retry_every)
-            return None
-        except TimeoutError:
-            pass
+        await asyncio.sleep(retry_every)
 
 
 async def started(make: Callable[[], T]) -> T:
