@@ -39,6 +39,7 @@ from .outbox import Outbox
 __all__ = ["run_dispatcher"]
 
 log = logging.getLogger("riskwatch.dispatcher")
+REDIS_TIMEOUT = 10.0  # seconds for one Redis reply (the outbox's blocking read waits 0.5 s)
 
 
 def _away() -> tuple[type[BaseException], ...]:
@@ -158,7 +159,7 @@ async def _hold(s: Settings, intake: AlertIntake, lease: Lease, stop: asyncio.Ev
         m.intake_leader.set(0)
         if not run.done():
             run.cancel()
-            await asyncio.gather(run, return_exceptions=True)
+        await asyncio.gather(run, return_exceptions=True)  # its error retrieved: a renewal may have failed first
         if stop.is_set() or failed:  # a stop, or an intake that failed: a standby need not wait
             await lease.release()
 
@@ -218,7 +219,9 @@ async def run_dispatcher(s: Settings, role: str = "all", alerts_config: AlertsCo
     m = metrics or AlertMetrics()
     if s.dispatcher_metrics_port:
         start_http_server(s.dispatcher_metrics_port, addr=s.metrics_host, registry=m.registry)
-    r = aioredis.from_url(s.redis_url)
+    # a Redis that hangs (SIGSTOP, a partition) times out and is waited out as one that is away. redis-py
+    # 8 times out after 5 s by default; 5-7 (which pyproject allows) wait for ever, and the dispatcher with them
+    r = aioredis.from_url(s.redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
     consumer = s.dispatcher_name or f"{socket.gethostname()}-{os.getpid()}"
     outbox = Outbox(r, consumer, claim_idle=s.outbox_claim_seconds)
     deliverer = Deliverer(outbox, cfg, m)

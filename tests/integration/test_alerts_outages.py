@@ -5,6 +5,7 @@ receiver."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import yaml
@@ -101,6 +102,20 @@ def test_the_dispatcher_waits_for_redis_and_rides_out_its_restart(services, tmp_
         wait_for(lambda: "E2" in _entities(rcv), 90, "E2's alert after Redis restarted", d.log)
         assert d.p.poll() is None, d.log()
         assert "intake stopped: Redis does not answer" in d.log(), d.log()
+
+        # a Redis that hangs (a partition): it times out, and the intake is no longer shown as held
+        said = d.log().count("intake stopped: Redis does not answer")
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: d.log().count("intake stopped: Redis does not answer") > said, 60,
+                     "the hung Redis noticed", d.log)
+            assert "Timeout" in d.log()[-3000:], d.log()
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        _send(s, topic, [[_cand("E3", "firing")]])
+        wait_for(lambda: "E3" in _entities(rcv), 90, "E3's alert once Redis answered again", d.log)
+        assert d.p.poll() is None, d.log()
+        assert "never retrieved" not in d.log(), d.log()
     finally:
         if d is not None:
             d.stop()
