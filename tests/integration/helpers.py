@@ -231,3 +231,35 @@ class TcpFront:
                 w.transport.abort()
 
         await asyncio.gather(pump(cr, bw, True), pump(br, cw, False))
+
+
+class FrontedBroker:
+    """A broker of its own that clients reach only through a :class:`TcpFront` on the port it
+    advertises (``url``): :meth:`down` drops every connection and takes none, as a broker that goes
+    away does; :meth:`up` takes them again (``up=False``: nothing answers until then). A context
+    manager: it stops the front and the broker on the way out."""
+
+    def __init__(self, data_dir, up: bool = True, after: int = 1 << 62) -> None:
+        from riskwatch.embedded import free_port, start_broker
+
+        self.port = free_port()
+        self.url = f"127.0.0.1:{self.port}"
+        self.broker = start_broker(data_dir, advertised_port=self.port)
+        self.front: TcpFront | None = None
+        if up:
+            self.up(after)
+
+    def up(self, after: int = 1 << 62) -> None:
+        self.front = TcpFront(self.port, self.broker.port, after=after)
+
+    def down(self) -> None:
+        if self.front is not None:
+            self.front.stop()
+            self.front = None
+
+    def __enter__(self) -> "FrontedBroker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+        self.broker.stop()

@@ -11,12 +11,12 @@ import time
 import yaml
 
 from riskwatch.alerts.config import DEFAULT_ALERTS_PATH
-from riskwatch.embedded import free_port, start_broker, start_redis
+from riskwatch.embedded import free_port, start_redis
 from riskwatch.settings import Settings
 from riskwatch.streams.kafka import ensure_topics
 
 from .conftest import wait_for, worker_env
-from .helpers import TcpFront
+from .helpers import FrontedBroker
 from .receiver import Receiver
 from .test_alerts_flow import Dispatcher, _cand, _notifications, _send
 
@@ -40,37 +40,32 @@ def _entities(rcv: Receiver) -> set:
 def test_the_dispatcher_waits_for_its_broker_and_rides_out_its_going_away(redis_url, tmp_path):
     """Until 2026-12-07 a dispatcher started before its broker answered exited at once (status 1,
     ``Unable to bootstrap``), its webhook deliveries with it."""
-    port = free_port()
-    broker = start_broker(tmp_path / "broker", advertised_port=port)
-    front = None
     rcv = Receiver(secret="team-secret").start()
     d = None
-    try:
-        s = Settings(broker=f"127.0.0.1:{port}", redis_url=redis_url, topic_prefix="dab.", app_id="rw-dab",
-                     partitions=4, data_dir=tmp_path, tick_seconds=0)
-        d = _dispatcher(s, rcv, tmp_path)  # the front is not there: the broker does not answer
-        time.sleep(6)
-        assert d.p.poll() is None, d.log()
-        assert "intake stopped: Kafka does not answer" in d.log(), d.log()
-        front = TcpFront(port, broker.port)
-        asyncio.run(ensure_topics(s))
-        topic = s.topic("alert-candidates")
-        _send(s, topic, [[_cand("E1", "firing")]])
-        wait_for(lambda: "E1" in _entities(rcv), 60, "E1's alert before the broker goes away", d.log)
-        front.stop()
-        time.sleep(8)
-        assert d.p.poll() is None, d.log()
-        front = TcpFront(port, broker.port)
-        _send(s, topic, [[_cand("E2", "firing")]])
-        wait_for(lambda: "E2" in _entities(rcv), 90, "E2's alert after the broker came back", d.log)
-        assert d.p.poll() is None, d.log()
-    finally:
-        if d is not None:
-            d.stop()
-        rcv.stop()
-        if front is not None:
-            front.stop()
-        broker.stop()
+    with FrontedBroker(tmp_path / "broker", up=False) as fb:  # nothing answers on its port yet
+        try:
+            s = Settings(broker=fb.url, redis_url=redis_url, topic_prefix="dab.", app_id="rw-dab",
+                         partitions=4, data_dir=tmp_path, tick_seconds=0)
+            d = _dispatcher(s, rcv, tmp_path)
+            time.sleep(6)
+            assert d.p.poll() is None, d.log()
+            assert "intake stopped: Kafka does not answer" in d.log(), d.log()
+            fb.up()
+            asyncio.run(ensure_topics(s))
+            topic = s.topic("alert-candidates")
+            _send(s, topic, [[_cand("E1", "firing")]])
+            wait_for(lambda: "E1" in _entities(rcv), 60, "E1's alert before the broker goes away", d.log)
+            fb.down()
+            time.sleep(8)
+            assert d.p.poll() is None, d.log()
+            fb.up()
+            _send(s, topic, [[_cand("E2", "firing")]])
+            wait_for(lambda: "E2" in _entities(rcv), 90, "E2's alert after the broker came back", d.log)
+            assert d.p.poll() is None, d.log()
+        finally:
+            if d is not None:
+                d.stop()
+            rcv.stop()
 
 
 def test_the_dispatcher_waits_for_redis_and_rides_out_its_restart(services, tmp_path):

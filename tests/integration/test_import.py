@@ -12,7 +12,7 @@ import orjson
 
 from riskwatch.simulate import Simulation
 
-from .helpers import TcpFront, read_batches
+from .helpers import FrontedBroker, read_batches
 
 E = "91350100M000100Y43"
 
@@ -98,7 +98,6 @@ def test_an_import_the_broker_stops_taking_says_its_line_and_sends_the_rest_from
     (exit 1), keeps that line on record, refuses the file again without ``--from-line`` that line, and
     with it sends the rest. Until 2026-12-07 it ended with a traceback and no line, and importing the file
     again sent its first part twice."""
-    from riskwatch.embedded import free_port, start_broker
     from riskwatch.ingest import imports
     from riskwatch.settings import Settings
     from riskwatch.streams.kafka import ensure_topics
@@ -109,14 +108,11 @@ def test_an_import_the_broker_stops_taking_says_its_line_and_sends_the_rest_from
     src = tmp_path / "backfill.jsonl"
     src.write_bytes(b"\n".join(lines) + b"\n")
     first, two = sum(map(len, lines[:5000])), sum(map(len, lines[:10000]))
-    front_port = free_port()
-    broker = start_broker(tmp_path / "broker", advertised_port=front_port)
-    front = TcpFront(front_port, broker.port, after=(first + two) // 2)  # in the second chunk
-    try:
-        url = f"127.0.0.1:{front_port}"
+    with FrontedBroker(tmp_path / "broker", after=(first + two) // 2) as fb:  # cut in the second chunk
+        url = fb.url
         own = Settings(broker=url, redis_url=s.redis_url, topic_prefix=s.topic_prefix, partitions=s.partitions)
         asyncio.run(ensure_topics(own))
-        front.sent = 0  # the import's bytes only
+        fb.front.sent = 0  # the import's bytes only
         env = dict(os.environ, RISKWATCH_BROKER=url, RISKWATCH_REDIS_URL=s.redis_url,
                    RISKWATCH_TOPIC_PREFIX=s.topic_prefix, RISKWATCH_PARTITIONS=str(s.partitions))
         out = _run(env, str(src), "--give-up-after", "4")
@@ -126,8 +122,8 @@ def test_an_import_the_broker_stops_taking_says_its_line_and_sends_the_rest_from
         assert "5000 events imported, 0 rejected" in said and "lines 5001-10000 were being sent" in said, said
         assert imports.earlier(own, imports.digest(src))["next_line"] == 5001
 
-        front.stop()
-        front = TcpFront(front_port, broker.port)
+        fb.down()
+        fb.up()
         again = _run(env, str(src))
         assert again.returncode == 2 and "imported up to line 5000" in again.stderr, again.stderr
         assert "--from-line 5001 sends the rest" in again.stderr
@@ -144,9 +140,6 @@ def test_an_import_the_broker_stops_taking_says_its_line_and_sends_the_rest_from
         twice = sorted(line_of[k] for k, n in landed.items() if n > 1)
         assert all(5001 <= n <= 10000 for n in twice), twice[:5] + twice[-5:]  # only the chunk cut short
         print(f"lines of the cut chunk that were in before the cut, sent again: {len(twice)}")
-    finally:
-        front.stop()
-        broker.stop()
 
 
 def test_import_validates_with_the_config_applied_through_the_api(stack, tmp_path):

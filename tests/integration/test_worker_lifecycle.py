@@ -22,7 +22,7 @@ from riskwatch.streams.kafka import ensure_topics
 from riskwatch.streams.stopping import EXIT_STOP_TIMEOUT
 
 from .conftest import Workers, wait_for, worker_env
-from .helpers import changelog_states, counted_once, last_offsets, produce
+from .helpers import FrontedBroker, changelog_states, counted_once, last_offsets, produce
 
 ROCKS = {"RISKWATCH_STORE": "rocksdb://"}
 
@@ -100,116 +100,91 @@ def test_a_worker_rides_out_its_broker_dropping_every_connection_for_a_while(ser
     """A broker restart as Kafka's rolling restarts do it (the data kept, every connection dropped, none
     taken for some seconds) in the middle of a stream: the worker keeps running and, once the broker is
     back, counts every event once, those sent while it was away included."""
-    from riskwatch.embedded import free_port
-
-    from .helpers import TcpFront
-
     _, redis = services
-    port = free_port()
-    broker = start_broker(tmp_path / "broker", advertised_port=port)
-    front = TcpFront(port, broker.port)
-    try:
-        s = Settings(broker=f"127.0.0.1:{port}", redis_url=redis.url, topic_prefix="blip.", app_id="rw-blip",
+    with FrontedBroker(tmp_path / "broker") as fb:
+        s = Settings(broker=fb.url, redis_url=redis.url, topic_prefix="blip.", app_id="rw-blip",
                      partitions=4, data_dir=tmp_path, tick_seconds=0)
         asyncio.run(ensure_topics(s))
         workers = Workers(s, worker_env(s, **ROCKS), tmp_path)
-        events = list(Simulation(n_entities=300, seed=31, bad_share=0.1, days=20).events(n_events=16000))
-        half = len(events) // 2
-        a = workers.start()
-        produce(s, events[:half], batch_size=50)
-        wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") >= half // 2, 90,
-                 "the worker busy", workers.logs)
-        front.stop()  # the broker goes away
-        time.sleep(8)
-        assert workers.procs[a][0].poll() is None, workers.logs()
-        front = TcpFront(port, broker.port)  # and comes back
-        produce(s, events[half:], batch_size=50)
-        counted_once(s, workers, events, "every event counted after the broker came back",
-                     settle=workers.wait_committed, timeout=180)
-        assert workers.procs[a][0].poll() is None and workers.metric(a, "riskwatch_resume_gaps_total") == 0
-        print(f"redelivered and skipped: {workers.metric(a, 'riskwatch_events_redelivered_total'):.0f}")
-    finally:
-        workers.stop_all()
-        front.stop()
-        broker.stop()
+        try:
+            events = list(Simulation(n_entities=300, seed=31, bad_share=0.1, days=20).events(n_events=16000))
+            half = len(events) // 2
+            a = workers.start()
+            produce(s, events[:half], batch_size=50)
+            wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") >= half // 2, 90,
+                     "the worker busy", workers.logs)
+            fb.down()  # the broker goes away
+            time.sleep(8)
+            assert workers.procs[a][0].poll() is None, workers.logs()
+            fb.up()  # and comes back
+            produce(s, events[half:], batch_size=50)
+            counted_once(s, workers, events, "every event counted after the broker came back",
+                         settle=workers.wait_committed, timeout=180)
+            assert workers.procs[a][0].poll() is None and workers.metric(a, "riskwatch_resume_gaps_total") == 0
+            print(f"redelivered and skipped: {workers.metric(a, 'riskwatch_events_redelivered_total'):.0f}")
+        finally:
+            workers.stop_all()
 
 
 def test_a_worker_whose_broker_goes_away_while_it_recovers_its_states_recovers_them_all(services, tmp_path):
     """A worker that takes over partitions reads their states back from the changelog before it
     processes anything. The broker drops every connection for 6 s in the middle of that read: the
     recovery goes on once it is back (or starts again), and every event is counted once."""
-    from riskwatch.embedded import free_port
-
-    from .helpers import TcpFront
-
     _, redis = services
-    port = free_port()
-    broker = start_broker(tmp_path / "broker", advertised_port=port)
-    front = TcpFront(port, broker.port)
-    try:
-        s = Settings(broker=f"127.0.0.1:{port}", redis_url=redis.url, topic_prefix="rec.", app_id="rw-rec",
+    with FrontedBroker(tmp_path / "broker") as fb:
+        s = Settings(broker=fb.url, redis_url=redis.url, topic_prefix="rec.", app_id="rw-rec",
                      partitions=4, data_dir=tmp_path, tick_seconds=0, store="memory://")
         asyncio.run(ensure_topics(s))
         workers = Workers(s, worker_env(s), tmp_path)
-        events = list(Simulation(n_entities=2000, seed=37, bad_share=0.1, days=20).events(n_events=40000))
-        half = len(events) * 3 // 4
-        a = workers.start()
-        produce(s, events[:half], batch_size=10)  # many small rounds: a long changelog to read back
-        wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") >= half, 180,
-                 "the first worker to process the first part", workers.logs)
-        workers.wait_committed()
-        assert workers.stop(a) == 0
-        b = workers.start()  # memory store: it reads every state back from the changelog
-        deadline = time.monotonic() + 90
-        while "recovering:" not in workers.log(b):
-            assert time.monotonic() < deadline, workers.logs()
-            time.sleep(0.02)
-        front.stop()  # the broker goes away in the middle of the recovery
-        cut_during = "recovered:" not in workers.log(b)
-        time.sleep(6)
-        front = TcpFront(port, broker.port)  # and comes back
-        assert cut_during, "the recovery was over before the cut: make the changelog longer\n" + workers.log(b)
-        produce(s, events[half:], batch_size=50)
-        counted_once(s, workers, events, "every event counted after the broker came back",
-                     settle=workers.wait_committed, timeout=180)
-        assert workers.metric(b, "riskwatch_entity_states") == len({e["entity_id"] for e in events})
-        assert workers.procs[b][0].poll() is None and workers.metric(b, "riskwatch_resume_gaps_total") == 0
-        print([line for line in workers.log(b).splitlines() if "recover" in line])
-    finally:
-        workers.stop_all()
-        front.stop()
-        broker.stop()
+        try:
+            events = list(Simulation(n_entities=2000, seed=37, bad_share=0.1, days=20).events(n_events=40000))
+            half = len(events) * 3 // 4
+            a = workers.start()
+            produce(s, events[:half], batch_size=10)  # many small rounds: a long changelog to read back
+            wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") >= half, 180,
+                     "the first worker to process the first part", workers.logs)
+            workers.wait_committed()
+            assert workers.stop(a) == 0
+            b = workers.start()  # memory store: it reads every state back from the changelog
+            deadline = time.monotonic() + 90
+            while "recovering:" not in workers.log(b):
+                assert time.monotonic() < deadline, workers.logs()
+                time.sleep(0.02)
+            fb.down()  # the broker goes away in the middle of the recovery
+            cut_during = "recovered:" not in workers.log(b)
+            time.sleep(6)
+            fb.up()  # and comes back
+            assert cut_during, "the recovery was over before the cut: make the changelog longer\n" + workers.log(b)
+            produce(s, events[half:], batch_size=50)
+            counted_once(s, workers, events, "every event counted after the broker came back",
+                         settle=workers.wait_committed, timeout=180)
+            assert workers.metric(b, "riskwatch_entity_states") == len({e["entity_id"] for e in events})
+            assert workers.procs[b][0].poll() is None and workers.metric(b, "riskwatch_resume_gaps_total") == 0
+            print([line for line in workers.log(b).splitlines() if "recover" in line])
+        finally:
+            workers.stop_all()
 
 
 def test_a_worker_started_before_its_broker_waits_for_it(services, tmp_path):
     """A compose stack or a host starting in another order: until 2026-12-07 the worker exited at
     once (status 1, Faust's ``Unable to bootstrap``)."""
-    from riskwatch.embedded import free_port
-
-    from .helpers import TcpFront
-
     _, redis = services
-    port = free_port()
-    broker = start_broker(tmp_path / "broker", advertised_port=port)
-    front = None
-    s = Settings(broker=f"127.0.0.1:{port}", redis_url=redis.url, topic_prefix="late.", app_id="rw-late",
-                 partitions=4, data_dir=tmp_path, tick_seconds=0, store="memory://")
-    workers = Workers(s, worker_env(s), tmp_path)
-    try:
-        a = workers.start()  # nothing answers on the broker's port yet
-        time.sleep(6)
-        assert workers.procs[a][0].poll() is None, workers.log(a)
-        assert "the broker does not answer" in workers.log(a), workers.log(a)
-        front = TcpFront(port, broker.port)
-        events = list(Simulation(n_entities=100, seed=41, days=10).events(n_events=2000))
-        produce(s, events)
-        wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") >= len(events), 90,
-                 "the events processed once the broker answered", workers.logs)
-    finally:
-        workers.stop_all()
-        if front is not None:
-            front.stop()
-        broker.stop()
+    with FrontedBroker(tmp_path / "broker", up=False) as fb:
+        s = Settings(broker=fb.url, redis_url=redis.url, topic_prefix="late.", app_id="rw-late",
+                     partitions=4, data_dir=tmp_path, tick_seconds=0, store="memory://")
+        workers = Workers(s, worker_env(s), tmp_path)
+        try:
+            a = workers.start()  # nothing answers on the broker's port yet
+            time.sleep(6)
+            assert workers.procs[a][0].poll() is None, workers.log(a)
+            assert "the broker does not answer" in workers.log(a), workers.log(a)
+            fb.up()
+            events = list(Simulation(n_entities=100, seed=41, days=10).events(n_events=2000))
+            produce(s, events)
+            wait_for(lambda: workers.metric(a, "riskwatch_events_processed_total") >= len(events), 90,
+                     "the events processed once the broker answered", workers.logs)
+        finally:
+            workers.stop_all()
 
 
 def test_a_second_worker_on_the_same_data_directory_refuses_to_start(stack):
