@@ -74,6 +74,9 @@ class WorkerMetrics:
                                  "directly (RISKWATCH_REPAIR_GAPS)", ["topic"], registry=r)
         self.view_retries = Counter("riskwatch_view_write_retries_total",
                                     "Redis view writes retried (Redis unreachable)", registry=r)
+        self.view_restored = Counter("riskwatch_view_entities_restored_total",
+                                     "Entities the view lacked that a worker wrote back from their states "
+                                     "(Redis emptied or replaced)", registry=r)
         self.config_seq = Gauge("riskwatch_config_change", "Sequence number of the config change in force "
                                 "(0: the file)", registry=r)
         self.ticks = Counter("riskwatch_ticks_sent_total",

@@ -30,19 +30,18 @@ a worker writes while the rebuild runs is not put back to an older one.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from pydantic import ValidationError
 
 from .config import applied_config
 from .errors import InvalidEvent, StateUnreadable
-from .events import RiskChange, SpotcheckChange, output_reader, parse_event, register_status
+from .events import RiskChange, SpotcheckChange, output_reader, parse_event
 from .settings import Settings
 from .streams.codec import decode
 from .streams.kafka import read_messages
 from .streams.state_store import parse_state, read_changelog
 from .view import NAMES_FORMAT, NAMES_FORMAT_KEY, ViewWriter, inspection_fact
 from .view_regions import REGIONS_FORMAT, REGIONS_FORMAT_KEY
+from .view_states import current_from_state, register_from_state
 
 __all__ = ["rebuild_view"]
 
@@ -102,22 +101,6 @@ def _valid(raw, etype: str, scheme: str):
         return None
 
 
-def _from_state(engine, eid: str, st: dict) -> dict | None:
-    """The current view fields of an entity, as a risk change, from its state alone; None when
-    it never had one (states before 2026-11-28 carry no ``et``: a score above 0 means one)."""
-    et = st.get("et")
-    if et is None:
-        if not st.get("es"):
-            return None
-        et = st.get("t", 0.0)
-    score = st["es"]
-    _, parts = engine.scorer.score(st.get("g") or {}, et)
-    return {"type": "risk_change", "entity_id": eid, "seq": st.get("n", 0),
-            "ts": datetime.fromtimestamp(et, tz=UTC), "score": score, "tier": engine.tier_of(st),
-            "tier_since": datetime.fromtimestamp(st["tt"], tz=UTC) if "tt" in st else None,
-            "reasons": engine.scorer.reasons(parts, score), "cause_event_id": "", "config_version": ""}
-
-
 VIEW_PATTERNS = ("rw:entity:*", "rw:entities", "rw:names", "rw:rank", "rw:rank:*", "rw:history:*", "rw:spotchecks",
                  "rw:registered:*")
 
@@ -159,12 +142,10 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
         m = st.get("m")
         if m:
             meta[eid] = m[:2]
-            if len(m) > 2:  # the register data the worker last applied
-                status, since = register_status(st)
-                register[eid] = {"entity_id": eid, "industry": m[0], "region": m[1], "name": m[2],
-                                 "address": m[3] if len(m) > 3 else None, "status": status,
-                                 "status_since": since}
-        fallback[eid] = _from_state(engine, eid, st)
+            reg = register_from_state(eid, st)  # the register data the worker last applied
+            if reg is not None:
+                register[eid] = reg
+        fallback[eid] = current_from_state(engine, eid, st)
     counts["states"] = len(fallback)
     # through the workers' round script: a renamed entity's old name keys leave the search index
     ents = list(register.values())

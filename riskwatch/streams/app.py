@@ -41,6 +41,7 @@ from .kafka import read_range, read_skipped
 from .processor import BatchProcessor
 from .shared_models import SharedModels, Trainer, TrainingError, parse_training
 from .state_store import CHANGELOG_CONFIG, StateStore, send_records
+from .view_repair import unmarked, write_back
 
 __all__ = ["create_app", "Worker"]
 
@@ -48,6 +49,7 @@ log = logging.getLogger("riskwatch.worker")
 VIEW_TIMEOUT = 10.0  # s for one round's view write before it is retried
 OUTPUTS_PER_MESSAGE = 1000  # output events (and ticks) per envelope (keeps messages well under 1 MB)
 TICK_SCAN_SLICE = 2000  # states the tick timer reads before it lets the agent run
+VIEW_CHECK_SECONDS = 5.0  # how often a worker checks that the view holds its partitions' entities
 TRAINING_GAP_WAIT = 3.0  # s a trainer asks again for a training message not there before it goes on without
 
 
@@ -510,6 +512,33 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             m.wall.observe(time.perf_counter() - t0)
             report_lag({msg.tp for msg in msgs})
             report_states({msg.partition for msg in msgs})
+
+    @app.timer(interval=VIEW_CHECK_SECONDS)
+    async def check_view():
+        """Write back the entities of a held partition the view has lost (see :mod:`.view_repair`)."""
+        import redis.exceptions as rex
+
+        parts = sorted(p for p in store.owned() if p in owned)
+        try:
+            r = await redis()
+            async with asyncio.timeout(VIEW_TIMEOUT):
+                lost = await unmarked(r, parts)
+            for p in lost:
+                t = time.monotonic()
+                done = await write_back(r, w.view, lambda: w.engine, store, p, round_lock, VIEW_TIMEOUT)
+                if done is None:
+                    continue  # revoked meanwhile: its new owner writes it back
+                n, missing = done
+                m.view_restored.inc(missing)
+                if missing:
+                    log.warning("the view held no mark of partition %d and lacked %d of its %d entities (Redis "
+                                "emptied or replaced?): wrote them back from their states in %.1f s; their "
+                                "histories and the spot-check list come back with riskwatch rebuild-view",
+                                p, missing, n, time.monotonic() - t)
+        except (rex.ConnectionError, rex.TimeoutError, OSError, TimeoutError) as exc:
+            log.debug("view check skipped: Redis does not answer (%s)", exc)  # the rounds report it
+        except Exception:  # never end the worker for it: the next check tries again
+            log.exception("writing back the view's lost partitions failed")
 
     def report_states(partitions) -> None:
         ready = store.owned()

@@ -91,7 +91,7 @@ def _readable(eid: str, raw: bytes) -> dict | None:
     try:
         return parse_state(eid, raw)
     except StateUnreadable as exc:  # its own events are dead-lettered when they come (BatchProcessor)
-        log.error("%s: left out of the tick scan", exc)
+        log.error("%s: left out of a scan of its partition (ticks, view repair)", exc)
         return None
 
 
@@ -173,6 +173,9 @@ class _Local:
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         return iter(list(self.db.items())) if isinstance(self.db, dict) else self.db.items()
+
+    def keys(self) -> Iterator[bytes]:
+        return iter(list(self.db)) if isinstance(self.db, dict) else self.db.keys()
 
     def count_states(self) -> int:
         """Entity states held (meta keys start with a NUL byte); reads every key once."""
@@ -476,6 +479,22 @@ class StateStore:
                     st = _readable(eid, raw)
                     if st is not None:
                         yield eid, st
+
+    def ids(self, p: int) -> list[str]:
+        """The ids of every entity state an owned partition holds (its states are not read)."""
+        part = self.parts[p]
+        ids = set(part.live) | set(part.pending)
+        ids.update(k.decode() for k in part.local.keys() if k[:1] != b"\x00")
+        return list(ids)
+
+    def current(self, p: int, eid: str) -> dict | None:
+        """The state a round would read now (as :meth:`get`, without keeping it in memory)."""
+        part = self.parts[p]
+        st = part.live.get(eid)
+        if st is not None:
+            return st
+        raw = part.pending.get(eid) or part.local.get(eid.encode())
+        return None if raw is None else _readable(eid, raw)
 
     def owned(self) -> list[int]:
         return [p for p, part in self.parts.items() if part.ready.is_set()]

@@ -296,7 +296,7 @@ def test_a_stored_state_no_worker_wrote_dead_letters_that_entitys_events_only(st
     assert "the stored state of " + victim + " is not JSON" in dead[0]["errors"][0]["message"]
     assert "changelog record" in workers.logs() and "passed over" in workers.logs()
     time.sleep(2)  # more tick scans: until 2026-12-06 the first one stopped the worker
-    assert workers.procs[0][0].poll() is None and "left out of the tick scan" in workers.logs()
+    assert workers.procs[0][0].poll() is None and "left out of a scan of its partition" in workers.logs()
 
     # the dead-letter listing says which entity's state to look at
     listed = subprocess.run([sys.executable, "-m", "riskwatch.cli", "deadletter"], env=worker_env(s),
