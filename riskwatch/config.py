@@ -30,10 +30,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import ConfigError, FieldError, field_error_from_dict, field_errors_from_pydantic
 
 __all__ = ["Config", "SignalSpec", "AlertSpec", "TierSpec", "load_config", "load_config_text",
-           "default_config", "DEFAULT_PATH", "CURRENT_CONFIG", "config_from_dict",
+           "default_config", "DEFAULT_PATH", "CURRENT_CONFIG", "CONFIG_SEQ", "CONFIG_VERSIONS", "config_from_dict",
            "applied_command", "applied_config"]
 
 CURRENT_CONFIG = "rw:config:current"   # Redis: the last config applied through the API (JSON command)
+CONFIG_SEQ = "rw:config:seq"           # Redis: the last change's sequence number (INCR)
+CONFIG_VERSIONS = "rw:config:versions"  # Redis hash: seq -> the change's command, its whole config included
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "config" / "riskwatch.yaml"
 DAY = 86400.0
 

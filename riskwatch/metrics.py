@@ -77,6 +77,10 @@ class WorkerMetrics:
         self.view_restored = Counter("riskwatch_view_entities_restored_total",
                                      "Entities the view lacked that a worker wrote back from their states "
                                      "(Redis emptied or replaced)", registry=r)
+        self.config_repairs = Counter("riskwatch_config_repairs_total",
+                                      "Config changes a worker wrote back to Redis (it held none, or an older "
+                                      "one) or adopted from it (made after a Redis that lost the numbering)",
+                                      ["action"], registry=r)
         self.config_seq = Gauge("riskwatch_config_change", "Sequence number of the config change in force "
                                 "(0: the file)", registry=r)
         self.ticks = Counter("riskwatch_ticks_sent_total",

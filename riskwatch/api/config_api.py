@@ -24,6 +24,8 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import audit
+from ..config import CONFIG_SEQ as SEQ
+from ..config import CONFIG_VERSIONS as VERSIONS
 from ..config import CURRENT_CONFIG, Config, config_from_dict, load_config
 from ..errors import ConfigError
 from ..impact import impact
@@ -34,8 +36,6 @@ from .context import Ops, Viewer, ctx_of, errors, field_errors
 
 router = APIRouter(prefix="/v1/config", tags=["config"])
 HISTORY = "rw:config:history"
-SEQ = "rw:config:seq"
-VERSIONS = "rw:config:versions"  # seq -> the change's command, its whole config included
 
 
 class ConfigIn(BaseModel):

@@ -41,6 +41,7 @@ from .kafka import read_range, read_skipped
 from .processor import BatchProcessor
 from .shared_models import SharedModels, Trainer, TrainingError, parse_training
 from .state_store import CHANGELOG_CONFIG, StateStore, send_records
+from .config_repair import reconcile
 from .view_repair import unmarked, write_back
 
 __all__ = ["create_app", "Worker"]
@@ -50,6 +51,7 @@ VIEW_TIMEOUT = 10.0  # s for one round's view write before it is retried
 OUTPUTS_PER_MESSAGE = 1000  # output events (and ticks) per envelope (keeps messages well under 1 MB)
 TICK_SCAN_SLICE = 2000  # states the tick timer reads before it lets the agent run
 VIEW_CHECK_SECONDS = 5.0  # how often a worker checks that the view holds its partitions' entities
+CONFIG_CHECK_SECONDS = 5.0  # how often it checks that Redis holds the config change in force
 TRAINING_GAP_WAIT = 3.0  # s a trainer asks again for a training message not there before it goes on without
 
 
@@ -59,7 +61,9 @@ class Worker:
     def __init__(self, settings: Settings, metrics: WorkerMetrics | None = None) -> None:
         self.settings = settings
         self.config = load_config(settings.config_path)
-        self.config_seq = 0
+        self.config_seq = 0    # the change in force (0: the file)
+        self.applied: dict | None = None  # its command
+        self.seen_seq = 0      # the highest change number taken: a command at or below it is not applied
         self.models = SharedModels()
         self.engine = Engine(self.config, self.models)  # type: ignore[arg-type]
         self.processor = BatchProcessor(self.engine, settings.partitions, self.apply_config,
@@ -99,16 +103,25 @@ class Worker:
         seq = cmd.get("seq", 0)
         if not isinstance(seq, int):
             return None
-        if seq <= self.config_seq:  # already applied (each copy goes to every partition)
+        if seq <= self.seen_seq:  # already applied (each copy goes to every partition), or older
             if redecide and seq == self.config_seq and seq > self.redecided_seq:
                 self.redecided_seq = seq
                 self.redecide = True
             return None
+        return self._swap(cmd, seq, redecide)
+
+    def adopt(self, cmd: dict) -> str | None:
+        """Apply a change found in Redis that was made after the one in force but numbered at or below
+        it (Redis had lost the numbering: :mod:`.config_repair`); re-decides every held entity."""
+        return self._swap(cmd, cmd["seq"], True)
+
+    def _swap(self, cmd: dict, seq: int, redecide: bool) -> str | None:
         try:
             cfg = config_from_dict(cmd.get("config") or {})
         except ConfigError as exc:
             return "; ".join(str(e) for e in exc.errors)
-        self.config, self.config_seq = cfg, seq
+        self.config, self.config_seq, self.applied = cfg, seq, cmd
+        self.seen_seq = max(self.seen_seq, seq)
         self.engine = Engine(cfg, self.models)  # type: ignore[arg-type]
         self.processor.engine = self.engine
         self.view.ratios = {t.name: t.ratio for t in cfg.tiers}
@@ -266,7 +279,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             log.warning("could not read the applied config from Redis (%s); keeping change %d", exc, w.config_seq)
             return
         cmd = orjson.loads(raw) if raw else None
-        if cmd and isinstance(cmd.get("seq"), int) and cmd["seq"] > w.config_seq:
+        if cmd and isinstance(cmd.get("seq"), int) and cmd["seq"] > w.seen_seq:
             err = w.apply_config(cmd, redecide=False)  # the previous owner re-decided its entities
             if err:
                 log.error("the applied config in Redis is invalid (%s); keeping change %d", err, w.config_seq)
@@ -539,6 +552,41 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             log.debug("view check skipped: Redis does not answer (%s)", exc)  # the rounds report it
         except Exception:  # never end the worker for it: the next check tries again
             log.exception("writing back the view's lost partitions failed")
+
+    refused: dict = {}  # a change in Redis this worker could not apply: said once
+
+    @app.timer(interval=CONFIG_CHECK_SECONDS)
+    async def check_config():
+        """Redis's config change in force against this worker's (see :mod:`.config_repair`)."""
+        import redis.exceptions as rex
+
+        try:
+            r = await redis()
+            async with asyncio.timeout(VIEW_TIMEOUT):
+                what, cmd = await reconcile(r, w.applied, w.seen_seq)
+        except (rex.ConnectionError, rex.TimeoutError, OSError, TimeoutError) as exc:
+            log.debug("config check skipped: Redis does not answer (%s)", exc)  # the rounds report it
+            return
+        except Exception:  # never end the worker for it: the next check tries again
+            log.exception("checking the config change in force in Redis failed")
+            return
+        if what == "wrote":
+            m.config_repairs.labels("written_back").inc()
+            log.warning("Redis held no config change in force, or one older than this worker's: wrote back "
+                        "change %d (config %s)", w.config_seq, w.config.version)
+        elif what == "adopt" and refused.get("at") != cmd.get("at"):
+            was = w.config_seq
+            async with round_lock:
+                err = w.adopt(cmd)
+            if err:
+                refused["at"] = cmd.get("at")
+                log.error("the config change in force in Redis (change %s) is invalid (%s); keeping change %d",
+                          cmd.get("seq"), err, w.config_seq)
+                return
+            m.config_repairs.labels("adopted").inc()
+            log.warning("config %s (change %d) was applied through the API after change %d in force here, but "
+                        "numbered below it (Redis had lost the numbering): applied it now; changes numbered "
+                        "%d or less are not applied again", cmd.get("version"), cmd["seq"], was, w.seen_seq)
 
     def report_states(partitions) -> None:
         ready = store.owned()
