@@ -26,7 +26,9 @@ Keys (prefix ``rw:``):
 - ``rw:registered:region:{r}`` and ``rw:registered:regions``: registered entities per region
   (:mod:`riskwatch.view_regions`; since 2026-12-07);
 - ``rw:objections:effects`` hash ``{objection id}:{step}`` -> what an objection and its resolution did
-  (the risk change they forced: effect, score before and after, tier, time; since 2026-12-05).
+  (the risk change they forced: effect, score before and after, tier, time; since 2026-12-05);
+- ``rw:view:parts`` hash: input partition -> the token of the last write its worker made for it
+  (:mod:`riskwatch.streams.view_repair`; since 2026-12-07).
 
 Every write is a set operation keyed by content, so applying the same output
 twice leaves the same view.
@@ -194,7 +196,14 @@ for _, c in ipairs(p.c) do
   end
   redis.call("ZREMRANGEBYRANK", P .. "history:" .. eid, 0, -p.hl - 1)
 end
-return #p.c
+local kept = {}
+for _, m in ipairs(p.pm) do  -- a partition's new token, only over the one its worker last wrote
+  if redis.call("HGET", P .. "view:parts", m[1]) == m[3] then
+    redis.call("HSET", P .. "view:parts", m[1], m[2])
+    kept[#kept + 1] = m[1]
+  end
+end
+return kept
 """
 
 
@@ -447,28 +456,32 @@ class ViewWriter:
             await pipe.register_script(ROUND_LUA)(keys=[], args=[payload], client=pipe)
 
     async def write_round(self, r, outs: list[dict], meta_of, entities: list[dict] = (),
-                          inspections: list[dict] = ()) -> None:
+                          inspections: list[dict] = (), marks: dict[int, tuple[str, str]] | None = None) -> list:
         """Run :meth:`round_payload` as one script call on a redis.asyncio client: one round trip.
 
         Not through a pipeline: a pipeline with a script asks ``SCRIPT EXISTS`` first, a second
         round trip every worker round. ``EVALSHA`` here; redis-py loads the script and retries
-        when Redis does not know it (a restarted server)."""
-        payload = self.round_payload(outs, meta_of, entities, inspections=inspections)
+        when Redis does not know it (a restarted server). Returns the partitions of ``marks`` whose
+        token it set."""
+        payload = self.round_payload(outs, meta_of, entities, inspections=inspections, marks=marks)
         if payload is None:
-            return
+            return []
         if self._script is None or self._script[0] is not r:
             self._script = (r, r.register_script(ROUND_LUA))
-        await self._script[1](keys=[], args=[payload])
+        return [int(p) for p in await self._script[1](keys=[], args=[payload])]
 
     def round_payload(self, outs: list[dict], meta_of, entities: list[dict] = (),
-                      history: bool = True, inspections: list[dict] = ()) -> bytes | None:
+                      history: bool = True, inspections: list[dict] = (),
+                      marks: dict[int, tuple[str, str]] | None = None) -> bytes | None:
         """A round's register data and outputs as the argument of one :data:`ROUND_LUA` call.
 
         Same result as :meth:`entity` then :meth:`output` one by one (tested), but each
         entity's current state and history trim are written once (the last risk change
         wins), and the per-command work runs in Redis, not in the worker: command by
         command, the view was a quarter of the worker's time. ``meta_of(entity_id)``
-        gives [industry, region] or None. ``history=False``: current fields only (``rebuild-view``)."""
+        gives [industry, region] or None. ``history=False``: current fields only (``rebuild-view``).
+        ``marks``: partition -> (this write's token, the token its worker last wrote there): the new
+        one is set in ``rw:view:parts`` only over the last (:mod:`riskwatch.streams.view_repair`)."""
         last: dict[str, dict] = {}
         hist, spots, effects = [], [], []
         for o in outs:
@@ -497,6 +510,7 @@ class ViewWriter:
         if not (cur or hist or spots or ents or effects or insp):
             return None
         return orjson.dumps({"e": ents, "h": hist, "s": spots, "c": cur, "o": effects, "i": insp,
+                             "pm": [[str(p), new, last] for p, (new, last) in (marks or {}).items()],
                              "tiers": list(ratios), "hl": self.history_len, "sk": SPOTCHECKS_KEPT,
                              "ik": INSPECTIONS_KEPT})
 

@@ -37,12 +37,12 @@ from ..models import SnapshotError
 from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
 from ..view import ViewWriter
 from .codec import dead_letter, encode_batch
+from .config_repair import reconcile
 from .kafka import read_range, read_skipped
 from .processor import BatchProcessor
 from .shared_models import SharedModels, Trainer, TrainingError, parse_training
 from .state_store import CHANGELOG_CONFIG, StateStore, send_records
-from .config_repair import reconcile
-from .view_repair import unmarked, write_back
+from .view_repair import Marks, lost, write_back
 
 __all__ = ["create_app", "Worker"]
 
@@ -193,6 +193,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         return {tp.partition for tp in tps if tp.topic in input_names}
 
     round_lock = asyncio.Lock()  # held by the agent for a whole round
+    marks = Marks()  # the last view write's token per held partition (view_repair)
     owned: set[int] = set()       # input partitions assigned to this worker now
     processed_at: dict = {}       # input TP -> offset of the last message processed here (for the lag)
 
@@ -228,6 +229,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         async with round_lock:
             await app.producer.flush()
             store.revoke(gone)
+            marks.forget(gone)
             done = {tp: processed_at.pop(tp) for tp in [tp for tp in processed_at if tp.partition in gone]}
             for tp in done:  # its lag and its states are the new owner's to report
                 _drop_sample(m.consumer_lag, tp.topic, str(tp.partition))
@@ -335,11 +337,13 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         finally:
             await c.stop()
 
-    async def write_view(results) -> None:
-        """The view is required: retry Redis with backoff (blocking the worker) until it answers."""
+    async def write_view(results, partitions) -> None:
+        """The view is required: retry Redis with backoff (blocking the worker) until it answers. Each
+        of ``partitions`` (those the round wrote) gets the write's token (see :mod:`.view_repair`)."""
         import redis.exceptions as rex
 
         delay = 0.2
+        token, round_marks = marks.round(partitions)
         while True:
             try:
                 r = await redis()
@@ -353,7 +357,9 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                     states.update(res.states)
                     outs += res.outputs
                 async with asyncio.timeout(VIEW_TIMEOUT):
-                    await w.view.write_round(r, outs, lambda eid: (states.get(eid) or {}).get("m"), ents, insp)
+                    kept = await w.view.write_round(r, outs, lambda eid: (states.get(eid) or {}).get("m"), ents,
+                                                    insp, round_marks)
+                marks.set(kept, token)
                 return
             except (rex.ConnectionError, rex.TimeoutError, OSError, TimeoutError) as exc:
                 m.view_retries.inc()
@@ -480,9 +486,9 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                 await send_now(out_names[kind], encode_batch(outs[i:i + OUTPUTS_PER_MESSAGE]), p)
             for o in outs:
                 m.lag.observe(max(0.0, now - o["ts"].timestamp()))
-        results = [res for _, res in done if res.outputs or res.entities or res.inspections]
-        if results:
-            await write_view(results)
+        viewed = [(msg.partition, res) for msg, res in done if res.outputs or res.entities or res.inspections]
+        if viewed:
+            await write_view([res for _, res in viewed], {p for p, _ in viewed})
         # entity states: committed only after they reach the broker (Faust flushes before commits)
         states: dict[int, dict] = defaultdict(dict)
         srcs: dict[int, dict] = defaultdict(dict)
@@ -534,19 +540,20 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         parts = sorted(p for p in store.owned() if p in owned)
         try:
             r = await redis()
-            async with asyncio.timeout(VIEW_TIMEOUT):
-                lost = await unmarked(r, parts)
-            for p in lost:
+            async with round_lock, asyncio.timeout(VIEW_TIMEOUT):
+                gone = await lost(r, parts, marks)
+            for p, had_set in gone.items():
                 t = time.monotonic()
-                done = await write_back(r, w.view, lambda: w.engine, store, p, round_lock, VIEW_TIMEOUT)
+                done = await write_back(r, w.view, lambda: w.engine, store, p, round_lock, VIEW_TIMEOUT, marks)
                 if done is None:
                     continue  # revoked meanwhile: its new owner writes it back
                 n, missing = done
-                m.view_restored.inc(missing)
-                if missing:
-                    log.warning("the view held no mark of partition %d and lacked %d of its %d entities (Redis "
-                                "emptied or replaced?): wrote them back from their states in %.1f s; their "
-                                "histories and the spot-check list come back with riskwatch rebuild-view",
+                m.view_restored.inc(n if had_set else missing)
+                if had_set or missing:
+                    log.warning("the view had lost writes for partition %d, and lacked %d of its %d entities "
+                                "(Redis restarted without its data, replaced, or failed over to a replica "
+                                "behind?): wrote them all back from their states in %.1f s; their histories "
+                                "and the spot-check list come back with riskwatch rebuild-view --no-flush",
                                 p, missing, n, time.monotonic() - t)
         except (rex.ConnectionError, rex.TimeoutError, OSError, TimeoutError) as exc:
             log.debug("view check skipped: Redis does not answer (%s)", exc)  # the rounds report it
