@@ -251,8 +251,7 @@ class AlertIntake:
             b = _Batch()
             await self._due_alerts(b, now)
             notify_ids = await self.r.lrange(f"{P}alerts:notify", 0, 99)
-            for a in (await self.store.many([i.decode() if isinstance(i, bytes) else i for i in notify_ids])).values():
-                await self._route(b, a, "resolved" if a["status"] not in ("firing", "acknowledged") else "fired")
+            await self._people(b, notify_ids)
             await self._due_groups(b, now)
             await self._due_resends(b, now)
             try:
@@ -263,6 +262,25 @@ class AlertIntake:
             queued += len(b.notifications)
             if len(b.notifications) == 0 and not notify_ids:
                 return queued
+
+    async def _people(self, b: _Batch, entries: list) -> None:
+        """Changes people made (:meth:`AlertStore.act`): each an event on ``rw.alerts`` (until 2026-12-07
+        acknowledgements and manual resolutions were not, so a consumer of the topic kept alerts open
+        that a person had closed), and routed where it says so, as the alert is now."""
+        route = []
+        for raw in entries:
+            raw = raw.encode() if isinstance(raw, str) else raw
+            if raw[:1] == b"{":
+                e = orjson.loads(raw)
+                a = e["alert"]
+                b.events.append({"type": "alert_change", "transition": e["transition"], "alert_id": a["id"],
+                                 "version": a["version"], "alert": a})
+                if e["route"]:
+                    route.append(a["id"])
+            else:  # an id: queued by a release before 2026-12-07
+                route.append(raw.decode())
+        for a in (await self.store.many(route)).values():
+            await self._route(b, a, "resolved" if a["status"] not in ("firing", "acknowledged") else "fired")
 
     async def _due_alerts(self, b: _Batch, now: float) -> None:
         ids = [i.decode() if isinstance(i, bytes) else i

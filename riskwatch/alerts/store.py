@@ -8,8 +8,9 @@ Keys (prefix ``rw:``):
 - ``rw:alerts:history:{entity}`` the entity's alert ids, newest first, bounded;
 - ``rw:alerts:due`` (zset id → when) alerts whose cooldown or expiry is pending;
 - ``rw:alerts:offsets`` last applied candidate offset per topic-partition (redelivery is skipped);
-- ``rw:alerts:notify`` alert ids changed by people (API/CLI) for the dispatcher to route: resolved, or
-  acknowledged after they escalated;
+- ``rw:alerts:notify`` changes people made (API/CLI), for the dispatcher to publish on ``rw.alerts``
+  and to route (resolved, or acknowledged after they escalated): ``{"alert", "transition", "route"}``
+  (JSON; an alert id alone, from a release before 2026-12-07: routed only);
 - ``rw:groups`` (hash) and ``rw:groups:due`` (zset) notification groups;
 - ``rw:silences`` (hash id → JSON); ``rw:audit`` (stream, append-only).
 """
@@ -146,9 +147,12 @@ class AlertStore:
                     pipe.multi()
                     self.save(pipe, old, new)
                     self.audit(pipe, actor, f"alert.{action}", aid, {"note": note, "key": new["key"]})
-                    # resolved, or acknowledged after it escalated (whoever it escalated to learns it is taken)
-                    if transition == "resolved" or new.get("escalated_at") is not None:
-                        pipe.rpush(f"{P}alerts:notify", aid)
+                    # for the dispatcher: the change goes on rw.alerts (until 2026-12-07 people's changes did
+                    # not), and it is routed when resolved, or acknowledged after it escalated (whoever it
+                    # escalated to learns it is taken)
+                    route = transition == "resolved" or new.get("escalated_at") is not None
+                    pipe.rpush(f"{P}alerts:notify", orjson.dumps({"alert": new, "transition": transition,
+                                                                  "route": route}))
                     await pipe.execute()
                     return new, transition
                 except rex.WatchError:

@@ -162,10 +162,14 @@ def test_candidate_lifecycle_dedup_cooldown_and_people(alerting):
     wait_for(lambda: len(_notifications(rcv)) == 4, 30, "the manual resolution's notification", d.log)
     assert _notifications(rcv)[-1]["alerts"][0]["riskwatch"]["resolved_by"] == "inspector-7"
 
-    # every change is an event on rw.alerts
+    # every change is an event on rw.alerts, people's too (until 2026-12-07 their acknowledgements and
+    # manual resolutions were not: a consumer of the topic kept new_id open)
     changes = read_batches(s.broker, s.topic("alerts"))
     assert [c["transition"] for c in changes if c["alert_id"] == aid][:2] == ["fired", "repeated"]
     assert "resolved" in [c["transition"] for c in changes if c["alert_id"] == aid]
+    mine = [(c["transition"], c["version"], c["alert"]["status"]) for c in changes if c["alert_id"] == new_id]
+    assert mine == [("fired", 1, "firing"), ("acknowledged", 2, "acknowledged"), ("resolved", 3, "resolved")], mine
+    assert [c["alert"].get("resolved_by") for c in changes if c["alert_id"] == new_id][-1] == "inspector-7"
 
 
 OLD_BURST = "91350100M000100Y43"
