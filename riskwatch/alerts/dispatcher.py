@@ -35,6 +35,7 @@ from .intake import AlertIntake
 from .lease import LEASE_KEY, Lease, LeaseLost
 from .metrics import AlertMetrics
 from .outbox import Outbox
+from .restore import MARK, StoreLost, latest_alerts, write_back
 
 __all__ = ["run_dispatcher"]
 
@@ -65,6 +66,11 @@ async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, ti
                                for eid, evs in by_entity.items()])
 
     intake.publish = publish
+    try:
+        await _recover_store(s, intake)  # before the consumer group's join, which can take seconds
+    except BaseException:
+        await producer.stop()
+        raise
     try:
         consumer = await started(lambda: AIOKafkaConsumer(
             s.topic("alert-candidates"), **client_options(s), group_id=f"{s.app_id}-alerts",
@@ -102,6 +108,31 @@ async def _intake_loop(s: Settings, intake: AlertIntake, stop: asyncio.Event, ti
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+async def _recover_store(s: Settings, intake: AlertIntake) -> None:
+    """Before the intake runs: the alerts back from ``rw.alerts`` if Redis lost the intake's commits (or
+    holds none); else take the commit count as found (see :mod:`riskwatch.alerts.restore`)."""
+    r = intake.r
+    raw = await r.get(MARK)
+    held = int(raw) if raw is not None else None
+    if not intake.mark.lost(held):
+        intake.mark.expected = held
+        return
+    t = time.monotonic()
+    latest, refused = await latest_alerts(s)
+    written, opened = await write_back(r, intake.store, latest)
+    count = max(held or 0, intake.mark.expected or 0) + 1
+    await r.set(MARK, count)
+    intake.mark.expected = count
+    intake.m.restored.inc(written)
+    if written or held is not None:
+        log.warning("the alert store in Redis had lost the intake's commits (%s at %s): wrote back %d alerts "
+                    "(%d open) of %d on %s in %.1f s; %d records there passed over", MARK, held, written,
+                    opened, len(latest), s.topic("alerts"), time.monotonic() - t, refused)
+    else:
+        log.info("no alerts in Redis (%s not set) and none newer on %s to write back (%d read)", MARK,
+                 s.topic("alerts"), len(latest))
 
 
 async def _lead(s: Settings, intake: AlertIntake, lease: Lease, stop: asyncio.Event, m: AlertMetrics) -> None:
@@ -152,6 +183,8 @@ async def _hold(s: Settings, intake: AlertIntake, lease: Lease, stop: asyncio.Ev
         exc = None if run.cancelled() else run.exception()
         if isinstance(exc, LeaseLost):
             log.warning("intake stopped: %s", exc)
+        elif isinstance(exc, StoreLost):  # restored from rw.alerts when it starts again (at once)
+            log.warning("intake stopped: %s; the alerts come back from %s first", exc, s.topic("alerts"))
         elif exc is not None:
             failed = True
             raise exc

@@ -37,6 +37,7 @@ from .lifecycle import NOTIFY, OPEN, apply_candidate, dedup_key, due_at, retire,
 from .metrics import AlertMetrics
 from .outbox import Outbox
 from .payload import alertmanager_alert, webhook_payload
+from .restore import MARK, StoreMark
 from .routing import group_key, receivers_for, silenced
 from .store import AlertStore, alert_key
 
@@ -70,6 +71,7 @@ class AlertIntake:
         self.tiers = {t: i for i, t in enumerate(tier_order)}
         self.m = metrics
         self.publish = publish
+        self.mark = StoreMark()  # its commits counted in Redis: a count gone back means Redis lost them (restore.py)
         self.next_config: AlertsConfig | None = None  # a reload to take before the next unit of work
         self.use(config)
 
@@ -210,17 +212,18 @@ class AlertIntake:
                 await lease.check()  # not publish what it cannot commit
             await self.publish(b.events)
         async with self.r.pipeline(transaction=True) as pipe:
-            watched = [alert_key(a) for a in b.read] + ([lease.key] if lease is not None else [])
-            if watched:
-                await pipe.watch(*watched)
-                if lease is not None:
-                    await lease.check(pipe)
-                for aid, raw in b.read.items():
-                    if await pipe.get(alert_key(aid)) != raw:
-                        import redis.exceptions as rex
+            watched = [alert_key(a) for a in b.read] + ([lease.key] if lease is not None else []) + [MARK]
+            await pipe.watch(*watched)
+            if lease is not None:
+                await lease.check(pipe)
+            count = await self.mark.check(pipe)  # StoreLost: Redis lost commits of this intake
+            for aid, raw in b.read.items():
+                if await pipe.get(alert_key(aid)) != raw:
+                    import redis.exceptions as rex
 
-                        raise rex.WatchError("alert changed since read")
+                    raise rex.WatchError("alert changed since read")
             pipe.multi()
+            pipe.incr(MARK)
             for old, new, due in b.alerts.values():
                 if old is not None and old["id"] != new["id"]:
                     old = None
@@ -239,6 +242,7 @@ class AlertIntake:
             if extra is not None:
                 extra(pipe)
             await pipe.execute()
+            self.mark.expected = count + 1
 
     # ------------------------------------------------------------ the clock
     async def tick(self, now: float | None = None) -> int:

@@ -45,6 +45,9 @@ class AlertMetrics:
                                    "lease and runs the intake (one per deployment), else 0", registry=r)
         self.intake_takeovers = Counter("riskwatch_alert_intake_takeovers_total",
                                         "Times this dispatcher took the intake lease", registry=r)
+        self.restored = Counter("riskwatch_alerts_restored_total",
+                                "Alerts the intake wrote back to Redis from rw.alerts (Redis had lost them, or "
+                                "their last changes)", registry=r)
         self.offset_gaps = Counter("riskwatch_input_offset_gaps_total",
                                    "Offsets of the alert candidates topic that never reached the intake (the "
                                    "embedded broker can skip one while several workers write a partition)",

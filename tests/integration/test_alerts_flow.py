@@ -47,7 +47,12 @@ class Dispatcher:
                 os.killpg(self.p.pid, signal.SIGKILL)
 
     def log(self) -> str:
-        return (self.d / "dispatcher.log").read_text(errors="replace")[-4000:]
+        """The end of its log (for failure messages)."""
+        return self.text()[-4000:]
+
+    def text(self) -> str:
+        """Its whole log (to count lines in: the end of it moves)."""
+        return (self.d / "dispatcher.log").read_text(errors="replace")
 
 
 @pytest.fixture
@@ -350,9 +355,9 @@ def test_sighup_reloads_the_alerts_config_and_an_invalid_one_is_refused(alerting
                                                "summary": "{no_such_field}"}])
         path.write_text(yaml.safe_dump(bad))
         os.kill(d.p.pid, signal.SIGHUP)
-        wait_for(lambda: "refused" in d.log(), 30, "the refusal in the log", d.log)
-        assert f"rules.{len(cfg['rules'])}.summary" in d.log(), d.log()
-        assert f"{cfg['version']} stays in force" in d.log(), d.log()
+        wait_for(lambda: "refused" in d.text(), 30, "the refusal in the log", d.log)
+        assert f"rules.{len(cfg['rules'])}.summary" in d.text(), d.log()
+        assert f"{cfg['version']} stays in force" in d.text(), d.log()
         _send(s, topic, [[_cand("E7", "firing")]])
         wait_for(lambda: any(a["labels"]["entity"] == "E7" for n in _notifications(team) for a in n["alerts"]),
                  30, "E7's notification under the running config", d.log)
@@ -371,9 +376,9 @@ def test_sighup_reloads_the_alerts_config_and_an_invalid_one_is_refused(alerting
         os.kill(d.p.pid, signal.SIGHUP)
         wait_for(lambda: {a["labels"]["entity"] for n in _notifications(city) for a in n["alerts"]} == {"E6", "E7"},
                  30, "both open alerts escalated to the city, without a restart", d.log)
-        assert "alerts config reloaded: version alerts-test.2" in d.log() and d.p.poll() is None
+        assert "alerts config reloaded: version alerts-test.2" in d.text() and d.p.poll() is None
         typo = len(cfg["rules"]) - 1
-        assert f"rules.{typo}.signals: 'complaints.brust' is not an alerting engine signal" in d.log()  # as at start
+        assert f"rules.{typo}.signals: 'complaints.brust' is not an alerting engine signal" in d.text()  # as at start
 
         # the rule taken out: its open alerts resolve, and their receivers hear it (until 2026-12-07 they
         # stayed open for good: nothing ticked them any more)
@@ -390,7 +395,7 @@ def test_sighup_reloads_the_alerts_config_and_an_invalid_one_is_refused(alerting
             assert a["riskwatch"]["resolved_by"] == "config", a
             assert a["riskwatch"]["resolved_note"] == "rule 'complaint_burst' is not in alerts config alerts-test.3"
         assert r.zcard("rw:alerts:open") == 0 and r.zcard("rw:alerts:due") == 0
-        assert "their open alerts resolve now (complaint_burst: 2)" in d.log(), d.log()
+        assert "their open alerts resolve now (complaint_burst: 2)" in d.text(), d.log()
     finally:
         city.stop()
 

@@ -8,6 +8,7 @@ import asyncio
 import signal
 import time
 
+import orjson
 import yaml
 
 from riskwatch.alerts.config import DEFAULT_ALERTS_PATH
@@ -16,7 +17,7 @@ from riskwatch.settings import Settings
 from riskwatch.streams.kafka import ensure_topics
 
 from .conftest import wait_for, worker_env
-from .helpers import FrontedBroker
+from .helpers import FrontedBroker, read_batches
 from .receiver import Receiver
 from .test_alerts_flow import Dispatcher, _cand, _notifications, _send
 
@@ -49,7 +50,7 @@ def test_the_dispatcher_waits_for_its_broker_and_rides_out_its_going_away(redis_
             d = _dispatcher(s, rcv, tmp_path)
             time.sleep(6)
             assert d.p.poll() is None, d.log()
-            assert "intake stopped: Kafka does not answer" in d.log(), d.log()
+            assert "intake stopped: Kafka does not answer" in d.text(), d.log()
             fb.up()
             asyncio.run(ensure_topics(s))
             topic = s.topic("alert-candidates")
@@ -84,7 +85,7 @@ def test_the_dispatcher_waits_for_redis_and_rides_out_its_restart(services, tmp_
         d = _dispatcher(s, rcv, tmp_path, RISKWATCH_INTAKE_LEASE_SECONDS="3")  # nothing on Redis's port yet
         time.sleep(5)
         assert d.p.poll() is None, d.log()
-        assert "Redis does not answer" in d.log(), d.log()
+        assert "Redis does not answer" in d.text(), d.log()
         redis = start_redis(tmp_path / "redis", port=port)
         topic = s.topic("alert-candidates")
         _send(s, topic, [[_cand("E1", "firing")]])
@@ -96,13 +97,13 @@ def test_the_dispatcher_waits_for_redis_and_rides_out_its_restart(services, tmp_
         _send(s, topic, [[_cand("E2", "firing")]])
         wait_for(lambda: "E2" in _entities(rcv), 90, "E2's alert after Redis restarted", d.log)
         assert d.p.poll() is None, d.log()
-        assert "intake stopped: Redis does not answer" in d.log(), d.log()
+        assert "intake stopped: Redis does not answer" in d.text(), d.log()
 
         # a Redis that hangs (a partition): it times out, and the intake is no longer shown as held
-        said = d.log().count("intake stopped: Redis does not answer")
+        said = d.text().count("intake stopped: Redis does not answer")
         redis.proc.send_signal(signal.SIGSTOP)
         try:
-            wait_for(lambda: d.log().count("intake stopped: Redis does not answer") > said, 60,
+            wait_for(lambda: d.text().count("intake stopped: Redis does not answer") > said, 60,
                      "the hung Redis noticed", d.log)
             assert "Timeout" in d.log()[-3000:], d.log()
         finally:
@@ -110,10 +111,101 @@ def test_the_dispatcher_waits_for_redis_and_rides_out_its_restart(services, tmp_
         _send(s, topic, [[_cand("E3", "firing")]])
         wait_for(lambda: "E3" in _entities(rcv), 90, "E3's alert once Redis answered again", d.log)
         assert d.p.poll() is None, d.log()
-        assert "never retrieved" not in d.log(), d.log()
+        assert "never retrieved" not in d.text(), d.log()
     finally:
         if d is not None:
             d.stop()
         rcv.stop()
         if redis is not None:
             redis.stop()
+
+
+def _alerts(r) -> dict:
+    """The alert store as the API reads it: each alert, the open indexes, the dedup keys' alerts, the
+    entities' histories."""
+    out = {}
+    for key in r.scan_iter(match="rw:alert*", count=1000):
+        k = key.decode()
+        if k.startswith(("rw:alerts:due", "rw:alerts:offsets", "rw:alerts:intake-lease", "rw:alerts:mark",
+                         "rw:alerts:notify", "rw:alerts:am-resend")):
+            continue
+        t = r.type(key)
+        out[k] = (orjson.loads(r.get(key)) if k.startswith("rw:alert:") else r.get(key)) if t == b"string" else \
+            sorted(r.smembers(key)) if t == b"set" else r.zrange(key, 0, -1, withscores=True) if t == b"zset" else \
+            r.lrange(key, 0, -1)
+    return out
+
+
+def test_the_intake_writes_back_the_alerts_a_redis_lost(services, tmp_path):
+    """Until 2026-12-07 the open alerts went with Redis's data: the board and the API lost them, and a
+    condition that cleared afterwards found no alert to resolve, so the team was never told. Redis
+    restarted without its data, then started from an older snapshot (a failover to a replica behind)."""
+    import redis as redis_sync
+
+    from riskwatch.alerts.store import AlertStore
+
+    broker, _ = services
+    port = free_port()
+    red = start_redis(tmp_path / "redis", port=port)
+    rcv = Receiver(secret="team-secret").start()
+    d = None
+    try:
+        s = Settings(broker=broker.url, redis_url=f"redis://127.0.0.1:{port}/0", topic_prefix="dal.",
+                     app_id="rw-dal", partitions=4, data_dir=tmp_path, tick_seconds=0)
+        asyncio.run(ensure_topics(s))
+        cfg = yaml.safe_load(DEFAULT_ALERTS_PATH.read_text())
+        for rule in cfg["rules"]:
+            rule["cooldown"] = "1s"
+        cfg["receivers"] = [{"name": "team", "url": rcv.url, "secrets": ["team-secret"], "group_by": ["entity"],
+                             "group_wait": "0.2s", "group_interval": "0.5s", "backoff_base": 0.05}]
+        (tmp_path / "alerts.yaml").write_text(yaml.safe_dump(cfg))
+        d = Dispatcher(dict(worker_env(s), RISKWATCH_ALERTS_PATH=str(tmp_path / "alerts.yaml"),
+                            RISKWATCH_ALERT_TICK_SECONDS="0.2"), tmp_path).start()
+        r = redis_sync.Redis.from_url(s.redis_url)
+        topic = s.topic("alert-candidates")
+        _send(s, topic, [[_cand("E1", "firing"), _cand("E2", "firing"), _cand("E3", "firing", severity="critical")]])
+        wait_for(lambda: _entities(rcv) == {"E1", "E2", "E3"}, 60, "three alerts", d.log)
+        e2 = r.smembers("rw:alerts:open:entity:E2").pop().decode()
+
+        async def ack() -> None:
+            import redis.asyncio as aioredis
+
+            ar = aioredis.from_url(s.redis_url)
+            await AlertStore(ar).act(e2, "ack", "inspector-7", "on my way")
+            await ar.aclose()
+
+        asyncio.run(ack())
+        wait_for(lambda: any(c["alert_id"] == e2 and c["transition"] == "acknowledged"
+                             for c in read_batches(s.broker, s.topic("alerts"))), 30, "the ack on rw.alerts", d.log)
+        before = _alerts(r)
+        assert len(before["rw:alerts:open"]) == 3 and before[f"rw:alert:{e2}"]["status"] == "acknowledged"
+
+        red.stop()  # Redis restarts without its data
+        red = start_redis(tmp_path / "redis", port=port)
+        wait_for(lambda: "wrote back 3 alerts (3 open)" in d.text(), 60, "the alerts written back", d.log)
+        after = _alerts(r)
+        assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
+                                 if before.get(k) != after.get(k)}
+        _send(s, topic, [[_cand("E1", "resolved")]])  # the team hears E1 is over
+        wait_for(lambda: any(n["status"] == "resolved" and n["alerts"][0]["labels"]["entity"] == "E1"
+                             for n in _notifications(rcv)), 60, "E1's resolution", d.log)
+
+        r.save()  # Redis comes back from this snapshot: without what follows
+        _send(s, topic, [[_cand("E4", "firing")], [_cand("E3", "resolved")]])
+        wait_for(lambda: "E4" in _entities(rcv) and not r.smembers("rw:alerts:open:entity:E3"), 60,
+                 "E4 fired and E3 resolved", d.log)
+        before = _alerts(r)
+        red.proc.kill()
+        red.proc.wait()
+        red = start_redis(tmp_path / "redis", port=port)
+        wait_for(lambda: d.text().count("wrote back") == 2, 60, "the alerts written back again", d.log)
+        assert "wrote back 2 alerts (1 open)" in d.text(), d.log()  # E4 open, E3 resolved
+        after = _alerts(r)
+        assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
+                                 if before.get(k) != after.get(k)}
+        assert d.p.poll() is None and "Traceback" not in d.text(), d.log()
+    finally:
+        if d is not None:
+            d.stop()
+        rcv.stop()
+        red.stop()
