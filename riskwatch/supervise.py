@@ -10,9 +10,14 @@ as compose's ``restart: unless-stopped`` does for the same processes:
   stderr. A worker resumes from its local store and the state changelog, as
   after any crash. More than ``MAX_RESTARTS`` restarts of one process within
   ``WINDOW_S`` is a crash loop: everything stops, exit status 1;
-- the embedded broker or Redis exiting stops everything, exit status 1:
-  they keep the stream and the view in memory, and a new empty one would
-  not hold what the worker's committed offsets point into.
+- the embedded Redis too (since 2026-12-07), on its port and empty: the
+  workers write the view and the config in force back, and the alert intake
+  the alerts from ``rw.alerts`` (README: "Losing Redis"); notification
+  groups, silences and the audit log of the run so far are lost. Until then
+  it stopped everything, as nothing wrote those back;
+- the embedded broker exiting stops everything, exit status 1: it keeps the
+  stream in memory, and a new empty one would not hold what the worker's
+  committed offsets point into.
 
 >>> r = Restarts(max_restarts=3, window_s=60)
 >>> [r.delay(t) for t in (0.0, 1.0, 2.0)], r.delay(3.0)
@@ -95,7 +100,18 @@ def supervise(children: list[Child], services: list, stopping: Callable[[], bool
                       f"{c.restarts.window_s:.0f}s); the end of its log:\n{log_tail(c.name)}",
                       file=sys.stderr, flush=True)
             elif now >= c.due:
-                c.proc = c.spawn()
+                try:
+                    c.proc = c.spawn()
+                except Exception as exc:  # the embedded Redis that did not come up on its port, say
+                    wait = c.restarts.delay(now)
+                    if wait is None:
+                        print(f"{c.name} could not be started again ({exc}): everything stops", file=sys.stderr,
+                              flush=True)
+                        return 1
+                    c.due = now + wait
+                    print(f"{c.name} could not be started again ({exc}); trying again in {wait:.0f}s",
+                          file=sys.stderr, flush=True)
+                    continue
                 c.due = None
                 print(f"{c.name} started again (pid {c.proc.pid})", file=sys.stderr, flush=True)
         sleep(tick)

@@ -185,8 +185,12 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
             # a consumer of a partition several producers write can skip a message there (README)
             env.setdefault("RISKWATCH_REPAIR_GAPS", "1")
         if "RISKWATCH_REDIS_URL" not in env:
-            services.append(start_redis(data_dir / "redis"))
-            env["RISKWATCH_REDIS_URL"] = services[-1].url
+            # supervised as the processes are: one that exits is started again on its port, empty, and the
+            # workers and the alert intake write back what they hold (README: "Losing Redis")
+            red = start_redis(data_dir / "redis")
+            env["RISKWATCH_REDIS_URL"] = red.url
+            children.append(Child("redis", lambda port=red.port: start_redis(data_dir / "redis", port=port).proc,
+                                  red.proc))
         metrics_port = free_port()
         env.update(RISKWATCH_DATA_DIR=str(data_dir), RISKWATCH_PARTITIONS=str(partitions),
                    RISKWATCH_WORKER_METRICS_PORT=str(metrics_port), RISKWATCH_API_PORT=str(api_port))
@@ -249,7 +253,9 @@ def up(data_dir: Path, demo: bool, partitions: int, api_port: int, rate: float, 
         print(f"  broker    {env['RISKWATCH_BROKER']}   redis {redact_url(env['RISKWATCH_REDIS_URL'])}")
         print("Ctrl-C stops everything; a process that exits is started again (see riskwatch/supervise.py).",
               flush=True)
-        return supervise(children, services, lambda: stopping, lambda name: _log_tail(data_dir / f"{name}.log"))
+        return supervise(children, services, lambda: stopping,
+                         lambda name: _log_tail(data_dir / "redis" / "redis.log" if name == "redis"
+                                                else data_dir / f"{name}.log"))
     finally:
         for c in reversed(children):
             _stop(c.proc)

@@ -74,3 +74,25 @@ def test_the_count_of_restarts_forgets_those_outside_the_window():
     r = Restarts(max_restarts=2, window_s=10.0)
     assert [r.delay(0.0), r.delay(1.0), r.delay(2.0)] == [1.0, 2.0, None]
     assert r.delay(11.5) == 1.0 and r.delay(12.0) == 2.0
+
+
+def test_a_start_that_fails_is_tried_again_with_backoff_and_a_loop_of_them_stops_everything(capsys):
+    """The embedded Redis is started again on its port (since 2026-12-07): that start can fail (the port
+    taken meanwhile); until then a spawn that raised ended ``up`` with a traceback."""
+    clock = _Clock()
+    tries = []
+
+    def spawn():
+        tries.append(clock.t)
+        if len(tries) < 3:
+            raise RuntimeError("redis did not open port 6379")
+        return _Proc(clock, life=10_000.0)
+
+    c = Child("redis", spawn, _Proc(clock, life=10.0, code=-9))
+    assert _run([c], clock, until=100.0) == 0 and c.due is None and len(tries) == 3
+    err = capsys.readouterr().err
+    assert "redis could not be started again (redis did not open port 6379); trying again in 2s" in err
+    assert "redis started again" in err
+    never = Child("redis", lambda: (_ for _ in ()).throw(RuntimeError("no")), _Proc(clock, life=0.0))
+    assert _run([never], clock, until=10_000.0) == 1
+    assert "redis could not be started again (no): everything stops" in capsys.readouterr().err

@@ -287,3 +287,49 @@ def test_the_embedded_broker_dying_stops_everything_with_exit_status_1(tmp_path)
                for line in got), "".join(got)
     time.sleep(0.5)
     assert not _left(children)
+
+
+def test_the_embedded_redis_dying_is_started_again_and_gets_the_view_and_alerts_back(tmp_path):
+    """Until 2026-12-07 it stopped everything (exit status 1): nothing wrote back what it held. Now the
+    workers write the view back and the alert intake the alerts, from rw.alerts."""
+    import redis as redis_sync
+
+    data_dir = tmp_path / "redis-dies"
+    api_port = free_port(span=2)
+    up, text = start_up(data_dir, api_port)
+    got = _lines(up)
+    try:
+        token = re.search(r"token\s+viewer\s+(\S+)", text).group(1)
+        r = redis_sync.Redis.from_url(re.search(r"redis (redis://\S+)", text).group(1))
+
+        def alerts() -> int:
+            return json.loads(_get(f"http://127.0.0.1:{api_port}/v1/alerts?limit=500", token))["count"]
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (r.scard("rw:entities") >= 500 and alerts() > 0):
+            time.sleep(1)
+        held, opened = r.scard("rw:entities"), alerts()
+        assert held >= 500 and opened > 0, (held, opened)
+        pid = _pid_of(data_dir, "redis-server")
+        os.kill(pid, signal.SIGKILL)
+        _wait_line(got, "redis exited with -9; starting it again in 1s", 10)
+        _wait_line(got, "redis started again", 20)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if r.scard("rw:entities") >= held and alerts() >= 1:
+                    break
+            except (OSError, redis_sync.RedisError, urllib.error.HTTPError):
+                pass
+            time.sleep(1)
+        assert r.scard("rw:entities") >= held and alerts() >= 1, (r.scard("rw:entities"), held, "".join(got))
+        assert _pid_of(data_dir, "redis-server") != pid and up.poll() is None
+        body = json.loads(_get(f"http://127.0.0.1:{api_port}/readyz"))
+        assert body["ready"], body
+        children = _processes_of(data_dir)
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(90)
+    assert up.returncode == 0, "".join(got)
+    time.sleep(0.5)
+    assert not _left(children)
