@@ -203,7 +203,8 @@ def redis_binary() -> str:
 
 def start_redis(data_dir: Path, port: int | None = None, timeout: float = 15.0,
                 password: str | None = None) -> Service:
-    """Start redis-server on 127.0.0.1:PORT (AOF off, no persistence: a derived store); with
+    """Start redis-server on 127.0.0.1:PORT (AOF off, no persistence: after a restart the workers write
+    the view and the config in force back, the alert intake the alerts; README: "Losing Redis"); with
     ``password``, clients must give it (the URL does)."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
