@@ -146,6 +146,16 @@ def stack(services, tmp_path):
     w.stop_all()
 
 
+def own_redis_stack(services, red, tmp_path, tag: str) -> tuple[Settings, Workers]:
+    """Settings and workers on the session's broker (topics ``{tag}.``) and ``red``, a Redis of the test's
+    own (:class:`helpers.OwnRedis`), for tests that take their Redis away."""
+    broker, _ = services
+    s = Settings(broker=broker.url, redis_url=red.url, topic_prefix=f"{tag}.", app_id=f"rw-{tag}", partitions=4,
+                 data_dir=tmp_path, tick_seconds=0, store="memory://")
+    asyncio.run(ensure_topics(s))
+    return s, Workers(s, worker_env(s), tmp_path)
+
+
 def wait_for(cond, timeout: float, what: str, on_fail=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -263,3 +263,43 @@ class FrontedBroker:
     def __exit__(self, *exc) -> None:
         self.down()
         self.broker.stop()
+
+
+class OwnRedis:
+    """A Redis of the test's own on one port, to take away and bring back: :meth:`restart` without its data
+    (``kill``: SIGKILL, so it comes back from its last ``SAVE`` if there is one: a replica behind)."""
+
+    def __init__(self, data_dir, start: bool = True) -> None:
+        from riskwatch.embedded import free_port
+
+        self.dir = data_dir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.svc = None
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        from riskwatch.embedded import start_redis
+
+        self.svc = start_redis(self.dir, port=self.port)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.svc is None:
+            return
+        if kill:
+            self.svc.proc.kill()
+            self.svc.proc.wait()
+        else:
+            self.svc.stop()
+        self.svc = None
+
+    def restart(self, kill: bool = False) -> None:
+        self.stop(kill)
+        self.start()
+
+    def __enter__(self) -> "OwnRedis":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -12,12 +12,11 @@ import orjson
 import yaml
 
 from riskwatch.alerts.config import DEFAULT_ALERTS_PATH
-from riskwatch.embedded import free_port, start_redis
 from riskwatch.settings import Settings
 from riskwatch.streams.kafka import ensure_topics
 
 from .conftest import wait_for, worker_env
-from .helpers import FrontedBroker, read_batches
+from .helpers import FrontedBroker, OwnRedis, read_batches
 from .receiver import Receiver
 from .test_alerts_flow import Dispatcher, _cand, _notifications, _send
 
@@ -74,26 +73,25 @@ def test_the_dispatcher_waits_for_redis_and_rides_out_its_restart(services, tmp_
     compose keeps an AOF): the outbox's consumer group, the name and intake leases and the applied
     offsets are gone. Until 2026-12-07 the first Redis error ended the dispatcher (status 1)."""
     broker, _ = services
-    port = free_port()
-    redis = None
+    redis = OwnRedis(tmp_path / "redis", start=False)  # nothing on its port yet
     rcv = Receiver(secret="team-secret").start()
     d = None
     try:
-        s = Settings(broker=broker.url, redis_url=f"redis://127.0.0.1:{port}/0", topic_prefix="drr.",
+        s = Settings(broker=broker.url, redis_url=redis.url, topic_prefix="drr.",
                      app_id="rw-drr", partitions=4, data_dir=tmp_path, tick_seconds=0)
         asyncio.run(ensure_topics(s))
         d = _dispatcher(s, rcv, tmp_path, RISKWATCH_INTAKE_LEASE_SECONDS="3")  # nothing on Redis's port yet
         time.sleep(5)
         assert d.p.poll() is None, d.log()
         assert "Redis does not answer" in d.text(), d.log()
-        redis = start_redis(tmp_path / "redis", port=port)
+        redis.start()
         topic = s.topic("alert-candidates")
         _send(s, topic, [[_cand("E1", "firing")]])
         wait_for(lambda: "E1" in _entities(rcv), 60, "E1's alert once Redis answered", d.log)
         redis.stop()
         time.sleep(5)
         assert d.p.poll() is None, d.log()
-        redis = start_redis(tmp_path / "redis", port=port)
+        redis.start()
         _send(s, topic, [[_cand("E2", "firing")]])
         wait_for(lambda: "E2" in _entities(rcv), 90, "E2's alert after Redis restarted", d.log)
         assert d.p.poll() is None, d.log()
@@ -101,13 +99,13 @@ def test_the_dispatcher_waits_for_redis_and_rides_out_its_restart(services, tmp_
 
         # a Redis that hangs (a partition): it times out, and the intake is no longer shown as held
         said = d.text().count("intake stopped: Redis does not answer")
-        redis.proc.send_signal(signal.SIGSTOP)
+        redis.svc.proc.send_signal(signal.SIGSTOP)
         try:
             wait_for(lambda: d.text().count("intake stopped: Redis does not answer") > said, 60,
                      "the hung Redis noticed", d.log)
             assert "Timeout" in d.log()[-3000:], d.log()
         finally:
-            redis.proc.send_signal(signal.SIGCONT)
+            redis.svc.proc.send_signal(signal.SIGCONT)
         _send(s, topic, [[_cand("E3", "firing")]])
         wait_for(lambda: "E3" in _entities(rcv), 90, "E3's alert once Redis answered again", d.log)
         assert d.p.poll() is None, d.log()
@@ -116,8 +114,7 @@ def test_the_dispatcher_waits_for_redis_and_rides_out_its_restart(services, tmp_
         if d is not None:
             d.stop()
         rcv.stop()
-        if redis is not None:
-            redis.stop()
+        redis.stop()
 
 
 def _alerts(r) -> dict:
@@ -145,12 +142,11 @@ def test_the_intake_writes_back_the_alerts_a_redis_lost(services, tmp_path):
     from riskwatch.alerts.store import AlertStore
 
     broker, _ = services
-    port = free_port()
-    red = start_redis(tmp_path / "redis", port=port)
+    red = OwnRedis(tmp_path / "redis")
     rcv = Receiver(secret="team-secret").start()
     d = None
     try:
-        s = Settings(broker=broker.url, redis_url=f"redis://127.0.0.1:{port}/0", topic_prefix="dal.",
+        s = Settings(broker=broker.url, redis_url=red.url, topic_prefix="dal.",
                      app_id="rw-dal", partitions=4, data_dir=tmp_path, tick_seconds=0)
         asyncio.run(ensure_topics(s))
         cfg = yaml.safe_load(DEFAULT_ALERTS_PATH.read_text())
@@ -180,8 +176,7 @@ def test_the_intake_writes_back_the_alerts_a_redis_lost(services, tmp_path):
         before = _alerts(r)
         assert len(before["rw:alerts:open"]) == 3 and before[f"rw:alert:{e2}"]["status"] == "acknowledged"
 
-        red.stop()  # Redis restarts without its data
-        red = start_redis(tmp_path / "redis", port=port)
+        red.restart()  # without its data
         wait_for(lambda: "wrote back 3 alerts (3 open)" in d.text(), 60, "the alerts written back", d.log)
         after = _alerts(r)
         assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
@@ -195,9 +190,7 @@ def test_the_intake_writes_back_the_alerts_a_redis_lost(services, tmp_path):
         wait_for(lambda: "E4" in _entities(rcv) and not r.smembers("rw:alerts:open:entity:E3"), 60,
                  "E4 fired and E3 resolved", d.log)
         before = _alerts(r)
-        red.proc.kill()
-        red.proc.wait()
-        red = start_redis(tmp_path / "redis", port=port)
+        red.restart(kill=True)
         wait_for(lambda: d.text().count("wrote back") == 2, 60, "the alerts written back again", d.log)
         assert "wrote back 2 alerts (1 open)" in d.text(), d.log()  # E4 open, E3 resolved
         after = _alerts(r)

@@ -7,12 +7,9 @@ import asyncio
 import os
 import signal
 
-from riskwatch.embedded import free_port, start_redis
-from riskwatch.settings import Settings
-from riskwatch.streams.kafka import ensure_topics
-
 from .api_helpers import auth, client
-from .conftest import Workers, wait_for, worker_env
+from .conftest import own_redis_stack, wait_for
+from .helpers import OwnRedis
 
 OPS = auth("ops")
 
@@ -33,14 +30,8 @@ def test_the_workers_keep_the_config_in_force_through_a_redis_that_lost_it(servi
     """Until 2026-12-07, after Redis restarted without its data the API showed the config file in force
     while the worker ran change 2; the next change got number 1 again, "sent to workers", which the
     running worker ignored and a worker started afterwards ran."""
-    broker, _ = services
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    red = start_redis(tmp_path / "redis", port=port)
-    s = Settings(broker=broker.url, redis_url=url, topic_prefix="cfr.", app_id="rw-cfr", partitions=4,
-                 data_dir=tmp_path, tick_seconds=0, store="memory://")
-    asyncio.run(ensure_topics(s))
-    workers = Workers(s, worker_env(s), tmp_path)
+    red = OwnRedis(tmp_path / "redis")
+    s, workers = own_redis_stack(services, red, tmp_path, "cfr")
     try:
         a = workers.start()
         with client(s) as c:
@@ -49,8 +40,7 @@ def test_the_workers_keep_the_config_in_force_through_a_redis_that_lost_it(servi
             wait_for(lambda: workers.metric(a, "riskwatch_config_change") == 2, 60, "change 2 applied", workers.logs)
 
             # Redis restarts without its data while the worker runs: the worker writes change 2 back
-            red.stop()
-            red = start_redis(tmp_path / "redis", port=port)
+            red.restart()
             wait_for(lambda: _in_force(c) == (2, "two"), 30, "change 2 in force again", workers.logs)
             assert "wrote back change 2 (config two)" in workers.log(a)
             assert _change(c, cfg, "three", 4.0) == 3  # numbered after it
@@ -60,8 +50,7 @@ def test_the_workers_keep_the_config_in_force_through_a_redis_that_lost_it(servi
             pid = workers.procs[a][0].pid
             os.killpg(pid, signal.SIGSTOP)
             try:
-                red.stop()
-                red = start_redis(tmp_path / "redis", port=port)
+                red.restart()
                 assert _in_force(c)[0] == 0  # the API shows the config file in force
                 assert _change(c, cfg, "four", 5.0) == 1  # Redis lost the numbering
             finally:

@@ -3,18 +3,14 @@ over to a replica that had not caught up) writes its partitions' entities back f
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 
 import redis as redis_sync
 
-from riskwatch.embedded import free_port, start_redis
-from riskwatch.settings import Settings
 from riskwatch.simulate import Simulation
-from riskwatch.streams.kafka import ensure_topics
 
-from .conftest import Workers, wait_for, worker_env
-from .helpers import counted_once, produce
+from .conftest import own_redis_stack, wait_for
+from .helpers import OwnRedis, counted_once, produce
 
 # not in the states: rebuild-view puts these back from the topics
 FROM_TOPICS = ("rw:history:", "rw:spotchecks", "rw:inspections:", "rw:objections:", "rw:view:", "rw:config:")
@@ -56,14 +52,9 @@ def test_a_worker_writes_back_the_view_its_redis_lost(services, tmp_path):
     stream here, every one after a restart when the stream was quiet. Three losses: Redis restarted
     without its data with the stream quiet, the same in the middle of a stream, and Redis back from
     an older snapshot (as a failover to a replica behind: entities there, their last changes not)."""
-    broker, _ = services
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    red = start_redis(tmp_path / "redis", port=port)
-    s = Settings(broker=broker.url, redis_url=url, topic_prefix="vrp.", app_id="rw-vrp", partitions=4,
-                 data_dir=tmp_path, tick_seconds=0, store="memory://")
-    asyncio.run(ensure_topics(s))
-    workers = Workers(s, worker_env(s), tmp_path)
+    red = OwnRedis(tmp_path / "redis")
+    s, workers = own_redis_stack(services, red, tmp_path, "vrp")
+    url = red.url
     try:
         events = list(Simulation(n_entities=300, seed=31, bad_share=0.1, days=30).events(n_events=15000))
         third = len(events) // 3
@@ -77,8 +68,7 @@ def test_a_worker_writes_back_the_view_its_redis_lost(services, tmp_path):
         assert held == len({e["entity_id"] for e in events[:third]})
         assert "lost writes" not in workers.log(a), workers.log(a)  # a new view is marked, not written back
 
-        red.stop()  # Redis restarts without its data, the stream quiet
-        red = start_redis(tmp_path / "redis", port=port)
+        red.restart()  # without its data, the stream quiet
         wait_for(lambda: r.hlen("rw:view:parts") == 4, 60, "the worker to mark the view again", workers.logs)
         assert r.scard("rw:entities") == held
         after, reasons_after = _view(r)
@@ -94,7 +84,7 @@ def test_a_worker_writes_back_the_view_its_redis_lost(services, tmp_path):
 
         red.stop()  # and again, in the middle of a stream
         produce(s, events[third:2 * third], batch_size=50)
-        red = start_redis(tmp_path / "redis", port=port)
+        red.start()
         counted_once(s, workers, events[:2 * third], "every event counted after Redis restarted",
                      settle=workers.wait_committed)
         wait_for(lambda: workers.log(a).count("lost writes") == 8, 60, "the worker to write the view back",
@@ -105,9 +95,7 @@ def test_a_worker_writes_back_the_view_its_redis_lost(services, tmp_path):
         produce(s, events[2 * third:], batch_size=50)
         counted_once(s, workers, events, "every event counted", settle=workers.wait_committed)
         before, _ = _view(r)
-        red.proc.kill()
-        red.proc.wait()
-        red = start_redis(tmp_path / "redis", port=port)
+        red.restart(kill=True)
         assert r.scard("rw:entities") > 0 and _view(r)[0] != before  # the snapshot: older
         wait_for(lambda: workers.log(a).count("lost writes") == 12, 60, "the worker to write the view back",
                  workers.logs)
