@@ -21,9 +21,13 @@ from .receiver import Receiver
 from .test_alerts_flow import Dispatcher, _cand, _notifications, _send
 
 
-def _dispatcher(s: Settings, rcv: Receiver, tmp_path, **env: str) -> Dispatcher:
-    """A dispatcher process with the default rules and one webhook receiver, ``rcv``, grouping by entity."""
+def _dispatcher(s: Settings, rcv: Receiver, tmp_path, cooldown: str | None = None, **env: str) -> Dispatcher:
+    """A dispatcher process with the default rules (``cooldown``: every rule's) and one webhook receiver,
+    ``rcv``, grouping by entity."""
     cfg = yaml.safe_load(DEFAULT_ALERTS_PATH.read_text())
+    if cooldown is not None:
+        for rule in cfg["rules"]:
+            rule["cooldown"] = cooldown
     cfg["receivers"] = [{"name": "team", "url": rcv.url, "secrets": ["team-secret"], "group_by": ["entity"],
                          "group_wait": "0.2s", "group_interval": "0.5s", "backoff_base": 0.05}]
     path = tmp_path / "alerts.yaml"
@@ -149,14 +153,7 @@ def test_the_intake_writes_back_the_alerts_a_redis_lost(services, tmp_path):
         s = Settings(broker=broker.url, redis_url=red.url, topic_prefix="dal.",
                      app_id="rw-dal", partitions=4, data_dir=tmp_path, tick_seconds=0)
         asyncio.run(ensure_topics(s))
-        cfg = yaml.safe_load(DEFAULT_ALERTS_PATH.read_text())
-        for rule in cfg["rules"]:
-            rule["cooldown"] = "1s"
-        cfg["receivers"] = [{"name": "team", "url": rcv.url, "secrets": ["team-secret"], "group_by": ["entity"],
-                             "group_wait": "0.2s", "group_interval": "0.5s", "backoff_base": 0.05}]
-        (tmp_path / "alerts.yaml").write_text(yaml.safe_dump(cfg))
-        d = Dispatcher(dict(worker_env(s), RISKWATCH_ALERTS_PATH=str(tmp_path / "alerts.yaml"),
-                            RISKWATCH_ALERT_TICK_SECONDS="0.2"), tmp_path).start()
+        d = _dispatcher(s, rcv, tmp_path, cooldown="1s")  # E1's resolution comes soon after it fired
         r = redis_sync.Redis.from_url(s.redis_url)
         topic = s.topic("alert-candidates")
         _send(s, topic, [[_cand("E1", "firing"), _cand("E2", "firing"), _cand("E3", "firing", severity="critical")]])
