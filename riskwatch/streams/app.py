@@ -537,11 +537,10 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
         """Write back the entities of a held partition the view has lost (see :mod:`.view_repair`)."""
         import redis.exceptions as rex
 
-        parts = sorted(p for p in store.owned() if p in owned)
         try:
             r = await redis()
-            async with round_lock, asyncio.timeout(VIEW_TIMEOUT):
-                gone = await lost(r, parts, marks)
+            async with round_lock, asyncio.timeout(VIEW_TIMEOUT):  # a revoke takes the lock too
+                gone = await lost(r, sorted(p for p in store.owned() if p in owned), marks)
             for p, had_set in gone.items():
                 t = time.monotonic()
                 done = await write_back(r, w.view, lambda: w.engine, store, p, round_lock, VIEW_TIMEOUT, marks)
