@@ -12,8 +12,8 @@ as compose's ``restart: unless-stopped`` does for the same processes:
   ``WINDOW_S`` is a crash loop: everything stops, exit status 1;
 - the embedded Redis too (since 2026-12-07), on its port and empty: the
   workers write the view and the config in force back, and the alert intake
-  the alerts from ``rw.alerts`` (README: "Losing Redis"); notification
-  groups, silences and the audit log of the run so far are lost. Until then
+  the alerts from ``rw.alerts`` and the silences in force (README: "Losing
+  Redis"); notification groups and the audit log of the run so far are lost. Until then
   it stopped everything, as nothing wrote those back;
 - the embedded broker exiting stops everything, exit status 1: it keeps the
   stream in memory, and a new empty one would not hold what the worker's

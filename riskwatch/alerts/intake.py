@@ -72,6 +72,7 @@ class AlertIntake:
         self.m = metrics
         self.publish = publish
         self.mark = StoreMark()  # its commits counted in Redis: a count gone back means Redis lost them (restore.py)
+        self.silences: dict[str, dict] = {}  # as read at the last tick: written back if Redis loses them
         self.next_config: AlertsConfig | None = None  # a reload to take before the next unit of work
         self.use(config)
 
@@ -251,6 +252,7 @@ class AlertIntake:
 
         now = time.time() if now is None else now
         queued = 0
+        self.silences = {x["id"]: x for x in await self.store.silences()}
         while True:
             b = _Batch()
             await self._due_alerts(b, now)
@@ -319,7 +321,7 @@ class AlertIntake:
         keys += [k for k, g in b.groups.items() if g is not None and g["next_flush"] <= now and k not in keys]
         if not keys:
             return
-        sil = [s for s in await self.store.silences() if s["starts_at"] <= now < s["ends_at"]]
+        sil = [s for s in self.silences.values() if s["starts_at"] <= now < s["ends_at"]]
         for gk in keys:
             g = b.groups[gk] if gk in b.groups else await self._group(gk)
             if g is None:

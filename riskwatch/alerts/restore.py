@@ -15,9 +15,12 @@ every open alert's due time again. A dispatcher that takes the intake over takes
 finds it; none at all (a new Redis, or one that lost everything) also starts a restore, which finds
 nothing to write in a new deployment.
 
-Not restored, because ``rw.alerts`` does not hold them: notification groups and the outbox (in-flight
-notifications are lost; an open alert is notified again with its next change), silences, the audit
-log, and the applied candidate offsets (the intake applies again the candidates since its consumer
+Silences are not on ``rw.alerts``: the intake reads them at every tick, and writes back those it last
+read that have not ended (:func:`write_back_silences`), so ops' silences outlive a Redis lost while a
+dispatcher ran (not one lost while none ran).
+
+Not restored, because nothing else holds them: notification groups and the outbox (in-flight
+notifications are lost; an open alert is notified again with its next change), the audit log, and the applied candidate offsets (the intake applies again the candidates since its consumer
 group's last commit: a firing one counts once more). Alerts older than the topic's retention (7 days
 by default) with no change since are not there to restore.
 """
@@ -32,7 +35,7 @@ from ..streams.kafka import read_messages
 from .lifecycle import OPEN
 from .store import AlertStore, alert_key
 
-__all__ = ["MARK", "StoreLost", "StoreMark", "latest_alerts", "write_back"]
+__all__ = ["MARK", "StoreLost", "StoreMark", "latest_alerts", "write_back", "write_back_silences"]
 
 MARK = "rw:alerts:mark"
 CHUNK = 500
@@ -101,3 +104,13 @@ async def write_back(r, store: AlertStore, latest: dict[str, dict]) -> tuple[int
             opened += a["status"] in OPEN
         await pipe.execute()
     return written, opened
+
+
+async def write_back_silences(r, silences: dict[str, dict], now: float) -> int:
+    """Write back each of ``silences`` (id -> silence, as the intake last read them) that has not ended and
+    that Redis lacks; how many."""
+    pipe = r.pipeline(transaction=False)
+    live = [x for x in silences.values() if x["ends_at"] > now]
+    for x in live:
+        pipe.hsetnx("rw:silences", x["id"], orjson.dumps(x))
+    return sum(1 for added in await pipe.execute() if added) if live else 0

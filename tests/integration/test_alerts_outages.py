@@ -143,6 +143,7 @@ def test_the_intake_writes_back_the_alerts_a_redis_lost(services, tmp_path):
     restarted without its data, then started from an older snapshot (a failover to a replica behind)."""
     import redis as redis_sync
 
+    from riskwatch.alerts.routing import SilenceSpec
     from riskwatch.alerts.store import AlertStore
 
     broker, _ = services
@@ -160,21 +161,31 @@ def test_the_intake_writes_back_the_alerts_a_redis_lost(services, tmp_path):
         wait_for(lambda: _entities(rcv) == {"E1", "E2", "E3"}, 60, "three alerts", d.log)
         e2 = r.smembers("rw:alerts:open:entity:E2").pop().decode()
 
-        async def ack() -> None:
+        async def ack_and_silence() -> None:
             import redis.asyncio as aioredis
 
             ar = aioredis.from_url(s.redis_url)
             await AlertStore(ar).act(e2, "ack", "inspector-7", "on my way")
+            now = time.time()
+            await AlertStore(ar).add_silence(SilenceSpec(
+                matchers=[{"name": "entity", "value": "E9"}], starts_at=now, ends_at=now + 3600,
+                author="ops-li", reason="planned outage"))
+            await AlertStore(ar).add_silence(SilenceSpec(  # over soon: not written back
+                matchers=[{"name": "entity", "value": "E8"}], starts_at=now, ends_at=now + 0.5, author="ops-li",
+                reason="a short one"))
             await ar.aclose()
 
-        asyncio.run(ack())
+        asyncio.run(ack_and_silence())
         wait_for(lambda: any(c["alert_id"] == e2 and c["transition"] == "acknowledged"
                              for c in read_batches(s.broker, s.topic("alerts"))), 30, "the ack on rw.alerts", d.log)
         before = _alerts(r)
         assert len(before["rw:alerts:open"]) == 3 and before[f"rw:alert:{e2}"]["status"] == "acknowledged"
 
+        time.sleep(1)  # the short silence is over
         red.restart()  # without its data
         wait_for(lambda: "wrote back 3 alerts (3 open)" in d.text(), 60, "the alerts written back", d.log)
+        # the silence still in force comes back with them (the intake had read it at its last tick)
+        assert [orjson.loads(x)["reason"] for x in r.hvals("rw:silences")] == ["planned outage"], d.log()
         after = _alerts(r)
         assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
                                  if before.get(k) != after.get(k)}
