@@ -72,7 +72,8 @@ class AlertIntake:
         self.m = metrics
         self.publish = publish
         self.mark = StoreMark()  # its commits counted in Redis: a count gone back means Redis lost them (restore.py)
-        self.silences: dict[str, dict] = {}  # as read at the last tick: written back if Redis loses them
+        self.silences: dict[str, dict] = {}  # as read at the last tick that committed: written back if Redis
+        self._reading: dict[str, dict] = {}  # loses them; the read of the tick under way
         self.next_config: AlertsConfig | None = None  # a reload to take before the next unit of work
         self.use(config)
 
@@ -252,7 +253,9 @@ class AlertIntake:
 
         now = time.time() if now is None else now
         queued = 0
-        self.silences = {x["id"]: x for x in await self.store.silences()}
+        # kept once a commit shows the read came from the store this intake writes: a tick that read an emptied
+        # Redis (before its commit found the loss) would otherwise have left nothing to write back
+        self._reading = {x["id"]: x for x in await self.store.silences()}
         while True:
             b = _Batch()
             await self._due_alerts(b, now)
@@ -265,6 +268,7 @@ class AlertIntake:
                 await self._commit(b, extra=(lambda pipe, n=n: pipe.ltrim(f"{P}alerts:notify", n, -1)) if n else None)
             except rex.WatchError:
                 continue
+            self.silences = self._reading
             queued += len(b.notifications)
             if len(b.notifications) == 0 and not notify_ids:
                 return queued
@@ -321,7 +325,7 @@ class AlertIntake:
         keys += [k for k, g in b.groups.items() if g is not None and g["next_flush"] <= now and k not in keys]
         if not keys:
             return
-        sil = [s for s in self.silences.values() if s["starts_at"] <= now < s["ends_at"]]
+        sil = [s for s in self._reading.values() if s["starts_at"] <= now < s["ends_at"]]
         for gk in keys:
             g = b.groups[gk] if gk in b.groups else await self._group(gk)
             if g is None:
