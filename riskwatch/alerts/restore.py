@@ -33,7 +33,7 @@ from ..settings import Settings
 from ..streams.codec import decode
 from ..streams.kafka import read_messages
 from .lifecycle import OPEN
-from .store import AlertStore, alert_key
+from .store import SILENCES, AlertStore, alert_key
 
 __all__ = ["MARK", "StoreLost", "StoreMark", "latest_alerts", "write_back", "write_back_silences"]
 
@@ -112,5 +112,5 @@ async def write_back_silences(r, silences: dict[str, dict], now: float) -> int:
     pipe = r.pipeline(transaction=False)
     live = [x for x in silences.values() if x["ends_at"] > now]
     for x in live:
-        pipe.hsetnx("rw:silences", x["id"], orjson.dumps(x))
+        pipe.hsetnx(SILENCES, x["id"], orjson.dumps(x))
     return sum(1 for added in await pipe.execute() if added) if live else 0

@@ -26,10 +26,11 @@ from .. import audit
 from .lifecycle import OPEN, acknowledge, resolve_manually
 from .routing import SilenceSpec
 
-__all__ = ["AlertStore", "alert_key", "INDEXED"]
+__all__ = ["AlertStore", "alert_key", "INDEXED", "SILENCES"]
 
 P = "rw:"
 INDEXED = ("region", "severity", "entity", "rule")
+SILENCES = f"{P}silences"
 CLOSED_TTL = 90 * 86400
 
 
@@ -162,26 +163,26 @@ class AlertStore:
         sid = uuid.uuid4().hex[:12]
         rec = {"id": sid, **spec.model_dump(), "created_at": time.time()}
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(f"{P}silences", sid, orjson.dumps(rec))
+        pipe.hset(SILENCES, sid, orjson.dumps(rec))
         self.audit(pipe, spec.author, "silence.create", sid, {"matchers": rec["matchers"], "reason": spec.reason,
                                                               "starts_at": spec.starts_at, "ends_at": spec.ends_at})
         await pipe.execute()
         return rec
 
     async def expire_silence(self, sid: str, actor: str) -> dict | None:
-        raw = await self.r.hget(f"{P}silences", sid)
+        raw = await self.r.hget(SILENCES, sid)
         if not raw:
             return None
         rec = orjson.loads(raw)
         rec["ends_at"] = min(rec["ends_at"], time.time())
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(f"{P}silences", sid, orjson.dumps(rec))
+        pipe.hset(SILENCES, sid, orjson.dumps(rec))
         self.audit(pipe, actor, "silence.expire", sid)
         await pipe.execute()
         return rec
 
     async def silences(self) -> list[dict]:
-        return [orjson.loads(v) for v in (await self.r.hgetall(f"{P}silences")).values()]
+        return [orjson.loads(v) for v in (await self.r.hgetall(SILENCES)).values()]
 
     async def audit_log(self, count: int = 100) -> list[dict]:
         return (await audit.read(self.r, count))[0]

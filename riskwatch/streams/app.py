@@ -50,8 +50,7 @@ log = logging.getLogger("riskwatch.worker")
 VIEW_TIMEOUT = 10.0  # s for one round's view write before it is retried
 OUTPUTS_PER_MESSAGE = 1000  # output events (and ticks) per envelope (keeps messages well under 1 MB)
 TICK_SCAN_SLICE = 2000  # states the tick timer reads before it lets the agent run
-VIEW_CHECK_SECONDS = 5.0  # how often a worker checks that the view holds its partitions' entities
-CONFIG_CHECK_SECONDS = 5.0  # how often it checks that Redis holds the config change in force
+REDIS_CHECK_SECONDS = 5.0  # how often a worker checks what Redis lost: its partitions' view, the config in force
 TRAINING_GAP_WAIT = 3.0  # s a trainer asks again for a training message not there before it goes on without
 
 
@@ -532,50 +531,30 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             report_lag({msg.tp for msg in msgs})
             report_states({msg.partition for msg in msgs})
 
-    @app.timer(interval=VIEW_CHECK_SECONDS)
-    async def check_view():
+    async def repair_view(r) -> None:
         """Write back the entities of a held partition the view has lost (see :mod:`.view_repair`)."""
-        import redis.exceptions as rex
-
-        try:
-            r = await redis()
-            async with round_lock, asyncio.timeout(VIEW_TIMEOUT):  # a revoke takes the lock too
-                gone = await lost(r, sorted(p for p in store.owned() if p in owned), marks)
-            for p, had_set in gone.items():
-                t = time.monotonic()
-                done = await write_back(r, w.view, lambda: w.engine, store, p, round_lock, VIEW_TIMEOUT, marks)
-                if done is None:
-                    continue  # revoked meanwhile: its new owner writes it back
-                n, missing = done
-                m.view_restored.inc(n if had_set else missing)
-                if had_set or missing:
-                    log.warning("the view had lost writes for partition %d, and lacked %d of its %d entities "
-                                "(Redis restarted without its data, replaced, or failed over to a replica "
-                                "behind?): wrote them all back from their states in %.1f s; their histories "
-                                "and the spot-check list come back with riskwatch rebuild-view --no-flush",
-                                p, missing, n, time.monotonic() - t)
-        except (rex.ConnectionError, rex.TimeoutError, OSError, TimeoutError) as exc:
-            log.debug("view check skipped: Redis does not answer (%s)", exc)  # the rounds report it
-        except Exception:  # never end the worker for it: the next check tries again
-            log.exception("writing back the view's lost partitions failed")
+        async with round_lock, asyncio.timeout(VIEW_TIMEOUT):  # a revoke takes the lock too
+            gone = await lost(r, sorted(p for p in store.owned() if p in owned), marks)
+        for p, had_set in gone.items():
+            t = time.monotonic()
+            done = await write_back(r, w.view, lambda: w.engine, store, p, round_lock, VIEW_TIMEOUT, marks)
+            if done is None:
+                continue  # revoked meanwhile: its new owner writes it back
+            n, missing = done
+            m.view_restored.inc(n if had_set else missing)
+            if had_set or missing:
+                log.warning("the view had lost writes for partition %d, and lacked %d of its %d entities "
+                            "(Redis restarted without its data, replaced, or failed over to a replica "
+                            "behind?): wrote them all back from their states in %.1f s; their histories "
+                            "and the spot-check list come back with riskwatch rebuild-view --no-flush",
+                            p, missing, n, time.monotonic() - t)
 
     refused: dict = {}  # a change in Redis this worker could not apply: said once
 
-    @app.timer(interval=CONFIG_CHECK_SECONDS)
-    async def check_config():
+    async def repair_config(r) -> None:
         """Redis's config change in force against this worker's (see :mod:`.config_repair`)."""
-        import redis.exceptions as rex
-
-        try:
-            r = await redis()
-            async with asyncio.timeout(VIEW_TIMEOUT):
-                what, cmd = await reconcile(r, w.applied, w.seen_seq)
-        except (rex.ConnectionError, rex.TimeoutError, OSError, TimeoutError) as exc:
-            log.debug("config check skipped: Redis does not answer (%s)", exc)  # the rounds report it
-            return
-        except Exception:  # never end the worker for it: the next check tries again
-            log.exception("checking the config change in force in Redis failed")
-            return
+        async with asyncio.timeout(VIEW_TIMEOUT):
+            what, cmd = await reconcile(r, w.applied, w.seen_seq)
         if what == "wrote":
             m.config_repairs.labels("written_back").inc()
             log.warning("Redis held no config change in force, or one older than this worker's: wrote back "
@@ -593,6 +572,20 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             log.warning("config %s (change %d) was applied through the API after change %d in force here, but "
                         "numbered below it (Redis had lost the numbering): applied it now; changes numbered "
                         "%d or less are not applied again", cmd.get("version"), cmd["seq"], was, w.seen_seq)
+
+    @app.timer(interval=REDIS_CHECK_SECONDS)
+    async def check_redis():
+        """What Redis lost of what this worker holds: its partitions' view, the config change in force."""
+        import redis.exceptions as rex
+
+        for what, repair in (("the view's lost partitions", repair_view), ("the config in force", repair_config)):
+            try:
+                await repair(await redis())
+            except (rex.ConnectionError, rex.TimeoutError, OSError, TimeoutError) as exc:
+                log.debug("Redis check skipped: Redis does not answer (%s)", exc)  # the rounds report it
+                return
+            except Exception:  # never end the worker for it: the next check tries again
+                log.exception("checking %s in Redis failed", what)
 
     def report_states(partitions) -> None:
         ready = store.owned()
