@@ -248,7 +248,8 @@ def cmd_rebuild_view(args) -> int:
     print(f"rebuilt the view from {counts['states']} entity states, {counts['entities']} entity records, "
           f"{counts['risk_changes']} risk changes, {counts['spotcheck_changes']} spot-check changes and "
           f"{counts['inspections']} inspection results; "
-          f"{counts['from_state']} entities from their state alone (last risk change no longer in the topic)")
+          f"{counts['from_state']} entities from their state alone (last risk change no longer in the topic); "
+          f"{counts['objections']} objection records Redis had lost put back")
     if counts["refused"]:
         print(f"{counts['refused']} records on the output topics or the state changelog passed over: not what a "
               f"worker writes (not JSON, or a field missing or wrong)")

@@ -80,10 +80,11 @@ class Engine:
         """A fresh entity state. Keys: ``id``; ``m`` [industry, region, name]; ``d`` per-detector
         states; ``g`` signal cache {code: [value, ts, ids]}; ``sc`` score; ``es`` last emitted
         score and ``et`` when (absent before the first risk change); ``ti``/``tt`` tier index and
-        since when; ``t`` entity clock; ``al`` open alert codes; ``x`` disputed items
-        {target: [detector, objection_id, item]}; ``n`` events; ``p`` detectors switched off
-        {name: since} (absent while none is); ``rs`` register status [status, since] (absent while it
-        has only ever been operating: :func:`riskwatch.events.register_status`)."""
+        since when; ``t`` entity clock; ``al`` open alert codes; ``x`` disputed items {target:
+        [detector, objection_id, item, the objection's time]} (the time since 2026-12-07: an objection
+        record Redis lost is put back from it); ``n`` events; ``p`` detectors switched off {name:
+        since} (absent while none is); ``rs`` register status [status, since] (absent while it has
+        only ever been operating: :func:`riskwatch.events.register_status`)."""
         return {"v": STATE_VERSION, "id": entity_id, "m": None,
                 "d": {n: det.new_state() for n, det in self.detectors.items()},
                 "g": {}, "sc": 0.0, "es": 0.0, "ti": 0, "tt": 0.0, "t": 0.0, "al": [], "x": {}, "n": 0}
@@ -279,7 +280,7 @@ class Engine:
             held = det is not None and ds is not None and det.holds(ds, target)
             if self.exclude_disputed and held:
                 item, changed = det.retract(ds, target, now, state, self.models)
-            disputed[target] = [name, ev.objection_id, item]
+            disputed[target] = [name, ev.objection_id, item, ev.ts.timestamp()]
             effect = "not_held" if not held else "excluded" if item is not None else "counted_while_open"
         else:
             entry = disputed.pop(target, None)

@@ -77,6 +77,9 @@ class WorkerMetrics:
         self.view_restored = Counter("riskwatch_view_entities_restored_total",
                                      "Entities the view lacked that a worker wrote back from their states "
                                      "(Redis emptied or replaced)", registry=r)
+        self.objections_restored = Counter("riskwatch_objections_restored_total",
+                                           "Open objections' records Redis had lost that a worker put back from "
+                                           "the entities' states", registry=r)
         self.config_repairs = Counter("riskwatch_config_repairs_total",
                                       "Config changes a worker wrote back to Redis (it held none, or an older "
                                       "one) or adopted from it (made after a Redis that lost the numbering)",

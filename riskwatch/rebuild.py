@@ -10,7 +10,9 @@ Sources, read from the beginning:
 - the ``risk-changes`` output topic: the history, and the exact current reasons,
   cause and config version of entities whose last risk change is still there;
 - the ``spot-check changes`` output topic: the recent spot-check list;
-- the ``inspections`` input topic: each entity's latest inspection results (draw outcomes).
+- the ``inspections`` input topic: each entity's latest inspection results (draw outcomes);
+- the ``commands`` input topic and the states' open disputes: the objections' records Redis lost
+  (:mod:`.objection_records`; never one the API wrote).
 
 Input and output topics keep records for their retention only (Kafka's default:
 7 days). Until 2026-11-28 the view was rebuilt from them alone, so after a week
@@ -35,6 +37,7 @@ from pydantic import ValidationError
 from .config import applied_config
 from .errors import InvalidEvent, StateUnreadable
 from .events import RiskChange, SpotcheckChange, output_reader, parse_event
+from .objection_records import PUT_BACK, from_commands, open_from_state, put_back
 from .settings import Settings
 from .streams.codec import decode
 from .streams.kafka import read_messages
@@ -119,7 +122,7 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
         for i in range(0, len(keys), 1000):
             await r.delete(*keys[i:i + 1000])
     counts = {"states": 0, "entities": 0, "risk_changes": 0, "spotcheck_changes": 0, "from_state": 0,
-              "inspections": 0, "refused": 0}
+              "inspections": 0, "objections": 0, "refused": 0}
     pipe = r.pipeline(transaction=False)
 
     async def flush_some() -> None:
@@ -138,7 +141,10 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
             counts["entities"] += 1
     # per entity only what the view needs (a state is ~1 KB; 1M of them would not fit in memory)
     fallback: dict[str, dict | None] = {}
+    disputes: dict[str, list[dict]] = {}  # the open objections each entity's last state holds
     async for eid, st in _states(settings, settings.state_changelog, counts):
+        if st.get("x") or eid in disputes:
+            disputes[eid] = open_from_state(eid, st)
         m = st.get("m")
         if m:
             meta[eid] = m[:2]
@@ -193,5 +199,28 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
         counts["inspections"] += 1
         await flush_some()
     await pipe.execute()
+    counts["objections"] = await _objections(r, settings, disputes)
     await r.aclose()
     return counts
+
+
+async def _objections(r, settings: Settings, disputes: dict[str, list[dict]]) -> int:
+    """Put back the objections' records Redis lost: those ``rw.commands`` still holds (with who and why,
+    and their resolutions), then the open disputes of the states (``disputes``) it no longer holds.
+    How many were put back."""
+    commands = []
+    async for msg in read_messages(settings, settings.topic("commands")):
+        events, err = decode(msg.value)
+        if err is None:
+            author = dict(msg.headers or ()).get("author")
+            commands += [(ev, author.decode() if author else None) for ev in events
+                         if isinstance(ev, dict) and ev.get("type") in ("objection", "objection_resolution")]
+    script = r.register_script(PUT_BACK)
+    recs = [*from_commands(commands), *(o for held in disputes.values() for o in held)]
+    done = 0
+    for i in range(0, len(recs), 1000):
+        pipe = r.pipeline(transaction=False)
+        for rec in recs[i:i + 1000]:
+            await put_back(pipe, script, rec)
+        done += sum(await pipe.execute())
+    return done

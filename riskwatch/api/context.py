@@ -94,16 +94,18 @@ class ApiContext:
                 self._producer = p
         return self._producer
 
-    async def send_command(self, event: dict, entity_id: str | None = None) -> None:
-        """To the commands topic: an entity's partition, or every partition (config changes)."""
+    async def send_command(self, event: dict, entity_id: str | None = None, author: str | None = None) -> None:
+        """To the commands topic: an entity's partition, or every partition (config changes). ``author``
+        goes as the message header ``author`` (``rebuild-view`` reads it back: the workers do not)."""
         from aiokafka.errors import KafkaError
 
         p = await self.producer()
         topic = self.s.topic("commands")
         value = orjson.dumps(event)
+        headers = [("author", author.encode())] if author else None
         try:
             if entity_id is not None:
-                await p.send_and_wait(topic, value, key=entity_id.encode(),
+                await p.send_and_wait(topic, value, key=entity_id.encode(), headers=headers,
                                       partition=partition_for(entity_id.encode(), self.s.partitions))
             else:
                 await asyncio.gather(*[p.send_and_wait(topic, value, partition=i) for i in range(self.s.partitions)])

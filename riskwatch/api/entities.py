@@ -61,7 +61,8 @@ async def get_entity(request: Request, entity_id: str, who: Viewer):
     out["open_alerts"] = [{"id": a["id"], "rule": a["rule"], "severity": a["severity"], "status": a["status"],
                            "summary": a["annotations"]["summary"], "count": a["count"]} for a in alerts.values()]
     out["disputed"] = [{"objection_id": o["objection_id"], "target_id": o["target_id"],
-                        "target_kind": o["target_kind"], "since": iso(o["created_at"]),
+                        "target_kind": o["target_kind"],
+                        "since": iso(o["created_at"]) if o["created_at"] is not None else None,
                         "effect": o["effects"]["objection"]["effect"] if "objection" in o["effects"] else None}
                        for o in await with_effects(r, await open_objections(r, entity_id))]
     return out

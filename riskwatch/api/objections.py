@@ -5,7 +5,8 @@ takes a disputed item out of the score while it is open (config
 ``objections.exclude_disputed``) and applies the resolution (``upheld``
 restores it; ``corrected`` / ``revoked`` remove it), so the effect shows in
 the entity and history endpoints once processed. The API keeps the
-objection's record (``rw:objections``) and audits both steps. Each step's
+objection's record (:mod:`riskwatch.objection_records`, which puts back what Redis lost of them) and
+audits both steps; its author goes with the command as a message header. Each step's
 effect on the score, as the worker applied it, is listed with the objection
 (``effects``: ``rw:objections:effects``, written by the worker's view writer).
 """
@@ -23,12 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import audit
 from ..events import OBJECTION_EFFECTS, validate_entity_id
+from ..objection_records import BY_TIME, KEY, OPEN, record
 from ..times import iso_fields
 from ..view import OBJECTION_EFFECTS as EFFECTS_KEY
 from .context import Inspector, Ops, Viewer, ctx_of, errors, visible_entities, visible_entity
 
 router = APIRouter(prefix="/v1/objections", tags=["objections"])
-KEY = "rw:objections"
 
 
 class ObjectionIn(BaseModel):
@@ -51,7 +52,7 @@ class ResolutionIn(BaseModel):
 
 
 async def open_objections(r, entity_id: str) -> list[dict]:
-    ids = await r.smembers(f"{KEY}:open:{entity_id}")
+    ids = await r.smembers(OPEN + entity_id)
     if not ids:
         return []
     raws = await r.hmget(KEY, sorted(ids))
@@ -75,8 +76,8 @@ async def with_effects(r, objections: list[dict]) -> list[dict]:
     return objections
 
 
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat()
 
 
 @router.post("", status_code=202, responses=errors(409, 503))
@@ -96,15 +97,16 @@ async def create_objection(request: Request, body: ObjectionIn, who: Inspector):
         if o["target_id"] == body.target_id:
             raise HTTPException(409, detail=f"{body.target_id} already has an open objection ({o['objection_id']})")
     oid = "obj-" + uuid.uuid4().hex[:12]
-    rec = {"objection_id": oid, **body.model_dump(), "status": "open", "created_at": time.time(),
-           "created_by": who.name, "resolution": None, "resolved_at": None, "resolved_by": None, "note": None}
-    await ctx.send_command({"type": "objection", "objection_id": oid, "entity_id": body.entity_id, "ts": _now_iso(),
-                            "target_id": body.target_id, "target_kind": body.target_kind, "reason": body.reason},
-                           entity_id=body.entity_id)
+    rec = record(oid, body.entity_id, body.target_id, body.target_kind, reason=body.reason, created_at=time.time(),
+                 created_by=who.name)
+    await ctx.send_command({"type": "objection", "objection_id": oid, "entity_id": body.entity_id,
+                            "ts": _iso(rec["created_at"]), "target_id": body.target_id,
+                            "target_kind": body.target_kind, "reason": body.reason},
+                           entity_id=body.entity_id, author=who.name)
     pipe = r.pipeline(transaction=True)
     pipe.hset(KEY, oid, orjson.dumps(rec))
-    pipe.sadd(f"{KEY}:open:{body.entity_id}", oid)
-    pipe.zadd(f"{KEY}:by-time", {oid: rec["created_at"]})
+    pipe.sadd(OPEN + body.entity_id, oid)
+    pipe.zadd(BY_TIME, {oid: rec["created_at"]})
     audit.record(pipe, who.name, "objection.create", oid, {"entity_id": body.entity_id, "target_id": body.target_id,
                                                             "reason": body.reason})
     await pipe.execute()
@@ -116,7 +118,7 @@ async def list_objections(request: Request, who: Viewer, entity_id: str | None =
                           status: Literal["open", "resolved"] | None = None,
                           limit: Annotated[int, Query(ge=1, le=500)] = 100):
     r = ctx_of(request).redis
-    ids = await r.zrevrange(f"{KEY}:by-time", 0, -1)
+    ids = await r.zrevrange(BY_TIME, 0, -1)
     out = []
     recs = [orjson.loads(raw) for raw in (await r.hmget(KEY, ids) if ids else []) if raw]
     seen = await visible_entities(r, who, {o["entity_id"] for o in recs})
@@ -151,14 +153,15 @@ async def resolve_objection(request: Request, objection_id: str, body: Resolutio
     o = orjson.loads(raw)
     if o["status"] != "open":
         raise HTTPException(409, detail=f"objection {objection_id} is already {o['status']} ({o['resolution']})")
+    now = time.time()
     await ctx.send_command({"type": "objection_resolution", "objection_id": objection_id,
-                            "entity_id": o["entity_id"], "ts": _now_iso(), "target_id": o["target_id"],
-                            "resolution": body.resolution, "note": body.note}, entity_id=o["entity_id"])
-    o.update(status="resolved", resolution=body.resolution, resolved_at=time.time(), resolved_by=who.name,
-             note=body.note)
+                            "entity_id": o["entity_id"], "ts": _iso(now), "target_id": o["target_id"],
+                            "resolution": body.resolution, "note": body.note}, entity_id=o["entity_id"],
+                           author=who.name)
+    o.update(status="resolved", resolution=body.resolution, resolved_at=now, resolved_by=who.name, note=body.note)
     pipe = r.pipeline(transaction=True)
     pipe.hset(KEY, objection_id, orjson.dumps(o))
-    pipe.srem(f"{KEY}:open:{o['entity_id']}", objection_id)
+    pipe.srem(OPEN + o["entity_id"], objection_id)
     audit.record(pipe, who.name, "objection.resolve", objection_id,
                  {"entity_id": o["entity_id"], "resolution": body.resolution, "note": body.note})
     await pipe.execute()

@@ -540,7 +540,7 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             done = await write_back(r, w.view, lambda: w.engine, store, p, round_lock, VIEW_TIMEOUT, marks)
             if done is None:
                 continue  # revoked meanwhile: its new owner writes it back
-            n, missing = done
+            n, missing, objections = done
             m.view_restored.inc(n if had_set else missing)
             if had_set or missing:
                 log.warning("the view had lost writes for partition %d, and lacked %d of its %d entities "
@@ -548,6 +548,11 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                             "behind?): wrote them all back from their states in %.1f s; their histories "
                             "and the spot-check list come back with riskwatch rebuild-view --no-flush",
                             p, missing, n, time.monotonic() - t)
+            if objections:
+                m.objections_restored.inc(objections)
+                log.warning("restored %d open objection(s) of partition %d from the entities' states (Redis "
+                            "had lost their records); who filed them and why come back with riskwatch "
+                            "rebuild-view --no-flush", objections, p)
 
     refused: dict = {}  # a change in Redis this worker could not apply: said once
 

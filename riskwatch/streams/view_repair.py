@@ -25,8 +25,10 @@ script, which never puts an older decision over a newer one, then a new token. A
 meanwhile is left to its new owner. What is written back has ``seq`` 0 (the decision's own is not
 kept in the state), so the same decision read from ``rw.risk-changes`` by a ``rebuild-view`` running
 meanwhile, with its exact reasons, cause and config version, replaces it, and is never replaced by
-it. Histories, the spot-check list and inspection results are not in the states: ``riskwatch
-rebuild-view --no-flush`` puts those back from the topics.
+it. The open objections the states hold come back too, where Redis lost their records
+(:mod:`riskwatch.objection_records`). Histories, the spot-check list, inspection results and who
+filed an objection and why are not in the states: ``riskwatch rebuild-view --no-flush`` puts those
+back from the topics.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import asyncio
 import itertools
 import uuid
 
+from ..objection_records import PUT_BACK, open_from_state, put_back
 from ..view import ENTITIES
 from ..view_states import current_from_state, register_from_state
 
@@ -90,22 +93,24 @@ async def lost(r, partitions: list[int], marks: Marks) -> dict[int, bool]:
 
 
 async def write_back(r, view, engine_of, store, p: int, lock: asyncio.Lock, timeout: float,
-                     marks: Marks) -> tuple[int, int] | None:
+                     marks: Marks) -> tuple[int, int, int] | None:
     """Write every entity state partition ``p`` holds to the view, with a new token; how many entities
-    were written and how many of those the view did not hold (a new view's first check finds rounds
-    wrote them all already), or None if ``p`` was revoked meanwhile (no token written). ``engine_of()``
+    were written, how many of those the view did not hold (a new view's first check finds rounds
+    wrote them all already) and how many open objections' records it put back, or None if ``p`` was
+    revoked meanwhile (no token written). ``engine_of()``
     gives the engine in force (a config change may come between two chunks); ``lock``: the rounds'
     (the register data is written as is, so no round may write an entity between reading its state
     and writing it)."""
     ids = store.ids(p)
-    written = missing = 0
+    written = missing = objections = 0
+    script = r.register_script(PUT_BACK)
     chunks = [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)] or [[]]
     for i, chunk in enumerate(chunks):
         async with lock:
             if p not in store.owned():
                 return None
             engine = engine_of()
-            current, register, meta = [], [], {}
+            current, register, meta, disputes = [], [], {}, []
             for eid in chunk:
                 st = store.current(p, eid)
                 if st is None:
@@ -122,6 +127,8 @@ async def write_back(r, view, engine_of, store, p: int, lock: asyncio.Lock, time
                     current.append(cur)
                 if reg is not None or cur is not None:
                     written += 1
+                if st.get("x"):
+                    disputes += open_from_state(eid, st)
             pipe = r.pipeline(transaction=False)
             eids = list({e["entity_id"] for e in (*current, *register)})
             for eid in eids:  # SMISMEMBER would need Redis 6.2
@@ -129,12 +136,16 @@ async def write_back(r, view, engine_of, store, p: int, lock: asyncio.Lock, time
             token = marks.token() if i == len(chunks) - 1 else None
             if current or register:
                 await view.queue_round(pipe, current, meta.get, history=False, entities=register)
+            first = len(pipe)
+            for rec in disputes:
+                await put_back(pipe, script, rec)
             if token:
                 pipe.hset(PARTS, str(p), token)
             async with asyncio.timeout(timeout):
                 held = await pipe.execute()
             missing += len(eids) - sum(1 for x in held[:len(eids)] if x)
+            objections += sum(held[first:first + len(disputes)])
             if token:
                 marks.set([p], token)
         await asyncio.sleep(0)
-    return written, missing
+    return written, missing, objections
