@@ -25,11 +25,12 @@ from datetime import datetime
 
 import orjson
 
-__all__ = ["BY_TIME", "KEY", "OPEN", "PUT_BACK", "from_commands", "open_from_state", "put_back", "record"]
+__all__ = ["BY_TIME", "CLAIM", "KEY", "OPEN", "PUT_BACK", "from_commands", "open_from_state", "put_back", "record"]
 
 KEY = "rw:objections"
 OPEN = f"{KEY}:open:"
 BY_TIME = f"{KEY}:by-time"
+CLAIM = f"{KEY}:claim:"  # the API's, while it files or resolves one (an objection id, or entity:target)
 _KIND = {"complaints": "complaint", "records": "record"}  # the detector holding a dispute -> its target kind
 
 # KEYS: record hash, the entity's open set, by-time; ARGV: objection id, record, created_at (or ""),
