@@ -25,6 +25,14 @@ STREAM = "rw:outbox"
 ATTEMPTS = "rw:outbox:attempts"
 DEAD = "rw:outbox:dead"
 GROUP = "deliver"
+# KEYS: dead-letter list, stream; ARGV: the record as listed, its notification: queued if taken off
+_REDELIVER = """
+if redis.call("LREM", KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call("XADD", KEYS[2], "*", "n", ARGV[2])
+  return 1
+end
+return 0
+"""
 
 
 class Outbox:
@@ -95,17 +103,18 @@ class Outbox:
         return [orjson.loads(x) for x in await self.r.lrange(DEAD, 0, -1)]
 
     async def redeliver(self, notification_id: str | None = None) -> int:
-        """Re-queue dead-lettered notifications (all, or the one with this id); same idempotency key."""
+        """Re-queue dead-lettered notifications (all, or the one with this id); same idempotency key.
+
+        A record is queued only by the call that takes it off the list (one script call each): until
+        2026-12-07 two redeliveries at once (the API and the CLI, a retried request) each queued every
+        record they had read, and each notification was sent twice (98 queued for 50 in a test)."""
+        script = self.r.register_script(_REDELIVER)
         n = 0
         for raw in await self.r.lrange(DEAD, 0, -1):
             rec = orjson.loads(raw)
             if notification_id and rec["notification"]["id"] != notification_id:
                 continue
-            pipe = self.r.pipeline(transaction=True)
-            pipe.lrem(DEAD, 1, raw)
-            self.enqueue(pipe, rec["notification"])
-            await pipe.execute()
-            n += 1
+            n += int(await script(keys=[DEAD, STREAM], args=[raw, orjson.dumps(rec["notification"])]))
         return n
 
 

@@ -319,3 +319,24 @@ async def test_alertmanager_alerts_are_valid_from_when_they_are_sent_and_a_faile
     assert (await ob.depth()) == (0, 0)
     assert d.m.deliveries.labels("am", "dropped")._value.get() == 1
     assert d.m.deliveries.labels("am", "dead")._value.get() == 0
+
+
+async def test_two_redeliveries_at_once_queue_each_dead_letter_once(redis_url):
+    """Ops redelivering from the API and the CLI at once (or a client's retry): until 2026-12-07 each
+    read the dead-letter list and queued every record it had read, so each notification was sent twice
+    (a receiver that does not honour the idempotency key paged its team twice)."""
+    r = aioredis.from_url(redis_url)
+    try:
+        pipe = r.pipeline()
+        for i in range(50):
+            pipe.rpush(DEAD, orjson.dumps({"entry_id": f"1-{i}", "notification": {"id": f"n{i:04d}"},
+                                           "error": "HTTP 400", "attempts": 1, "at": 1.0}))
+        await pipe.execute()
+        counts = await asyncio.gather(Outbox(r, "api").redeliver(), Outbox(r, "cli").redeliver(),
+                                      Outbox(r, "api").redeliver("n0007"))
+        assert sum(counts) == 50, counts
+        assert await Outbox(r, "x").depth() == (50, 0)
+        ids = [orjson.loads(f[b"n"])["id"] for _, f in await r.xrange("rw:outbox")]
+        assert sorted(ids) == [f"n{i:04d}" for i in range(50)]
+    finally:
+        await r.aclose()
