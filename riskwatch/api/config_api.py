@@ -20,7 +20,7 @@ import time
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import audit
@@ -36,6 +36,13 @@ from .context import Ops, Viewer, ctx_of, errors, field_errors
 
 router = APIRouter(prefix="/v1/config", tags=["config"])
 HISTORY = "rw:config:history"
+APPLYING = "rw:config:applying"  # held while a change is checked, numbered, sent and recorded
+
+
+def etag(seq: int) -> str:
+    """The ``ETag`` of the config in force: its change number. ``If-Match`` with it on a change or a
+    rollback makes it apply only over that config (412 when another change came since)."""
+    return f'"{seq}"'
 
 
 class ConfigIn(BaseModel):
@@ -87,9 +94,11 @@ def diff(old: Any, new: Any, path: str = "") -> list[dict]:
 
 
 @router.get("")
-async def get_config(request: Request, _: Viewer):
-    """The config in force: its version, change sequence (0 = the file) and content."""
+async def get_config(request: Request, response: Response, _: Viewer):
+    """The config in force: its version, change sequence (0 = the file) and content; ``ETag`` is the
+    sequence, for ``If-Match`` on the change made from it."""
     cfg, meta = await ctx_of(request).current_config()
+    response.headers["ETag"] = etag(meta["seq"])
     return {**iso_fields(meta), "config": cfg.model_dump(mode="json")}
 
 
@@ -101,15 +110,52 @@ async def validate_config(request: Request, body: ConfigIn, _: Ops):
             "diff": diff(current.model_dump(mode="json"), cfg.model_dump(mode="json"))}
 
 
-@router.put("", status_code=202, responses=errors(409, 503))
-async def put_config(request: Request, body: ConfigChangeIn, who: Ops):
+IfMatch = Annotated[str | None, Header(description="the ETag of GET /v1/config the change was made from: "
+                                                  "412 if another change came since")]
+
+
+@router.put("", status_code=202, responses=errors(409, 412, 503))
+async def put_config(request: Request, body: ConfigChangeIn, who: Ops, if_match: IfMatch = None):
     """Apply a new config to every worker (no restart). 202: accepted by the broker."""
-    return await _apply(ctx_of(request), _validated(body), who.name, body.reason)
+    return await _apply(ctx_of(request), _validated(body), who.name, body.reason, if_match=if_match)
 
 
-async def _apply(ctx, cfg: Config, actor: str, reason: str, rollback_to: int | None = None) -> dict:
-    """Send a config change to every worker, then record it: current, history, its content, audit."""
+def _seq_of(if_match: str) -> int:
+    try:
+        return int(if_match.strip().removeprefix("W/").strip('"'))
+    except ValueError:
+        raise HTTPException(412, detail=f"If-Match {if_match!r} is not an ETag of GET /v1/config "
+                                        '(a change number in quotes, as "3")') from None
+
+
+async def _apply(ctx, cfg: Config, actor: str, reason: str, rollback_to: int | None = None,
+                 if_match: str | None = None) -> dict:
+    """Send a config change to every worker, then record it: current, history, its content, audit.
+
+    One change at a time: a change holds :data:`APPLYING` from its check to its record, and another
+    made meanwhile gets 409. With ``If-Match``, only over the config the change was made from. Until
+    2026-12-07 a change made from an older GET silently put back what a change made since had moved
+    (two people tuning at once: the first one's change undone, both answered 202), and two changes
+    at once could leave Redis showing the first as in force while the workers ran the second."""
+    r = ctx.redis
+    if not await r.set(APPLYING, actor, nx=True, ex=60):
+        raise HTTPException(409, detail="another config change is being applied; GET /v1/config and try again",
+                            headers={"Retry-After": "1"})
+    try:
+        return await _apply_one(ctx, cfg, actor, reason, rollback_to, if_match)
+    finally:
+        await r.delete(APPLYING)
+
+
+async def _apply_one(ctx, cfg: Config, actor: str, reason: str, rollback_to: int | None,
+                     if_match: str | None) -> dict:
     current, meta = await ctx.current_config()
+    if if_match is not None and if_match.strip() != "*" and _seq_of(if_match) != meta["seq"]:
+        by = f" by {meta['actor']} ({meta.get('reason', '')})" if meta.get("actor") else ""
+        raise HTTPException(412, detail=f"the config in force is no longer the one this change was made from "
+                                        f"(If-Match {if_match.strip()}): change {meta['seq']}{by} came since; "
+                                        "GET /v1/config and make the change again from it",
+                            headers={"ETag": etag(meta["seq"])})
     changes = diff(current.model_dump(mode="json"), cfg.model_dump(mode="json"))
     if not changes:
         raise HTTPException(409, detail="the config is the one in force; nothing to change")
@@ -162,8 +208,8 @@ async def config_version(request: Request, seq: Annotated[int, Path(ge=0)], _: V
     return iso_fields(await _version(ctx_of(request), seq))
 
 
-@router.post("/rollback", status_code=202, responses=errors(404, 409, 503))
-async def rollback_config(request: Request, body: RollbackIn, who: Ops):
+@router.post("/rollback", status_code=202, responses=errors(404, 409, 412, 503))
+async def rollback_config(request: Request, body: RollbackIn, who: Ops, if_match: IfMatch = None):
     """Apply the config of an earlier change (``to_seq``; 0: the file) again, as a new change with its
     own sequence number, reason and audit entry. 409 when it is the one in force, or no longer valid."""
     ctx = ctx_of(request)
@@ -173,7 +219,7 @@ async def rollback_config(request: Request, body: RollbackIn, who: Ops):
     except ConfigError as exc:  # kept by an older riskwatch whose config model differed
         raise HTTPException(409, detail=f"the config of change {body.to_seq} is not valid any more: "
                                         + "; ".join(str(e) for e in exc.errors)) from exc
-    return await _apply(ctx, cfg, who.name, body.reason, rollback_to=body.to_seq)
+    return await _apply(ctx, cfg, who.name, body.reason, rollback_to=body.to_seq, if_match=if_match)
 
 
 @router.post("/preview", responses=errors(503))

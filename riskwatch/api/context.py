@@ -240,7 +240,9 @@ class ErrorOut(BaseModel):
 
 
 _DESCRIPTIONS = {400: "the body is not valid JSON", 401: "no valid bearer token", 403: "the token's role may not",
-                 404: "not found", 409: "conflicts with the current state", 429: "rate limit (see Retry-After)",
+                 404: "not found", 409: "conflicts with the current state",
+                 412: "If-Match names a config that is no longer in force (the ETag says which is)",
+                 429: "rate limit (see Retry-After)",
                  503: "broker or Redis unavailable (see Retry-After)"}
 
 

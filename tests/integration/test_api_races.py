@@ -87,3 +87,56 @@ def test_an_objection_is_filed_and_resolved_once(stack):
         assert len(listed) == ROUNDS and all(o["status"] == "resolved" for o in listed)
     sent = [orjson.loads(v) for _, _, v in read_topic(s.broker, s.topic("commands"))]
     assert sorted(x["type"] for x in sent) == ["objection"] * ROUNDS + ["objection_resolution"] * ROUNDS
+
+
+def test_a_config_change_made_from_an_older_config_is_refused_with_if_match(stack):
+    """Two people tune from the same GET. Until 2026-12-07 the second change silently put back what the
+    first had moved (both answered 202; If-Match was not read), and two changes at once both went
+    through, numbered and recorded in any order."""
+    s, _ = stack
+    with client(s) as c:
+        got = c.get("/v1/config", headers=OPS)
+        base, tag = got.json(), got.headers["ETag"]
+        assert tag == '"0"'
+        a = {**base["config"], "version": "li"}
+        a["scoring"] = {**a["scoring"], "min_delta": 2.5}
+        b = {**base["config"], "version": "wang"}
+        b["tiers"] = [{**t, "ratio": min(1.0, t["ratio"] * 2)} for t in b["tiers"]]
+        first = c.put("/v1/config", json={"config": a, "reason": "less churn"}, headers={**OPS, "If-Match": tag})
+        assert first.status_code == 202, first.text
+        stale = c.put("/v1/config", json={"config": b, "reason": "more checks"}, headers={**OPS, "If-Match": tag})
+        assert stale.status_code == 412, stale.text
+        assert "change 1 by ops-user (less churn) came since" in stale.json()["detail"]
+        assert stale.headers["ETag"] == '"1"'
+        now = c.get("/v1/config", headers=OPS)
+        assert now.json()["version"] == "li" and now.json()["config"]["scoring"]["min_delta"] == 2.5
+        again = c.post("/v1/config/rollback", json={"to_seq": 0, "reason": "undo"}, headers={**OPS, "If-Match": tag})
+        assert again.status_code == 412
+        assert c.put("/v1/config", json={"config": b, "reason": "more checks"},
+                     headers={**OPS, "If-Match": "three"}).status_code == 412
+        b["scoring"] = now.json()["config"]["scoring"]  # made again from the config in force
+        ok = c.put("/v1/config", json={"config": b, "reason": "more checks"},
+                   headers={**OPS, "If-Match": now.headers["ETag"]})
+        assert ok.status_code == 202 and ok.json()["seq"] == 2
+
+        # one change at a time: while one is being applied (another API process), the next gets 409
+        import redis as redis_sync
+
+        sync = redis_sync.Redis.from_url(s.redis_url)
+        sync.set("rw:config:applying", "zhao", ex=60)
+        busy = c.put("/v1/config", json={"config": {**b, "version": "zhao"}, "reason": "at once"}, headers=OPS)
+        assert busy.status_code == 409 and busy.headers["Retry-After"] == "1", busy.text
+        sync.delete("rw:config:applying")
+        applied = 3
+        for k in range(ROUNDS):  # at once, without If-Match: the last one numbered is the one in force
+            cur = c.get("/v1/config", headers=OPS).json()["config"]
+            rs = _at_once([lambda v=v: c.put("/v1/config", json={"config": {**cur, "version": f"r{k}-{v}"},
+                                                                 "reason": "at once"}, headers=OPS)
+                           for v in range(3)])
+            seqs = [r.json()["seq"] for r in rs if r.status_code == 202]
+            assert seqs and all(r.status_code in (202, 409) for r in rs), [r.text for r in rs]
+            assert c.get("/v1/config", headers=OPS).json()["seq"] == max(seqs)
+            applied += len(seqs)
+    sent = [orjson.loads(v) for _, _, v in read_topic(s.broker, s.topic("commands"))]
+    changes = [x["seq"] for x in sent if x["type"] == "config_change"]
+    assert sorted(set(changes)) == list(range(1, applied)) and len(changes) == (applied - 1) * s.partitions
