@@ -35,6 +35,34 @@ def cmd_check_config(args) -> int:
     return 0
 
 
+def cmd_verify_draw(args) -> int:
+    """Check a published draw (see :mod:`riskwatch.draw_verify`): 0 when every check holds, 1 when one
+    does not, 2 when the file is not an executed draw with its population."""
+    import orjson
+
+    from .draw_verify import Unverifiable, verify_draw
+
+    try:
+        raw = sys.stdin.buffer.read() if args.path == "-" else open(args.path, "rb").read()
+        checks = verify_draw(orjson.loads(raw))
+    except OSError as exc:
+        print(f"riskwatch verify-draw: {exc}", file=sys.stderr)
+        return 2
+    except orjson.JSONDecodeError as exc:
+        print(f"riskwatch verify-draw: {args.path} is not JSON ({exc})", file=sys.stderr)
+        return 2
+    except Unverifiable as exc:
+        print(f"riskwatch verify-draw: cannot verify: {exc}", file=sys.stderr)
+        return 2
+    for name, ok, what in checks:
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {what}")
+    bad = [name for name, ok, _ in checks if not ok]
+    print(f"the draw does not verify: {', '.join(bad)}" if bad else
+          "the draw verifies (inspector assignments also depend on last_inspector, published with the result: "
+          "compare it with the draws executed before)")
+    return 1 if bad else 0
+
+
 def _progress(lines, size, enabled: bool):
     if not enabled:
         yield from lines
@@ -335,6 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a config file; exit 2 when invalid")
     c.add_argument("path", nargs="?", default=None)
     c.set_defaults(func=cmd_check_config)
+
+    v = sub.add_parser("verify-draw", help="check a published spot-check draw (GET /v1/spotchecks/draws/<id>"
+                                           "?population=true): seed, population, selection; exit 1 when not")
+    v.add_argument("path", help="the draw's JSON, or - for stdin")
+    v.set_defaults(func=cmd_verify_draw)
 
     r = sub.add_parser("replay", help="run the engine over recorded events (JSON lines, or CSV mapped as "
                                       "`riskwatch import` maps it)")

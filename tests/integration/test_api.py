@@ -582,6 +582,12 @@ def test_draw_is_reproducible_from_the_published_seed(stack):
         assert population_digest(pop) == committed["population_sha256"] and len(pop) == 300
         again = draw(full["seed"], "2026-12", pop, 40, 0.25, ["li", "wang", "zhao"], full["last_inspector"])
         assert again == done["result"]
+        # and without Python: riskwatch verify-draw on the record as published
+        published = c.get(f"/v1/spotchecks/draws/{committed['id']}", params={"population": True},
+                          headers=auth("viewer")).content
+        out = subprocess.run([sys.executable, "-m", "riskwatch.cli", "verify-draw", "-"], input=published,
+                             capture_output=True, timeout=60)
+        assert out.returncode == 0 and b"the draw verifies" in out.stdout, out.stdout + out.stderr
         sel = done["result"]["selected"]
         assert len(sel) == 40 and len({x["entity_id"] for x in sel}) == 40
         assert sum(1 for x in sel if x["stratum"] == "control") == 10
