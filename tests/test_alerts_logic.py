@@ -269,12 +269,28 @@ def test_an_alert_says_where_the_entity_is():
 
 def test_webhook_payload_is_alertmanager_v4_shaped():
     a, _ = apply_candidate(None, cand("E1", "firing"), RULE, {"region": "310000", "name": "Shop"}, 0, "s")
-    p = webhook_payload("ops", "ops:{}", {"rule": "burst"}, [a], {"E1": {"ratio": 0.15, "reasons": []}}, "http://x")
+    view = {"score": "55.0", "tier": "C", "ratio": 0.15, "reasons": [], "updated": "2026-01-01T00:05:00+00:00"}
+    p = webhook_payload("ops", "ops:{}", {"rule": "burst"}, [a], {"E1": view}, "http://x")
     assert set(p) >= {"version", "status", "receiver", "groupKey", "groupLabels", "commonLabels",
                       "commonAnnotations", "externalURL", "alerts"}
     al = p["alerts"][0]
     assert set(al) >= {"status", "labels", "annotations", "startsAt", "endsAt", "fingerprint", "riskwatch"}
     assert al["labels"]["region"] == "310000" and al["riskwatch"]["spotcheck_ratio"] == 0.15
+
+
+def test_the_payload_never_pairs_a_tier_with_another_tiers_ratio():
+    """The alert fired at tier B (score 40); by the time its group is sent the entity is in tier D. Until
+    2026-12-07 the payload said tier B with tier D's ratio 0.4 and tier D's reasons."""
+    a, _ = apply_candidate(None, cand("E1", "firing"), RULE, {"region": "310000", "name": "Shop"}, 0, "s")
+    reasons = [{"code": "complaints.burst", "contribution": 80.0, "share": 1.0, "event_ids": ["e", "f"]}]
+    view = {"score": "80.0", "tier": "D", "ratio": 0.4, "reasons": reasons, "updated": "2026-01-01T08:10:00+08:00"}
+    rw = webhook_payload("ops", "ops:{}", {"rule": "burst"}, [a], {"E1": view}, "http://x")["alerts"][0]["riskwatch"]
+    assert (rw["score"], rw["tier"], rw["spotcheck_ratio"], rw["reasons"]) == (80.0, "D", 0.4, reasons)
+    assert rw["risk_updated"] == "2026-01-01T00:10:00+00:00" and rw["at_alert"] == {"score": 40.0, "tier": "B"}
+    # no risk decision in the view yet: the alert's own, and nothing of another snapshot
+    rw = webhook_payload("ops", "ops:{}", {"rule": "burst"}, [a], {"E1": {"ratio": 0.4, "name": "Shop"}},
+                         "http://x")["alerts"][0]["riskwatch"]
+    assert (rw["score"], rw["tier"], rw["spotcheck_ratio"], rw["reasons"]) == (40.0, "B", None, [])
 
 
 def test_a_receivers_tls_files_are_checked_when_the_config_loads(tmp_path):

@@ -103,7 +103,8 @@ def test_candidate_lifecycle_dedup_cooldown_and_people(alerting):
     path.write_text(yaml.safe_dump(cfg))
     r = redis_sync.Redis.from_url(s.redis_url)
     r.hset("rw:entity:E1", mapping={"name": "Shop One", "region": "310000", "industry": "food", "ratio": 0.05,
-                                    "reasons": "[]", "address": "上海市徐汇区建设路12号"})
+                                    "reasons": "[]", "address": "上海市徐汇区建设路12号", "score": 30.0, "tier": "B",
+                                    "updated": "2026-01-01T00:00:00+00:00"})
     d.start()
     topic = s.topic("alert-candidates")
     # fires, repeats twice, flaps (clear then fire inside the 2 s cooldown): one alert, one notification
