@@ -329,13 +329,15 @@ class _Out(BaseModel):
 
 
 class Reason(_Out):
-    """One named contribution to a score."""
+    """One named contribution to a score; ``other`` sums those past ``scoring.max_reasons`` (their
+    ``codes``; signal 0, no event ids)."""
 
     code: str
     contribution: float
     share: Annotated[float, Field(ge=0, le=1)]
     signal: float
     event_ids: list[str] = Field(default_factory=list)
+    codes: list[str] | None = Field(None, description="other: the codes it sums (since 2026-12-07)")
 
 
 OBJECTION_EFFECTS = {

@@ -238,6 +238,19 @@ def test_score_bounded(sig, now):
     assert all(p[0] >= 0 for p in parts)
 
 
+@given(signals, st.floats(0, 2e7), st.integers(1, 6))
+def test_reasons_add_up_to_the_score(sig, now, max_reasons):
+    """Until 2026-12-07 reasons past ``max_reasons`` were left out, and the list summed to less."""
+    s = Scorer(Config.model_validate({"scoring": {"max_reasons": max_reasons}}))
+    score, parts = s.score({k: [v, t, []] for k, (v, t) in sig.items()}, now)
+    reasons = s.reasons(parts, score)
+    assert len(reasons) <= max_reasons + 1 and all(r["code"] != "other" for r in reasons[:-1])
+    assert abs(sum(r["contribution"] for r in reasons) - score) <= 0.001 * len(reasons) + 1e-9
+    if parts:
+        assert abs(sum(r["share"] for r in reasons) - 1.0) <= 0.0001 * len(reasons)
+    assert sum(len(r.get("codes", [r["code"]])) for r in reasons) == len(parts)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.integers(0, 3), st.floats(0, 100), st.floats(0, 100))
 def test_tier_monotone_in_score(prev, a, b):
