@@ -303,3 +303,27 @@ class OwnRedis:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def seed_view(redis_url: str, n: int, first: str | None = None) -> None:
+    """``n`` entities in the view as a worker writes them, in region 310000: the first 10 in tier D
+    (score 80), the next 30 in C, the rest in A (score 10); ids ``E0000``... (``first`` for the first)."""
+    import redis.asyncio as aioredis
+
+    from riskwatch.view import ViewWriter
+
+    async def seed() -> None:
+        r = aioredis.from_url(redis_url)
+        w = ViewWriter({"A": 0.03, "B": 0.05, "C": 0.15, "D": 0.4})
+        pipe = r.pipeline()
+        for i in range(n):
+            eid = first if i == 0 and first else f"E{i:04d}"
+            tier = "D" if i < 10 else "C" if i < 40 else "A"
+            w.entity(pipe, {"entity_id": eid, "name": f"n{i}", "industry": "food", "region": "310000"})
+            w.output(pipe, {"type": "risk_change", "entity_id": eid, "tier": tier, "score": 80 if tier == "D" else 10,
+                            "reasons": [], "ts": "2026-03-01T00:00:00+00:00", "cause_event_id": "x",
+                            "config_version": "t", "seq": 1}, ["food", "310000"])
+        await pipe.execute()
+        await r.aclose()
+
+    asyncio.run(seed())

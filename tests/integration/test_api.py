@@ -22,7 +22,7 @@ from riskwatch.streams.codec import partition_for
 
 from .api_helpers import auth, client
 from .conftest import wait_for, worker_env
-from .helpers import produce, read_batches, read_topic, send_raw
+from .helpers import produce, read_batches, read_topic, seed_view, send_raw
 
 E = "91350100M000100Y43"  # a valid USCC
 
@@ -544,23 +544,7 @@ def test_ops_reset_an_entitys_state_and_its_history_says_who_and_why(stack):
 
 def test_draw_is_reproducible_from_the_published_seed(stack):
     s, _ = stack
-    from riskwatch.view import ViewWriter
-
-    async def seed_view():
-        r = aioredis.from_url(s.redis_url)
-        w = ViewWriter({"A": 0.03, "B": 0.05, "C": 0.15, "D": 0.4})
-        pipe = r.pipeline()
-        for i in range(300):
-            tier = "D" if i < 10 else "C" if i < 40 else "A"
-            eid = f"E{i:04d}"
-            w.entity(pipe, {"entity_id": eid, "name": f"n{i}", "industry": "food", "region": "310000"})
-            w.output(pipe, {"type": "risk_change", "entity_id": eid, "tier": tier, "score": 80 if tier == "D" else 10,
-                            "reasons": [], "ts": "2026-03-01T00:00:00+00:00", "cause_event_id": "x",
-                            "config_version": "t", "seq": 1}, ["food", "310000"])
-        await pipe.execute()
-        await r.aclose()
-
-    asyncio.run(seed_view())
+    seed_view(s.redis_url, 300)
     with client(s) as c:
         ops = auth("ops")
         body = {"period": "2026-12", "capacity": 40, "control_share": 0.25, "inspectors": ["li", "wang", "zhao"]}

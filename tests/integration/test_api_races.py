@@ -3,38 +3,16 @@ is still running): one goes through, the others get 409, and the worker gets one
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
-import redis.asyncio as aioredis
-
-from riskwatch.view import ViewWriter
 
 from .api_helpers import auth, client
-from .helpers import read_topic
+from .helpers import read_topic, seed_view
 
 E = "91350100M000100Y43"  # a valid USCC
 OPS = auth("ops")
 ROUNDS = 10  # the code before let more than one through in most rounds: all 10 passing by chance is < 1%
-
-
-def _seed_view(s, n: int) -> None:
-    async def seed() -> None:
-        r = aioredis.from_url(s.redis_url)
-        w = ViewWriter({"A": 0.03, "B": 0.05, "C": 0.15, "D": 0.4})
-        pipe = r.pipeline()
-        for i in range(n):
-            eid = E if i == 0 else f"E{i:04d}"
-            tier = "D" if i < 10 else "C" if i < 40 else "A"
-            w.entity(pipe, {"entity_id": eid, "name": f"n{i}", "industry": "food", "region": "310000"})
-            w.output(pipe, {"type": "risk_change", "entity_id": eid, "tier": tier, "score": 80 if tier == "D" else 10,
-                            "reasons": [], "ts": "2026-03-01T00:00:00+00:00", "cause_event_id": "x",
-                            "config_version": "t", "seq": 1}, ["food", "310000"])
-        await pipe.execute()
-        await r.aclose()
-
-    asyncio.run(seed())
 
 
 def _at_once(calls) -> list:
@@ -47,7 +25,7 @@ def test_a_draw_executes_once(stack):
     inspector assignments (each read the last inspectors another had just written), and the stored
     draw was whichever was written last."""
     s, _ = stack
-    _seed_view(s, 300)
+    seed_view(s.redis_url, 300)
     body = {"period": "2026-12", "capacity": 40, "control_share": 0.25, "inspectors": ["li", "wang", "zhao"]}
     with client(s) as c:
         first = c.post("/v1/spotchecks/draws", json=body, headers=OPS).json()
@@ -69,7 +47,7 @@ def test_an_objection_is_filed_and_resolved_once(stack):
     200 in 2 of 5 tries; both went to the worker, which applied both, and the record kept whichever
     was written last. Two objections to one item at once both went through too."""
     s, _ = stack
-    _seed_view(s, 1)
+    seed_view(s.redis_url, 1, first=E)
     ins = auth("inspector")
     with client(s) as c:
         for k in range(ROUNDS):
