@@ -32,7 +32,7 @@ from ..impact import impact
 from ..preview import recent_events, shadow
 from ..settings import INPUT_TOPICS
 from ..times import iso_fields
-from .context import Ops, Viewer, ctx_of, errors, field_errors
+from .context import Ops, Viewer, claim, ctx_of, errors, field_errors
 
 router = APIRouter(prefix="/v1/config", tags=["config"])
 HISTORY = "rw:config:history"
@@ -137,14 +137,9 @@ async def _apply(ctx, cfg: Config, actor: str, reason: str, rollback_to: int | N
     2026-12-07 a change made from an older GET silently put back what a change made since had moved
     (two people tuning at once: the first one's change undone, both answered 202), and two changes
     at once could leave Redis showing the first as in force while the workers ran the second."""
-    r = ctx.redis
-    if not await r.set(APPLYING, actor, nx=True, ex=60):
-        raise HTTPException(409, detail="another config change is being applied; GET /v1/config and try again",
-                            headers={"Retry-After": "1"})
-    try:
+    async with claim(ctx.redis, APPLYING, "another config change is being applied; GET /v1/config and try again",
+                     headers={"Retry-After": "1"}):
         return await _apply_one(ctx, cfg, actor, reason, rollback_to, if_match)
-    finally:
-        await r.delete(APPLYING)
 
 
 async def _apply_one(ctx, cfg: Config, actor: str, reason: str, rollback_to: int | None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 import orjson
@@ -21,7 +23,7 @@ from ..view import entity_key
 from .auth import Principal, RateLimiter, TokenRegistry, allows, hash_token
 from .supervision import SupervisionGauges
 
-__all__ = ["ApiContext", "need", "ctx_of", "count_requests", "field_errors", "errors", "AUTHED", "ErrorOut",
+__all__ = ["ApiContext", "claim", "need", "ctx_of", "count_requests", "field_errors", "errors", "AUTHED", "ErrorOut",
            "redis_outage_is_503", "REDIS_OUTAGES", "SCOPED_ROUTES", "visible_entity",
            "visible_entities"]
 
@@ -252,3 +254,25 @@ def errors(*codes: int) -> dict:
 
 
 AUTHED = errors(400, 401, 403, 429, 503)  # 503: Redis (every route) or the broker (commands)
+
+
+_RELEASE = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
+return 0
+"""
+
+
+@asynccontextmanager
+async def claim(r, key: str, busy: str, headers: dict | None = None, seconds: int = 60):
+    """Hold ``key`` in Redis while a step is checked, its command sent and its record written, where the
+    command cannot go inside a transaction: of two requests at once for the same step (a double click,
+    two people, a client's retry), the second gets 409 ``busy``. The claim expires after ``seconds`` if
+    the API dies holding it, and is released only by its holder (one that outlived its expiry does not
+    release a claim taken since)."""
+    token = uuid.uuid4().hex
+    if not await r.set(key, token, nx=True, ex=seconds):
+        raise HTTPException(409, detail=busy, headers=headers)
+    try:
+        yield
+    finally:
+        await r.eval(_RELEASE, 1, key, token)

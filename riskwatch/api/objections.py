@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
@@ -28,7 +27,7 @@ from ..events import OBJECTION_EFFECTS, validate_entity_id
 from ..objection_records import BY_TIME, CLAIM, KEY, OPEN, record
 from ..times import iso_fields
 from ..view import OBJECTION_EFFECTS as EFFECTS_KEY
-from .context import Inspector, Ops, Viewer, ctx_of, errors, visible_entities, visible_entity
+from .context import Inspector, Ops, Viewer, claim, ctx_of, errors, visible_entities, visible_entity
 
 router = APIRouter(prefix="/v1/objections", tags=["objections"])
 
@@ -77,21 +76,6 @@ async def with_effects(r, objections: list[dict]) -> list[dict]:
     return objections
 
 
-@asynccontextmanager
-async def _claim(r, key: str, busy: str):
-    """Hold ``key`` while a step is checked, its command sent and its record written: of two requests
-    at once for the same step (a double click, two people), the second gets 409 ``busy``. Until
-    2026-12-07 both went through: in a probe of two resolutions of one objection at once (upheld and
-    revoked), both answered 200 in 2 of 5 tries, both went to the worker, which applied both, and the
-    record kept whichever was written last. Expires after a minute if the API dies holding it."""
-    if not await r.set(key, "1", nx=True, ex=60):
-        raise HTTPException(409, detail=busy)
-    try:
-        yield
-    finally:
-        await r.delete(key)
-
-
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).isoformat()
 
@@ -109,7 +93,8 @@ async def create_objection(request: Request, body: ObjectionIn, who: Inspector):
     r = ctx.redis
     if not await visible_entity(r, who, body.entity_id):
         raise HTTPException(404, detail=f"no entity {body.entity_id} in this token's regions")
-    async with _claim(r, f"{CLAIM}{body.entity_id}:{body.target_id}",
+    # one objection per item, for requests at once too: until 2026-12-07 two at once both went through
+    async with claim(r, f"{CLAIM}{body.entity_id}:{body.target_id}",
                       f"an objection to {body.target_id} is being filed; see it in a moment"):
         for o in await open_objections(r, body.entity_id):
             if o["target_id"] == body.target_id:
@@ -174,8 +159,13 @@ async def resolve_objection(request: Request, objection_id: str, body: Resolutio
     raw = await r.hget(KEY, objection_id)
     if not raw or not await visible_entity(r, who, orjson.loads(raw)["entity_id"]):
         raise HTTPException(404, detail=f"no objection {objection_id}")
-    async with _claim(r, CLAIM + objection_id, f"objection {objection_id} is being resolved; see it in a moment"):
-        o = orjson.loads(await r.hget(KEY, objection_id))  # again, under the claim
+    # one resolution per objection: until 2026-12-07 two at once (upheld and revoked) both answered 200 in
+    # 2 of 5 tries, the worker applied both, and the record kept whichever was written last
+    async with claim(r, CLAIM + objection_id, f"objection {objection_id} is being resolved; see it in a moment"):
+        raw = await r.hget(KEY, objection_id)  # again, under the claim
+        if not raw:
+            raise HTTPException(404, detail=f"no objection {objection_id}")
+        o = orjson.loads(raw)
         if o["status"] != "open":
             raise HTTPException(409, detail=f"objection {objection_id} is already {o['status']} "
                                             f"({o['resolution']})")
