@@ -56,8 +56,6 @@ def cmd_import(args) -> int:
     from ..settings import Settings
     from ..times import iso_seconds
     from . import imports
-    from .file_import import ImportProgress, import_file
-    from .reading import from_args
 
     path = Path(args.file)
     if not path.is_file():
@@ -74,6 +72,30 @@ def cmd_import(args) -> int:
     limit_repeats()  # aiokafka's line per failed connect while the broker is away: one per 10 s, counted
     settings = Settings()
     sha256 = imports.digest(path)
+    running = imports.Running(settings, sha256)
+    try:
+        holder = running.take()
+    except (rex.RedisError, OSError):
+        holder, running = None, None  # said below: Redis does not answer
+    if holder is not None:
+        print(f"{path} is being imported: since {iso_seconds(holder['at'])} by {holder['actor']} (process "
+              f"{holder['pid']}). Wait for it to end; an import that died leaves its claim for at most 2 "
+              f"minutes", file=sys.stderr)
+        return 2
+    try:  # checked under the claim: an import of the same bytes ending just before is on record then
+        return _checked_import(args, settings, path, sha256)
+    finally:
+        if running is not None:
+            running.release()
+
+
+def _checked_import(args, settings, path, sha256: str) -> int:
+    import redis.exceptions as rex
+
+    from ..times import iso_seconds
+    from . import imports
+    from .reading import from_args
+
     try:
         before = imports.earlier(settings, sha256)
     except (rex.RedisError, OSError) as exc:
@@ -97,6 +119,15 @@ def cmd_import(args) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
+    return _import(args, settings, path, how, sha256, before, resumed)
+
+
+def _import(args, settings, path, how, sha256: str, before: dict | None, resumed: bool) -> int:
+    import redis.exceptions as rex
+
+    from . import imports
+    from .file_import import ImportProgress, import_file
+
     rejects = open(args.rejects, "w", encoding="utf-8") if args.rejects else None
     done = ImportProgress()
     earlier_ok, earlier_bad = (before["accepted"], before["rejected"]) if resumed else (0, 0)

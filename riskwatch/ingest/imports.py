@@ -9,21 +9,29 @@ second import of the same bytes is refused unless ``--again`` is given. An impor
 then accepted with ``--from-line`` that line, which sends the rest. A file that differs by
 one byte is another file: rows that overlap an earlier import are left to the detectors.
 Redis not answering: the import goes ahead with a warning (as its config falls back to the file).
+
+An import in progress holds ``rw:imports:running:<sha256>`` (:class:`Running`): the record above is
+written when an import ends, so until 2026-12-07 the same file started again meanwhile (a long
+backfill someone thought had failed, two hosts' cron jobs) was sent twice. The claim is renewed
+while the import runs and expires two minutes after a process that died holding it.
 """
 
 from __future__ import annotations
 
 import getpass
 import hashlib
+import os
 import socket
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import orjson
 
 from .. import audit
 
-__all__ = ["IMPORTS", "digest", "earlier", "record"]
+__all__ = ["IMPORTS", "Running", "digest", "earlier", "record"]
 
 IMPORTS = "rw:imports"
 
@@ -77,3 +85,62 @@ def record(settings, sha256: str, path: Path, accepted: int, rejected: int, agai
     finally:
         client.close()
     return entry
+
+
+_RELEASE = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
+return 0
+"""
+_RENEW = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("EXPIRE", KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+class Running:
+    """The claim of an import in progress on a file's bytes: :meth:`take` answers the holder's entry
+    (who, since when, where) when another import holds it, else takes it and renews it every
+    ``ttl / 4`` seconds in a thread until :meth:`release`."""
+
+    def __init__(self, settings, sha256: str, ttl: int = 120) -> None:
+        self.settings, self.key, self.ttl = settings, f"{IMPORTS}:running:{sha256}", ttl
+        self.token = orjson.dumps({"id": uuid.uuid4().hex, "actor": actor(), "pid": os.getpid(), "at": time.time()})
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def take(self) -> dict | None:
+        """None when taken; the holder's entry when another import holds it. Raises redis' errors."""
+        client = _client(self.settings)
+        try:
+            if not client.set(self.key, self.token, nx=True, ex=self.ttl):
+                held = client.get(self.key)
+                return orjson.loads(held) if held else self.take()  # expired meanwhile: take it
+        finally:
+            client.close()
+        self._thread = threading.Thread(target=self._renew, name="import-claim", daemon=True)
+        self._thread.start()
+        return None
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 4):
+            try:
+                client = _client(self.settings)
+                try:
+                    client.eval(_RENEW, 1, self.key, self.token, self.ttl)
+                finally:
+                    client.close()
+            except Exception:  # noqa: BLE001 - Redis away a moment: the next renewal tries again
+                pass
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            client = _client(self.settings)
+            try:
+                client.eval(_RELEASE, 1, self.key, self.token)
+            finally:
+                client.close()
+        except Exception:  # noqa: BLE001 - it expires by itself
+            pass

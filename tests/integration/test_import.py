@@ -249,3 +249,40 @@ def test_import_the_nyc_311_sample(stack, tmp_path):
     assert (first["ts"], first["entity_id"], first["category"], first["channel"]) == (
         "2022-05-01T00:00:03-04:00", "1006 GERARD AVENUE", "Noise - Residential", "ONLINE")
     assert all(e["ts"].startswith("2022-05-01T") and e["ts"].endswith("-04:00") for e in landed.values())
+
+
+def test_the_same_file_started_again_while_it_is_being_imported_is_refused(stack, tmp_path):
+    """Until 2026-12-07 an import was on record only once it ended: the same file started again meanwhile
+    (a long backfill someone thought had failed, two hosts' cron jobs) was sent again. Two imports of
+    100,000 lines started at once put 200,000 events on the topic."""
+    import redis
+
+    s, workers = stack
+    env = dict(workers.env)
+    path = tmp_path / "backfill.jsonl"
+    n = 100_000
+    path.write_text("".join(orjson.dumps({"type": "complaint", "complaint_id": f"c{i}", "entity_id": E, "category": "x",
+                                          "ts": "2026-01-05T10:00:00+08:00"}).decode() + "\n" for i in range(n)))
+    both = [subprocess.Popen([sys.executable, "-m", "riskwatch.cli", "import", str(path)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in both]
+    codes = sorted(p.returncode for p in both)
+    assert codes == [0, 2], outs
+    refused = next(err for p, (_, err) in zip(both, outs) if p.returncode == 2)
+    assert "is being imported: since" in refused or "was imported before" in refused, refused
+    assert len(read_batches(s.broker, s.topic("complaints"))) == n  # once
+    r = redis.Redis.from_url(s.redis_url)
+    assert not r.keys("rw:imports:running:*")  # released
+
+    # an import in progress on another host: refused, naming it, even with --again (which is for a file
+    # imported before)
+    other = tmp_path / "other.jsonl"
+    other.write_text(path.read_text()[:2000].rsplit("\n", 1)[0] + "\n")
+    from riskwatch.ingest.imports import digest
+
+    r.set(f"rw:imports:running:{digest(other)}", orjson.dumps({"actor": "cli:li@host-2", "pid": 4242, "at": 1.8e9}),
+          ex=60)
+    busy = _run(env, str(other), "--again")
+    assert busy.returncode == 2 and "being imported: since 2027-01-15T08:00:00Z by cli:li@host-2 (process 4242)" \
+        in busy.stderr, busy.stderr
+    assert len(read_batches(s.broker, s.topic("complaints"))) == n
