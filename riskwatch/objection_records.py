@@ -17,6 +17,10 @@ Two ways back, both written by :data:`PUT_BACK`, which never replaces a record t
 - from ``rw.commands`` (:func:`from_commands`, ``rebuild-view``): each objection and resolution the
   topic still holds, with its reason, note, times and authors (the API sends them as message
   headers), ``restored: "rw.commands"``; it replaces a record restored from a state.
+
+An entity's state reset (``POST /v1/entities/<id>/reset-state``) drops its disputes with the rest of
+its state: its open objections are then closed (:func:`closed_by_reset`, status ``closed``), by the
+API as it sends the reset, and by :func:`from_commands` from the reset command.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from datetime import datetime
 
 import orjson
 
-__all__ = ["BY_TIME", "CLAIM", "KEY", "OPEN", "PUT_BACK", "from_commands", "open_from_state", "put_back", "record"]
+__all__ = ["BY_TIME", "CLAIM", "KEY", "OPEN", "PUT_BACK", "closed_by_reset", "from_commands", "open_from_state",
+           "put_back", "record"]
 
 KEY = "rw:objections"
 OPEN = f"{KEY}:open:"
@@ -89,6 +94,13 @@ def open_from_state(entity_id: str, st: dict) -> list[dict]:
             for target, entry in x.items() if isinstance(entry, list) and len(entry) > 2 and isinstance(entry[1], str)]
 
 
+def closed_by_reset(rec: dict, reset_id: str, author: str | None, at: float | None, reason: str) -> dict:
+    """An open objection closed by a reset of its entity's state: moot, as the state no longer holds
+    the item (nor anything before the reset); no resolution goes to the worker."""
+    return {**rec, "status": "closed", "resolution": None, "resolved_at": at, "resolved_by": author,
+            "note": f"closed by {reset_id}: the entity's state was reset ({reason}), and its disputes with it"}
+
+
 def _epoch(ts: str) -> float | None:
     try:
         return datetime.fromisoformat(ts).timestamp()
@@ -107,11 +119,20 @@ def from_commands(commands) -> list[dict]:
     ...     "note": "dup", "ts": "2026-12-07T09:00:00+00:00"}, "wang")])
     >>> [(r["status"], r["created_by"], r["resolution"], r["resolved_by"], r["note"]) for r in recs]
     [('resolved', 'li', 'revoked', 'wang', 'dup')]
+    >>> recs = from_commands([(dict(recs[0], type="objection", objection_id="o2"), "li"), ({"type": "state_reset",
+    ...     "entity_id": "E1", "reset_id": "reset-1", "author": "zhao", "reason": "bad release"}, None)])
+    >>> [(r["objection_id"], r["status"], r["resolved_by"]) for r in recs]
+    [('o2', 'closed', 'zhao')]
     """
     out: dict[str, dict] = {}
     for ev, author in commands:
         kind, oid = ev.get("type"), ev.get("objection_id")
-        if kind == "objection" and oid not in out:
+        if kind == "state_reset":
+            for k, rec in out.items():
+                if rec["entity_id"] == ev.get("entity_id") and rec["status"] == "open":
+                    out[k] = closed_by_reset(rec, str(ev.get("reset_id")), ev.get("author"), _epoch(ev.get("ts")),
+                                             str(ev.get("reason", "")))
+        elif kind == "objection" and oid not in out:
             out[oid] = record(oid, ev["entity_id"], ev["target_id"], ev["target_kind"], reason=ev.get("reason", ""),
                               created_at=_epoch(ev.get("ts")), created_by=author, restored="rw.commands")
         elif kind == "objection_resolution" and oid in out and out[oid]["status"] == "open":

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .. import audit
 from ..alerts.store import AlertStore
 from ..events import OPERATING, EntityStatus, ResetRegister, validate_entity_id
+from ..objection_records import KEY as OBJECTIONS
+from ..objection_records import OPEN as OPEN_OBJECTIONS
+from ..objection_records import closed_by_reset
 from ..times import iso, utc
 from ..view import NAMES, entity_key, history_key, name_form, name_keys, name_lookup, reindex_names, status_key
 from .context import Ops, Viewer, ctx_of, errors, visible_entity
@@ -127,11 +130,19 @@ async def reset_state(request: Request, entity_id: str, body: ResetIn, who: Ops)
            "after_seq": int(float(seq)) if seq else 0, "keep_tier": body.keep_tier, "tier": tier or None,
            "open_alerts": signals, "register_data": register}
     await ctx.send_command(cmd, entity_id=entity_id)
+    # its open objections are moot: the new state holds none of its disputes (until 2026-12-07 they stayed
+    # open, listed as disputed on an entity whose score no longer left anything out)
+    moot = await open_objections(r, entity_id)
     pipe = r.pipeline(transaction=True)
+    for o in moot:
+        pipe.hset(OBJECTIONS, o["objection_id"], orjson.dumps(closed_by_reset(o, rid, who.name, ts, body.reason)))
+        pipe.srem(OPEN_OBJECTIONS + entity_id, o["objection_id"])
     audit.record(pipe, who.name, "entity.reset_state", rid, {"entity_id": entity_id, "reason": body.reason,
-                                                             "keep_tier": body.keep_tier})
+                                                             "keep_tier": body.keep_tier,
+                                                             "objections_closed": [o["objection_id"] for o in moot]})
     await pipe.execute()
     return {"reset_id": rid, "entity_id": entity_id, "status": "sent",
+            "objections_closed": [o["objection_id"] for o in moot],
             "detail": "the worker applies it with the entity's partition; the entity's history shows it then"}
 
 

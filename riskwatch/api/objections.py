@@ -124,7 +124,7 @@ async def _file(ctx, body: ObjectionIn, who) -> dict:
 
 @router.get("")
 async def list_objections(request: Request, who: Viewer, entity_id: str | None = None,
-                          status: Literal["open", "resolved"] | None = None,
+                          status: Literal["open", "resolved", "closed"] | None = None,
                           limit: Annotated[int, Query(ge=1, le=500)] = 100):
     r = ctx_of(request).redis
     ids = await r.zrevrange(BY_TIME, 0, -1)
@@ -168,7 +168,7 @@ async def resolve_objection(request: Request, objection_id: str, body: Resolutio
         o = orjson.loads(raw)
         if o["status"] != "open":
             raise HTTPException(409, detail=f"objection {objection_id} is already {o['status']} "
-                                            f"({o['resolution']})")
+                                            f"({o['resolution'] or o.get('note') or ''})")
         return await _resolve(ctx, o, body, who)
 
 

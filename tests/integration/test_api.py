@@ -480,8 +480,12 @@ def test_ops_reset_an_entitys_state_and_its_history_says_who_and_why(stack):
               "severity": 3} for i in range(3)])
     workers.start()
     with client(s) as c:
-        high = wait_for(lambda: (x := _entity_state(c, E)) and x["tier"] != "A" and x, 60, "tier above A",
-                        workers.logs)
+        wait_for(lambda: (x := _entity_state(c, E)) and x["tier"] != "A" and x, 60, "tier above A", workers.logs)
+        # an objection open when the state is reset: moot then (the new state holds none of its disputes)
+        obj = c.post("/v1/objections", json={"entity_id": E, "target_id": "c0", "target_kind": "complaint",
+                                              "reason": "not our shop"}, headers=auth("inspector")).json()["objection_id"]
+        high = wait_for(lambda: (x := _entity_state(c, E)) and x["disputed"] and x["disputed"][0]["effect"] and x, 60,
+                        "the objection applied", workers.logs)
         # the state becomes one no worker can read: a new worker recovers it from the changelog
         workers.stop_all()
         send_raw(s.broker, s.state_changelog, [b"{not a state"], partition=partition_for(E.encode(), s.partitions),
@@ -504,6 +508,16 @@ def test_ops_reset_an_entitys_state_and_its_history_says_who_and_why(stack):
         seq_before = int(view.hget(f"rw:entity:{E}", "seq"))
         r = c.post(url, json={"reason": "state written by release 1.4.2"}, headers=auth("ops"))
         assert r.status_code == 202 and r.json()["reset_id"].startswith("reset-"), r.text
+        # its open objection is closed with it: until 2026-12-07 it stayed open and listed as disputed
+        assert r.json()["objections_closed"] == [obj]
+        closed = c.get(f"/v1/objections/{obj}", headers=auth("viewer")).json()
+        assert (closed["status"], closed["resolution"], closed["resolved_by"]) == ("closed", None, "ops-user")
+        assert r.json()["reset_id"] in closed["note"] and "release 1.4.2" in closed["note"]
+        assert _entity_state(c, E)["disputed"] == []
+        again = c.post(f"/v1/objections/{obj}/resolve", json={"resolution": "revoked"}, headers=auth("ops"))
+        assert again.status_code == 409 and "already closed" in again.text
+        assert [o["objection_id"] for o in c.get("/v1/objections", params={"status": "closed"},
+                                                 headers=auth("viewer")).json()["objections"]] == [obj]
         # the tier and its spot-check ratio stay (the view's: the worker could not read the state), until a
         # low score outlasts the de-escalation dwell from the reset: a reset does not by itself lower scrutiny
         st = wait_for(lambda: (x := _entity_state(c, E)) and x["score"] == 0 and x, 60, "the reset applied",
