@@ -14,6 +14,7 @@ from fastapi import Depends, HTTPException, Request
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel
 
+from ..claims import RELEASE
 from ..config import CURRENT_CONFIG, Config, config_from_dict, load_config
 from ..kafka_security import client_options
 from ..metrics import build_info
@@ -256,12 +257,6 @@ def errors(*codes: int) -> dict:
 AUTHED = errors(400, 401, 403, 429, 503)  # 503: Redis (every route) or the broker (commands)
 
 
-_RELEASE = """
-if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
-return 0
-"""
-
-
 @asynccontextmanager
 async def claim(r, key: str, busy: str, headers: dict | None = None, seconds: int = 60):
     """Hold ``key`` in Redis while a step is checked, its command sent and its record written, where the
@@ -275,4 +270,4 @@ async def claim(r, key: str, busy: str, headers: dict | None = None, seconds: in
     try:
         yield
     finally:
-        await r.eval(_RELEASE, 1, key, token)
+        await r.eval(RELEASE, 1, key, token)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 import orjson
@@ -25,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .. import audit
 from ..events import OBJECTION_EFFECTS, validate_entity_id
 from ..objection_records import BY_TIME, CLAIM, KEY, OPEN, record
-from ..times import iso_fields
+from ..times import iso, iso_fields
 from ..view import OBJECTION_EFFECTS as EFFECTS_KEY
 from .context import Inspector, Ops, Viewer, claim, ctx_of, errors, visible_entities, visible_entity
 
@@ -76,10 +75,6 @@ async def with_effects(r, objections: list[dict]) -> list[dict]:
     return objections
 
 
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat()
-
-
 @router.post("", status_code=202, responses=errors(409, 503))
 async def create_objection(request: Request, body: ObjectionIn, who: Inspector):
     """Record an objection and send it to the worker; the item stops counting once processed."""
@@ -109,7 +104,7 @@ async def _file(ctx, body: ObjectionIn, who) -> dict:
     rec = record(oid, body.entity_id, body.target_id, body.target_kind, reason=body.reason, created_at=time.time(),
                  created_by=who.name)
     await ctx.send_command({"type": "objection", "objection_id": oid, "entity_id": body.entity_id,
-                            "ts": _iso(rec["created_at"]), "target_id": body.target_id,
+                            "ts": iso(rec["created_at"]), "target_id": body.target_id,
                             "target_kind": body.target_kind, "reason": body.reason},
                            entity_id=body.entity_id, author=who.name)
     pipe = r.pipeline(transaction=True)
@@ -176,7 +171,7 @@ async def _resolve(ctx, o: dict, body: ResolutionIn, who) -> dict:
     r, objection_id = ctx.redis, o["objection_id"]
     now = time.time()
     await ctx.send_command({"type": "objection_resolution", "objection_id": objection_id,
-                            "entity_id": o["entity_id"], "ts": _iso(now), "target_id": o["target_id"],
+                            "entity_id": o["entity_id"], "ts": iso(now), "target_id": o["target_id"],
                             "resolution": body.resolution, "note": body.note}, entity_id=o["entity_id"],
                            author=who.name)
     o.update(status="resolved", resolution=body.resolution, resolved_at=now, resolved_by=who.name, note=body.note)

@@ -30,6 +30,7 @@ from pathlib import Path
 import orjson
 
 from .. import audit
+from ..claims import RELEASE, RENEW
 
 __all__ = ["IMPORTS", "Running", "digest", "earlier", "record"]
 
@@ -87,16 +88,6 @@ def record(settings, sha256: str, path: Path, accepted: int, rejected: int, agai
     return entry
 
 
-_RELEASE = """
-if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
-return 0
-"""
-_RENEW = """
-if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("EXPIRE", KEYS[1], ARGV[2]) end
-return 0
-"""
-
-
 class Running:
     """The claim of an import in progress on a file's bytes: :meth:`take` answers the holder's entry
     (who, since when, where) when another import holds it, else takes it and renews it every
@@ -126,7 +117,7 @@ class Running:
             try:
                 client = _client(self.settings)
                 try:
-                    client.eval(_RENEW, 1, self.key, self.token, self.ttl)
+                    client.eval(RENEW, 1, self.key, self.token, self.ttl)
                 finally:
                     client.close()
             except Exception:  # noqa: BLE001 - Redis away a moment: the next renewal tries again
@@ -139,7 +130,7 @@ class Running:
         try:
             client = _client(self.settings)
             try:
-                client.eval(_RELEASE, 1, self.key, self.token)
+                client.eval(RELEASE, 1, self.key, self.token)
             finally:
                 client.close()
         except Exception:  # noqa: BLE001 - it expires by itself
