@@ -184,7 +184,12 @@ async def execute_draw(request: Request, draw_id: str, who: Ops):
                     raise HTTPException(409, detail=f"draw {draw_id} was already executed")
                 seed = await pipe.hget(f"{DRAWS}:secret", draw_id)
                 seed = seed.decode() if isinstance(seed, bytes) else seed
-                pop = [tuple(p) for p in orjson.loads(await pipe.get(f"{DRAWS}:{draw_id}:population"))]
+                frame = await pipe.get(f"{DRAWS}:{draw_id}:population")
+                if not seed or frame is None:  # until 2026-12-07 a missing seed drew with the seed "None"
+                    raise HTTPException(409, detail=f"draw {draw_id} cannot be executed: its "
+                                        + ("secret seed" if not seed else "population snapshot")
+                                        + " is not in Redis any more; commit a new draw")
+                pop = [tuple(p) for p in orjson.loads(frame)]
                 last = {}
                 if rec["inspectors"]:
                     vals = await pipe.hmget(LAST_INSPECTOR, [p[0] for p in pop])

@@ -40,6 +40,13 @@ def test_a_draw_executes_once(stack):
             assert stored["result"] == done["result"] and stored["executed_at"] == done["executed_at"]
         audit = c.get("/v1/audit", params={"action": "draw.execute", "limit": 100}, headers=OPS).json()["entries"]
         assert len(audit) == ROUNDS + 1
+        # a committed draw whose secret seed is gone is not drawn with a guessable one (until 2026-12-07: "None")
+        import redis as redis_sync
+
+        did = c.post("/v1/spotchecks/draws", json={**body, "period": "2028-01"}, headers=OPS).json()["id"]
+        redis_sync.Redis.from_url(s.redis_url).hdel("rw:draws:secret", did)
+        lost = c.post(f"/v1/spotchecks/draws/{did}/execute", headers=OPS)
+        assert lost.status_code == 409 and "secret seed is not in Redis" in lost.text, lost.text
 
 
 def test_an_objection_is_filed_and_resolved_once(stack):
