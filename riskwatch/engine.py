@@ -31,7 +31,7 @@ from .models import PopulationModels, peer_key
 __all__ = ["Engine", "process", "STATE_VERSION"]
 
 STATE_VERSION = 1
-_TARGET_DETECTOR = {"complaint": "complaints", "record": "records"}
+TARGET_DETECTOR = {"complaint": "complaints", "record": "records"}  # an objection's target kind -> its detector
 
 
 class Engine:
@@ -273,7 +273,7 @@ class Engine:
         if ev.type == "objection":
             if target in disputed:
                 return [], "already_disputed"
-            name = _TARGET_DETECTOR[ev.target_kind]
+            name = TARGET_DETECTOR[ev.target_kind]
             item, changed = None, {}
             det = self.detectors.get(name)
             ds = state["d"].get(name)  # None: a detector enabled since this state was made

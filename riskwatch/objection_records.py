@@ -29,6 +29,8 @@ from datetime import datetime
 
 import orjson
 
+from .engine import TARGET_DETECTOR
+
 __all__ = ["BY_TIME", "CLAIM", "KEY", "OPEN", "PUT_BACK", "closed_by_reset", "from_commands", "open_from_state",
            "put_back", "record"]
 
@@ -36,7 +38,7 @@ KEY = "rw:objections"
 OPEN = f"{KEY}:open:"
 BY_TIME = f"{KEY}:by-time"
 CLAIM = f"{KEY}:claim:"  # the API's, while it files or resolves one (an objection id, or entity:target)
-_KIND = {"complaints": "complaint", "records": "record"}  # the detector holding a dispute -> its target kind
+_KIND = {det: kind for kind, det in TARGET_DETECTOR.items()}  # the detector holding a dispute -> its kind
 
 # KEYS: record hash, the entity's open set, by-time; ARGV: objection id, record, created_at (or ""),
 # target, status, source. Puts a record back unless the API wrote one (a record restored from a state
