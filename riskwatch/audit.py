@@ -3,7 +3,8 @@
 Config changes, silences, acknowledgements and resolutions, objections and
 their resolutions, spot-check draws, file imports (``riskwatch import``).
 Written in the same transaction as the change it records; never edited or
-trimmed by riskwatch.
+trimmed by riskwatch. Copied to Kafka (``rw.audit``) and written back from there when Redis
+lost it: :mod:`.audit_topic`.
 """
 
 from __future__ import annotations

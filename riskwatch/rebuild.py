@@ -12,7 +12,9 @@ Sources, read from the beginning:
 - the ``spot-check changes`` output topic: the recent spot-check list;
 - the ``inspections`` input topic: each entity's latest inspection results (draw outcomes);
 - the ``commands`` input topic and the states' open disputes: the objections' records Redis lost
-  (:mod:`.objection_records`; never one the API wrote).
+  (:mod:`.objection_records`; never one the API wrote);
+- the ``audit`` topic: the audit entries Redis lost (:mod:`.audit_topic`; the API writes them back
+  too).
 
 Input and output topics keep records for their retention only (Kafka's default:
 7 days). Until 2026-11-28 the view was rebuilt from them alone, so after a week
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from .audit_topic import merge, read_topic
 from .config import applied_config
 from .errors import InvalidEvent, StateUnreadable
 from .events import RiskChange, SpotcheckChange, output_reader, parse_event
@@ -200,6 +203,7 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
         await flush_some()
     await pipe.execute()
     counts["objections"] = await _objections(r, settings, disputes)
+    counts["audit"] = await merge(r, (await read_topic(settings, settings.topic("audit")))[0])
     await r.aclose()
     return counts
 

@@ -20,7 +20,7 @@ read that have not ended (:func:`write_back_silences`), so ops' silences outlive
 dispatcher ran (not one lost while none ran).
 
 Not restored, because nothing else holds them: notification groups and the outbox (in-flight
-notifications are lost; an open alert is notified again with its next change), the audit log, and the applied candidate offsets (the intake applies again the candidates since its consumer
+notifications are lost; an open alert is notified again with its next change) and the applied candidate offsets (the intake applies again the candidates since its consumer
 group's last commit: a firing one counts once more). Alerts older than the topic's retention (7 days
 by default) with no change since are not there to restore.
 """

@@ -18,6 +18,7 @@ from fastapi.responses import RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__, audit
+from ..audit_topic import TOPIC_CONFIG, Shipper, read_topic
 from ..kafka_security import client_options
 from ..settings import Settings
 from ..times import iso_fields
@@ -127,6 +128,36 @@ async def get_audit(request: Request, _: Ops, action: Annotated[str | None, Quer
     return {"count": len(entries), "entries": [iso_fields(e) for e in entries], "next_cursor": nxt}
 
 
+def audit_shipper(ctx: ApiContext) -> Shipper:
+    """The copy of the audit log to ``rw.audit`` through the API's producer (:mod:`riskwatch.audit_topic`)."""
+    from prometheus_client import Counter
+
+    from ..streams.kafka import create_topics
+
+    topic = ctx.s.topic("audit")
+    created = False
+
+    async def send(batch: list[tuple[str, bytes]]) -> None:
+        nonlocal created
+        if not created:  # a worker creates every topic, but the API may copy before any worker ran
+            await create_topics(ctx.s, {topic: 1}, {topic: TOPIC_CONFIG})
+            created = True
+        p = await ctx.producer()
+        await asyncio.gather(*[p.send_and_wait(topic, b'{"id":"' + eid.encode() + b'","e":' + e + b"}",
+                                               key=eid.encode(), partition=0)
+                               for eid, e in batch])
+
+    return Shipper(send, lambda: read_topic(ctx.s, topic),
+                   shipped=Counter("riskwatch_audit_copied_total", "Audit entries copied to the audit topic",
+                                   registry=ctx.registry),
+                   restored=Counter("riskwatch_audit_restored_total",
+                                    "Audit entries written back from the audit topic after Redis lost them",
+                                    registry=ctx.registry),
+                   failures=Counter("riskwatch_audit_copy_failures_total",
+                                    "Rounds of the audit copy that failed (broker or Redis away)",
+                                    registry=ctx.registry))
+
+
 def create_api(settings: Settings | None = None) -> FastAPI:
     s = settings or Settings()
     ctx = ApiContext(s)
@@ -136,7 +167,10 @@ def create_api(settings: Settings | None = None) -> FastAPI:
         import redis.asyncio as aioredis
 
         ctx.redis = aioredis.from_url(s.redis_url, decode_responses=True)
+        copying = asyncio.create_task(audit_shipper(ctx).run(ctx.redis), name="audit copy")
         yield
+        copying.cancel()
+        await asyncio.wait([copying], timeout=5)  # never held up by it
         await ctx.close()
 
     app = FastAPI(title="riskwatch", version=__version__, lifespan=lifespan,

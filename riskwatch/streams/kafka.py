@@ -97,10 +97,13 @@ async def ensure_topics(settings: Settings) -> None:
     existing keyed topics have another partition count than the settings."""
     n = settings.partitions
     want = dict.fromkeys(_keyed_topics(settings), n)
-    want.update({settings.topic("deadletter"): 1, settings.topic("model-training"): 1, settings.topic("models"): 1})
+    want.update({settings.topic("deadletter"): 1, settings.topic("model-training"): 1, settings.topic("models"): 1,
+                 settings.topic("audit"): 1})
+    from ..audit_topic import TOPIC_CONFIG
     from .state_store import CHANGELOG_CONFIG
 
-    await create_topics(settings, want, {settings.state_changelog: CHANGELOG_CONFIG})
+    await create_topics(settings, want,
+                        {settings.state_changelog: CHANGELOG_CONFIG, settings.topic("audit"): TOPIC_CONFIG})
     await check_partitions(settings)
 
 

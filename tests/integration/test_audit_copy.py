@@ -1,0 +1,115 @@
+"""The audit log outlives Redis: the API copies it to ``rw.audit`` and writes it back from there."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import redis as redis_sync
+
+from riskwatch.audit import AUDIT
+from riskwatch.audit_topic import SHIPPED, merge
+
+from .api_helpers import auth, client
+from .conftest import wait_for
+from .helpers import read_topic, seed_view
+
+OPS = auth("ops")
+DRAW = {"period": "2026-12", "capacity": 10, "control_share": 0.2, "inspectors": ["li", "wang"]}
+
+
+def _entries(c, **params) -> list[dict]:
+    out, cursor = [], None
+    while True:
+        page = c.get("/v1/audit", params={"limit": 7, **params, **({"cursor": cursor} if cursor else {})},
+                     headers=OPS).json()
+        out += page["entries"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return out
+
+
+def test_the_audit_log_comes_back_after_redis_lost_it(stack):
+    """Until 2026-12-08 the audit log was in Redis alone: a Redis restarted without its data lost who
+    drew, changed and silenced what, and why, with nothing to say so."""
+    s, _ = stack
+    r = redis_sync.Redis.from_url(s.redis_url, decode_responses=True)
+    seed_view(s.redis_url, 50)
+    with client(s) as c:
+        for k in range(6):
+            did = c.post("/v1/spotchecks/draws", json={**DRAW, "period": f"2026-{k + 1:02d}"}, headers=OPS).json()["id"]
+            if k % 2 == 0:
+                assert c.post(f"/v1/spotchecks/draws/{did}/execute", headers=OPS).status_code == 200
+        before = _entries(c)
+        assert len(before) == 9
+        last = before[0]["id"]
+        wait_for(lambda: r.get(SHIPPED) == last, 15, f"the copy up to {last}")
+        on_topic = [orjson.loads(v) for _, _, v in read_topic(s.broker, s.topic("audit"))]
+        assert [e["id"] for e in on_topic] == [e["id"] for e in reversed(before)]
+
+        r.flushall()  # Redis restarted without its data
+        seed_view(s.redis_url, 50)
+        did = c.post("/v1/spotchecks/draws", json={**DRAW, "period": "2027-01"}, headers=OPS).json()["id"]
+        after = wait_for(lambda: (lambda x: x if len(x) == 10 else None)(_entries(c)), 15,
+                         "the audit log back", on_fail=lambda: str(_entries(c)))
+        assert after[1:] == before  # the same entries, ids and all, and the new one above them
+        assert after[0]["action"] == "draw.commit" and after[0]["target"] == did
+        # a cursor from before the loss pages the same
+        assert c.get("/v1/audit", params={"cursor": before[3]["id"], "limit": 3}, headers=OPS).json()["entries"] \
+            == before[4:7]
+        assert _entries(c, action="draw.execute") == [e for e in before if e["action"] == "draw.execute"]
+        m = c.get("/metrics").text
+        assert "riskwatch_audit_restored_total 9.0" in m, m
+        # and the new entry is copied after the old ones
+        wait_for(lambda: r.get(SHIPPED) == after[0]["id"], 15, "the new entry copied")
+        ids = [orjson.loads(v)["id"] for _, _, v in read_topic(s.broker, s.topic("audit"))]
+        assert ids == [e["id"] for e in reversed(after)]
+
+
+def test_the_merge_keeps_what_is_written_while_it_runs(stack):
+    """The stream is rebuilt beside the one in use and renamed over it in a transaction that watches
+    it: entries an API writes meanwhile are neither lost nor put out of order."""
+    s, _ = stack
+
+    async def go():
+        import redis.asyncio as aioredis
+
+        r = aioredis.from_url(s.redis_url)
+        old = {f"{1_600_000_000_000 + i}-0": orjson.dumps({"actor": "a", "action": "x", "n": i}) for i in range(3000)}
+        written = []
+
+        async def writer():
+            for i in range(40):
+                written.append((await r.xadd(AUDIT, {"e": orjson.dumps({"actor": "b", "action": "y", "n": i})})).decode())
+                await asyncio.sleep(0.002)
+
+        n, _ = await asyncio.gather(merge(r, old), writer())
+        held = [(eid.decode(), orjson.loads(f[b"e"])) for eid, f in await r.xrange(AUDIT)]
+        assert n == 3000
+        assert [eid for eid, _ in held] == [*old, *written]
+        assert [e for eid, e in held[:3000]] == [orjson.loads(v) for v in old.values()]
+        assert (await r.get(SHIPPED)).decode() == f"{1_600_000_000_000 + 2999}-0"
+        assert await merge(r, old) == 0  # again: nothing missing, nothing written
+        assert await r.xlen(AUDIT) == 3040
+        await r.aclose()
+
+    asyncio.run(go())
+
+
+def test_rebuild_view_writes_the_audit_log_back(stack):
+    """With no API running (Redis lost while it was down), ``rebuild-view`` writes it back."""
+    s, _ = stack
+    r = redis_sync.Redis.from_url(s.redis_url, decode_responses=True)
+    seed_view(s.redis_url, 20)
+    with client(s) as c:
+        did = c.post("/v1/spotchecks/draws", json=DRAW, headers=OPS).json()["id"]
+        c.post(f"/v1/spotchecks/draws/{did}/execute", headers=OPS)
+        before = _entries(c)
+        wait_for(lambda: r.get(SHIPPED) == before[0]["id"], 15, "the copy")
+    r.flushall()
+    from riskwatch.rebuild import rebuild_view
+
+    counts = asyncio.run(rebuild_view(s, flush=False))
+    assert counts["audit"] == 2, counts
+    with client(s) as c:
+        assert _entries(c) == before
