@@ -11,6 +11,10 @@ workers keep in the view. ``GET /v1/spotchecks/draws/{id}/worklist`` is what
 to hand to the inspectors: each one's entities with name, industry and
 region, which are checked already, as JSON or CSV, blind to the stratum.
 
+A draw names its inspection task, and one draw per task, period and region is
+taken (:mod:`riskwatch.draw_scopes`): a committed draw may be withdrawn, with a
+reason, before it is executed; an executed one stands.
+
 Draws are listed newest first from an index sorted by commitment time
 (``rw:draws:by-commit``), so a list reads only the draws it shows.
 """
@@ -33,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import audit
 from ..draw import draw, population_digest, seed_digest
+from ..draw_scopes import SCOPES, overlapping, scope
 from ..events import OPERATING, InspectionKind
 from ..spotcheck_outcomes import SPOT_CHECK_KINDS, outcomes
 from ..times import iso_fields, utc
@@ -52,6 +57,9 @@ class DrawIn(BaseModel):
     control_share: Annotated[float, Field(ge=0, le=1, description="share drawn uniformly, ignoring tiers")] = 0.1
     inspectors: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=1000)] = []
     region: Annotated[str | None, Field(pattern=r"^\d{6}$")] = None
+    task: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^|]+$",
+                               description="the inspection task drawn for: one draw per task, period and region "
+                                           "(riskwatch.draw_scopes)")] = "routine"
 
     @field_validator("inspectors")
     @classmethod
@@ -129,8 +137,14 @@ async def _population(r, region: str | None) -> tuple[list[tuple[str, str, float
 
 @router.post("/draws", status_code=201, responses=errors(409))
 async def commit_draw(request: Request, body: DrawIn, who: Ops):
-    """Commit to a draw: publishes the seed's and the population's SHA-256 (the seed stays secret)."""
+    """Commit to a draw: publishes the seed's and the population's SHA-256 (the seed stays secret).
+    One draw per task, period and region (:mod:`riskwatch.draw_scopes`): 409 while another covers them."""
+    import redis.exceptions as rex
+
     ctx = ctx_of(request)
+    key = scope(body.task, body.period, body.region)
+    await _scopes_of_older_draws(ctx.redis)
+    await _refuse_overlap(ctx.redis, key)  # before the population's read; again in the transaction
     cfg, _ = await ctx.current_config()
     lowest = cfg.tiers[0]  # an entity never scored is in the lowest tier
     frame, not_operating = await _population(ctx.redis, body.region)
@@ -145,15 +159,77 @@ async def commit_draw(request: Request, body: DrawIn, who: Ops):
            "committed_by": who.name, "seed_sha256": seed_digest(seed), "population_sha256": population_digest(pop),
            "population_size": len(pop), "not_operating": not_operating, "config_version": cfg.version}
     r = ctx.redis
-    pipe = r.pipeline(transaction=True)
-    pipe.hset(DRAWS, did, orjson.dumps(rec))
-    pipe.zadd(DRAWS_BY_COMMIT, {did: rec["committed_at"]})
-    pipe.hset(f"{DRAWS}:secret", did, seed)
-    pipe.set(f"{DRAWS}:{did}:population", orjson.dumps(sorted([list(p) for p in pop])))
-    audit.record(pipe, who.name, "draw.commit", did, {k: rec[k] for k in ("period", "capacity", "control_share",
-                                                                       "seed_sha256", "population_sha256")})
-    await pipe.execute()
-    return iso_fields(rec)
+    while True:
+        async with r.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(SCOPES)
+                await _refuse_overlap(pipe, key)
+                pipe.multi()
+                pipe.hset(DRAWS, did, orjson.dumps(rec))
+                pipe.zadd(DRAWS_BY_COMMIT, {did: rec["committed_at"]})
+                pipe.hset(f"{DRAWS}:secret", did, seed)
+                pipe.set(f"{DRAWS}:{did}:population", orjson.dumps(sorted([list(p) for p in pop])))
+                pipe.hset(SCOPES, key, did)
+                audit.record(pipe, who.name, "draw.commit", did, {k: rec[k] for k in (
+                    "task", "period", "region", "capacity", "control_share", "seed_sha256", "population_sha256")})
+                await pipe.execute()
+                return iso_fields(rec)
+            except rex.WatchError:
+                continue  # another draw committed or withdrawn meanwhile: check again
+
+
+async def _refuse_overlap(conn, key: str) -> None:
+    """409 when a draw already covers an overlapping task, period and region, naming it."""
+    clash = overlapping(key, await conn.hgetall(SCOPES))
+    if clash:
+        did = clash[0][1]
+        did = did.decode() if isinstance(did, bytes) else did
+        raw = await conn.hget(DRAWS, did)
+        if not raw:  # Redis lost the draws; the audit log, back from rw.audit, still has it
+            t, p, g = clash[0][0].decode().split("|") if isinstance(clash[0][0], bytes) else clash[0][0].split("|")
+            raise HTTPException(409, detail=f"draw {did} (executed; its record is not in Redis any more: see the "
+                                            f"audit log) already covers task {t}, period {p}, "
+                                            + ("the whole jurisdiction" if g == "*" else f"region {g}")
+                                            + ": one draw per task, period and region; an executed draw stands")
+        other = orjson.loads(raw)
+        where = f"region {other['region']}" if other.get("region") else "the whole jurisdiction"
+        then = ("it is executed, and an executed draw stands" if other["status"] == "executed" else
+                f"withdraw it first (POST /v1/spotchecks/draws/{other['id']}/withdraw with a reason)")
+        raise HTTPException(409, detail=f"draw {other['id']} ({other['status']}) already covers task "
+                                        f"{other.get('task', 'routine')}, period {other['period']}, {where}: one draw "
+                                        f"per task, period and region; {then}")
+
+
+async def _scopes_of_older_draws(r) -> None:
+    """Where no scope is kept: draws committed before scopes were (2026-12-08) take theirs once, as
+    ``routine`` draws, and so do the executed draws of the audit log that Redis no longer holds (a
+    Redis that lost its data gets the audit log back from ``rw.audit``: without this, losing Redis
+    freed every scope for another draw). A committed draw Redis lost can never execute (its seed is
+    gone), so it holds none."""
+    if await r.exists(SCOPES):
+        return
+    live: dict[str, str] = {}
+    commits: dict[str, dict] = {}
+    start = "-"
+    while True:
+        page = await r.xrange(audit.AUDIT, start, "+", count=1000)
+        for eid, f in page:
+            e = orjson.loads(f[b"e"] if b"e" in f else f["e"])
+            d = e.get("detail") or {}
+            if e["action"] == "draw.commit" and "task" in d:  # scopes are audited since 2026-12-08
+                commits[e["target"]] = d
+            elif e["action"] == "draw.execute" and e["target"] in commits:
+                c = commits[e["target"]]
+                live[scope(c["task"], c["period"], c.get("region"))] = e["target"]
+        if len(page) < 1000:
+            break
+        last = page[-1][0]
+        start = "(" + (last.decode() if isinstance(last, bytes) else last)
+    held = [orjson.loads(x) for x in (await r.hgetall(DRAWS)).values()]
+    live.update({scope(d.get("task", "routine"), d["period"], d.get("region")): d["id"] for d in
+                 sorted(held, key=lambda d: d["committed_at"]) if d["status"] in ("committed", "executed")})
+    if live:
+        await r.hset(SCOPES, mapping=live)
 
 
 async def _load_draw(r, draw_id: str) -> dict:
@@ -181,7 +257,7 @@ async def execute_draw(request: Request, draw_id: str, who: Ops):
                 await pipe.watch(DRAWS, LAST_INSPECTOR)
                 rec = await _load_draw(pipe, draw_id)
                 if rec["status"] != "committed":
-                    raise HTTPException(409, detail=f"draw {draw_id} was already executed")
+                    raise HTTPException(409, detail=f"draw {draw_id} was already {rec['status']}")
                 seed = await pipe.hget(f"{DRAWS}:secret", draw_id)
                 seed = seed.decode() if isinstance(seed, bytes) else seed
                 frame = await pipe.get(f"{DRAWS}:{draw_id}:population")
@@ -209,6 +285,45 @@ async def execute_draw(request: Request, draw_id: str, who: Ops):
                 return iso_fields(rec)
             except rex.WatchError:
                 continue  # a draw committed or executed meanwhile: read again
+
+
+class WithdrawIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, Field(min_length=3, max_length=2000)]
+
+
+@router.post("/draws/{draw_id}/withdraw", responses=errors(404, 409))
+async def withdraw_draw(request: Request, draw_id: str, body: WithdrawIn, who: Ops):
+    """Withdraw a committed draw, with a reason, before it is executed: its task, period and region are
+    free for a new draw, and its seed is disclosed (anyone can see what it would have drawn). An
+    executed draw stands (409)."""
+    import redis.exceptions as rex
+
+    r = ctx_of(request).redis
+    while True:
+        async with r.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(DRAWS, SCOPES)
+                rec = await _load_draw(pipe, draw_id)
+                if rec["status"] != "committed":
+                    raise HTTPException(409, detail=f"draw {draw_id} was already {rec['status']}"
+                                        + (": an executed draw stands" if rec["status"] == "executed" else ""))
+                seed = await pipe.hget(f"{DRAWS}:secret", draw_id)
+                key = scope(rec.get("task", "routine"), rec["period"], rec.get("region"))
+                held = await pipe.hget(SCOPES, key)
+                rec.update(status="withdrawn", withdrawn_at=time.time(), withdrawn_by=who.name,
+                           withdraw_reason=body.reason,
+                           seed=seed.decode() if isinstance(seed, bytes) else seed)
+                pipe.multi()
+                pipe.hset(DRAWS, draw_id, orjson.dumps(rec))
+                pipe.hdel(f"{DRAWS}:secret", draw_id)
+                if (held.decode() if isinstance(held, bytes) else held) == draw_id:
+                    pipe.hdel(SCOPES, key)
+                audit.record(pipe, who.name, "draw.withdraw", draw_id, {"reason": body.reason, "seed": rec["seed"]})
+                await pipe.execute()
+                return iso_fields(rec)
+            except rex.WatchError:
+                continue
 
 
 async def latest_draws(r, limit: int, status: str | None = None) -> list[dict]:
@@ -243,7 +358,7 @@ def draw_summary(rec: dict) -> dict:
 
 
 @router.get("/draws")
-async def list_draws(request: Request, _: Viewer, status: Literal["committed", "executed"] | None = None,
+async def list_draws(request: Request, _: Viewer, status: Literal["committed", "executed", "withdrawn"] | None = None,
                      limit: Annotated[int, Query(ge=1, le=200)] = 20):
     """Draws, newest commitment first, without their populations and selections (``GET /draws/{id}``)."""
     draws = [draw_summary(d) for d in await latest_draws(ctx_of(request).redis, limit, status)]

@@ -80,7 +80,8 @@ def test_the_merge_keeps_what_is_written_while_it_runs(stack):
 
         async def writer():
             for i in range(40):
-                written.append((await r.xadd(AUDIT, {"e": orjson.dumps({"actor": "b", "action": "y", "n": i})})).decode())
+                eid = await r.xadd(AUDIT, {"e": orjson.dumps({"actor": "b", "action": "y", "n": i})})
+                written.append(eid.decode())
                 await asyncio.sleep(0.002)
 
         n, _ = await asyncio.gather(merge(r, old), writer())
