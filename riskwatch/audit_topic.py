@@ -32,7 +32,7 @@ import uuid
 
 import orjson
 
-from .audit import AUDIT
+from .audit import AUDIT, entry_id
 from .claims import RELEASE
 
 __all__ = ["SHIPPED", "SHIPPING", "TOPIC_CONFIG", "Shipper", "entry_id", "merge", "read_topic"]
@@ -44,16 +44,6 @@ SHIPPING = "rw:audit:shipping"  # the claim of the API process copying now
 MERGING = "rw:audit:merging"  # the stream being rebuilt, renamed over rw:audit when whole
 TOPIC_CONFIG = {"retention.ms": "-1", "cleanup.policy": "delete"}
 CHUNK = 500
-
-
-def entry_id(eid: str) -> tuple[int, int]:
-    """A stream entry id as a number pair, to order and compare them.
-
-    >>> sorted(["1700000000000-10", "1700000000000-9", "999-0"], key=entry_id)
-    ['999-0', '1700000000000-9', '1700000000000-10']
-    """
-    ms, _, seq = eid.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _s(x) -> str:

@@ -23,7 +23,7 @@ from ..kafka_security import client_options
 from ..settings import Settings
 from ..times import iso_fields
 from . import alerts, board, config_api, entities, objections, spotchecks
-from .context import AUTHED, ApiContext, ErrorOut, Ops, count_requests, ctx_of, redis_outage_is_503
+from .context import AUTHED, ApiContext, ErrorOut, Ops, count_requests, ctx_of, query_time, redis_outage_is_503
 
 __all__ = ["create_api"]
 
@@ -115,14 +115,23 @@ async def metrics(request: Request):
 
 @audit_router.get("/v1/audit", responses={422: {"model": ErrorOut, "description": "bad filter or cursor"}})
 async def get_audit(request: Request, _: Ops, action: Annotated[str | None, Query(max_length=64)] = None,
+                    actor: Annotated[str | None, Query(max_length=200)] = None,
+                    target: Annotated[str | None, Query(max_length=200)] = None,
+                    entity_id: Annotated[str | None, Query(max_length=64)] = None,
+                    since: str | None = None, until: str | None = None,
                     cursor: Annotated[str | None, Query(pattern=r"^\d+-\d+$")] = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100):
-    """Every config change, silence, ack/resolve, objection, resolution, draw and file import; newest first,
-    append-only."""
+    """Every config change, silence, ack/resolve, objection, resolution, reset, draw and file import; newest
+    first, append-only. Filters, all optional: ``action`` (a prefix: ``draw.``), ``actor``, ``target``,
+    ``entity_id`` (the target, or the entity an entry names), ``since``/``until`` (ISO-8601 with offset).
+    ``next_cursor`` goes on where this page stopped (a page may hold fewer than ``limit`` entries and
+    still have one: each answer reads at most 20,000 entries); none: nothing more."""
     import redis.exceptions as rex
 
+    filters = {"action": action, "actor": actor, "target": target, "entity_id": entity_id,
+               "since": query_time(since, "since"), "until": query_time(until, "until")}
     try:
-        entries, nxt = await audit.read(ctx_of(request).redis, limit, cursor, action)
+        entries, nxt = await audit.read(ctx_of(request).redis, limit, cursor, **filters)
     except rex.ResponseError as exc:  # e.g. a cursor before the first entry
         raise HTTPException(422, detail=[{"loc": ["query", "cursor"], "msg": str(exc), "type": "value_error"}]) from exc
     return {"count": len(entries), "entries": [iso_fields(e) for e in entries], "next_cursor": nxt}

@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Annotated
 
 import orjson
@@ -25,7 +26,7 @@ from .auth import Principal, RateLimiter, TokenRegistry, allows, hash_token
 from .supervision import SupervisionGauges
 
 __all__ = ["ApiContext", "claim", "need", "ctx_of", "count_requests", "field_errors", "errors", "AUTHED", "ErrorOut",
-           "redis_outage_is_503", "REDIS_OUTAGES", "SCOPED_ROUTES", "visible_entity",
+           "query_time", "redis_outage_is_503", "REDIS_OUTAGES", "SCOPED_ROUTES", "visible_entity",
            "visible_entities"]
 
 #: Redis unreachable, loading its data after a restart, or a read-only replica after a failover
@@ -252,6 +253,20 @@ _DESCRIPTIONS = {400: "the body is not valid JSON", 401: "no valid bearer token"
 def errors(*codes: int) -> dict:
     """OpenAPI ``responses`` for these error codes."""
     return {c: {"model": ErrorOut, "description": _DESCRIPTIONS[c]} for c in codes}
+
+
+def query_time(v: str | None, name: str) -> float | None:
+    """A query parameter's ISO-8601 time with offset as epoch seconds; 422 naming it otherwise."""
+    if v is None:
+        return None
+    try:
+        d = datetime.fromisoformat(v)
+        if d.tzinfo is None:
+            raise ValueError("needs a UTC offset")
+        return d.timestamp()
+    except ValueError as exc:
+        raise HTTPException(422, detail=[{"loc": ["query", name], "msg": f"ISO-8601 time with offset: {exc}",
+                                          "type": "datetime_parsing"}]) from exc
 
 
 AUTHED = errors(400, 401, 403, 429, 503)  # 503: Redis (every route) or the broker (commands)

@@ -42,7 +42,7 @@ from ..events import OPERATING, InspectionKind
 from ..spotcheck_outcomes import SPOT_CHECK_KINDS, outcomes
 from ..times import iso_fields, utc
 from ..view import SPOTCHECKS, entity_key, inspections_key
-from .context import Ops, Viewer, ctx_of, errors
+from .context import Ops, Viewer, ctx_of, errors, query_time
 
 router = APIRouter(prefix="/v1/spotchecks", tags=["spot checks"])
 DRAWS = "rw:draws"
@@ -69,26 +69,13 @@ class DrawIn(BaseModel):
         return v
 
 
-def _ts(v: str | None, name: str) -> float | None:
-    if v is None:
-        return None
-    try:
-        d = datetime.fromisoformat(v)
-        if d.tzinfo is None:
-            raise ValueError("needs a UTC offset")
-        return d.timestamp()
-    except ValueError as exc:
-        raise HTTPException(422, detail=[{"loc": ["query", name], "msg": f"ISO-8601 time with offset: {exc}",
-                                          "type": "datetime_parsing"}]) from exc
-
-
 @router.get("/changes")
 async def changes(request: Request, who: Viewer, since: str | None = None, until: str | None = None,
                   region: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
                   to_tier: Annotated[str | None, Query(min_length=1, max_length=8)] = None,
                   limit: Annotated[int, Query(ge=1, le=5000)] = 500):
     """Tier changes (from/to tier and spot-check ratio), newest first, by decision time."""
-    lo, hi = _ts(since, "since"), _ts(until, "until")
+    lo, hi = query_time(since, "since"), query_time(until, "until")
     r = ctx_of(request).redis
     out: list[dict] = []
     pos = 0
@@ -388,7 +375,7 @@ async def draw_outcomes(request: Request, draw_id: str, _: Viewer, since: str | 
     rec = await _load_draw(r, draw_id)
     if rec["status"] != "executed":
         raise HTTPException(409, detail=f"draw {draw_id} is not executed yet: nothing was selected")
-    return await outcomes_of(r, rec, _ts(since, "since") if since is not None else rec["executed_at"],
+    return await outcomes_of(r, rec, query_time(since, "since") if since is not None else rec["executed_at"],
                              frozenset(kinds))
 
 

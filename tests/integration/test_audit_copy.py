@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 
 import orjson
 import redis as redis_sync
@@ -114,3 +115,42 @@ def test_rebuild_view_writes_the_audit_log_back(stack):
     assert counts["audit"] == 2, counts
     with client(s) as c:
         assert _entries(c) == before
+
+
+def test_the_audit_log_filters_and_pages_on_past_entries_that_do_not_match(stack):
+    """Until 2026-12-08 the API read ``limit`` entries and filtered them: with 100 newer entries of
+    other actions, ``?action=draw.withdraw`` answered nothing and no cursor, though one was logged."""
+    s, _ = stack
+    r = redis_sync.Redis.from_url(s.redis_url)
+    t0 = 1_796_000_000.0  # epoch s; entry k at t0 + k s, ids in step
+    pipe = r.pipeline(transaction=False)
+
+    def put(k: int, actor: str, action: str, target: str, detail: dict) -> None:
+        pipe.xadd(AUDIT, {"e": orjson.dumps({"at": t0 + k, "actor": actor, "action": action, "target": target,
+                                             "detail": detail})}, id=f"{int((t0 + k) * 1000)}-0")
+
+    put(0, "zhao", "draw.withdraw", "draw-1", {"reason": "the plan changed"})
+    put(1, "li", "objection.create", "obj-1", {"entity_id": "E1"})
+    for k in range(2, 25_002):
+        put(k, "wang", "alert.ack", f"a-{k}", {})
+    put(25_002, "li", "entity.reset_state", "reset-1", {"entity_id": "E1"})
+    pipe.execute()
+    with client(s) as c:
+        def get(**params):
+            out = c.get("/v1/audit", params=params, headers=OPS)
+            assert out.status_code == 200, out.text
+            return out.json()
+
+        first = get(action="draw.withdraw")
+        assert first["entries"] == [] and first["next_cursor"]  # 20,000 read, none matched: go on
+        assert [e["target"] for e in get(action="draw.withdraw", cursor=first["next_cursor"])["entries"]] \
+            == ["draw-1"]
+        assert [e["target"] for e in _entries(c, entity_id="E1")] == ["reset-1", "obj-1"]
+        assert [e["target"] for e in _entries(c, actor="li")] == ["reset-1", "obj-1"]
+        def iso(k: int) -> str:
+            return datetime.fromtimestamp(t0 + k, timezone.utc).isoformat()
+
+        window = get(since=iso(100), until=iso(104), limit=1000)["entries"]
+        assert [e["target"] for e in window] == [f"a-{k}" for k in range(104, 99, -1)]
+        bad = c.get("/v1/audit", params={"since": "yesterday"}, headers=OPS)
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "since"]
