@@ -115,10 +115,12 @@ class Shipper:
     """Copies the audit log to ``rw.audit`` and writes it back from there (see the module's text).
 
     ``send(entries)`` sends ``[(id, entry JSON)]`` and returns once the broker has them all; ``read()``
-    returns :func:`read_topic`'s answer. Both are the API's (its Kafka producer and settings)."""
+    returns :func:`read_topic`'s answer. Both are the API's (its Kafka producer and settings).
+    ``after_merge(r)`` runs when entries were written back (the config history:
+    :func:`riskwatch.config_history.restore`)."""
 
-    def __init__(self, send, read, shipped=None, restored=None, failures=None) -> None:
-        self.send, self.read = send, read
+    def __init__(self, send, read, shipped=None, restored=None, failures=None, after_merge=None) -> None:
+        self.send, self.read, self.after_merge = send, read, after_merge
         self.shipped, self.restored, self.failures = shipped, restored, failures
         self.last: str | None = None  # the last id this process set in SHIPPED
         self.token = uuid.uuid4().hex
@@ -139,6 +141,8 @@ class Shipper:
                                 len(topic), f" ({refused} records passed over)" if refused else "")
                 if self.restored is not None:
                     self.restored.inc(n)
+                if n and self.after_merge is not None:
+                    await self.after_merge(r)  # what else is derived from the audit log
                 cursor = _s(await r.get(SHIPPED))
             sent = 0
             while True:

@@ -44,7 +44,8 @@ def cmd_verify_draw(args) -> int:
 
     try:
         raw = sys.stdin.buffer.read() if args.path == "-" else open(args.path, "rb").read()
-        checks = verify_draw(orjson.loads(raw))
+        rec = orjson.loads(raw)
+        checks = verify_draw(rec)
     except OSError as exc:
         print(f"riskwatch verify-draw: {exc}", file=sys.stderr)
         return 2
@@ -57,9 +58,14 @@ def cmd_verify_draw(args) -> int:
     for name, ok, what in checks:
         print(f"{'ok  ' if ok else 'FAIL'} {name}: {what}")
     bad = [name for name, ok, _ in checks if not ok]
-    print(f"the draw does not verify: {', '.join(bad)}" if bad else
-          "the draw verifies (inspector assignments also depend on last_inspector, published with the result: "
-          "compare it with the draws executed before)")
+    if bad:
+        print(f"the draw does not verify: {', '.join(bad)}")
+    elif rec.get("status") == "withdrawn":
+        print("the withdrawn draw verifies: its disclosed seed and its population are the committed ones "
+              "(it drew nothing)")
+    else:
+        print("the draw verifies (inspector assignments also depend on last_inspector, published with the result: "
+              "compare it with the draws executed before)")
     return 1 if bad else 0
 
 

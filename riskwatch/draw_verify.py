@@ -8,6 +8,9 @@ An auditor, a supervised business or a journalist saves an executed draw as the 
 - the selection and the inspectors recompute exactly from the seed, the population and the draw's
   parameters (:func:`riskwatch.draw.draw`).
 
+A withdrawn draw (withdrawn before it was executed, with its seed disclosed) is checked for its seed and
+population: that the seed it would have drawn with was the one committed.
+
 The inspectors' assignment also depends on each entity's last inspector (``last_inspector``), which is
 published with the result, not committed before it: it should match the assignments of the draws
 executed before (checked by hand against them).
@@ -42,13 +45,14 @@ def verify_draw(rec: object) -> list[tuple[str, bool, str]]:
     """
     if not isinstance(rec, dict):
         raise Unverifiable("not a draw record (a JSON object as GET /v1/spotchecks/draws/<id> gives)")
-    if rec.get("status") != "executed" or not rec.get("seed"):
+    withdrawn = rec.get("status") == "withdrawn"
+    if rec.get("status") not in ("executed", "withdrawn") or not rec.get("seed"):
         raise Unverifiable(f"draw {rec.get('id', '?')} is {rec.get('status', 'not a draw')}: the seed is disclosed "
-                           "only when it is executed")
+                           "only when it is executed or withdrawn")
     if "population" not in rec:
         raise Unverifiable("the record has no population: save it with ?population=true "
                            "(GET /v1/spotchecks/draws/<id>?population=true)")
-    missing = [k for k in _PARAMS if k not in rec]
+    missing = [k for k in _PARAMS if k not in rec and not (withdrawn and k == "result")]
     if missing:
         raise Unverifiable(f"the record lacks {', '.join(missing)}")
     pop = rec["population"]
@@ -65,6 +69,8 @@ def verify_draw(rec: object) -> list[tuple[str, bool, str]]:
     out.append(("population", got == rec["population_sha256"] and size == len(pop),
                 f"SHA-256 of the {len(pop)} entities {got} against the commitment {rec['population_sha256']}"
                 f" ({size} committed)"))
+    if withdrawn:  # withdrawn before it was executed: it drew nothing, and its seed was the committed one
+        return out
     try:
         again = draw(seed, rec["period"], pop, int(rec["capacity"]), float(rec["control_share"]),
                      list(rec["inspectors"] or []), rec.get("last_inspector") or {})

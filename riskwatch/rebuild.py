@@ -14,7 +14,7 @@ Sources, read from the beginning:
 - the ``commands`` input topic and the states' open disputes: the objections' records Redis lost
   (:mod:`.objection_records`; never one the API wrote);
 - the ``audit`` topic: the audit entries Redis lost (:mod:`.audit_topic`; the API writes them back
-  too).
+  too), and from them the config history (:mod:`.config_history`).
 
 Input and output topics keep records for their retention only (Kafka's default:
 7 days). Until 2026-11-28 the view was rebuilt from them alone, so after a week
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from . import config_history
 from .audit_topic import merge, read_topic
 from .config import applied_config
 from .errors import InvalidEvent, StateUnreadable
@@ -204,6 +205,7 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
     await pipe.execute()
     counts["objections"] = await _objections(r, settings, disputes)
     counts["audit"] = await merge(r, (await read_topic(settings, settings.topic("audit")))[0])
+    counts["config_history"] = await config_history.restore(r)
     await r.aclose()
     return counts
 

@@ -47,7 +47,7 @@ def test_each_kind_of_tampering_is_caught():
 
 
 @pytest.mark.parametrize("change,why", [
-    ({"status": "committed", "seed": None}, "disclosed only when it is executed"),
+    ({"status": "committed", "seed": None}, "disclosed only when it is executed or withdrawn"),
     ({"population": "E001,E002"}, "not a list"),
     ({"result": None, "seed_sha256": None}, None),
 ])
@@ -78,3 +78,15 @@ def test_the_cli_exits_0_1_or_2(tmp_path):
     junk = run("-", stdin="not json")
     assert junk.returncode == 2 and "is not JSON" in junk.stderr
     assert run(str(tmp_path / "none.json")).returncode == 2
+
+
+def test_a_withdrawn_draw_is_checked_for_its_seed_and_population(tmp_path):
+    rec = {k: v for k, v in _record().items() if k not in ("result", "last_inspector")}
+    rec["status"] = "withdrawn"
+    assert [(n, ok) for n, ok, _ in verify_draw(rec)] == [("seed", True), ("population", True)]
+    assert _failed({**rec, "seed": "00" * 32}) == ["seed"]
+    path = tmp_path / "withdrawn.json"
+    path.write_bytes(orjson.dumps(rec))
+    out = subprocess.run([sys.executable, "-m", "riskwatch.cli", "verify-draw", str(path)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "the withdrawn draw verifies" in out.stdout, out.stdout + out.stderr

@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .. import __version__, audit
+from .. import __version__, audit, config_history
 from ..audit_topic import TOPIC_CONFIG, Shipper, read_topic
 from ..kafka_security import client_options
 from ..settings import Settings
@@ -164,7 +164,8 @@ def audit_shipper(ctx: ApiContext) -> Shipper:
                                     registry=ctx.registry),
                    failures=Counter("riskwatch_audit_copy_failures_total",
                                     "Rounds of the audit copy that failed (broker or Redis away)",
-                                    registry=ctx.registry))
+                                    registry=ctx.registry),
+                   after_merge=config_history.restore)
 
 
 def create_api(settings: Settings | None = None) -> FastAPI:

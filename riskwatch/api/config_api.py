@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import audit
 from ..config import CONFIG_SEQ as SEQ
+from ..config_history import HISTORY, audit_detail, history_row
 from ..config import CONFIG_VERSIONS as VERSIONS
 from ..config import CURRENT_CONFIG, Config, config_from_dict, load_config
 from ..errors import ConfigError
@@ -35,7 +36,6 @@ from ..times import iso_fields
 from .context import Ops, Viewer, claim, ctx_of, errors, field_errors
 
 router = APIRouter(prefix="/v1/config", tags=["config"])
-HISTORY = "rw:config:history"
 APPLYING = "rw:config:applying"  # held while a change is checked, numbered, sent and recorded
 
 
@@ -164,12 +164,9 @@ async def _apply_one(ctx, cfg: Config, actor: str, reason: str, rollback_to: int
     pipe = r.pipeline(transaction=True)
     pipe.set(CURRENT_CONFIG, orjson.dumps(cmd))
     pipe.hset(VERSIONS, str(seq), orjson.dumps(cmd))
-    pipe.lpush(HISTORY, orjson.dumps({k: v for k, v in cmd.items() if k != "config"} | {"diff": changes,
-                                                                                        "previous": meta}))
-    detail = {"seq": seq, "reason": reason, "diff": changes}
-    if rollback_to is not None:
-        detail["rollback_to"] = rollback_to
-    audit.record(pipe, actor, "config.change", cfg.version, detail)
+    pipe.lpush(HISTORY, orjson.dumps(history_row(cmd, changes, meta)))
+    # the whole change, so that a Redis that lost the history gets it back from rw.audit (config_history)
+    audit.record(pipe, actor, "config.change", cfg.version, audit_detail(cmd, changes, meta))
     await pipe.execute()
     return {"seq": seq, "version": cfg.version, "diff": changes, "status": "sent to workers"}
 

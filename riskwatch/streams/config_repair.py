@@ -21,8 +21,8 @@ Each worker compares, every few seconds, the change in force in Redis with its o
   back (``rw:config:restored``): no command comes then (a worker started while Redis was empty,
   which runs the config file), so the worker applies it.
 
-Every worker applies the same rule, so they agree. The change history and the audit log in Redis
-are not written back (the workers do not hold them).
+Every worker applies the same rule, so they agree. The change history comes back with the audit
+log, which the API writes back from ``rw.audit`` (:mod:`riskwatch.config_history`).
 """
 
 from __future__ import annotations

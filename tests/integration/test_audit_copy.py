@@ -154,3 +154,31 @@ def test_the_audit_log_filters_and_pages_on_past_entries_that_do_not_match(stack
         assert [e["target"] for e in window] == [f"a-{k}" for k in range(104, 99, -1)]
         bad = c.get("/v1/audit", params={"since": "yesterday"}, headers=OPS)
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "since"]
+
+
+def test_the_config_history_comes_back_with_the_audit_log(stack):
+    """Until 2026-12-08 a Redis that lost its data lost the config history: every change's whole
+    config (``/v1/config/history/{seq}``: 404) and its row (who, why, the diff)."""
+    s, _ = stack
+    r = redis_sync.Redis.from_url(s.redis_url, decode_responses=True)
+    with client(s) as c:
+        cfg = c.get("/v1/config", headers=OPS).json()["config"]
+        for k, up in enumerate((40, 45), start=1):
+            cfg = {**cfg, "version": f"t-{k}"}
+            cfg["tiers"][1]["up"] = up
+            assert c.put("/v1/config", json={"config": cfg, "reason": f"pilot {k}"}, headers=OPS).status_code == 202
+        assert c.post("/v1/config/rollback", json={"to_seq": 1, "reason": "back to the first"},
+                      headers=OPS).status_code == 202
+        history = c.get("/v1/config/history", headers=OPS).json()
+        versions = [c.get(f"/v1/config/history/{k}", headers=OPS).json() for k in (1, 2, 3)]
+        assert [v["version"] for v in versions] == ["t-1", "t-2", "t-1"]
+        wait_for(lambda: r.get(SHIPPED) == _entries(c)[0]["id"], 15, "the copy")
+
+        r.flushall()
+        wait_for(lambda: len(_entries(c)) == 3, 15, "the audit log back")
+        assert c.get("/v1/config/history", headers=OPS).json() == history
+        assert [c.get(f"/v1/config/history/{k}", headers=OPS).json() for k in (1, 2, 3)] == versions
+        # the next change is numbered after them (no worker ran here to write the one in force back)
+        cfg["tiers"][1]["up"] = 42
+        out = c.put("/v1/config", json={"config": {**cfg, "version": "t-4"}, "reason": "after the loss"}, headers=OPS)
+        assert out.status_code == 202 and out.json()["seq"] == 4, out.text

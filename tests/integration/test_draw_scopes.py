@@ -9,6 +9,7 @@ import redis as redis_sync
 
 from riskwatch.draw import seed_digest
 from riskwatch.draw_scopes import SCOPES
+from riskwatch.draw_verify import verify_draw
 
 from .api_helpers import auth, client
 from .helpers import seed_view
@@ -50,6 +51,8 @@ def test_a_second_draw_for_the_same_checks_is_refused_until_the_first_is_withdra
         w = out.json()
         assert w["status"] == "withdrawn" and w["withdraw_reason"] == "the plan changed"
         assert seed_digest(w["seed"]) == jan["seed_sha256"]  # disclosed: what it would have drawn is public
+        saved = c.get(f"/v1/spotchecks/draws/{jan['id']}", params={"population": "true"}, headers=OPS).json()
+        assert [(n, ok) for n, ok, _ in verify_draw(saved)] == [("seed", True), ("population", True)]
         gone = c.post(f"/v1/spotchecks/draws/{jan['id']}/execute", headers=OPS)
         assert gone.status_code == 409 and "withdrawn" in gone.text
         assert c.post(f"/v1/spotchecks/draws/{jan['id']}/withdraw", json={"reason": "again"},
