@@ -20,9 +20,10 @@ from ..objection_records import KEY as OBJECTIONS
 from ..objection_records import OPEN as OPEN_OBJECTIONS
 from ..objection_records import closed_by_reset
 from ..times import iso, utc
-from ..view import NAMES, entity_key, history_key, name_form, name_keys, name_lookup, reindex_names, status_key
+from ..view import (NAMES, OBJECTION_EFFECTS, entity_key, history_key, name_form, name_keys, name_lookup,
+                    reindex_names, status_key)
 from .context import Ops, Viewer, ctx_of, errors, visible_entity
-from .objections import open_objections, with_effects
+from .objections import attach_effects, effect_fields, open_objections
 
 router = APIRouter(prefix="/v1/entities", tags=["entities"])
 
@@ -55,7 +56,15 @@ async def get_entity(request: Request, entity_id: str, who: Viewer):
     """Score, tier, spot-check ratio, reasons (with the event ids behind them), open alerts, disputed items."""
     await _checked_id(request, entity_id)
     r = ctx_of(request).redis
-    h = await r.hgetall(entity_key(entity_id))
+    # the entity and its disputes' effects in one transaction: a worker round writes a score and the
+    # effect that made it in one script, and until 2026-12-08 a round between two reads here gave an
+    # answer whose dispute had taken an item out while its score still counted it
+    objections = await open_objections(r, entity_id)
+    pipe = r.pipeline(transaction=True)
+    pipe.hgetall(entity_key(entity_id))
+    if objections:
+        pipe.hmget(OBJECTION_EFFECTS, effect_fields(objections))
+    h, *raws = await pipe.execute()
     if not h or not who.sees(h.get("region")):  # outside a limited token's regions: as if unknown
         raise HTTPException(404, detail=f"entity {entity_id} has no risk state")
     out = _entity(h, entity_id, (await ctx_of(request).current_config())[0])
@@ -67,7 +76,7 @@ async def get_entity(request: Request, entity_id: str, who: Viewer):
                         "target_kind": o["target_kind"],
                         "since": iso(o["created_at"]) if o["created_at"] is not None else None,
                         "effect": o["effects"]["objection"]["effect"] if "objection" in o["effects"] else None}
-                       for o in await with_effects(r, await open_objections(r, entity_id))]
+                       for o in attach_effects(objections, raws[0] if raws else [])]
     return out
 
 

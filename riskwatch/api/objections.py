@@ -63,8 +63,17 @@ async def with_effects(r, objections: list[dict]) -> list[dict]:
     effect, its meaning, the score just before and after, the tier, when), ``{}`` before that."""
     if not objections:
         return objections
-    fields = [f"{o['objection_id']}:{step}" for o in objections for step in ("objection", "resolution")]
-    raws = await r.hmget(EFFECTS_KEY, fields)
+    return attach_effects(objections, await r.hmget(EFFECTS_KEY, effect_fields(objections)))
+
+
+def effect_fields(objections: list[dict]) -> list[str]:
+    """The fields of :data:`EFFECTS_KEY` that hold ``objections``' effects (read them with the entity in one
+    transaction: the worker writes an effect and the score it made in one script)."""
+    return [f"{o['objection_id']}:{step}" for o in objections for step in ("objection", "resolution")]
+
+
+def attach_effects(objections: list[dict], raws: list) -> list[dict]:
+    """``objections`` with their ``effects`` from ``raws``, the values of :func:`effect_fields`."""
     for i, o in enumerate(objections):
         o["effects"] = {}
         for step, raw in zip(("objection", "resolution"), raws[2 * i:2 * i + 2]):
