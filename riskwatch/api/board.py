@@ -295,12 +295,12 @@ async def overview(request: Request, tier: str | None = None, region: str | None
     if who.regions is None:
         draw_rows = [_draw_row(d, found.get(d["id"])) + [_worklists(d["id"], crews[d["id"]]) if d["id"] in found
                                                          else ""] for d in draws]
-        draw_head = ["draw", "period", "region", "status", "selected", "spot-checked (routine)", "hits: risk-weighted",
-                     "hits: control (random)", "lift", "work lists (CSV)"]
+        draw_head = ["draw", "task", "period", "region", "status", "selected", "spot-checked (routine)",
+                     "hits: risk-weighted", "hits: control (random)", "lift", "work lists (CSV)"]
     else:  # a draw's outcomes span its whole frame: a limited token gets its regions' part of the work lists
-        draw_rows = [[d["id"], d["period"], d.get("region") or "all", _worklists(d["id"], crews[d["id"]])]
-                     for d in draws if d["id"] in found]
-        draw_head = ["draw", "period", "region", f"work lists of {'+'.join(who.regions)} (CSV)"]
+        draw_rows = [[d["id"], d.get("task", "routine"), d["period"], d.get("region") or "all",
+                      _worklists(d["id"], crews[d["id"]])] for d in draws if d["id"] in found]
+        draw_head = ["draw", "task", "period", "region", f"work lists of {'+'.join(who.regions)} (CSV)"]
     shown = f" named &ldquo;{_e(q)}&rdquo;" if q else ""  # escaped: it is the visitor's input
     shown += " (filtered)" if tier or region or industry or min_score else ""
     body = (
@@ -351,9 +351,10 @@ def _hits(st: dict) -> str:
 def _draw_row(d: dict, out: dict | None) -> list:
     """A draw on the overview: its checks' hit rates per stratum and the lift (see
     :mod:`riskwatch.spotcheck_outcomes`); a committed draw has selected nothing yet."""
-    head = [d["id"], d["period"], d.get("region") or "all", d["status"]]
-    if out is None:
-        return head + [d["capacity"], "", "", "", ""]
+    head = [d["id"], d.get("task", "routine"), d["period"], d.get("region") or "all", d["status"]]
+    if out is None:  # committed (nothing drawn yet) or withdrawn (never drawn, and why)
+        first = f"capacity {d['capacity']}" if d["status"] == "committed" else d.get("withdraw_reason", "")
+        return head + [first, "", "", "", ""]
     lift = f"{out['lift']:.2f}x" if out["lift"] is not None else "not yet (no control hit)"
     return head + [out["selected"], out["inspected"], _hits(out["strata"]["risk"]),
                    _hits(out["strata"]["control"]), lift]

@@ -240,3 +240,25 @@ def test_without_redis_the_board_is_a_503_page_that_tries_again(stack):
             assert r.status_code == 503 and r.headers["retry-after"] == "5", (path, r.text)
             assert r.headers["content-type"].startswith("text/html") and "Redis unavailable" in r.text
             assert 'http-equiv="refresh"' in r.text
+
+
+def test_the_board_lists_each_draw_with_its_task_and_what_became_of_it(stack):
+    from .helpers import seed_view
+
+    s, _ = stack
+    seed_view(s.redis_url, 60)
+    ops = auth("ops")
+    body = {"period": "2026-12", "capacity": 10, "control_share": 0.2, "inspectors": ["li"]}
+    with client(s) as c:
+        gone = c.post("/v1/spotchecks/draws", json=body, headers=ops).json()["id"]
+        assert c.post(f"/v1/spotchecks/draws/{gone}/withdraw", json={"reason": "the plan changed"},
+                      headers=ops).status_code == 200
+        done = c.post("/v1/spotchecks/draws", json=body, headers=ops).json()["id"]
+        assert c.post(f"/v1/spotchecks/draws/{done}/execute", headers=ops).status_code == 200
+        food = c.post("/v1/spotchecks/draws", json={**body, "task": "food safety"}, headers=ops).json()["id"]
+        assert c.post("/board/login", data={"token": "t-viewer"}, follow_redirects=False).status_code == 303
+        rows = {row[0]: row[1:6] for row in
+                _tables(c.get("/board").text).tables["Spot-check draws: what the checks found"][1:]}
+        assert rows == {food: ["food safety", "2026-12", "all", "committed", "capacity 10"],
+                        done: ["routine", "2026-12", "all", "executed", "10"],
+                        gone: ["routine", "2026-12", "all", "withdrawn", "the plan changed"]}, rows

@@ -63,6 +63,18 @@ def test_a_second_draw_for_the_same_checks_is_refused_until_the_first_is_withdra
         audit = c.get("/v1/audit", params={"action": "draw.withdraw"}, headers=OPS).json()["entries"]
         assert [(e["target"], e["detail"]["reason"]) for e in audit] == [(jan["id"], "the plan changed")]
 
+        # an execution and a withdrawal at once: one of them, and the record says which
+        for k in range(5):
+            did = commit(period=f"2028-{k + 1:02d}").json()["id"]
+            with ThreadPoolExecutor(2) as ex:
+                ran = ex.submit(c.post, f"/v1/spotchecks/draws/{did}/execute", headers=OPS)
+                out = ex.submit(c.post, f"/v1/spotchecks/draws/{did}/withdraw", json={"reason": "at once"},
+                                headers=OPS)
+                codes = (ran.result().status_code, out.result().status_code)
+            assert sorted(codes) == [200, 409], codes
+            rec = c.get(f"/v1/spotchecks/draws/{did}", headers=OPS).json()
+            assert rec["status"] == ("executed" if codes[0] == 200 else "withdrawn"), (codes, rec["status"])
+            assert ("result" in rec) == (codes[0] == 200)
         # four commitments at once for one scope: one is taken
         with ThreadPoolExecutor(4) as ex:
             rs = list(ex.map(lambda _: commit(period="2027-03", region="310000"), range(4)))
