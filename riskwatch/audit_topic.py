@@ -43,6 +43,12 @@ SHIPPED = "rw:audit:shipped"  # the id of the last entry on rw.audit
 SHIPPING = "rw:audit:shipping"  # the claim of the API process copying now
 MERGING = "rw:audit:merging"  # the stream being rebuilt, renamed over rw:audit when whole
 TOPIC_CONFIG = {"retention.ms": "-1", "cleanup.policy": "delete"}
+# KEYS: SHIPPED; ARGV: the mark read before the entries were sent, the new one. A Redis that lost its data
+# between the read and the send holds no mark: setting one then would hide the loss from the next round
+MOVE_MARK = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then redis.call("SET", KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
 CHUNK = 500
 
 
@@ -151,8 +157,10 @@ class Shipper:
                     break
                 batch = [(_s(eid), _b(f[b"e"] if b"e" in f else f["e"])) for eid, f in entries]
                 await self.send(batch)
+                if not await r.eval(MOVE_MARK, 1, SHIPPED, cursor, batch[-1][0]):
+                    raise RuntimeError(f"{SHIPPED} moved or went while entries were copied (Redis lost data?): "
+                                       "the next round checks")
                 cursor = batch[-1][0]
-                await r.set(SHIPPED, cursor)
                 self.last = cursor
                 sent += len(batch)
                 if self.shipped is not None:

@@ -182,3 +182,50 @@ def test_the_config_history_comes_back_with_the_audit_log(stack):
         cfg["tiers"][1]["up"] = 42
         out = c.put("/v1/config", json={"config": {**cfg, "version": "t-4"}, "reason": "after the loss"}, headers=OPS)
         assert out.status_code == 202 and out.json()["seq"] == 4, out.text
+
+
+def test_a_redis_lost_while_entries_are_copied_is_noticed(stack):
+    """The copy mark moves only over the one read before the send: a Redis that lost its data in
+    between holds none, and the next round writes the log back (setting it there would have hidden
+    the loss from every later round)."""
+    s, _ = stack
+
+    async def go():
+        import redis.asyncio as aioredis
+
+        from riskwatch.api.app import audit_shipper
+        from riskwatch.api.context import ApiContext
+        from riskwatch.audit import record
+
+        ctx = ApiContext(s)
+        ctx.redis = r = aioredis.from_url(s.redis_url, decode_responses=True)
+        shipper = audit_shipper(ctx)
+        pipe = r.pipeline(transaction=True)
+        for k in range(3):
+            record(pipe, "li", "alert.ack", f"a-{k}")
+        await pipe.execute()
+        assert await shipper.round(r) == 3
+        held = await r.xrange(AUDIT)
+        sent = shipper.send
+
+        async def send_then_lose(batch):
+            await sent(batch)
+            await r.flushall()  # Redis restarted without its data while the broker took the batch
+
+        shipper.send = send_then_lose
+        pipe = r.pipeline(transaction=True)
+        record(pipe, "li", "alert.ack", "a-3")
+        await pipe.execute()
+        try:
+            await shipper.round(r)
+            raise AssertionError("the round went on over a lost Redis")
+        except RuntimeError as exc:
+            assert "moved or went" in str(exc)
+        assert await r.get(SHIPPED) is None
+        shipper.send = sent
+        assert await shipper.round(r) == 0
+        back = await r.xrange(AUDIT)
+        assert back[:3] == held and len(back) == 4
+        await ctx.close()
+
+    asyncio.run(go())
