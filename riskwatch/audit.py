@@ -61,7 +61,7 @@ async def read(r, count: int = 100, before: str | None = None, **filters) -> tup
 
     It reads the stream in pages until ``count`` entries match, or :data:`SCAN` were read: the cursor
     then points past the last one read, so the next call goes on from there (an answer may hold fewer
-    than ``count`` entries and a cursor). Until 2026-12-08 it read ``count`` entries and filtered them,
+    than ``count`` entries and a cursor). Until 2026-12-07 it read ``count`` entries and filtered them,
     and a page where none matched ended the listing: with 100 newer entries of other actions,
     ``?action=draw.withdraw`` answered no entry and no cursor though withdrawals were logged."""
     since, until = filters.get("since"), filters.get("until")

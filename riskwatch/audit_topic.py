@@ -1,7 +1,7 @@
 """The audit log kept on Kafka too: copied to ``rw.audit``, written back when Redis lost it.
 
 The audit log (:mod:`.audit`) is a Redis Stream, written in the same transaction as the change it
-records. Until 2026-12-08 it lived in Redis alone: a Redis restarted without its data, replaced, or
+records. Until 2026-12-07 it lived in Redis alone: a Redis restarted without its data, replaced, or
 failed over to a replica that had not caught up lost who changed the thresholds, drew, silenced,
 acknowledged and resolved, and why, with nothing to say so. A regulator's audit trail is the one
 record that must outlive an outage.

@@ -3,7 +3,7 @@
 Each config change through the API is kept three ways in Redis: the history of changes
 (``rw:config:history``: who, why, the diff, the config before), each change's whole config
 (``rw:config:versions``) and the last number (``rw:config:seq``). The workers write back the change in
-force (:mod:`.streams.config_repair`), but until 2026-12-08 a Redis that lost its data lost the rest:
+force (:mod:`.streams.config_repair`), but until 2026-12-07 a Redis that lost its data lost the rest:
 ``GET /v1/config/history`` listed nothing before the loss, and ``GET /v1/config/history/{seq}``
 answered 404 for every older change, so nobody could say which thresholds a decision's
 ``config_version`` stood for.
@@ -13,7 +13,7 @@ time) and the config it replaced (``previous``), and the audit log is kept on Ka
 (:mod:`.audit_topic`). When the audit log is written back, :func:`restore` puts back each change
 Redis lacks: its whole config (never over one Redis holds), its row in the history (in number order
 among the rows written since), and the number, raised to the highest change. Changes audited before
-2026-12-08 carry no config and are not put back.
+2026-12-07 carry no config and are not put back.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The commitment (:mod:`.draw`) proves that a draw's seed was fixed before its result was known. It
 proves nothing if ops can commit and execute as many draws as they like for the same checks and keep
-the selection they prefer. Until 2026-12-08 they could: two draws for December in one district were
+the selection they prefer. Until 2026-12-07 they could: two draws for December in one district were
 both taken, both executed, each with its own public result. A draw now names its inspection task
 (``task``, ``routine`` by default) and is refused (409) while another draw of the same task covers an
 overlapping period and region: the same period, a day within a month drawn for (or the month of a day

@@ -57,7 +57,7 @@ async def get_entity(request: Request, entity_id: str, who: Viewer):
     await _checked_id(request, entity_id)
     r = ctx_of(request).redis
     # the entity and its disputes' effects in one transaction: a worker round writes a score and the
-    # effect that made it in one script, and until 2026-12-08 a round between two reads here gave an
+    # effect that made it in one script, and until 2026-12-07 a round between two reads here gave an
     # answer whose dispute had taken an item out while its score still counted it
     objections = await open_objections(r, entity_id)
     pipe = r.pipeline(transaction=True)

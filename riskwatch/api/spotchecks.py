@@ -188,7 +188,7 @@ async def _refuse_overlap(conn, key: str) -> None:
 
 
 async def _scopes_of_older_draws(r) -> None:
-    """Where no scope is kept: draws committed before scopes were (2026-12-08) take theirs once, as
+    """Where no scope is kept: draws committed before scopes were (2026-12-07) take theirs once, as
     ``routine`` draws, and so do the executed draws of the audit log that Redis no longer holds (a
     Redis that lost its data gets the audit log back from ``rw.audit``: without this, losing Redis
     freed every scope for another draw). A committed draw Redis lost can never execute (its seed is
@@ -203,7 +203,7 @@ async def _scopes_of_older_draws(r) -> None:
         for eid, f in page:
             e = orjson.loads(f[b"e"] if b"e" in f else f["e"])
             d = e.get("detail") or {}
-            if e["action"] == "draw.commit" and "task" in d:  # scopes are audited since 2026-12-08
+            if e["action"] == "draw.commit" and "task" in d:  # scopes are audited since 2026-12-07
                 commits[e["target"]] = d
             elif e["action"] == "draw.execute" and e["target"] in commits:
                 c = commits[e["target"]]

@@ -31,7 +31,7 @@ def _entries(c, **params) -> list[dict]:
 
 
 def test_the_audit_log_comes_back_after_redis_lost_it(stack):
-    """Until 2026-12-08 the audit log was in Redis alone: a Redis restarted without its data lost who
+    """Until 2026-12-07 the audit log was in Redis alone: a Redis restarted without its data lost who
     drew, changed and silenced what, and why, with nothing to say so."""
     s, _ = stack
     r = redis_sync.Redis.from_url(s.redis_url, decode_responses=True)
@@ -118,7 +118,7 @@ def test_rebuild_view_writes_the_audit_log_back(stack):
 
 
 def test_the_audit_log_filters_and_pages_on_past_entries_that_do_not_match(stack):
-    """Until 2026-12-08 the API read ``limit`` entries and filtered them: with 100 newer entries of
+    """Until 2026-12-07 the API read ``limit`` entries and filtered them: with 100 newer entries of
     other actions, ``?action=draw.withdraw`` answered nothing and no cursor, though one was logged."""
     s, _ = stack
     r = redis_sync.Redis.from_url(s.redis_url)
@@ -157,7 +157,7 @@ def test_the_audit_log_filters_and_pages_on_past_entries_that_do_not_match(stack
 
 
 def test_the_config_history_comes_back_with_the_audit_log(stack):
-    """Until 2026-12-08 a Redis that lost its data lost the config history: every change's whole
+    """Until 2026-12-07 a Redis that lost its data lost the config history: every change's whole
     config (``/v1/config/history/{seq}``: 404) and its row (who, why, the diff)."""
     s, _ = stack
     r = redis_sync.Redis.from_url(s.redis_url, decode_responses=True)

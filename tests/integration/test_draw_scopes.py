@@ -19,7 +19,7 @@ BODY = {"period": "2026-12", "capacity": 10, "control_share": 0.2, "inspectors":
 
 
 def test_a_second_draw_for_the_same_checks_is_refused_until_the_first_is_withdrawn(stack):
-    """Until 2026-12-08 two draws for December in one district were both taken and both executed, each
+    """Until 2026-12-07 two draws for December in one district were both taken and both executed, each
     with its own public result: ops could keep the selection they preferred."""
     s, _ = stack
     seed_view(s.redis_url, 60)

@@ -16,7 +16,7 @@ E = "91350100M000100Y43"  # a valid USCC
 
 
 def test_the_score_and_the_effect_of_an_objection_are_read_together(stack):
-    """Until 2026-12-08 the API read the entity's fields, then its alerts and objections, then the
+    """Until 2026-12-07 the API read the entity's fields, then its alerts and objections, then the
     objections' effects: a worker round between them (it writes a score and the effect that caused it
     in one script) gave an answer whose dispute had taken the item out while the score still held it
     (an integration test failed on it in 2 of 8 loaded runs: its score 25.0 beside an `excluded`
