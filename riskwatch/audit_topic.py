@@ -129,6 +129,7 @@ class Shipper:
         self.send, self.read, self.after_merge = send, read, after_merge
         self.shipped, self.restored, self.failures = shipped, restored, failures
         self.last: str | None = None  # the last id this process set in SHIPPED
+        self.derive_due = False  # entries were written back and after_merge has not run since
         self.token = uuid.uuid4().hex
 
     async def round(self, r) -> int:
@@ -147,9 +148,11 @@ class Shipper:
                                 len(topic), f" ({refused} records passed over)" if refused else "")
                 if self.restored is not None:
                     self.restored.inc(n)
-                if n and self.after_merge is not None:
-                    await self.after_merge(r)  # what else is derived from the audit log
+                self.derive_due = self.derive_due or bool(n)
                 cursor = _s(await r.get(SHIPPED))
+            if self.derive_due and self.after_merge is not None:  # what else is derived from the audit log
+                await self.after_merge(r)  # (tried again each round until it ran once)
+            self.derive_due = False
             sent = 0
             while True:
                 entries = await r.xrange(AUDIT, f"({cursor}", "+", count=CHUNK)
