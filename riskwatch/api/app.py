@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Literal
+
+import orjson
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import RedirectResponse
@@ -24,6 +26,7 @@ from ..settings import Settings
 from ..times import iso_fields
 from . import alerts, board, config_api, entities, objections, spotchecks
 from .context import AUTHED, ApiContext, ErrorOut, Ops, count_requests, ctx_of, query_time, redis_outage_is_503
+from .csv_files import attachment, csv_text
 
 __all__ = ["create_api"]
 
@@ -113,19 +116,28 @@ async def metrics(request: Request):
     return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@audit_router.get("/v1/audit", responses={422: {"model": ErrorOut, "description": "bad filter or cursor"}})
+AUDIT_COLUMNS = ("id", "at", "actor", "action", "target", "detail")
+
+
+@audit_router.get("/v1/audit", responses={
+    422: {"model": ErrorOut, "description": "bad filter or cursor"},
+    200: {"content": {"application/json": {}, "text/csv": {"schema": {"type": "string"}}},
+          "description": "the entries (JSON, or CSV with format=csv; its next cursor in X-Next-Cursor)"}})
 async def get_audit(request: Request, _: Ops, action: Annotated[str | None, Query(max_length=64)] = None,
                     actor: Annotated[str | None, Query(max_length=200)] = None,
                     target: Annotated[str | None, Query(max_length=200)] = None,
                     entity_id: Annotated[str | None, Query(max_length=64)] = None,
                     since: str | None = None, until: str | None = None,
                     cursor: Annotated[str | None, Query(pattern=r"^\d+-\d+$")] = None,
-                    limit: Annotated[int, Query(ge=1, le=1000)] = 100):
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                    fmt: Annotated[Literal["json", "csv"], Query(alias="format")] = "json"):
     """Every config change, silence, ack/resolve, objection, resolution, reset, draw and file import; newest
     first, append-only. Filters, all optional: ``action`` (a prefix: ``draw.``), ``actor``, ``target``,
     ``entity_id`` (the target, or the entity an entry names), ``since``/``until`` (ISO-8601 with offset).
     ``next_cursor`` goes on where this page stopped (a page may hold fewer than ``limit`` entries and
-    still have one: each answer reads at most 20,000 entries); none: nothing more."""
+    still have one: each answer reads at most 20,000 entries); none: nothing more. ``format=csv`` answers
+    the page as a CSV file for a report (times in UTC, each entry's detail as JSON; the next cursor in the
+    ``X-Next-Cursor`` header)."""
     import redis.exceptions as rex
 
     filters = {"action": action, "actor": actor, "target": target, "entity_id": entity_id,
@@ -134,7 +146,13 @@ async def get_audit(request: Request, _: Ops, action: Annotated[str | None, Quer
         entries, nxt = await audit.read(ctx_of(request).redis, limit, cursor, **filters)
     except rex.ResponseError as exc:  # e.g. a cursor before the first entry
         raise HTTPException(422, detail=[{"loc": ["query", "cursor"], "msg": str(exc), "type": "value_error"}]) from exc
-    return {"count": len(entries), "entries": [iso_fields(e) for e in entries], "next_cursor": nxt}
+    entries = [iso_fields(e) for e in entries]
+    if fmt == "csv":
+        rows = [e | {"detail": orjson.dumps(e.get("detail") or {}).decode()} for e in entries]
+        name = f"audit-{entries[0]['id'] if entries else 'none'}.csv"  # the newest entry's id
+        return Response(csv_text(AUDIT_COLUMNS, rows), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": attachment(name), **({"X-Next-Cursor": nxt} if nxt else {})})
+    return {"count": len(entries), "entries": entries, "next_cursor": nxt}
 
 
 def audit_shipper(ctx: ApiContext) -> Shipper:

@@ -21,15 +21,12 @@ Draws are listed newest first from an index sorted by commitment time
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import secrets
 import time
 import uuid
 from datetime import datetime, timezone
 from typing import Annotated, Literal
-from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -43,6 +40,7 @@ from ..spotcheck_outcomes import SPOT_CHECK_KINDS, outcomes
 from ..times import iso_fields, utc
 from ..view import SPOTCHECKS, entity_key, inspections_key
 from .context import Ops, Viewer, ctx_of, errors, query_time
+from .csv_files import attachment, csv_text
 
 router = APIRouter(prefix="/v1/spotchecks", tags=["spot checks"])
 DRAWS = "rw:draws"
@@ -454,36 +452,9 @@ def address_order(address: str | None) -> tuple:
 _DIGITS = re.compile(r"(\d+)")
 
 
-def _cell(v) -> str:
-    """A CSV cell that a spreadsheet shows as text: a value from a feed (an entity's name) that starts
-    like a formula gets a leading apostrophe (OWASP's advice on CSV injection)."""
-    v = "" if v is None else str(v)
-    return "'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
-
-
 def worklist_csv(rows: list[dict]) -> str:
-    """The rows as CSV, after a UTF-8 byte order mark: without one, Excel reads a CSV file in the system's
-    code page (GBK on a Chinese Windows) and shows the names as mojibake (since 2026-12-06)."""
-    buf = io.StringIO()
-    buf.write("\ufeff")
-    w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow(WORKLIST_COLUMNS)
-    for row in rows:
-        w.writerow([_cell(row[c]) for c in WORKLIST_COLUMNS])
-    return buf.getvalue()
-
-
-def attachment(name: str) -> str:
-    r"""A Content-Disposition for a download named ``name``: an ASCII fallback and the UTF-8 name
-    (RFC 6266), as inspectors' names may be Chinese or hold quotes or line breaks.
-
-    >>> print(attachment("draw-1-李明.csv"))
-    attachment; filename="draw-1-__.csv"; filename*=UTF-8''draw-1-%E6%9D%8E%E6%98%8E.csv
-    >>> print(attachment('d-"x"\r\n.csv'))
-    attachment; filename="d-_x___.csv"; filename*=UTF-8''d-%22x%22%0D%0A.csv
-    """
-    fallback = re.sub(r"[^A-Za-z0-9._-]", "_", name)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+    """The work list as CSV (:func:`.csv_files.csv_text`)."""
+    return csv_text(WORKLIST_COLUMNS, rows)
 
 
 def worklist_response(rows: list[dict], draw_id: str, inspector: str | None) -> Response:

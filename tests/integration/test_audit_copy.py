@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 from datetime import datetime, timezone
 
 import orjson
@@ -152,6 +154,19 @@ def test_the_audit_log_filters_and_pages_on_past_entries_that_do_not_match(stack
 
         window = get(since=iso(100), until=iso(104), limit=1000)["entries"]
         assert [e["target"] for e in window] == [f"a-{k}" for k in range(104, 99, -1)]
+        # for a report: the same page as a CSV file Excel opens right
+        sheet = c.get("/v1/audit", params={"since": iso(0), "until": iso(3), "format": "csv"}, headers=OPS)
+        assert sheet.status_code == 200 and sheet.headers["content-type"].startswith("text/csv")
+        assert "attachment" in sheet.headers["content-disposition"] and "x-next-cursor" not in sheet.headers
+        lines = list(csv.reader(io.StringIO(sheet.content.decode("utf-8"))))
+        assert lines[0] == ["\ufeffid", "at", "actor", "action", "target", "detail"]
+        assert [(x[2], x[3], x[4], orjson.loads(x[5])) for x in lines[1:]] == [
+            ("wang", "alert.ack", "a-3", {}), ("wang", "alert.ack", "a-2", {}),
+            ("li", "objection.create", "obj-1", {"entity_id": "E1"}),
+            ("zhao", "draw.withdraw", "draw-1", {"reason": "the plan changed"})]
+        assert lines[3][1] == datetime.fromtimestamp(t0 + 1, timezone.utc).isoformat()
+        paged = c.get("/v1/audit", params={"action": "draw.withdraw", "format": "csv"}, headers=OPS)
+        assert paged.headers["x-next-cursor"] == first["next_cursor"]
         bad = c.get("/v1/audit", params={"since": "yesterday"}, headers=OPS)
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "since"]
 
