@@ -35,7 +35,7 @@ import orjson
 from .audit import AUDIT, entry_id
 from .claims import RELEASE
 
-__all__ = ["SHIPPED", "SHIPPING", "TOPIC_CONFIG", "Shipper", "entry_id", "merge", "read_topic"]
+__all__ = ["SHIPPED", "SHIPPING", "TOPIC_CONFIG", "Shipper", "compare", "entry_id", "merge", "read_topic"]
 
 log = logging.getLogger("riskwatch.audit")
 
@@ -115,6 +115,22 @@ async def merge(r, topic_entries: dict[str, bytes]) -> int:
                 return len(missing)
             except rex.WatchError:
                 continue  # an entry written meanwhile: read again
+
+
+async def compare(r, topic_entries: dict[str, bytes]) -> dict:
+    """The audit log in Redis against its copy on the topic (``riskwatch audit-check``): ids of entries the
+    copy holds and Redis does not (deleted, or lost with Redis and not yet written back), of entries whose
+    content differs (edited), of entries Redis holds at or below the copy's last id that the copy lacks
+    (added afterwards, or copies lost), and how many are newer than the copy (not copied yet)."""
+    held = {_s(eid): orjson.loads(f[b"e"] if b"e" in f else f["e"]) for eid, f in await r.xrange(AUDIT, "-", "+")}
+    last = entry_id(max(topic_entries, key=entry_id, default="0-0"))
+    return {"held": len(held), "on_topic": len(topic_entries),
+            "missing": sorted((eid for eid in topic_entries if eid not in held), key=entry_id),
+            "edited": sorted((eid for eid, e in held.items() if eid in topic_entries
+                              and orjson.loads(topic_entries[eid]) != e), key=entry_id),
+            "not_on_topic": sorted((eid for eid in held if eid not in topic_entries and entry_id(eid) <= last),
+                                   key=entry_id),
+            "not_copied_yet": sum(1 for eid in held if entry_id(eid) > last)}
 
 
 class Shipper:

@@ -283,11 +283,48 @@ def cmd_rebuild_view(args) -> int:
           f"{counts['risk_changes']} risk changes, {counts['spotcheck_changes']} spot-check changes and "
           f"{counts['inspections']} inspection results; "
           f"{counts['from_state']} entities from their state alone (last risk change no longer in the topic); "
-          f"{counts['objections']} objection records Redis had lost put back")
+          f"{counts['objections']} objection records, {counts['audit']} audit entries and "
+          f"{counts['config_history']} config changes Redis had lost put back")
     if counts["refused"]:
         print(f"{counts['refused']} records on the output topics or the state changelog passed over: not what a "
               f"worker writes (not JSON, or a field missing or wrong)")
     return 0
+
+
+def cmd_audit_check(args) -> int:
+    """Compare the audit log in Redis with its copy on the audit topic: 0 when they agree, 1 when Redis
+    lacks or differs from entries of the copy (see :func:`riskwatch.audit_topic.compare`)."""
+    import asyncio
+
+    from .audit_topic import compare, read_topic
+    from .settings import Settings
+
+    async def run() -> tuple[dict, int]:
+        import redis.asyncio as aioredis
+
+        s = Settings()
+        r = aioredis.from_url(s.redis_url)
+        try:
+            topic, refused = await read_topic(s, s.topic("audit"))
+            return await compare(r, topic), refused
+        finally:
+            await r.aclose()
+
+    out, refused = asyncio.run(run())
+    print(f"the audit log: {out['held']} entries in Redis, {out['on_topic']} on the topic"
+          + (f" ({refused} records there passed over)" if refused else "")
+          + f", {out['not_copied_yet']} newer than the copy")
+    bad = False
+    for key, what in (("missing", "on the topic, not in Redis (deleted, or lost with Redis and not written back "
+                                  "yet: the API writes them back)"),
+                      ("edited", "in both, with other content in Redis"),
+                      ("not_on_topic", "in Redis, not on the topic, though older than its last")):
+        if out[key]:
+            bad = bad or key in ("missing", "edited")
+            shown = ", ".join(out[key][:5]) + (f" and {len(out[key]) - 5} more" if len(out[key]) > 5 else "")
+            print(f"{len(out[key])} {what}: {shown}")
+    print("Redis differs from the copy" if bad else "Redis holds every entry of the copy, as copied")
+    return 1 if bad else 0
 
 
 def cmd_deadletter(args) -> int:
@@ -437,6 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--rate", type=float, default=300.0, help="demo events/s")
     u.add_argument("--entities", type=int, default=2000, help="demo population")
     u.set_defaults(func=cmd_up)
+
+    ac = sub.add_parser("audit-check", help="compare the audit log in Redis with its copy on the audit topic "
+                                            "(exit 1 when Redis lacks or differs from entries of the copy)")
+    ac.set_defaults(func=cmd_audit_check)
 
     rv = sub.add_parser("rebuild-view", help="rebuild the Redis view from the Kafka topics")
     rv.add_argument("--no-flush", action="store_true", help="keep existing rw:* keys")

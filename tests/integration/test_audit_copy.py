@@ -259,3 +259,42 @@ def test_a_redis_lost_while_entries_are_copied_is_noticed(stack):
         await ctx.close()
 
     asyncio.run(go())
+
+
+def test_audit_check_says_what_redis_lacks_or_holds_otherwise_than_the_copy(stack):
+    """Anyone who can write to Redis can delete or rewrite an audit entry; the copy on Kafka shows it."""
+    import subprocess
+    import sys
+
+    from .conftest import worker_env
+
+    s, _ = stack
+    seed_view(s.redis_url, 20)
+    r = redis_sync.Redis.from_url(s.redis_url)
+    with client(s) as c:
+        for k in range(3):
+            c.post("/v1/spotchecks/draws", json={**DRAW, "period": f"2026-0{k + 1}"}, headers=OPS)
+        ids = [e["id"] for e in _entries(c)]
+        wait_for(lambda: r.get(SHIPPED) == ids[0].encode(), 15, "the copy")
+
+    def check():
+        return subprocess.run([sys.executable, "-m", "riskwatch.cli", "audit-check"], env=worker_env(s),
+                              capture_output=True, text=True, timeout=120)
+
+    ok = check()
+    assert ok.returncode == 0 and "3 entries in Redis, 3 on the topic" in ok.stdout, ok.stdout + ok.stderr
+    # one entry deleted, one rewritten in place (the stream rebuilt with the same ids)
+    entries = r.xrange(AUDIT)
+    r.delete(AUDIT)
+    for eid, f in entries:
+        if eid.decode() == ids[1]:
+            continue
+        e = orjson.loads(f[b"e"])
+        if eid.decode() == ids[2]:
+            e["actor"] = "someone-else"
+        r.xadd(AUDIT, {"e": orjson.dumps(e)}, id=eid)
+    bad = check()
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert f"1 on the topic, not in Redis (deleted, or lost with Redis and not written back yet: the API writes " \
+           f"them back): {ids[1]}" in bad.stdout
+    assert f"1 in both, with other content in Redis: {ids[2]}" in bad.stdout
