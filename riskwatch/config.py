@@ -96,6 +96,8 @@ class ObjectionSpec(_Strict):
     exclude_disputed: bool = True
     # a corrected/revoked item was never earned: re-decide the tier without the de-escalation dwell
     waive_dwell_on_correction: bool = True
+    # how long ops have to resolve one: an open objection older is overdue (API, metrics, alert rule)
+    resolve_within_days: Annotated[float, Field(gt=0, le=365)] = 15.0
 
 
 class TierAlertSpec(_Strict):

@@ -31,16 +31,18 @@ import orjson
 
 from .engine import TARGET_DETECTOR
 
-__all__ = ["BY_TIME", "CLAIM", "KEY", "OPEN", "PUT_BACK", "closed_by_reset", "from_commands", "open_from_state",
-           "put_back", "record"]
+__all__ = ["BY_TIME", "CLAIM", "KEY", "OPEN", "OPEN_BY_TIME", "PUT_BACK", "closed_by_reset", "from_commands",
+           "index_open", "open_from_state", "put_back", "record"]
 
 KEY = "rw:objections"
 OPEN = f"{KEY}:open:"
 BY_TIME = f"{KEY}:by-time"
+OPEN_BY_TIME = f"{KEY}:open-by-time"  # the open ones, by filing time (0: unknown): what is overdue
+OPEN_INDEXED = f"{KEY}:open-indexed"  # set once :data:`OPEN_BY_TIME` holds every open record
 CLAIM = f"{KEY}:claim:"  # the API's, while it files or resolves one (an objection id, or entity:target)
 _KIND = {det: kind for kind, det in TARGET_DETECTOR.items()}  # the detector holding a dispute -> its kind
 
-# KEYS: record hash, the entity's open set, by-time; ARGV: objection id, record, created_at (or ""),
+# KEYS: record hash, the entity's open set, by-time, open by time; ARGV: objection id, record, created_at (or ""),
 # target, status, source. Puts a record back unless the API wrote one (a record restored from a state
 # gives way to one from the topic), and an open one only if no other open objection names its target.
 PUT_BACK = """
@@ -56,8 +58,10 @@ if ARGV[5] == "open" then
     end
   end
   redis.call("SADD", KEYS[2], ARGV[1])
+  redis.call("ZADD", KEYS[4], tonumber(ARGV[3]) or 0, ARGV[1])
 else
   redis.call("SREM", KEYS[2], ARGV[1])
+  redis.call("ZREM", KEYS[4], ARGV[1])
 end
 redis.call("HSET", KEYS[1], ARGV[1], ARGV[2])
 if ARGV[3] ~= "" then
@@ -67,6 +71,29 @@ else
 end
 return 1
 """
+
+
+async def index_open(r) -> None:
+    """Index the open objections by filing time once (:data:`OPEN_BY_TIME`, since 2026-12-07; every write
+    keeps it since). A transaction that watches the records, so one resolved meanwhile is not indexed."""
+    import redis.exceptions as rex
+
+    if await r.exists(OPEN_INDEXED):
+        return
+    while True:
+        async with r.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(KEY)
+                recs = [orjson.loads(v) for v in (await pipe.hgetall(KEY)).values()]
+                pipe.multi()
+                opened = {o["objection_id"]: o.get("created_at") or 0 for o in recs if o.get("status") == "open"}
+                if opened:
+                    pipe.zadd(OPEN_BY_TIME, opened)
+                pipe.set(OPEN_INDEXED, 1)
+                await pipe.execute()
+                return
+            except rex.WatchError:
+                continue
 
 
 def record(objection_id: str, entity_id: str, target_id: str, target_kind: str, *, reason: str | None = None,
@@ -147,6 +174,6 @@ async def put_back(pipe, script, rec: dict) -> None:
     """Queue :data:`PUT_BACK` of ``rec`` on a redis.asyncio pipeline (``script``: it registered on the
     pipeline's client; a script call is queued when awaited)."""
     src = rec.get("restored") or ""
-    await script(keys=[KEY, OPEN + rec["entity_id"], BY_TIME],
+    await script(keys=[KEY, OPEN + rec["entity_id"], BY_TIME, OPEN_BY_TIME],
            args=[rec["objection_id"], orjson.dumps(rec), "" if rec["created_at"] is None else rec["created_at"],
                  rec["target_id"], rec["status"], src], client=pipe)

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 __all__ = ["iso", "iso_fields", "iso_seconds", "utc", "TIME_FIELDS"]
 
 TIME_FIELDS = ("at", "starts_at", "ends_at", "last_seen", "created_at", "updated_at", "resolved_at", "committed_at",
-               "executed_at", "queued_at", "escalated_at")
+               "executed_at", "queued_at", "escalated_at", "withdrawn_at", "due_at")
 _NESTED = ("ack", "detail", "previous")  # an alert's ack, an audit entry's detail, a config change's predecessor
 
 

@@ -112,7 +112,8 @@ async def metrics(request: Request):
         cfg, _ = await ctx.current_config()
     except (rex.RedisError, OSError):  # Redis down before any config was read: no view to read either
         cfg = None
-    await ctx.supervision.refresh(ctx.redis, [t.name for t in cfg.tiers] if cfg else [])
+    await ctx.supervision.refresh(ctx.redis, [t.name for t in cfg.tiers] if cfg else [],
+                                  cfg.objections.resolve_within_days if cfg else None)
     return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)
 
 

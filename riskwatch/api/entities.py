@@ -18,6 +18,7 @@ from ..alerts.store import AlertStore
 from ..events import OPERATING, EntityStatus, ResetRegister, validate_entity_id
 from ..objection_records import KEY as OBJECTIONS
 from ..objection_records import OPEN as OPEN_OBJECTIONS
+from ..objection_records import OPEN_BY_TIME
 from ..objection_records import closed_by_reset
 from ..times import iso, utc
 from ..view import (NAMES, OBJECTION_EFFECTS, entity_key, history_key, name_form, name_keys, name_lookup,
@@ -146,6 +147,7 @@ async def reset_state(request: Request, entity_id: str, body: ResetIn, who: Ops)
     for o in moot:
         pipe.hset(OBJECTIONS, o["objection_id"], orjson.dumps(closed_by_reset(o, rid, who.name, ts, body.reason)))
         pipe.srem(OPEN_OBJECTIONS + entity_id, o["objection_id"])
+        pipe.zrem(OPEN_BY_TIME, o["objection_id"])
     audit.record(pipe, who.name, "entity.reset_state", rid, {"entity_id": entity_id, "reason": body.reason,
                                                              "keep_tier": body.keep_tier,
                                                              "objections_closed": [o["objection_id"] for o in moot]})

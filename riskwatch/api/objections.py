@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import audit
 from ..events import OBJECTION_EFFECTS, validate_entity_id
-from ..objection_records import BY_TIME, CLAIM, KEY, OPEN, record
+from ..objection_records import BY_TIME, CLAIM, KEY, OPEN, OPEN_BY_TIME, index_open, record
 from ..times import iso, iso_fields
 from ..view import OBJECTION_EFFECTS as EFFECTS_KEY
 from .context import Inspector, Ops, Viewer, claim, ctx_of, errors, visible_entities, visible_entity
@@ -119,6 +119,7 @@ async def _file(ctx, body: ObjectionIn, who) -> dict:
     pipe = r.pipeline(transaction=True)
     pipe.hset(KEY, oid, orjson.dumps(rec))
     pipe.sadd(OPEN + body.entity_id, oid)
+    pipe.zadd(OPEN_BY_TIME, {oid: rec["created_at"]})
     pipe.zadd(BY_TIME, {oid: rec["created_at"]})
     audit.record(pipe, who.name, "objection.create", oid, {"entity_id": body.entity_id, "target_id": body.target_id,
                                                             "reason": body.reason})
@@ -126,17 +127,34 @@ async def _file(ctx, body: ObjectionIn, who) -> dict:
     return iso_fields(rec)
 
 
+def with_due(o: dict, within_days: float, now: float) -> dict:
+    """``o`` with when ops must resolve it by (``due_at``: its filing time + ``objections.resolve_within_days``;
+    none when the filing time is unknown, as for one put back from a state) and whether it is ``overdue``
+    (open past it)."""
+    due = o["created_at"] + within_days * 86400 if o.get("created_at") else None
+    return {**o, "due_at": due, "overdue": o["status"] == "open" and due is not None and now > due}
+
+
 @router.get("")
 async def list_objections(request: Request, who: Viewer, entity_id: str | None = None,
                           status: Literal["open", "resolved", "closed"] | None = None,
-                          limit: Annotated[int, Query(ge=1, le=500)] = 100):
-    """Objections, newest first. Read from the index by filing time in pages, only as far as the answer
-    needs (until 2026-12-07 every call read every objection ever filed, with its record)."""
-    r = ctx_of(request).redis
+                          overdue: bool = False, limit: Annotated[int, Query(ge=1, le=500)] = 100):
+    """Objections, newest first; ``overdue=true``: the open ones past their ``due_at``, oldest first (the
+    most urgent). Read from an index by filing time in pages, only as far as the answer needs (until
+    2026-12-07 every call read every objection ever filed, with its record)."""
+    ctx = ctx_of(request)
+    r = ctx.redis
+    within = (await ctx.current_config())[0].objections.resolve_within_days
+    now = time.time()
+    if overdue:
+        await index_open(r)
     out: list[dict] = []
     start, step = 0, max(limit, 200)
     while len(out) < limit:
-        ids = await r.zrevrange(BY_TIME, start, start + step - 1)
+        if overdue:  # filing time 0: unknown, never counted overdue
+            ids = await r.zrangebyscore(OPEN_BY_TIME, "(0", now - within * 86400, start=start, num=step)
+        else:
+            ids = await r.zrevrange(BY_TIME, start, start + step - 1)
         if not ids:
             break
         start += len(ids)
@@ -144,9 +162,9 @@ async def list_objections(request: Request, who: Viewer, entity_id: str | None =
         seen = await visible_entities(r, who, {o["entity_id"] for o in recs})
         for o in recs:
             if (entity_id and o["entity_id"] != entity_id) or (status and o["status"] != status) or \
-                    o["entity_id"] not in seen:
+                    o["entity_id"] not in seen or (overdue and o["status"] != "open"):
                 continue
-            out.append(iso_fields(o))
+            out.append(iso_fields(with_due(o, within, now)))
             if len(out) == limit:
                 break
     return {"count": len(out), "objections": await with_effects(r, out)}
@@ -159,7 +177,8 @@ async def get_objection(request: Request, objection_id: str, who: Viewer):
     raw = await r.hget(KEY, objection_id)
     if not raw or not await visible_entity(r, who, orjson.loads(raw)["entity_id"]):
         raise HTTPException(404, detail=f"no objection {objection_id}")
-    return (await with_effects(r, [iso_fields(orjson.loads(raw))]))[0]
+    within = (await ctx_of(request).current_config())[0].objections.resolve_within_days
+    return (await with_effects(r, [iso_fields(with_due(orjson.loads(raw), within, time.time()))]))[0]
 
 
 @router.post("/{objection_id}/resolve", responses=errors(404, 409, 503))
@@ -194,6 +213,7 @@ async def _resolve(ctx, o: dict, body: ResolutionIn, who) -> dict:
     pipe = r.pipeline(transaction=True)
     pipe.hset(KEY, objection_id, orjson.dumps(o))
     pipe.srem(OPEN + o["entity_id"], objection_id)
+    pipe.zrem(OPEN_BY_TIME, objection_id)
     audit.record(pipe, who.name, "objection.resolve", objection_id,
                  {"entity_id": o["entity_id"], "resolution": body.resolution, "note": body.note})
     await pipe.execute()

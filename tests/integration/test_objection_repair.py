@@ -117,9 +117,9 @@ def test_put_back_never_replaces_what_the_api_wrote(redis_url):
     import orjson
     import redis.asyncio as aioredis
 
-    from riskwatch.objection_records import BY_TIME, KEY, OPEN, PUT_BACK, put_back, record
+    from riskwatch.objection_records import BY_TIME, KEY, OPEN, OPEN_BY_TIME, PUT_BACK, put_back, record
 
-    async def run() -> tuple[list[int], dict, set, list]:
+    async def run() -> tuple[list[int], dict, set, list, list]:
         r = aioredis.from_url(redis_url)
         try:
             script = r.register_script(PUT_BACK)
@@ -146,14 +146,16 @@ def test_put_back_never_replaces_what_the_api_wrote(redis_url):
                 done += await pipe.execute()
             recs = {k.decode(): orjson.loads(v) for k, v in (await r.hgetall(KEY)).items()}
             return (done, recs, await r.smembers(OPEN + "E1") | await r.smembers(OPEN + "E2"),
-                    await r.zrange(BY_TIME, 0, -1, withscores=True))
+                    await r.zrange(BY_TIME, 0, -1, withscores=True),
+                    await r.zrange(OPEN_BY_TIME, 0, -1, withscores=True))
         finally:
             await r.aclose()
 
-    done, recs, open_ids, by_time = asyncio.run(run())
+    done, recs, open_ids, by_time, open_by_time = asyncio.run(run())
     assert done == [0, 0, 0, 1, 0, 1, 0, 1]
     assert recs["o-api"]["reason"] == "the API's" and "restored" not in recs["o-api"]
     assert (recs["o-2"]["status"], recs["o-2"]["reason"], recs["o-2"]["restored"]) == ("resolved", "why", "rw.commands")
     assert "o-old" not in recs and recs["o-3"]["created_at"] is None
     assert open_ids == {b"o-api", b"o-3"}
     assert by_time == [(b"o-3", 0.0), (b"o-2", 200.0)]
+    assert open_by_time == [(b"o-3", 0.0)]  # o-2 put back open, then resolved; the API's own is the API's to index
