@@ -224,6 +224,17 @@ async def _load_draw(r, draw_id: str) -> dict:
     return orjson.loads(raw)
 
 
+async def _committed(pipe, draw_id: str) -> tuple[dict, str | None]:
+    """A draw still committed (404 unknown, 409 executed or withdrawn), read on a watching pipeline, and
+    its secret seed (None when Redis no longer holds it)."""
+    rec = await _load_draw(pipe, draw_id)
+    if rec["status"] != "committed":
+        raise HTTPException(409, detail=f"draw {draw_id} was already {rec['status']}"
+                                        + (": an executed draw stands" if rec["status"] == "executed" else ""))
+    seed = await pipe.hget(f"{DRAWS}:secret", draw_id)
+    return rec, seed.decode() if isinstance(seed, bytes) else seed
+
+
 @router.post("/draws/{draw_id}/execute", responses=errors(404, 409))
 async def execute_draw(request: Request, draw_id: str, who: Ops):
     """Draw with the committed seed and population; the seed is disclosed with the result.
@@ -240,11 +251,7 @@ async def execute_draw(request: Request, draw_id: str, who: Ops):
         async with r.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(DRAWS, LAST_INSPECTOR)
-                rec = await _load_draw(pipe, draw_id)
-                if rec["status"] != "committed":
-                    raise HTTPException(409, detail=f"draw {draw_id} was already {rec['status']}")
-                seed = await pipe.hget(f"{DRAWS}:secret", draw_id)
-                seed = seed.decode() if isinstance(seed, bytes) else seed
+                rec, seed = await _committed(pipe, draw_id)
                 frame = await pipe.get(f"{DRAWS}:{draw_id}:population")
                 if not seed or frame is None:  # until 2026-12-07 a missing seed drew with the seed "None"
                     raise HTTPException(409, detail=f"draw {draw_id} cannot be executed: its "
@@ -289,16 +296,11 @@ async def withdraw_draw(request: Request, draw_id: str, body: WithdrawIn, who: O
         async with r.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(DRAWS, SCOPES)
-                rec = await _load_draw(pipe, draw_id)
-                if rec["status"] != "committed":
-                    raise HTTPException(409, detail=f"draw {draw_id} was already {rec['status']}"
-                                        + (": an executed draw stands" if rec["status"] == "executed" else ""))
-                seed = await pipe.hget(f"{DRAWS}:secret", draw_id)
+                rec, seed = await _committed(pipe, draw_id)
                 key = scope(rec.get("task", "routine"), rec["period"], rec.get("region"))
                 held = await pipe.hget(SCOPES, key)
                 rec.update(status="withdrawn", withdrawn_at=time.time(), withdrawn_by=who.name,
-                           withdraw_reason=body.reason,
-                           seed=seed.decode() if isinstance(seed, bytes) else seed)
+                           withdraw_reason=body.reason, seed=seed)
                 pipe.multi()
                 pipe.hset(DRAWS, draw_id, orjson.dumps(rec))
                 pipe.hdel(f"{DRAWS}:secret", draw_id)
