@@ -147,7 +147,8 @@ class AlertStore:
                         return old, None
                     pipe.multi()
                     self.save(pipe, old, new)
-                    self.audit(pipe, actor, f"alert.{action}", aid, {"note": note, "key": new["key"]})
+                    self.audit(pipe, actor, f"alert.{action}", aid, {"note": note, "key": new["key"],
+                                                                     "entity_id": new.get("entity_id")})
                     # for the dispatcher: the change goes on rw.alerts (until 2026-12-07 people's changes did
                     # not), and it is routed when resolved, or acknowledged after it escalated (whoever it
                     # escalated to learns it is taken)

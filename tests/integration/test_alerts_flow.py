@@ -164,6 +164,7 @@ def test_candidate_lifecycle_dedup_cooldown_and_people(alerting):
     assert (t1, acked["status"], t2, done["status"], done["resolved_by"], t3) == (
         "acknowledged", "acknowledged", "resolved", "resolved", "inspector-7", None)
     assert [e["action"] for e in audit[:2]] == ["alert.resolve", "alert.ack"]
+    assert {e["detail"]["entity_id"] for e in audit[:2]} == {"E1"}  # found by GET /v1/audit?entity_id=E1
     assert [h["id"] for h in hist] == [new_id, aid]
     wait_for(lambda: len(_notifications(rcv)) == 4, 30, "the manual resolution's notification", d.log)
     assert _notifications(rcv)[-1]["alerts"][0]["riskwatch"]["resolved_by"] == "inspector-7"
