@@ -45,6 +45,7 @@ def test_the_score_and_the_effect_of_an_objection_are_read_together(stack):
                 p.hset(OBJECTION_EFFECTS, field, orjson.dumps({"effect": "excluded"}))
                 p.execute()
 
+        r.hset(entity_key(E), mapping={"score": 25.0, "seq": 10})  # the first state before any read (not the seed's)
         writer = threading.Thread(target=rounds)
         writer.start()
         try:
