@@ -191,7 +191,8 @@ def test_the_config_history_comes_back_with_the_audit_log(stack):
 
         r.flushall()
         wait_for(lambda: len(_entries(c)) == 3, 15, "the audit log back")
-        assert c.get("/v1/config/history", headers=OPS).json() == history
+        # the history is put back just after the log, in the same round
+        wait_for(lambda: c.get("/v1/config/history", headers=OPS).json() == history, 5, "the history back")
         assert [c.get(f"/v1/config/history/{k}", headers=OPS).json() for k in (1, 2, 3)] == versions
         # the next change is numbered after them (no worker ran here to write the one in force back)
         cfg["tiers"][1]["up"] = 42
