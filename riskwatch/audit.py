@@ -13,7 +13,7 @@ import time
 
 import orjson
 
-__all__ = ["record", "read", "matches", "entry_id", "AUDIT"]
+__all__ = ["record", "read", "each", "matches", "entry_id", "AUDIT"]
 
 AUDIT = "rw:audit"
 
@@ -53,6 +53,21 @@ def matches(e: dict, action: str | None = None, actor: str | None = None, target
             and (target is None or e["target"] == target)
             and (entity_id is None or entity_id in (e["target"], (e.get("detail") or {}).get("entity_id")))
             and (since is None or e["at"] >= since) and (until is None or e["at"] <= until))
+
+
+async def each(r):
+    """Every entry, oldest first, with its ``id``, read in pages (what derives from the whole log: the
+    config history, the draws' scopes)."""
+    start = "-"
+    while True:
+        page = await r.xrange(AUDIT, start, "+", count=PAGE)
+        for eid, f in page:
+            e = orjson.loads(f[b"e"] if b"e" in f else f["e"])
+            e["id"] = eid.decode() if isinstance(eid, bytes) else eid
+            yield e
+        if len(page) < PAGE:
+            return
+        start = f"({e['id']}"
 
 
 async def read(r, count: int = 100, before: str | None = None, **filters) -> tuple[list[dict], str | None]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import orjson
 
-from .audit import AUDIT
+from . import audit
 from .config import CONFIG_SEQ, CONFIG_VERSIONS
 
 __all__ = ["HISTORY", "audit_detail", "from_audit", "restore"]
@@ -67,25 +67,11 @@ def from_audit(entries: list[dict]) -> list[tuple[dict, dict]]:
     return out
 
 
-async def _audited_changes(r) -> list[dict]:
-    out, start = [], "-"
-    while True:
-        page = await r.xrange(AUDIT, start, "+", count=1000)
-        for _, f in page:
-            e = orjson.loads(f[b"e"] if b"e" in f else f["e"])
-            if e.get("action") == "config.change":
-                out.append(e)
-        if len(page) < 1000:
-            return out
-        last = page[-1][0]
-        start = "(" + (last.decode() if isinstance(last, bytes) else last)
-
-
 async def restore(r) -> int:
     """Put back the audited changes Redis lacks (see the module's text); how many history rows."""
     import redis.exceptions as rex
 
-    changes = from_audit(await _audited_changes(r))
+    changes = from_audit([e async for e in audit.each(r) if e.get("action") == "config.change"])
     if not changes:
         return 0
     while True:

@@ -195,21 +195,13 @@ async def _scopes_of_older_draws(r) -> None:
         return
     live: dict[str, str] = {}
     commits: dict[str, dict] = {}
-    start = "-"
-    while True:
-        page = await r.xrange(audit.AUDIT, start, "+", count=1000)
-        for eid, f in page:
-            e = orjson.loads(f[b"e"] if b"e" in f else f["e"])
-            d = e.get("detail") or {}
-            if e["action"] == "draw.commit" and "task" in d:  # scopes are audited since 2026-12-07
-                commits[e["target"]] = d
-            elif e["action"] == "draw.execute" and e["target"] in commits:
-                c = commits[e["target"]]
-                live[scope(c["task"], c["period"], c.get("region"))] = e["target"]
-        if len(page) < 1000:
-            break
-        last = page[-1][0]
-        start = "(" + (last.decode() if isinstance(last, bytes) else last)
+    async for e in audit.each(r):
+        d = e.get("detail") or {}
+        if e["action"] == "draw.commit" and "task" in d:  # scopes are audited since 2026-12-07
+            commits[e["target"]] = d
+        elif e["action"] == "draw.execute" and e["target"] in commits:
+            c = commits[e["target"]]
+            live[scope(c["task"], c["period"], c.get("region"))] = e["target"]
     held = [orjson.loads(x) for x in (await r.hgetall(DRAWS)).values()]
     live.update({scope(d.get("task", "routine"), d["period"], d.get("region")): d["id"] for d in
                  sorted(held, key=lambda d: d["committed_at"]) if d["status"] in ("committed", "executed")})
