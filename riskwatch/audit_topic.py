@@ -139,10 +139,14 @@ class Shipper:
     ``send(entries)`` sends ``[(id, entry JSON)]`` and returns once the broker has them all; ``read()``
     returns :func:`read_topic`'s answer. Both are the API's (its Kafka producer and settings).
     ``after_merge(r)`` runs when entries were written back (the config history:
-    :func:`riskwatch.config_history.restore`)."""
+    :func:`riskwatch.config_history.restore`). ``each_round(r)`` runs in every round, after the merge
+    and before the copy; ``before_send(r, batch)`` before each batch is sent, which is marked copied only
+    once it returned (the draws: :class:`riskwatch.draw_copy.DrawCopy`)."""
 
-    def __init__(self, send, read, shipped=None, restored=None, failures=None, after_merge=None) -> None:
+    def __init__(self, send, read, shipped=None, restored=None, failures=None, after_merge=None,
+                 each_round=None, before_send=None) -> None:
         self.send, self.read, self.after_merge = send, read, after_merge
+        self.each_round, self.before_send = each_round, before_send
         self.shipped, self.restored, self.failures = shipped, restored, failures
         self.last: str | None = None  # the last id this process set in SHIPPED
         self.derive_due = False  # entries were written back and after_merge has not run since
@@ -169,12 +173,16 @@ class Shipper:
             if self.derive_due and self.after_merge is not None:  # what else is derived from the audit log
                 await self.after_merge(r)  # (tried again each round until it ran once)
             self.derive_due = False
+            if self.each_round is not None:
+                await self.each_round(r)
             sent = 0
             while True:
                 entries = await r.xrange(AUDIT, f"({cursor}", "+", count=CHUNK)
                 if not entries:
                     break
                 batch = [(_s(eid), _b(f[b"e"] if b"e" in f else f["e"])) for eid, f in entries]
+                if self.before_send is not None:
+                    await self.before_send(r, batch)
                 await self.send(batch)
                 if not await r.eval(MOVE_MARK, 1, SHIPPED, cursor, batch[-1][0]):
                     raise RuntimeError(f"{SHIPPED} moved or went while entries were copied (Redis lost data?): "

@@ -283,8 +283,9 @@ def cmd_rebuild_view(args) -> int:
           f"{counts['risk_changes']} risk changes, {counts['spotcheck_changes']} spot-check changes and "
           f"{counts['inspections']} inspection results; "
           f"{counts['from_state']} entities from their state alone (last risk change no longer in the topic); "
-          f"{counts['objections']} objection records, {counts['audit']} audit entries and "
-          f"{counts['config_history']} config changes Redis had lost put back")
+          f"{counts['objections']} objection records, {counts['audit']} audit entries, "
+          f"{counts['config_history']} config changes and {counts['draws']} spot-check draws Redis had lost "
+          f"put back")
     if counts["refused"]:
         print(f"{counts['refused']} records on the output topics or the state changelog passed over: not what a "
               f"worker writes (not JSON, or a field missing or wrong)")

@@ -14,7 +14,8 @@ Sources, read from the beginning:
 - the ``commands`` input topic and the states' open disputes: the objections' records Redis lost
   (:mod:`.objection_records`; never one the API wrote);
 - the ``audit`` topic: the audit entries Redis lost (:mod:`.audit_topic`; the API writes them back
-  too), and from them the config history (:mod:`.config_history`).
+  too), and from them the config history (:mod:`.config_history`);
+- the ``draws`` topic: the spot-check draws Redis lost, with their populations (:mod:`.draw_copy`).
 
 Input and output topics keep records for their retention only (Kafka's default:
 7 days). Until 2026-11-28 the view was rebuilt from them alone, so after a week
@@ -39,6 +40,8 @@ from pydantic import ValidationError
 from . import config_history
 from .audit_topic import merge, read_topic
 from .config import applied_config
+from .draw_copy import read_topic as read_draws
+from .draw_copy import restore as restore_draws
 from .errors import InvalidEvent, StateUnreadable
 from .events import RiskChange, SpotcheckChange, output_reader, parse_event
 from .objection_records import PUT_BACK, from_commands, open_from_state, put_back
@@ -206,6 +209,8 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
     counts["objections"] = await _objections(r, settings, disputes)
     counts["audit"] = await merge(r, (await read_topic(settings, settings.topic("audit")))[0])
     counts["config_history"] = await config_history.restore(r)
+    records, pops, _ = await read_draws(settings, settings.topic("draws"))
+    counts["draws"] = len(await restore_draws(r, records, pops))
     await r.aclose()
     return counts
 

@@ -21,6 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__, audit, config_history
 from ..audit_topic import TOPIC_CONFIG, Shipper, read_topic
+from ..draw_copy import DrawCopy
+from ..draw_copy import read_topic as read_draws
 from ..kafka_security import client_options
 from ..settings import Settings
 from ..times import iso_fields
@@ -162,18 +164,34 @@ def audit_shipper(ctx: ApiContext) -> Shipper:
 
     from ..streams.kafka import create_topics
 
-    topic = ctx.s.topic("audit")
+    topic, draws_topic = ctx.s.topic("audit"), ctx.s.topic("draws")
     created = False
 
-    async def send(batch: list[tuple[str, bytes]]) -> None:
+    async def producer():
         nonlocal created
         if not created:  # a worker creates every topic, but the API may copy before any worker ran
-            await create_topics(ctx.s, {topic: 1}, {topic: TOPIC_CONFIG})
+            await create_topics(ctx.s, {topic: 1, draws_topic: 1}, {topic: TOPIC_CONFIG, draws_topic: TOPIC_CONFIG})
             created = True
-        p = await ctx.producer()
+        return await ctx.producer()
+
+    async def send(batch: list[tuple[str, bytes]]) -> None:
+        p = await producer()
         await asyncio.gather(*[p.send_and_wait(topic, b'{"id":"' + eid.encode() + b'","e":' + e + b"}",
                                                key=eid.encode(), partition=0)
                                for eid, e in batch])
+
+    async def send_draws(values: list[bytes]) -> None:
+        p = await producer()
+        for v in values:  # in order: a document's chunks, then the record
+            await p.send(draws_topic, v, partition=0)
+        await p.flush()
+
+    draws = DrawCopy(send_draws, lambda: read_draws(ctx.s, draws_topic),
+                     copied=Counter("riskwatch_draws_copied_total", "Spot-check draws copied to the draws topic "
+                                    "(once per commitment, execution or withdrawal)", registry=ctx.registry),
+                     restored=Counter("riskwatch_draws_restored_total",
+                                      "Spot-check draws written back from the draws topic after Redis lost them",
+                                      registry=ctx.registry))
 
     return Shipper(send, lambda: read_topic(ctx.s, topic),
                    shipped=Counter("riskwatch_audit_copied_total", "Audit entries copied to the audit topic",
@@ -184,7 +202,7 @@ def audit_shipper(ctx: ApiContext) -> Shipper:
                    failures=Counter("riskwatch_audit_copy_failures_total",
                                     "Rounds of the audit copy that failed (broker or Redis away)",
                                     registry=ctx.registry),
-                   after_merge=config_history.restore)
+                   after_merge=config_history.restore, each_round=draws.reconcile, before_send=draws.before_send)
 
 
 def create_api(settings: Settings | None = None) -> FastAPI:

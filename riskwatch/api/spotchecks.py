@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import audit
 from ..draw import draw, population_digest, seed_digest
+from ..draw_copy import DRAWS, DRAWS_BY_COMMIT, LAST_INSPECTOR, SECRETS, population_key
 from ..draw_scopes import SCOPES, overlapping, scope
 from ..events import OPERATING, InspectionKind
 from ..spotcheck_outcomes import SPOT_CHECK_KINDS, outcomes
@@ -43,9 +44,6 @@ from .context import Ops, Viewer, ctx_of, errors, query_time
 from .csv_files import attachment, csv_text
 
 router = APIRouter(prefix="/v1/spotchecks", tags=["spot checks"])
-DRAWS = "rw:draws"
-DRAWS_BY_COMMIT = "rw:draws:by-commit"  # draw id -> committed_at: the list reads only what it shows
-LAST_INSPECTOR = "rw:draws:last-inspector"
 
 
 class DrawIn(BaseModel):
@@ -152,8 +150,8 @@ async def commit_draw(request: Request, body: DrawIn, who: Ops):
                 pipe.multi()
                 pipe.hset(DRAWS, did, orjson.dumps(rec))
                 pipe.zadd(DRAWS_BY_COMMIT, {did: rec["committed_at"]})
-                pipe.hset(f"{DRAWS}:secret", did, seed)
-                pipe.set(f"{DRAWS}:{did}:population", orjson.dumps(sorted([list(p) for p in pop])))
+                pipe.hset(SECRETS, did, seed)
+                pipe.set(population_key(did), orjson.dumps(sorted([list(p) for p in pop])))
                 pipe.hset(SCOPES, key, did)
                 audit.record(pipe, who.name, "draw.commit", did, {k: rec[k] for k in (
                     "task", "period", "region", "capacity", "control_share", "seed_sha256", "population_sha256")})
@@ -189,8 +187,8 @@ async def _scopes_of_older_draws(r) -> None:
     """Where no scope is kept: draws committed before scopes were (2026-12-07) take theirs once, as
     ``routine`` draws, and so do the executed draws of the audit log that Redis no longer holds (a
     Redis that lost its data gets the audit log back from ``rw.audit``: without this, losing Redis
-    freed every scope for another draw). A committed draw Redis lost can never execute (its seed is
-    gone), so it holds none."""
+    freed every scope for another draw). A committed draw whose seed Redis lost (one written back from
+    ``rw.draws``: :mod:`riskwatch.draw_copy`) can never execute, so it holds none."""
     if await r.exists(SCOPES):
         return
     live: dict[str, str] = {}
@@ -203,8 +201,10 @@ async def _scopes_of_older_draws(r) -> None:
             c = commits[e["target"]]
             live[scope(c["task"], c["period"], c.get("region"))] = e["target"]
     held = [orjson.loads(x) for x in (await r.hgetall(DRAWS)).values()]
+    seeded = {k.decode() if isinstance(k, bytes) else k for k in await r.hkeys(SECRETS)}
     live.update({scope(d.get("task", "routine"), d["period"], d.get("region")): d["id"] for d in
-                 sorted(held, key=lambda d: d["committed_at"]) if d["status"] in ("committed", "executed")})
+                 sorted(held, key=lambda d: d["committed_at"])
+                 if d["status"] == "executed" or (d["status"] == "committed" and d["id"] in seeded)})
     if live:
         await r.hset(SCOPES, mapping=live)
 
@@ -223,7 +223,7 @@ async def _committed(pipe, draw_id: str) -> tuple[dict, str | None]:
     if rec["status"] != "committed":
         raise HTTPException(409, detail=f"draw {draw_id} was already {rec['status']}"
                                         + (": an executed draw stands" if rec["status"] == "executed" else ""))
-    seed = await pipe.hget(f"{DRAWS}:secret", draw_id)
+    seed = await pipe.hget(SECRETS, draw_id)
     return rec, seed.decode() if isinstance(seed, bytes) else seed
 
 
@@ -244,11 +244,12 @@ async def execute_draw(request: Request, draw_id: str, who: Ops):
             try:
                 await pipe.watch(DRAWS, LAST_INSPECTOR)
                 rec, seed = await _committed(pipe, draw_id)
-                frame = await pipe.get(f"{DRAWS}:{draw_id}:population")
+                frame = await pipe.get(population_key(draw_id))
                 if not seed or frame is None:  # until 2026-12-07 a missing seed drew with the seed "None"
                     raise HTTPException(409, detail=f"draw {draw_id} cannot be executed: its "
                                         + ("secret seed" if not seed else "population snapshot")
-                                        + " is not in Redis any more; commit a new draw")
+                                        + " is not in Redis any more; withdraw it (POST /v1/spotchecks/draws/"
+                                        + f"{draw_id}/withdraw with a reason) and commit a new draw")
                 pop = [tuple(p) for p in orjson.loads(frame)]
                 last = {}
                 if rec["inspectors"]:
@@ -259,7 +260,7 @@ async def execute_draw(request: Request, draw_id: str, who: Ops):
                            last_inspector=last, result=result)
                 pipe.multi()
                 pipe.hset(DRAWS, draw_id, orjson.dumps(rec))
-                pipe.hdel(f"{DRAWS}:secret", draw_id)
+                pipe.hdel(SECRETS, draw_id)
                 assigned = {s["entity_id"]: s["inspector"] for s in result["selected"] if s["inspector"]}
                 if assigned:
                     pipe.hset(LAST_INSPECTOR, mapping=assigned)
@@ -295,7 +296,7 @@ async def withdraw_draw(request: Request, draw_id: str, body: WithdrawIn, who: O
                            withdraw_reason=body.reason, seed=seed)
                 pipe.multi()
                 pipe.hset(DRAWS, draw_id, orjson.dumps(rec))
-                pipe.hdel(f"{DRAWS}:secret", draw_id)
+                pipe.hdel(SECRETS, draw_id)
                 if (held.decode() if isinstance(held, bytes) else held) == draw_id:
                     pipe.hdel(SCOPES, key)
                 audit.record(pipe, who.name, "draw.withdraw", draw_id, {"reason": body.reason, "seed": rec["seed"]})
@@ -350,7 +351,7 @@ async def get_draw(request: Request, draw_id: str, _: Viewer, population: bool =
     r = ctx_of(request).redis
     rec = await _load_draw(r, draw_id)
     if population:
-        rec["population"] = orjson.loads(await r.get(f"{DRAWS}:{draw_id}:population"))
+        rec["population"] = orjson.loads(await r.get(population_key(draw_id)))
     return iso_fields(rec)
 
 

@@ -98,12 +98,13 @@ async def ensure_topics(settings: Settings) -> None:
     n = settings.partitions
     want = dict.fromkeys(_keyed_topics(settings), n)
     want.update({settings.topic("deadletter"): 1, settings.topic("model-training"): 1, settings.topic("models"): 1,
-                 settings.topic("audit"): 1})
+                 settings.topic("audit"): 1, settings.topic("draws"): 1})
     from ..audit_topic import TOPIC_CONFIG
     from .state_store import CHANGELOG_CONFIG
 
     await create_topics(settings, want,
-                        {settings.state_changelog: CHANGELOG_CONFIG, settings.topic("audit"): TOPIC_CONFIG})
+                        {settings.state_changelog: CHANGELOG_CONFIG, settings.topic("audit"): TOPIC_CONFIG,
+                         settings.topic("draws"): TOPIC_CONFIG})
     await check_partitions(settings)
 
 
