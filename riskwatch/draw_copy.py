@@ -19,10 +19,11 @@ A record or a population is one zlib-compressed JSON document, sent in messages 
 :data:`CHUNK_BYTES` (a population of 100,000 entities is about 4 MB of JSON): each message is a JSON
 head line (draw id, part, version digest, index, count) and the chunk's bytes.
 
-:data:`RECONCILED` missing (a new Redis, or a deployment from before the copy) makes the next copy round
+:data:`RECONCILED` missing (a new Redis, or a deployment from before the copy), or audit entries written
+back (Redis lost writes but kept the mark: a failover to a replica behind), makes the next copy round
 :meth:`DrawCopy.reconcile` first: the draws the topic holds and Redis lacks are written back
 (:func:`restore`: record, population, index, scope of an executed draw, and the inspectors it assigned
-where Redis holds no later assignment), and the draws Redis holds that the topic lacks or holds in
+where no later draw did), and the draws Redis holds that the topic lacks or holds in
 another state are sent. ``riskwatch rebuild-view`` restores too.
 
 Not covered: a draw committed or executed in the second before Redis lost it (its audit entry is lost
@@ -128,10 +129,30 @@ async def read_topic(broker, topic: str) -> tuple[dict[str, bytes], dict[str, by
     return unpack([msg.value async for msg in read_messages(broker, topic)])
 
 
+def _assigned_by(back: list[dict], held: list[dict]) -> dict[str, str]:
+    """Each entity's last inspector where a draw of ``back`` assigned it last, of all executed draws
+    (``back``, written back, and ``held``, in Redis) in order of execution: an older draw written back
+    never takes an entity from a later one, and a later one written back replaces what a Redis gone back
+    to an older state holds.
+
+    >>> sel = lambda *p: {"result": {"selected": [{"entity_id": e, "inspector": i} for e, i in p]}}
+    >>> back = [{"id": "b", "status": "executed", "executed_at": 2, **sel(("E1", "li"), ("E2", "li"))}]
+    >>> held = [{"id": "h", "status": "executed", "executed_at": 3, **sel(("E2", "wang"))},
+    ...         {"id": "o", "status": "executed", "executed_at": 1, **sel(("E1", "zhao"), ("E3", "zhao"))}]
+    >>> _assigned_by(back, held)
+    {'E1': 'li'}
+    """
+    winner: dict[str, tuple[str, str]] = {}
+    for d in sorted((d for d in back + held if d["status"] == "executed"), key=lambda d: d["executed_at"]):
+        winner.update({s["entity_id"]: (d["id"], s["inspector"]) for s in d["result"]["selected"] if s["inspector"]})
+    ids = {d["id"] for d in back}
+    return {eid: who for eid, (did, who) in winner.items() if did in ids}
+
+
 async def restore(r, records: dict[str, bytes], pops: dict[str, bytes], mark: bool = False) -> list[str]:
     """Write back the draws of ``records`` that Redis does not hold, with their populations, index entries,
     the scopes of the executed ones (never over a scope Redis holds) and the inspectors they assigned
-    (in order of execution, never over an assignment Redis holds: a later draw's). One transaction,
+    (:func:`_assigned_by`). One transaction,
     with :data:`RECONCILED` set too when ``mark``. The ids written back, oldest commitment first."""
     import redis.exceptions as rex
 
@@ -139,13 +160,11 @@ async def restore(r, records: dict[str, bytes], pops: dict[str, bytes], mark: bo
         async with r.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(DRAWS, RECONCILED)
-                held = {_s(k) for k in await pipe.hkeys(DRAWS)}
+                held = {_s(k): v for k, v in (await pipe.hgetall(DRAWS)).items()}
                 scoped = await pipe.exists(SCOPES)  # else the API derives them all (spotchecks._scopes_of_older_draws)
                 back = sorted((orjson.loads(v) for k, v in records.items() if k not in held),
                               key=lambda d: (d["committed_at"], d["id"]))
-                assigned: dict[str, str] = {}
-                for d in sorted((d for d in back if d["status"] == "executed"), key=lambda d: d["executed_at"]):
-                    assigned.update({s["entity_id"]: s["inspector"] for s in d["result"]["selected"] if s["inspector"]})
+                assigned = _assigned_by(back, [orjson.loads(v) for v in held.values()]) if back else {}
                 pipe.multi()
                 for d in back:
                     pipe.hset(DRAWS, d["id"], records[d["id"]])
@@ -154,8 +173,8 @@ async def restore(r, records: dict[str, bytes], pops: dict[str, bytes], mark: bo
                         pipe.set(population_key(d["id"]), pops[d["id"]], nx=True)
                     if d["status"] == "executed" and scoped:
                         pipe.hsetnx(SCOPES, scope(d.get("task", "routine"), d["period"], d.get("region")), d["id"])
-                for eid, who in assigned.items():
-                    pipe.hsetnx(LAST_INSPECTOR, eid, who)
+                if assigned:
+                    pipe.hset(LAST_INSPECTOR, mapping=assigned)
                 if mark:
                     pipe.set(RECONCILED, "1")
                 if back or mark:
@@ -203,10 +222,12 @@ class DrawCopy:
             if self.copied is not None:
                 self.copied.inc(len(todo))
 
-    async def reconcile(self, r) -> tuple[int, int]:
-        """When :data:`RECONCILED` is missing: write back the draws only the topic holds, send those only
-        Redis holds (or holds in another state). How many were written back and sent."""
-        if await r.exists(RECONCILED):
+    async def reconcile(self, r, force: bool = False) -> tuple[int, int]:
+        """When :data:`RECONCILED` is missing, or ``force`` (the audit log was written back: Redis lost
+        writes, also where it kept the mark, as a replica behind does): write back the draws only the
+        topic holds, send those only Redis holds (or holds in another state). How many were written back
+        and sent."""
+        if not force and await r.exists(RECONCILED):
             return 0, 0
         records, pops, refused = await self.read()
         held = {_s(k): v for k, v in (await r.hgetall(DRAWS)).items()}

@@ -193,6 +193,10 @@ def audit_shipper(ctx: ApiContext) -> Shipper:
                                       "Spot-check draws written back from the draws topic after Redis lost them",
                                       registry=ctx.registry))
 
+    async def after_merge(r) -> None:  # what else Redis lost with the audit entries
+        await config_history.restore(r)
+        await draws.reconcile(r, force=True)
+
     return Shipper(send, lambda: read_topic(ctx.s, topic),
                    shipped=Counter("riskwatch_audit_copied_total", "Audit entries copied to the audit topic",
                                    registry=ctx.registry),
@@ -202,7 +206,7 @@ def audit_shipper(ctx: ApiContext) -> Shipper:
                    failures=Counter("riskwatch_audit_copy_failures_total",
                                     "Rounds of the audit copy that failed (broker or Redis away)",
                                     registry=ctx.registry),
-                   after_merge=config_history.restore, each_round=draws.reconcile, before_send=draws.before_send)
+                   after_merge=after_merge, each_round=draws.reconcile, before_send=draws.before_send)
 
 
 def create_api(settings: Settings | None = None) -> FastAPI:
