@@ -193,6 +193,8 @@ def audit_shipper(ctx: ApiContext) -> Shipper:
                                       "Spot-check draws written back from the draws topic after Redis lost them",
                                       registry=ctx.registry))
 
+    ctx.draw_copy = draws
+
     async def after_merge(r) -> None:  # what else Redis lost with the audit entries
         await config_history.restore(r)
         await draws.reconcile(r, force=True)

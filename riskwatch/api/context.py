@@ -51,6 +51,7 @@ class ApiContext:
                               ["reason"], registry=self.registry)
         self.supervision = SupervisionGauges(self.registry)
         self.redis = None
+        self.draw_copy = None  # the draws' copy on Kafka (riskwatch.draw_copy.DrawCopy), set by api.app
         self._config: tuple | None = None  # (raw in Redis, Config, meta) last parsed
         self._producer = None
         self._lock = asyncio.Lock()

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import audit
 from ..draw import draw, population_digest, seed_digest
-from ..draw_copy import DRAWS, DRAWS_BY_COMMIT, LAST_INSPECTOR, SECRETS, population_key
+from ..draw_copy import DRAWS, DRAWS_BY_COMMIT, LAST_INSPECTOR, RECONCILED, SECRETS, population_key
 from ..draw_scopes import SCOPES, overlapping, scope
 from ..events import OPERATING, InspectionKind
 from ..spotcheck_outcomes import SPOT_CHECK_KINDS, outcomes
@@ -118,7 +118,7 @@ async def _population(r, region: str | None) -> tuple[list[tuple[str, str, float
     return pop, left_out
 
 
-@router.post("/draws", status_code=201, responses=errors(409))
+@router.post("/draws", status_code=201, responses=errors(409, 503))
 async def commit_draw(request: Request, body: DrawIn, who: Ops):
     """Commit to a draw: publishes the seed's and the population's SHA-256 (the seed stays secret).
     One draw per task, period and region (:mod:`riskwatch.draw_scopes`): 409 while another covers them."""
@@ -126,6 +126,7 @@ async def commit_draw(request: Request, body: DrawIn, who: Ops):
 
     ctx = ctx_of(request)
     key = scope(body.task, body.period, body.region)
+    await _draws_compared(ctx)
     await _scopes_of_older_draws(ctx.redis)
     await _refuse_overlap(ctx.redis, key)  # before the population's read; again in the transaction
     cfg, _ = await ctx.current_config()
@@ -159,6 +160,23 @@ async def commit_draw(request: Request, body: DrawIn, who: Ops):
                 return iso_fields(rec)
             except rex.WatchError:
                 continue  # another draw committed or withdrawn meanwhile: check again
+
+
+async def _draws_compared(ctx) -> None:
+    """A Redis without ``rw:draws:reconciled`` (new, or it lost its data and the copy round has not
+    written the draws back yet) gets the draws from ``rw.draws`` now (:mod:`riskwatch.draw_copy`), so a
+    draw it lost still holds its task, period and region: until 2026-12-08 a commitment in the second
+    after the loss could take them. 503 while the broker is away."""
+    if ctx.draw_copy is None or await ctx.redis.exists(RECONCILED):
+        return
+    try:
+        await ctx.draw_copy.reconcile(ctx.redis)
+    except HTTPException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the broker's errors are many (aiokafka, OSError, timeouts)
+        raise HTTPException(503, detail="the draws Redis may have lost cannot be compared with their copy on "
+                                        f"Kafka now ({type(exc).__name__}): a draw cannot be committed until "
+                                        "they are", headers={"Retry-After": "5"}) from exc
 
 
 async def _refuse_overlap(conn, key: str) -> None:

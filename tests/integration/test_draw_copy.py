@@ -58,6 +58,9 @@ def test_draws_come_back_after_redis_lost_them(stack):
 
         r.flushall()  # Redis restarted without its data
         seed_view(s.redis_url, 60)
+        # at once, before a copy round wrote the draws back: an executed draw's task and period are still taken
+        again = c.post("/v1/spotchecks/draws", json=DRAW, headers=OPS)
+        assert again.status_code == 409 and f"draw {first} (executed)" in again.json()["detail"], again.text
         after = wait_for(lambda: (lambda d: d if len(d) == 4 else None)(_draws(c)), 20, "the draws back",
                          on_fail=lambda: str(list(_draws(c))))
         assert after == before  # records, results and populations, as published before
@@ -65,9 +68,6 @@ def test_draws_come_back_after_redis_lost_them(stack):
         assert c.get(f"/v1/spotchecks/draws/{second}/worklist", headers=OPS).json() == work
         assert r.hgetall(LAST_INSPECTOR) == inspectors
         assert "riskwatch_draws_restored_total 4.0" in c.get("/metrics").text
-        # an executed draw's task and period are still taken
-        again = c.post("/v1/spotchecks/draws", json=DRAW, headers=OPS)
-        assert again.status_code == 409 and f"draw {first} (executed)" in again.json()["detail"], again.text
         # the committed draw's seed was never copied: it cannot execute, holds no scope, and can be withdrawn
         no = c.post(f"/v1/spotchecks/draws/{pending}/execute", headers=OPS)
         assert no.status_code == 409 and "secret seed" in no.json()["detail"] and "withdraw it" in no.json()["detail"]
@@ -195,3 +195,23 @@ def test_a_redis_gone_back_to_an_older_state_gets_the_newer_draws(stack):
         assert after == before
         # the rotation as the later draw left it, not as the replica held it
         assert r.hgetall(LAST_INSPECTOR) == inspectors != replica
+
+
+def test_no_draw_is_committed_while_the_draws_cannot_be_compared(stack):
+    """A Redis that may have lost draws, with the broker away: the commitment answers 503 and says why,
+    rather than take a task and period a lost draw may hold; once compared, it is taken."""
+    s, _ = stack
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there
+    r = redis_sync.Redis.from_url(s.redis_url)
+    seed_view(s.redis_url, 20)
+    with client(s, broker=nowhere) as c:
+        no = c.post("/v1/spotchecks/draws", json=DRAW, headers=OPS)
+        assert no.status_code == 503 and "cannot be compared" in no.json()["detail"], no.text
+        assert no.headers["Retry-After"] == "5" and not r.exists(DRAWS)
+    with client(s) as c:
+        assert c.post("/v1/spotchecks/draws", json=DRAW, headers=OPS).status_code == 201
+        assert r.get(RECONCILED)
