@@ -17,7 +17,11 @@ nothing to write in a new deployment.
 
 Silences are not on ``rw.alerts``: the intake reads them at every tick, and writes back those it last
 read that have not ended (:func:`write_back_silences`), so ops' silences outlive a Redis lost while a
-dispatcher ran (not one lost while none ran).
+dispatcher ran. Since 2026-12-08 they also come back from the audit log, which holds each silence's
+creation whole and its expiry, when the API writes that back from ``rw.audit``
+(:func:`silences_from_audit`): a Redis lost while no dispatcher ran lost every silence, ended ones
+too, so ``GET /v1/silences`` no longer said who had silenced what, and alerts meant to be quiet were
+sent when a dispatcher started.
 
 Not restored, because nothing else holds them: notification groups and the outbox (in-flight
 notifications are lost; an open alert is notified again with its next change) and the applied candidate offsets (the intake applies again the candidates since its consumer
@@ -35,7 +39,8 @@ from ..streams.kafka import read_messages
 from .lifecycle import OPEN
 from .store import SILENCES, AlertStore, alert_key
 
-__all__ = ["MARK", "StoreLost", "StoreMark", "latest_alerts", "write_back", "write_back_silences"]
+__all__ = ["MARK", "StoreLost", "StoreMark", "latest_alerts", "silences_from_audit", "silences_of", "write_back",
+           "write_back_silences"]
 
 MARK = "rw:alerts:mark"
 CHUNK = 500
@@ -104,6 +109,43 @@ async def write_back(r, store: AlertStore, latest: dict[str, dict]) -> tuple[int
             opened += a["status"] in OPEN
         await pipe.execute()
     return written, opened
+
+
+def silences_of(entries) -> dict[str, dict]:
+    """The silences the audit log's entries (oldest first) record: id -> the silence as the store holds it.
+
+    >>> log = [{"at": 10.5, "actor": "ops-li", "action": "silence.create", "target": "s1",
+    ...         "detail": {"matchers": [{"name": "region", "value": "310000"}], "reason": "drill",
+    ...                    "starts_at": 10.0, "ends_at": 99.0, "created_at": 10.4}},
+    ...        {"at": 20.0, "actor": "ops-wang", "action": "silence.expire", "target": "s1", "detail": {}}]
+    >>> silences_of(log)["s1"]["ends_at"], silences_of(log[:1])["s1"]["author"]
+    (20.0, 'ops-li')
+    """
+    out: dict[str, dict] = {}
+    for e in entries:
+        d = e.get("detail") or {}
+        if e["action"] == "silence.create" and "matchers" in d:
+            out[e["target"]] = {"id": e["target"], "matchers": d["matchers"], "starts_at": d["starts_at"],
+                                "ends_at": d["ends_at"], "author": e["actor"], "reason": d["reason"],
+                                "created_at": d.get("created_at", e["at"])}
+        elif e["action"] == "silence.expire" and e["target"] in out:
+            x = out[e["target"]]
+            x["ends_at"] = min(x["ends_at"], d.get("ends_at", e["at"]))
+    return out
+
+
+async def silences_from_audit(r) -> int:
+    """Write back each silence of the audit log that Redis lacks, ended ones too (who silenced what, and
+    why, stays on record); how many. Never over one Redis holds."""
+    from .. import audit
+
+    found = silences_of([e async for e in audit.each(r)])
+    if not found:
+        return 0
+    pipe = r.pipeline(transaction=False)
+    for x in found.values():
+        pipe.hsetnx(SILENCES, x["id"], orjson.dumps(x))
+    return sum(1 for added in await pipe.execute() if added)
 
 
 async def write_back_silences(r, silences: dict[str, dict], now: float) -> int:

@@ -166,7 +166,8 @@ class AlertStore:
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(SILENCES, sid, orjson.dumps(rec))
         self.audit(pipe, spec.author, "silence.create", sid, {"matchers": rec["matchers"], "reason": spec.reason,
-                                                              "starts_at": spec.starts_at, "ends_at": spec.ends_at})
+                                                              "starts_at": spec.starts_at, "ends_at": spec.ends_at,
+                                                              "created_at": rec["created_at"]})
         await pipe.execute()
         return rec
 
@@ -178,7 +179,7 @@ class AlertStore:
         rec["ends_at"] = min(rec["ends_at"], time.time())
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(SILENCES, sid, orjson.dumps(rec))
-        self.audit(pipe, actor, "silence.expire", sid)
+        self.audit(pipe, actor, "silence.expire", sid, {"ends_at": rec["ends_at"]})
         await pipe.execute()
         return rec
 

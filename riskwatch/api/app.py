@@ -10,6 +10,7 @@ no token (probes and Prometheus).
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
@@ -29,6 +30,8 @@ from ..times import iso_fields
 from . import alerts, board, config_api, entities, objections, spotchecks
 from .context import AUTHED, ApiContext, ErrorOut, Ops, count_requests, ctx_of, query_time, redis_outage_is_503
 from .csv_files import attachment, csv_text
+
+log = logging.getLogger("riskwatch.api")
 
 __all__ = ["create_api"]
 
@@ -196,7 +199,12 @@ def audit_shipper(ctx: ApiContext) -> Shipper:
     ctx.draw_copy = draws
 
     async def after_merge(r) -> None:  # what else Redis lost with the audit entries
+        from ..alerts.restore import silences_from_audit
+
         await config_history.restore(r)
+        n = await silences_from_audit(r)
+        if n:
+            log.warning("wrote back %d silences from the audit log", n)
         await draws.reconcile(r, force=True)
 
     return Shipper(send, lambda: read_topic(ctx.s, topic),

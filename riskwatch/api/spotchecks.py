@@ -365,11 +365,13 @@ async def list_draws(request: Request, _: Viewer, status: Literal["committed", "
 
 @router.get("/draws/{draw_id}", responses=errors(404))
 async def get_draw(request: Request, draw_id: str, _: Viewer, population: bool = False):
-    """The commitment (and, once executed, the seed and result); ``population=true`` adds the snapshot."""
+    """The commitment (and, once executed, the seed and result); ``population=true`` adds the snapshot
+    (null when Redis lost it and it never reached ``rw.draws``: until 2026-12-08 that was a 500)."""
     r = ctx_of(request).redis
     rec = await _load_draw(r, draw_id)
     if population:
-        rec["population"] = orjson.loads(await r.get(population_key(draw_id)))
+        frame = await r.get(population_key(draw_id))
+        rec["population"] = orjson.loads(frame) if frame is not None else None
     return iso_fields(rec)
 
 

@@ -299,3 +299,25 @@ def test_audit_check_says_what_redis_lacks_or_holds_otherwise_than_the_copy(stac
     assert f"1 on the topic, not in Redis (deleted, or lost with Redis and not written back yet: the API writes " \
            f"them back): {ids[1]}" in bad.stdout
     assert f"1 in both, with other content in Redis: {ids[2]}" in bad.stdout
+
+
+def test_silences_come_back_with_the_audit_log(stack):
+    """Until 2026-12-08 a Redis lost while no dispatcher ran lost every silence: who silenced what, and
+    why, was gone from ``GET /v1/silences``, and the alerts meant to be quiet were sent once a dispatcher
+    started. The audit log holds each creation whole and each expiry."""
+    s, _ = stack
+    r = redis_sync.Redis.from_url(s.redis_url, decode_responses=True)
+    with client(s) as c:
+        made = [c.post("/v1/silences", json={"matchers": [{"name": "region", "value": f"31010{k}"}],
+                                              "duration": "3h", "reason": f"drill {k}"}, headers=OPS).json()
+                for k in range(3)]
+        assert c.delete(f"/v1/silences/{made[1]['id']}", headers=OPS).status_code == 200
+        before = c.get("/v1/silences", headers=OPS).json()
+        active = c.get("/v1/silences", params={"active": "true"}, headers=OPS).json()
+        assert before["count"] == 3 and active["count"] == 2
+        last = _entries(c)[0]["id"]
+        wait_for(lambda: r.get(SHIPPED) == last, 15, "the copy")
+        r.flushall()
+        wait_for(lambda: c.get("/v1/silences", headers=OPS).json()["count"] == 3, 15, "the silences back")
+        assert c.get("/v1/silences", headers=OPS).json() == before
+        assert c.get("/v1/silences", params={"active": "true"}, headers=OPS).json() == active
