@@ -123,14 +123,16 @@ async def _recover_store(s: Settings, intake: AlertIntake) -> None:
     latest, refused = await latest_alerts(s)
     written, opened = await write_back(r, intake.store, latest)
     silences = await write_back_silences(r, intake.silences, time.time())
+    regrouped = await intake.regroup()
     count = max(held or 0, intake.mark.expected or 0) + 1
     await r.set(MARK, count)
     intake.mark.expected = count
     intake.m.restored.inc(written)
     if written or silences or held is not None:
         log.warning("the alert store in Redis had lost the intake's commits (%s at %s): wrote back %d alerts "
-                    "(%d open) of %d on %s and %d silences in %.1f s; %d records there passed over", MARK, held,
-                    written, opened, len(latest), s.topic("alerts"), silences, time.monotonic() - t, refused)
+                    "(%d open) of %d on %s and %d silences, and made %d notification groups for the open alerts, "
+                    "in %.1f s; %d records there passed over", MARK, held, written, opened, len(latest),
+                    s.topic("alerts"), silences, regrouped, time.monotonic() - t, refused)
     else:
         log.info("no alerts in Redis (%s not set) and none newer on %s to write back (%d read)", MARK,
                  s.topic("alerts"), len(latest))

@@ -354,6 +354,35 @@ class AlertIntake:
                 ident = f"wh|{gk}|" + ",".join(f"{a['id']}:{a['version']}" for a in alerts) + f"|{now}"
                 self._notify(b, r.name, "webhook", ident, body, now)
 
+    async def regroup(self, now: float | None = None) -> int:
+        """Put each open alert that is in no notification group of a webhook receiver it routes to into
+        a new one (Redis lost the groups: :func:`riskwatch.alerts.dispatcher._recover_store` calls this
+        after the alerts are back). A new group sends its alerts after ``group_wait`` and repeats them every
+        ``repeat_interval``: until 2026-12-08 the team heard nothing more of an alert that was open when
+        Redis lost its groups, no reminder, until the alert changed. How many groups were made."""
+        now = time.time() if now is None else now
+        held = {k.decode() if isinstance(k, bytes) else k for k in await self.r.hkeys(f"{P}groups")}
+        made: dict[str, dict] = {}
+        alerts = await self.store.many(await self.store.open_ids())
+        for a in sorted(alerts.values(), key=lambda a: (a.get("starts_at") or 0, a["id"])):
+            if a["status"] not in OPEN:
+                continue
+            for r in receivers_for(a["labels"], self.cfg.receivers):
+                if not r.url:
+                    continue
+                gk = group_key(r.name, a["labels"], r.group_by)
+                if gk in held:
+                    continue
+                made[gk] = grouping.add(made.get(gk), gk, r, {k: a["labels"].get(k, "") for k in r.group_by},
+                                        a["id"], a["version"], now)
+        if made:
+            pipe = self.r.pipeline(transaction=False)
+            for gk, g in made.items():
+                pipe.hsetnx(f"{P}groups", gk, orjson.dumps(g))
+                pipe.zadd(f"{P}groups:due", {gk: g["next_flush"]}, nx=True)
+            await pipe.execute()
+        return len(made)
+
     async def reschedule(self) -> int:
         """Every open alert's next tick under the rules in force (a new ``escalate_after``, a shorter expiry:
         an alert with no candidate since would wait for its old due time). Run when the intake starts and

@@ -23,8 +23,11 @@ creation whole and its expiry, when the API writes that back from ``rw.audit``
 too, so ``GET /v1/silences`` no longer said who had silenced what, and alerts meant to be quiet were
 sent when a dispatcher started.
 
-Not restored, because nothing else holds them: notification groups and the outbox (in-flight
-notifications are lost; an open alert is notified again with its next change) and the applied candidate offsets (the intake applies again the candidates since its consumer
+Notification groups are not kept anywhere else either; since 2026-12-08 the intake makes a new one for
+each open alert in none (:meth:`.intake.AlertIntake.regroup`): the team is told again which alerts are
+open, after ``group_wait``, and reminded every ``repeat_interval`` (until then it heard nothing of them
+until they changed). Not restored, because nothing else holds it: the outbox (in-flight
+notifications are lost; an open alert is notified again with its group) and the applied candidate offsets (the intake applies again the candidates since its consumer
 group's last commit: a firing one counts once more). Alerts older than the topic's retention (7 days
 by default) with no change since are not there to restore.
 """

@@ -182,8 +182,14 @@ def test_the_intake_writes_back_the_alerts_a_redis_lost(services, tmp_path):
         assert len(before["rw:alerts:open"]) == 3 and before[f"rw:alert:{e2}"]["status"] == "acknowledged"
 
         time.sleep(1)  # the short silence is over
+        told = len(_notifications(rcv))
         red.restart()  # without its data
         wait_for(lambda: "wrote back 3 alerts (3 open)" in d.text(), 60, "the alerts written back", d.log)
+        assert "made 3 notification groups" in d.text(), d.log()
+        # the team is told again of the alerts still open (until 2026-12-08: nothing until they changed)
+        wait_for(lambda: {"E2", "E3"} <= {a["labels"]["entity"] for n in _notifications(rcv)[told:]
+                                          for a in n["alerts"] if a["status"] == "firing"}, 30,
+                 "the open alerts notified again", d.log)
         # the silence still in force comes back with them (the intake had read it at its last tick)
         assert [orjson.loads(x)["reason"] for x in r.hvals("rw:silences")] == ["planned outage"], d.log()
         after = _alerts(r)
