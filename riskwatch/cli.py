@@ -284,8 +284,8 @@ def cmd_rebuild_view(args) -> int:
           f"{counts['inspections']} inspection results; "
           f"{counts['from_state']} entities from their state alone (last risk change no longer in the topic); "
           f"{counts['objections']} objection records, {counts['audit']} audit entries, "
-          f"{counts['config_history']} config changes, {counts['silences']} silences and {counts['draws']} "
-          f"spot-check draws Redis had lost put back")
+          f"{counts['config_history']} config changes, {counts['silences']} silences, {counts['imports']} file "
+          f"imports and {counts['draws']} spot-check draws Redis had lost put back")
     if counts["refused"]:
         print(f"{counts['refused']} records on the output topics or the state changelog passed over: not what a "
               f"worker writes (not JSON, or a field missing or wrong)")

@@ -67,11 +67,14 @@ def from_audit(entries: list[dict]) -> list[tuple[dict, dict]]:
     return out
 
 
-async def restore(r) -> int:
-    """Put back the audited changes Redis lacks (see the module's text); how many history rows."""
+async def restore(r, entries: list[dict] | None = None) -> int:
+    """Put back the audited changes Redis lacks (see the module's text); how many history rows.
+    ``entries``: the audit log, oldest first, if read already."""
     import redis.exceptions as rex
 
-    changes = from_audit([e async for e in audit.each(r) if e.get("action") == "config.change"])
+    if entries is None:
+        entries = [e async for e in audit.each(r)]
+    changes = from_audit([e for e in entries if e.get("action") == "config.change"])
     if not changes:
         return 0
     while True:

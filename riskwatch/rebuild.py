@@ -14,8 +14,8 @@ Sources, read from the beginning:
 - the ``commands`` input topic and the states' open disputes: the objections' records Redis lost
   (:mod:`.objection_records`; never one the API wrote);
 - the ``audit`` topic: the audit entries Redis lost (:mod:`.audit_topic`; the API writes them back
-  too), and from them the config history (:mod:`.config_history`) and the silences
-  (:func:`.alerts.restore.silences_from_audit`);
+  too), and from them the config history, the silences and the file imports
+  (:mod:`.audit_derived`);
 - the ``draws`` topic: the spot-check draws Redis lost, with their populations (:mod:`.draw_copy`).
 
 Input and output topics keep records for their retention only (Kafka's default:
@@ -38,8 +38,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from . import config_history
-from .alerts.restore import silences_from_audit
+from .audit_derived import restore_all
 from .audit_topic import merge, read_topic
 from .config import applied_config
 from .draw_copy import read_topic as read_draws
@@ -210,8 +209,7 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
     await pipe.execute()
     counts["objections"] = await _objections(r, settings, disputes)
     counts["audit"] = await merge(r, (await read_topic(settings, settings.topic("audit")))[0])
-    counts["config_history"] = await config_history.restore(r)
-    counts["silences"] = await silences_from_audit(r)
+    counts.update(await restore_all(r))  # config history, silences, imports
     records, pops, _ = await read_draws(settings, settings.topic("draws"))
     counts["draws"] = len(await restore_draws(r, records, pops))
     await r.aclose()

@@ -137,12 +137,15 @@ def silences_of(entries) -> dict[str, dict]:
     return out
 
 
-async def silences_from_audit(r) -> int:
+async def silences_from_audit(r, entries: list[dict] | None = None) -> int:
     """Write back each silence of the audit log that Redis lacks, ended ones too (who silenced what, and
-    why, stays on record); how many. Never over one Redis holds."""
+    why, stays on record); how many. Never over one Redis holds. ``entries``: the audit log, oldest
+    first, if read already."""
     from .. import audit
 
-    found = silences_of([e async for e in audit.each(r)])
+    if entries is None:
+        entries = [e async for e in audit.each(r)]
+    found = silences_of(entries)
     if not found:
         return 0
     pipe = r.pipeline(transaction=False)

@@ -20,7 +20,8 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .. import __version__, audit, config_history
+from .. import __version__, audit
+from ..audit_derived import restore_all
 from ..audit_topic import TOPIC_CONFIG, Shipper, read_topic
 from ..draw_copy import DrawCopy
 from ..draw_copy import read_topic as read_draws
@@ -199,12 +200,9 @@ def audit_shipper(ctx: ApiContext) -> Shipper:
     ctx.draw_copy = draws
 
     async def after_merge(r) -> None:  # what else Redis lost with the audit entries
-        from ..alerts.restore import silences_from_audit
-
-        await config_history.restore(r)
-        n = await silences_from_audit(r)
-        if n:
-            log.warning("wrote back %d silences from the audit log", n)
+        back = {k: n for k, n in (await restore_all(r)).items() if n}
+        if back:
+            log.warning("wrote back from the audit log: %s", ", ".join(f"{n} {k}" for k, n in back.items()))
         await draws.reconcile(r, force=True)
 
     return Shipper(send, lambda: read_topic(ctx.s, topic),

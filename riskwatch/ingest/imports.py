@@ -4,7 +4,8 @@ An entity recognises a complaint, inspection or record sent again only among its
 (``remember_ids``, see ``riskwatch/detectors/seen.py``): the same backfill imported twice counts
 the older part of every long history again. So each import is kept in Redis, in the
 hash ``rw:imports`` (SHA-256 of the file -> when, what, how many) and in the audit log, and a
-second import of the same bytes is refused unless ``--again`` is given. An import that stopped
+second import of the same bytes is refused unless ``--again`` is given. A Redis that lost
+``rw:imports`` gets it back from the audit log (:func:`imports_from_audit`, since 2026-12-08). An import that stopped
 (the broker away, Ctrl-C) is kept with the line it stopped at (``next_line``): the same file is
 then accepted with ``--from-line`` that line, which sends the rest. A file that differs by
 one byte is another file: rows that overlap an earlier import are left to the detectors.
@@ -32,7 +33,7 @@ import orjson
 from .. import audit
 from ..claims import RELEASE, RENEW
 
-__all__ = ["IMPORTS", "Running", "digest", "earlier", "record"]
+__all__ = ["IMPORTS", "Running", "digest", "earlier", "imports_from_audit", "imports_of", "record"]
 
 IMPORTS = "rw:imports"
 
@@ -81,11 +82,49 @@ def record(settings, sha256: str, path: Path, accepted: int, rejected: int, agai
         pipe = client.pipeline(transaction=True)
         pipe.hset(IMPORTS, sha256, orjson.dumps(entry))
         audit.record(pipe, entry["actor"], "import", path.name, {k: entry[k] for k in (
-            "sha256", "accepted", "rejected", "again", "next_line", "from_line")})
+            "sha256", "accepted", "rejected", "again", "next_line", "from_line")} | {"imported_at": entry["at"]})
         pipe.execute()
     finally:
         client.close()
     return entry
+
+
+def imports_of(entries) -> dict[str, dict]:
+    """The imports the audit log's entries (oldest first) record: SHA-256 -> the last import of those
+    bytes, as :func:`record` keeps it.
+
+    >>> log = [{"at": 5.0, "actor": "cli:li@h", "action": "import", "target": "a.csv",
+    ...         "detail": {"sha256": "ab", "accepted": 9, "rejected": 1, "again": False, "next_line": 11,
+    ...                    "from_line": 1}},
+    ...        {"at": 6.0, "actor": "cli:li@h", "action": "import", "target": "a.csv",
+    ...         "detail": {"sha256": "ab", "accepted": 5, "rejected": 0, "again": False, "next_line": None,
+    ...                    "from_line": 11}}]
+    >>> imports_of(log)["ab"]["from_line"], imports_of(log)["ab"]["file"], imports_of(log[:1])["ab"]["next_line"]
+    (11, 'a.csv', 11)
+    """
+    out: dict[str, dict] = {}
+    for e in entries:
+        d = e.get("detail") or {}
+        if e["action"] == "import" and "sha256" in d:
+            out[d["sha256"]] = {"at": d.get("imported_at", e["at"]), "file": e["target"], "sha256": d["sha256"], "accepted": d["accepted"],
+                                "rejected": d["rejected"], "actor": e["actor"], "again": d.get("again", False),
+                                "next_line": d.get("next_line"), "from_line": d.get("from_line", 1)}
+    return out
+
+
+async def imports_from_audit(r, entries: list[dict] | None = None) -> int:
+    """Write back each import of the audit log that ``rw:imports`` lacks (Redis lost it: until 2026-12-08
+    the same file was then imported again without a word, and every long history's older part counted
+    twice); how many. ``entries``: the audit log, oldest first, if read already."""
+    if entries is None:
+        entries = [e async for e in audit.each(r)]
+    found = imports_of(entries)
+    if not found:
+        return 0
+    pipe = r.pipeline(transaction=False)
+    for sha, entry in found.items():
+        pipe.hsetnx(IMPORTS, sha, orjson.dumps(entry))
+    return sum(1 for added in await pipe.execute() if added)
 
 
 class Running:

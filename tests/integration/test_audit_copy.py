@@ -321,3 +321,35 @@ def test_silences_come_back_with_the_audit_log(stack):
         wait_for(lambda: c.get("/v1/silences", headers=OPS).json()["count"] == 3, 15, "the silences back")
         assert c.get("/v1/silences", headers=OPS).json() == before
         assert c.get("/v1/silences", params={"active": "true"}, headers=OPS).json() == active
+
+
+def test_a_file_imported_before_is_still_refused_after_redis_lost_it(stack, tmp_path):
+    """``riskwatch import`` refuses a file imported before (an entity recognises items sent again only
+    among its newest, so a backfill imported twice counts every long history's older part again). Until
+    2026-12-08 that record was in Redis alone: after a loss the same file was taken again without a word.
+    The import's audit entry holds it whole."""
+    import subprocess
+    import sys
+
+    from riskwatch.ingest.imports import IMPORTS
+
+    s, workers = stack
+    r = redis_sync.Redis.from_url(s.redis_url, decode_responses=True)
+    f = tmp_path / "backfill.jsonl"
+    f.write_text('{"type": "entity", "entity_id": "91350100M000100Y43", "name": "A", "industry": "food", '
+                 '"region": "350102"}\n')
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "riskwatch.cli", "import", str(f), "--topic-from-type", *args],
+                              env=dict(workers.env), capture_output=True, text=True, timeout=120)
+
+    assert run().returncode == 0
+    held = r.hgetall(IMPORTS)
+    with client(s) as c:
+        last = _entries(c)[0]["id"]
+        wait_for(lambda: r.get(SHIPPED) == last, 15, "the copy")
+        r.flushall()
+        wait_for(lambda: r.hgetall(IMPORTS), 15, "the imports back")
+        assert r.hgetall(IMPORTS) == held
+    again = run()
+    assert again.returncode == 2 and "was imported before" in again.stderr, again
