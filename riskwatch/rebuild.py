@@ -117,11 +117,19 @@ VIEW_PATTERNS = ("rw:entity:*", "rw:entities", "rw:names", "rw:rank", "rw:rank:*
 
 
 async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]:
+    """Rebuild the view (see the module's text); how many of each kind were read or put back."""
     import redis.asyncio as aioredis
 
+    r = aioredis.from_url(settings.redis_url)
+    try:
+        return await _rebuild(settings, r, flush)
+    finally:  # also when cancelled (the API's rebuild after a loss, at its shutdown)
+        await r.aclose()
+
+
+async def _rebuild(settings: Settings, r, flush: bool) -> dict[str, int]:
     from .engine import Engine
 
-    r = aioredis.from_url(settings.redis_url)
     cfg = applied_config(settings)
     engine = Engine(cfg)
     view = ViewWriter({t.name: t.ratio for t in cfg.tiers}, settings.history_len)
@@ -212,7 +220,6 @@ async def rebuild_view(settings: Settings, flush: bool = True) -> dict[str, int]
     counts.update(await restore_all(r))  # config history, silences, imports
     records, pops, _ = await read_draws(settings, settings.topic("draws"))
     counts["draws"] = len(await restore_draws(r, records, pops))
-    await r.aclose()
     return counts
 
 

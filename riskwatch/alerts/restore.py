@@ -19,7 +19,7 @@ Silences are not on ``rw.alerts``: the intake reads them at every tick, and writ
 read that have not ended (:func:`write_back_silences`), so ops' silences outlive a Redis lost while a
 dispatcher ran. Since 2026-12-08 they also come back from the audit log, which holds each silence's
 creation whole and its expiry, when the API writes that back from ``rw.audit``
-(:func:`silences_from_audit`): a Redis lost while no dispatcher ran lost every silence, ended ones
+(:func:`silences_of`, :mod:`riskwatch.audit_derived`): a Redis lost while no dispatcher ran lost every silence, ended ones
 too, so ``GET /v1/silences`` no longer said who had silenced what, and alerts meant to be quiet were
 sent when a dispatcher started.
 
@@ -42,7 +42,7 @@ from ..streams.kafka import read_messages
 from .lifecycle import OPEN
 from .store import SILENCES, AlertStore, alert_key
 
-__all__ = ["MARK", "StoreLost", "StoreMark", "latest_alerts", "silences_from_audit", "silences_of", "write_back",
+__all__ = ["MARK", "StoreLost", "StoreMark", "latest_alerts", "silences_of", "write_back",
            "write_back_silences"]
 
 MARK = "rw:alerts:mark"
@@ -135,23 +135,6 @@ def silences_of(entries) -> dict[str, dict]:
             x = out[e["target"]]
             x["ends_at"] = min(x["ends_at"], d.get("ends_at", e["at"]))
     return out
-
-
-async def silences_from_audit(r, entries: list[dict] | None = None) -> int:
-    """Write back each silence of the audit log that Redis lacks, ended ones too (who silenced what, and
-    why, stays on record); how many. Never over one Redis holds. ``entries``: the audit log, oldest
-    first, if read already."""
-    from .. import audit
-
-    if entries is None:
-        entries = [e async for e in audit.each(r)]
-    found = silences_of(entries)
-    if not found:
-        return 0
-    pipe = r.pipeline(transaction=False)
-    for x in found.values():
-        pipe.hsetnx(SILENCES, x["id"], orjson.dumps(x))
-    return sum(1 for added in await pipe.execute() if added)
 
 
 async def write_back_silences(r, silences: dict[str, dict], now: float) -> int:

@@ -26,8 +26,10 @@ from ..audit_topic import TOPIC_CONFIG, Shipper, read_topic
 from ..draw_copy import DrawCopy
 from ..draw_copy import read_topic as read_draws
 from ..kafka_security import client_options
+from ..rebuild import rebuild_view
 from ..settings import Settings
 from ..times import iso_fields
+from ..view_rebuild import AfterLoss, noticed
 from . import alerts, board, config_api, entities, objections, spotchecks
 from .context import AUTHED, ApiContext, ErrorOut, Ops, count_requests, ctx_of, query_time, redis_outage_is_503
 from .csv_files import attachment, csv_text
@@ -198,12 +200,23 @@ def audit_shipper(ctx: ApiContext) -> Shipper:
                                       registry=ctx.registry))
 
     ctx.draw_copy = draws
+    ctx.after_loss = AfterLoss(
+        lambda: rebuild_view(ctx.s, flush=False),
+        rebuilt=Counter("riskwatch_view_rebuilds_total", "View rebuilds from Kafka this API ran after Redis lost "
+                        "data", registry=ctx.registry),
+        failures=Counter("riskwatch_view_rebuild_failures_total", "View rebuilds after Redis lost data that "
+                         "failed (tried again)", registry=ctx.registry))
 
     async def after_merge(r) -> None:  # what else Redis lost with the audit entries
         back = {k: n for k, n in (await restore_all(r)).items() if n}
         if back:
             log.warning("wrote back from the audit log: %s", ", ".join(f"{n} {k}" for k, n in back.items()))
         await draws.reconcile(r, force=True)
+        await noticed(r, "the API (the audit log written back)")
+
+    async def each_round(r) -> None:
+        await draws.reconcile(r)
+        await ctx.after_loss.check(r)
 
     return Shipper(send, lambda: read_topic(ctx.s, topic),
                    shipped=Counter("riskwatch_audit_copied_total", "Audit entries copied to the audit topic",
@@ -214,7 +227,7 @@ def audit_shipper(ctx: ApiContext) -> Shipper:
                    failures=Counter("riskwatch_audit_copy_failures_total",
                                     "Rounds of the audit copy that failed (broker or Redis away)",
                                     registry=ctx.registry),
-                   after_merge=after_merge, each_round=draws.reconcile, before_send=draws.before_send)
+                   after_merge=after_merge, each_round=each_round, before_send=draws.before_send)
 
 
 def create_api(settings: Settings | None = None) -> FastAPI:
@@ -230,6 +243,8 @@ def create_api(settings: Settings | None = None) -> FastAPI:
         yield
         copying.cancel()
         await asyncio.wait([copying], timeout=5)  # never held up by it
+        if ctx.after_loss is not None:
+            await ctx.after_loss.stop()
         await ctx.close()
 
     app = FastAPI(title="riskwatch", version=__version__, lifespan=lifespan,

@@ -52,6 +52,7 @@ class ApiContext:
         self.supervision = SupervisionGauges(self.registry)
         self.redis = None
         self.draw_copy = None  # the draws' copy on Kafka (riskwatch.draw_copy.DrawCopy), set by api.app
+        self.after_loss = None  # the view rebuilt after Redis lost data (riskwatch.view_rebuild), set by api.app
         self._config: tuple | None = None  # (raw in Redis, Config, meta) last parsed
         self._producer = None
         self._lock = asyncio.Lock()

@@ -5,7 +5,7 @@ An entity recognises a complaint, inspection or record sent again only among its
 the older part of every long history again. So each import is kept in Redis, in the
 hash ``rw:imports`` (SHA-256 of the file -> when, what, how many) and in the audit log, and a
 second import of the same bytes is refused unless ``--again`` is given. A Redis that lost
-``rw:imports`` gets it back from the audit log (:func:`imports_from_audit`, since 2026-12-08). An import that stopped
+``rw:imports`` gets it back from the audit log (:func:`imports_of`, :mod:`riskwatch.audit_derived`; since 2026-12-08). An import that stopped
 (the broker away, Ctrl-C) is kept with the line it stopped at (``next_line``): the same file is
 then accepted with ``--from-line`` that line, which sends the rest. A file that differs by
 one byte is another file: rows that overlap an earlier import are left to the detectors.
@@ -33,7 +33,7 @@ import orjson
 from .. import audit
 from ..claims import RELEASE, RENEW
 
-__all__ = ["IMPORTS", "Running", "digest", "earlier", "imports_from_audit", "imports_of", "record"]
+__all__ = ["IMPORTS", "Running", "digest", "earlier", "imports_of", "record"]
 
 IMPORTS = "rw:imports"
 
@@ -110,21 +110,6 @@ def imports_of(entries) -> dict[str, dict]:
                                 "rejected": d["rejected"], "actor": e["actor"], "again": d.get("again", False),
                                 "next_line": d.get("next_line"), "from_line": d.get("from_line", 1)}
     return out
-
-
-async def imports_from_audit(r, entries: list[dict] | None = None) -> int:
-    """Write back each import of the audit log that ``rw:imports`` lacks (Redis lost it: until 2026-12-08
-    the same file was then imported again without a word, and every long history's older part counted
-    twice); how many. ``entries``: the audit log, oldest first, if read already."""
-    if entries is None:
-        entries = [e async for e in audit.each(r)]
-    found = imports_of(entries)
-    if not found:
-        return 0
-    pipe = r.pipeline(transaction=False)
-    for sha, entry in found.items():
-        pipe.hsetnx(IMPORTS, sha, orjson.dumps(entry))
-    return sum(1 for added in await pipe.execute() if added)
 
 
 class Running:

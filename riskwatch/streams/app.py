@@ -36,6 +36,7 @@ from ..metrics import WorkerMetrics
 from ..models import SnapshotError
 from ..settings import INPUT_TOPICS, OUTPUT_TOPICS, Settings
 from ..view import ViewWriter
+from ..view_rebuild import noticed
 from .codec import dead_letter, encode_batch
 from .config_repair import reconcile
 from .kafka import read_range, read_skipped
@@ -546,8 +547,9 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
                 log.warning("the view had lost writes for partition %d, and lacked %d of its %d entities "
                             "(Redis restarted without its data, replaced, or failed over to a replica "
                             "behind?): wrote them all back from their states in %.1f s; their histories "
-                            "and the spot-check list come back with riskwatch rebuild-view --no-flush",
+                            "and the spot-check list come back with the API's rebuild (riskwatch.view_rebuild)",
                             p, missing, n, time.monotonic() - t)
+                await noticed(r, f"a worker, partition {p}")
             if objections:
                 m.objections_restored.inc(objections)
                 log.warning("restored %d open objection(s) of partition %d from the entities' states (Redis "

@@ -101,7 +101,8 @@ def test_the_merge_keeps_what_is_written_while_it_runs(stack):
 
 
 def test_rebuild_view_writes_the_audit_log_back(stack):
-    """With no API running (Redis lost while it was down), ``rebuild-view`` writes it back."""
+    """With no API running (Redis lost while it was down), ``rebuild-view`` writes it back, and the draws
+    from ``rw.draws`` (:mod:`riskwatch.draw_copy`)."""
     s, _ = stack
     r = redis_sync.Redis.from_url(s.redis_url, decode_responses=True)
     seed_view(s.redis_url, 20)
@@ -109,14 +110,16 @@ def test_rebuild_view_writes_the_audit_log_back(stack):
         did = c.post("/v1/spotchecks/draws", json=DRAW, headers=OPS).json()["id"]
         c.post(f"/v1/spotchecks/draws/{did}/execute", headers=OPS)
         before = _entries(c)
+        drawn = c.get(f"/v1/spotchecks/draws/{did}", params={"population": "true"}, headers=OPS).json()
         wait_for(lambda: r.get(SHIPPED) == before[0]["id"], 15, "the copy")
     r.flushall()
     from riskwatch.rebuild import rebuild_view
 
     counts = asyncio.run(rebuild_view(s, flush=False))
-    assert counts["audit"] == 2, counts
+    assert counts["audit"] == 2 and counts["draws"] == 1, counts
     with client(s) as c:
         assert _entries(c) == before
+        assert c.get(f"/v1/spotchecks/draws/{did}", params={"population": "true"}, headers=OPS).json() == drawn
 
 
 def test_the_audit_log_filters_and_pages_on_past_entries_that_do_not_match(stack):

@@ -144,26 +144,6 @@ def test_draws_made_before_the_copy_are_sent_and_a_large_population_comes_back_w
     asyncio.run(go())
 
 
-def test_rebuild_view_writes_the_draws_back(stack):
-    """With no API running (Redis lost while it was down), ``rebuild-view`` writes the draws back."""
-    s, _ = stack
-    r = redis_sync.Redis.from_url(s.redis_url, decode_responses=True)
-    seed_view(s.redis_url, 20)
-    with client(s) as c:
-        did = c.post("/v1/spotchecks/draws", json=DRAW, headers=OPS).json()["id"]
-        c.post(f"/v1/spotchecks/draws/{did}/execute", headers=OPS)
-        before = _draws(c)
-        last = _last_audit_id(c)
-        wait_for(lambda: r.get(SHIPPED) == last, 15, "the copy")
-    r.flushall()
-    from riskwatch.rebuild import rebuild_view
-
-    counts = asyncio.run(rebuild_view(s, flush=False))
-    assert counts["draws"] == 1, counts
-    with client(s) as c:
-        assert _draws(c) == before
-
-
 def test_a_redis_gone_back_to_an_older_state_gets_the_newer_draws(stack):
     """A failover to a replica behind keeps :data:`RECONCILED` but lacks the last draws: the audit
     entries written back say Redis lost writes, and the draws are compared then too."""
