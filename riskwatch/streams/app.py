@@ -553,8 +553,8 @@ def create_app(settings: Settings | None = None, worker: Worker | None = None) -
             if objections:
                 m.objections_restored.inc(objections)
                 log.warning("restored %d open objection(s) of partition %d from the entities' states (Redis "
-                            "had lost their records); who filed them and why come back with riskwatch "
-                            "rebuild-view --no-flush", objections, p)
+                            "had lost their records); who filed them and why come back with the API's rebuild "
+                            "(riskwatch.view_rebuild)", objections, p)
 
     refused: dict = {}  # a change in Redis this worker could not apply: said once
 

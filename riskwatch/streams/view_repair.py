@@ -27,8 +27,8 @@ kept in the state), so the same decision read from ``rw.risk-changes`` by a ``re
 meanwhile, with its exact reasons, cause and config version, replaces it, and is never replaced by
 it. The open objections the states hold come back too, where Redis lost their records
 (:mod:`riskwatch.objection_records`). Histories, the spot-check list, inspection results and who
-filed an objection and why are not in the states: ``riskwatch rebuild-view --no-flush`` puts those
-back from the topics.
+filed an objection and why are not in the states: the worker sets ``rw:view:lost``, and an API puts
+those back from the topics as ``riskwatch rebuild-view --no-flush`` does (:mod:`riskwatch.view_rebuild`).
 """
 
 from __future__ import annotations
