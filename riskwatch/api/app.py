@@ -165,7 +165,10 @@ async def get_audit(request: Request, _: Ops, action: Annotated[str | None, Quer
 
 
 def audit_shipper(ctx: ApiContext) -> Shipper:
-    """The copy of the audit log to ``rw.audit`` through the API's producer (:mod:`riskwatch.audit_topic`)."""
+    """The copy of the audit log to ``rw.audit`` through the API's producer (:mod:`riskwatch.audit_topic`),
+    and what rides on its rounds: the draws' copy (:mod:`riskwatch.draw_copy`), what comes back with the
+    audit log (:mod:`riskwatch.audit_derived`) and the view's rebuild after a loss
+    (:mod:`riskwatch.view_rebuild`)."""
     from prometheus_client import Counter
 
     from ..streams.kafka import create_topics
