@@ -150,29 +150,39 @@ def _assigned_by(back: list[dict], held: list[dict]) -> dict[str, str]:
 
 
 async def restore(r, records: dict[str, bytes], pops: dict[str, bytes], mark: bool = False) -> list[str]:
-    """Write back the draws of ``records`` that Redis does not hold, with their populations, index entries,
-    the scopes of the executed ones (never over a scope Redis holds) and the inspectors they assigned
-    (:func:`_assigned_by`). One transaction,
-    with :data:`RECONCILED` set too when ``mark``. The ids written back, oldest commitment first."""
+    """Write back the draws of ``records`` that Redis does not hold, or holds committed where the record
+    is executed or withdrawn, with their populations, index entries, the scopes of the executed ones
+    (never over a scope Redis holds; a withdrawn one's freed), the inspectors they assigned
+    (:func:`_assigned_by`), and no seed of one no longer committed. One transaction, with
+    :data:`RECONCILED` set too when ``mark``. The ids written back, oldest commitment first."""
     import redis.exceptions as rex
 
     while True:
         async with r.pipeline(transaction=True) as pipe:
             try:
-                await pipe.watch(DRAWS, RECONCILED)
-                held = {_s(k): v for k, v in (await pipe.hgetall(DRAWS)).items()}
-                scoped = await pipe.exists(SCOPES)  # else the API derives them all (spotchecks._scopes_of_older_draws)
-                back = sorted((orjson.loads(v) for k, v in records.items() if k not in held),
+                await pipe.watch(DRAWS, RECONCILED, SCOPES)
+                held = {_s(k): orjson.loads(v) for k, v in (await pipe.hgetall(DRAWS)).items()}
+                scopes = {_s(k): _s(v) for k, v in (await pipe.hgetall(SCOPES)).items()}
+                # a draw Redis lacks, or holds committed where the topic has it executed or withdrawn (a
+                # replica behind: its seed would let it be executed again)
+                back = sorted((d for d in map(orjson.loads, records.values()) if d["id"] not in held
+                               or _RANK.get(d["status"], 0) > _RANK.get(held[d["id"]]["status"], 0)),
                               key=lambda d: (d["committed_at"], d["id"]))
-                assigned = _assigned_by(back, [orjson.loads(v) for v in held.values()]) if back else {}
+                ids = {d["id"] for d in back}
+                assigned = _assigned_by(back, [d for k, d in held.items() if k not in ids]) if back else {}
                 pipe.multi()
                 for d in back:
                     pipe.hset(DRAWS, d["id"], records[d["id"]])
                     pipe.zadd(DRAWS_BY_COMMIT, {d["id"]: d["committed_at"]})
                     if d["id"] in pops:
                         pipe.set(population_key(d["id"]), pops[d["id"]], nx=True)
-                    if d["status"] == "executed" and scoped:
-                        pipe.hsetnx(SCOPES, scope(d.get("task", "routine"), d["period"], d.get("region")), d["id"])
+                    if d["status"] != "committed":
+                        pipe.hdel(SECRETS, d["id"])
+                    key = scope(d.get("task", "routine"), d["period"], d.get("region"))
+                    if d["status"] == "executed" and scopes:  # none: the API derives them all
+                        pipe.hsetnx(SCOPES, key, d["id"])  # (spotchecks._scopes_of_older_draws)
+                    elif d["status"] == "withdrawn" and scopes.get(key) == d["id"]:
+                        pipe.hdel(SCOPES, key)
                 if assigned:
                     pipe.hset(LAST_INSPECTOR, mapping=assigned)
                 if mark:

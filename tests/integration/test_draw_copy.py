@@ -145,8 +145,9 @@ def test_draws_made_before_the_copy_are_sent_and_a_large_population_comes_back_w
 
 
 def test_a_redis_gone_back_to_an_older_state_gets_the_newer_draws(stack):
-    """A failover to a replica behind keeps :data:`RECONCILED` but lacks the last draws: the audit
-    entries written back say Redis lost writes, and the draws are compared then too."""
+    """A failover to a replica behind keeps :data:`RECONCILED` but lacks the last changes of the draws
+    (here an execution: the replica holds the draw committed, with its seed): the audit entries written
+    back say Redis lost writes, and the draws are compared then too."""
     s, _ = stack
     r = redis_sync.Redis.from_url(s.redis_url)
     seed_view(s.redis_url, 40)
@@ -155,8 +156,10 @@ def test_a_redis_gone_back_to_an_older_state_gets_the_newer_draws(stack):
         assert c.post(f"/v1/spotchecks/draws/{first}/execute", headers=OPS).status_code == 200
         last = _last_audit_id(c)
         wait_for(lambda: r.get(SHIPPED) == last.encode() and r.get(RECONCILED), 15, "the first draw copied")
-        snapshot = {k: (r.dump(k), r.pttl(k)) for k in r.scan_iter(count=1000)}  # the replica, behind from here
         later = c.post("/v1/spotchecks/draws", json={**DRAW, "period": "2026-02"}, headers=OPS).json()["id"]
+        last = _last_audit_id(c)
+        wait_for(lambda: r.get(SHIPPED) == last.encode(), 15, "the later draw's commitment copied")
+        snapshot = {k: (r.dump(k), r.pttl(k)) for k in r.scan_iter(count=1000)}  # the replica, behind from here
         assert c.post(f"/v1/spotchecks/draws/{later}/execute", headers=OPS).status_code == 200
         before = _draws(c)
         inspectors = r.hgetall(LAST_INSPECTOR)
@@ -165,16 +168,21 @@ def test_a_redis_gone_back_to_an_older_state_gets_the_newer_draws(stack):
 
         r.restore("scratch:draws", 0, snapshot[DRAWS.encode()][0])
         r.restore("scratch:rotation", 0, snapshot[LAST_INSPECTOR.encode()][0])
-        assert r.hkeys("scratch:draws") == [first.encode()]  # what the replica holds: the first draw
+        assert {k: orjson.loads(v)["status"] for k, v in r.hgetall("scratch:draws").items()} == {
+            first.encode(): "executed", later.encode(): "committed"}  # what the replica holds
         replica = r.hgetall("scratch:rotation")  # and its assignments only
         r.flushall()  # the failover: Redis as it was before the later draw
         for k, (v, ttl) in snapshot.items():
             r.restore(k, max(ttl, 0), v)
-        after = wait_for(lambda: (lambda d: d if len(d) == 2 else None)(_draws(c)), 20, "the later draw back",
-                         on_fail=lambda: str(list(_draws(c))))
+        after = wait_for(lambda: (lambda d: d if d[later]["status"] == "executed" else None)(_draws(c)), 20,
+                         "the later draw's execution back", on_fail=lambda: str(_draws(c)[later]["status"]))
         assert after == before
         # the rotation as the later draw left it, not as the replica held it
         assert r.hgetall(LAST_INSPECTOR) == inspectors != replica
+        # and the replica's seed of the later draw is gone: it cannot be executed a second time
+        assert not r.hexists("rw:draws:secret", later)
+        again = c.post(f"/v1/spotchecks/draws/{later}/execute", headers=OPS)
+        assert again.status_code == 409 and "already executed" in again.json()["detail"], again.text
 
 
 def test_no_draw_is_committed_while_the_draws_cannot_be_compared(stack):
