@@ -82,8 +82,8 @@ async def changes(request: Request, who: Viewer, since: str | None = None, until
         rows = await r.zrevrangebyscore(SPOTCHECKS, hi if hi is not None else "+inf", lo if lo is not None else "-inf",
                                         start=pos, num=page)
         pos += len(rows)
-        for raw in rows:
-            c = orjson.loads(raw)
+        page_rows = await _labelled([orjson.loads(raw) for raw in rows], r)
+        for c in page_rows:
             if (region and c.get("region") != region) or (to_tier and c["to_tier"] != to_tier) or \
                     not who.sees(c.get("region")):
                 continue
@@ -94,6 +94,21 @@ async def changes(request: Request, who: Viewer, since: str | None = None, until
         if len(rows) < page:
             break
     return {"count": len(out), "changes": out}
+
+
+async def _labelled(rows: list[dict], r) -> list[dict]:
+    """Tier changes with the region and industry of their entity's register where the worker had none yet
+    (a change made before the entity's register record reached it: until 2026-12-08 ``?region=`` and
+    tokens limited to regions never saw it)."""
+    bare = [c for c in rows if not c.get("region")]
+    if bare:
+        pipe = r.pipeline(transaction=False)
+        for c in bare:
+            pipe.hmget(entity_key(c["entity_id"]), "region", "industry")
+        for c, (reg, ind) in zip(bare, await pipe.execute()):
+            c["region"] = reg.decode() if isinstance(reg, bytes) else reg
+            c["industry"] = c.get("industry") or (ind.decode() if isinstance(ind, bytes) else ind)
+    return rows
 
 
 async def _population(r, region: str | None) -> tuple[list[tuple[str, str, float]], int]:
